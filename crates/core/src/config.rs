@@ -1,0 +1,690 @@
+//! The configuration file: its types, `${VAR}` expansion, validation and redacted display.
+//!
+//! Values are checked while the TOML is read, so an error names the key and the line
+//! (unknown keys, a missing environment variable, a malformed URL, an unknown storage class).
+//! Secrets are held in [`Secret`], whose `Debug` and `Serialize` never show the value; the
+//! PostgreSQL URL is held in [`PgUrl`], which redacts its password the same way.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Result};
+
+/// Where the configuration came from, for messages and for resolving relative paths.
+#[derive(Debug, Clone, Serialize)]
+pub enum ConfigSource {
+    File(PathBuf),
+    /// No file: the embedded default (a local repository `./lifeboat-repo`).
+    Default,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub repository: RepositoryConfig,
+    #[serde(default)]
+    pub encryption: Option<EncryptionConfig>,
+    #[serde(default)]
+    pub compression: CompressionConfig,
+    #[serde(default)]
+    pub tools: ToolsConfig,
+    #[serde(default)]
+    pub postgres: BTreeMap<String, PostgresConfig>,
+    #[serde(skip_deserializing, default = "default_source")]
+    pub source: ConfigSource,
+}
+
+fn default_source() -> ConfigSource {
+    ConfigSource::Default
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    pub url: RepositoryUrl,
+    #[serde(default, deserialize_with = "expand_opt")]
+    pub endpoint: Option<String>,
+    #[serde(default, deserialize_with = "expand_opt")]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub access_key_id: Option<Secret>,
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    /// Path-style addressing (`endpoint/bucket/key`); the default, as R2 and most servers want.
+    #[serde(default = "yes")]
+    pub path_style: bool,
+    /// Storage class per kind of backup (`db`, `base`, `wal`); unset means the bucket default.
+    #[serde(default)]
+    pub storage_class: StorageClasses,
+    /// Multipart part size in MiB (all parts but the last are exactly this size, as R2 requires).
+    /// Unset: chosen from the database size so that the 10,000-part limit is never reached.
+    #[serde(default)]
+    pub part_size_mib: Option<u64>,
+    /// Parts uploaded at once.
+    #[serde(default = "default_upload_concurrency")]
+    pub upload_concurrency: usize,
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        RepositoryConfig {
+            url: RepositoryUrl::Local(PathBuf::from("lifeboat-repo")),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            path_style: true,
+            storage_class: StorageClasses::default(),
+            part_size_mib: None,
+            upload_concurrency: default_upload_concurrency(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_upload_concurrency() -> usize {
+    4
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageClasses {
+    #[serde(default, deserialize_with = "storage_class_opt")]
+    pub db: Option<String>,
+    #[serde(default, deserialize_with = "storage_class_opt")]
+    pub base: Option<String>,
+    #[serde(default, deserialize_with = "storage_class_opt")]
+    pub wal: Option<String>,
+}
+
+/// The S3 storage classes lifeboat knows; anything else is a configuration error.
+pub const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "GLACIER_IR",
+    "DEEP_ARCHIVE",
+    "REDUCED_REDUNDANCY",
+];
+
+fn storage_class_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let value = expand(d)?;
+    if STORAGE_CLASSES.contains(&value.as_str()) {
+        Ok(Some(value))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "unknown storage class `{value}`: use one of {}",
+            STORAGE_CLASSES.join(", ")
+        )))
+    }
+}
+
+/// Where the repository lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepositoryUrl {
+    Local(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl RepositoryUrl {
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(format!(
+                    "malformed repository url `{text}`: expected `s3://BUCKET/PREFIX`"
+                ));
+            }
+            Ok(RepositoryUrl::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            })
+        } else if let Some(path) = text.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(format!(
+                    "malformed repository url `{text}`: expected `file:///ABSOLUTE/PATH`"
+                ));
+            }
+            Ok(RepositoryUrl::Local(PathBuf::from(path)))
+        } else if text.contains("://") {
+            Err(format!(
+                "unsupported repository url `{text}`: use `file:///PATH` or `s3://BUCKET/PREFIX`"
+            ))
+        } else if text.is_empty() {
+            Err("empty repository url: use `file:///PATH` or `s3://BUCKET/PREFIX`".into())
+        } else {
+            Ok(RepositoryUrl::Local(PathBuf::from(text)))
+        }
+    }
+}
+
+impl fmt::Display for RepositoryUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RepositoryUrl::Local(path) => write!(f, "file://{}", path.display()),
+            RepositoryUrl::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            RepositoryUrl::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RepositoryUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = expand(d)?;
+        RepositoryUrl::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for RepositoryUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// age recipients (`age1...` public keys) every backup is encrypted to.
+    #[serde(deserialize_with = "expand_vec")]
+    pub recipients: Vec<String>,
+    /// The age identity file, needed only to restore or verify.
+    #[serde(default, deserialize_with = "expand_opt")]
+    pub identity_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    /// zstd level, 1 (fast) to 19 (small).
+    #[serde(default = "default_level")]
+    pub level: i32,
+    /// zstd worker threads; 0 means one per core.
+    #[serde(default)]
+    pub threads: u32,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            level: default_level(),
+            threads: 0,
+        }
+    }
+}
+
+fn default_level() -> i32 {
+    3
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsConfig {
+    /// Folder holding pg_dump, pg_restore, initdb...; unset: the newest under
+    /// `/usr/lib/postgresql/*/bin`, else `PATH`.
+    #[serde(default, deserialize_with = "expand_opt")]
+    pub pg_bin_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    pub url: PgUrl,
+    /// Password, kept out of the URL so that it can come from the environment.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Tables (`schema.table`) that must never be empty in a backup or a restore.
+    #[serde(default, deserialize_with = "expand_vec")]
+    pub critical_tables: Vec<String>,
+}
+
+/// A PostgreSQL connection URL whose password is never displayed.
+#[derive(Clone)]
+pub struct PgUrl(String);
+
+impl PgUrl {
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let parsed = url::Url::parse(text).map_err(|e| {
+            format!("malformed postgres url `{}`: {e}", redact_url(text))
+        })?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(format!(
+                "postgres url `{}` must start with `postgresql://`",
+                redact_url(text)
+            ));
+        }
+        text.parse::<tokio_postgres::Config>().map_err(|e| {
+            format!("malformed postgres url `{}`: {e}", redact_url(text))
+        })?;
+        Ok(PgUrl(text.to_string()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PgUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl<'de> Deserialize<'de> for PgUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PgUrl::parse(&expand(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for PgUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+/// Replaces the password of a URL, and any `password=` query value, with `***`.
+pub fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            let pairs: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k.eq_ignore_ascii_case("password") {
+                        "***".to_string()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            if !pairs.is_empty() {
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            parsed.to_string()
+        }
+        // Not a URL: show nothing that could be a password.
+        Err(_) => match text.find('@') {
+            Some(at) => format!("***{}", &text[at..]),
+            None => text.to_string(),
+        },
+    }
+}
+
+/// A secret value: expanded from the environment like any string, never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        expand(d).map(Secret)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// Expands `${VAR}` from the environment; `$$` stands for a literal `$`.
+pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix('{') {
+            let end = tail
+                .find('}')
+                .ok_or_else(|| format!("unterminated `${{` in `{text}`"))?;
+            let name = &tail[..end];
+            if name.is_empty() {
+                return Err("empty variable name `${}`".into());
+            }
+            let value = lookup(name).ok_or_else(|| {
+                format!("environment variable `{name}` is not set: export it or change the value")
+            })?;
+            out.push_str(&value);
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn expand<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let raw = String::deserialize(d)?;
+    expand_env(&raw, |name| std::env::var(name).ok()).map_err(serde::de::Error::custom)
+}
+
+fn expand_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    expand(d).map(Some)
+}
+
+fn expand_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter()
+        .map(|item| {
+            expand_env(item, |name| std::env::var(name).ok()).map_err(serde::de::Error::custom)
+        })
+        .collect()
+}
+
+impl Config {
+    /// Finds and reads the configuration: `explicit` (from `--config`), else `$LIFEBOAT_CONFIG`,
+    /// else `./lifeboat.toml`, else the embedded default.
+    pub fn load(explicit: Option<&Path>) -> Result<Config> {
+        let from_env = std::env::var_os("LIFEBOAT_CONFIG").map(PathBuf::from);
+        let path = match (explicit, from_env) {
+            (Some(path), _) => Some(path.to_path_buf()),
+            (None, Some(path)) if !path.as_os_str().is_empty() => Some(path),
+            _ => {
+                let local = PathBuf::from("lifeboat.toml");
+                local.exists().then_some(local)
+            }
+        };
+        match path {
+            None => Ok(Config::default()),
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    Error::Config(format!(
+                        "cannot read config `{}`: {}",
+                        path.display(),
+                        e.to_string().to_lowercase()
+                    ))
+                })?;
+                Config::parse(&text, &path)
+            }
+        }
+    }
+
+    /// Parses configuration text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let message = crate::error::one_line(e.message());
+            Error::Config(match line {
+                Some(line) => format!("config `{}` line {line}: {message}", path.display()),
+                None => format!("config `{}`: {message}", path.display()),
+            })
+        })?;
+        if let RepositoryUrl::Local(local) = &config.repository.url {
+            if local.is_relative() {
+                let base = path.parent().unwrap_or(Path::new(""));
+                config.repository.url = RepositoryUrl::Local(base.join(local));
+            }
+        }
+        config.source = ConfigSource::File(path.to_path_buf());
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(format!("config `{}`: {msg}", self.source_name())));
+        if !(1..=22).contains(&self.compression.level) {
+            return bad(format!(
+                "`compression.level` is `{}`: use 1 to 22",
+                self.compression.level
+            ));
+        }
+        if let Some(size) = self.repository.part_size_mib {
+            if !(5..=5120).contains(&size) {
+                return bad(format!(
+                    "`repository.part_size_mib` is `{size}`: S3 parts must be 5 to 5120 MiB"
+                ));
+            }
+        }
+        if self.repository.upload_concurrency == 0 {
+            return bad("`repository.upload_concurrency` must be at least 1".into());
+        }
+        if let Some(enc) = &self.encryption {
+            if enc.recipients.is_empty() {
+                return bad("`encryption.recipients` is empty: add an `age1...` public key, or remove `[encryption]`".into());
+            }
+            for recipient in &enc.recipients {
+                crate::crypto::parse_recipient(recipient).map_err(|e| {
+                    Error::Config(format!("config `{}`: {e}", self.source_name()))
+                })?;
+            }
+        }
+        for (name, db) in &self.postgres {
+            for table in &db.critical_tables {
+                if table.split_once('.').is_none() {
+                    return bad(format!(
+                        "`postgres.{name}.critical_tables` entry `{table}` must be `schema.table`"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn source_name(&self) -> String {
+        match &self.source {
+            ConfigSource::File(path) => path.display().to_string(),
+            ConfigSource::Default => "(embedded default)".into(),
+        }
+    }
+
+    /// The database section to use: `name` if given, else the only one configured.
+    pub fn database(&self, name: Option<&str>) -> Result<(&str, &PostgresConfig)> {
+        match name {
+            Some(name) => self
+                .postgres
+                .get_key_value(name)
+                .map(|(k, v)| (k.as_str(), v))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "database `{name}` is not configured in `{}`: configured are {}",
+                        self.source_name(),
+                        self.database_names()
+                    ))
+                }),
+            None => {
+                let mut all = self.postgres.iter();
+                match (all.next(), all.next()) {
+                    (Some((k, v)), None) => Ok((k.as_str(), v)),
+                    (None, _) => Err(Error::Config(format!(
+                        "no database configured in `{}`: add a `[postgres.NAME]` section with `url = \"postgresql://...\"`",
+                        self.source_name()
+                    ))),
+                    _ => Err(Error::invalid(format!(
+                        "several databases are configured ({}): choose one with `--db NAME`",
+                        self.database_names()
+                    ))),
+                }
+            }
+        }
+    }
+
+    fn database_names(&self) -> String {
+        if self.postgres.is_empty() {
+            return "none".into();
+        }
+        self.postgres
+            .keys()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The configuration as TOML with every secret replaced by `***`.
+    pub fn to_redacted_toml(&self) -> String {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            repository: &'a RepositoryConfig,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            encryption: &'a Option<EncryptionConfig>,
+            compression: &'a CompressionConfig,
+            tools: &'a ToolsConfig,
+            postgres: &'a BTreeMap<String, PostgresConfig>,
+        }
+        toml::to_string_pretty(&Shown {
+            repository: &self.repository,
+            encryption: &self.encryption,
+            compression: &self.compression,
+            tools: &self.tools,
+            postgres: &self.postgres,
+        })
+        .unwrap_or_else(|e| format!("# cannot display the configuration: {e}\n"))
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            repository: RepositoryConfig::default(),
+            encryption: None,
+            compression: CompressionConfig::default(),
+            tools: ToolsConfig::default(),
+            postgres: BTreeMap::new(),
+            source: ConfigSource::Default,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("/etc/lifeboat/lifeboat.toml"))
+    }
+
+    #[test]
+    fn expands_variables_and_dollars() {
+        let look = |n: &str| (n == "A").then(|| "x".to_string());
+        assert_eq!(expand_env("a${A}b$$c$d", look).unwrap(), "axb$c$d");
+        let err = expand_env("${NOPE}", look).unwrap_err();
+        assert!(err.contains("`NOPE`"), "{err}");
+        assert!(expand_env("${A", look).is_err());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("[repository]\nurl = \"/x\"\nbukket = 1\n").unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("`bukket`"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn missing_variable_names_variable_and_line() {
+        let err = parse("[postgres.main]\nurl = \"postgresql://u@h/db\"\npassword = \"${LIFEBOAT_TEST_UNSET_VAR}\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("`LIFEBOAT_TEST_UNSET_VAR`"), "{err}");
+    }
+
+    #[test]
+    fn malformed_urls_are_errors() {
+        let err = parse("[repository]\nurl = \"ftp://x\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("ftp://x"), "{err}");
+        let err = parse("[postgres.a]\nurl = \"mysql://u:hunter2@h/db\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(!err.contains("hunter2"), "password leaked: {err}");
+    }
+
+    #[test]
+    fn unknown_storage_class_is_an_error() {
+        let err = parse("[repository]\nurl = \"s3://b/p\"\n[repository.storage_class]\ndb = \"GLACIERR\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4") && err.contains("`GLACIERR`"), "{err}");
+    }
+
+    #[test]
+    fn relative_local_repository_is_anchored_at_the_config() {
+        let config = parse("[repository]\nurl = \"repo\"\n").unwrap();
+        assert_eq!(
+            config.repository.url,
+            RepositoryUrl::Local(PathBuf::from("/etc/lifeboat/repo"))
+        );
+        let s3 = parse("[repository]\nurl = \"s3://bucket/a/b/\"\n").unwrap();
+        assert_eq!(
+            s3.repository.url,
+            RepositoryUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: "a/b".into()
+            }
+        );
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        let config = parse(
+            "[repository]\nurl = \"s3://b\"\naccess_key_id = \"AKIA\"\nsecret_access_key = \"topsecret\"\n\
+             [postgres.main]\nurl = \"postgresql://u:pw123@h/db?password=pw456\"\npassword = \"pw789\"\n",
+        )
+        .unwrap();
+        let shown = format!("{config:?}{}", config.to_redacted_toml());
+        for secret in ["topsecret", "pw123", "pw456", "pw789"] {
+            assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+        }
+        assert!(shown.contains("postgresql://u:***@h/db"), "{shown}");
+    }
+
+    #[test]
+    fn choosing_a_database() {
+        let none = parse("").unwrap();
+        assert!(none.database(None).unwrap_err().to_string().contains("[postgres.NAME]"));
+        let two = parse("[postgres.a]\nurl = \"postgresql://h/a\"\n[postgres.b]\nurl = \"postgresql://h/b\"\n").unwrap();
+        assert!(two.database(None).unwrap_err().to_string().contains("--db"));
+        assert_eq!(two.database(Some("b")).unwrap().0, "b");
+        assert!(two.database(Some("c")).unwrap_err().to_string().contains("`a`, `b`"));
+    }
+
+    #[test]
+    fn bad_recipient_and_level_are_errors() {
+        let err = parse("[encryption]\nrecipients = [\"age1nope\"]\n").unwrap_err().to_string();
+        assert!(err.contains("age1nope"), "{err}");
+        let err = parse("[compression]\nlevel = 40\n").unwrap_err().to_string();
+        assert!(err.contains("compression.level"), "{err}");
+    }
+}

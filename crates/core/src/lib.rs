@@ -1,0 +1,43 @@
+//! lifeboat's engine: configuration, repository, streaming pipeline and PostgreSQL backup and
+//! restore. The `lifeboat` binary is a thin command line over this crate.
+//!
+//! Time, storage and child processes reach the engine through what the caller hands it
+//! ([`Context`], [`repository::Repository`], [`postgres::tools::PgTools`]), so that tests drive
+//! it against real, throwaway parts.
+
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod manifest;
+pub mod pipeline;
+pub mod postgres;
+pub mod process;
+pub mod progress;
+pub mod repository;
+pub mod storage;
+
+use std::sync::Arc;
+
+pub use error::{Error, Result};
+pub use tokio_util::sync::CancellationToken;
+
+/// What every engine operation is given: the configuration, where the tools are, how to
+/// report progress, and a token that asks it to stop cleanly.
+pub struct Context {
+    pub config: config::Config,
+    pub tools: postgres::tools::PgTools,
+    pub progress: Arc<dyn progress::Progress>,
+    pub cancel: CancellationToken,
+}
+
+impl Context {
+    pub fn new(config: config::Config) -> Context {
+        let tools = postgres::tools::PgTools::locate(config.tools.pg_bin_dir.as_deref());
+        Context {
+            config,
+            tools,
+            progress: Arc::new(progress::NoProgress),
+            cancel: CancellationToken::new(),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Backup manifests: what a backup is, written last as its commit.
+//!
+//! A manifest is versioned JSON. Readers accept unknown fields (a newer minor writer may add
+//! some) but refuse a newer `format`, so an old lifeboat never misreads a new backup.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The manifest format this lifeboat writes and the newest it reads.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    /// A logical dump (`pg_dump` custom format).
+    Db,
+}
+
+impl BackupKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Db => "db",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: String,
+    pub kind: BackupKind,
+    /// The configured name of the database (`[postgres.NAME]`).
+    pub database: String,
+    /// The database's own name on the server.
+    pub dbname: String,
+    pub options: DumpOptions,
+    pub server_version: String,
+    pub pg_dump_version: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    /// Key of the stored data, relative to the repository root.
+    pub data: String,
+    /// Bytes produced by pg_dump.
+    pub raw_size: u64,
+    /// Bytes stored (compressed, encrypted).
+    pub stored_size: u64,
+    /// SHA-256 of the stored bytes.
+    pub sha256: String,
+    pub compression: Compression,
+    pub encryption: Option<Encryption>,
+    pub storage_class: Option<String>,
+    pub tool_version: String,
+    /// Exact row count of every table, counted in the snapshot pg_dump read.
+    /// Empty for a schema-only dump.
+    pub tables: Vec<TableRows>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpOptions {
+    pub schema_only: bool,
+    /// Only these schemas were dumped; empty means all.
+    pub schemas: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compression {
+    pub algorithm: String,
+    pub level: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    pub algorithm: String,
+    pub recipients: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRows {
+    pub schema: String,
+    pub name: String,
+    pub rows: u64,
+}
+
+impl TableRows {
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+impl Manifest {
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).expect("a manifest always serializes");
+        out.push(b'\n');
+        out
+    }
+
+    pub fn from_json(bytes: &[u8], origin: &str) -> Result<Manifest> {
+        #[derive(Deserialize)]
+        struct Head {
+            format: u32,
+        }
+        let head: Head = serde_json::from_slice(bytes).map_err(|e| {
+            Error::invalid(format!("manifest `{origin}` is not readable: {e}"))
+        })?;
+        if head.format > MANIFEST_FORMAT {
+            return Err(Error::invalid(format!(
+                "manifest `{origin}` has format {}, this lifeboat reads up to {MANIFEST_FORMAT}: upgrade lifeboat",
+                head.format
+            )));
+        }
+        serde_json::from_slice(bytes)
+            .map_err(|e| Error::invalid(format!("manifest `{origin}` is not readable: {e}")))
+    }
+
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption.is_some()
+    }
+
+    /// Total rows recorded.
+    pub fn total_rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+}
+
+/// A new backup id: the UTC start time (sortable) and a short random suffix (unique).
+pub fn new_backup_id(started: Timestamp) -> String {
+    let suffix: u16 = rand::random();
+    format!("{}-{suffix:04x}", started.strftime("%Y%m%dT%H%M%SZ"))
+}
+
+/// Whether `text` has the shape of a backup id.
+pub fn is_backup_id(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() == 21
+        && bytes[8] == b'T'
+        && bytes[15] == b'Z'
+        && bytes[16] == b'-'
+        && text[..8].bytes().all(|b| b.is_ascii_digit())
+        && text[9..15].bytes().all(|b| b.is_ascii_digit())
+        && text[17..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Manifest {
+        let t: Timestamp = "2026-02-22T02:00:00Z".parse().unwrap();
+        Manifest {
+            format: MANIFEST_FORMAT,
+            id: new_backup_id(t),
+            kind: BackupKind::Db,
+            database: "main".into(),
+            dbname: "yomira".into(),
+            options: DumpOptions::default(),
+            server_version: "15.18".into(),
+            pg_dump_version: "15.18".into(),
+            started_at: t,
+            finished_at: t,
+            data: "data/db/x".into(),
+            raw_size: 10,
+            stored_size: 5,
+            sha256: "ab".into(),
+            compression: Compression {
+                algorithm: "zstd".into(),
+                level: 3,
+            },
+            encryption: None,
+            storage_class: None,
+            tool_version: "0.1.0".into(),
+            tables: vec![TableRows {
+                schema: "core".into(),
+                name: "comic".into(),
+                rows: 7,
+            }],
+        }
+    }
+
+    #[test]
+    fn ids_sort_by_time_and_are_recognised() {
+        let a = new_backup_id("2026-02-22T02:00:00Z".parse().unwrap());
+        let b = new_backup_id("2026-02-22T02:00:01Z".parse().unwrap());
+        assert!(a < b);
+        assert!(a.starts_with("20260222T020000Z-"));
+        assert!(is_backup_id(&a) && is_backup_id(&b));
+        assert!(!is_backup_id("latest") && !is_backup_id("20260222T020000Z"));
+    }
+
+    #[test]
+    fn round_trip_and_newer_format_refused() {
+        let m = sample();
+        assert_eq!(Manifest::from_json(&m.to_json(), "m").unwrap(), m);
+        let mut newer: serde_json::Value = serde_json::from_slice(&m.to_json()).unwrap();
+        newer["format"] = serde_json::json!(MANIFEST_FORMAT + 1);
+        newer["added_later"] = serde_json::json!(true);
+        let err = Manifest::from_json(newer.to_string().as_bytes(), "m").unwrap_err();
+        assert!(err.to_string().contains("upgrade lifeboat"), "{err}");
+        assert_eq!(m.total_rows(), 7);
+    }
+}

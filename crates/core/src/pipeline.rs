@@ -1,0 +1,576 @@
+//! The streaming pipeline between a process and the repository.
+//!
+//! Upload: source → zstd (multi-threaded) → age (when configured) → SHA-256 of the stored
+//! bytes → equal-size parts → multipart upload. Download: the reverse, with the hash and size
+//! checked against the manifest before the consumer is given the last bytes of the stream, so a
+//! consumer that needs the whole stream (a full `pg_restore`) can never finish on damaged data.
+//!
+//! Memory is bounded by the part size times the parts in flight, whatever the data size. The
+//! CPU-bound stages run on a blocking thread; the network side is async, and the two meet in a
+//! bounded channel. A failure on either side stops both and aborts the upload, so nothing
+//! partial is left at the final path.
+
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::crypto::{self, Identities};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::storage::Storage;
+
+const READ_BUFFER: usize = 1 << 20;
+/// Decoded bytes withheld from the consumer until the stored bytes are verified.
+const HOLD_BACK: usize = 256 * 1024;
+
+/// How stored bytes are compressed and encrypted.
+#[derive(Debug, Clone)]
+pub struct SealOptions {
+    pub level: i32,
+    /// zstd workers; 0 means one per core.
+    pub threads: u32,
+    /// age recipients; empty means no encryption.
+    pub recipients: Vec<String>,
+}
+
+/// Where and how an upload is stored.
+#[derive(Debug, Clone)]
+pub struct UploadTarget<'a> {
+    pub path: &'a str,
+    pub storage_class: Option<&'a str>,
+    pub part_size: usize,
+    pub concurrency: usize,
+}
+
+/// What an upload stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStats {
+    pub raw_size: u64,
+    pub stored_size: u64,
+    pub sha256: String,
+}
+
+/// Turns an `io::Error` that wraps an engine error back into it.
+pub fn from_io(e: io::Error, context: &str) -> Error {
+    if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        let inner = e.into_inner().expect("checked above");
+        *inner.downcast::<Error>().expect("checked above")
+    } else {
+        Error::io(context, e)
+    }
+}
+
+/// Streams `source` through compression and encryption into the repository at `target`.
+/// On any failure (the source, the storage, cancellation) the upload is aborted and the error
+/// returned; the object then does not exist.
+pub async fn upload(
+    storage: &Storage,
+    target: UploadTarget<'_>,
+    source: impl Read + Send + 'static,
+    seal: SealOptions,
+    progress: Arc<dyn Progress>,
+    cancel: &CancellationToken,
+) -> Result<StreamStats> {
+    let mut writer = storage
+        .upload(
+            target.path,
+            target.storage_class,
+            target.part_size,
+            target.concurrency,
+        )
+        .await?;
+    let (tx, mut rx) = mpsc::channel::<Bytes>(1);
+    let part_size = target.part_size;
+    let sealing = tokio::task::spawn_blocking(move || {
+        seal_stream(source, &seal, ChunkSender::new(tx, part_size), progress.as_ref())
+    });
+
+    let mut failure: Option<Error> = None;
+    loop {
+        tokio::select! {
+            chunk = rx.recv() => match chunk {
+                Some(chunk) => {
+                    if let Err(e) = writer.write(chunk).await {
+                        failure = Some(Error::storage("uploading", &storage.display(target.path), e));
+                        break;
+                    }
+                }
+                None => break,
+            },
+            () = cancel.cancelled() => {
+                failure = Some(Error::Interrupted(format!("upload of `{}` stopped", target.path)));
+                break;
+            }
+        }
+    }
+    // Stops the sealing thread if it is still sending.
+    drop(rx);
+    let sealed = sealing
+        .await
+        .map_err(|e| Error::invalid(format!("pipeline thread failed: {e}")))
+        .and_then(|r| r);
+    let outcome = match (failure, sealed) {
+        (Some(e), _) => Err(e),
+        (None, Err(e)) => Err(e),
+        (None, Ok(stats)) => match writer.close().await {
+            Ok(_) => return Ok(stats),
+            Err(e) => Err(Error::storage("completing", &storage.display(target.path), e)),
+        },
+    };
+    if let Err(e) = writer.abort().await {
+        tracing::warn!(path = target.path, error = %e, "could not abort an unfinished upload");
+    }
+    outcome
+}
+
+/// Compressed, then possibly encrypted, bytes: the writer stages below zstd.
+enum Sealed<W: Write> {
+    Plain(W),
+    Age(age::stream::StreamWriter<W>),
+}
+
+impl<W: Write> Write for Sealed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sealed::Plain(w) => w.write(buf),
+            Sealed::Age(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sealed::Plain(w) => w.flush(),
+            Sealed::Age(w) => w.flush(),
+        }
+    }
+}
+
+impl<W: Write> Sealed<W> {
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Sealed::Plain(w) => Ok(w),
+            Sealed::Age(w) => w.finish(),
+        }
+    }
+}
+
+fn zstd_threads(threads: u32) -> u32 {
+    if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    } else {
+        threads
+    }
+}
+
+/// Compresses and encrypts `source` into `sink`; runs on a blocking thread.
+fn seal_stream(
+    mut source: impl Read,
+    seal: &SealOptions,
+    sink: ChunkSender,
+    progress: &dyn Progress,
+) -> Result<StreamStats> {
+    let hashing = HashingWriter::new(sink);
+    let sealed = if seal.recipients.is_empty() {
+        Sealed::Plain(hashing)
+    } else {
+        Sealed::Age(crypto::encrypt_to(&seal.recipients, hashing)?)
+    };
+    let zstd_err = |e: io::Error| from_io(e, "compressing");
+    let mut encoder = zstd::stream::write::Encoder::new(sealed, seal.level).map_err(zstd_err)?;
+    encoder.include_checksum(true).map_err(zstd_err)?;
+    let workers = zstd_threads(seal.threads);
+    if workers > 1 {
+        encoder.multithread(workers).map_err(zstd_err)?;
+    }
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut raw_size = 0u64;
+    loop {
+        let n = match source.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(from_io(e, "reading the source")),
+        };
+        encoder.write_all(&buf[..n]).map_err(sink_err)?;
+        raw_size += n as u64;
+        progress.advance(n as u64);
+    }
+    let sealed = encoder.finish().map_err(sink_err)?;
+    let hashing = sealed.finish().map_err(sink_err)?;
+    let (sink, stored_size, sha256) = hashing.finish();
+    sink.finish().map_err(sink_err)?;
+    Ok(StreamStats {
+        raw_size,
+        stored_size,
+        sha256,
+    })
+}
+
+fn sink_err(e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Error::Interrupted("the upload stopped".into())
+    } else {
+        from_io(e, "compressing")
+    }
+}
+
+/// Counts and hashes what passes through.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    fn finish(self) -> (W, u64, String) {
+        (self.inner, self.size, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Cuts a byte stream into parts of exactly `part_size` bytes (the last may be shorter) and
+/// hands them to the async uploader.
+struct ChunkSender {
+    tx: mpsc::Sender<Bytes>,
+    part_size: usize,
+    buf: BytesMut,
+}
+
+impl ChunkSender {
+    fn new(tx: mpsc::Sender<Bytes>, part_size: usize) -> Self {
+        ChunkSender {
+            tx,
+            part_size,
+            buf: BytesMut::with_capacity(part_size),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let part = self.buf.split().freeze();
+        self.buf.reserve(self.part_size);
+        self.tx
+            .blocking_send(part)
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+
+    fn finish(mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = self.part_size - self.buf.len();
+        let n = room.min(buf.len());
+        self.buf.extend_from_slice(&buf[..n]);
+        if self.buf.len() == self.part_size {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What a stored object must be, from its manifest.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub backup_id: String,
+    pub sha256: String,
+    pub stored_size: u64,
+    pub encrypted: bool,
+}
+
+/// How a download ended.
+pub enum Delivered<W> {
+    /// The whole stream was verified and written.
+    Complete(W),
+    /// The consumer closed its input before the end (it needed only a part, or it failed).
+    ConsumerClosed(W),
+}
+
+/// Streams a stored object, verifies it, and writes its decoded bytes to `sink`.
+pub async fn download<W: Write + Send + 'static>(
+    storage: &Storage,
+    path: &str,
+    expected: &Expected,
+    identities: Option<Arc<Identities>>,
+    sink: W,
+    cancel: &CancellationToken,
+) -> Result<Delivered<W>> {
+    if expected.encrypted && identities.is_none() {
+        return Err(Error::Crypto(format!(
+            "backup `{}` is encrypted: set `encryption.identity_file` or pass `--identity FILE`",
+            expected.backup_id
+        )));
+    }
+    let mut stream = storage.download(path).await?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes>>(4);
+    let expected_owned = expected.clone();
+    let opening = tokio::task::spawn_blocking(move || {
+        open_stream(ChannelReader::new(rx), &expected_owned, identities, sink)
+    });
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            chunk = stream.next() => match chunk {
+                Some(item) => {
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            () = cancel.cancelled() => {
+                interrupted = true;
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let result = opening
+        .await
+        .map_err(|e| Error::invalid(format!("pipeline thread failed: {e}")))?;
+    if interrupted {
+        return Err(Error::Interrupted(format!("download of `{path}` stopped")));
+    }
+    result
+}
+
+/// Verifies and decodes on a blocking thread.
+fn open_stream<W: Write>(
+    reader: ChannelReader,
+    expected: &Expected,
+    identities: Option<Arc<Identities>>,
+    sink: W,
+) -> Result<Delivered<W>> {
+    let hashing = SharedHashingReader::new(reader);
+    let mut hold = HoldBack::new(sink);
+    let decoded: Box<dyn Read> = if expected.encrypted {
+        let ids = identities.expect("checked by the caller");
+        Box::new(crypto::decrypt_from(hashing.clone(), &ids, &expected.backup_id)?)
+    } else {
+        Box::new(hashing.clone())
+    };
+    let damaged = |detail: String| Error::Integrity {
+        id: expected.backup_id.clone(),
+        detail,
+    };
+    let mut decoder = zstd::stream::read::Decoder::new(decoded)
+        .map_err(|e| damaged(format!("cannot start decompression: {e}")))?;
+    let mut buf = vec![0u8; READ_BUFFER];
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // A storage error arrives wrapped; anything else is damaged data.
+                return Err(match from_io(e, "reading") {
+                    Error::Io { source, .. } => damaged(format!("cannot decode: {source}")),
+                    other => other,
+                });
+            }
+        };
+        match hold.write_all(&buf[..n]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                return Ok(Delivered::ConsumerClosed(hold.into_inner_unreleased()));
+            }
+            Err(e) => return Err(Error::io("writing the restored stream", e)),
+        }
+    }
+    drop(decoder);
+    let (size, sha256) = hashing.drain_and_finish().map_err(|e| match from_io(e, "reading") {
+        Error::Io { source, .. } => damaged(format!("cannot read: {source}")),
+        other => other,
+    })?;
+    if size != expected.stored_size {
+        return Err(damaged(format!(
+            "stored size is {size} bytes, the manifest says {}",
+            expected.stored_size
+        )));
+    }
+    if sha256 != expected.sha256 {
+        return Err(damaged(format!(
+            "sha256 of the stored data is {sha256}, the manifest says {}",
+            expected.sha256
+        )));
+    }
+    match hold.release() {
+        Ok(sink) => Ok(Delivered::Complete(sink)),
+        Err((sink, e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+            Ok(Delivered::ConsumerClosed(sink))
+        }
+        Err((_, e)) => Err(Error::io("writing the restored stream", e)),
+    }
+}
+
+/// The receiving end of the download channel as `Read`.
+struct ChannelReader {
+    rx: mpsc::Receiver<Result<Bytes>>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<Result<Bytes>>) -> Self {
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Hashes what is read through it; shared so that the rest of the stream can be drained and
+/// hashed after the decoder above it has stopped reading.
+#[derive(Clone)]
+struct SharedHashingReader(Arc<Mutex<(ChannelReader, Sha256, u64)>>);
+
+impl SharedHashingReader {
+    fn new(inner: ChannelReader) -> Self {
+        SharedHashingReader(Arc::new(Mutex::new((inner, Sha256::new(), 0))))
+    }
+
+    fn drain_and_finish(self) -> io::Result<(u64, String)> {
+        let mut me = self.clone();
+        io::copy(&mut me, &mut io::sink())?;
+        let guard = self.0.lock().expect("hash state poisoned");
+        Ok((guard.2, hex::encode(guard.1.clone().finalize())))
+    }
+}
+
+impl Read for SharedHashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut guard = self.0.lock().expect("hash state poisoned");
+        let (reader, hasher, size) = &mut *guard;
+        let n = reader.read(buf)?;
+        hasher.update(&buf[..n]);
+        *size += n as u64;
+        Ok(n)
+    }
+}
+
+/// Passes bytes on, always keeping the last `HOLD_BACK` of them until released.
+struct HoldBack<W: Write> {
+    inner: W,
+    tail: Vec<u8>,
+}
+
+impl<W: Write> HoldBack<W> {
+    fn new(inner: W) -> Self {
+        HoldBack {
+            inner,
+            tail: Vec::with_capacity(2 * HOLD_BACK),
+        }
+    }
+
+    fn release(mut self) -> std::result::Result<W, (W, io::Error)> {
+        let tail = std::mem::take(&mut self.tail);
+        match self.inner.write_all(&tail).and_then(|()| self.inner.flush()) {
+            Ok(()) => Ok(self.inner),
+            Err(e) => Err((self.inner, e)),
+        }
+    }
+
+    fn into_inner_unreleased(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write> Write for HoldBack<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tail.extend_from_slice(buf);
+        if self.tail.len() >= 2 * HOLD_BACK {
+            let cut = self.tail.len() - HOLD_BACK;
+            self.inner.write_all(&self.tail[..cut])?;
+            self.tail.drain(..cut);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sender_cuts_equal_parts() {
+        let (tx, mut rx) = mpsc::channel(100);
+        let mut sender = ChunkSender::new(tx, 10);
+        for piece in [&b"abc"[..], &[7u8; 15], &[1u8; 9]] {
+            sender.write_all(piece).unwrap();
+        }
+        sender.finish().unwrap();
+        let mut sizes = Vec::new();
+        while let Ok(part) = rx.try_recv() {
+            sizes.push(part.len());
+        }
+        assert_eq!(sizes, vec![10, 10, 7]);
+    }
+
+    #[test]
+    fn hold_back_keeps_the_tail_until_released() {
+        let mut hold = HoldBack::new(Vec::new());
+        let data: Vec<u8> = (0..3 * HOLD_BACK).map(|i| i as u8).collect();
+        hold.write_all(&data).unwrap();
+        assert!(hold.inner.len() <= data.len() - HOLD_BACK);
+        assert_eq!(hold.release().ok().unwrap(), data);
+    }
+
+    #[test]
+    fn io_error_round_trips_engine_error() {
+        let wrapped = io::Error::other(Error::invalid("x"));
+        assert!(matches!(from_io(wrapped, "c"), Error::Invalid(_)));
+        assert!(matches!(from_io(io::Error::other("plain"), "c"), Error::Io { .. }));
+    }
+}

@@ -1,0 +1,301 @@
+//! A throwaway PostgreSQL cluster: initdb into a temporary folder, its own socket and port.
+//!
+//! Used by the drill, by verification and by the tests. The cluster listens on a Unix socket
+//! in its own folder (and on loopback TCP only when asked), so clusters never collide. It is
+//! stopped and its folder removed when the handle is dropped, whatever happened. PostgreSQL
+//! refuses to run as root; when lifeboat runs as root the cluster runs as the `postgres` user
+//! (else `nobody`).
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+use crate::postgres::tools::PgTools;
+
+/// The superuser every scratch cluster is created with.
+pub const SUPERUSER: &str = "lifeboat";
+
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Also listen on 127.0.0.1 (TCP) and require this password there (scram-sha-256).
+    pub tcp_password: Option<String>,
+    /// Extra `postgresql.conf` lines.
+    pub settings: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct ScratchCluster {
+    dir: Option<tempfile::TempDir>,
+    data: PathBuf,
+    socket_dir: PathBuf,
+    port: u16,
+    tools: PgTools,
+    run_as: Option<(u32, u32)>,
+    tcp: bool,
+}
+
+impl ScratchCluster {
+    pub fn start(tools: &PgTools, options: &ClusterOptions) -> Result<ScratchCluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-pg-")
+            .tempdir()
+            .map_err(|e| Error::io("creating a folder for a scratch cluster", e))?;
+        let data = dir.path().join("data");
+        let socket_dir = dir.path().join("sock");
+        std::fs::create_dir(&socket_dir)
+            .map_err(|e| Error::io("creating the scratch cluster's socket folder", e))?;
+        let run_as = unprivileged_user();
+        if let Some((uid, gid)) = run_as {
+            for path in [dir.path(), socket_dir.as_path()] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .map_err(|e| Error::io(format!("handing `{}` to the postgres user", path.display()), e))?;
+            }
+        }
+        let port = free_port()?;
+        let mut cluster = ScratchCluster {
+            dir: Some(dir),
+            data,
+            socket_dir,
+            port,
+            tools: tools.clone(),
+            run_as,
+            tcp: options.tcp_password.is_some(),
+        };
+        cluster.init(options)?;
+        cluster.run_ctl(&["start", "-w", "-t", "60"])?;
+        if let Some(password) = &options.tcp_password {
+            let sql = format!(
+                "ALTER ROLE {SUPERUSER} PASSWORD '{}'",
+                password.replace('\'', "''")
+            );
+            cluster.psql("postgres", &sql)?;
+        }
+        Ok(cluster)
+    }
+
+    fn init(&mut self, options: &ClusterOptions) -> Result<()> {
+        self.run(
+            "initdb",
+            &[
+                &["-D", &self.data.display().to_string(), "-U", SUPERUSER],
+                &["-E", "UTF8", "--locale=C", "--auth=trust", "--no-sync"][..],
+            ]
+            .concat(),
+        )?;
+        let mut conf = vec![
+            format!("port = {}", self.port),
+            format!("unix_socket_directories = '{}'", self.socket_dir.display()),
+            "fsync = off".into(),
+            "synchronous_commit = off".into(),
+            "full_page_writes = off".into(),
+            "shared_buffers = 32MB".into(),
+            "max_connections = 40".into(),
+            "log_min_messages = warning".into(),
+        ];
+        if self.tcp {
+            conf.push("listen_addresses = '127.0.0.1'".into());
+        } else {
+            conf.push("listen_addresses = ''".into());
+        }
+        conf.extend(options.settings.iter().cloned());
+        append(&self.data.join("postgresql.conf"), &conf.join("\n"))?;
+        if self.tcp {
+            // Local socket stays trusted (for setup); TCP needs the password.
+            append(
+                &self.data.join("pg_hba.conf"),
+                "host all all 127.0.0.1/32 scram-sha-256",
+            )?;
+            let hba = std::fs::read_to_string(self.data.join("pg_hba.conf"))
+                .map_err(|e| Error::io("reading pg_hba.conf", e))?;
+            let kept: Vec<&str> = hba
+                .lines()
+                .filter(|l| !(l.starts_with("host") && l.contains("trust")))
+                .collect();
+            std::fs::write(self.data.join("pg_hba.conf"), kept.join("\n") + "\n")
+                .map_err(|e| Error::io("writing pg_hba.conf", e))?;
+        }
+        Ok(())
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.tools.path(program));
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<String> {
+        let out = self
+            .command(program)
+            .args(args)
+            .output()
+            .map_err(|e| Error::io(format!("starting `{}`", self.tools.path(program).display()), e))?;
+        if !out.status.success() {
+            return Err(Error::Tool {
+                tool: program.to_string(),
+                outcome: format!("failed ({})", out.status),
+                stderr: crate::error::one_line(&String::from_utf8_lossy(&out.stderr)),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn run_ctl(&self, args: &[&str]) -> Result<String> {
+        let log = self.log_path().display().to_string();
+        let data = self.data.display().to_string();
+        let mut full = vec!["-D", data.as_str(), "-l", log.as_str()];
+        full.extend_from_slice(args);
+        self.run("pg_ctl", &full).map_err(|e| {
+            let tail = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            match e {
+                Error::Tool { tool, outcome, .. } => Error::Tool {
+                    tool,
+                    outcome,
+                    stderr: crate::error::one_line(
+                        &tail.lines().rev().take(3).collect::<Vec<_>>().join("\n"),
+                    ),
+                },
+                other => other,
+            }
+        })
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.data
+            .parent()
+            .expect("data folder has a parent")
+            .join("server.log")
+    }
+
+    /// Runs SQL through `psql` on the socket, stopping at the first error; returns its output
+    /// (unaligned, tuples only).
+    pub fn psql(&self, dbname: &str, sql: &str) -> Result<String> {
+        let out = Command::new(self.tools.path("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .env("PGHOST", &self.socket_dir)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", SUPERUSER)
+            .env("PGDATABASE", dbname)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::io("starting `psql`", e))?;
+        if !out.status.success() {
+            return Err(Error::Tool {
+                tool: "psql".into(),
+                outcome: format!("failed ({})", out.status),
+                stderr: crate::error::one_line(&String::from_utf8_lossy(&out.stderr)),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn create_database(&self, name: &str) -> Result<()> {
+        self.psql(
+            "postgres",
+            &format!("CREATE DATABASE {}", crate::postgres::conn::quote_ident(name)),
+        )
+        .map(|_| ())
+    }
+
+    /// A URL reaching `dbname` through the socket, as the superuser.
+    pub fn url(&self, dbname: &str) -> String {
+        format!(
+            "postgresql://{SUPERUSER}@/{dbname}?host={}&port={}",
+            self.socket_dir.display(),
+            self.port
+        )
+    }
+
+    /// A URL reaching `dbname` over loopback TCP (the cluster must have been started with a
+    /// TCP password); the password is not in it.
+    pub fn tcp_url(&self, dbname: &str) -> String {
+        format!("postgresql://{SUPERUSER}@127.0.0.1:{}/{dbname}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// The folder holding the whole cluster (removed on drop).
+    pub fn root(&self) -> &Path {
+        self.dir.as_ref().expect("present until dropped").path()
+    }
+
+    /// Stops the server (fast shutdown); the folder stays until drop.
+    pub fn stop(&self) -> Result<()> {
+        self.run_ctl(&["stop", "-m", "fast", "-w"]).map(|_| ())
+    }
+}
+
+impl Drop for ScratchCluster {
+    fn drop(&mut self) {
+        if self.data.join("postmaster.pid").exists() {
+            let _ = self.run_ctl(&["stop", "-m", "immediate", "-w"]);
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+    }
+}
+
+fn append(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening `{}`", path.display()), e))?;
+    writeln!(file, "\n{text}").map_err(|e| Error::io(format!("writing `{}`", path.display()), e))
+}
+
+/// A TCP port nobody listens on now.
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::io("finding a free port", e))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::io("finding a free port", e))
+}
+
+/// The user to run PostgreSQL as when we are root: `postgres` if it exists, else `nobody`.
+fn unprivileged_user() -> Option<(u32, u32)> {
+    if !nix_is_root() {
+        return None;
+    }
+    for name in ["postgres", "nobody"] {
+        if let Some(ids) = lookup_user(name) {
+            return Some(ids);
+        }
+    }
+    Some((65534, 65534))
+}
+
+fn nix_is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of a file we just created is our effective uid.
+    let probe = tempfile::tempfile().ok();
+    probe
+        .and_then(|f| f.metadata().ok())
+        .is_some_and(|m| m.uid() == 0)
+}
+
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() > 3 && fields[0] == name)
+            .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+            .flatten()
+    })
+}

@@ -1,0 +1,7 @@
+//! PostgreSQL: connections, tools, logical dump and restore, scratch clusters.
+
+pub mod cluster;
+pub mod conn;
+pub mod dump;
+pub mod restore;
+pub mod tools;

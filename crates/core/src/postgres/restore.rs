@@ -1,0 +1,422 @@
+//! Logical restore: download, verify, decrypt, decompress, `pg_restore`, then check row counts.
+//!
+//! With one job the archive streams straight into `pg_restore --single-transaction`; the
+//! pipeline withholds the last bytes until the stored hash is verified, so a damaged backup
+//! rolls back instead of committing. With more jobs (parallel restore needs a seekable file)
+//! the verified archive is spooled to a temporary file that is removed whatever happens.
+//! Single tables are chosen precisely through a `pg_restore -L` list built from the archive's
+//! table of contents, so `--table a.t` never also restores `b.t`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::crypto::{self, Identities};
+use crate::error::{Error, Result};
+use crate::manifest::{BackupKind, Manifest, TableRows};
+use crate::pipeline::{self, Delivered, Expected};
+use crate::postgres::conn::ConnInfo;
+use crate::postgres::dump::count_tables;
+use crate::process::Tool;
+use crate::repository::{Repository, Selector};
+use crate::Context;
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreRequest {
+    /// Backup id, unique prefix, or `latest`.
+    pub backup: String,
+    /// Target database URL (its password may come separately).
+    pub into: String,
+    pub into_password: Option<crate::config::Secret>,
+    pub jobs: u32,
+    pub clean: bool,
+    pub no_owner: bool,
+    /// `schema.table` names.
+    pub tables: Vec<String>,
+    pub schemas: Vec<String>,
+    pub data_only: bool,
+    pub schema_only: bool,
+    /// Identity file for encrypted backups (else the configured one).
+    pub identity: Option<PathBuf>,
+    /// Folder for the spooled archive of a parallel restore.
+    pub spool_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    pub backup: String,
+    pub database: String,
+    pub target: String,
+    pub tables_checked: usize,
+    pub rows_checked: u64,
+    pub spooled: bool,
+    pub seconds: f64,
+}
+
+pub async fn restore_db(ctx: &Context, repo: &Repository, request: &RestoreRequest) -> Result<RestoreReport> {
+    let begun = Instant::now();
+    let manifest = repo
+        .find(&Selector {
+            id: &request.backup,
+            kind: Some(BackupKind::Db),
+            database: None,
+        })
+        .await?;
+    let selection = Selection::new(&manifest, request)?;
+    let identities = identities_for(ctx, &manifest, request.identity.as_deref())?;
+    let target = ConnInfo::new(&request.into, request.into_password.as_ref())?;
+    // Reach the target before touching anything.
+    let client = target.connect("target database").await?;
+    drop(client);
+
+    let mut tool = ctx
+        .tools
+        .tool("pg_restore")
+        .args(["--exit-on-error", "--no-password"])
+        .arg(format!("--dbname={}", target.dbname()));
+    if request.clean {
+        tool = tool.args(["--clean", "--if-exists"]);
+    }
+    if request.no_owner {
+        tool = tool.args(["--no-owner", "--no-privileges"]);
+    }
+    if request.data_only {
+        tool = tool.arg("--data-only");
+    }
+    if request.schema_only {
+        tool = tool.arg("--schema-only");
+    }
+    for schema in &request.schemas {
+        tool = tool.arg(format!("--schema={schema}"));
+    }
+    let _list_file = if selection.tables.is_empty() {
+        None
+    } else {
+        let toc = read_toc(ctx, repo, &manifest, identities.clone()).await?;
+        let list = use_list(&toc, &selection.tables, request.data_only, request.schema_only);
+        let mut file = tempfile::Builder::new()
+            .prefix(".lifeboat-restore-list-")
+            .tempfile()
+            .map_err(|e| Error::io("creating the restore list", e))?;
+        file.write_all(list.as_bytes())
+            .map_err(|e| Error::io("writing the restore list", e))?;
+        tool = tool.arg(format!("--use-list={}", file.path().display()));
+        Some(file)
+    };
+
+    let expected = expected_of(&manifest);
+    let jobs = request.jobs.max(1);
+    tracing::info!(backup = %manifest.id, target = target.redacted(), jobs, "restoring");
+    let spooled = jobs > 1;
+    if spooled {
+        let dir = request.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let spool = tempfile::Builder::new()
+            .prefix(".lifeboat-spool-")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io(format!("creating a spool file in `{}`", dir.display()), e))?;
+        let file = spool
+            .reopen()
+            .map_err(|e| Error::io("opening the spool file", e))?;
+        ctx.progress.begin(&format!("download {}", manifest.id), Some(manifest.raw_size));
+        let delivered = pipeline::download(
+            repo.storage(),
+            &manifest.data,
+            &expected,
+            identities,
+            ProgressWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), ctx),
+            &ctx.cancel,
+        )
+        .await;
+        ctx.progress.end();
+        match delivered? {
+            Delivered::Complete(mut w) => w.flush().map_err(|e| Error::io("writing the spool file", e))?,
+            Delivered::ConsumerClosed(_) => return Err(Error::io("writing the spool file", std::io::ErrorKind::BrokenPipe.into())),
+        }
+        let (tool, _passfile) = target.apply_to(tool.arg(format!("--jobs={jobs}")).arg(spool.path()))?;
+        let restoring = tokio::task::spawn_blocking(move || tool.output().map(|_| ()));
+        tokio::select! {
+            done = restoring => done.map_err(|e| Error::invalid(format!("restore thread failed: {e}")))??,
+            () = ctx.cancel.cancelled() => return Err(Error::Interrupted("restore stopped".into())),
+        }
+        drop(spool);
+    } else {
+        let (tool, _passfile) = target.apply_to(tool.arg("--single-transaction"))?;
+        let child = tool.spawn_writer()?;
+        ctx.progress.begin(&format!("restore {}", manifest.id), Some(manifest.raw_size));
+        let delivered = pipeline::download(
+            repo.storage(),
+            &manifest.data,
+            &expected,
+            identities,
+            ProgressWriter::new(child, ctx),
+            &ctx.cancel,
+        )
+        .await;
+        ctx.progress.end();
+        match delivered? {
+            Delivered::Complete(w) | Delivered::ConsumerClosed(w) => finish_child(w.inner).await?,
+        }
+    }
+
+    let to_check = if request.schema_only || manifest.options.schema_only {
+        Vec::new()
+    } else {
+        selection.restored_tables(&manifest)
+    };
+    let client = target.connect("target database").await?;
+    let counts = count_tables(&client, &to_check).await?;
+    let mut problems = Vec::new();
+    for (table, (name, found)) in to_check.iter().zip(&counts) {
+        match found {
+            Some(rows) if *rows == table.rows => {}
+            Some(rows) => problems.push(format!("`{name}` has {rows} rows, the backup has {}", table.rows)),
+            None => problems.push(format!("`{name}` is missing")),
+        }
+    }
+    if !problems.is_empty() {
+        let shown = problems.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        let more = problems.len().saturating_sub(5);
+        return Err(Error::Mismatch {
+            id: manifest.id.clone(),
+            detail: if more > 0 { format!("{shown} and {more} more") } else { shown },
+        });
+    }
+    Ok(RestoreReport {
+        backup: manifest.id.clone(),
+        database: manifest.database.clone(),
+        target: target.redacted().to_string(),
+        tables_checked: to_check.len(),
+        rows_checked: to_check.iter().map(|t| t.rows).sum(),
+        spooled,
+        seconds: round_secs(begun.elapsed()),
+    })
+}
+
+fn round_secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+pub fn expected_of(manifest: &Manifest) -> Expected {
+    Expected {
+        backup_id: manifest.id.clone(),
+        sha256: manifest.sha256.clone(),
+        stored_size: manifest.stored_size,
+        encrypted: manifest.is_encrypted(),
+    }
+}
+
+/// Loads the identities an encrypted backup needs, before anything is changed.
+pub fn identities_for(
+    ctx: &Context,
+    manifest: &Manifest,
+    explicit: Option<&Path>,
+) -> Result<Option<Arc<Identities>>> {
+    if !manifest.is_encrypted() {
+        return Ok(None);
+    }
+    let configured = ctx
+        .config
+        .encryption
+        .as_ref()
+        .and_then(|e| e.identity_file.as_deref())
+        .map(PathBuf::from);
+    let path = explicit.map(Path::to_path_buf).or(configured).ok_or_else(|| {
+        Error::Crypto(format!(
+            "backup `{}` is encrypted: pass `--identity FILE` or set `encryption.identity_file`",
+            manifest.id
+        ))
+    })?;
+    Ok(Some(Arc::new(crypto::load_identities(&path)?)))
+}
+
+/// What part of a backup a restore takes, checked against the manifest.
+struct Selection {
+    tables: Vec<(String, String)>,
+    schemas: Vec<String>,
+}
+
+impl Selection {
+    fn new(manifest: &Manifest, request: &RestoreRequest) -> Result<Selection> {
+        if request.data_only && request.schema_only {
+            return Err(Error::invalid("`--data-only` and `--schema-only` exclude each other"));
+        }
+        if !request.tables.is_empty() && !request.schemas.is_empty() {
+            return Err(Error::invalid(
+                "give either `--table` or `--schema`, not both: `--table SCHEMA.TABLE` already names the schema",
+            ));
+        }
+        if request.data_only && manifest.options.schema_only {
+            return Err(Error::invalid(format!(
+                "backup `{}` is schema-only: it has no data to restore with `--data-only`",
+                manifest.id
+            )));
+        }
+        let mut tables = Vec::new();
+        for qualified in &request.tables {
+            let (schema, name) = qualified.split_once('.').ok_or_else(|| {
+                Error::invalid(format!("table `{qualified}` must be given as `SCHEMA.TABLE`"))
+            })?;
+            let known = manifest.tables.iter().any(|t| t.schema == schema && t.name == name);
+            if !known && !manifest.options.schema_only {
+                return Err(Error::invalid(format!(
+                    "table `{qualified}` is not in backup `{}` (names are case-sensitive): `lifeboat show {}` lists its tables",
+                    manifest.id, manifest.id
+                )));
+            }
+            tables.push((schema.to_string(), name.to_string()));
+        }
+        for schema in &request.schemas {
+            let known = manifest.tables.iter().any(|t| &t.schema == schema);
+            if !known && !manifest.options.schema_only {
+                return Err(Error::invalid(format!(
+                    "schema `{schema}` has no table in backup `{}` (names are case-sensitive)",
+                    manifest.id
+                )));
+            }
+        }
+        Ok(Selection {
+            tables,
+            schemas: request.schemas.clone(),
+        })
+    }
+
+    fn restored_tables<'m>(&self, manifest: &'m Manifest) -> Vec<&'m TableRows> {
+        manifest
+            .tables
+            .iter()
+            .filter(|t| {
+                (self.tables.is_empty() || self.tables.iter().any(|(s, n)| &t.schema == s && &t.name == n))
+                    && (self.schemas.is_empty() || self.schemas.contains(&t.schema))
+            })
+            .collect()
+    }
+}
+
+/// Reads the archive's table of contents (`pg_restore --list`), which sits at its start.
+async fn read_toc(
+    ctx: &Context,
+    repo: &Repository,
+    manifest: &Manifest,
+    identities: Option<Arc<Identities>>,
+) -> Result<String> {
+    let out = tempfile::Builder::new()
+        .prefix(".lifeboat-toc-")
+        .tempfile()
+        .map_err(|e| Error::io("creating a file for the table of contents", e))?;
+    let tool = Tool::new(ctx.tools.path("pg_restore"))
+        .arg("--list")
+        .arg(format!("--file={}", out.path().display()));
+    let child = tool.spawn_writer()?;
+    let delivered = pipeline::download(
+        repo.storage(),
+        &manifest.data,
+        &expected_of(manifest),
+        identities,
+        child,
+        &ctx.cancel,
+    )
+    .await?;
+    match delivered {
+        Delivered::Complete(child) | Delivered::ConsumerClosed(child) => finish_child(child).await?,
+    }
+    std::fs::read_to_string(out.path()).map_err(|e| Error::io("reading the table of contents", e))
+}
+
+/// Closes a child's input and waits for it off the async threads.
+async fn finish_child(child: crate::process::ChildWriter) -> Result<()> {
+    tokio::task::spawn_blocking(move || child.finish())
+        .await
+        .map_err(|e| Error::invalid(format!("restore thread failed: {e}")))?
+}
+
+/// Keeps the TOC lines of the wanted tables' definition and data (a `pg_restore -L` list).
+pub fn use_list(toc: &str, tables: &[(String, String)], data_only: bool, schema_only: bool) -> String {
+    let mut kinds: Vec<&str> = Vec::new();
+    if !data_only {
+        kinds.push("TABLE");
+    }
+    if !schema_only {
+        kinds.push("TABLE DATA");
+    }
+    let mut out = String::new();
+    for line in toc.lines() {
+        if line.starts_with(';') {
+            continue;
+        }
+        // "<id>; <catalog oid> <object oid> <TYPE> <schema> <name> <owner>"
+        let Some((_, rest)) = line.split_once("; ") else {
+            continue;
+        };
+        let mut parts = rest.splitn(3, ' ');
+        let (Some(_), Some(_), Some(description)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let wanted = kinds.iter().any(|kind| {
+            tables.iter().any(|(schema, name)| {
+                let head = format!("{kind} {schema} {name}");
+                description == head || description.starts_with(&format!("{head} "))
+            })
+        });
+        if wanted {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Counts restored bytes for the progress display while passing them on.
+struct ProgressWriter<W> {
+    inner: W,
+    progress: Arc<dyn crate::progress::Progress>,
+}
+
+impl<W> ProgressWriter<W> {
+    fn new(inner: W, ctx: &Context) -> Self {
+        ProgressWriter {
+            inner,
+            progress: Arc::clone(&ctx.progress),
+        }
+    }
+}
+
+impl<W: Write> Write for ProgressWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOC: &str = ";\n; Archive created at 2026-11-24\n;\n\
+        215; 1259 16386 TABLE public t postgres\n\
+        216; 1259 16390 TABLE core t postgres\n\
+        217; 1259 16394 TABLE core t_other postgres\n\
+        3345; 0 16386 TABLE DATA public t postgres\n\
+        3346; 0 16390 TABLE DATA core t postgres\n\
+        3347; 0 16394 TABLE DATA core t_other postgres\n\
+        3200; 2606 16400 CONSTRAINT core t t_pkey postgres\n";
+
+    #[test]
+    fn use_list_is_exact() {
+        let wanted = vec![("core".to_string(), "t".to_string())];
+        let list = use_list(TOC, &wanted, false, false);
+        assert_eq!(
+            list,
+            "216; 1259 16390 TABLE core t postgres\n3346; 0 16390 TABLE DATA core t postgres\n"
+        );
+        let data = use_list(TOC, &wanted, true, false);
+        assert_eq!(data, "3346; 0 16390 TABLE DATA core t postgres\n");
+        let schema = use_list(TOC, &wanted, false, true);
+        assert_eq!(schema, "216; 1259 16390 TABLE core t postgres\n");
+    }
+}

@@ -1,0 +1,337 @@
+//! Child processes (pg_dump, pg_restore, ...) as `Read` and `Write` ends of a pipeline.
+//!
+//! Modelled on ripgrep's `CommandReader`: stderr is drained on a thread (so a chatty child
+//! never blocks), and the exit status is checked when the stream ends, so a dump that ended
+//! badly surfaces as an error at the very point the pipeline would otherwise have committed.
+//! A child still running when its handle is dropped is killed and reaped.
+//!
+//! Connection secrets are passed through the environment or a password file, never in
+//! arguments; [`Tool`] keeps the arguments it is given so that tests can check exactly that.
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::error::{one_line, Error, Result};
+
+/// The most of a child's stderr that is kept (its tail).
+const STDERR_KEEP: usize = 64 * 1024;
+
+/// A command to run: a program, arguments and environment.
+#[derive(Debug, Clone)]
+pub struct Tool {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: Vec<(String, OsString)>,
+}
+
+impl Tool {
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        Tool {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<OsString>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Self {
+        self.env.push((key.to_string(), value.into()));
+        self
+    }
+
+    pub fn name(&self) -> String {
+        self.program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.program.display().to_string())
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs to completion and returns stdout; a non-zero exit is an error carrying stderr.
+    pub fn output(&self) -> Result<Vec<u8>> {
+        let out = self
+            .command()
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| spawn_error(&self.program, e))?;
+        check_status(&self.name(), out.status, &String::from_utf8_lossy(&out.stderr))?;
+        Ok(out.stdout)
+    }
+
+    /// Starts the child with its stdout as a stream.
+    pub fn spawn_reader(&self) -> Result<ChildReader> {
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| spawn_error(&self.program, e))?;
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = StderrTail::drain(&mut child);
+        Ok(ChildReader {
+            name: self.name(),
+            child: Some(child),
+            stdout: Some(stdout),
+            stderr,
+        })
+    }
+
+    /// Starts the child with its stdin as a sink.
+    pub fn spawn_writer(&self) -> Result<ChildWriter> {
+        let mut child = self
+            .command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| spawn_error(&self.program, e))?;
+        let stdin = child.stdin.take().expect("stdin piped");
+        let stderr = StderrTail::drain(&mut child);
+        Ok(ChildWriter {
+            name: self.name(),
+            child: Some(child),
+            stdin: Some(stdin),
+            stderr,
+        })
+    }
+}
+
+fn spawn_error(program: &Path, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        Error::invalid(format!(
+            "`{}` not found: install the PostgreSQL client tools or set `tools.pg_bin_dir`",
+            program.display()
+        ))
+    } else {
+        Error::io(format!("starting `{}`", program.display()), e)
+    }
+}
+
+fn check_status(name: &str, status: ExitStatus, stderr: &str) -> Result<()> {
+    if status.success() {
+        return Ok(());
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let outcome = match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "failed".to_string(),
+    };
+    Err(Error::Tool {
+        tool: name.to_string(),
+        outcome,
+        stderr: summarize_stderr(stderr),
+    })
+}
+
+/// The lines of a tool's stderr that say what went wrong, as one line.
+fn summarize_stderr(stderr: &str) -> String {
+    let wanted: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            let l = l.to_lowercase();
+            l.contains("error") || l.contains("fatal") || l.contains("failed")
+        })
+        .collect();
+    let text = if wanted.is_empty() {
+        stderr.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    } else {
+        wanted.iter().rev().take(3).rev().copied().collect::<Vec<_>>().join("\n")
+    };
+    one_line(&text)
+}
+
+/// The tail of a child's stderr, collected on a thread.
+#[derive(Clone, Default)]
+struct StderrTail {
+    text: Arc<Mutex<Vec<u8>>>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl StderrTail {
+    fn drain(child: &mut Child) -> StderrTail {
+        let tail = StderrTail::default();
+        if let Some(mut stderr) = child.stderr.take() {
+            let text = tail.text.clone();
+            let handle = std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = stderr.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut kept = text.lock().expect("stderr buffer poisoned");
+                    kept.extend_from_slice(&buf[..n]);
+                    if kept.len() > STDERR_KEEP {
+                        let cut = kept.len() - STDERR_KEEP;
+                        kept.drain(..cut);
+                    }
+                }
+            });
+            *tail.thread.lock().expect("stderr thread poisoned") = Some(handle);
+        }
+        tail
+    }
+
+    fn finish(&self) -> String {
+        if let Some(handle) = self.thread.lock().expect("stderr thread poisoned").take() {
+            let _ = handle.join();
+        }
+        String::from_utf8_lossy(&self.text.lock().expect("stderr buffer poisoned")).into_owned()
+    }
+}
+
+/// A child's stdout as `Read`; end of stream is reported only after a successful exit.
+pub struct ChildReader {
+    name: String,
+    child: Option<Child>,
+    stdout: Option<ChildStdout>,
+    stderr: StderrTail,
+}
+
+impl ChildReader {
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.stdout = None;
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let status = child
+            .wait()
+            .map_err(|e| Error::io(format!("waiting for `{}`", self.name), e))?;
+        check_status(&self.name, status, &self.stderr.finish())
+    }
+}
+
+impl Read for ChildReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(stdout) = self.stdout.as_mut() else {
+            return Ok(0);
+        };
+        let n = stdout.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.finish().map_err(io::Error::other)?;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for ChildReader {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A child's stdin as `Write`. [`ChildWriter::finish`] closes it and checks the exit status;
+/// dropping it unfinished kills the child, so a half-fed restore never commits.
+pub struct ChildWriter {
+    name: String,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    stderr: StderrTail,
+}
+
+impl ChildWriter {
+    /// Closes stdin and waits for the child; its failure is an error carrying its stderr.
+    pub fn finish(mut self) -> Result<()> {
+        self.stdin = None;
+        let mut child = self.child.take().expect("child present until finished");
+        let status = child
+            .wait()
+            .map_err(|e| Error::io(format!("waiting for `{}`", self.name), e))?;
+        check_status(&self.name, status, &self.stderr.finish())
+    }
+
+    /// Kills the child (it must not finish its work) and returns what it said.
+    pub fn kill(mut self) -> String {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        summarize_stderr(&self.stderr.finish())
+    }
+}
+
+impl Write for ChildWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.stdin.as_mut() {
+            Some(stdin) => stdin.write(buf),
+            None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.stdin.as_mut() {
+            Some(stdin) => stdin.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ChildWriter {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_reports_failure_at_end_of_stream() {
+        let mut ok = Tool::new("sh").args(["-c", "printf hello"]).spawn_reader().unwrap();
+        let mut out = String::new();
+        ok.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "hello");
+
+        let mut bad = Tool::new("sh")
+            .args(["-c", "printf partial; echo 'pg_dump: error: boom' >&2; exit 1"])
+            .spawn_reader()
+            .unwrap();
+        let mut out = String::new();
+        let err = bad.read_to_string(&mut out).unwrap_err();
+        assert_eq!(out, "partial");
+        let text = err.to_string();
+        assert!(text.contains("status 1") && text.contains("boom"), "{text}");
+    }
+
+    #[test]
+    fn writer_checks_status_and_missing_program_is_clear() {
+        let mut w = Tool::new("sh").args(["-c", "cat >/dev/null; exit 2"]).spawn_writer().unwrap();
+        w.write_all(b"data").unwrap();
+        assert!(w.finish().unwrap_err().to_string().contains("status 2"));
+        let err = Tool::new("/nonexistent/pg_dump").output().unwrap_err().to_string();
+        assert!(err.contains("`/nonexistent/pg_dump` not found"), "{err}");
+    }
+}
