@@ -1,1 +1,89 @@
-fn main(){}
+//! `lifeboat`: the command line over `lifeboat-core`.
+//!
+//! It parses flags, sets up logging and progress, turns SIGINT/SIGTERM into a clean stop of the
+//! engine (uploads aborted, children stopped, nothing committed), prints results (`--json` for
+//! scripts), and maps errors to one line on stderr and an exit code: 1 for errors, 2 for usage,
+//! 3 for a backup that does not restore or verify as recorded, 130 when interrupted.
+
+mod cli;
+mod commands;
+mod progress;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use lifeboat_core::{config::Config, CancellationToken, Context};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    init_logging(&args);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        let config = Config::load(args.config.as_deref())?;
+        let mut ctx = Context::new(config);
+        ctx.progress = progress::for_stderr(args.quiet || args.json && !std::io::stderr().is_terminal());
+        watch_signals(ctx.cancel.clone());
+        commands::run(&ctx, &args).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn init_logging(args: &cli::Cli) {
+    let default = match (args.quiet, args.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("LIFEBOAT_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,lifeboat={default},lifeboat_core={default}")));
+    let on_terminal = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(on_terminal);
+    if on_terminal {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The first SIGINT or SIGTERM asks the engine to stop cleanly; a second one exits at once.
+fn watch_signals(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::warn!("stopping: cleaning up (signal again to exit at once)");
+        cancel.cancel();
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        std::process::exit(130);
+    });
+}

@@ -427,7 +427,15 @@ impl Config {
             }
         };
         match path {
-            None => Ok(Config::default()),
+            None => {
+                let mut config = Config::default();
+                if let RepositoryUrl::Local(local) = &config.repository.url {
+                    if let Ok(cwd) = std::env::current_dir() {
+                        config.repository.url = RepositoryUrl::Local(cwd.join(local));
+                    }
+                }
+                Ok(config)
+            }
             Some(path) => {
                 let text = std::fs::read_to_string(&path).map_err(|e| {
                     Error::Config(format!(

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod crypto;
+pub mod drill;
 pub mod error;
 pub mod manifest;
 pub mod pipeline;

@@ -203,7 +203,7 @@ impl ScratchCluster {
     /// A URL reaching `dbname` through the socket, as the superuser.
     pub fn url(&self, dbname: &str) -> String {
         format!(
-            "postgresql://{SUPERUSER}@/{dbname}?host={}&port={}",
+            "postgresql:///{dbname}?host={}&port={}&user={SUPERUSER}",
             self.socket_dir.display(),
             self.port
         )

@@ -5,3 +5,4 @@ pub mod conn;
 pub mod dump;
 pub mod restore;
 pub mod tools;
+pub mod sample;

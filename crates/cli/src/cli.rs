@@ -1,0 +1,132 @@
+//! The command line: flags and subcommands as parsed, with no I/O.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "lifeboat", version, about = "Backup and restore for PostgreSQL, S3-compatible object storage and Redis.")]
+pub struct Cli {
+    /// Configuration file [default: $LIFEBOAT_CONFIG, else ./lifeboat.toml, else built-in defaults]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only warnings and errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mark the configured location as a lifeboat repository.
+    Init,
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage encryption keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Take a backup.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// List the backups in the repository.
+    List,
+    /// Show one backup in full.
+    Show {
+        /// Backup id, a unique prefix of one, or `latest`.
+        id: String,
+    },
+    /// Restore a backup.
+    #[command(subcommand)]
+    Restore(RestoreCommand),
+    /// Disaster-recovery drill on throwaway parts: sample database, backup, restore, check.
+    Drill,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print it with secrets redacted.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Write a new age identity to FILE and print its public key (the recipient).
+    Generate {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Logical backup of a database with pg_dump (custom format).
+    Db(BackupDbArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupDbArgs {
+    /// The configured database (`[postgres.NAME]`); needed when several are configured.
+    #[arg(long, value_name = "NAME")]
+    pub db: Option<String>,
+    /// Dump only the schema, no data.
+    #[arg(long)]
+    pub schema_only: bool,
+    /// Dump only this schema (repeatable; exact, case-sensitive name).
+    #[arg(long = "schema", value_name = "SCHEMA")]
+    pub schemas: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RestoreCommand {
+    /// Restore a logical backup into a database with pg_restore.
+    Db(RestoreDbArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreDbArgs {
+    /// Backup id, a unique prefix of one, or `latest`.
+    pub id: String,
+    /// Target: a configured database name, or a `postgresql://` URL (put the password in
+    /// $PGPASSWORD, not in the URL, so that `ps` does not show it).
+    #[arg(long, value_name = "URL|NAME")]
+    pub into: String,
+    /// Parallel pg_restore jobs; above 1 the archive is spooled to a temporary file.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: u32,
+    /// Drop objects before recreating them.
+    #[arg(long)]
+    pub clean: bool,
+    /// Do not restore ownership and privileges (for a target without the same roles).
+    #[arg(long)]
+    pub no_owner: bool,
+    /// Restore only this table (repeatable), as SCHEMA.TABLE.
+    #[arg(long = "table", value_name = "SCHEMA.TABLE")]
+    pub tables: Vec<String>,
+    /// Restore only this schema (repeatable).
+    #[arg(long = "schema", value_name = "SCHEMA")]
+    pub schemas: Vec<String>,
+    /// Restore only the data.
+    #[arg(long)]
+    pub data_only: bool,
+    /// Restore only the schema.
+    #[arg(long)]
+    pub schema_only: bool,
+    /// age identity file for an encrypted backup [default: `encryption.identity_file`].
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Folder for the spooled archive of a parallel restore [default: the temp folder].
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+}

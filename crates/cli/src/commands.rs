@@ -1,0 +1,236 @@
+//! One function per subcommand: resolve the inputs, call the engine, print the result.
+
+use std::io::Write;
+
+use lifeboat_core::config::{redact_url, Secret};
+use lifeboat_core::manifest::Manifest;
+use lifeboat_core::postgres::dump::{backup_db, human_bytes, DumpRequest};
+use lifeboat_core::postgres::restore::{restore_db, RestoreRequest};
+use lifeboat_core::repository::{Repository, Selector};
+use lifeboat_core::{crypto, drill, Context, Error, Result};
+
+use crate::cli::{BackupCommand, Cli, Command, ConfigCommand, KeyCommand, RestoreCommand, RestoreDbArgs};
+
+pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
+    match &args.command {
+        Command::Init => {
+            let repo = Repository::init(&ctx.config.repository).await?;
+            tracing::info!("initialized repository `{}`", repo.location());
+            print_json_or(args.json, &serde_json::json!({ "repository": repo.location() }), || {
+                repo.location().to_string()
+            })
+        }
+        Command::Config(ConfigCommand::Check) => {
+            // Loading already validated it; also check that keys and tools are usable.
+            let mut out = format!("# configuration: {}\n", ctx.config.source_name());
+            out.push_str(&ctx.config.to_redacted_toml());
+            emit(&out)
+        }
+        Command::Key(KeyCommand::Generate { out }) => {
+            let recipient = crypto::generate_identity(out)?;
+            tracing::info!(
+                "wrote identity `{}`; keep it safe and off the database host. Add the public key to `[encryption] recipients`",
+                out.display()
+            );
+            print_json_or(args.json, &serde_json::json!({ "identity_file": out, "recipient": recipient }), || {
+                recipient.clone()
+            })
+        }
+        Command::Backup(BackupCommand::Db(b)) => {
+            let (name, pg) = ctx.config.database(b.db.as_deref())?;
+            let repo = Repository::open(&ctx.config.repository).await?;
+            let request = DumpRequest {
+                schema_only: b.schema_only,
+                schemas: b.schemas.clone(),
+            };
+            let manifest = backup_db(ctx, &repo, name, pg, &request).await?;
+            tracing::info!(
+                "backup `{}` of `{name}` done: {} raw, {} stored, {} tables, {} rows",
+                manifest.id,
+                human_bytes(manifest.raw_size),
+                human_bytes(manifest.stored_size),
+                manifest.tables.len(),
+                manifest.total_rows()
+            );
+            if args.json {
+                emit(&String::from_utf8_lossy(&manifest.to_json()))
+            } else {
+                emit(&format!("{}\n", manifest.id))
+            }
+        }
+        Command::List => {
+            let repo = Repository::open(&ctx.config.repository).await?;
+            let manifests = repo.list().await?;
+            if args.json {
+                return emit(&(serde_json::to_string_pretty(&manifests).expect("manifests serialize") + "\n"));
+            }
+            emit(&list_table(&manifests))
+        }
+        Command::Show { id } => {
+            let repo = Repository::open(&ctx.config.repository).await?;
+            let manifest = repo
+                .find(&Selector {
+                    id,
+                    ..Selector::default()
+                })
+                .await?;
+            if args.json {
+                emit(&String::from_utf8_lossy(&manifest.to_json()))
+            } else {
+                emit(&show(&manifest))
+            }
+        }
+        Command::Restore(RestoreCommand::Db(r)) => {
+            let repo = Repository::open(&ctx.config.repository).await?;
+            let request = restore_request(ctx, r)?;
+            let report = restore_db(ctx, &repo, &request).await?;
+            tracing::info!(
+                "restored `{}` into `{}` in {:.1}s: {} tables checked, {} rows, all as recorded",
+                report.backup,
+                report.target,
+                report.seconds,
+                report.tables_checked,
+                report.rows_checked
+            );
+            print_json_or(args.json, &report, || report.backup.clone())
+        }
+        Command::Drill => {
+            let report = drill::run_drill(ctx).await?;
+            if args.json {
+                return print_json_or(true, &report, String::new);
+            }
+            let mut out = String::from("drill passed\n");
+            for step in &report.steps {
+                out.push_str(&format!("  {:<32} {:>8.2}s  {}\n", step.step, step.seconds, step.detail));
+            }
+            let total: f64 = report.steps.iter().map(|s| s.seconds).sum();
+            out.push_str(&format!(
+                "  {:<32} {:>8.2}s  backup {} in {}\n",
+                "total", total, report.backup, report.repository
+            ));
+            emit(&out)
+        }
+    }
+}
+
+fn restore_request(ctx: &Context, r: &RestoreDbArgs) -> Result<RestoreRequest> {
+    let (into, into_password) = match ctx.config.postgres.get(&r.into) {
+        Some(pg) => (pg.url.expose().to_string(), pg.password.clone()),
+        None => {
+            if !r.into.contains("://") {
+                return Err(Error::invalid(format!(
+                    "`--into {}` is neither a configured database nor a `postgresql://` URL",
+                    r.into
+                )));
+            }
+            if redact_url(&r.into) != r.into {
+                tracing::warn!("the password in `--into` can be seen by other users in `ps`: put it in $PGPASSWORD instead");
+            }
+            let from_env = std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()).map(Secret::new);
+            (r.into.clone(), from_env)
+        }
+    };
+    Ok(RestoreRequest {
+        backup: r.id.clone(),
+        into,
+        into_password,
+        jobs: r.jobs,
+        clean: r.clean,
+        no_owner: r.no_owner,
+        tables: r.tables.clone(),
+        schemas: r.schemas.clone(),
+        data_only: r.data_only,
+        schema_only: r.schema_only,
+        identity: r.identity.clone(),
+        spool_dir: r.spool_dir.clone(),
+    })
+}
+
+fn list_table(manifests: &[Manifest]) -> String {
+    if manifests.is_empty() {
+        return "no backups\n".into();
+    }
+    let mut out = format!(
+        "{:<22} {:<5} {:<12} {:<20} {:>10} {:>10} {:>7} {}\n",
+        "ID", "KIND", "DATABASE", "FINISHED (UTC)", "RAW", "STORED", "TABLES", "NOTES"
+    );
+    for m in manifests {
+        let mut notes = Vec::new();
+        if m.is_encrypted() {
+            notes.push("encrypted".to_string());
+        }
+        if m.options.schema_only {
+            notes.push("schema-only".into());
+        }
+        if !m.options.schemas.is_empty() {
+            notes.push(format!("schemas: {}", m.options.schemas.join(",")));
+        }
+        out.push_str(&format!(
+            "{:<22} {:<5} {:<12} {:<20} {:>10} {:>10} {:>7} {}\n",
+            m.id,
+            m.kind.as_str(),
+            m.database,
+            m.finished_at.strftime("%Y-%m-%d %H:%M:%S"),
+            human_bytes(m.raw_size),
+            human_bytes(m.stored_size),
+            m.tables.len(),
+            notes.join("; ")
+        ));
+    }
+    out
+}
+
+fn show(m: &Manifest) -> String {
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<16} {v}\n"));
+    line("id", m.id.clone());
+    line("kind", m.kind.as_str().into());
+    line("database", format!("{} (`{}` on PostgreSQL {})", m.database, m.dbname, m.server_version));
+    line("pg_dump", m.pg_dump_version.clone());
+    line("started", m.started_at.to_string());
+    line("finished", m.finished_at.to_string());
+    line(
+        "options",
+        format!(
+            "schema-only: {}, schemas: {}",
+            m.options.schema_only,
+            if m.options.schemas.is_empty() { "all".into() } else { m.options.schemas.join(", ") }
+        ),
+    );
+    line("raw size", format!("{} ({} bytes)", human_bytes(m.raw_size), m.raw_size));
+    line("stored size", format!("{} ({} bytes)", human_bytes(m.stored_size), m.stored_size));
+    line("sha256", m.sha256.clone());
+    line("compression", format!("{} level {}", m.compression.algorithm, m.compression.level));
+    line(
+        "encryption",
+        m.encryption
+            .as_ref()
+            .map_or("none".into(), |e| format!("{} to {}", e.algorithm, e.recipients.join(", "))),
+    );
+    line("storage class", m.storage_class.clone().unwrap_or_else(|| "bucket default".into()));
+    line("data", m.data.clone());
+    line("lifeboat", m.tool_version.clone());
+    out.push_str(&format!("tables ({}, {} rows):\n", m.tables.len(), m.total_rows()));
+    for t in &m.tables {
+        out.push_str(&format!("  {:<40} {:>12}\n", t.qualified(), t.rows));
+    }
+    out
+}
+
+fn print_json_or<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> Result<()> {
+    if json {
+        emit(&(serde_json::to_string_pretty(value).expect("output serializes") + "\n"))
+    } else {
+        emit(&format!("{}\n", text()))
+    }
+}
+
+/// Writes to stdout; a closed stdout (`| head`) is not an error worth a message.
+fn emit(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::io("writing to stdout", e)),
+    }
+}
