@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "lifeboat", version, about = "Backup and restore for PostgreSQL, S3-compatible object storage and Redis.")]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "Backup and restore for PostgreSQL, S3-compatible object storage and Redis."
+)]
 pub struct Cli {
     /// Configuration file [default: $LIFEBOAT_CONFIG, else ./lifeboat.toml, else built-in defaults]
     #[arg(long, global = true, value_name = "FILE")]

@@ -9,16 +9,20 @@ use lifeboat_core::postgres::restore::{restore_db, RestoreRequest};
 use lifeboat_core::repository::{Repository, Selector};
 use lifeboat_core::{crypto, drill, Context, Error, Result};
 
-use crate::cli::{BackupCommand, Cli, Command, ConfigCommand, KeyCommand, RestoreCommand, RestoreDbArgs};
+use crate::cli::{
+    BackupCommand, Cli, Command, ConfigCommand, KeyCommand, RestoreCommand, RestoreDbArgs,
+};
 
 pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
     match &args.command {
         Command::Init => {
             let repo = Repository::init(&ctx.config.repository).await?;
             tracing::info!("initialized repository `{}`", repo.location());
-            print_json_or(args.json, &serde_json::json!({ "repository": repo.location() }), || {
-                repo.location().to_string()
-            })
+            print_json_or(
+                args.json,
+                &serde_json::json!({ "repository": repo.location() }),
+                || repo.location().to_string(),
+            )
         }
         Command::Config(ConfigCommand::Check) => {
             // Loading already validated it; also check that keys and tools are usable.
@@ -32,9 +36,11 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
                 "wrote identity `{}`; keep it safe and off the database host. Add the public key to `[encryption] recipients`",
                 out.display()
             );
-            print_json_or(args.json, &serde_json::json!({ "identity_file": out, "recipient": recipient }), || {
-                recipient.clone()
-            })
+            print_json_or(
+                args.json,
+                &serde_json::json!({ "identity_file": out, "recipient": recipient }),
+                || recipient.clone(),
+            )
         }
         Command::Backup(BackupCommand::Db(b)) => {
             let (name, pg) = ctx.config.database(b.db.as_deref())?;
@@ -62,7 +68,10 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             let repo = Repository::open(&ctx.config.repository).await?;
             let manifests = repo.list().await?;
             if args.json {
-                return emit(&(serde_json::to_string_pretty(&manifests).expect("manifests serialize") + "\n"));
+                return emit(
+                    &(serde_json::to_string_pretty(&manifests).expect("manifests serialize")
+                        + "\n"),
+                );
             }
             emit(&list_table(&manifests))
         }
@@ -101,7 +110,10 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             }
             let mut out = String::from("drill passed\n");
             for step in &report.steps {
-                out.push_str(&format!("  {:<32} {:>8.2}s  {}\n", step.step, step.seconds, step.detail));
+                out.push_str(&format!(
+                    "  {:<32} {:>8.2}s  {}\n",
+                    step.step, step.seconds, step.detail
+                ));
             }
             let total: f64 = report.steps.iter().map(|s| s.seconds).sum();
             out.push_str(&format!(
@@ -126,7 +138,10 @@ fn restore_request(ctx: &Context, r: &RestoreDbArgs) -> Result<RestoreRequest> {
             if redact_url(&r.into) != r.into {
                 tracing::warn!("the password in `--into` can be seen by other users in `ps`: put it in $PGPASSWORD instead");
             }
-            let from_env = std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()).map(Secret::new);
+            let from_env = std::env::var("PGPASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .map(Secret::new);
             (r.into.clone(), from_env)
         }
     };
@@ -185,7 +200,13 @@ fn show(m: &Manifest) -> String {
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<16} {v}\n"));
     line("id", m.id.clone());
     line("kind", m.kind.as_str().into());
-    line("database", format!("{} (`{}` on PostgreSQL {})", m.database, m.dbname, m.server_version));
+    line(
+        "database",
+        format!(
+            "{} (`{}` on PostgreSQL {})",
+            m.database, m.dbname, m.server_version
+        ),
+    );
     line("pg_dump", m.pg_dump_version.clone());
     line("started", m.started_at.to_string());
     line("finished", m.finished_at.to_string());
@@ -194,30 +215,56 @@ fn show(m: &Manifest) -> String {
         format!(
             "schema-only: {}, schemas: {}",
             m.options.schema_only,
-            if m.options.schemas.is_empty() { "all".into() } else { m.options.schemas.join(", ") }
+            if m.options.schemas.is_empty() {
+                "all".into()
+            } else {
+                m.options.schemas.join(", ")
+            }
         ),
     );
-    line("raw size", format!("{} ({} bytes)", human_bytes(m.raw_size), m.raw_size));
-    line("stored size", format!("{} ({} bytes)", human_bytes(m.stored_size), m.stored_size));
+    line(
+        "raw size",
+        format!("{} ({} bytes)", human_bytes(m.raw_size), m.raw_size),
+    );
+    line(
+        "stored size",
+        format!("{} ({} bytes)", human_bytes(m.stored_size), m.stored_size),
+    );
     line("sha256", m.sha256.clone());
-    line("compression", format!("{} level {}", m.compression.algorithm, m.compression.level));
+    line(
+        "compression",
+        format!("{} level {}", m.compression.algorithm, m.compression.level),
+    );
     line(
         "encryption",
-        m.encryption
-            .as_ref()
-            .map_or("none".into(), |e| format!("{} to {}", e.algorithm, e.recipients.join(", "))),
+        m.encryption.as_ref().map_or("none".into(), |e| {
+            format!("{} to {}", e.algorithm, e.recipients.join(", "))
+        }),
     );
-    line("storage class", m.storage_class.clone().unwrap_or_else(|| "bucket default".into()));
+    line(
+        "storage class",
+        m.storage_class
+            .clone()
+            .unwrap_or_else(|| "bucket default".into()),
+    );
     line("data", m.data.clone());
     line("lifeboat", m.tool_version.clone());
-    out.push_str(&format!("tables ({}, {} rows):\n", m.tables.len(), m.total_rows()));
+    out.push_str(&format!(
+        "tables ({}, {} rows):\n",
+        m.tables.len(),
+        m.total_rows()
+    ));
     for t in &m.tables {
         out.push_str(&format!("  {:<40} {:>12}\n", t.qualified(), t.rows));
     }
     out
 }
 
-fn print_json_or<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> Result<()> {
+fn print_json_or<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> Result<()> {
     if json {
         emit(&(serde_json::to_string_pretty(value).expect("output serializes") + "\n"))
     } else {
@@ -228,7 +275,10 @@ fn print_json_or<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce()
 /// Writes to stdout; a closed stdout (`| head`) is not an error worth a message.
 fn emit(text: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Error::io("writing to stdout", e)),

@@ -32,7 +32,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let config = Config::load(args.config.as_deref())?;
         let mut ctx = Context::new(config);
-        ctx.progress = progress::for_stderr(args.quiet || args.json && !std::io::stderr().is_terminal());
+        ctx.progress =
+            progress::for_stderr(args.quiet || args.json && !std::io::stderr().is_terminal());
         watch_signals(ctx.cancel.clone());
         commands::run(&ctx, &args).await
     });
@@ -52,8 +53,9 @@ fn init_logging(args: &cli::Cli) {
         (false, 1) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_env("LIFEBOAT_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,lifeboat={default},lifeboat_core={default}")));
+    let filter = EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!("warn,lifeboat={default},lifeboat_core={default}"))
+    });
     let on_terminal = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -71,7 +73,10 @@ fn init_logging(args: &cli::Cli) {
 fn watch_signals(cancel: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             return;
         };
         tokio::select! {

@@ -78,7 +78,8 @@ impl Default for LogLines {
 
 impl Progress for LogLines {
     fn begin(&self, task: &str, _total: Option<u64>) {
-        *self.task.lock().expect("progress poisoned") = (task.to_string(), Instant::now(), Instant::now());
+        *self.task.lock().expect("progress poisoned") =
+            (task.to_string(), Instant::now(), Instant::now());
         self.done.store(0, Ordering::Relaxed);
     }
 

@@ -252,18 +252,16 @@ pub struct PgUrl(String);
 
 impl PgUrl {
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
-        let parsed = url::Url::parse(text).map_err(|e| {
-            format!("malformed postgres url `{}`: {e}", redact_url(text))
-        })?;
+        let parsed = url::Url::parse(text)
+            .map_err(|e| format!("malformed postgres url `{}`: {e}", redact_url(text)))?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
             return Err(format!(
                 "postgres url `{}` must start with `postgresql://`",
                 redact_url(text)
             ));
         }
-        text.parse::<tokio_postgres::Config>().map_err(|e| {
-            format!("malformed postgres url `{}`: {e}", redact_url(text))
-        })?;
+        text.parse::<tokio_postgres::Config>()
+            .map_err(|e| format!("malformed postgres url `{}`: {e}", redact_url(text)))?;
         Ok(PgUrl(text.to_string()))
     }
 
@@ -473,7 +471,12 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::Config(format!("config `{}`: {msg}", self.source_name())));
+        let bad = |msg: String| {
+            Err(Error::Config(format!(
+                "config `{}`: {msg}",
+                self.source_name()
+            )))
+        };
         if !(1..=22).contains(&self.compression.level) {
             return bad(format!(
                 "`compression.level` is `{}`: use 1 to 22",
@@ -495,9 +498,8 @@ impl Config {
                 return bad("`encryption.recipients` is empty: add an `age1...` public key, or remove `[encryption]`".into());
             }
             for recipient in &enc.recipients {
-                crate::crypto::parse_recipient(recipient).map_err(|e| {
-                    Error::Config(format!("config `{}`: {e}", self.source_name()))
-                })?;
+                crate::crypto::parse_recipient(recipient)
+                    .map_err(|e| Error::Config(format!("config `{}`: {e}", self.source_name())))?;
             }
         }
         for (name, db) in &self.postgres {
@@ -615,7 +617,9 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = parse("[repository]\nurl = \"/x\"\nbukket = 1\n").unwrap_err().to_string();
+        let err = parse("[repository]\nurl = \"/x\"\nbukket = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("`bukket`"), "{err}");
         assert!(!err.contains('\n'), "{err}");
@@ -632,19 +636,28 @@ mod tests {
 
     #[test]
     fn malformed_urls_are_errors() {
-        let err = parse("[repository]\nurl = \"ftp://x\"\n").unwrap_err().to_string();
+        let err = parse("[repository]\nurl = \"ftp://x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2") && err.contains("ftp://x"), "{err}");
-        let err = parse("[postgres.a]\nurl = \"mysql://u:hunter2@h/db\"\n").unwrap_err().to_string();
+        let err = parse("[postgres.a]\nurl = \"mysql://u:hunter2@h/db\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
         assert!(!err.contains("hunter2"), "password leaked: {err}");
     }
 
     #[test]
     fn unknown_storage_class_is_an_error() {
-        let err = parse("[repository]\nurl = \"s3://b/p\"\n[repository.storage_class]\ndb = \"GLACIERR\"\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line 4") && err.contains("`GLACIERR`"), "{err}");
+        let err = parse(
+            "[repository]\nurl = \"s3://b/p\"\n[repository.storage_class]\ndb = \"GLACIERR\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 4") && err.contains("`GLACIERR`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -681,18 +694,33 @@ mod tests {
     #[test]
     fn choosing_a_database() {
         let none = parse("").unwrap();
-        assert!(none.database(None).unwrap_err().to_string().contains("[postgres.NAME]"));
-        let two = parse("[postgres.a]\nurl = \"postgresql://h/a\"\n[postgres.b]\nurl = \"postgresql://h/b\"\n").unwrap();
+        assert!(none
+            .database(None)
+            .unwrap_err()
+            .to_string()
+            .contains("[postgres.NAME]"));
+        let two = parse(
+            "[postgres.a]\nurl = \"postgresql://h/a\"\n[postgres.b]\nurl = \"postgresql://h/b\"\n",
+        )
+        .unwrap();
         assert!(two.database(None).unwrap_err().to_string().contains("--db"));
         assert_eq!(two.database(Some("b")).unwrap().0, "b");
-        assert!(two.database(Some("c")).unwrap_err().to_string().contains("`a`, `b`"));
+        assert!(two
+            .database(Some("c"))
+            .unwrap_err()
+            .to_string()
+            .contains("`a`, `b`"));
     }
 
     #[test]
     fn bad_recipient_and_level_are_errors() {
-        let err = parse("[encryption]\nrecipients = [\"age1nope\"]\n").unwrap_err().to_string();
+        let err = parse("[encryption]\nrecipients = [\"age1nope\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("age1nope"), "{err}");
-        let err = parse("[compression]\nlevel = 40\n").unwrap_err().to_string();
+        let err = parse("[compression]\nlevel = 40\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("compression.level"), "{err}");
     }
 }

@@ -29,10 +29,9 @@ pub fn encrypt_to<W: Write>(
         .iter()
         .map(|r| parse_recipient(r).map_err(Error::Crypto))
         .collect::<Result<Vec<_>>>()?;
-    let encryptor = age::Encryptor::with_recipients(
-        parsed.iter().map(|r| r as &dyn age::Recipient),
-    )
-    .map_err(|e| Error::Crypto(e.to_string().to_lowercase()))?;
+    let encryptor =
+        age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| Error::Crypto(e.to_string().to_lowercase()))?;
     encryptor
         .wrap_output(output)
         .map_err(|e| Error::io("starting encryption", e))
@@ -77,12 +76,11 @@ pub fn decrypt_from<R: Read>(
     identities: &Identities,
     backup_id: &str,
 ) -> Result<age::stream::StreamReader<BufReader<R>>> {
-    let decryptor = age::Decryptor::new_buffered(BufReader::new(input)).map_err(|e| {
-        Error::Integrity {
+    let decryptor =
+        age::Decryptor::new_buffered(BufReader::new(input)).map_err(|e| Error::Integrity {
             id: backup_id.to_string(),
             detail: format!("not a readable age stream: {e}"),
-        }
-    })?;
+        })?;
     decryptor
         .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
         .map_err(|e| match e {
@@ -154,7 +152,13 @@ mod tests {
         let other = dir.path().join("other.txt");
         generate_identity(&other).unwrap();
         let wrong = load_identities(&other).unwrap();
-        let err = decrypt_from(&sealed[..], &wrong, "b1").err().unwrap().to_string();
-        assert!(err.contains("does not match") && err.contains("`b1`"), "{err}");
+        let err = decrypt_from(&sealed[..], &wrong, "b1")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("does not match") && err.contains("`b1`"),
+            "{err}"
+        );
     }
 }

@@ -57,11 +57,17 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
     })
     .await
     .map_err(|e| Error::invalid(format!("drill thread failed: {e}")))??;
-    timer.lap("start a scratch cluster", format!("PostgreSQL {}", ctx.tools.version("postgres")?));
+    timer.lap(
+        "start a scratch cluster",
+        format!("PostgreSQL {}", ctx.tools.version("postgres")?),
+    );
 
     cluster.create_database("yomira")?;
     cluster.psql("yomira", SAMPLE_SQL)?;
-    timer.lap("load the sample database", format!("{} tables", SAMPLE_TABLES.len()));
+    timer.lap(
+        "load the sample database",
+        format!("{} tables", SAMPLE_TABLES.len()),
+    );
 
     let repo = match Repository::open(&ctx.config.repository).await {
         Ok(repo) => repo,
@@ -78,7 +84,10 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
     let manifest = backup_db(ctx, &repo, "drill", &source, &DumpRequest::default()).await?;
     timer.lap(
         "logical backup",
-        format!("{} ({} raw, {} stored)", manifest.id, manifest.raw_size, manifest.stored_size),
+        format!(
+            "{} ({} raw, {} stored)",
+            manifest.id, manifest.raw_size, manifest.stored_size
+        ),
     );
 
     cluster.create_database("yomira_restored")?;
@@ -95,7 +104,10 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
     .await?;
     timer.lap(
         "restore and check row counts",
-        format!("{} tables, {} rows", report.tables_checked, report.rows_checked),
+        format!(
+            "{} tables, {} rows",
+            report.tables_checked, report.rows_checked
+        ),
     );
 
     let mut checks: Vec<String> = SAMPLE_TABLES.iter().map(|t| fingerprint_sql(t)).collect();
@@ -107,11 +119,18 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
         if before != after {
             return Err(Error::Mismatch {
                 id: manifest.id.clone(),
-                detail: format!("`{sql}` gives `{}` before and `{}` after", before.trim(), after.trim()),
+                detail: format!(
+                    "`{sql}` gives `{}` before and `{}` after",
+                    before.trim(),
+                    after.trim()
+                ),
             });
         }
     }
-    timer.lap("compare contents", format!("{} checks identical", checks.len()));
+    timer.lap(
+        "compare contents",
+        format!("{} checks identical", checks.len()),
+    );
 
     Ok(DrillReport {
         repository: repo.location().to_string(),

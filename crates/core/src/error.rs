@@ -26,7 +26,9 @@ pub enum Error {
     #[error("`{location}` is already a lifeboat repository (format {format})")]
     AlreadyARepository { location: String, format: u32 },
 
-    #[error("backup `{id}` not found in repository `{location}`: `lifeboat list` shows the backups")]
+    #[error(
+        "backup `{id}` not found in repository `{location}`: `lifeboat list` shows the backups"
+    )]
     BackupNotFound { id: String, location: String },
 
     #[error("storage: {op} `{path}`: {message}")]
@@ -120,7 +122,13 @@ impl Error {
 
     /// Whether the same command could succeed if run again unchanged.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Storage { retryable: true, .. } | Error::Io { .. })
+        matches!(
+            self,
+            Error::Storage {
+                retryable: true,
+                ..
+            } | Error::Io { .. }
+        )
     }
 
     /// The process exit code that reports this error.
@@ -144,7 +152,10 @@ fn storage_message(err: &opendal::Error) -> String {
     let message = err.to_string();
     // The first line of opendal's display is "Kind (persistent) at op => message".
     let first = message.lines().next().unwrap_or_default();
-    let detail = first.split_once("=>").map(|(_, m)| m.trim()).unwrap_or(first);
+    let detail = first
+        .split_once("=>")
+        .map(|(_, m)| m.trim())
+        .unwrap_or(first);
     if detail.is_empty() {
         kind
     } else {
@@ -194,6 +205,9 @@ mod tests {
             outcome: "exited with status 1".into(),
             stderr: "error: boom".into(),
         };
-        assert_eq!(err.to_string(), "`pg_dump` exited with status 1: error: boom");
+        assert_eq!(
+            err.to_string(),
+            "`pg_dump` exited with status 1: error: boom"
+        );
     }
 }

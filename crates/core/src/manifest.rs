@@ -101,9 +101,8 @@ impl Manifest {
         struct Head {
             format: u32,
         }
-        let head: Head = serde_json::from_slice(bytes).map_err(|e| {
-            Error::invalid(format!("manifest `{origin}` is not readable: {e}"))
-        })?;
+        let head: Head = serde_json::from_slice(bytes)
+            .map_err(|e| Error::invalid(format!("manifest `{origin}` is not readable: {e}")))?;
         if head.format > MANIFEST_FORMAT {
             return Err(Error::invalid(format!(
                 "manifest `{origin}` has format {}, this lifeboat reads up to {MANIFEST_FORMAT}: upgrade lifeboat",

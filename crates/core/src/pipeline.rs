@@ -66,12 +66,14 @@ pub fn from_io(e: io::Error, context: &str) -> Error {
 }
 
 /// Streams `source` through compression and encryption into the repository at `target`.
-/// On any failure (the source, the storage, cancellation) the upload is aborted and the error
-/// returned; the object then does not exist.
+/// On any failure (the source, the storage, cancellation) `stop_source` is called (the source
+/// may be blocked in a read), the upload is aborted and the error returned; the object then
+/// does not exist.
 pub async fn upload(
     storage: &Storage,
     target: UploadTarget<'_>,
     source: impl Read + Send + 'static,
+    stop_source: impl FnOnce(),
     seal: SealOptions,
     progress: Arc<dyn Progress>,
     cancel: &CancellationToken,
@@ -87,7 +89,12 @@ pub async fn upload(
     let (tx, mut rx) = mpsc::channel::<Bytes>(1);
     let part_size = target.part_size;
     let sealing = tokio::task::spawn_blocking(move || {
-        seal_stream(source, &seal, ChunkSender::new(tx, part_size), progress.as_ref())
+        seal_stream(
+            source,
+            &seal,
+            ChunkSender::new(tx, part_size),
+            progress.as_ref(),
+        )
     });
 
     let mut failure: Option<Error> = None;
@@ -108,8 +115,11 @@ pub async fn upload(
             }
         }
     }
-    // Stops the sealing thread if it is still sending.
+    // Stops the sealing thread if it is still sending, or still waiting for its source.
     drop(rx);
+    if failure.is_some() {
+        stop_source();
+    }
     let sealed = sealing
         .await
         .map_err(|e| Error::invalid(format!("pipeline thread failed: {e}")))
@@ -119,7 +129,11 @@ pub async fn upload(
         (None, Err(e)) => Err(e),
         (None, Ok(stats)) => match writer.close().await {
             Ok(_) => return Ok(stats),
-            Err(e) => Err(Error::storage("completing", &storage.display(target.path), e)),
+            Err(e) => Err(Error::storage(
+                "completing",
+                &storage.display(target.path),
+                e,
+            )),
         },
     };
     if let Err(e) = writer.abort().await {
@@ -379,7 +393,11 @@ fn open_stream<W: Write>(
     let mut hold = HoldBack::new(sink);
     let decoded: Box<dyn Read> = if expected.encrypted {
         let ids = identities.expect("checked by the caller");
-        Box::new(crypto::decrypt_from(hashing.clone(), &ids, &expected.backup_id)?)
+        Box::new(crypto::decrypt_from(
+            hashing.clone(),
+            &ids,
+            &expected.backup_id,
+        )?)
     } else {
         Box::new(hashing.clone())
     };
@@ -412,10 +430,12 @@ fn open_stream<W: Write>(
         }
     }
     drop(decoder);
-    let (size, sha256) = hashing.drain_and_finish().map_err(|e| match from_io(e, "reading") {
-        Error::Io { source, .. } => damaged(format!("cannot read: {source}")),
-        other => other,
-    })?;
+    let (size, sha256) = hashing
+        .drain_and_finish()
+        .map_err(|e| match from_io(e, "reading") {
+            Error::Io { source, .. } => damaged(format!("cannot read: {source}")),
+            other => other,
+        })?;
     if size != expected.stored_size {
         return Err(damaged(format!(
             "stored size is {size} bytes, the manifest says {}",
@@ -512,7 +532,11 @@ impl<W: Write> HoldBack<W> {
 
     fn release(mut self) -> std::result::Result<W, (W, io::Error)> {
         let tail = std::mem::take(&mut self.tail);
-        match self.inner.write_all(&tail).and_then(|()| self.inner.flush()) {
+        match self
+            .inner
+            .write_all(&tail)
+            .and_then(|()| self.inner.flush())
+        {
             Ok(()) => Ok(self.inner),
             Err(e) => Err((self.inner, e)),
         }
@@ -571,6 +595,9 @@ mod tests {
     fn io_error_round_trips_engine_error() {
         let wrapped = io::Error::other(Error::invalid("x"));
         assert!(matches!(from_io(wrapped, "c"), Error::Invalid(_)));
-        assert!(matches!(from_io(io::Error::other("plain"), "c"), Error::Io { .. }));
+        assert!(matches!(
+            from_io(io::Error::other("plain"), "c"),
+            Error::Io { .. }
+        ));
     }
 }

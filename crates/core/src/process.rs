@@ -59,9 +59,17 @@ impl Tool {
             .unwrap_or_else(|| self.program.display().to_string())
     }
 
+    /// The command, with an environment of only what the tools need: lifeboat's own
+    /// environment may hold secrets (`${VAR}` values of the configuration) that a child has no
+    /// business seeing.
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args);
+        cmd.args(&self.args).env_clear();
+        for (key, value) in std::env::vars_os() {
+            if key.to_str().is_some_and(inherited) {
+                cmd.env(key, value);
+            }
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -75,7 +83,11 @@ impl Tool {
             .stdin(Stdio::null())
             .output()
             .map_err(|e| spawn_error(&self.program, e))?;
-        check_status(&self.name(), out.status, &String::from_utf8_lossy(&out.stderr))?;
+        check_status(
+            &self.name(),
+            out.status,
+            &String::from_utf8_lossy(&out.stderr),
+        )?;
         Ok(out.stdout)
     }
 
@@ -92,10 +104,34 @@ impl Tool {
         let stderr = StderrTail::drain(&mut child);
         Ok(ChildReader {
             name: self.name(),
-            child: Some(child),
+            child: Arc::new(Mutex::new(Some(child))),
             stdout: Some(stdout),
             stderr,
         })
+    }
+
+    /// Starts the child with both ends piped: its stdin to write to, its stdout to read from
+    /// (checked for a successful exit at its end).
+    pub fn spawn_filter(&self) -> Result<(ChildStdin, ChildReader)> {
+        let mut child = self
+            .command()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| spawn_error(&self.program, e))?;
+        let stdin = child.stdin.take().expect("stdin piped");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = StderrTail::drain(&mut child);
+        Ok((
+            stdin,
+            ChildReader {
+                name: self.name(),
+                child: Arc::new(Mutex::new(Some(child))),
+                stdout: Some(stdout),
+                stderr,
+            },
+        ))
     }
 
     /// Starts the child with its stdin as a sink.
@@ -116,6 +152,16 @@ impl Tool {
             stderr,
         })
     }
+}
+
+/// Environment variables a child inherits: locale, paths, and libpq's settings other than
+/// the password (which lifeboat passes through a password file when it has one).
+fn inherited(key: &str) -> bool {
+    matches!(
+        key,
+        "PATH" | "HOME" | "USER" | "LOGNAME" | "LANG" | "TZ" | "TMPDIR" | "LANGUAGE"
+    ) || key.starts_with("LC_")
+        || (key.starts_with("PG") && key != "PGPASSWORD")
 }
 
 fn spawn_error(program: &Path, e: io::Error) -> Error {
@@ -156,9 +202,24 @@ fn summarize_stderr(stderr: &str) -> String {
         })
         .collect();
     let text = if wanted.is_empty() {
-        stderr.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        stderr
+            .lines()
+            .rev()
+            .take(3)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     } else {
-        wanted.iter().rev().take(3).rev().copied().collect::<Vec<_>>().join("\n")
+        wanted
+            .iter()
+            .rev()
+            .take(3)
+            .rev()
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     one_line(&text)
 }
@@ -205,19 +266,34 @@ impl StderrTail {
 /// A child's stdout as `Read`; end of stream is reported only after a successful exit.
 pub struct ChildReader {
     name: String,
-    child: Option<Child>,
+    child: SharedChild,
     stdout: Option<ChildStdout>,
     stderr: StderrTail,
 }
 
+/// A child that another thread may kill while its output is being read.
+type SharedChild = Arc<Mutex<Option<Child>>>;
+
+/// Kills a [`ChildReader`]'s process from elsewhere (its reader may be blocked in `read`).
+#[derive(Clone)]
+pub struct Killer(SharedChild);
+
+impl Killer {
+    pub fn kill(&self) {
+        if let Some(child) = self.0.lock().expect("child poisoned").as_mut() {
+            let _ = child.kill();
+        }
+    }
+}
+
 impl ChildReader {
-    pub fn id(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+    pub fn killer(&self) -> Killer {
+        Killer(Arc::clone(&self.child))
     }
 
     fn finish(&mut self) -> Result<()> {
         self.stdout = None;
-        let Some(mut child) = self.child.take() else {
+        let Some(mut child) = self.child.lock().expect("child poisoned").take() else {
             return Ok(());
         };
         let status = child
@@ -242,7 +318,7 @@ impl Read for ChildReader {
 
 impl Drop for ChildReader {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.child.lock().expect("child poisoned").take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -310,13 +386,19 @@ mod tests {
 
     #[test]
     fn reader_reports_failure_at_end_of_stream() {
-        let mut ok = Tool::new("sh").args(["-c", "printf hello"]).spawn_reader().unwrap();
+        let mut ok = Tool::new("sh")
+            .args(["-c", "printf hello"])
+            .spawn_reader()
+            .unwrap();
         let mut out = String::new();
         ok.read_to_string(&mut out).unwrap();
         assert_eq!(out, "hello");
 
         let mut bad = Tool::new("sh")
-            .args(["-c", "printf partial; echo 'pg_dump: error: boom' >&2; exit 1"])
+            .args([
+                "-c",
+                "printf partial; echo 'pg_dump: error: boom' >&2; exit 1",
+            ])
             .spawn_reader()
             .unwrap();
         let mut out = String::new();
@@ -328,10 +410,16 @@ mod tests {
 
     #[test]
     fn writer_checks_status_and_missing_program_is_clear() {
-        let mut w = Tool::new("sh").args(["-c", "cat >/dev/null; exit 2"]).spawn_writer().unwrap();
+        let mut w = Tool::new("sh")
+            .args(["-c", "cat >/dev/null; exit 2"])
+            .spawn_writer()
+            .unwrap();
         w.write_all(b"data").unwrap();
         assert!(w.finish().unwrap_err().to_string().contains("status 2"));
-        let err = Tool::new("/nonexistent/pg_dump").output().unwrap_err().to_string();
+        let err = Tool::new("/nonexistent/pg_dump")
+            .output()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`/nonexistent/pg_dump` not found"), "{err}");
     }
 }

@@ -283,7 +283,8 @@ fn absolute(path: &std::path::Path) -> Result<PathBuf> {
     if path.is_absolute() {
         Ok(path.to_path_buf())
     } else {
-        let cwd = std::env::current_dir().map_err(|e| Error::io("finding the current folder", e))?;
+        let cwd =
+            std::env::current_dir().map_err(|e| Error::io("finding the current folder", e))?;
         Ok(cwd.join(path))
     }
 }

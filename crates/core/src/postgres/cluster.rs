@@ -48,8 +48,12 @@ impl ScratchCluster {
         let run_as = unprivileged_user();
         if let Some((uid, gid)) = run_as {
             for path in [dir.path(), socket_dir.as_path()] {
-                std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                    .map_err(|e| Error::io(format!("handing `{}` to the postgres user", path.display()), e))?;
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| {
+                    Error::io(
+                        format!("handing `{}` to the postgres user", path.display()),
+                        e,
+                    )
+                })?;
             }
         }
         let port = free_port()?;
@@ -128,11 +132,12 @@ impl ScratchCluster {
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Result<String> {
-        let out = self
-            .command(program)
-            .args(args)
-            .output()
-            .map_err(|e| Error::io(format!("starting `{}`", self.tools.path(program).display()), e))?;
+        let out = self.command(program).args(args).output().map_err(|e| {
+            Error::io(
+                format!("starting `{}`", self.tools.path(program).display()),
+                e,
+            )
+        })?;
         if !out.status.success() {
             return Err(Error::Tool {
                 tool: program.to_string(),
@@ -195,7 +200,10 @@ impl ScratchCluster {
     pub fn create_database(&self, name: &str) -> Result<()> {
         self.psql(
             "postgres",
-            &format!("CREATE DATABASE {}", crate::postgres::conn::quote_ident(name)),
+            &format!(
+                "CREATE DATABASE {}",
+                crate::postgres::conn::quote_ident(name)
+            ),
         )
         .map(|_| ())
     }

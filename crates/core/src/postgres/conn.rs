@@ -34,6 +34,11 @@ impl ConnInfo {
         })?;
         if let Some(password) = password {
             config.password(password.expose());
+        } else if config.get_password().is_none() {
+            // libpq's convention, for tools started by cron with the password in the environment.
+            if let Some(password) = std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()) {
+                config.password(password);
+            }
         }
         if config.get_hosts().is_empty() {
             config.host("localhost");
@@ -71,11 +76,9 @@ impl ConnInfo {
                 self.redacted
             )));
         }
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| Error::postgres(format!("cannot connect to {what} `{}`", self.redacted), &e))?;
+        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
+            Error::postgres(format!("cannot connect to {what} `{}`", self.redacted), &e)
+        })?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "postgres connection ended");
@@ -154,7 +157,10 @@ mod tests {
         let text = std::fs::read_to_string(passfile.path()).unwrap();
         assert_eq!(text, "*:*:*:*:s3cr\\:et\n");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(passfile.path()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(passfile.path())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "password file readable by others");
         assert!(!format!("{info:?}").contains("s3cr"));
     }
@@ -162,7 +168,8 @@ mod tests {
     #[test]
     fn separate_password_and_socket_host() {
         let secret = Secret::new("pw");
-        let info = ConnInfo::new("postgresql://u@/db?host=/tmp/sock&port=5999", Some(&secret)).unwrap();
+        let info =
+            ConnInfo::new("postgresql://u@/db?host=/tmp/sock&port=5999", Some(&secret)).unwrap();
         let (tool, passfile) = info.apply_to(Tool::new("pg_restore")).unwrap();
         let env: std::collections::HashMap<_, _> = tool.env.iter().cloned().collect();
         assert_eq!(env["PGHOST"], "/tmp/sock");

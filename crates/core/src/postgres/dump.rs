@@ -13,7 +13,9 @@ use tokio_postgres::Client;
 
 use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
-use crate::manifest::{self, BackupKind, Compression, DumpOptions, Encryption, Manifest, TableRows};
+use crate::manifest::{
+    self, BackupKind, Compression, DumpOptions, Encryption, Manifest, TableRows,
+};
 use crate::pipeline::{self, SealOptions, UploadTarget};
 use crate::postgres::conn::{quote_ident, ConnInfo};
 use crate::repository::Repository;
@@ -96,6 +98,7 @@ pub async fn backup_db(
     }
     let (tool, _passfile) = conn.apply_to(tool)?;
     let source = tool.spawn_reader()?;
+    let killer = source.killer();
 
     let encryption = ctx.config.encryption.as_ref().map(|e| Encryption {
         algorithm: "age".into(),
@@ -119,6 +122,8 @@ pub async fn backup_db(
     };
     tracing::info!(backup = %id, database = name, "dumping `{dbname}` ({} estimated)", human_bytes(db_size.max(0) as u64));
     ctx.progress.begin(&format!("dump {name}"), None);
+    // A failed upload stops the counting (which may be waiting on a lock), and the reverse.
+    let stop = ctx.cancel.child_token();
     let upload = pipeline::upload(
         repo.storage(),
         UploadTarget {
@@ -128,22 +133,38 @@ pub async fn backup_db(
             concurrency,
         },
         source,
+        move || killer.kill(),
         seal,
         Arc::clone(&ctx.progress),
-        &ctx.cancel,
+        &stop,
     );
+    let upload = async {
+        let result = upload.await;
+        if result.is_err() {
+            stop.cancel();
+        }
+        result
+    };
     let counting = async {
         if request.schema_only {
-            Ok(Vec::new())
-        } else {
-            count_rows(&txn, &tables, &ctx.cancel).await
+            return Ok(Vec::new());
         }
+        let result = count_rows(&txn, &tables, &stop).await;
+        if result.is_err() {
+            stop.cancel();
+        }
+        result
     };
     let (uploaded, counted) = tokio::join!(upload, counting);
     ctx.progress.end();
     let outcome = async {
-        let stats = uploaded?;
-        let tables = counted?;
+        let (stats, tables) = match (uploaded, counted) {
+            (Ok(stats), Ok(tables)) => (stats, tables),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
+            // One side stopped because the other failed: report the cause.
+            (Err(Error::Interrupted(_)), Err(e)) if !ctx.cancel.is_cancelled() => return Err(e),
+            (Err(e), Err(_)) => return Err(e),
+        };
         txn.commit()
             .await
             .map_err(|e| Error::postgres("closing the snapshot transaction", &e))?;
@@ -175,7 +196,9 @@ pub async fn backup_db(
             tables,
         };
         if ctx.cancel.is_cancelled() {
-            return Err(Error::Interrupted("backup stopped before its commit".into()));
+            return Err(Error::Interrupted(
+                "backup stopped before its commit".into(),
+            ));
         }
         repo.commit(&manifest).await?;
         Ok(manifest)
@@ -191,7 +214,11 @@ pub async fn backup_db(
 }
 
 /// pg_dump refuses servers newer than itself; say so before starting.
-fn check_versions(server: &str, pg_dump: &str, tools: &crate::postgres::tools::PgTools) -> Result<()> {
+fn check_versions(
+    server: &str,
+    pg_dump: &str,
+    tools: &crate::postgres::tools::PgTools,
+) -> Result<()> {
     use crate::postgres::tools::major;
     if major(pg_dump) < major(server) {
         return Err(Error::invalid(format!(
@@ -226,7 +253,10 @@ async fn list_tables(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-async fn check_schemas_exist(txn: &tokio_postgres::Transaction<'_>, schemas: &[String]) -> Result<()> {
+async fn check_schemas_exist(
+    txn: &tokio_postgres::Transaction<'_>,
+    schemas: &[String],
+) -> Result<()> {
     for schema in schemas {
         let found = txn
             .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[schema])
@@ -251,11 +281,16 @@ async fn count_rows(
         if cancel.is_cancelled() {
             return Err(Error::Interrupted("row counting stopped".into()));
         }
-        let sql = format!("SELECT count(*) FROM ONLY {}.{}", quote_ident(schema), quote_ident(name));
-        let row = txn
-            .query_one(&sql, &[])
-            .await
-            .map_err(|e| Error::postgres(format!("counting rows of `{schema}.{name}`"), &e))?;
+        let sql = format!(
+            "SELECT count(*) FROM ONLY {}.{}",
+            quote_ident(schema),
+            quote_ident(name)
+        );
+        let row = tokio::select! {
+            row = txn.query_one(&sql, &[]) => row
+                .map_err(|e| Error::postgres(format!("counting rows of `{schema}.{name}`"), &e))?,
+            () = cancel.cancelled() => return Err(Error::Interrupted("row counting stopped".into())),
+        };
         let rows: i64 = row.get(0);
         counted.push(TableRows {
             schema: schema.clone(),
@@ -267,7 +302,10 @@ async fn count_rows(
 }
 
 /// Counts rows of the given tables in a database (after a restore, or in verification).
-pub async fn count_tables(client: &Client, tables: &[&TableRows]) -> Result<Vec<(String, Option<u64>)>> {
+pub async fn count_tables(
+    client: &Client,
+    tables: &[&TableRows],
+) -> Result<Vec<(String, Option<u64>)>> {
     let mut out = Vec::with_capacity(tables.len());
     for table in tables {
         let sql = format!(
@@ -278,7 +316,12 @@ pub async fn count_tables(client: &Client, tables: &[&TableRows]) -> Result<Vec<
         let rows = match client.query_one(&sql, &[]).await {
             Ok(row) => Some(row.get::<_, i64>(0) as u64),
             Err(e) if e.as_db_error().is_some() => None,
-            Err(e) => return Err(Error::postgres(format!("counting rows of `{}`", table.qualified()), &e)),
+            Err(e) => {
+                return Err(Error::postgres(
+                    format!("counting rows of `{}`", table.qualified()),
+                    &e,
+                ))
+            }
         };
         out.push((table.qualified(), rows));
     }

@@ -4,5 +4,5 @@ pub mod cluster;
 pub mod conn;
 pub mod dump;
 pub mod restore;
-pub mod tools;
 pub mod sample;
+pub mod tools;

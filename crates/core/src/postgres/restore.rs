@@ -16,7 +16,7 @@ use crate::crypto::{self, Identities};
 use crate::error::{Error, Result};
 use crate::manifest::{BackupKind, Manifest, TableRows};
 use crate::pipeline::{self, Delivered, Expected};
-use crate::postgres::conn::ConnInfo;
+use crate::postgres::conn::{quote_ident, ConnInfo};
 use crate::postgres::dump::count_tables;
 use crate::process::Tool;
 use crate::repository::{Repository, Selector};
@@ -54,7 +54,11 @@ pub struct RestoreReport {
     pub seconds: f64,
 }
 
-pub async fn restore_db(ctx: &Context, repo: &Repository, request: &RestoreRequest) -> Result<RestoreReport> {
+pub async fn restore_db(
+    ctx: &Context,
+    repo: &Repository,
+    request: &RestoreRequest,
+) -> Result<RestoreReport> {
     let begun = Instant::now();
     let manifest = repo
         .find(&Selector {
@@ -69,13 +73,20 @@ pub async fn restore_db(ctx: &Context, repo: &Repository, request: &RestoreReque
     // Reach the target before touching anything.
     let client = target.connect("target database").await?;
     drop(client);
-
+    let jobs = request.jobs.max(1);
+    // A whole-database `--clean` drops the backup's schemas and restores them in one
+    // transaction (pg_restore's own --clean cannot drop partitions' inherited constraints).
+    let clean_script = request.clean && selection.tables.is_empty();
+    if clean_script && jobs > 1 {
+        return Err(Error::invalid(
+            "`--clean` restores in one transaction and cannot use `--jobs` above 1: drop `--jobs`, or restore into an empty database",
+        ));
+    }
     let mut tool = ctx
         .tools
         .tool("pg_restore")
-        .args(["--exit-on-error", "--no-password"])
-        .arg(format!("--dbname={}", target.dbname()));
-    if request.clean {
+        .args(["--exit-on-error", "--no-password"]);
+    if request.clean && !clean_script {
         tool = tool.args(["--clean", "--if-exists"]);
     }
     if request.no_owner {
@@ -87,63 +98,61 @@ pub async fn restore_db(ctx: &Context, repo: &Repository, request: &RestoreReque
     if request.schema_only {
         tool = tool.arg("--schema-only");
     }
-    for schema in &request.schemas {
-        tool = tool.arg(format!("--schema={schema}"));
-    }
-    let _list_file = if selection.tables.is_empty() {
+    let toc = if selection.tables.is_empty() && selection.schemas.is_empty() && !clean_script {
         None
     } else {
-        let toc = read_toc(ctx, repo, &manifest, identities.clone()).await?;
-        let list = use_list(&toc, &selection.tables, request.data_only, request.schema_only);
-        let mut file = tempfile::Builder::new()
-            .prefix(".lifeboat-restore-list-")
-            .tempfile()
-            .map_err(|e| Error::io("creating the restore list", e))?;
-        file.write_all(list.as_bytes())
-            .map_err(|e| Error::io("writing the restore list", e))?;
-        tool = tool.arg(format!("--use-list={}", file.path().display()));
-        Some(file)
+        Some(read_toc(ctx, repo, &manifest, identities.clone()).await?)
+    };
+    let _list_file = match &toc {
+        Some(toc) if !(selection.tables.is_empty() && selection.schemas.is_empty()) => {
+            let list = if selection.tables.is_empty() {
+                schema_list(toc, &selection.schemas, request.data_only)
+            } else {
+                use_list(
+                    toc,
+                    &selection.tables,
+                    request.data_only,
+                    request.schema_only,
+                )
+            };
+            let mut file = tempfile::Builder::new()
+                .prefix(".lifeboat-restore-list-")
+                .tempfile()
+                .map_err(|e| Error::io("creating the restore list", e))?;
+            file.write_all(list.as_bytes())
+                .map_err(|e| Error::io("writing the restore list", e))?;
+            tool = tool.arg(format!("--use-list={}", file.path().display()));
+            Some(file)
+        }
+        _ => None,
     };
 
     let expected = expected_of(&manifest);
-    let jobs = request.jobs.max(1);
     tracing::info!(backup = %manifest.id, target = target.redacted(), jobs, "restoring");
     let spooled = jobs > 1;
-    if spooled {
-        let dir = request.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let spool = tempfile::Builder::new()
-            .prefix(".lifeboat-spool-")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io(format!("creating a spool file in `{}`", dir.display()), e))?;
-        let file = spool
-            .reopen()
-            .map_err(|e| Error::io("opening the spool file", e))?;
-        ctx.progress.begin(&format!("download {}", manifest.id), Some(manifest.raw_size));
-        let delivered = pipeline::download(
-            repo.storage(),
-            &manifest.data,
-            &expected,
-            identities,
-            ProgressWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), ctx),
-            &ctx.cancel,
+    ctx.progress
+        .begin(&format!("restore {}", manifest.id), Some(manifest.raw_size));
+    let restored = if spooled {
+        restore_spooled(
+            ctx, repo, &manifest, &expected, identities, &target, tool, jobs, request,
         )
-        .await;
-        ctx.progress.end();
-        match delivered? {
-            Delivered::Complete(mut w) => w.flush().map_err(|e| Error::io("writing the spool file", e))?,
-            Delivered::ConsumerClosed(_) => return Err(Error::io("writing the spool file", std::io::ErrorKind::BrokenPipe.into())),
-        }
-        let (tool, _passfile) = target.apply_to(tool.arg(format!("--jobs={jobs}")).arg(spool.path()))?;
-        let restoring = tokio::task::spawn_blocking(move || tool.output().map(|_| ()));
-        tokio::select! {
-            done = restoring => done.map_err(|e| Error::invalid(format!("restore thread failed: {e}")))??,
-            () = ctx.cancel.cancelled() => return Err(Error::Interrupted("restore stopped".into())),
-        }
-        drop(spool);
+        .await
+    } else if clean_script {
+        let prelude = clean_prelude(
+            toc.as_deref().unwrap_or_default(),
+            &selection.schemas,
+            request.schema_only,
+        );
+        restore_through_psql(
+            ctx, repo, &manifest, &expected, identities, &target, tool, &prelude,
+        )
+        .await
     } else {
-        let (tool, _passfile) = target.apply_to(tool.arg("--single-transaction"))?;
+        let tool = tool
+            .arg(format!("--dbname={}", target.dbname()))
+            .arg("--single-transaction");
+        let (tool, _passfile) = target.apply_to(tool)?;
         let child = tool.spawn_writer()?;
-        ctx.progress.begin(&format!("restore {}", manifest.id), Some(manifest.raw_size));
         let delivered = pipeline::download(
             repo.storage(),
             &manifest.data,
@@ -153,11 +162,15 @@ pub async fn restore_db(ctx: &Context, repo: &Repository, request: &RestoreReque
             &ctx.cancel,
         )
         .await;
-        ctx.progress.end();
-        match delivered? {
-            Delivered::Complete(w) | Delivered::ConsumerClosed(w) => finish_child(w.inner).await?,
+        match delivered {
+            Ok(Delivered::Complete(w) | Delivered::ConsumerClosed(w)) => {
+                finish_child(w.inner).await
+            }
+            Err(e) => Err(e),
         }
-    }
+    };
+    ctx.progress.end();
+    restored?;
 
     let to_check = if request.schema_only || manifest.options.schema_only {
         Vec::new()
@@ -170,16 +183,28 @@ pub async fn restore_db(ctx: &Context, repo: &Repository, request: &RestoreReque
     for (table, (name, found)) in to_check.iter().zip(&counts) {
         match found {
             Some(rows) if *rows == table.rows => {}
-            Some(rows) => problems.push(format!("`{name}` has {rows} rows, the backup has {}", table.rows)),
+            Some(rows) => problems.push(format!(
+                "`{name}` has {rows} rows, the backup has {}",
+                table.rows
+            )),
             None => problems.push(format!("`{name}` is missing")),
         }
     }
     if !problems.is_empty() {
-        let shown = problems.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        let shown = problems
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
         let more = problems.len().saturating_sub(5);
         return Err(Error::Mismatch {
             id: manifest.id.clone(),
-            detail: if more > 0 { format!("{shown} and {more} more") } else { shown },
+            detail: if more > 0 {
+                format!("{shown} and {more} more")
+            } else {
+                shown
+            },
         });
     }
     Ok(RestoreReport {
@@ -191,6 +216,304 @@ pub async fn restore_db(ctx: &Context, repo: &Repository, request: &RestoreReque
         spooled,
         seconds: round_secs(begun.elapsed()),
     })
+}
+
+/// Parallel restore: the verified archive is spooled to a file (removed whatever happens),
+/// then `pg_restore --jobs` reads it.
+#[allow(clippy::too_many_arguments)]
+async fn restore_spooled(
+    ctx: &Context,
+    repo: &Repository,
+    manifest: &Manifest,
+    expected: &Expected,
+    identities: Option<Arc<Identities>>,
+    target: &ConnInfo,
+    tool: Tool,
+    jobs: u32,
+    request: &RestoreRequest,
+) -> Result<()> {
+    let dir = request.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let spool = tempfile::Builder::new()
+        .prefix(".lifeboat-spool-")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io(format!("creating a spool file in `{}`", dir.display()), e))?;
+    let file = spool
+        .reopen()
+        .map_err(|e| Error::io("opening the spool file", e))?;
+    let delivered = pipeline::download(
+        repo.storage(),
+        &manifest.data,
+        expected,
+        identities,
+        ProgressWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), ctx),
+        &ctx.cancel,
+    )
+    .await?;
+    match delivered {
+        Delivered::Complete(mut w) => w
+            .flush()
+            .map_err(|e| Error::io("writing the spool file", e))?,
+        Delivered::ConsumerClosed(_) => {
+            return Err(Error::io(
+                "writing the spool file",
+                std::io::ErrorKind::BrokenPipe.into(),
+            ))
+        }
+    }
+    let tool = tool
+        .arg(format!("--dbname={}", target.dbname()))
+        .arg(format!("--jobs={jobs}"))
+        .arg(spool.path());
+    let (tool, passfile) = target.apply_to(tool)?;
+    let restoring = tokio::task::spawn_blocking(move || tool.output().map(|_| ()));
+    let outcome = tokio::select! {
+        done = restoring => done.map_err(|e| Error::invalid(format!("restore thread failed: {e}")))?,
+        () = ctx.cancel.cancelled() => Err(Error::Interrupted("restore stopped".into())),
+    };
+    drop(passfile);
+    drop(spool);
+    outcome
+}
+
+/// A restore that first runs `prelude` (drops), all in one transaction: pg_restore writes the
+/// SQL, lifeboat passes it to psql, and psql is allowed to commit only when the archive was
+/// verified and pg_restore succeeded; otherwise psql is killed and everything rolls back.
+#[allow(clippy::too_many_arguments)]
+async fn restore_through_psql(
+    ctx: &Context,
+    repo: &Repository,
+    manifest: &Manifest,
+    expected: &Expected,
+    identities: Option<Arc<Identities>>,
+    target: &ConnInfo,
+    pg_restore: Tool,
+    prelude: &str,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (stdin, mut script) = pg_restore.arg("--file=-").spawn_filter()?;
+    let psql = ctx
+        .tools
+        .tool("psql")
+        .args([
+            "-X",
+            "-q",
+            "--single-transaction",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+        ])
+        .arg(prelude)
+        .args(["-f", "-"]);
+    let (psql, passfile) = target.apply_to(psql)?;
+    let mut psql = psql.spawn_writer()?;
+    let verified = Arc::new(AtomicBool::new(false));
+    let verified_in_thread = Arc::clone(&verified);
+    let feeding = tokio::task::spawn_blocking(move || -> Result<()> {
+        let copied = std::io::copy(&mut script, &mut psql);
+        match copied {
+            Ok(_) if verified_in_thread.load(Ordering::SeqCst) => psql.finish(),
+            Ok(_) => {
+                psql.kill();
+                Err(Error::Interrupted(
+                    "the restore was stopped before it could commit".into(),
+                ))
+            }
+            Err(e) => {
+                let said = psql.kill();
+                match crate::pipeline::from_io(e, "restoring") {
+                    Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe => {
+                        Err(Error::Tool {
+                            tool: "psql".into(),
+                            outcome: "stopped".into(),
+                            stderr: said,
+                        })
+                    }
+                    other => Err(other),
+                }
+            }
+        }
+    });
+    let delivered = pipeline::download(
+        repo.storage(),
+        &manifest.data,
+        expected,
+        identities,
+        ProgressWriter::new(stdin, ctx),
+        &ctx.cancel,
+    )
+    .await;
+    let delivered = match delivered {
+        Ok(Delivered::Complete(stdin)) => {
+            verified.store(true, Ordering::SeqCst);
+            drop(stdin);
+            Ok(())
+        }
+        Ok(Delivered::ConsumerClosed(stdin)) => {
+            drop(stdin);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    let fed = feeding
+        .await
+        .map_err(|e| Error::invalid(format!("restore thread failed: {e}")))?;
+    drop(passfile);
+    delivered.and(fed)
+}
+
+/// SQL run before a whole-database `--clean` restore: drop the schemas the backup holds (or
+/// the chosen ones), recreate `public` as PostgreSQL makes it, remove large objects.
+pub fn clean_prelude(toc: &str, only: &[String], schema_only: bool) -> String {
+    let archived: Vec<String> = toc_schemas(toc);
+    let mut schemas: Vec<String> = if only.is_empty() {
+        let mut all = archived.clone();
+        if !all.iter().any(|s| s == "public") {
+            all.push("public".into());
+        }
+        all
+    } else {
+        only.to_vec()
+    };
+    schemas.sort();
+    schemas.dedup();
+    let mut sql = String::new();
+    for schema in &schemas {
+        sql.push_str(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE;\n",
+            quote_ident(schema)
+        ));
+    }
+    if schemas.iter().any(|s| s == "public") && !archived.iter().any(|s| s == "public") {
+        sql.push_str("CREATE SCHEMA public AUTHORIZATION pg_database_owner;\n");
+        sql.push_str("GRANT USAGE ON SCHEMA public TO PUBLIC;\n");
+        sql.push_str("COMMENT ON SCHEMA public IS 'standard public schema';\n");
+    }
+    if only.is_empty() && !schema_only {
+        sql.push_str("SELECT count(lo_unlink(oid)) FROM pg_largeobject_metadata;\n");
+    }
+    sql
+}
+
+/// The schemas an archive creates (`SCHEMA - name owner` entries).
+fn toc_schemas(toc: &str) -> Vec<String> {
+    toc_entries(toc)
+        .filter_map(|(_, description)| {
+            let rest = description.strip_prefix("SCHEMA - ")?;
+            Some(
+                rest.rsplit_once(' ')
+                    .map_or(rest, |(name, _owner)| name)
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `(line, description)` of every entry of a `pg_restore --list` output.
+fn toc_entries(toc: &str) -> impl Iterator<Item = (&str, &str)> {
+    toc.lines()
+        .filter(|l| !l.starts_with(';'))
+        .filter_map(|line| {
+            // "<id>; <catalog oid> <object oid> <TYPE> <schema> <name> <owner>"
+            let (_, rest) = line.split_once("; ")?;
+            let mut parts = rest.splitn(3, ' ');
+            let (Some(_), Some(_), Some(description)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return None;
+            };
+            Some((line, description))
+        })
+}
+
+/// Entry types of pg_dump archives, longest first where one is a prefix of another.
+const TOC_TYPES: &[&str] = &[
+    "MATERIALIZED VIEW DATA",
+    "PUBLICATION TABLES IN SCHEMA",
+    "TEXT SEARCH CONFIGURATION",
+    "TEXT SEARCH DICTIONARY",
+    "TEXT SEARCH TEMPLATE",
+    "TEXT SEARCH PARSER",
+    "FOREIGN DATA WRAPPER",
+    "PROCEDURAL LANGUAGE",
+    "DATABASE PROPERTIES",
+    "SEQUENCE OWNED BY",
+    "PUBLICATION TABLE",
+    "SUBSCRIPTION TABLE",
+    "MATERIALIZED VIEW",
+    "CHECK CONSTRAINT",
+    "OPERATOR FAMILY",
+    "OPERATOR CLASS",
+    "SECURITY LABEL",
+    "FOREIGN SERVER",
+    "FOREIGN TABLE",
+    "BLOB METADATA",
+    "ACCESS METHOD",
+    "EVENT TRIGGER",
+    "FK CONSTRAINT",
+    "INDEX ATTACH",
+    "LARGE OBJECT",
+    "SEQUENCE SET",
+    "TABLE ATTACH",
+    "USER MAPPING",
+    "ROW SECURITY",
+    "DEFAULT ACL",
+    "SHELL TYPE",
+    "TABLE DATA",
+    "CONSTRAINT",
+    "CONVERSION",
+    "AGGREGATE",
+    "COLLATION",
+    "EXTENSION",
+    "PROCEDURE",
+    "STATISTICS",
+    "TRANSFORM",
+    "FUNCTION",
+    "OPERATOR",
+    "SEQUENCE",
+    "DATABASE",
+    "ENCODING",
+    "TRIGGER",
+    "DEFAULT",
+    "COMMENT",
+    "POLICY",
+    "SCHEMA",
+    "SERVER",
+    "DOMAIN",
+    "BLOBS",
+    "INDEX",
+    "TABLE",
+    "RULE",
+    "TYPE",
+    "VIEW",
+    "CAST",
+    "BLOB",
+    "ACL",
+];
+
+/// The schema an entry's description names, given its type.
+fn entry_schema(description: &str) -> Option<&str> {
+    let kind = TOC_TYPES.iter().find(|t| {
+        description.starts_with(**t) && description.as_bytes().get(t.len()) == Some(&b' ')
+    })?;
+    let rest = &description[kind.len() + 1..];
+    rest.split(' ').next()
+}
+
+/// A `pg_restore -L` list of everything in the given schemas, with the schemas themselves.
+pub fn schema_list(toc: &str, schemas: &[String], data_only: bool) -> String {
+    let mut out = String::new();
+    for (line, description) in toc_entries(toc) {
+        let creates_schema = !data_only
+            && schemas.iter().any(|s| {
+                let head = format!("SCHEMA - {s}");
+                description == head || description.starts_with(&format!("{head} "))
+            });
+        let inside = entry_schema(description).is_some_and(|s| schemas.iter().any(|w| w == s));
+        if creates_schema || inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn round_secs(d: Duration) -> f64 {
@@ -221,12 +544,15 @@ pub fn identities_for(
         .as_ref()
         .and_then(|e| e.identity_file.as_deref())
         .map(PathBuf::from);
-    let path = explicit.map(Path::to_path_buf).or(configured).ok_or_else(|| {
-        Error::Crypto(format!(
+    let path = explicit
+        .map(Path::to_path_buf)
+        .or(configured)
+        .ok_or_else(|| {
+            Error::Crypto(format!(
             "backup `{}` is encrypted: pass `--identity FILE` or set `encryption.identity_file`",
             manifest.id
         ))
-    })?;
+        })?;
     Ok(Some(Arc::new(crypto::load_identities(&path)?)))
 }
 
@@ -239,7 +565,9 @@ struct Selection {
 impl Selection {
     fn new(manifest: &Manifest, request: &RestoreRequest) -> Result<Selection> {
         if request.data_only && request.schema_only {
-            return Err(Error::invalid("`--data-only` and `--schema-only` exclude each other"));
+            return Err(Error::invalid(
+                "`--data-only` and `--schema-only` exclude each other",
+            ));
         }
         if !request.tables.is_empty() && !request.schemas.is_empty() {
             return Err(Error::invalid(
@@ -255,9 +583,14 @@ impl Selection {
         let mut tables = Vec::new();
         for qualified in &request.tables {
             let (schema, name) = qualified.split_once('.').ok_or_else(|| {
-                Error::invalid(format!("table `{qualified}` must be given as `SCHEMA.TABLE`"))
+                Error::invalid(format!(
+                    "table `{qualified}` must be given as `SCHEMA.TABLE`"
+                ))
             })?;
-            let known = manifest.tables.iter().any(|t| t.schema == schema && t.name == name);
+            let known = manifest
+                .tables
+                .iter()
+                .any(|t| t.schema == schema && t.name == name);
             if !known && !manifest.options.schema_only {
                 return Err(Error::invalid(format!(
                     "table `{qualified}` is not in backup `{}` (names are case-sensitive): `lifeboat show {}` lists its tables",
@@ -286,7 +619,11 @@ impl Selection {
             .tables
             .iter()
             .filter(|t| {
-                (self.tables.is_empty() || self.tables.iter().any(|(s, n)| &t.schema == s && &t.name == n))
+                (self.tables.is_empty()
+                    || self
+                        .tables
+                        .iter()
+                        .any(|(s, n)| &t.schema == s && &t.name == n))
                     && (self.schemas.is_empty() || self.schemas.contains(&t.schema))
             })
             .collect()
@@ -318,7 +655,9 @@ async fn read_toc(
     )
     .await?;
     match delivered {
-        Delivered::Complete(child) | Delivered::ConsumerClosed(child) => finish_child(child).await?,
+        Delivered::Complete(child) | Delivered::ConsumerClosed(child) => {
+            finish_child(child).await?
+        }
     }
     std::fs::read_to_string(out.path()).map_err(|e| Error::io("reading the table of contents", e))
 }
@@ -331,7 +670,12 @@ async fn finish_child(child: crate::process::ChildWriter) -> Result<()> {
 }
 
 /// Keeps the TOC lines of the wanted tables' definition and data (a `pg_restore -L` list).
-pub fn use_list(toc: &str, tables: &[(String, String)], data_only: bool, schema_only: bool) -> String {
+pub fn use_list(
+    toc: &str,
+    tables: &[(String, String)],
+    data_only: bool,
+    schema_only: bool,
+) -> String {
     let mut kinds: Vec<&str> = Vec::new();
     if !data_only {
         kinds.push("TABLE");
@@ -340,18 +684,7 @@ pub fn use_list(toc: &str, tables: &[(String, String)], data_only: bool, schema_
         kinds.push("TABLE DATA");
     }
     let mut out = String::new();
-    for line in toc.lines() {
-        if line.starts_with(';') {
-            continue;
-        }
-        // "<id>; <catalog oid> <object oid> <TYPE> <schema> <name> <owner>"
-        let Some((_, rest)) = line.split_once("; ") else {
-            continue;
-        };
-        let mut parts = rest.splitn(3, ' ');
-        let (Some(_), Some(_), Some(description)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
+    for (line, description) in toc_entries(toc) {
         let wanted = kinds.iter().any(|kind| {
             tables.iter().any(|(schema, name)| {
                 let head = format!("{kind} {schema} {name}");
@@ -418,5 +751,29 @@ mod tests {
         assert_eq!(data, "3346; 0 16390 TABLE DATA core t postgres\n");
         let schema = use_list(TOC, &wanted, false, true);
         assert_eq!(schema, "216; 1259 16390 TABLE core t postgres\n");
+    }
+
+    #[test]
+    fn schema_list_takes_the_schema_and_its_objects() {
+        let toc = "6; 2615 16384 SCHEMA - core lifeboat\n7; 2615 16385 SCHEMA - users lifeboat\n\
+            854; 1247 16389 TYPE core comic_status lifeboat\n\
+            220; 1259 16400 TABLE users account lifeboat\n\
+            3424; 0 16412 TABLE DATA core comic lifeboat\n\
+            3444; 0 0 SEQUENCE OWNED BY core Chapter_id_seq lifeboat\n\
+            3433; 2613 16489 BLOB - 16489 lifeboat\n";
+        let list = schema_list(toc, &["core".to_string()], false);
+        assert_eq!(list.lines().count(), 4, "{list}");
+        assert!(list.contains("SCHEMA - core") && list.contains("SEQUENCE OWNED BY core"));
+        assert!(!list.contains("users") && !list.contains("BLOB"));
+        let data = schema_list(toc, &["core".to_string()], true);
+        assert!(!data.contains("SCHEMA - core"));
+        assert_eq!(toc_schemas(toc), vec!["core", "users"]);
+        let prelude = clean_prelude(toc, &[], false);
+        assert!(prelude.contains("DROP SCHEMA IF EXISTS \"core\" CASCADE;"));
+        assert!(prelude.contains("DROP SCHEMA IF EXISTS \"public\" CASCADE;"));
+        assert!(prelude.contains("CREATE SCHEMA public"));
+        assert!(prelude.contains("lo_unlink"));
+        let only = clean_prelude(toc, &["users".to_string()], false);
+        assert_eq!(only, "DROP SCHEMA IF EXISTS \"users\" CASCADE;\n");
     }
 }

@@ -73,7 +73,10 @@ fn newest_debian_bin_dir() -> Option<PathBuf> {
 pub fn parse_version(text: &str) -> Option<String> {
     text.split_whitespace()
         .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
-        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_digit()).to_string())
+        .map(|w| {
+            w.trim_end_matches(|c: char| !c.is_ascii_digit())
+                .to_string()
+        })
 }
 
 /// The major version of a version string (`15.18` → 15, `9.6.24` → 9).
@@ -95,7 +98,10 @@ mod tests {
             parse_version("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)").as_deref(),
             Some("15.18")
         );
-        assert_eq!(parse_version("initdb (PostgreSQL) 16beta2").as_deref(), Some("16beta2"));
+        assert_eq!(
+            parse_version("initdb (PostgreSQL) 16beta2").as_deref(),
+            Some("16beta2")
+        );
         assert_eq!(major("15.18"), 15);
         assert_eq!(major("15.18 (Debian 15.18-0+deb12u1)"), 15);
         assert_eq!(parse_version("nothing"), None);

@@ -1,0 +1,277 @@
+//! Bad input and failures: each is one clear line, a non-zero exit, and loses nothing.
+
+use std::time::Duration;
+
+use crate::support::{run_of, wait_for_blocked_dump, wait_until, Env, Repo, TableLock};
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn interrupted_backup_leaves_nothing_listed() {
+    let env = Env::new(Repo::S3, false);
+    let kept = env.backup(&[]);
+    let files_before = env.stored_files();
+
+    // SIGTERM while pg_dump is blocked: clean stop, upload aborted, nothing listed.
+    let lock = TableLock::hold(&env, "core.comic");
+    let child = env
+        .command(&["backup", "db"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_blocked_dump(&env);
+    signal(child.id(), "TERM");
+    let out = run_of(child.wait_with_output().unwrap());
+    assert_eq!(out.code, 130, "stderr: {}", out.stderr);
+    assert!(out.error_line().contains("interrupted"), "{}", out.stderr);
+    let list = env.lifeboat(&["list", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], kept.as_str());
+    assert_eq!(
+        env.stored_files(),
+        files_before,
+        "the interrupted backup left objects"
+    );
+    env.end_waiting_backends();
+
+    // pg_dump dying mid-way: the backup fails naming pg_dump, nothing listed.
+    let child = env
+        .command(&["backup", "db"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_blocked_dump(&env);
+    let pids = String::from_utf8(
+        std::process::Command::new("pgrep")
+            .args(["-P", &child.id().to_string(), "pg_dump"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let pg_dump = pids
+        .split_whitespace()
+        .next()
+        .expect("pg_dump is a child of lifeboat");
+    signal(pg_dump.parse().unwrap(), "KILL");
+    let out = run_of(child.wait_with_output().unwrap());
+    assert_eq!(out.code, 1, "stderr: {}", out.stderr);
+    assert!(
+        out.error_line()
+            .contains("`pg_dump` was killed by signal 9"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.stored_files(), files_before);
+    env.end_waiting_backends();
+
+    // SIGKILL of lifeboat itself: it cannot clean up, but nothing is listed.
+    let mut child = env
+        .command(&["backup", "db"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_blocked_dump(&env);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(lock);
+    let list = env.lifeboat(&["list", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(listed.len(), 1, "a killed backup was listed");
+    // and the kept backup still restores.
+    env.new_database("after");
+    let out = env.restore(&kept, "after", &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn bad_inputs_are_one_line_and_change_nothing() {
+    let env = Env::new(Repo::Local, true);
+    let id = env.backup(&[]);
+    env.new_database("target");
+
+    let out = env.restore("20990101T000000Z-ffff", "target", &[]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line()
+            .contains("backup `20990101T000000Z-ffff` not found"),
+        "{}",
+        out.stderr
+    );
+
+    let out = env.restore(&id, "target", &["--table", "core.nosuch"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line().contains("`core.nosuch` is not in backup"),
+        "{}",
+        out.stderr
+    );
+
+    let bad_target = format!(
+        "postgresql:///target?host={}&port=1&user=lifeboat",
+        env.cluster.socket_dir().display()
+    );
+    let out = env.lifeboat(&["restore", "db", &id, "--into", &bad_target]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line()
+            .contains("cannot connect to target database"),
+        "{}",
+        out.stderr
+    );
+
+    // Wrong identity.
+    let other = env.dir.path().join("other-identity.txt");
+    assert_eq!(
+        env.lifeboat(&["key", "generate", "--out", other.to_str().unwrap()])
+            .code,
+        0
+    );
+    let out = env.restore(&id, "target", &["--identity", other.to_str().unwrap()]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line().contains("does not match any recipient"),
+        "{}",
+        out.stderr
+    );
+
+    // Missing identity: the config without `identity_file`.
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("identity_file"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut env2 = env;
+    env2.write_config(&without);
+    let out = env2.restore(&id, "target", &[]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line()
+            .contains("is encrypted: pass `--identity FILE`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        env2.table_count("target"),
+        0,
+        "a failed restore changed the target"
+    );
+
+    // Unknown config key, with its line.
+    env2.write_config(&format!("{without}\nbukket = 1\n"));
+    let out = env2.lifeboat(&["list"]);
+    assert_eq!(out.code, 1);
+    let line = out.error_line();
+    assert!(
+        line.contains("unknown field `bukket`") && line.contains("line"),
+        "{line}"
+    );
+
+    // A folder that is not a repository.
+    env2.write_config(&format!(
+        "[repository]\nurl = \"file://{}/elsewhere\"\n",
+        env2.dir.path().display()
+    ));
+    let out = env2.lifeboat(&["list"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line().contains("run `lifeboat init`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !env2.dir.path().join("elsewhere").exists(),
+        "a failed command created a folder"
+    );
+}
+
+#[test]
+fn damaged_or_mismatching_backups_fail_and_roll_back() {
+    let env = Env::new(Repo::Local, false);
+    let id = env.backup(&[]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&env.lifeboat(&["show", &id, "--json"]).stdout).unwrap();
+    let data = env.repo_path(manifest["data"].as_str().unwrap());
+    let manifest_path = env.repo_path(&format!("manifests/{id}.json"));
+
+    // One byte changed near the end of the stored data.
+    let original = std::fs::read(&data).unwrap();
+    let mut damaged = original.clone();
+    let at = damaged.len() - 10;
+    damaged[at] ^= 0x01;
+    std::fs::write(&data, &damaged).unwrap();
+    env.new_database("target");
+    let out = env.restore(&id, "target", &[]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let line = out.error_line();
+    assert!(
+        line.contains(&format!("backup `{id}` is damaged")),
+        "{line}"
+    );
+    assert_eq!(
+        env.table_count("target"),
+        0,
+        "a damaged backup was partly restored"
+    );
+    std::fs::write(&data, &original).unwrap();
+
+    // A manifest whose row count does not match what restores.
+    let text = std::fs::read_to_string(&manifest_path).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for table in value["tables"].as_array_mut().unwrap() {
+        if table["name"] == "comic" {
+            table["rows"] = serde_json::json!(199);
+        }
+    }
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+    let out = env.restore(&id, "target", &[]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let line = out.error_line();
+    assert!(
+        line.contains("`core.comic` has 200 rows, the backup has 199"),
+        "{line}"
+    );
+}
+
+#[test]
+fn failed_backups_are_clear() {
+    let env = Env::new(Repo::Local, false);
+    let out = env.lifeboat(&["backup", "db", "--schema", "nosuch"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line().contains("schema `nosuch` does not exist"),
+        "{}",
+        out.stderr
+    );
+    let out = env.lifeboat(&["backup", "db", "--db", "other"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line()
+            .contains("database `other` is not configured"),
+        "{}",
+        out.stderr
+    );
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&env.lifeboat(&["list", "--json"]).stdout).unwrap();
+    assert!(listed.is_empty());
+    // init twice is refused, the repository untouched.
+    let out = env.lifeboat(&["init"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line().contains("already a lifeboat repository"),
+        "{}",
+        out.stderr
+    );
+    wait_until(Duration::from_secs(1), "nothing", || true);
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `lifeboat` binary against a real PostgreSQL cluster and a real
+//! S3 server, both started by the tests on this machine.
+
+mod failures;
+mod partial;
+mod roundtrip;
+mod secrets;
+mod support;

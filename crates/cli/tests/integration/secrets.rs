@@ -1,0 +1,81 @@
+//! Secrets stay out of process arguments, environments of children, logs and errors.
+
+use lifeboat_testkit::ClusterOptions;
+
+use crate::support::{wait_for_blocked_dump, Env, Repo, TableLock};
+
+fn processes_mentioning(secret: &str, skip_environ_of: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(secret) {
+            found.push(format!(
+                "cmdline of {pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
+        }
+        if pid != skip_environ_of && pid != std::process::id() {
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            if String::from_utf8_lossy(&environ).contains(secret) {
+                found.push(format!(
+                    "environment of {pid} ({})",
+                    String::from_utf8_lossy(&cmdline).replace('\0', " ")
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn database_password_is_never_visible() {
+    let password = format!("Pw-{}-secret", std::process::id());
+    let options = ClusterOptions {
+        tcp_password: Some(password.clone()),
+        ..ClusterOptions::default()
+    };
+    // The database is reached over TCP; the password comes from the environment through ${VAR}.
+    let mut env = Env::with_cluster(Repo::S3, false, options);
+
+    let lock = TableLock::hold(&env, "users.account");
+    let child = env
+        .command(&["backup", "db", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_blocked_dump(&env);
+    let seen = processes_mentioning(&password, child.id());
+    drop(lock);
+    let out = crate::support::run_of(child.wait_with_output().unwrap());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(seen.is_empty(), "password visible: {seen:?}");
+    assert!(!out.stderr.contains(&password) && !out.stdout.contains(&password));
+
+    let check = env.lifeboat(&["config", "check"]);
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert!(!check.stdout.contains(&password), "{}", check.stdout);
+    assert!(
+        !check.stdout.contains(crate::support::S3_SECRET),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check.stdout.contains("password = \"***\""),
+        "{}",
+        check.stdout
+    );
+
+    // A wrong password: one line, no password in it.
+    env.extra_env.retain(|(k, _)| k != "LB_TEST_PG_PASSWORD");
+    env.extra_env
+        .push(("LB_TEST_PG_PASSWORD".into(), "wrong-pw-value".into()));
+    let out = env.lifeboat(&["backup", "db"]);
+    assert_eq!(out.code, 1);
+    let line = out.error_line();
+    assert!(line.contains("password authentication failed"), "{line}");
+    assert!(!line.contains("wrong-pw-value"), "{line}");
+}

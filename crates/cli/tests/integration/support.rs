@@ -1,0 +1,339 @@
+//! Test environment: a scratch cluster holding the sample database, a repository (a folder or
+//! a bucket on a real S3 server), a config file, and a runner for the real `lifeboat` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use lifeboat_core::postgres::sample::{
+    fingerprint_sql, LARGE_OBJECTS_SQL, SAMPLE_SQL, SAMPLE_TABLES,
+};
+use lifeboat_testkit::{ClusterOptions, PgTools, S3Server, ScratchCluster};
+
+pub const S3_KEY: &str = "lifeboat-test";
+pub const S3_SECRET: &str = "lifeboat-test-secret-value";
+pub const BUCKET: &str = "backups";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Repo {
+    Local,
+    S3,
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub cluster: ScratchCluster,
+    pub s3: Option<S3Server>,
+    pub config: PathBuf,
+    pub identity: Option<PathBuf>,
+    pub extra_env: Vec<(String, String)>,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The last line of stdout (a new backup's id).
+    pub fn last_line(&self) -> String {
+        self.stdout
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// The error line: exactly one line starting with `error: `.
+    pub fn error_line(&self) -> String {
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        assert_eq!(
+            errors.len(),
+            1,
+            "expected one error line, stderr: {}",
+            self.stderr
+        );
+        errors[0].to_string()
+    }
+}
+
+pub fn tools() -> PgTools {
+    PgTools::locate(None)
+}
+
+impl Env {
+    pub fn new(repo: Repo, encrypted: bool) -> Env {
+        Env::with_cluster(repo, encrypted, ClusterOptions::default())
+    }
+
+    /// With `options.tcp_password`, the database is reached over TCP and the password is
+    /// given through `${LB_TEST_PG_PASSWORD}`.
+    pub fn with_cluster(repo: Repo, encrypted: bool, options: ClusterOptions) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = ScratchCluster::start(&tools(), &options).expect("scratch cluster");
+        cluster.create_database("yomira").unwrap();
+        cluster.psql("yomira", SAMPLE_SQL).unwrap();
+        let s3 = (repo == Repo::S3).then(|| {
+            let server = S3Server::start(S3_KEY, S3_SECRET);
+            server.create_bucket(BUCKET);
+            server
+        });
+        let mut env = Env {
+            dir,
+            cluster,
+            s3,
+            config: PathBuf::new(),
+            identity: None,
+            extra_env: vec![("LB_TEST_S3_SECRET".into(), S3_SECRET.into())],
+        };
+        let mut text = String::new();
+        match &env.s3 {
+            None => text.push_str(&format!("[repository]\nurl = \"file://{}/repo\"\n", env.dir.path().display())),
+            Some(s3) => text.push_str(&format!(
+                "[repository]\nurl = \"s3://{BUCKET}/lifeboat\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
+                 access_key_id = \"{S3_KEY}\"\nsecret_access_key = \"${{LB_TEST_S3_SECRET}}\"\npart_size_mib = 5\n",
+                s3.endpoint
+            )),
+        }
+        env.write_config(&text);
+        if encrypted {
+            let identity = env.dir.path().join("identity.txt");
+            let out = env.lifeboat(&["key", "generate", "--out", identity.to_str().unwrap()]);
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            text.push_str(&format!(
+                "[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n",
+                out.last_line(),
+                identity.display()
+            ));
+            env.identity = Some(identity);
+        }
+        text.push_str("[postgres.main]\ncritical_tables = [\"core.comic\"]\n");
+        match &options.tcp_password {
+            None => text.push_str(&format!("url = \"{}\"\n", env.cluster.url("yomira"))),
+            Some(password) => {
+                text.push_str(&format!(
+                    "url = \"{}\"\npassword = \"${{LB_TEST_PG_PASSWORD}}\"\n",
+                    env.cluster.tcp_url("yomira")
+                ));
+                env.extra_env
+                    .push(("LB_TEST_PG_PASSWORD".into(), password.clone()));
+            }
+        }
+        env.write_config(&text);
+        let init = env.lifeboat(&["init"]);
+        assert_eq!(init.code, 0, "init: {}", init.stderr);
+        env
+    }
+
+    pub fn write_config(&mut self, text: &str) {
+        self.config = self.dir.path().join("lifeboat.toml");
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat"));
+        cmd.arg("--config").arg(&self.config).args(args);
+        cmd.env_remove("LIFEBOAT_CONFIG")
+            .env_remove("PGPASSWORD")
+            .env("LIFEBOAT_LOG", "info");
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd.current_dir(self.dir.path()).stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn lifeboat(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().expect("lifeboat runs");
+        run_of(out)
+    }
+
+    pub fn backup(&self, extra: &[&str]) -> String {
+        let mut args = vec!["backup", "db"];
+        args.extend_from_slice(extra);
+        let out = self.lifeboat(&args);
+        assert_eq!(out.code, 0, "backup failed: {}", out.stderr);
+        let id = out.last_line();
+        assert!(
+            lifeboat_core::manifest::is_backup_id(&id),
+            "not an id: {id:?}"
+        );
+        id
+    }
+
+    pub fn restore(&self, id: &str, db: &str, extra: &[&str]) -> Run {
+        let url = self.cluster.url(db);
+        let mut args = vec!["restore", "db", id, "--into", url.as_str()];
+        args.extend_from_slice(extra);
+        self.lifeboat(&args)
+    }
+
+    pub fn new_database(&self, name: &str) {
+        self.cluster.create_database(name).unwrap();
+    }
+
+    /// Fingerprints of every sample table, the large objects, a sequence and the
+    /// materialized view.
+    pub fn fingerprints(&self, db: &str) -> Vec<String> {
+        let mut sqls: Vec<String> = SAMPLE_TABLES.iter().map(|t| fingerprint_sql(t)).collect();
+        sqls.push(fingerprint_sql("core.comic_stats"));
+        sqls.push(LARGE_OBJECTS_SQL.into());
+        sqls.push("SELECT last_value || ',' || is_called FROM core.chapter_no".into());
+        sqls.push("SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder) FROM pg_enum".into());
+        sqls.iter().map(|sql| self.sql(db, sql)).collect()
+    }
+
+    /// Fingerprint of one table's contents.
+    pub fn fingerprint(&self, db: &str, table: &str) -> String {
+        self.sql(db, &fingerprint_sql(table))
+    }
+
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        self.cluster
+            .psql(db, sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .trim()
+            .to_string()
+    }
+
+    /// Number of user tables in a database.
+    pub fn table_count(&self, db: &str) -> u64 {
+        self.sql(
+            db,
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r','p') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%'",
+        )
+        .parse()
+        .unwrap()
+    }
+
+    /// Files of the repository's stored data (local or bucket), leaving out the marker.
+    pub fn stored_files(&self) -> Vec<String> {
+        match &self.s3 {
+            Some(s3) => s3.keys(BUCKET),
+            None => walk(&self.dir.path().join("repo")),
+        }
+        .into_iter()
+        .filter(|k| !k.ends_with("lifeboat.json"))
+        .collect()
+    }
+
+    pub fn repo_path(&self, key: &str) -> PathBuf {
+        match &self.s3 {
+            Some(s3) => s3.root().join(BUCKET).join("lifeboat").join(key),
+            None => self.dir.path().join("repo").join(key),
+        }
+    }
+}
+
+pub fn run_of(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn walk(root: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Polls `check` until it holds, for at most `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A session holding an exclusive lock on a table until dropped, so that a backup blocks.
+pub struct TableLock<'a>(std::process::Child, &'a Env);
+
+impl<'a> TableLock<'a> {
+    pub fn hold(env: &'a Env, table: &str) -> TableLock<'a> {
+        let child = Command::new(tools().path("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-c",
+                &format!(
+                    "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(300);"
+                ),
+            ])
+            .env("PGHOST", env.cluster.socket_dir())
+            .env("PGPORT", env.cluster.port().to_string())
+            .env("PGUSER", lifeboat_core::postgres::cluster::SUPERUSER)
+            .env("PGDATABASE", "yomira")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until(Duration::from_secs(20), "the table lock", || {
+            env.sql("yomira", "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND granted AND relation IS NOT NULL") != "0"
+        });
+        TableLock(child, env)
+    }
+}
+
+impl Drop for TableLock<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        // A backend sleeping in pg_sleep does not notice its client is gone: end it.
+        let _ = self.1.cluster.psql(
+            "yomira",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(300)%' AND pid <> pg_backend_pid()",
+        );
+    }
+}
+
+impl Env {
+    /// Ends backends left waiting on a lock by a backup that was killed.
+    pub fn end_waiting_backends(&self) {
+        self.sql(
+            "yomira",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+        );
+    }
+}
+
+/// Waits until lifeboat's pg_dump is blocked on a lock.
+pub fn wait_for_blocked_dump(env: &Env) {
+    let start = Instant::now();
+    wait_until(
+        Duration::from_secs(30),
+        "pg_dump to block on the lock",
+        || {
+            if start.elapsed() > Duration::from_secs(10) {
+                eprintln!("{}", env.sql("yomira", "SELECT string_agg(pid || ' ' || coalesce(application_name,'') || ' ' || coalesce(wait_event_type,'') || ' ' || state || ' ' || left(query, 60), E'\\n') FROM pg_stat_activity"));
+            }
+            env.sql(
+            "yomira",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lifeboat' AND wait_event_type = 'Lock'",
+        ) != "0"
+        },
+    );
+}
