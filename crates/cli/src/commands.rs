@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use lifeboat_core::config::{redact_url, Secret};
+use lifeboat_core::config::{url_has_password, Secret};
 use lifeboat_core::manifest::Manifest;
 use lifeboat_core::postgres::dump::{backup_db, human_bytes, DumpRequest};
 use lifeboat_core::postgres::restore::{restore_db, RestoreRequest};
@@ -135,7 +135,7 @@ fn restore_request(ctx: &Context, r: &RestoreDbArgs) -> Result<RestoreRequest> {
                     r.into
                 )));
             }
-            if redact_url(&r.into) != r.into {
+            if url_has_password(&r.into) {
                 tracing::warn!("the password in `--into` can be seen by other users in `ps`: put it in $PGPASSWORD instead");
             }
             let from_env = std::env::var("PGPASSWORD")

@@ -207,7 +207,7 @@ pub struct CompressionConfig {
     /// zstd level, 1 (fast) to 19 (small).
     #[serde(default = "default_level")]
     pub level: i32,
-    /// zstd worker threads; 0 means one per core.
+    /// zstd worker threads; 0 means one per core but one (left for pg_dump).
     #[serde(default)]
     pub threads: u32,
 }
@@ -296,6 +296,15 @@ impl Serialize for PgUrl {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.redacted())
     }
+}
+
+/// Whether a URL carries a password (in its user part or a `password=` parameter).
+pub fn url_has_password(text: &str) -> bool {
+    url::Url::parse(text).is_ok_and(|u| {
+        u.password().is_some()
+            || u.query_pairs()
+                .any(|(k, _)| k.eq_ignore_ascii_case("password"))
+    })
 }
 
 /// Replaces the password of a URL, and any `password=` query value, with `***`.
@@ -689,6 +698,9 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} leaked in {shown}");
         }
         assert!(shown.contains("postgresql://u:***@h/db"), "{shown}");
+        assert!(url_has_password("postgresql://u:pw@h/db"));
+        assert!(url_has_password("postgresql://u@h/db?password=x"));
+        assert!(!url_has_password("postgresql:///db?host=/tmp/s&port=5"));
     }
 
     #[test]

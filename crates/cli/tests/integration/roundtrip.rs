@@ -115,3 +115,29 @@ fn show_and_json_backup_output() {
         shown.stdout
     );
 }
+
+#[test]
+fn multipart_upload_of_incompressible_data() {
+    let env = Env::new(Repo::S3, true);
+    // About 24 MiB that zstd cannot shrink: five 5 MiB parts and a short last one.
+    env.sql(
+        "yomira",
+        "CREATE TABLE public.blobs AS SELECT g AS id, decode(string_agg(md5(g::text || ':' || r::text), ''), 'hex') AS payload \
+         FROM generate_series(1, 6000) g, generate_series(1, 256) r GROUP BY g",
+    );
+    let before = env.fingerprint("yomira", "public.blobs");
+    let id = env.backup(&[]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&env.lifeboat(&["show", &id, "--json"]).stdout).unwrap();
+    let stored = manifest["stored_size"].as_u64().unwrap();
+    assert!(
+        stored > 20 << 20,
+        "expected an incompressible dump, stored {stored}"
+    );
+    let object = env.repo_path(manifest["data"].as_str().unwrap());
+    assert_eq!(std::fs::metadata(&object).unwrap().len(), stored);
+    env.new_database("restored");
+    let out = env.restore(&id, "restored", &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(env.fingerprint("restored", "public.blobs"), before);
+}

@@ -97,7 +97,8 @@ impl Env {
             None => text.push_str(&format!("[repository]\nurl = \"file://{}/repo\"\n", env.dir.path().display())),
             Some(s3) => text.push_str(&format!(
                 "[repository]\nurl = \"s3://{BUCKET}/lifeboat\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
-                 access_key_id = \"{S3_KEY}\"\nsecret_access_key = \"${{LB_TEST_S3_SECRET}}\"\npart_size_mib = 5\n",
+                 access_key_id = \"{S3_KEY}\"\nsecret_access_key = \"${{LB_TEST_S3_SECRET}}\"\npart_size_mib = 5\n\
+                 [repository.storage_class]\ndb = \"STANDARD\"\n",
                 s3.endpoint
             )),
         }

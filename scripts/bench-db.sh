@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Benchmark of logical backup and restore, all measured in one run on this machine:
+#   (a) the guide's pipeline: pg_dump --format=custom --compress=9 to a file, then `aws s3 cp`
+#   (b) lifeboat backup db (streamed: zstd, multipart upload, row counts in the same snapshot)
+#   (c) pg_dump --format=custom --compress=0 > /dev/null alone: the floor
+# and for restore: (d) `aws s3 cp` down then pg_restore --jobs 4, against
+#   (e) lifeboat restore db --jobs 4.
+# Against a real S3 server on loopback (lifeboat-s3-server, s3s-fs) and a pgbench database.
+#
+# Usage: scripts/bench-db.sh [SCALE]   (default 100: about 1.5 GB; needs PostgreSQL and awscli)
+set -euo pipefail
+SCALE=${1:-${SCALE:-100}}
+cd "$(dirname "$0")/.."
+BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+command -v aws >/dev/null || { echo "error: awscli is needed for the guide's pipeline: pip install awscli" >&2; exit 1; }
+
+cargo build --release -q -p lifeboat -p lifeboat-testkit
+LIFEBOAT=$PWD/target/release/lifeboat
+
+WORK=$(mktemp -d /tmp/lifeboat-bench.XXXXXX)
+AS=()
+if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"; AS=(runuser -u postgres --); fi
+PORT=$((20000 + RANDOM % 20000))
+S3PORT=$((PORT + 1))
+export PGHOST=$WORK PGPORT=$PORT PGUSER=bench
+cleanup() {
+  "${AS[@]}" "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
+  [ -n "${S3PID:-}" ] && kill "$S3PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"${AS[@]}" "$BIN/initdb" -D "$WORK/data" -U bench --auth=trust --no-sync >/dev/null
+cat >>"$WORK/data/postgresql.conf" <<CONF
+port = $PORT
+unix_socket_directories = '$WORK'
+listen_addresses = ''
+shared_buffers = 256MB
+max_wal_size = 4GB
+CONF
+"${AS[@]}" "$BIN/pg_ctl" -D "$WORK/data" -l "$WORK/server.log" -w start >/dev/null
+"$BIN/createdb" bench
+echo "building a pgbench database at scale $SCALE..." >&2
+"$BIN/pgbench" -i -q -s "$SCALE" bench 2>/dev/null
+DBSIZE=$("$BIN/psql" -XAtc "select pg_database_size('bench')" bench)
+
+mkdir -p "$WORK/s3/bench"
+S3_ACCESS_KEY=bench S3_SECRET_KEY=bench-secret-key target/release/lifeboat-s3-server "$WORK/s3" "$S3PORT" >/dev/null &
+S3PID=$!
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key AWS_DEFAULT_REGION=us-east-1
+ENDPOINT=http://127.0.0.1:$S3PORT
+for _ in $(seq 50); do curl -s -o /dev/null "$ENDPOINT" && break; sleep 0.1; done
+
+cat >"$WORK/lifeboat.toml" <<TOML
+[repository]
+url = "s3://bench/lifeboat"
+endpoint = "$ENDPOINT"
+region = "us-east-1"
+access_key_id = "bench"
+secret_access_key = "\${AWS_SECRET_ACCESS_KEY}"
+[postgres.bench]
+url = "postgresql:///bench?host=$WORK&port=$PORT&user=bench"
+TOML
+export LIFEBOAT_CONFIG=$WORK/lifeboat.toml
+"$LIFEBOAT" -q init >/dev/null
+
+now() { date +%s.%N; }
+secs() { echo "$2 - $1" | bc; }
+
+# Warm the cache once so that no contestant pays for the first read.
+"$BIN/pg_dump" --format=custom --compress=0 bench >/dev/null
+
+t0=$(now); "$BIN/pg_dump" --format=custom --compress=0 bench >/dev/null; t1=$(now)
+FLOOR=$(secs "$t0" "$t1")
+
+t0=$(now)
+"$BIN/pg_dump" --format=custom --compress=9 --file="$WORK/guide.dump" bench
+aws --endpoint-url "$ENDPOINT" s3 cp --quiet "$WORK/guide.dump" s3://bench/guide/bench.dump
+t1=$(now)
+GUIDE=$(secs "$t0" "$t1")
+GUIDE_SIZE=$(stat -c %s "$WORK/guide.dump")
+rm -f "$WORK/guide.dump"
+
+t0=$(now)
+/usr/bin/time -f "%M" -o "$WORK/rss" "$LIFEBOAT" -q backup db >"$WORK/id"
+t1=$(now)
+LIFEBOAT_SECS=$(secs "$t0" "$t1")
+LIFEBOAT_RSS_KB=$(cat "$WORK/rss")
+LIFEBOAT_SIZE=$("$LIFEBOAT" show latest --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_size"])')
+
+"$BIN/createdb" r_guide; "$BIN/createdb" r_lifeboat
+t0=$(now)
+aws --endpoint-url "$ENDPOINT" s3 cp --quiet s3://bench/guide/bench.dump "$WORK/restore.dump"
+"$BIN/pg_restore" --jobs=4 --dbname=r_guide "$WORK/restore.dump"
+t1=$(now)
+GUIDE_RESTORE=$(secs "$t0" "$t1")
+rm -f "$WORK/restore.dump"
+
+t0=$(now)
+/usr/bin/time -f "%M" -o "$WORK/rss2" "$LIFEBOAT" -q restore db latest \
+  --into "postgresql:///r_lifeboat?host=$WORK&port=$PORT&user=bench" --jobs 4 --spool-dir "$WORK" >/dev/null
+t1=$(now)
+LIFEBOAT_RESTORE=$(secs "$t0" "$t1")
+
+python3 - "$SCALE" "$DBSIZE" "$FLOOR" "$GUIDE" "$GUIDE_SIZE" "$LIFEBOAT_SECS" "$LIFEBOAT_SIZE" "$LIFEBOAT_RSS_KB" "$GUIDE_RESTORE" "$LIFEBOAT_RESTORE" <<'PY'
+import sys
+scale, dbsize, floor, guide, gsize, lb, lsize, rss, grest, lrest = sys.argv[1:]
+dbsize, gsize, lsize, rss = int(dbsize), int(gsize), int(lsize), int(rss)
+floor, guide, lb, grest, lrest = map(float, (floor, guide, lb, grest, lrest))
+print(f"pgbench scale {scale}, database {dbsize/2**20:.0f} MiB")
+print(f"| backup | wall time | stored size |")
+print(f"|---|---|---|")
+print(f"| (c) pg_dump -Fc -Z0 > /dev/null (floor) | {floor:.1f} s | - |")
+print(f"| (a) guide: pg_dump -Fc -Z9 + aws s3 cp | {guide:.1f} s | {gsize/2**20:.1f} MiB |")
+print(f"| (b) lifeboat backup db | {lb:.1f} s | {lsize/2**20:.1f} MiB |")
+print(f"lifeboat / guide time = {lb/guide:.2f} (target <= 0.33); lifeboat / floor = {lb/floor:.2f} (target <= 1.15)")
+print(f"lifeboat / guide size = {lsize/gsize:.2f} (target <= 1.00); lifeboat peak RSS {rss/1024:.0f} MiB")
+print(f"| restore | wall time |")
+print(f"|---|---|")
+print(f"| (d) aws s3 cp + pg_restore --jobs 4 | {grest:.1f} s |")
+print(f"| (e) lifeboat restore db --jobs 4 | {lrest:.1f} s |")
+print(f"lifeboat / guide restore time = {lrest/grest:.2f}")
+PY
