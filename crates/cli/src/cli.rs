@@ -44,8 +44,11 @@ pub enum Command {
     /// Take a backup.
     #[command(subcommand)]
     Backup(BackupCommand),
-    /// List the backups in the repository.
-    List,
+    /// List the backups in the repository (`list wal`: the WAL archive's timelines and gaps).
+    List {
+        #[arg(value_enum)]
+        what: Option<ListWhat>,
+    },
     /// Show one backup in full.
     Show {
         /// Backup id, a unique prefix of one, or `latest`.
@@ -56,6 +59,25 @@ pub enum Command {
     Restore(RestoreCommand),
     /// Disaster-recovery drill on throwaway parts: sample database, backup, restore, check.
     Drill,
+    /// Archive one WAL file: PostgreSQL's `archive_command = 'lifeboat wal-push %p'`.
+    WalPush {
+        /// The file, as PostgreSQL gives it (`%p`, relative to the data folder).
+        path: PathBuf,
+    },
+    /// Restore one WAL file: PostgreSQL's `restore_command = 'lifeboat wal-fetch %f %p'`.
+    /// Exits 1 without a message when the archive does not have the file.
+    WalFetch {
+        /// The file name (`%f`).
+        name: String,
+        /// Where to write it (`%p`).
+        dest: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ListWhat {
+    /// The WAL archive: timelines, segments, gaps.
+    Wal,
 }
 
 #[derive(Debug, Subcommand)]

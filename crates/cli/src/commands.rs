@@ -7,10 +7,10 @@ use lifeboat_core::manifest::Manifest;
 use lifeboat_core::postgres::dump::{backup_db, human_bytes, DumpRequest};
 use lifeboat_core::postgres::restore::{restore_db, RestoreRequest};
 use lifeboat_core::repository::{Repository, Selector};
-use lifeboat_core::{crypto, drill, Context, Error, Result};
+use lifeboat_core::{crypto, drill, wal, Context, Error, Result};
 
 use crate::cli::{
-    BackupCommand, Cli, Command, ConfigCommand, KeyCommand, RestoreCommand, RestoreDbArgs,
+    BackupCommand, Cli, Command, ConfigCommand, KeyCommand, ListWhat, RestoreCommand, RestoreDbArgs,
 };
 
 pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
@@ -64,7 +64,52 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
                 emit(&format!("{}\n", manifest.id))
             }
         }
-        Command::List => {
+        Command::List {
+            what: Some(ListWhat::Wal),
+        } => {
+            let repo = Repository::open(&ctx.config.repository).await?;
+            let names = wal::archived_names(&repo).await?;
+            let spans = wal::spans(&names, wal::DEFAULT_SEGMENT_SIZE);
+            if args.json {
+                return print_json_or(true, &spans, String::new);
+            }
+            if spans.is_empty() {
+                return emit("no WAL archived\n");
+            }
+            let mut out = String::new();
+            for span in &spans {
+                out.push_str(&format!(
+                    "timeline {}: {} .. {} ({} segments{})\n",
+                    span.timeline,
+                    span.first,
+                    span.last,
+                    span.segments,
+                    if span.gaps.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} gaps", span.gaps.len())
+                    }
+                ));
+                for (from, to) in &span.gaps {
+                    out.push_str(&format!("  gap: {from} .. {to} missing\n"));
+                }
+            }
+            emit(&out)
+        }
+        Command::WalPush { path } => {
+            let repo = Repository::open(&ctx.config.repository).await?;
+            wal::push(ctx, &repo, path).await
+        }
+        Command::WalFetch { name, dest } => {
+            let repo = Repository::open(&ctx.config.repository).await?;
+            if wal::fetch(ctx, &repo, name, dest).await? {
+                Ok(())
+            } else {
+                tracing::debug!(wal = %name, "not in the archive");
+                std::process::exit(1);
+            }
+        }
+        Command::List { what: None } => {
             let repo = Repository::open(&ctx.config.repository).await?;
             let manifests = repo.list().await?;
             if args.json {

@@ -33,6 +33,8 @@ pub struct Config {
     #[serde(default)]
     pub tools: ToolsConfig,
     #[serde(default)]
+    pub wal: WalConfig,
+    #[serde(default)]
     pub postgres: BTreeMap<String, PostgresConfig>,
     #[serde(skip_deserializing, default = "default_source")]
     pub source: ConfigSource,
@@ -232,6 +234,35 @@ pub struct ToolsConfig {
     /// `/usr/lib/postgresql/*/bin`, else `PATH`.
     #[serde(default, deserialize_with = "expand_opt")]
     pub pg_bin_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalConfig {
+    /// Ready segments `wal-push` archives ahead of PostgreSQL's requests, in parallel.
+    #[serde(default = "default_wal_parallel")]
+    pub push_ahead: usize,
+    /// Segments `wal-fetch` downloads ahead of PostgreSQL's requests, in parallel.
+    #[serde(default = "default_wal_parallel")]
+    pub prefetch: usize,
+    /// Folder for pushed-ahead markers and prefetched segments; unset: one in the temp folder
+    /// per repository.
+    #[serde(default, deserialize_with = "expand_opt")]
+    pub spool_dir: Option<String>,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            push_ahead: default_wal_parallel(),
+            prefetch: default_wal_parallel(),
+            spool_dir: None,
+        }
+    }
+}
+
+fn default_wal_parallel() -> usize {
+    4
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -581,6 +612,7 @@ impl Config {
             encryption: &'a Option<EncryptionConfig>,
             compression: &'a CompressionConfig,
             tools: &'a ToolsConfig,
+            wal: &'a WalConfig,
             postgres: &'a BTreeMap<String, PostgresConfig>,
         }
         toml::to_string_pretty(&Shown {
@@ -588,6 +620,7 @@ impl Config {
             encryption: &self.encryption,
             compression: &self.compression,
             tools: &self.tools,
+            wal: &self.wal,
             postgres: &self.postgres,
         })
         .unwrap_or_else(|e| format!("# cannot display the configuration: {e}\n"))
@@ -601,6 +634,7 @@ impl Default for Config {
             encryption: None,
             compression: CompressionConfig::default(),
             tools: ToolsConfig::default(),
+            wal: WalConfig::default(),
             postgres: BTreeMap::new(),
             source: ConfigSource::Default,
         }

@@ -16,6 +16,7 @@ pub mod process;
 pub mod progress;
 pub mod repository;
 pub mod storage;
+pub mod wal;
 
 use std::sync::Arc;
 

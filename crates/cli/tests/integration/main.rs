@@ -6,3 +6,4 @@ mod partial;
 mod roundtrip;
 mod secrets;
 mod support;
+mod wal;

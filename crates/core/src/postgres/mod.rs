@@ -1,5 +1,6 @@
 //! PostgreSQL: connections, tools, logical dump and restore, scratch clusters.
 
+pub mod archive;
 pub mod cluster;
 pub mod conn;
 pub mod dump;

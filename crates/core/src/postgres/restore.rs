@@ -260,15 +260,36 @@ async fn restore_spooled(
             ))
         }
     }
+    // A streamed archive lacks data offsets; without them every parallel worker reads the
+    // file from the top to find its table.
+    let path = spool.path().to_path_buf();
+    match tokio::task::spawn_blocking(move || crate::postgres::archive::index_data_offsets(&path))
+        .await
+    {
+        Ok(Ok(n)) => tracing::debug!(entries = n, "indexed the spooled archive"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not index the spooled archive; the parallel restore will be slower")
+        }
+        Err(e) => tracing::warn!(error = %e, "could not index the spooled archive"),
+    }
     let tool = tool
         .arg(format!("--dbname={}", target.dbname()))
         .arg(format!("--jobs={jobs}"))
         .arg(spool.path());
     let (tool, passfile) = target.apply_to(tool)?;
-    let restoring = tokio::task::spawn_blocking(move || tool.output().map(|_| ()));
+    let mut child = tool.spawn_reader()?;
+    let killer = child.killer();
+    let restoring = tokio::task::spawn_blocking(move || {
+        std::io::copy(&mut child, &mut std::io::sink())
+            .map(|_| ())
+            .map_err(|e| crate::pipeline::from_io(e, "running pg_restore"))
+    });
     let outcome = tokio::select! {
         done = restoring => done.map_err(|e| Error::invalid(format!("restore thread failed: {e}")))?,
-        () = ctx.cancel.cancelled() => Err(Error::Interrupted("restore stopped".into())),
+        () = ctx.cancel.cancelled() => {
+            killer.kill();
+            Err(Error::Interrupted("restore stopped".into()))
+        }
     };
     drop(passfile);
     drop(spool);

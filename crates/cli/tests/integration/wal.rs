@@ -1,0 +1,166 @@
+//! The WAL archive: wal-push and wal-fetch by hand, and as PostgreSQL's archive_command.
+
+use std::time::Duration;
+
+use crate::support::{wait_until, Env, Repo};
+
+fn segment(seed: u8) -> Vec<u8> {
+    (0..16u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 ^ seed)
+        .collect()
+}
+
+#[test]
+fn push_fetch_idempotence_and_conflicts() {
+    let env = Env::new(Repo::S3, true);
+    let wal_dir = env.dir.path().join("pg_wal");
+    std::fs::create_dir_all(wal_dir.join("archive_status")).unwrap();
+    let name = "000000090000000000000001";
+    let data = segment(1);
+    std::fs::write(wal_dir.join(name), &data).unwrap();
+    let path = format!("pg_wal/{name}");
+
+    let out = env.lifeboat(&["wal-push", &path]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        env.stored_files()
+            .iter()
+            .any(|k| k.ends_with(&format!("wal/{name}.zst.age"))),
+        "{:?}",
+        env.stored_files()
+    );
+
+    // The same content again: a retry, which succeeds.
+    let out = env.lifeboat(&["wal-push", &path]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // Other content under the same name: refused, the archived copy untouched.
+    std::fs::write(wal_dir.join(name), segment(2)).unwrap();
+    let out = env.lifeboat(&["wal-push", &path]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line().contains("different content"),
+        "{}",
+        out.stderr
+    );
+
+    let fetched = env.dir.path().join("fetched");
+    let out = env.lifeboat(&["wal-fetch", name, fetched.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        std::fs::read(&fetched).unwrap() == data,
+        "fetched segment differs"
+    );
+
+    // A file the archive does not have: exit 1, nothing said, nothing written.
+    let missing = env.dir.path().join("missing");
+    let out = env.lifeboat(&[
+        "-q",
+        "wal-fetch",
+        "000000090000000000000002",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.trim().is_empty(), "{}", out.stderr);
+    assert!(!missing.exists());
+
+    // History files are archived too.
+    std::fs::write(
+        wal_dir.join("00000009.history"),
+        b"8\t0/3000000\tno recovery target specified\n",
+    )
+    .unwrap();
+    assert_eq!(
+        env.lifeboat(&["wal-push", "pg_wal/00000009.history"]).code,
+        0
+    );
+    let out = env.lifeboat(&[
+        "wal-fetch",
+        "00000009.history",
+        env.dir.path().join("h").to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // Not a WAL name: a clear error.
+    std::fs::write(wal_dir.join("postgresql.conf"), b"x").unwrap();
+    let out = env.lifeboat(&["wal-push", "pg_wal/postgresql.conf"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line().contains("not a WAL segment"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn push_ahead_pushes_ready_segments_once() {
+    let env = Env::new(Repo::Local, false);
+    let wal_dir = env.dir.path().join("pg_wal");
+    std::fs::create_dir_all(wal_dir.join("archive_status")).unwrap();
+    let names: Vec<String> = (1..=4)
+        .map(|i| format!("0000000100000000000000{i:02X}"))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(wal_dir.join(name), segment(i as u8)).unwrap();
+        std::fs::write(
+            wal_dir.join("archive_status").join(format!("{name}.ready")),
+            b"",
+        )
+        .unwrap();
+    }
+    let spool = env.dir.path().join("spool");
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let mut env = env;
+    env.write_config(&format!(
+        "{text}[wal]\nspool_dir = \"{}\"\n",
+        spool.display()
+    ));
+
+    let out = env.lifeboat(&["wal-push", &format!("pg_wal/{}", names[0])]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let stored: Vec<String> = env
+        .stored_files()
+        .into_iter()
+        .filter(|k| k.starts_with("wal/"))
+        .collect();
+    assert_eq!(stored.len(), 4, "pushed ahead: {stored:?}");
+    for name in &names[1..] {
+        assert!(spool.join(format!("{name}.pushed")).exists());
+    }
+    // PostgreSQL then asks for the next one: served by the marker, which is consumed.
+    let out = env.lifeboat(&["wal-push", &format!("pg_wal/{}", names[1])]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!spool.join(format!("{}.pushed", names[1])).exists());
+
+    // wal-fetch prefetches the following segments into the spool.
+    let out = env.lifeboat(&[
+        "wal-fetch",
+        &names[0],
+        env.dir.path().join("s1").to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    wait_until(Duration::from_secs(5), "prefetched segments", || {
+        spool.join("fetched").join(&names[3]).exists()
+    });
+    let out = env.lifeboat(&[
+        "wal-fetch",
+        &names[2],
+        env.dir.path().join("s3").to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(std::fs::read(env.dir.path().join("s3")).unwrap() == segment(2));
+    assert!(
+        !spool.join("fetched").join(&names[2]).exists(),
+        "a served prefetch stays behind"
+    );
+
+    let list = env.lifeboat(&["list", "wal"]);
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert!(
+        list.stdout.contains(
+            "timeline 1: 000000010000000000000001 .. 000000010000000000000004 (4 segments)"
+        ),
+        "{}",
+        list.stdout
+    );
+}

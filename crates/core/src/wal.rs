@@ -1,0 +1,548 @@
+//! The WAL archive: `wal-push` (PostgreSQL's `archive_command`), `wal-fetch` (its
+//! `restore_command`), and reading the archive's shape (timelines, gaps).
+//!
+//! Each file is stored whole, compressed (and encrypted), at `wal/<name>.zst[.age]`, written
+//! with a conditional PUT so that nothing is ever overwritten: pushing a name that is already
+//! archived succeeds only if the content is the same. A push exits 0 only after the object is
+//! stored and its size checked, so PostgreSQL keeps and retries anything not safely archived.
+//!
+//! Speed: one upload per `archive_command` call limits a busy server, so a push also pushes
+//! the next segments PostgreSQL has marked ready (`archive_status/*.ready`) in parallel and
+//! leaves a marker in the spool folder; when PostgreSQL asks for one of those, the push is
+//! already done. A fetch likewise downloads the following segments in parallel into the spool
+//! folder, where the next fetches find them.
+
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+
+use crate::crypto::Identities;
+use crate::error::{Error, Result};
+use crate::pipeline::{self, SealOptions};
+use crate::repository::Repository;
+use crate::Context;
+
+pub const WAL_PREFIX: &str = "wal/";
+/// PostgreSQL's default segment size.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
+
+/// What a file name in `pg_wal` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalName {
+    Segment { timeline: u32, log: u32, seg: u32 },
+    History { timeline: u32 },
+    Partial { timeline: u32, log: u32, seg: u32 },
+    Backup { timeline: u32, log: u32, seg: u32 },
+}
+
+fn hex8(text: &str) -> Option<u32> {
+    (text.len() == 8 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u32::from_str_radix(text, 16).ok())
+        .flatten()
+}
+
+fn segment_parts(text: &str) -> Option<(u32, u32, u32)> {
+    if text.len() != 24 {
+        return None;
+    }
+    Some((hex8(&text[..8])?, hex8(&text[8..16])?, hex8(&text[16..])?))
+}
+
+impl WalName {
+    pub fn parse(name: &str) -> Option<WalName> {
+        if let Some((timeline, log, seg)) = segment_parts(name) {
+            return Some(WalName::Segment { timeline, log, seg });
+        }
+        if let Some(tli) = name.strip_suffix(".history") {
+            return Some(WalName::History {
+                timeline: hex8(tli)?,
+            });
+        }
+        if let Some(base) = name.strip_suffix(".partial") {
+            let (timeline, log, seg) = segment_parts(base)?;
+            return Some(WalName::Partial { timeline, log, seg });
+        }
+        if let Some(rest) = name.strip_suffix(".backup") {
+            let (base, offset) = rest.split_once('.')?;
+            hex8(offset)?;
+            let (timeline, log, seg) = segment_parts(base)?;
+            return Some(WalName::Backup { timeline, log, seg });
+        }
+        None
+    }
+
+    pub fn timeline(&self) -> u32 {
+        match *self {
+            WalName::Segment { timeline, .. }
+            | WalName::History { timeline }
+            | WalName::Partial { timeline, .. }
+            | WalName::Backup { timeline, .. } => timeline,
+        }
+    }
+}
+
+/// Segments per "log" file number for a segment size.
+fn segments_per_log(segment_size: u64) -> u64 {
+    0x1_0000_0000 / segment_size
+}
+
+/// The absolute segment number of a segment name's log and seg parts.
+pub fn segment_number(log: u32, seg: u32, segment_size: u64) -> u64 {
+    u64::from(log) * segments_per_log(segment_size) + u64::from(seg)
+}
+
+pub fn segment_name(timeline: u32, number: u64, segment_size: u64) -> String {
+    let per = segments_per_log(segment_size);
+    format!("{timeline:08X}{:08X}{:08X}", number / per, number % per)
+}
+
+/// The segment holding `lsn`.
+pub fn segment_of_lsn(timeline: u32, lsn: u64, segment_size: u64) -> String {
+    segment_name(timeline, lsn / segment_size, segment_size)
+}
+
+/// Parses an LSN written as `16/B374D848`.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
+/// The key of an archived file.
+pub fn key(name: &str, encrypted: bool) -> String {
+    format!(
+        "{WAL_PREFIX}{name}.zst{}",
+        if encrypted { ".age" } else { "" }
+    )
+}
+
+/// The file name a key stores, if it is a WAL key.
+pub fn name_of_key(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(WAL_PREFIX)?;
+    let name = rest
+        .strip_suffix(".zst.age")
+        .or_else(|| rest.strip_suffix(".zst"))?;
+    WalName::parse(name).map(|_| name)
+}
+
+/// One timeline's run of archived segments.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TimelineSpan {
+    pub timeline: u32,
+    pub first: String,
+    pub last: String,
+    pub segments: u64,
+    /// Missing runs `(first missing, last missing)`: every moment after one is unrecoverable
+    /// from a base backup taken before it.
+    pub gaps: Vec<(String, String)>,
+}
+
+/// Groups archived segment names (sorted or not) into timelines and finds gaps.
+pub fn spans(names: &[String], segment_size: u64) -> Vec<TimelineSpan> {
+    let mut segments: Vec<(u32, u64)> = names
+        .iter()
+        .filter_map(|n| match WalName::parse(n)? {
+            WalName::Segment { timeline, log, seg } => {
+                Some((timeline, segment_number(log, seg, segment_size)))
+            }
+            _ => None,
+        })
+        .collect();
+    segments.sort_unstable();
+    segments.dedup();
+    let mut out: Vec<TimelineSpan> = Vec::new();
+    let mut previous: Option<(u32, u64)> = None;
+    for (timeline, number) in segments {
+        let name = segment_name(timeline, number, segment_size);
+        match (previous, out.last_mut()) {
+            (Some((tli, prev)), Some(span)) if tli == timeline => {
+                if number > prev + 1 {
+                    span.gaps.push((
+                        segment_name(timeline, prev + 1, segment_size),
+                        segment_name(timeline, number - 1, segment_size),
+                    ));
+                }
+                span.last = name;
+                span.segments += 1;
+            }
+            _ => out.push(TimelineSpan {
+                timeline,
+                first: name.clone(),
+                last: name,
+                segments: 1,
+                gaps: Vec::new(),
+            }),
+        }
+        previous = Some((timeline, number));
+    }
+    out
+}
+
+fn seal_options(ctx: &Context) -> SealOptions {
+    SealOptions {
+        level: ctx.config.compression.level,
+        threads: 1,
+        recipients: ctx
+            .config
+            .encryption
+            .as_ref()
+            .map(|e| e.recipients.clone())
+            .unwrap_or_default(),
+    }
+}
+
+fn spool_dir(ctx: &Context, repo: &Repository) -> PathBuf {
+    if let Some(dir) = &ctx.config.wal.spool_dir {
+        return PathBuf::from(dir);
+    }
+    // One spool per repository, so two repositories never share markers.
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(repo.location().as_bytes()));
+    std::env::temp_dir().join(format!("lifeboat-wal-{}", &digest[..16]))
+}
+
+/// Archives one file (`path` as PostgreSQL gives it, relative to the data folder), then
+/// pushes ahead the next ready segments.
+pub async fn push(ctx: &Context, repo: &Repository, path: &Path) -> Result<()> {
+    let name = file_name(path)?;
+    let spool = spool_dir(ctx, repo);
+    let marker = spool.join(format!("{name}.pushed"));
+    if marker.exists() {
+        let _ = std::fs::remove_file(&marker);
+        tracing::debug!(wal = %name, "already pushed ahead");
+    } else {
+        push_one(ctx, repo, path, &name).await?;
+    }
+    if ctx.config.wal.push_ahead > 0
+        && matches!(WalName::parse(&name), Some(WalName::Segment { .. }))
+    {
+        push_ahead(ctx, repo, path, &name, &spool).await;
+    }
+    Ok(())
+}
+
+fn file_name(path: &Path) -> Result<String> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::invalid(format!("`{}` is not a WAL file path", path.display())))?;
+    WalName::parse(name).ok_or_else(|| {
+        Error::invalid(format!(
+            "`{name}` is not a WAL segment, history, partial or backup file name"
+        ))
+    })?;
+    Ok(name.to_string())
+}
+
+async fn push_one(ctx: &Context, repo: &Repository, path: &Path, name: &str) -> Result<()> {
+    let raw = tokio::fs::read(path)
+        .await
+        .map_err(|e| Error::io(format!("reading `{}`", path.display()), e))?;
+    let seal = seal_options(ctx);
+    let encrypted = !seal.recipients.is_empty();
+    let key = key(name, encrypted);
+    let sealed = {
+        let raw = raw.clone();
+        tokio::task::spawn_blocking(move || pipeline::seal_bytes(&raw, &seal))
+            .await
+            .map_err(|e| Error::invalid(format!("compression thread failed: {e}")))??
+    };
+    let size = sealed.len() as u64;
+    let storage = repo.storage();
+    if storage.write_new(&key, sealed).await? {
+        match storage.size(&key).await? {
+            Some(stored) if stored == size => {
+                tracing::info!(wal = name, bytes = raw.len(), stored, "archived");
+                Ok(())
+            }
+            other => Err(Error::Integrity {
+                id: name.to_string(),
+                detail: format!("stored {other:?} bytes, uploaded {size}"),
+            }),
+        }
+    } else {
+        // Already archived: the same content is a success (a retry), other content never is.
+        let existing = storage.read_opt(&key).await?.unwrap_or_default();
+        let identities = identities(ctx, encrypted)?;
+        let archived = pipeline::open_bytes(&existing, identities.as_ref(), name)?;
+        if archived == raw {
+            tracing::info!(wal = name, "already archived with the same content");
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "`{name}` is already archived in `{}` with different content: refusing to overwrite it (is another server archiving to this repository?)",
+                repo.location()
+            )))
+        }
+    }
+}
+
+fn identities(ctx: &Context, encrypted: bool) -> Result<Option<Identities>> {
+    if !encrypted {
+        return Ok(None);
+    }
+    let path = ctx
+        .config
+        .encryption
+        .as_ref()
+        .and_then(|e| e.identity_file.as_deref())
+        .ok_or_else(|| {
+            Error::Crypto("the WAL archive is encrypted: set `encryption.identity_file`".into())
+        })?;
+    crate::crypto::load_identities(Path::new(path)).map(Some)
+}
+
+/// Pushes the next ready segments in parallel and marks them in the spool. Failures are only
+/// logged: PostgreSQL will ask for those segments itself.
+async fn push_ahead(ctx: &Context, repo: &Repository, path: &Path, current: &str, spool: &Path) {
+    let Some(wal_dir) = path.parent() else { return };
+    let status = wal_dir.join("archive_status");
+    let Ok(entries) = std::fs::read_dir(&status) else {
+        return;
+    };
+    let mut ready: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".ready")
+                .map(String::from)
+        })
+        .filter(|n| {
+            n.as_str() > current && matches!(WalName::parse(n), Some(WalName::Segment { .. }))
+        })
+        .filter(|n| !spool.join(format!("{n}.pushed")).exists())
+        .collect();
+    ready.sort();
+    ready.truncate(ctx.config.wal.push_ahead);
+    if ready.is_empty() {
+        return;
+    }
+    if let Err(e) = std::fs::create_dir_all(spool) {
+        tracing::warn!(error = %e, "cannot create the WAL spool `{}`", spool.display());
+        return;
+    }
+    let pushes = ready.iter().map(|name| async move {
+        let file = wal_dir.join(name);
+        match push_one(ctx, repo, &file, name).await {
+            Ok(()) => {
+                if let Err(e) = std::fs::write(spool.join(format!("{name}.pushed")), b"") {
+                    tracing::warn!(wal = %name, error = %e, "cannot mark a pushed segment");
+                }
+            }
+            Err(e) => tracing::warn!(wal = %name, error = %e, "push ahead failed; PostgreSQL will retry it"),
+        }
+    });
+    futures::stream::iter(pushes)
+        .buffer_unordered(ctx.config.wal.push_ahead)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// Restores one archived file to `dest`, atomically. `Ok(false)` when the archive does not
+/// have it (PostgreSQL asks for files that may not exist).
+pub async fn fetch(ctx: &Context, repo: &Repository, name: &str, dest: &Path) -> Result<bool> {
+    WalName::parse(name)
+        .ok_or_else(|| Error::invalid(format!("`{name}` is not a WAL file name")))?;
+    let spool = spool_dir(ctx, repo).join("fetched");
+    let prefetched = spool.join(name);
+    let raw = if prefetched.exists() {
+        let raw = tokio::fs::read(&prefetched)
+            .await
+            .map_err(|e| Error::io(format!("reading `{}`", prefetched.display()), e))?;
+        let _ = std::fs::remove_file(&prefetched);
+        raw
+    } else {
+        match download(ctx, repo, name).await? {
+            Some(raw) => raw,
+            None => return Ok(false),
+        }
+    };
+    write_atomically(dest, &raw)?;
+    if let Some(WalName::Segment { timeline, log, seg }) = WalName::parse(name) {
+        if ctx.config.wal.prefetch > 0 {
+            let size = raw.len() as u64;
+            let segment_size = if size.is_power_of_two() {
+                size
+            } else {
+                DEFAULT_SEGMENT_SIZE
+            };
+            let number = segment_number(log, seg, segment_size);
+            let next: Vec<String> = (1..=ctx.config.wal.prefetch as u64)
+                .map(|i| segment_name(timeline, number + i, segment_size))
+                .filter(|n| !spool.join(n).exists())
+                .collect();
+            prefetch(ctx, repo, &next, &spool).await;
+        }
+    }
+    Ok(true)
+}
+
+async fn download(ctx: &Context, repo: &Repository, name: &str) -> Result<Option<Vec<u8>>> {
+    let storage = repo.storage();
+    for encrypted in [false, true] {
+        if let Some(stored) = storage.read_opt(&key(name, encrypted)).await? {
+            let ids = identities(ctx, encrypted)?;
+            let name = name.to_string();
+            return tokio::task::spawn_blocking(move || {
+                pipeline::open_bytes(&stored, ids.as_ref(), &name)
+            })
+            .await
+            .map_err(|e| Error::invalid(format!("decompression thread failed: {e}")))?
+            .map(Some);
+        }
+    }
+    Ok(None)
+}
+
+async fn prefetch(ctx: &Context, repo: &Repository, names: &[String], spool: &Path) {
+    if names.is_empty() || std::fs::create_dir_all(spool).is_err() {
+        return;
+    }
+    let fetches = names.iter().map(|name| async move {
+        match download(ctx, repo, name).await {
+            Ok(Some(raw)) => {
+                if let Err(e) = write_atomically(&spool.join(name), &raw) {
+                    tracing::debug!(wal = %name, error = %e, "prefetch not kept");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(wal = %name, error = %e, "prefetch failed"),
+        }
+    });
+    futures::stream::iter(fetches)
+        .buffer_unordered(names.len())
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// Writes `data` to a temporary file beside `dest`, syncs it, and renames it into place.
+fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".lifeboat-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(format!("creating a file in `{}`", dir.display()), e))?;
+    tmp.write_all(data)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| Error::io(format!("writing `{}`", dest.display()), e))?;
+    tmp.persist(dest)
+        .map_err(|e| Error::io(format!("renaming into `{}`", dest.display()), e.error))?;
+    Ok(())
+}
+
+/// Names of every archived WAL file, sorted.
+pub async fn archived_names(repo: &Repository) -> Result<Vec<String>> {
+    let entries = repo.storage().list(WAL_PREFIX).await?;
+    let mut names: Vec<String> = entries
+        .iter()
+        .filter_map(|e| name_of_key(&e.path).map(String::from))
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            WalName::parse("000000010000000A000000FF"),
+            Some(WalName::Segment {
+                timeline: 1,
+                log: 10,
+                seg: 255
+            })
+        );
+        assert_eq!(
+            WalName::parse("00000002.history"),
+            Some(WalName::History { timeline: 2 })
+        );
+        assert!(matches!(
+            WalName::parse("000000010000000000000003.partial"),
+            Some(WalName::Partial { timeline: 1, .. })
+        ));
+        assert!(matches!(
+            WalName::parse("000000010000000000000002.00000028.backup"),
+            Some(WalName::Backup { seg: 2, .. })
+        ));
+        for bad in [
+            "",
+            "0000000100000000000000",
+            "00000001000000000000000G",
+            "x.history",
+            "../etc/passwd",
+        ] {
+            assert_eq!(WalName::parse(bad), None, "{bad}");
+        }
+        assert_eq!(
+            name_of_key("wal/00000002.history.zst.age"),
+            Some("00000002.history")
+        );
+        assert_eq!(name_of_key("wal/junk.zst"), None);
+    }
+
+    #[test]
+    fn segment_arithmetic() {
+        let s = DEFAULT_SEGMENT_SIZE;
+        assert_eq!(
+            segment_name(1, segment_number(0, 0xFF, s) + 1, s),
+            "000000010000000100000000"
+        );
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
+        assert_eq!(
+            segment_of_lsn(1, parse_lsn("0/2000028").unwrap(), s),
+            "000000010000000000000002"
+        );
+        // 64 MiB segments: 64 per log.
+        assert_eq!(segment_name(3, 64, 64 << 20), "000000030000000100000000");
+    }
+
+    #[test]
+    fn spans_and_gaps() {
+        let names: Vec<String> = [
+            "000000010000000000000001",
+            "000000010000000000000002",
+            "000000010000000000000005",
+            "000000010000000100000000",
+            "00000002.history",
+            "000000020000000000000005",
+            "000000010000000000000006",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let got = spans(&names, DEFAULT_SEGMENT_SIZE);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].first, "000000010000000000000001");
+        assert_eq!(got[0].last, "000000010000000100000000");
+        assert_eq!(got[0].segments, 5);
+        assert_eq!(
+            got[0].gaps,
+            vec![
+                (
+                    "000000010000000000000003".to_string(),
+                    "000000010000000000000004".to_string()
+                ),
+                (
+                    "000000010000000000000007".to_string(),
+                    "0000000100000000000000FF".to_string()
+                ),
+            ]
+        );
+        assert_eq!(got[1].timeline, 2);
+        assert!(got[1].gaps.is_empty());
+        assert!(spans(&[], DEFAULT_SEGMENT_SIZE).is_empty());
+    }
+}
