@@ -99,6 +99,12 @@ pub enum KeyCommand {
 pub enum BackupCommand {
     /// Logical backup of a database with pg_dump (custom format).
     Db(BackupDbArgs),
+    /// Physical base backup of a database's cluster with pg_basebackup, for point-in-time recovery.
+    Base {
+        /// The configured database (`[postgres.NAME]`) whose server to back up.
+        #[arg(long, value_name = "NAME")]
+        db: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +124,49 @@ pub struct BackupDbArgs {
 pub enum RestoreCommand {
     /// Restore a logical backup into a database with pg_restore.
     Db(RestoreDbArgs),
+    /// Point-in-time recovery: a base backup into an empty data folder, then WAL to the target.
+    Pitr(RestorePitrArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["target_time", "target_lsn", "latest"])))]
+pub struct RestorePitrArgs {
+    /// The data folder to create (it must be empty or absent).
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// Recover up to this moment (RFC 3339, e.g. 2026-02-22T01:00:00+07:00).
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// Recover up to this WAL position (e.g. 0/3000060).
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<String>,
+    /// Recover everything archived.
+    #[arg(long)]
+    pub latest: bool,
+    /// What the server does at the target.
+    #[arg(long, value_enum, default_value = "promote")]
+    pub target_action: TargetActionArg,
+    /// Start the server, wait for recovery, report the moment reached and the time taken.
+    #[arg(long)]
+    pub start: bool,
+    /// Port for the started server [default: the backup's].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Socket folder for the started server [default: the backup's].
+    #[arg(long, value_name = "DIR")]
+    pub socket_dir: Option<PathBuf>,
+    /// Do not let the recovered server archive WAL into the repository.
+    #[arg(long)]
+    pub no_archive: bool,
+    /// age identity file for an encrypted repository.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TargetActionArg {
+    Promote,
+    Pause,
 }
 
 #[derive(Debug, Args)]

@@ -6,11 +6,13 @@ use lifeboat_core::config::{url_has_password, Secret};
 use lifeboat_core::manifest::Manifest;
 use lifeboat_core::postgres::dump::{backup_db, human_bytes, DumpRequest};
 use lifeboat_core::postgres::restore::{restore_db, RestoreRequest};
+use lifeboat_core::postgres::{base, pitr};
 use lifeboat_core::repository::{Repository, Selector};
 use lifeboat_core::{crypto, drill, wal, Context, Error, Result};
 
 use crate::cli::{
-    BackupCommand, Cli, Command, ConfigCommand, KeyCommand, ListWhat, RestoreCommand, RestoreDbArgs,
+    BackupCommand, Cli, Command, ConfigCommand, KeyCommand, ListWhat, RestoreCommand,
+    RestoreDbArgs, RestorePitrArgs, TargetActionArg,
 };
 
 pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
@@ -109,6 +111,22 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Backup(BackupCommand::Base { db }) => {
+            let (name, pg) = ctx.config.database(db.as_deref())?;
+            let repo = Repository::open(&ctx.config.repository).await?;
+            let manifest = base::backup_base(ctx, &repo, name, pg).await?;
+            tracing::info!(
+                "base backup `{}` of `{name}` done: {} raw, {} stored",
+                manifest.id,
+                human_bytes(manifest.raw_size),
+                human_bytes(manifest.stored_size)
+            );
+            if args.json {
+                emit(&String::from_utf8_lossy(&manifest.to_json()))
+            } else {
+                emit(&format!("{}\n", manifest.id))
+            }
+        }
         Command::List { what: None } => {
             let repo = Repository::open(&ctx.config.repository).await?;
             let manifests = repo.list().await?;
@@ -148,6 +166,29 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             );
             print_json_or(args.json, &report, || report.backup.clone())
         }
+        Command::Restore(RestoreCommand::Pitr(p)) => {
+            let repo = Repository::open(&ctx.config.repository).await?;
+            let request = pitr_request(p)?;
+            let report = pitr::restore_pitr(ctx, &repo, &request).await?;
+            match (&report.reached, report.recovery_seconds) {
+                (reached, Some(secs)) => tracing::info!(
+                    "recovered `{}` from base backup `{}` to {} (last transaction {}) in {:.1}s restore + {:.1}s recovery",
+                    report.pgdata,
+                    report.base_backup,
+                    report.target,
+                    reached.as_deref().unwrap_or("none replayed"),
+                    report.restore_seconds,
+                    secs
+                ),
+                _ => tracing::info!(
+                    "restored base backup `{}` into `{}`; start the server to recover to {}",
+                    report.base_backup,
+                    report.pgdata,
+                    report.target
+                ),
+            }
+            print_json_or(args.json, &report, || report.base_backup.clone())
+        }
         Command::Drill => {
             let report = drill::run_drill(ctx).await?;
             if args.json {
@@ -168,6 +209,48 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             emit(&out)
         }
     }
+}
+
+fn pitr_request(p: &RestorePitrArgs) -> Result<pitr::PitrRequest> {
+    let target = if let Some(time) = &p.target_time {
+        pitr::Target::Time(parse_time(time)?)
+    } else if let Some(lsn) = &p.target_lsn {
+        pitr::Target::Lsn(wal::parse_lsn(lsn).ok_or_else(|| {
+            Error::invalid(format!(
+                "`--target-lsn {lsn}` is not an LSN: write it as `0/3000060`"
+            ))
+        })?)
+    } else {
+        pitr::Target::Latest
+    };
+    Ok(pitr::PitrRequest {
+        pgdata: p.pgdata.clone(),
+        target,
+        action: match p.target_action {
+            TargetActionArg::Promote => pitr::TargetAction::Promote,
+            TargetActionArg::Pause => pitr::TargetAction::Pause,
+        },
+        start: p.start,
+        port: p.port,
+        socket_dir: p.socket_dir.clone(),
+        no_archive: p.no_archive,
+        identity: p.identity.clone(),
+    })
+}
+
+/// A moment: RFC 3339 with an offset, or `YYYY-MM-DD HH:MM:SS` taken as UTC.
+fn parse_time(text: &str) -> Result<jiff::Timestamp> {
+    text.parse::<jiff::Timestamp>()
+        .or_else(|_| {
+            text.parse::<jiff::civil::DateTime>()
+                .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC))
+                .map(|z| z.timestamp())
+        })
+        .map_err(|_| {
+            Error::invalid(format!(
+                "`{text}` is not a moment: write it as `2026-02-22T01:00:00+07:00` (or `2026-02-21 18:00:00` for UTC)"
+            ))
+        })
 }
 
 fn restore_request(ctx: &Context, r: &RestoreDbArgs) -> Result<RestoreRequest> {
@@ -252,7 +335,12 @@ fn show(m: &Manifest) -> String {
             m.database, m.dbname, m.server_version
         ),
     );
-    line("pg_dump", m.pg_dump_version.clone());
+    line("taken with", m.client_version.clone());
+    if let Some(base) = &m.base {
+        line("timeline", base.timeline.to_string());
+        line("lsn", format!("{} .. {}", base.start_lsn, base.end_lsn));
+        line("wal", format!("{} .. {}", base.first_wal, base.last_wal));
+    }
     line("started", m.started_at.to_string());
     line("finished", m.finished_at.to_string());
     line(

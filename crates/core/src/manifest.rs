@@ -16,14 +16,28 @@ pub const MANIFEST_FORMAT: u32 = 1;
 pub enum BackupKind {
     /// A logical dump (`pg_dump` custom format).
     Db,
+    /// A physical copy of the cluster (`pg_basebackup` tar), the base of point-in-time recovery.
+    Base,
 }
 
 impl BackupKind {
     pub fn as_str(self) -> &'static str {
         match self {
             BackupKind::Db => "db",
+            BackupKind::Base => "base",
         }
     }
+}
+
+/// What a base backup needs from the WAL archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseInfo {
+    pub start_lsn: String,
+    pub end_lsn: String,
+    pub timeline: u32,
+    pub first_wal: String,
+    pub last_wal: String,
+    pub wal_segment_size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +51,8 @@ pub struct Manifest {
     pub dbname: String,
     pub options: DumpOptions,
     pub server_version: String,
-    pub pg_dump_version: String,
+    /// Version of the program that took it (pg_dump or pg_basebackup).
+    pub client_version: String,
     pub started_at: Timestamp,
     pub finished_at: Timestamp,
     /// Key of the stored data, relative to the repository root.
@@ -55,6 +70,9 @@ pub struct Manifest {
     /// Exact row count of every table, counted in the snapshot pg_dump read.
     /// Empty for a schema-only dump.
     pub tables: Vec<TableRows>,
+    /// For a base backup: its place in the WAL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseInfo>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,7 +173,7 @@ mod tests {
             dbname: "yomira".into(),
             options: DumpOptions::default(),
             server_version: "15.18".into(),
-            pg_dump_version: "15.18".into(),
+            client_version: "15.18".into(),
             started_at: t,
             finished_at: t,
             data: "data/db/x".into(),
@@ -174,6 +192,7 @@ mod tests {
                 name: "comic".into(),
                 rows: 7,
             }],
+            base: None,
         }
     }
 

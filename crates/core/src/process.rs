@@ -286,7 +286,20 @@ impl Killer {
     }
 }
 
+/// Reads what a [`ChildReader`]'s process wrote to stderr, once it has ended.
+pub struct StderrHandle(StderrTail);
+
+impl StderrHandle {
+    pub fn text(&self) -> String {
+        self.0.finish()
+    }
+}
+
 impl ChildReader {
+    pub fn stderr(&self) -> StderrHandle {
+        StderrHandle(self.stderr.clone())
+    }
+
     pub fn killer(&self) -> Killer {
         Killer(Arc::clone(&self.child))
     }

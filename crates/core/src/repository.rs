@@ -4,6 +4,8 @@
 //! - `lifeboat.json`: the marker written by `init` (format version); nothing else is touched
 //!   in a location that lacks it.
 //! - `data/db/<id>.dump.zst[.age]`: stored data of logical dumps.
+//! - `data/base/<id>.tar.zst[.age]`: stored data of base backups (pg_basebackup tar).
+//! - `wal/<name>.zst[.age]`: the WAL archive.
 //! - `manifests/<id>.json`: one per finished backup, written after its data: the commit.
 //!
 //! A data object without a manifest is an unfinished backup: never listed, cleaned up.
@@ -105,6 +107,7 @@ impl Repository {
         let suffix = if encrypted { ".age" } else { "" };
         match kind {
             BackupKind::Db => format!("data/db/{id}.dump.zst{suffix}"),
+            BackupKind::Base => format!("data/base/{id}.tar.zst{suffix}"),
         }
     }
 

@@ -136,6 +136,15 @@ impl Storage {
         }
     }
 
+    /// When an object was last written, `None` if it does not exist.
+    pub async fn modified(&self, path: &str) -> Result<Option<jiff::Timestamp>> {
+        match self.default_op.stat(path).await {
+            Ok(meta) => Ok(meta.last_modified().map(|t| t.into_inner())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::storage("checking", &self.display(path), e)),
+        }
+    }
+
     /// Lists every object under `prefix` (recursively), as a stream, in the order the storage
     /// gives (lexicographic on S3).
     pub async fn list_stream(

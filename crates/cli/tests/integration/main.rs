@@ -3,6 +3,7 @@
 
 mod failures;
 mod partial;
+mod pitr;
 mod roundtrip;
 mod secrets;
 mod support;

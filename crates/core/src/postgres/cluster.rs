@@ -277,7 +277,7 @@ fn free_port() -> Result<u16> {
 }
 
 /// The user to run PostgreSQL as when we are root: `postgres` if it exists, else `nobody`.
-fn unprivileged_user() -> Option<(u32, u32)> {
+pub fn unprivileged_user() -> Option<(u32, u32)> {
     if !nix_is_root() {
         return None;
     }

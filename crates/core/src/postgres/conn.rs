@@ -68,6 +68,23 @@ impl ConnInfo {
         self.config.get_dbname().unwrap_or("postgres")
     }
 
+    /// The same role and database, reached through a local socket instead.
+    pub fn on_socket(&self, socket_dir: &std::path::Path, port: u16) -> tokio_postgres::Config {
+        // A fresh config: adding a host to a copy would keep the original one first.
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(socket_dir)
+            .port(port)
+            .dbname(self.dbname());
+        if let Some(user) = self.config.get_user() {
+            config.user(user);
+        }
+        if let Some(password) = self.config.get_password() {
+            config.password(password);
+        }
+        config
+    }
+
     /// Connects; the connection's driver runs on the tokio runtime until the client is dropped.
     pub async fn connect(&self, what: &str) -> Result<Client> {
         if self.config.get_ssl_mode() == SslMode::Require {
@@ -175,5 +192,9 @@ mod tests {
         assert_eq!(env["PGHOST"], "/tmp/sock");
         assert!(passfile.is_some());
         assert_eq!(quote_ident("We\"ird"), "\"We\"\"ird\"");
+        let moved = info.on_socket(std::path::Path::new("/run/other"), 6000);
+        assert_eq!(moved.get_hosts(), &[Host::Unix("/run/other".into())]);
+        assert_eq!(moved.get_ports(), &[6000]);
+        assert_eq!(moved.get_user(), Some("u"));
     }
 }

@@ -179,7 +179,7 @@ pub async fn backup_db(
                 schemas: request.schemas.clone(),
             },
             server_version,
-            pg_dump_version,
+            client_version: pg_dump_version,
             started_at,
             finished_at: Timestamp::now(),
             data: data.clone(),
@@ -194,6 +194,7 @@ pub async fn backup_db(
             storage_class,
             tool_version: env!("CARGO_PKG_VERSION").into(),
             tables,
+            base: None,
         };
         if ctx.cancel.is_cancelled() {
             return Err(Error::Interrupted(

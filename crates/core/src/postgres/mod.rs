@@ -1,9 +1,11 @@
 //! PostgreSQL: connections, tools, logical dump and restore, scratch clusters.
 
 pub mod archive;
+pub mod base;
 pub mod cluster;
 pub mod conn;
 pub mod dump;
+pub mod pitr;
 pub mod restore;
 pub mod sample;
 pub mod tools;

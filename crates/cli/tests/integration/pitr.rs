@@ -1,0 +1,240 @@
+//! Point-in-time recovery on a real cluster archiving through `lifeboat wal-push`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::Duration;
+
+use lifeboat_testkit::ClusterOptions;
+
+use crate::support::{tools, wait_until, Env, Repo};
+
+fn open_to_server(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs SQL on a server reached through `socket` and `port`.
+fn sql_at(socket: &Path, port: u16, sql: &str) -> String {
+    let out = std::process::Command::new(tools().path("psql"))
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGHOST", socket)
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", "lifeboat")
+        .env("PGDATABASE", "yomira")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+struct Server<'a>(&'a Path);
+
+impl Drop for Server<'_> {
+    fn drop(&mut self) {
+        let mut cmd = std::process::Command::new(tools().path("pg_ctl"));
+        cmd.args(["stop", "-m", "immediate", "-D"]).arg(self.0);
+        if let Some((uid, gid)) = lifeboat_core::postgres::cluster::unprivileged_user() {
+            cmd.uid(uid).gid(gid);
+        }
+        let _ = cmd.output();
+    }
+}
+
+/// Switches to a new segment and waits until the archive has it.
+fn switch_and_archive(socket: &Path, port: u16) {
+    let segment = sql_at(socket, port, "SELECT pg_walfile_name(pg_switch_wal())");
+    wait_until(Duration::from_secs(60), "the WAL archive", || {
+        sql_at(
+            socket,
+            port,
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        ) >= segment
+    });
+}
+
+#[test]
+fn recovery_to_a_moment_and_across_timelines() {
+    let options = ClusterOptions {
+        settings: vec![
+            "wal_level = replica".into(),
+            "archive_mode = on".into(),
+            "archive_command = 'false'".into(),
+        ],
+        ..ClusterOptions::default()
+    };
+    let env = Env::with_cluster(Repo::S3, true, options);
+    // The server (another user when the tests run as root) reads the config and the key.
+    open_to_server(env.dir.path(), 0o755);
+    open_to_server(&env.config, 0o644);
+    open_to_server(env.identity.as_ref().unwrap(), 0o644);
+    // The server's environment lacks the test's: the S3 secret goes with the command.
+    let command = format!(
+        "LB_TEST_S3_SECRET={} {} --config {} -q wal-push %p",
+        crate::support::S3_SECRET,
+        env!("CARGO_BIN_EXE_lifeboat"),
+        env.config.display()
+    );
+    env.sql(
+        "yomira",
+        &format!("ALTER SYSTEM SET archive_command = '{command}'"),
+    );
+    env.sql("yomira", "SELECT pg_reload_conf()");
+    let (socket, port) = (env.cluster.socket_dir().to_path_buf(), env.cluster.port());
+
+    // Before any base backup: refused, with the reason.
+    let early = env.dir.path().join("early");
+    let out = env.lifeboat(&[
+        "restore",
+        "pitr",
+        "--pgdata",
+        early.to_str().unwrap(),
+        "--latest",
+    ]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line().contains("has no base backup"),
+        "{}",
+        out.stderr
+    );
+
+    let out = env.lifeboat(&["backup", "base"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let base_id = out.last_line();
+
+    env.sql("yomira", "CREATE TABLE public.events (id int PRIMARY KEY)");
+    env.sql("yomira", "INSERT INTO public.events VALUES (1)");
+    std::thread::sleep(Duration::from_millis(1200));
+    let target = env.sql(
+        "yomira",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    env.sql("yomira", "INSERT INTO public.events VALUES (2)");
+    switch_and_archive(&socket, port);
+
+    let list = env.lifeboat(&["list", "wal"]);
+    assert!(
+        list.stdout.contains("timeline 1:") && !list.stdout.contains("gap"),
+        "{}",
+        list.stdout
+    );
+
+    // A target before the base backup is refused with the window.
+    let out = env.lifeboat(&[
+        "restore",
+        "pitr",
+        "--pgdata",
+        early.to_str().unwrap(),
+        "--target-time",
+        "2020-01-01T00:00:00Z",
+    ]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line().contains("recoverable window is"),
+        "{}",
+        out.stderr
+    );
+    // A data folder that is not empty is refused.
+    std::fs::create_dir_all(&early).unwrap();
+    std::fs::write(early.join("PG_VERSION"), "15").unwrap();
+    let out = env.lifeboat(&[
+        "restore",
+        "pitr",
+        "--pgdata",
+        early.to_str().unwrap(),
+        "--latest",
+    ]);
+    assert_eq!(out.code, 1);
+    assert!(out.error_line().contains("is not empty"), "{}", out.stderr);
+
+    // Recovery to the moment between the two commits.
+    let pgdata = env.dir.path().join("pitr");
+    let sock2 = env.dir.path().join("sock2");
+    std::fs::create_dir(&sock2).unwrap();
+    open_to_server(&sock2, 0o777);
+    let port2 = free_port();
+    let out = env.lifeboat(&[
+        "restore",
+        "pitr",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--target-time",
+        &target,
+        "--start",
+        "--port",
+        &port2.to_string(),
+        "--socket-dir",
+        sock2.to_str().unwrap(),
+        "--json",
+    ]);
+    let _server = Server(&pgdata);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["base_backup"], base_id.as_str());
+    assert!(report["recovery_seconds"].as_f64().is_some());
+    assert_eq!(
+        sql_at(
+            &sock2,
+            port2,
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM events"
+        ),
+        "1"
+    );
+    assert_eq!(
+        sql_at(&sock2, port2, "SELECT count(*) FROM core.comic"),
+        "200"
+    );
+
+    // The promoted server archives its new timeline; a second recovery follows it.
+    assert_eq!(
+        sql_at(
+            &sock2,
+            port2,
+            "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"
+        ),
+        "00000002"
+    );
+    assert_eq!(report["timeline"], 2, "{report}");
+    sql_at(&sock2, port2, "INSERT INTO events VALUES (3)");
+    switch_and_archive(&sock2, port2);
+    let list = env.lifeboat(&["list", "wal"]);
+    assert!(list.stdout.contains("timeline 2:"), "{}", list.stdout);
+
+    let pgdata3 = env.dir.path().join("pitr3");
+    let port3 = free_port();
+    let out = env.lifeboat(&[
+        "restore",
+        "pitr",
+        "--pgdata",
+        pgdata3.to_str().unwrap(),
+        "--latest",
+        "--start",
+        "--no-archive",
+        "--port",
+        &port3.to_string(),
+        "--socket-dir",
+        sock2.to_str().unwrap(),
+    ]);
+    let _server3 = Server(&pgdata3);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        sql_at(
+            &sock2,
+            port3,
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM events"
+        ),
+        "1,3"
+    );
+}

@@ -1,0 +1,285 @@
+//! Physical base backups: `pg_basebackup` as a tar on stdout, streamed through the pipeline.
+//!
+//! The backup carries no WAL of its own (`-X none`): the server archives what it needs through
+//! `lifeboat wal-push`, and the backup is committed only once the segment holding its end LSN
+//! is in this repository's archive. A server that does not archive WAL to lifeboat is refused
+//! before anything is copied, since its base backup could never be recovered.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+
+use crate::config::PostgresConfig;
+use crate::error::{Error, Result};
+use crate::manifest::{self, BackupKind, BaseInfo, Compression, DumpOptions, Encryption, Manifest};
+use crate::pipeline::{self, SealOptions, UploadTarget};
+use crate::postgres::conn::ConnInfo;
+use crate::postgres::dump::part_plan;
+use crate::postgres::tools::major;
+use crate::repository::Repository;
+use crate::wal;
+use crate::Context;
+
+/// How long to wait for the server to archive the backup's last segment.
+const ARCHIVE_WAIT: Duration = Duration::from_secs(120);
+
+pub async fn backup_base(
+    ctx: &Context,
+    repo: &Repository,
+    name: &str,
+    pg: &PostgresConfig,
+) -> Result<Manifest> {
+    let started_at = Timestamp::now();
+    let id = manifest::new_backup_id(started_at);
+    let conn = ConnInfo::new(pg.url.expose(), pg.password.as_ref())?;
+    let client_version = ctx.tools.version("pg_basebackup")?;
+    let client = conn.connect(&format!("database `{name}`")).await?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('archive_mode'), current_setting('archive_command'), \
+             current_setting('server_version'), current_database(), \
+             (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), \
+             pg_database_size(current_database())",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::postgres("reading the archiving settings", &e))?;
+    let archive_mode: String = row.get(0);
+    let archive_command: String = row.get(1);
+    let server_version: String = row.get(2);
+    let dbname: String = row.get(3);
+    let segment_size = row.get::<_, i64>(4) as u64;
+    let db_size: i64 = row.get(5);
+    drop(client);
+    if archive_mode == "off" || !archive_command.contains("wal-push") {
+        return Err(Error::invalid(format!(
+            "database `{name}` does not archive its WAL to lifeboat (archive_mode = `{archive_mode}`, archive_command = `{archive_command}`): \
+             set archive_mode = on and archive_command = 'lifeboat --config FILE wal-push %p', then restart the server"
+        )));
+    }
+    if major(&client_version) < major(&server_version) {
+        return Err(Error::invalid(format!(
+            "`pg_basebackup` is version {client_version} but the server is {server_version}: install newer client tools or set `tools.pg_bin_dir`"
+        )));
+    }
+
+    let tool = ctx.tools.tool("pg_basebackup").args([
+        "--pgdata=-",
+        "--format=tar",
+        "--wal-method=none",
+        "--checkpoint=fast",
+        "--no-password",
+        "--verbose",
+    ]);
+    let tool = tool.arg(format!("--label=lifeboat {id}"));
+    let (tool, _passfile) = conn.apply_to(tool)?;
+    let source = tool.spawn_reader()?;
+    let killer = source.killer();
+
+    let encryption = ctx.config.encryption.as_ref().map(|e| Encryption {
+        algorithm: "age".into(),
+        recipients: e.recipients.clone(),
+    });
+    let data = Repository::data_path(BackupKind::Base, &id, encryption.is_some());
+    let repo_config = &ctx.config.repository;
+    let (part_size, concurrency) = part_plan(
+        db_size.max(0) as u64 * 2,
+        repo_config.part_size_mib,
+        repo_config.upload_concurrency,
+    );
+    let storage_class = repo_config.storage_class.base.clone();
+    let seal = SealOptions {
+        level: ctx.config.compression.level,
+        threads: ctx.config.compression.threads,
+        recipients: encryption
+            .as_ref()
+            .map(|e| e.recipients.clone())
+            .unwrap_or_default(),
+    };
+    tracing::info!(backup = %id, database = name, "base backup of the cluster of `{dbname}`");
+    ctx.progress.begin(&format!("base backup {name}"), None);
+    let uploaded = pipeline::upload(
+        repo.storage(),
+        UploadTarget {
+            path: &data,
+            storage_class: storage_class.as_deref(),
+            part_size,
+            concurrency,
+        },
+        source,
+        move || killer.kill(),
+        seal,
+        Arc::clone(&ctx.progress),
+        &ctx.cancel,
+    )
+    .await;
+    ctx.progress.end();
+    let outcome = async {
+        let stats = uploaded?;
+        let (start_lsn, end_lsn, timeline) =
+            backup_history(ctx, repo, &format!("lifeboat {id}")).await?;
+        let first_wal = wal::segment_of_lsn(timeline, start_lsn, segment_size);
+        let last_wal = wal::segment_of_lsn(timeline, end_lsn, segment_size);
+        wait_for_archive(ctx, repo, &last_wal).await?;
+        let manifest = Manifest {
+            format: manifest::MANIFEST_FORMAT,
+            id: id.clone(),
+            kind: BackupKind::Base,
+            database: name.to_string(),
+            dbname: dbname.clone(),
+            options: DumpOptions::default(),
+            server_version: server_version.clone(),
+            client_version: client_version.clone(),
+            started_at,
+            finished_at: Timestamp::now(),
+            data: data.clone(),
+            raw_size: stats.raw_size,
+            stored_size: stats.stored_size,
+            sha256: stats.sha256,
+            compression: Compression {
+                algorithm: "zstd".into(),
+                level: ctx.config.compression.level,
+            },
+            encryption: encryption.clone(),
+            storage_class: storage_class.clone(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            tables: Vec::new(),
+            base: Some(BaseInfo {
+                start_lsn: wal::format_lsn(start_lsn),
+                end_lsn: wal::format_lsn(end_lsn),
+                timeline,
+                first_wal,
+                last_wal,
+                wal_segment_size: segment_size,
+            }),
+        };
+        if ctx.cancel.is_cancelled() {
+            return Err(Error::Interrupted(
+                "backup stopped before its commit".into(),
+            ));
+        }
+        repo.commit(&manifest).await?;
+        Ok(manifest)
+    }
+    .await;
+    if outcome.is_err() {
+        if let Err(e) = repo.storage().delete(&data).await {
+            tracing::warn!(path = %data, error = %e, "could not remove the data of a failed backup");
+        }
+    }
+    outcome
+}
+
+/// The backup's start, end and timeline, from the backup history file (`*.backup`) that the
+/// server archives when a base backup ends: found by its label, which proves too that the
+/// server archives into this repository.
+async fn backup_history(ctx: &Context, repo: &Repository, label: &str) -> Result<(u64, u64, u32)> {
+    let begun = Instant::now();
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let names = wal::archived_names(repo).await?;
+        for name in names.iter().rev().filter(|n| n.ends_with(".backup")) {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let mut raw = Vec::new();
+            for encrypted in [false, true] {
+                if let Some(stored) = repo.storage().read_opt(&wal::key(name, encrypted)).await? {
+                    let ids = if encrypted {
+                        Some(wal_identities(ctx)?)
+                    } else {
+                        None
+                    };
+                    raw = pipeline::open_bytes(&stored, ids.as_ref(), name)?;
+                }
+            }
+            let text = String::from_utf8_lossy(&raw);
+            if text.lines().any(|l| l.trim() == format!("LABEL: {label}")) {
+                return parse_backup_history(&text).ok_or_else(|| {
+                    Error::invalid(format!("backup history file `{name}` is not readable"))
+                });
+            }
+        }
+        if begun.elapsed() > ARCHIVE_WAIT {
+            return Err(Error::invalid(format!(
+                "the server did not archive this base backup's history file to repository `{}` within {} s: check that archive_command runs `lifeboat wal-push` with this repository's configuration",
+                repo.location(),
+                ARCHIVE_WAIT.as_secs()
+            )));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = ctx.cancel.cancelled() => return Err(Error::Interrupted("waiting for the WAL archive".into())),
+        }
+    }
+}
+
+/// Identities to read an encrypted `.backup` file, which a base backup needs only when the
+/// archive is encrypted and an identity is configured; without one the file is not readable.
+fn wal_identities(ctx: &Context) -> Result<crate::crypto::Identities> {
+    let path = ctx
+        .config
+        .encryption
+        .as_ref()
+        .and_then(|e| e.identity_file.as_deref())
+        .ok_or_else(|| {
+            Error::Crypto(
+                "reading the encrypted backup history needs `encryption.identity_file`".into(),
+            )
+        })?;
+    crate::crypto::load_identities(std::path::Path::new(path))
+}
+
+/// `START WAL LOCATION: 0/2000028 (file ...)`, `STOP WAL LOCATION: 0/2000100 (file ...)`,
+/// `START TIMELINE: 1`.
+fn parse_backup_history(text: &str) -> Option<(u64, u64, u32)> {
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().split(' ').next().unwrap_or_default().to_string())
+    };
+    let start = wal::parse_lsn(&field("START WAL LOCATION:")?)?;
+    let stop = wal::parse_lsn(&field("STOP WAL LOCATION:")?)?;
+    let timeline = field("START TIMELINE:")?.parse().ok()?;
+    Some((start, stop, timeline))
+}
+
+/// Waits until `segment` is in the repository's WAL archive.
+async fn wait_for_archive(ctx: &Context, repo: &Repository, segment: &str) -> Result<()> {
+    let begun = Instant::now();
+    loop {
+        for encrypted in [false, true] {
+            if repo.storage().exists(&wal::key(segment, encrypted)).await? {
+                return Ok(());
+            }
+        }
+        if begun.elapsed() > ARCHIVE_WAIT {
+            return Err(Error::invalid(format!(
+                "WAL segment `{segment}`, needed to recover this base backup, did not reach repository `{}` within {} s: check that archive_command runs `lifeboat wal-push` with this repository's configuration",
+                repo.location(),
+                ARCHIVE_WAIT.as_secs()
+            )));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = ctx.cancel.cancelled() => return Err(Error::Interrupted("waiting for the WAL archive".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_backup_history_file() {
+        let text = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n\
+                    STOP WAL LOCATION: 0/2000100 (file 000000010000000000000002)\n\
+                    CHECKPOINT LOCATION: 0/2000060\nBACKUP METHOD: streamed\nBACKUP FROM: primary\n\
+                    START TIME: 2026-11-24 10:00:12 UTC\nLABEL: lifeboat x\nSTART TIMELINE: 1\n\
+                    STOP TIME: 2026-11-24 10:00:12 UTC\nSTOP TIMELINE: 1\n";
+        assert_eq!(parse_backup_history(text), Some((0x2000028, 0x2000100, 1)));
+        assert_eq!(parse_backup_history("LABEL: x"), None);
+    }
+}

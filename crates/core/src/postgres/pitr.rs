@@ -1,0 +1,509 @@
+//! Point-in-time recovery: a base backup unpacked into an empty folder, then WAL replayed from
+//! the archive (by `lifeboat wal-fetch` as `restore_command`) up to the target.
+//!
+//! The base backup chosen is the newest that finished before the target; a target outside what
+//! the repository can recover (before the oldest base backup, after the newest archived WAL) is
+//! refused with the window in the message. With `start`, the server is started, recovery is
+//! awaited, and the moment reached and the time it took are reported.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::config::ConfigSource;
+use crate::error::{Error, Result};
+use crate::manifest::{BackupKind, Manifest};
+use crate::pipeline::{self, Delivered};
+use crate::postgres::conn::ConnInfo;
+use crate::postgres::restore::{expected_of, identities_for};
+use crate::process::Tool;
+use crate::repository::Repository;
+use crate::wal;
+use crate::Context;
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    Time(Timestamp),
+    Lsn(u64),
+    Latest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetAction {
+    Promote,
+    Pause,
+}
+
+#[derive(Debug, Clone)]
+pub struct PitrRequest {
+    pub pgdata: PathBuf,
+    pub target: Target,
+    pub action: TargetAction,
+    pub start: bool,
+    /// Port and socket folder for the started server (else the backup's settings).
+    pub port: Option<u16>,
+    pub socket_dir: Option<PathBuf>,
+    /// Keep the recovered server from archiving WAL into the repository.
+    pub no_archive: bool,
+    pub identity: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PitrReport {
+    pub base_backup: String,
+    pub pgdata: String,
+    pub target: String,
+    pub started: bool,
+    /// The last transaction replayed, when the server was started.
+    pub reached: Option<String>,
+    pub timeline: Option<u32>,
+    pub restore_seconds: f64,
+    pub recovery_seconds: Option<f64>,
+}
+
+/// What the repository can recover to: from the end of the oldest base backup to the newest
+/// archived WAL.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub from: Timestamp,
+    pub to: Option<Timestamp>,
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.to {
+            Some(to) => write!(f, "{} to {}", self.from, to),
+            None => write!(f, "{} onwards", self.from),
+        }
+    }
+}
+
+/// Chooses the base backup for a target: the newest that ended before it.
+pub fn choose_base<'a>(bases: &'a [Manifest], target: &Target) -> Option<&'a Manifest> {
+    bases
+        .iter()
+        .filter(|m| match target {
+            Target::Time(t) => m.finished_at <= *t,
+            Target::Lsn(lsn) => m
+                .base
+                .as_ref()
+                .and_then(|b| wal::parse_lsn(&b.end_lsn))
+                .is_some_and(|end| end <= *lsn),
+            Target::Latest => true,
+        })
+        .max_by(|a, b| a.id.cmp(&b.id))
+}
+
+pub async fn restore_pitr(
+    ctx: &Context,
+    repo: &Repository,
+    request: &PitrRequest,
+) -> Result<PitrReport> {
+    let begun = Instant::now();
+    let config_file = match &ctx.config.source {
+        ConfigSource::File(path) => std::path::absolute(path)
+            .map_err(|e| Error::io(format!("finding `{}`", path.display()), e))?,
+        ConfigSource::Default => {
+            return Err(Error::invalid(
+                "point-in-time recovery needs a configuration file: the recovered server runs `lifeboat --config FILE wal-fetch`; pass `--config FILE`",
+            ))
+        }
+    };
+    check_empty(&request.pgdata)?;
+    let bases: Vec<Manifest> = repo
+        .list()
+        .await?
+        .into_iter()
+        .filter(|m| m.kind == BackupKind::Base)
+        .collect();
+    let oldest = bases.first().ok_or_else(|| {
+        Error::invalid(format!(
+            "repository `{}` has no base backup: take one with `lifeboat backup base`",
+            repo.location()
+        ))
+    })?;
+    let window = Window {
+        from: oldest.finished_at,
+        to: newest_wal_time(repo).await?,
+    };
+    let base = choose_base(&bases, &request.target).ok_or_else(|| {
+        Error::invalid(format!(
+            "target `{}` is before the oldest base backup: the recoverable window is {window}",
+            describe(&request.target)
+        ))
+    })?;
+    if let (Target::Time(t), Some(to)) = (&request.target, window.to) {
+        if *t > to {
+            return Err(Error::invalid(format!(
+                "target `{t}` is after the newest archived WAL: the recoverable window is {window}"
+            )));
+        }
+    }
+    let identities = identities_for(ctx, base, request.identity.as_deref())?;
+    tracing::info!(base = %base.id, target = %describe(&request.target), "restoring a base backup");
+
+    std::fs::create_dir_all(&request.pgdata)
+        .map_err(|e| Error::io(format!("creating `{}`", request.pgdata.display()), e))?;
+    let unpack = Tool::new("tar")
+        .args(["--extract", "--file=-", "--directory"])
+        .arg(&request.pgdata);
+    let child = unpack.spawn_writer()?;
+    ctx.progress
+        .begin(&format!("restore {}", base.id), Some(base.raw_size));
+    let delivered = pipeline::download(
+        repo.storage(),
+        &base.data,
+        &expected_of(base),
+        identities,
+        child,
+        &ctx.cancel,
+    )
+    .await;
+    ctx.progress.end();
+    match delivered? {
+        Delivered::Complete(child) | Delivered::ConsumerClosed(child) => {
+            tokio::task::spawn_blocking(move || child.finish())
+                .await
+                .map_err(|e| Error::invalid(format!("unpack thread failed: {e}")))??;
+        }
+    }
+    write_recovery_settings(request, &config_file)?;
+    let owner = server_user();
+    prepare_permissions(&request.pgdata, owner)?;
+    let restore_seconds = begun.elapsed().as_secs_f64();
+
+    let mut report = PitrReport {
+        base_backup: base.id.clone(),
+        pgdata: request.pgdata.display().to_string(),
+        target: describe(&request.target),
+        started: false,
+        reached: None,
+        timeline: None,
+        restore_seconds: round(restore_seconds),
+        recovery_seconds: None,
+    };
+    if request.start {
+        let recovering = Instant::now();
+        let (reached, timeline) = start_and_wait(ctx, request, base, owner).await?;
+        report.started = true;
+        report.reached = reached;
+        report.timeline = timeline;
+        report.recovery_seconds = Some(round(recovering.elapsed().as_secs_f64()));
+    }
+    Ok(report)
+}
+
+fn round(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
+
+fn describe(target: &Target) -> String {
+    match target {
+        Target::Time(t) => t.to_string(),
+        Target::Lsn(lsn) => wal::format_lsn(*lsn),
+        Target::Latest => "latest".into(),
+    }
+}
+
+fn check_empty(dir: &Path) -> Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                Err(Error::invalid(format!(
+                    "`{}` is not empty: restore into an empty or new folder (lifeboat never overwrites a data folder)",
+                    dir.display()
+                )))
+            } else {
+                Ok(())
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(
+            format!("cannot read data folder `{}`", dir.display()),
+            e,
+        )),
+    }
+}
+
+/// When the newest archived WAL segment was stored.
+async fn newest_wal_time(repo: &Repository) -> Result<Option<Timestamp>> {
+    let names = wal::archived_names(repo).await?;
+    let Some(newest) = names
+        .iter()
+        .filter(|n| matches!(wal::WalName::parse(n), Some(wal::WalName::Segment { .. })))
+        .max()
+    else {
+        return Ok(None);
+    };
+    for encrypted in [false, true] {
+        if let Some(modified) = repo
+            .storage()
+            .modified(&wal::key(newest, encrypted))
+            .await?
+        {
+            return Ok(Some(modified));
+        }
+    }
+    Ok(None)
+}
+
+fn write_recovery_settings(request: &PitrRequest, config_file: &Path) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding the lifeboat program", e))?;
+    let quote = |s: &str| s.replace('\'', "''");
+    let mut lines = vec![
+        String::new(),
+        "# written by lifeboat restore pitr".into(),
+        format!(
+            "restore_command = '{} --config {} -q wal-fetch %f %p'",
+            quote(&exe.display().to_string()),
+            quote(&config_file.display().to_string())
+        ),
+        "recovery_target_timeline = 'latest'".into(),
+    ];
+    match &request.target {
+        Target::Time(t) => lines.push(format!(
+            "recovery_target_time = '{}'",
+            t.strftime("%Y-%m-%d %H:%M:%S%.6f+00")
+        )),
+        Target::Lsn(lsn) => {
+            lines.push(format!("recovery_target_lsn = '{}'", wal::format_lsn(*lsn)))
+        }
+        Target::Latest => {}
+    }
+    if !matches!(request.target, Target::Latest) {
+        let action = match request.action {
+            TargetAction::Promote => "promote",
+            TargetAction::Pause => "pause",
+        };
+        lines.push(format!("recovery_target_action = '{action}'"));
+    }
+    if request.no_archive {
+        lines.push("archive_mode = 'off'".into());
+    }
+    let auto = request.pgdata.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
+    text.push_str(&lines.join("\n"));
+    text.push('\n');
+    std::fs::write(&auto, text)
+        .map_err(|e| Error::io(format!("writing `{}`", auto.display()), e))?;
+    std::fs::write(request.pgdata.join("recovery.signal"), b"")
+        .map_err(|e| Error::io("writing recovery.signal", e))?;
+    Ok(())
+}
+
+/// The user the server must run as: ourselves, or `postgres` when we are root.
+fn server_user() -> Option<(u32, u32)> {
+    crate::postgres::cluster::unprivileged_user()
+}
+
+fn prepare_permissions(pgdata: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(pgdata, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(format!("setting the mode of `{}`", pgdata.display()), e))?;
+    if let Some((uid, gid)) = owner {
+        let mut stack = vec![pgdata.to_path_buf()];
+        while let Some(path) = stack.pop() {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(|e| {
+                Error::io(
+                    format!("handing `{}` to the server's user", path.display()),
+                    e,
+                )
+            })?;
+            if path.is_dir() && !path.is_symlink() {
+                for entry in std::fs::read_dir(&path)
+                    .map_err(|e| Error::io(format!("reading `{}`", path.display()), e))?
+                    .flatten()
+                {
+                    stack.push(entry.path());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn start_and_wait(
+    ctx: &Context,
+    request: &PitrRequest,
+    base: &Manifest,
+    owner: Option<(u32, u32)>,
+) -> Result<(Option<String>, Option<u32>)> {
+    let mut options = Vec::new();
+    if let Some(port) = request.port {
+        options.push(format!("-p {port}"));
+    }
+    if let Some(dir) = &request.socket_dir {
+        options.push(format!("-k {}", dir.display()));
+    }
+    let log = request.pgdata.join("lifeboat-recovery.log");
+    let mut cmd = std::process::Command::new(ctx.tools.path("pg_ctl"));
+    cmd.arg("start")
+        .arg("-D")
+        .arg(&request.pgdata)
+        .arg("-l")
+        .arg(&log)
+        .arg("-w")
+        .arg("-t")
+        .arg("600");
+    if !options.is_empty() {
+        cmd.arg("-o").arg(options.join(" "));
+    }
+    if let Some((uid, gid)) = owner {
+        cmd.uid(uid).gid(gid);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| Error::io("starting `pg_ctl`", e))?;
+    if !out.status.success() {
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        return Err(Error::Tool {
+            tool: "pg_ctl".into(),
+            outcome: format!("could not start the recovered server ({})", out.status),
+            stderr: crate::error::one_line(
+                &tail.lines().rev().take(3).collect::<Vec<_>>().join("\n"),
+            ),
+        });
+    }
+    // Connect through the socket.
+    let host = request
+        .socket_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/var/run/postgresql"));
+    let port = request.port.unwrap_or(5432);
+    // The role that took the backup exists in the recovered cluster.
+    let config = match ctx.config.postgres.get(&base.database) {
+        Some(pg) => ConnInfo::new(pg.url.expose(), pg.password.as_ref())?.on_socket(&host, port),
+        None => {
+            let mut config = tokio_postgres::Config::new();
+            config
+                .host_path(&host)
+                .port(port)
+                .dbname("postgres")
+                .user("postgres");
+            config
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        if let Ok((client, connection)) = config.connect(tokio_postgres::NoTls).await {
+            tokio::spawn(connection);
+            let done_sql = match (&request.target, request.action) {
+                (Target::Latest, _) | (_, TargetAction::Promote) => {
+                    "SELECT NOT pg_is_in_recovery()"
+                }
+                (_, TargetAction::Pause) => "SELECT pg_get_wal_replay_pause_state() = 'paused'",
+            };
+            if let Ok(row) = client.query_one(done_sql, &[]).await {
+                if row.get::<_, bool>(0) {
+                    let row = client
+                        .query_one(
+                            "SELECT pg_last_xact_replay_timestamp()::text, \
+                             CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) \
+                             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END",
+                            &[],
+                        )
+                        .await
+                        .map_err(|e| Error::postgres("reading the recovered position", &e))?;
+                    return Ok((
+                        row.get::<_, Option<String>>(0),
+                        row.get::<_, Option<i32>>(1).map(|t| t as u32),
+                    ));
+                }
+            }
+        }
+        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+        if tail.contains("FATAL") && !request.pgdata.join("postmaster.pid").exists() {
+            return Err(Error::Tool {
+                tool: "postgres".into(),
+                outcome: "stopped during recovery".into(),
+                stderr: crate::error::one_line(
+                    &tail
+                        .lines()
+                        .filter(|l| l.contains("FATAL"))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                ),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(Error::invalid(
+                "recovery did not reach its target within an hour",
+            ));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            () = ctx.cancel.cancelled() => return Err(Error::Interrupted("waiting for recovery".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::BaseInfo;
+
+    fn base(id: &str, finished: &str, end_lsn: &str) -> Manifest {
+        let t: Timestamp = finished.parse().unwrap();
+        Manifest {
+            format: 1,
+            id: id.into(),
+            kind: BackupKind::Base,
+            database: "main".into(),
+            dbname: "yomira".into(),
+            options: Default::default(),
+            server_version: "15".into(),
+            client_version: "15".into(),
+            started_at: t,
+            finished_at: t,
+            data: String::new(),
+            raw_size: 0,
+            stored_size: 0,
+            sha256: String::new(),
+            compression: crate::manifest::Compression {
+                algorithm: "zstd".into(),
+                level: 3,
+            },
+            encryption: None,
+            storage_class: None,
+            tool_version: String::new(),
+            tables: Vec::new(),
+            base: Some(BaseInfo {
+                start_lsn: "0/1000000".into(),
+                end_lsn: end_lsn.into(),
+                timeline: 1,
+                first_wal: String::new(),
+                last_wal: String::new(),
+                wal_segment_size: wal::DEFAULT_SEGMENT_SIZE,
+            }),
+        }
+    }
+
+    #[test]
+    fn chooses_the_newest_base_before_the_target() {
+        let bases = vec![
+            base("20260101T000000Z-0001", "2026-01-01T00:10:00Z", "0/3000000"),
+            base("20260102T000000Z-0002", "2026-01-02T00:10:00Z", "0/9000000"),
+        ];
+        let at = |t: &str| Target::Time(t.parse().unwrap());
+        assert_eq!(
+            choose_base(&bases, &at("2026-01-01T12:00:00Z")).unwrap().id,
+            bases[0].id
+        );
+        assert_eq!(
+            choose_base(&bases, &at("2026-01-03T00:00:00Z")).unwrap().id,
+            bases[1].id
+        );
+        assert!(choose_base(&bases, &at("2026-01-01T00:05:00Z")).is_none());
+        assert_eq!(
+            choose_base(&bases, &Target::Lsn(0x5000000)).unwrap().id,
+            bases[0].id
+        );
+        assert_eq!(
+            choose_base(&bases, &Target::Latest).unwrap().id,
+            bases[1].id
+        );
+    }
+}
