@@ -166,6 +166,29 @@ impl Repository {
         }
     }
 
+    /// Ends a backup: commits its manifest if it was prepared and no stop was asked for;
+    /// otherwise, or if the commit fails, removes its data so that nothing unfinished stays.
+    pub async fn finish_backup(
+        &self,
+        data: &str,
+        prepared: Result<Manifest>,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<Manifest> {
+        let committed = match prepared {
+            Ok(_) if cancel.is_cancelled() => Err(Error::Interrupted(
+                "backup stopped before its commit".into(),
+            )),
+            Ok(manifest) => self.commit(&manifest).await.map(|()| manifest),
+            Err(e) => Err(e),
+        };
+        if committed.is_err() {
+            if let Err(e) = self.storage.delete(data).await {
+                tracing::warn!(path = %data, error = %e, "could not remove the data of a failed backup");
+            }
+        }
+        committed
+    }
+
     /// Commits a backup by writing its manifest; never replaces an existing one.
     pub async fn commit(&self, manifest: &Manifest) -> Result<()> {
         let path = Self::manifest_path(&manifest.id);

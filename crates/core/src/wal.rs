@@ -280,7 +280,8 @@ async fn push_one(ctx: &Context, repo: &Repository, path: &Path, name: &str) -> 
     }
 }
 
-fn identities(ctx: &Context, encrypted: bool) -> Result<Option<Identities>> {
+/// The identities to read an archive written with or without encryption.
+pub fn identities(ctx: &Context, encrypted: bool) -> Result<Option<Identities>> {
     if !encrypted {
         return Ok(None);
     }

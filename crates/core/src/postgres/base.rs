@@ -154,20 +154,10 @@ pub async fn backup_base(
                 wal_segment_size: segment_size,
             }),
         };
-        if ctx.cancel.is_cancelled() {
-            return Err(Error::Interrupted(
-                "backup stopped before its commit".into(),
-            ));
-        }
-        repo.commit(&manifest).await?;
         Ok(manifest)
     }
     .await;
-    if outcome.is_err() {
-        if let Err(e) = repo.storage().delete(&data).await {
-            tracing::warn!(path = %data, error = %e, "could not remove the data of a failed backup");
-        }
-    }
+    let outcome = repo.finish_backup(&data, outcome, &ctx.cancel).await;
     outcome
 }
 
@@ -186,11 +176,7 @@ async fn backup_history(ctx: &Context, repo: &Repository, label: &str) -> Result
             let mut raw = Vec::new();
             for encrypted in [false, true] {
                 if let Some(stored) = repo.storage().read_opt(&wal::key(name, encrypted)).await? {
-                    let ids = if encrypted {
-                        Some(wal_identities(ctx)?)
-                    } else {
-                        None
-                    };
+                    let ids = wal::identities(ctx, encrypted)?;
                     raw = pipeline::open_bytes(&stored, ids.as_ref(), name)?;
                 }
             }
@@ -213,22 +199,6 @@ async fn backup_history(ctx: &Context, repo: &Repository, label: &str) -> Result
             () = ctx.cancel.cancelled() => return Err(Error::Interrupted("waiting for the WAL archive".into())),
         }
     }
-}
-
-/// Identities to read an encrypted `.backup` file, which a base backup needs only when the
-/// archive is encrypted and an identity is configured; without one the file is not readable.
-fn wal_identities(ctx: &Context) -> Result<crate::crypto::Identities> {
-    let path = ctx
-        .config
-        .encryption
-        .as_ref()
-        .and_then(|e| e.identity_file.as_deref())
-        .ok_or_else(|| {
-            Error::Crypto(
-                "reading the encrypted backup history needs `encryption.identity_file`".into(),
-            )
-        })?;
-    crate::crypto::load_identities(std::path::Path::new(path))
 }
 
 /// `START WAL LOCATION: 0/2000028 (file ...)`, `STOP WAL LOCATION: 0/2000100 (file ...)`,

@@ -196,20 +196,10 @@ pub async fn backup_db(
             tables,
             base: None,
         };
-        if ctx.cancel.is_cancelled() {
-            return Err(Error::Interrupted(
-                "backup stopped before its commit".into(),
-            ));
-        }
-        repo.commit(&manifest).await?;
         Ok(manifest)
     }
     .await;
-    if outcome.is_err() {
-        if let Err(e) = repo.storage().delete(&data).await {
-            tracing::warn!(path = %data, error = %e, "could not remove the data of a failed backup");
-        }
-    }
+    let outcome = repo.finish_backup(&data, outcome, &ctx.cancel).await;
     drop(client);
     outcome
 }
