@@ -159,6 +159,23 @@ fn recovery_to_a_moment_and_across_timelines() {
     assert_eq!(out.code, 1);
     assert!(out.error_line().contains("is not empty"), "{}", out.stderr);
 
+    // A data folder that cannot be read as one.
+    let not_a_dir = env.dir.path().join("file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let out = env.lifeboat(&[
+        "restore",
+        "pitr",
+        "--pgdata",
+        not_a_dir.to_str().unwrap(),
+        "--latest",
+    ]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line().contains("cannot read data folder"),
+        "{}",
+        out.stderr
+    );
+
     // Recovery to the moment between the two commits.
     let pgdata = env.dir.path().join("pitr");
     let sock2 = env.dir.path().join("sock2");

@@ -142,6 +142,7 @@ pub async fn restore_pitr(
             )));
         }
     }
+    check_wal_continuity(repo, base, &request.target).await?;
     let identities = identities_for(ctx, base, request.identity.as_deref())?;
     tracing::info!(base = %base.id, target = %describe(&request.target), "restoring a base backup");
 
@@ -194,6 +195,59 @@ pub async fn restore_pitr(
         report.recovery_seconds = Some(round(recovering.elapsed().as_secs_f64()));
     }
     Ok(report)
+}
+
+/// Refuses a recovery that a hole in the archive would stop short of its target: WAL replays
+/// only in sequence, so a missing segment makes every later moment unrecoverable.
+async fn check_wal_continuity(repo: &Repository, base: &Manifest, target: &Target) -> Result<()> {
+    let Some(info) = &base.base else {
+        return Ok(());
+    };
+    let names = wal::archived_names(repo).await?;
+    if !names.contains(&info.first_wal) {
+        return Err(Error::invalid(format!(
+            "WAL segment `{}`, the first that base backup `{}` needs, is missing from the archive",
+            info.first_wal, base.id
+        )));
+    }
+    let spans = wal::spans(&names, info.wal_segment_size);
+    let Some(span) = spans.iter().find(|s| s.timeline == info.timeline) else {
+        return Ok(());
+    };
+    let Some((missing, _)) = span
+        .gaps
+        .iter()
+        .find(|(from, _)| from.as_str() > info.first_wal.as_str())
+    else {
+        return Ok(());
+    };
+    let before_gap = names
+        .iter()
+        .filter(|n| n.len() == 24 && n.as_str() < missing.as_str() && n.starts_with(&missing[..8]))
+        .max();
+    let reachable = match (target, before_gap) {
+        (Target::Lsn(lsn), _) => {
+            wal::segment_of_lsn(info.timeline, *lsn, info.wal_segment_size) < *missing
+        }
+        (Target::Time(t), Some(last)) => {
+            let mut until = None;
+            for encrypted in [false, true] {
+                if let Some(m) = repo.storage().modified(&wal::key(last, encrypted)).await? {
+                    until = Some(m);
+                }
+            }
+            until.is_some_and(|u| *t <= u)
+        }
+        _ => false,
+    };
+    if reachable {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "WAL segment `{missing}` is missing from the archive: recovery from base backup `{}` cannot pass it; `lifeboat list wal` shows the gaps",
+            base.id
+        )))
+    }
 }
 
 fn round(s: f64) -> f64 {
