@@ -244,8 +244,9 @@ async fn push_one(ctx: &Context, repo: &Repository, path: &Path, name: &str) -> 
     let seal = seal_options(ctx);
     let encrypted = !seal.recipients.is_empty();
     let key = key(name, encrypted);
+    let raw = std::sync::Arc::new(raw);
     let sealed = {
-        let raw = raw.clone();
+        let raw = std::sync::Arc::clone(&raw);
         tokio::task::spawn_blocking(move || pipeline::seal_bytes(&raw, &seal))
             .await
             .map_err(|e| Error::invalid(format!("compression thread failed: {e}")))??
@@ -268,7 +269,7 @@ async fn push_one(ctx: &Context, repo: &Repository, path: &Path, name: &str) -> 
         let existing = storage.read_opt(&key).await?.unwrap_or_default();
         let identities = identities(ctx, encrypted)?;
         let archived = pipeline::open_bytes(&existing, identities.as_ref(), name)?;
-        if archived == raw {
+        if archived == *raw {
             tracing::info!(wal = name, "already archived with the same content");
             Ok(())
         } else {

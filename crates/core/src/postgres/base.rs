@@ -89,9 +89,15 @@ pub async fn backup_base(
         repo_config.upload_concurrency,
     );
     let storage_class = repo_config.storage_class.base.clone();
+    // pg_basebackup only relays files the server reads: unlike pg_dump it leaves the cores
+    // free, so by default compression takes them all.
+    let threads = match ctx.config.compression.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        n => n,
+    };
     let seal = SealOptions {
         level: ctx.config.compression.level,
-        threads: ctx.config.compression.threads,
+        threads,
         recipients: encryption
             .as_ref()
             .map(|e| e.recipients.clone())
