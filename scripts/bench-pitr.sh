@@ -125,7 +125,7 @@ stop "$WORK/data"
 P2=$((PORT + 1)); P3=$((PORT + 2))
 t0=$(now)
 "$LIFEBOAT" --config "$WORK/lifeboat.toml" -q restore pitr --pgdata "$WORK/r-lifeboat" --target-time "$TARGET" \
-  --start --port "$P2" --socket-dir "$WORK" --no-archive >/dev/null
+  --start --port "$P2" --socket-dir "$WORK" --no-archive --json >"$WORK/pitr.json"
 t1=$(now)
 LB_PITR_SECS=$(secs "$t0" "$t1")
 
@@ -158,3 +158,4 @@ print(f"| full base backup | {lbb:.1f} s, {lbsize/2**20:.0f} MiB | {brb:.1f} s, 
 print(f"| restore + recover to the same time | {lbp:.1f} s | {brp:.1f} s | {lbp/brp:.2f} |")
 print(f"rows recovered (pgbench_history): lifeboat {lbrows}, pgBackRest {brrows}")
 PY
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("lifeboat phases: base backup unpacked in %.1f s, WAL replayed to the target in %.1f s" % (r["restore_seconds"], r["recovery_seconds"]))' "$WORK/pitr.json"
