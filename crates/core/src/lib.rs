@@ -5,6 +5,7 @@
 //! ([`Context`], [`repository::Repository`], [`postgres::tools::PgTools`]), so that tests drive
 //! it against real, throwaway parts.
 
+pub mod backup;
 pub mod config;
 pub mod crypto;
 pub mod drill;

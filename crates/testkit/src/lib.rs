@@ -111,28 +111,32 @@ impl S3Server {
 
     /// Every stored file under a bucket, as keys (sorted), leaving out s3s-fs's own files.
     pub fn keys(&self, bucket: &str) -> Vec<String> {
-        let base = self.root.join(bucket);
-        let mut keys = Vec::new();
-        let mut stack = vec![base.clone()];
-        while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    let key = path.strip_prefix(&base).unwrap().display().to_string();
-                    if !key.starts_with(".s3s") && !key.contains("/.s3s") {
-                        keys.push(key);
-                    }
-                }
+        files_under(&self.root.join(bucket))
+            .into_iter()
+            .filter(|key| !key.starts_with(".s3s") && !key.contains("/.s3s"))
+            .collect()
+    }
+}
+
+/// Every file below `root`, as paths relative to it, sorted.
+pub fn files_under(root: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(relative) = path.strip_prefix(root) {
+                files.push(relative.display().to_string());
             }
         }
-        keys.sort();
-        keys
     }
+    files.sort();
+    files
 }
 
 impl Drop for S3Server {

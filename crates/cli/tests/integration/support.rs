@@ -1,7 +1,7 @@
 //! Test environment: a scratch cluster holding the sample database, a repository (a folder or
 //! a bucket on a real S3 server), a config file, and a runner for the real `lifeboat` binary.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -218,7 +218,7 @@ impl Env {
     pub fn stored_files(&self) -> Vec<String> {
         match &self.s3 {
             Some(s3) => s3.keys(BUCKET),
-            None => walk(&self.dir.path().join("repo")),
+            None => lifeboat_testkit::files_under(&self.dir.path().join("repo")),
         }
         .into_iter()
         .filter(|k| !k.ends_with("lifeboat.json"))
@@ -239,26 +239,6 @@ pub fn run_of(out: Output) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-pub fn walk(root: &Path) -> Vec<String> {
-    let mut files = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.push(path.strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 /// Polls `check` until it holds, for at most `limit`.

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
+use crate::backup::DataPlan;
 use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
-use crate::manifest::{self, BackupKind, BaseInfo, Compression, DumpOptions, Encryption, Manifest};
-use crate::pipeline::{self, SealOptions, UploadTarget};
+use crate::manifest::{self, BackupKind, BaseInfo, Compression, DumpOptions, Manifest};
+use crate::pipeline;
 use crate::postgres::conn::ConnInfo;
-use crate::postgres::dump::part_plan;
 use crate::postgres::tools::major;
 use crate::repository::Repository;
 use crate::wal;
@@ -77,45 +77,27 @@ pub async fn backup_base(
     let source = tool.spawn_reader()?;
     let killer = source.killer();
 
-    let encryption = ctx.config.encryption.as_ref().map(|e| Encryption {
-        algorithm: "age".into(),
-        recipients: e.recipients.clone(),
-    });
-    let data = Repository::data_path(BackupKind::Base, &id, encryption.is_some());
-    let repo_config = &ctx.config.repository;
-    let (part_size, concurrency) = part_plan(
-        db_size.max(0) as u64 * 2,
-        repo_config.part_size_mib,
-        repo_config.upload_concurrency,
-    );
-    let storage_class = repo_config.storage_class.base.clone();
     // pg_basebackup only relays files the server reads: unlike pg_dump it leaves the cores
     // free, so by default compression takes them all.
     let threads = match ctx.config.compression.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         n => n,
     };
-    let seal = SealOptions {
-        level: ctx.config.compression.level,
+    let plan = DataPlan::new(
+        ctx,
+        BackupKind::Base,
+        &id,
+        db_size.max(0) as u64 * 2,
         threads,
-        recipients: encryption
-            .as_ref()
-            .map(|e| e.recipients.clone())
-            .unwrap_or_default(),
-    };
+    );
     tracing::info!(backup = %id, database = name, "base backup of the cluster of `{dbname}`");
     ctx.progress.begin(&format!("base backup {name}"), None);
     let uploaded = pipeline::upload(
         repo.storage(),
-        UploadTarget {
-            path: &data,
-            storage_class: storage_class.as_deref(),
-            part_size,
-            concurrency,
-        },
+        plan.target(),
         source,
         move || killer.kill(),
-        seal,
+        plan.seal.clone(),
         Arc::clone(&ctx.progress),
         &ctx.cancel,
     )
@@ -139,7 +121,7 @@ pub async fn backup_base(
             client_version: client_version.clone(),
             started_at,
             finished_at: Timestamp::now(),
-            data: data.clone(),
+            data: plan.data.clone(),
             raw_size: stats.raw_size,
             stored_size: stats.stored_size,
             sha256: stats.sha256,
@@ -147,8 +129,8 @@ pub async fn backup_base(
                 algorithm: "zstd".into(),
                 level: ctx.config.compression.level,
             },
-            encryption: encryption.clone(),
-            storage_class: storage_class.clone(),
+            encryption: plan.encryption.clone(),
+            storage_class: plan.storage_class.clone(),
             tool_version: env!("CARGO_PKG_VERSION").into(),
             tables: Vec::new(),
             base: Some(BaseInfo {
@@ -163,7 +145,7 @@ pub async fn backup_base(
         Ok(manifest)
     }
     .await;
-    let outcome = repo.finish_backup(&data, outcome, &ctx.cancel).await;
+    let outcome = repo.finish_backup(&plan.data, outcome, &ctx.cancel).await;
     outcome
 }
 

@@ -11,12 +11,11 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use tokio_postgres::Client;
 
+use crate::backup::DataPlan;
 use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
-use crate::manifest::{
-    self, BackupKind, Compression, DumpOptions, Encryption, Manifest, TableRows,
-};
-use crate::pipeline::{self, SealOptions, UploadTarget};
+use crate::manifest::{self, BackupKind, Compression, DumpOptions, Manifest, TableRows};
+use crate::pipeline;
 use crate::postgres::conn::{quote_ident, ConnInfo};
 use crate::repository::Repository;
 use crate::Context;
@@ -26,25 +25,6 @@ use crate::Context;
 pub struct DumpRequest {
     pub schema_only: bool,
     pub schemas: Vec<String>,
-}
-
-/// Budget for parts buffered or in flight during an upload.
-const UPLOAD_MEMORY: u64 = 128 << 20;
-const MIN_PART: u64 = 8 << 20;
-/// Stay clear of S3's 10,000-part limit.
-const MAX_PARTS: u64 = 9_000;
-
-/// Part size and concurrency for an upload of at most `estimate` bytes.
-pub fn part_plan(estimate: u64, configured_mib: Option<u64>, concurrency: usize) -> (usize, usize) {
-    let part = match configured_mib {
-        Some(mib) => mib << 20,
-        None => {
-            let needed = estimate.div_ceil(MAX_PARTS);
-            needed.div_ceil(1 << 20).max(MIN_PART >> 20) << 20
-        }
-    };
-    let fits = (UPLOAD_MEMORY / part).max(1) as usize;
-    (part as usize, concurrency.min(fits).max(1))
 }
 
 pub async fn backup_db(
@@ -100,41 +80,17 @@ pub async fn backup_db(
     let source = tool.spawn_reader()?;
     let killer = source.killer();
 
-    let encryption = ctx.config.encryption.as_ref().map(|e| Encryption {
-        algorithm: "age".into(),
-        recipients: e.recipients.clone(),
-    });
-    let data = Repository::data_path(BackupKind::Db, &id, encryption.is_some());
-    let repo_config = &ctx.config.repository;
-    let (part_size, concurrency) = part_plan(
-        db_size.max(0) as u64,
-        repo_config.part_size_mib,
-        repo_config.upload_concurrency,
-    );
-    let storage_class = repo_config.storage_class.db.clone();
-    let seal = SealOptions {
-        level: ctx.config.compression.level,
-        threads: ctx.config.compression.threads,
-        recipients: encryption
-            .as_ref()
-            .map(|e| e.recipients.clone())
-            .unwrap_or_default(),
-    };
+    let plan = DataPlan::new(ctx, BackupKind::Db, &id, db_size.max(0) as u64, 0);
     tracing::info!(backup = %id, database = name, "dumping `{dbname}` ({} estimated)", human_bytes(db_size.max(0) as u64));
     ctx.progress.begin(&format!("dump {name}"), None);
     // A failed upload stops the counting (which may be waiting on a lock), and the reverse.
     let stop = ctx.cancel.child_token();
     let upload = pipeline::upload(
         repo.storage(),
-        UploadTarget {
-            path: &data,
-            storage_class: storage_class.as_deref(),
-            part_size,
-            concurrency,
-        },
+        plan.target(),
         source,
         move || killer.kill(),
-        seal,
+        plan.seal.clone(),
         Arc::clone(&ctx.progress),
         &stop,
     );
@@ -182,7 +138,7 @@ pub async fn backup_db(
             client_version: pg_dump_version,
             started_at,
             finished_at: Timestamp::now(),
-            data: data.clone(),
+            data: plan.data.clone(),
             raw_size: stats.raw_size,
             stored_size: stats.stored_size,
             sha256: stats.sha256,
@@ -190,8 +146,8 @@ pub async fn backup_db(
                 algorithm: "zstd".into(),
                 level: ctx.config.compression.level,
             },
-            encryption,
-            storage_class,
+            encryption: plan.encryption.clone(),
+            storage_class: plan.storage_class.clone(),
             tool_version: env!("CARGO_PKG_VERSION").into(),
             tables,
             base: None,
@@ -199,7 +155,7 @@ pub async fn backup_db(
         Ok(manifest)
     }
     .await;
-    let outcome = repo.finish_backup(&data, outcome, &ctx.cancel).await;
+    let outcome = repo.finish_backup(&plan.data, outcome, &ctx.cancel).await;
     drop(client);
     outcome
 }
@@ -339,16 +295,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parts_stay_under_the_limit_and_memory_bounded() {
-        // Small database: minimum part, full concurrency.
-        assert_eq!(part_plan(1 << 20, None, 4), (8 << 20, 4));
-        // 500 GiB: parts grow so that 9,000 of them hold it; concurrency shrinks.
-        let (part, conc) = part_plan(500 << 30, None, 4);
-        assert!(part as u64 * MAX_PARTS >= 500 << 30);
-        assert_eq!(part % (1 << 20), 0);
-        assert!(part as u64 * conc as u64 <= UPLOAD_MEMORY.max(part as u64));
-        // Configured size wins.
-        assert_eq!(part_plan(1 << 40, Some(64), 4).0, 64 << 20);
+    fn human_sizes() {
         assert_eq!(human_bytes(1536), "1.5 KiB");
     }
 }

@@ -1,0 +1,100 @@
+//! What every backup shares: where its data goes and how it is sealed and uploaded.
+
+use crate::manifest::{BackupKind, Encryption};
+use crate::pipeline::{SealOptions, UploadTarget};
+use crate::repository::Repository;
+use crate::Context;
+
+/// Budget for parts buffered or in flight during an upload.
+const UPLOAD_MEMORY: u64 = 128 << 20;
+const MIN_PART: u64 = 8 << 20;
+/// Stay clear of S3's 10,000-part limit.
+const MAX_PARTS: u64 = 9_000;
+
+/// Part size and concurrency for an upload of at most `estimate` bytes.
+pub fn part_plan(estimate: u64, configured_mib: Option<u64>, concurrency: usize) -> (usize, usize) {
+    let part = match configured_mib {
+        Some(mib) => mib << 20,
+        None => {
+            let needed = estimate.div_ceil(MAX_PARTS);
+            needed.div_ceil(1 << 20).max(MIN_PART >> 20) << 20
+        }
+    };
+    let fits = (UPLOAD_MEMORY / part).max(1) as usize;
+    (part as usize, concurrency.min(fits).max(1))
+}
+
+/// Where and how one backup's data is stored.
+#[derive(Debug, Clone)]
+pub struct DataPlan {
+    pub data: String,
+    pub encryption: Option<Encryption>,
+    pub storage_class: Option<String>,
+    pub seal: SealOptions,
+    pub part_size: usize,
+    pub concurrency: usize,
+}
+
+impl DataPlan {
+    /// The plan for backup `id` of `kind`, whose data is at most `estimate` bytes, compressed
+    /// with `threads` zstd workers (0: the configured number).
+    pub fn new(ctx: &Context, kind: BackupKind, id: &str, estimate: u64, threads: u32) -> DataPlan {
+        let encryption = ctx.config.encryption.as_ref().map(|e| Encryption {
+            algorithm: "age".into(),
+            recipients: e.recipients.clone(),
+        });
+        let repo = &ctx.config.repository;
+        let (part_size, concurrency) =
+            part_plan(estimate, repo.part_size_mib, repo.upload_concurrency);
+        let storage_class = match kind {
+            BackupKind::Db => repo.storage_class.db.clone(),
+            BackupKind::Base => repo.storage_class.base.clone(),
+        };
+        DataPlan {
+            data: Repository::data_path(kind, id, encryption.is_some()),
+            seal: SealOptions {
+                level: ctx.config.compression.level,
+                threads: if threads == 0 {
+                    ctx.config.compression.threads
+                } else {
+                    threads
+                },
+                recipients: encryption
+                    .as_ref()
+                    .map(|e| e.recipients.clone())
+                    .unwrap_or_default(),
+            },
+            encryption,
+            storage_class,
+            part_size,
+            concurrency,
+        }
+    }
+
+    pub fn target(&self) -> UploadTarget<'_> {
+        UploadTarget {
+            path: &self.data,
+            storage_class: self.storage_class.as_deref(),
+            part_size: self.part_size,
+            concurrency: self.concurrency,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_stay_under_the_limit_and_memory_bounded() {
+        // Small database: minimum part, full concurrency.
+        assert_eq!(part_plan(1 << 20, None, 4), (8 << 20, 4));
+        // 500 GiB: parts grow so that 9,000 of them hold it; concurrency shrinks.
+        let (part, conc) = part_plan(500 << 30, None, 4);
+        assert!(part as u64 * MAX_PARTS >= 500 << 30);
+        assert_eq!(part % (1 << 20), 0);
+        assert!(part as u64 * conc as u64 <= UPLOAD_MEMORY.max(part as u64));
+        // Configured size wins.
+        assert_eq!(part_plan(1 << 40, Some(64), 4).0, 64 << 20);
+    }
+}
