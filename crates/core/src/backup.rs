@@ -1,7 +1,9 @@
 //! What every backup shares: where its data goes and how it is sealed and uploaded.
 
-use crate::manifest::{BackupKind, Encryption};
-use crate::pipeline::{SealOptions, UploadTarget};
+use crate::manifest::{
+    self, BackupKind, BaseInfo, Compression, DumpOptions, Encryption, Manifest, TableRows,
+};
+use crate::pipeline::{SealOptions, StreamStats, UploadTarget};
 use crate::repository::Repository;
 use crate::Context;
 
@@ -22,6 +24,21 @@ pub fn part_plan(estimate: u64, configured_mib: Option<u64>, concurrency: usize)
     };
     let fits = (UPLOAD_MEMORY / part).max(1) as usize;
     (part as usize, concurrency.min(fits).max(1))
+}
+
+/// What a backup is, as its taker knows it; [`DataPlan::manifest`] adds what was stored.
+#[derive(Debug, Clone)]
+pub struct About {
+    pub id: String,
+    pub kind: BackupKind,
+    pub database: String,
+    pub dbname: String,
+    pub options: DumpOptions,
+    pub server_version: String,
+    pub client_version: String,
+    pub started_at: jiff::Timestamp,
+    pub tables: Vec<TableRows>,
+    pub base: Option<BaseInfo>,
 }
 
 /// Where and how one backup's data is stored.
@@ -68,6 +85,35 @@ impl DataPlan {
             storage_class,
             part_size,
             concurrency,
+        }
+    }
+
+    /// The manifest of the backup this plan stored: what it is (`about`) and what was stored.
+    pub fn manifest(&self, about: About, stats: StreamStats) -> Manifest {
+        Manifest {
+            format: manifest::MANIFEST_FORMAT,
+            id: about.id,
+            kind: about.kind,
+            database: about.database,
+            dbname: about.dbname,
+            options: about.options,
+            server_version: about.server_version,
+            client_version: about.client_version,
+            started_at: about.started_at,
+            finished_at: jiff::Timestamp::now(),
+            data: self.data.clone(),
+            raw_size: stats.raw_size,
+            stored_size: stats.stored_size,
+            sha256: stats.sha256,
+            compression: Compression {
+                algorithm: "zstd".into(),
+                level: self.seal.level,
+            },
+            encryption: self.encryption.clone(),
+            storage_class: self.storage_class.clone(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            tables: about.tables,
+            base: about.base,
         }
     }
 

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 
-use crate::backup::DataPlan;
+use crate::backup::{About, DataPlan};
 use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
-use crate::manifest::{self, BackupKind, BaseInfo, Compression, DumpOptions, Manifest};
+use crate::manifest::{self, BackupKind, BaseInfo, DumpOptions, Manifest};
 use crate::pipeline;
 use crate::postgres::conn::ConnInfo;
 use crate::postgres::tools::major;
@@ -110,8 +110,7 @@ pub async fn backup_base(
         let first_wal = wal::segment_of_lsn(timeline, start_lsn, segment_size);
         let last_wal = wal::segment_of_lsn(timeline, end_lsn, segment_size);
         wait_for_archive(ctx, repo, &last_wal).await?;
-        let manifest = Manifest {
-            format: manifest::MANIFEST_FORMAT,
+        let about = About {
             id: id.clone(),
             kind: BackupKind::Base,
             database: name.to_string(),
@@ -120,18 +119,6 @@ pub async fn backup_base(
             server_version: server_version.clone(),
             client_version: client_version.clone(),
             started_at,
-            finished_at: Timestamp::now(),
-            data: plan.data.clone(),
-            raw_size: stats.raw_size,
-            stored_size: stats.stored_size,
-            sha256: stats.sha256,
-            compression: Compression {
-                algorithm: "zstd".into(),
-                level: ctx.config.compression.level,
-            },
-            encryption: plan.encryption.clone(),
-            storage_class: plan.storage_class.clone(),
-            tool_version: env!("CARGO_PKG_VERSION").into(),
             tables: Vec::new(),
             base: Some(BaseInfo {
                 start_lsn: wal::format_lsn(start_lsn),
@@ -142,7 +129,7 @@ pub async fn backup_base(
                 wal_segment_size: segment_size,
             }),
         };
-        Ok(manifest)
+        Ok(plan.manifest(about, stats))
     }
     .await;
     let outcome = repo.finish_backup(&plan.data, outcome, &ctx.cancel).await;

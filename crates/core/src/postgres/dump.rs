@@ -11,10 +11,10 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use tokio_postgres::Client;
 
-use crate::backup::DataPlan;
+use crate::backup::{About, DataPlan};
 use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
-use crate::manifest::{self, BackupKind, Compression, DumpOptions, Manifest, TableRows};
+use crate::manifest::{self, BackupKind, DumpOptions, Manifest, TableRows};
 use crate::pipeline;
 use crate::postgres::conn::{quote_ident, ConnInfo};
 use crate::repository::Repository;
@@ -124,8 +124,7 @@ pub async fn backup_db(
         txn.commit()
             .await
             .map_err(|e| Error::postgres("closing the snapshot transaction", &e))?;
-        let manifest = Manifest {
-            format: manifest::MANIFEST_FORMAT,
+        let about = About {
             id: id.clone(),
             kind: BackupKind::Db,
             database: name.to_string(),
@@ -137,21 +136,10 @@ pub async fn backup_db(
             server_version,
             client_version: pg_dump_version,
             started_at,
-            finished_at: Timestamp::now(),
-            data: plan.data.clone(),
-            raw_size: stats.raw_size,
-            stored_size: stats.stored_size,
-            sha256: stats.sha256,
-            compression: Compression {
-                algorithm: "zstd".into(),
-                level: ctx.config.compression.level,
-            },
-            encryption: plan.encryption.clone(),
-            storage_class: plan.storage_class.clone(),
-            tool_version: env!("CARGO_PKG_VERSION").into(),
             tables,
             base: None,
         };
+        let manifest = plan.manifest(about, stats);
         Ok(manifest)
     }
     .await;
