@@ -78,6 +78,8 @@ pub enum Command {
 pub enum ListWhat {
     /// The WAL archive: timelines, segments, gaps.
     Wal,
+    /// The runs of every object backup (`[objects.NAME]`).
+    Objects,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +107,15 @@ pub enum BackupCommand {
         #[arg(long, value_name = "NAME")]
         db: Option<String>,
     },
+    /// Copy a bucket into its backup bucket, keeping what the source deleted or overwrote.
+    Objects {
+        /// The configured object backup (`[objects.NAME]`); needed when several are configured.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Show what would be copied and moved to history; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +137,30 @@ pub enum RestoreCommand {
     Db(RestoreDbArgs),
     /// Point-in-time recovery: a base backup into an empty data folder, then WAL to the target.
     Pitr(RestorePitrArgs),
+    /// Put a bucket (or a prefix of it) back as it was at a run of its object backup.
+    Objects(RestoreObjectsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreObjectsArgs {
+    /// The configured object backup (`[objects.NAME]`).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Restore as of the latest run not after this moment [default: the latest run].
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
+    /// Restore into this bucket (same account as the source) instead of the source.
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX]")]
+    pub to: Option<String>,
+    /// Only objects whose key starts with this.
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// Also delete objects of the target that the run did not hold.
+    #[arg(long)]
+    pub delete: bool,
+    /// Show what would be restored; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

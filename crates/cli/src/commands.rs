@@ -98,6 +98,15 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             }
             emit(&out)
         }
+        Command::List {
+            what: Some(ListWhat::Objects),
+        } => crate::objects::list(ctx, args.json).await,
+        Command::Backup(BackupCommand::Objects { name, dry_run }) => {
+            crate::objects::backup(ctx, name.as_deref(), *dry_run, args.json).await
+        }
+        Command::Restore(RestoreCommand::Objects(r)) => {
+            crate::objects::restore(ctx, r, args.json).await
+        }
         Command::WalPush { path } => {
             let repo = Repository::open(&ctx.config.repository).await?;
             wal::push(ctx, &repo, path).await
@@ -239,7 +248,7 @@ fn pitr_request(p: &RestorePitrArgs) -> Result<pitr::PitrRequest> {
 }
 
 /// A moment: RFC 3339 with an offset, or `YYYY-MM-DD HH:MM:SS` taken as UTC.
-fn parse_time(text: &str) -> Result<jiff::Timestamp> {
+pub fn parse_time(text: &str) -> Result<jiff::Timestamp> {
     text.parse::<jiff::Timestamp>()
         .or_else(|_| {
             text.parse::<jiff::civil::DateTime>()
@@ -393,7 +402,7 @@ fn show(m: &Manifest) -> String {
     out
 }
 
-fn print_json_or<T: serde::Serialize>(
+pub fn print_json_or<T: serde::Serialize>(
     json: bool,
     value: &T,
     text: impl FnOnce() -> String,
@@ -406,7 +415,7 @@ fn print_json_or<T: serde::Serialize>(
 }
 
 /// Writes to stdout; a closed stdout (`| head`) is not an error worth a message.
-fn emit(text: &str) -> Result<()> {
+pub fn emit(text: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())

@@ -7,6 +7,7 @@
 
 mod cli;
 mod commands;
+mod objects;
 mod progress;
 
 use std::io::IsTerminal;

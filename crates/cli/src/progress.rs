@@ -25,6 +25,7 @@ pub fn for_stderr(quiet: bool) -> Arc<dyn Progress> {
 #[derive(Default)]
 struct Bar {
     bar: Mutex<Option<ProgressBar>>,
+    task: Mutex<String>,
 }
 
 impl Progress for Bar {
@@ -45,6 +46,7 @@ impl Progress for Bar {
                 .progress_chars("=> "),
         );
         bar.set_message(task.to_string());
+        *self.task.lock().expect("progress poisoned") = task.to_string();
         bar.enable_steady_tick(Duration::from_millis(250));
         *self.bar.lock().expect("progress poisoned") = Some(bar);
     }
@@ -52,6 +54,13 @@ impl Progress for Bar {
     fn advance(&self, bytes: u64) {
         if let Some(bar) = self.bar.lock().expect("progress poisoned").as_ref() {
             bar.inc(bytes);
+        }
+    }
+
+    fn note(&self, detail: &str) {
+        if let Some(bar) = self.bar.lock().expect("progress poisoned").as_ref() {
+            let task = self.task.lock().expect("progress poisoned");
+            bar.set_message(format!("{task}: {detail}"));
         }
     }
 
@@ -65,6 +74,7 @@ impl Progress for Bar {
 struct LogLines {
     task: Mutex<(String, Instant, Instant)>,
     done: AtomicU64,
+    detail: Mutex<String>,
 }
 
 impl Default for LogLines {
@@ -72,6 +82,7 @@ impl Default for LogLines {
         LogLines {
             task: Mutex::new((String::new(), Instant::now(), Instant::now())),
             done: AtomicU64::new(0),
+            detail: Mutex::new(String::new()),
         }
     }
 }
@@ -81,6 +92,7 @@ impl Progress for LogLines {
         *self.task.lock().expect("progress poisoned") =
             (task.to_string(), Instant::now(), Instant::now());
         self.done.store(0, Ordering::Relaxed);
+        self.detail.lock().expect("progress poisoned").clear();
     }
 
     fn advance(&self, bytes: u64) {
@@ -89,13 +101,21 @@ impl Progress for LogLines {
         if task.2.elapsed() >= LOG_EVERY {
             task.2 = Instant::now();
             let secs = task.1.elapsed().as_secs_f64().max(0.001);
+            let detail = self.detail.lock().expect("progress poisoned");
             tracing::info!(
-                "{}: {} done, {}/s",
+                "{}: {} done, {}/s{}{}",
                 task.0,
                 human_bytes(done),
-                human_bytes((done as f64 / secs) as u64)
+                human_bytes((done as f64 / secs) as u64),
+                if detail.is_empty() { "" } else { ", " },
+                detail
             );
         }
+    }
+
+    fn note(&self, detail: &str) {
+        detail.clone_into(&mut self.detail.lock().expect("progress poisoned"));
+        self.advance(0);
     }
 
     fn end(&self) {}

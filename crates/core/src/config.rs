@@ -36,6 +36,8 @@ pub struct Config {
     pub wal: WalConfig,
     #[serde(default)]
     pub postgres: BTreeMap<String, PostgresConfig>,
+    #[serde(default)]
+    pub objects: BTreeMap<String, ObjectsConfig>,
     #[serde(skip_deserializing, default = "default_source")]
     pub source: ConfigSource,
 }
@@ -275,6 +277,120 @@ pub struct PostgresConfig {
     /// Tables (`schema.table`) that must never be empty in a backup or a restore.
     #[serde(default, deserialize_with = "expand_vec")]
     pub critical_tables: Vec<String>,
+}
+
+/// A bucket backed up into another bucket (`[objects.NAME]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectsConfig {
+    /// The bucket (and optional prefix) to back up.
+    pub source: BucketConfig,
+    /// Where its copies, their history and the record of every run go.
+    pub destination: BucketConfig,
+    /// Objects copied at once.
+    #[serde(default = "default_transfers")]
+    pub transfers: usize,
+    /// Metadata requests (HEAD, DELETE) at once.
+    #[serde(default = "default_transfers")]
+    pub checkers: usize,
+    /// How long an object deleted or overwritten in the source stays restorable.
+    #[serde(default = "default_history_days")]
+    pub history_days: u32,
+    /// Multipart part size in MiB for large objects (every part but the last this size).
+    #[serde(default = "default_object_part_mib")]
+    pub part_size_mib: u64,
+}
+
+fn default_transfers() -> usize {
+    16
+}
+
+fn default_history_days() -> u32 {
+    90
+}
+
+fn default_object_part_mib() -> u64 {
+    8
+}
+
+/// One S3 bucket with its own endpoint and credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketConfig {
+    pub url: BucketUrl,
+    #[serde(default, deserialize_with = "expand_opt")]
+    pub endpoint: Option<String>,
+    #[serde(default, deserialize_with = "expand_opt")]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub access_key_id: Option<Secret>,
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    #[serde(default = "yes")]
+    pub path_style: bool,
+    /// Storage class of the copies; unset means the bucket default.
+    #[serde(default, deserialize_with = "storage_class_opt")]
+    pub storage_class: Option<String>,
+}
+
+impl BucketConfig {
+    /// The same account and endpoint as `other`, with another bucket and prefix.
+    pub fn with_url(&self, url: BucketUrl) -> BucketConfig {
+        BucketConfig {
+            url,
+            ..self.clone()
+        }
+    }
+
+    /// Whether a server-side copy from `other` into this bucket is possible: one endpoint,
+    /// one set of credentials.
+    pub fn shares_account_with(&self, other: &BucketConfig) -> bool {
+        self.endpoint == other.endpoint
+            && self.region == other.region
+            && self.access_key_id.is_some()
+            && self.access_key_id == other.access_key_id
+            && self.secret_access_key == other.secret_access_key
+    }
+}
+
+/// `s3://BUCKET[/PREFIX]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketUrl {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl BucketUrl {
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        match RepositoryUrl::parse(text) {
+            Ok(RepositoryUrl::S3 { bucket, prefix }) => Ok(BucketUrl { bucket, prefix }),
+            _ => Err(format!(
+                "bucket url `{text}` must be `s3://BUCKET` or `s3://BUCKET/PREFIX`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for BucketUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.prefix.is_empty() {
+            write!(f, "s3://{}", self.bucket)
+        } else {
+            write!(f, "s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BucketUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BucketUrl::parse(&expand(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for BucketUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
 }
 
 /// A PostgreSQL connection URL whose password is never displayed.
@@ -542,6 +658,27 @@ impl Config {
                     .map_err(|e| Error::Config(format!("config `{}`: {e}", self.source_name())))?;
             }
         }
+        for (name, objects) in &self.objects {
+            if objects.transfers == 0 || objects.checkers == 0 {
+                return bad(format!(
+                    "`objects.{name}.transfers` and `checkers` must be at least 1"
+                ));
+            }
+            if !(5..=5120).contains(&objects.part_size_mib) {
+                return bad(format!(
+                    "`objects.{name}.part_size_mib` is `{}`: S3 parts must be 5 to 5120 MiB",
+                    objects.part_size_mib
+                ));
+            }
+            if objects.source.url == objects.destination.url
+                && objects.source.endpoint == objects.destination.endpoint
+            {
+                return bad(format!(
+                    "`objects.{name}`: source and destination are the same bucket `{}`",
+                    objects.source.url
+                ));
+            }
+        }
         for (name, db) in &self.postgres {
             for table in &db.critical_tables {
                 if table.split_once('.').is_none() {
@@ -592,6 +729,48 @@ impl Config {
         }
     }
 
+    /// The object backup section to use: `name` if given, else the only one configured.
+    pub fn objects(&self, name: Option<&str>) -> Result<(&str, &ObjectsConfig)> {
+        let names = || {
+            self.objects
+                .keys()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match name {
+            Some(name) => self
+                .objects
+                .get_key_value(name)
+                .map(|(k, v)| (k.as_str(), v))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "object backup `{name}` is not configured in `{}`: configured are {}",
+                        self.source_name(),
+                        if self.objects.is_empty() {
+                            "none".into()
+                        } else {
+                            names()
+                        }
+                    ))
+                }),
+            None => {
+                let mut all = self.objects.iter();
+                match (all.next(), all.next()) {
+                    (Some((k, v)), None) => Ok((k.as_str(), v)),
+                    (None, _) => Err(Error::Config(format!(
+                        "no object backup configured in `{}`: add an `[objects.NAME]` section with `source` and `destination`",
+                        self.source_name()
+                    ))),
+                    _ => Err(Error::invalid(format!(
+                        "several object backups are configured ({}): choose one with `--name NAME`",
+                        names()
+                    ))),
+                }
+            }
+        }
+    }
+
     fn database_names(&self) -> String {
         if self.postgres.is_empty() {
             return "none".into();
@@ -614,6 +793,7 @@ impl Config {
             tools: &'a ToolsConfig,
             wal: &'a WalConfig,
             postgres: &'a BTreeMap<String, PostgresConfig>,
+            objects: &'a BTreeMap<String, ObjectsConfig>,
         }
         toml::to_string_pretty(&Shown {
             repository: &self.repository,
@@ -622,6 +802,7 @@ impl Config {
             tools: &self.tools,
             wal: &self.wal,
             postgres: &self.postgres,
+            objects: &self.objects,
         })
         .unwrap_or_else(|e| format!("# cannot display the configuration: {e}\n"))
     }
@@ -636,6 +817,7 @@ impl Default for Config {
             tools: ToolsConfig::default(),
             wal: WalConfig::default(),
             postgres: BTreeMap::new(),
+            objects: BTreeMap::new(),
             source: ConfigSource::Default,
         }
     }

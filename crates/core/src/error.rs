@@ -70,6 +70,10 @@ pub enum Error {
 
     #[error("interrupted: {0}")]
     Interrupted(String),
+
+    /// The work was done except for some items, which were reported one by one.
+    #[error("{0}")]
+    Incomplete(String),
 }
 
 fn stderr_suffix(stderr: &str) -> String {

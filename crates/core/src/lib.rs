@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod drill;
 pub mod error;
 pub mod manifest;
+pub mod objects;
 pub mod pipeline;
 pub mod postgres;
 pub mod process;

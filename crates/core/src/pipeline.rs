@@ -500,13 +500,13 @@ fn open_stream<W: Write>(
 }
 
 /// The receiving end of the download channel as `Read`.
-struct ChannelReader {
+pub(crate) struct ChannelReader {
     rx: mpsc::Receiver<Result<Bytes>>,
     current: Bytes,
 }
 
 impl ChannelReader {
-    fn new(rx: mpsc::Receiver<Result<Bytes>>) -> Self {
+    pub(crate) fn new(rx: mpsc::Receiver<Result<Bytes>>) -> Self {
         ChannelReader {
             rx,
             current: Bytes::new(),

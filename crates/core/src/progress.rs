@@ -9,6 +9,8 @@ pub trait Progress: Send + Sync {
     fn begin(&self, task: &str, total: Option<u64>);
     /// `bytes` more bytes are done.
     fn advance(&self, bytes: u64);
+    /// A word on where the task is (objects scanned, copied...), shown next to the bytes.
+    fn note(&self, _detail: &str) {}
     /// The task ended (well or not).
     fn end(&self);
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
 use opendal::{layers::RetryLayer, services, ErrorKind, Operator};
 
-use crate::config::{RepositoryConfig, RepositoryUrl};
+use crate::config::{BucketConfig, RepositoryConfig, RepositoryUrl, Secret};
 use crate::error::{Error, Result};
 
 /// Folder (inside a local repository) where uploads are written before they are renamed into
@@ -237,8 +237,17 @@ impl Storage {
     }
 }
 
+/// Four retries of a failed request, backing off from 200 ms to 8 s with jitter.
+fn retry_layer() -> RetryLayer {
+    RetryLayer::new()
+        .with_max_times(4)
+        .with_min_delay(std::time::Duration::from_millis(200))
+        .with_max_delay(std::time::Duration::from_secs(8))
+        .with_jitter()
+}
+
 fn build_operator(config: &RepositoryConfig, class: Option<&str>) -> Result<Operator> {
-    let retry = RetryLayer::new().with_max_times(4).with_jitter();
+    let retry = retry_layer();
     let op = match &config.url {
         RepositoryUrl::Local(path) => {
             let root = absolute(path)?;
@@ -251,41 +260,80 @@ fn build_operator(config: &RepositoryConfig, class: Option<&str>) -> Result<Oper
                 .layer(retry)
                 .finish()
         }
-        RepositoryUrl::S3 { bucket, prefix } => {
-            let mut builder = services::S3::default()
-                .bucket(bucket)
-                .root(&format!("/{prefix}"))
-                .disable_ec2_metadata();
-            if let Some(endpoint) = &config.endpoint {
-                builder = builder.endpoint(endpoint);
-            }
-            let region = config.region.clone().unwrap_or_else(|| {
-                if config.endpoint.is_some() {
-                    "auto".into()
-                } else {
-                    "us-east-1".into()
-                }
-            });
-            builder = builder.region(&region);
-            if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
-                builder = builder
-                    .access_key_id(id.expose())
-                    .secret_access_key(secret.expose())
-                    .disable_config_load();
-            }
-            if !config.path_style {
-                builder = builder.enable_virtual_host_style();
-            }
-            if let Some(class) = class {
-                builder = builder.default_storage_class(class);
-            }
-            Operator::new(builder)
-                .map_err(|e| Error::storage("opening", &config.url.to_string(), e))?
-                .layer(retry)
-                .finish()
-        }
+        RepositoryUrl::S3 { bucket, prefix } => s3_operator(
+            &S3Access {
+                bucket,
+                prefix,
+                endpoint: config.endpoint.as_deref(),
+                region: config.region.as_deref(),
+                access_key_id: config.access_key_id.as_ref(),
+                secret_access_key: config.secret_access_key.as_ref(),
+                path_style: config.path_style,
+            },
+            class,
+        )
+        .map_err(|e| Error::storage("opening", &config.url.to_string(), e))?,
     };
     Ok(op)
+}
+
+/// Where and how to reach one S3 bucket.
+pub struct S3Access<'a> {
+    pub bucket: &'a str,
+    pub prefix: &'a str,
+    pub endpoint: Option<&'a str>,
+    pub region: Option<&'a str>,
+    pub access_key_id: Option<&'a Secret>,
+    pub secret_access_key: Option<&'a Secret>,
+    pub path_style: bool,
+}
+
+impl<'a> S3Access<'a> {
+    pub fn of_bucket(config: &'a BucketConfig) -> S3Access<'a> {
+        S3Access {
+            bucket: &config.url.bucket,
+            prefix: &config.url.prefix,
+            endpoint: config.endpoint.as_deref(),
+            region: config.region.as_deref(),
+            access_key_id: config.access_key_id.as_ref(),
+            secret_access_key: config.secret_access_key.as_ref(),
+            path_style: config.path_style,
+        }
+    }
+
+    /// The region to sign with: the configured one, else `auto` behind a custom endpoint (R2).
+    pub fn region(&self) -> &str {
+        match (self.region, self.endpoint) {
+            (Some(region), _) => region,
+            (None, Some(_)) => "auto",
+            (None, None) => "us-east-1",
+        }
+    }
+}
+
+/// An OpenDAL operator on an S3 bucket (below its prefix), retrying transient failures.
+pub fn s3_operator(access: &S3Access<'_>, class: Option<&str>) -> opendal::Result<Operator> {
+    let mut builder = services::S3::default()
+        .bucket(access.bucket)
+        .root(&format!("/{}", access.prefix))
+        .disable_ec2_metadata()
+        .region(access.region());
+    if let Some(endpoint) = access.endpoint {
+        builder = builder.endpoint(endpoint);
+    }
+    if let (Some(id), Some(secret)) = (access.access_key_id, access.secret_access_key) {
+        builder = builder
+            .access_key_id(id.expose())
+            .secret_access_key(secret.expose())
+            .disable_config_load();
+    }
+    if !access.path_style {
+        builder = builder.enable_virtual_host_style();
+    }
+    if let Some(class) = class {
+        builder = builder.default_storage_class(class);
+    }
+    Ok(Operator::new(builder)?.layer(retry_layer()).finish())
 }
 
 fn absolute(path: &std::path::Path) -> Result<PathBuf> {

@@ -2,6 +2,7 @@
 //! S3 server, both started by the tests on this machine.
 
 mod failures;
+mod objects;
 mod partial;
 mod pitr;
 mod roundtrip;

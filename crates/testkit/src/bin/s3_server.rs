@@ -1,6 +1,7 @@
 //! `lifeboat-s3-server ROOT [PORT]`: an S3 server on 127.0.0.1 for benchmarks and manual
 //! tries. Credentials come from $S3_ACCESS_KEY and $S3_SECRET_KEY (default `lifeboat` /
-//! `lifeboat-secret`). Prints its endpoint, then serves until killed.
+//! `lifeboat-secret`); with $S3_REQUEST_LOG set, every request is appended to that file as
+//! `METHOD PATH?QUERY`. Prints its endpoint, then serves until killed.
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -17,6 +18,10 @@ fn main() {
         addr,
         &access,
         &secret,
+        lifeboat_testkit::ServeOptions {
+            log: std::env::var_os("S3_REQUEST_LOG").map(Into::into),
+            ..Default::default()
+        },
     ) {
         Ok(server) => server,
         Err(e) => {

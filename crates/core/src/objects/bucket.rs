@@ -1,0 +1,490 @@
+//! One S3 bucket (below a prefix) as the object backup sees it: listings with size, ETag and
+//! time; small files; copies of objects from another bucket with their content type and user
+//! metadata, streamed in equal-size parts or made by the server when both buckets share an
+//! account; deletions in parallel.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use opendal::{ErrorKind, Operator};
+
+use super::index::Listed;
+use crate::config::BucketConfig;
+use crate::error::{Error, Result};
+use crate::storage::{s3_operator, S3Access};
+
+/// Requests sent, by kind, for the summary of a run.
+#[derive(Debug, Default)]
+pub struct Requests {
+    pub list: AtomicU64,
+    pub head: AtomicU64,
+    pub get: AtomicU64,
+    pub put: AtomicU64,
+    pub copy: AtomicU64,
+    pub delete: AtomicU64,
+}
+
+/// Requests sent, by kind, as reported.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct RequestCounts {
+    pub list: u64,
+    pub head: u64,
+    pub get: u64,
+    pub put: u64,
+    pub copy: u64,
+    pub delete: u64,
+    pub total: u64,
+}
+
+impl Requests {
+    pub fn counts(&self) -> RequestCounts {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RequestCounts {
+            list: load(&self.list),
+            head: load(&self.head),
+            get: load(&self.get),
+            put: load(&self.put),
+            copy: load(&self.copy),
+            delete: load(&self.delete),
+            total: self.total(),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        [
+            &self.list,
+            &self.head,
+            &self.get,
+            &self.put,
+            &self.copy,
+            &self.delete,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
+    }
+
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+pub struct Bucket {
+    pub config: BucketConfig,
+    op: Operator,
+    http: reqwest::Client,
+    pub requests: Arc<Requests>,
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket")
+            .field("url", &self.config.url.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bucket {
+    pub fn open(config: &BucketConfig, requests: Arc<Requests>) -> Result<Bucket> {
+        let op = s3_operator(
+            &S3Access::of_bucket(config),
+            config.storage_class.as_deref(),
+        )
+        .map_err(|e| Error::storage("opening", &config.url.to_string(), e))?;
+        Ok(Bucket {
+            config: config.clone(),
+            op,
+            http: reqwest::Client::new(),
+            requests,
+        })
+    }
+
+    /// How a key is named in messages.
+    pub fn display(&self, key: &str) -> String {
+        format!(
+            "{}/{key}",
+            self.config.url.to_string().trim_end_matches('/')
+        )
+    }
+
+    /// Every object under `prefix`, in key order, with what the listing says about it.
+    pub async fn list(&self, prefix: &str) -> Result<BoxStream<'static, Result<Listed>>> {
+        let display = self.display(prefix);
+        Requests::add(&self.requests.list, 1);
+        let lister = match self.op.lister_with(prefix).recursive(true).await {
+            Ok(lister) => lister,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Ok(futures::stream::empty().boxed());
+            }
+            Err(e) => return Err(Error::storage("listing", &display, e)),
+        };
+        let requests = self.requests.clone();
+        let mut seen = 0u64;
+        Ok(lister
+            .try_filter(|entry| futures::future::ready(!entry.metadata().is_dir()))
+            .map(move |item| {
+                seen += 1;
+                if seen % 1000 == 0 {
+                    Requests::add(&requests.list, 1);
+                }
+                item.map(|entry| {
+                    let meta = entry.metadata();
+                    Listed {
+                        key: entry.path().to_string(),
+                        size: meta.content_length(),
+                        etag: meta.etag().map(|e| e.trim_matches('"').to_string()),
+                        modified: meta.last_modified().map(|t| t.into_inner()),
+                    }
+                })
+                .map_err(|e| Error::storage("listing", &display, e))
+            })
+            .boxed())
+    }
+
+    /// The "folders" right below `prefix` (which ends with `/`), as full prefixes.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>> {
+        let display = self.display(prefix);
+        Requests::add(&self.requests.list, 1);
+        let lister = match self.op.lister(prefix).await {
+            Ok(lister) => lister,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::storage("listing", &display, e)),
+        };
+        lister
+            .try_filter(|entry| futures::future::ready(entry.metadata().is_dir()))
+            .map_ok(|entry| entry.path().to_string())
+            .try_filter(|path| futures::future::ready(path != prefix))
+            .try_collect()
+            .await
+            .map_err(|e| Error::storage("listing", &display, e))
+    }
+
+    pub async fn read_opt(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Requests::add(&self.requests.get, 1);
+        match self.op.read(key).await {
+            Ok(buf) => Ok(Some(buf.to_vec())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::storage("reading", &self.display(key), e)),
+        }
+    }
+
+    /// Streams an object's bytes.
+    pub async fn read_stream(&self, key: &str) -> Result<BoxStream<'static, Result<bytes::Bytes>>> {
+        let display = self.display(key);
+        Requests::add(&self.requests.get, 1);
+        let reader = self
+            .op
+            .reader(key)
+            .await
+            .map_err(|e| Error::storage("reading", &display, e))?;
+        let stream = reader
+            .into_bytes_stream(..)
+            .await
+            .map_err(|e| Error::storage("reading", &display, e))?;
+        Ok(stream
+            .map_err(move |e| Error::Storage {
+                op: "reading",
+                path: display.clone(),
+                retryable: true,
+                message: crate::error::one_line(&e.to_string().to_lowercase()),
+            })
+            .boxed())
+    }
+
+    pub async fn write(&self, key: &str, data: Vec<u8>) -> Result<()> {
+        Requests::add(&self.requests.put, 1);
+        self.op
+            .write(key, data)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::storage("writing", &self.display(key), e))
+    }
+
+    /// Starts a streamed upload in parts of `part_size` bytes.
+    pub async fn writer(&self, key: &str, part_size: usize) -> Result<opendal::Writer> {
+        Requests::add(&self.requests.put, 1);
+        self.op
+            .writer_with(key)
+            .chunk(part_size)
+            .await
+            .map_err(|e| Error::storage("writing", &self.display(key), e))
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        Requests::add(&self.requests.delete, 1);
+        match self.op.delete(key).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::storage("deleting", &self.display(key), e)),
+        }
+    }
+
+    /// Deletes every key of a stream, `concurrency` at a time; the number deleted.
+    pub async fn delete_all(
+        &self,
+        keys: BoxStream<'_, Result<String>>,
+        concurrency: usize,
+    ) -> Result<u64> {
+        keys.map(|key| async move {
+            let key = key?;
+            self.delete(&key).await
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_fold(0u64, |n, ()| async move { Ok(n + 1) })
+        .await
+    }
+
+    /// Copies `from_key` of `from` to `to_key` here, with its content type and user metadata;
+    /// the number of bytes copied. The server copies when both buckets share an account.
+    pub async fn copy_from(
+        &self,
+        from: &Bucket,
+        from_key: &str,
+        to_key: &str,
+        part_size: usize,
+    ) -> Result<u64> {
+        if self.config.shares_account_with(&from.config)
+            && self.config.path_style
+            && self.config.endpoint.is_some()
+        {
+            return self.server_copy(from, from_key, to_key).await;
+        }
+        let source = from.display(from_key);
+        Requests::add(&from.requests.head, 1);
+        let meta = from
+            .op
+            .stat(from_key)
+            .await
+            .map_err(|e| Error::storage("reading", &source, e))?;
+        let size = meta.content_length();
+        let mut writing = self.op.writer_with(to_key).chunk(part_size);
+        if let Some(content_type) = meta.content_type() {
+            writing = writing.content_type(content_type);
+        }
+        if let Some(user) = meta.user_metadata() {
+            writing = writing.user_metadata(user.clone());
+        }
+        Requests::add(&self.requests.put, size.div_ceil(part_size as u64).max(1));
+        let mut writer = writing
+            .await
+            .map_err(|e| Error::storage("writing", &self.display(to_key), e))?;
+        let mut reading = from.op.reader_with(from_key);
+        if let Some(etag) = meta.etag() {
+            // The object must not change between the HEAD and the GET.
+            reading = reading.if_match(etag);
+        }
+        Requests::add(&from.requests.get, 1);
+        let copied = async {
+            let reader = reading
+                .await
+                .map_err(|e| Error::storage("reading", &source, e))?;
+            let mut stream = reader
+                .into_bytes_stream(..)
+                .await
+                .map_err(|e| Error::storage("reading", &source, e))?;
+            let mut copied = 0u64;
+            while let Some(chunk) = stream
+                .try_next()
+                .await
+                .map_err(|e| Error::storage("reading", &source, opendal_error(e)))?
+            {
+                copied += chunk.len() as u64;
+                writer
+                    .write(chunk)
+                    .await
+                    .map_err(|e| Error::storage("writing", &self.display(to_key), e))?;
+            }
+            if copied != size {
+                return Err(Error::Storage {
+                    op: "reading",
+                    path: source.clone(),
+                    retryable: true,
+                    message: format!(
+                        "got {copied} bytes of {size}: the object changed while it was copied"
+                    ),
+                });
+            }
+            writer
+                .close()
+                .await
+                .map_err(|e| Error::storage("writing", &self.display(to_key), e))?;
+            Ok(copied)
+        }
+        .await;
+        if copied.is_err() {
+            let _ = writer.abort().await;
+        }
+        copied
+    }
+
+    /// A server-side copy (S3 CopyObject) from a bucket of the same account: no bytes through
+    /// this machine. Objects over 5 GiB need a multipart copy: those are streamed instead.
+    async fn server_copy(&self, from: &Bucket, from_key: &str, to_key: &str) -> Result<u64> {
+        let source = from.display(from_key);
+        let target = self.display(to_key);
+        Requests::add(&from.requests.head, 1);
+        let meta = from
+            .op
+            .stat(from_key)
+            .await
+            .map_err(|e| Error::storage("reading", &source, e))?;
+        let size = meta.content_length();
+        if size > 5 << 30 {
+            let streamed = Bucket {
+                config: BucketConfig {
+                    endpoint: None,
+                    ..self.config.clone()
+                },
+                op: self.op.clone(),
+                http: self.http.clone(),
+                requests: self.requests.clone(),
+            };
+            return Box::pin(streamed.copy_from(from, from_key, to_key, 64 << 20)).await;
+        }
+        let endpoint = self
+            .config
+            .endpoint
+            .as_deref()
+            .expect("checked by the caller")
+            .trim_end_matches('/');
+        let url = format!(
+            "{endpoint}/{}/{}",
+            self.config.url.bucket,
+            encode_key(&join(&self.config.url.prefix, to_key))
+        );
+        let copy_source = format!(
+            "/{}/{}",
+            from.config.url.bucket,
+            encode_key(&join(&from.config.url.prefix, from_key))
+        );
+        let mut request = reqwest::Request::new(
+            reqwest::Method::PUT,
+            url.parse()
+                .map_err(|e| Error::invalid(format!("bad object url `{target}`: {e}")))?,
+        );
+        let headers = request.headers_mut();
+        headers.insert(
+            "x-amz-copy-source",
+            copy_source
+                .parse()
+                .map_err(|_| Error::invalid(format!("bad copy source `{source}`")))?,
+        );
+        if let Some(etag) = meta.etag() {
+            if let Ok(value) = etag.parse() {
+                headers.insert("x-amz-copy-source-if-match", value);
+            }
+        }
+        if let Some(class) = &self.config.storage_class {
+            if let Ok(value) = class.parse() {
+                headers.insert("x-amz-storage-class", value);
+            }
+        }
+        headers.insert(reqwest::header::CONTENT_LENGTH, 0.into());
+        let credential = reqsign::AwsCredential {
+            access_key_id: self
+                .config
+                .access_key_id
+                .as_ref()
+                .map(|s| s.expose().to_string())
+                .unwrap_or_default(),
+            secret_access_key: self
+                .config
+                .secret_access_key
+                .as_ref()
+                .map(|s| s.expose().to_string())
+                .unwrap_or_default(),
+            session_token: None,
+            expires_in: None,
+        };
+        let region = S3Access::of_bucket(&self.config).region().to_string();
+        let failed = |message: String, retryable: bool| Error::Storage {
+            op: "copying",
+            path: format!("{source} to {target}"),
+            message,
+            retryable,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut signed = request
+                .try_clone()
+                .expect("a request without a body clones");
+            reqsign::AwsV4Signer::new("s3", &region)
+                .sign(&mut signed, &credential)
+                .map_err(|e| failed(format!("cannot sign the request: {e}"), false))?;
+            Requests::add(&self.requests.copy, 1);
+            let outcome: std::result::Result<(), (String, bool)> =
+                match self.http.execute(signed).await {
+                    Ok(response) => {
+                        let status = response.status();
+                        let body = response.text().await.unwrap_or_default();
+                        // S3 can answer 200 and still report an error in the body.
+                        if status.is_success() && !body.contains("<Error>") {
+                            return Ok(size);
+                        }
+                        let code = xml_value(&body, "Code").unwrap_or_default();
+                        Err((
+                            format!("{} {code}", status.as_u16()),
+                            status.is_server_error()
+                                || code == "InternalError"
+                                || code == "SlowDown",
+                        ))
+                    }
+                    Err(e) => Err((crate::error::one_line(&e.to_string()), true)),
+                };
+            let (message, retryable) = outcome.expect_err("success returned above");
+            if !retryable || attempt >= 4 {
+                return Err(failed(message, retryable));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+        }
+    }
+}
+
+fn opendal_error(e: std::io::Error) -> opendal::Error {
+    opendal::Error::new(ErrorKind::Unexpected, e.to_string()).set_temporary()
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{}/{key}", prefix.trim_end_matches('/'))
+    }
+}
+
+/// Percent-encodes a key for an S3 path, keeping `/`.
+fn encode_key(key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(key, KEEP).to_string()
+}
+
+fn xml_value(body: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{tag}>"))?;
+    Some(body[start..start + end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_encoded_for_paths() {
+        assert_eq!(encode_key("a b/ç+x.jpg"), "a%20b/%C3%A7%2Bx.jpg");
+        assert_eq!(join("", "k"), "k");
+        assert_eq!(join("media/", "k"), "media/k");
+        assert_eq!(
+            xml_value("<Error><Code>NoSuchKey</Code></Error>", "Code").as_deref(),
+            Some("NoSuchKey")
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! Object storage backup: a bucket copied into another bucket, keeping what the source lost
+//! for `history_days`, and restored as it was at any run.
+//!
+//! Layout of the destination, below its prefix:
+//! - `v/<run>/<key>`: an object's bytes as first copied by run `<run>`; never rewritten, so an
+//!   overwrite or a delete in the source cannot reach a copy already made.
+//! - `runs/<run>.index.zst`: what the source held at that run, one JSON line per object, sorted
+//!   by key, naming the version that holds its bytes.
+//! - `runs/<run>.retired.zst`: the versions this run found deleted or overwritten in the source
+//!   (history: kept for `history_days`, then removed by prune).
+//! - `runs/<run>.json`: the record of the run, written last; a run without it never happened.
+//!
+//! A run compares the source listing with the previous run's index (two sorted streams), so
+//! an unchanged object costs nothing but its share of a listing page.
+
+pub mod bucket;
+pub mod history;
+pub mod index;
+mod restore;
+mod run;
+
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+pub use restore::{restore_objects, RestoreOptions, RestoreReport};
+pub use run::{backup_objects, BackupOptions, RunReport};
+
+use crate::error::{Error, Result};
+use bucket::{Bucket, Requests};
+use index::IndexEntry;
+
+pub const RUN_FORMAT: u32 = 1;
+const RUNS: &str = "runs/";
+
+/// What one run did, as stored in `runs/<run>.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Summary {
+    /// Objects listed in the source.
+    pub scanned: u64,
+    pub unchanged: u64,
+    pub added: u64,
+    pub changed: u64,
+    /// Objects gone from the source since the previous run (kept in history).
+    pub removed: u64,
+    pub copied: u64,
+    pub copied_bytes: u64,
+    /// Versions moved to history: changed plus removed.
+    pub to_history: u64,
+    pub failed: u64,
+    /// What the run's index holds.
+    pub objects: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub requests: bucket::RequestCounts,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Failure {
+    pub key: String,
+    pub error: String,
+}
+
+/// The record of one run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub format: u32,
+    pub name: String,
+    pub id: String,
+    pub source: String,
+    pub started: Timestamp,
+    pub finished: Timestamp,
+    /// Every object was copied; `false` when some failed (their previous versions, if any,
+    /// stay in the index and the next run tries them again).
+    pub complete: bool,
+    pub summary: Summary,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<Failure>,
+    pub client_version: String,
+}
+
+fn record_key(id: &str) -> String {
+    format!("{RUNS}{id}.json")
+}
+
+fn index_key(id: &str) -> String {
+    format!("{RUNS}{id}.index.zst")
+}
+
+fn retired_key(id: &str) -> String {
+    format!("{RUNS}{id}.retired.zst")
+}
+
+/// A new run id: the UTC start time to the millisecond (so that ids sort as runs happened,
+/// even several a second) and a short random suffix.
+pub fn new_run_id(started: Timestamp) -> String {
+    let suffix: u16 = rand::random();
+    format!("{}Z-{suffix:04x}", started.strftime("%Y%m%dT%H%M%S%3f"))
+}
+
+/// Every recorded run in a destination, oldest first.
+pub async fn list_runs(dest: &Bucket) -> Result<Vec<RunRecord>> {
+    use futures::TryStreamExt;
+    let listed: Vec<index::Listed> = dest.list(RUNS).await?.try_collect().await?;
+    let mut runs = Vec::new();
+    for entry in listed {
+        if !entry.key.ends_with(".json") {
+            continue;
+        }
+        let Some(bytes) = dest.read_opt(&entry.key).await? else {
+            continue;
+        };
+        let record: RunRecord = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::invalid(format!(
+                "run record `{}` is unreadable: {e}",
+                dest.display(&entry.key)
+            ))
+        })?;
+        runs.push(record);
+    }
+    runs.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(runs)
+}
+
+/// Streams a stored index (or retired list); empty when `key` does not exist and `missing_ok`.
+async fn read_index(
+    dest: &Bucket,
+    key: &str,
+    missing_ok: bool,
+) -> Result<BoxStream<'static, Result<IndexEntry>>> {
+    let display = dest.display(key);
+    let mut bytes = match dest.read_stream(key).await {
+        Ok(stream) => stream,
+        Err(Error::Storage { message, .. }) if missing_ok && message.starts_with("not found") => {
+            return Ok(futures::stream::empty().boxed());
+        }
+        Err(e) => return Err(e),
+    };
+    let (byte_tx, byte_rx) = tokio::sync::mpsc::channel(4);
+    let (entry_tx, entry_rx) = tokio::sync::mpsc::channel::<Result<IndexEntry>>(256);
+    tokio::spawn(async move {
+        while let Some(chunk) = bytes.next().await {
+            if byte_tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::task::spawn_blocking(move || {
+        let reader = crate::pipeline::ChannelReader::new(byte_rx);
+        match index::read_entries(reader, &display) {
+            Ok(entries) => {
+                for entry in entries {
+                    if entry_tx.blocking_send(entry).is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = entry_tx.blocking_send(Err(e));
+            }
+        }
+    });
+    Ok(tokio_stream_from(entry_rx))
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> BoxStream<'static, T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+/// Both ends of an object backup, sharing one request counter.
+pub struct Ends {
+    pub source: Bucket,
+    pub dest: Bucket,
+    pub requests: Arc<Requests>,
+}
+
+impl Ends {
+    pub fn open(config: &crate::config::ObjectsConfig) -> Result<Ends> {
+        let requests = Arc::new(Requests::default());
+        Ok(Ends {
+            source: Bucket::open(&config.source, requests.clone())?,
+            dest: Bucket::open(&config.destination, requests.clone())?,
+            requests,
+        })
+    }
+}

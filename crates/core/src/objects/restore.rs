@@ -1,0 +1,223 @@
+//! Putting a bucket (or a prefix of it) back as it was at a run: the run's index merged with a
+//! listing of the target, so that objects already there unchanged are not copied again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::bucket::Bucket;
+use super::index::{diff, Step};
+use super::{index_key, list_runs, read_index, Ends, Failure};
+use crate::config::{BucketUrl, ObjectsConfig};
+use crate::error::{Error, Result};
+use crate::Context;
+
+pub struct RestoreOptions {
+    /// Restore as of the latest run not after this time; `None`: the latest run.
+    pub as_of: Option<Timestamp>,
+    /// Another bucket (same account and endpoint as the source) to restore into.
+    pub to: Option<BucketUrl>,
+    /// Only keys starting with this.
+    pub prefix: Option<String>,
+    pub dry_run: bool,
+    /// Also delete objects of the target that the run did not have.
+    pub delete_extra: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RestoreReport {
+    pub name: String,
+    pub run: String,
+    pub run_started: Option<Timestamp>,
+    pub target: String,
+    pub dry_run: bool,
+    /// Objects of the run (under the prefix).
+    pub objects: u64,
+    /// Already in the target, unchanged.
+    pub unchanged: u64,
+    pub restored: u64,
+    pub restored_bytes: u64,
+    /// In the target but not in the run.
+    pub extra: u64,
+    pub deleted: u64,
+    pub failed: u64,
+    pub failures: Vec<Failure>,
+    pub seconds: f64,
+    pub requests: super::bucket::RequestCounts,
+}
+
+enum Done {
+    Unchanged,
+    Restored(u64),
+    Extra,
+    Deleted,
+    Failed(Failure),
+}
+
+pub async fn restore_objects(
+    ctx: &Context,
+    name: &str,
+    config: &ObjectsConfig,
+    options: &RestoreOptions,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let ends = Ends::open(config)?;
+    let runs = list_runs(&ends.dest).await?;
+    let run = match options.as_of {
+        None => runs.last(),
+        Some(at) => runs.iter().rev().find(|r| r.started <= at),
+    }
+    .ok_or_else(|| match (options.as_of, runs.first()) {
+        (_, None) => Error::invalid(format!(
+            "object backup `{name}` has no run in `{}`: run `lifeboat backup objects` first",
+            config.destination.url
+        )),
+        (Some(at), Some(first)) => Error::invalid(format!(
+            "no run of `{name}` at or before `{at}`: the oldest is `{}` at `{}`",
+            first.id, first.started
+        )),
+        (None, Some(_)) => unreachable!("a latest run exists when there is a first"),
+    })?
+    .clone();
+    let target_config = match &options.to {
+        Some(url) => config.source.with_url(url.clone()),
+        None => config.source.clone(),
+    };
+    let target = Bucket::open(&target_config, ends.requests.clone())?;
+    let prefix = options.prefix.clone().unwrap_or_default();
+    let snapshot = {
+        let prefix = prefix.clone();
+        read_index(&ends.dest, &index_key(&run.id), false)
+            .await?
+            .try_filter(move |e| futures::future::ready(e.key.starts_with(&prefix)))
+            .boxed()
+    };
+    // A prefix that is a folder is listed directly; any other is filtered from the listing.
+    let list_from = if prefix.ends_with('/') {
+        prefix.as_str()
+    } else {
+        ""
+    };
+    let listing = {
+        let prefix = prefix.clone();
+        target
+            .list(list_from)
+            .await?
+            .try_filter(move |l| futures::future::ready(l.key.starts_with(&prefix)))
+            .boxed()
+    };
+    let part_size = (config.part_size_mib as usize) << 20;
+    let mut report = RestoreReport {
+        name: name.to_string(),
+        run: run.id.clone(),
+        run_started: Some(run.started),
+        target: target_config.url.to_string(),
+        dry_run: options.dry_run,
+        ..RestoreReport::default()
+    };
+    ctx.progress
+        .begin(&format!("restoring `{name}` as of run `{}`", run.id), None);
+    let dest = &ends.dest;
+    let target = &target;
+    let dry_run = options.dry_run;
+    let delete_extra = options.delete_extra;
+    let mut done = diff(snapshot, listing, "target listing")
+        .map(|step| async move {
+            let step = step?;
+            Ok::<_, Error>(match step {
+                Step::Same(..) => Done::Unchanged,
+                Step::Added(extra) => {
+                    if !delete_extra {
+                        Done::Extra
+                    } else if dry_run {
+                        tracing::info!("would delete `{}` (not in the run)", extra.key);
+                        Done::Deleted
+                    } else {
+                        match target.delete(&extra.key).await {
+                            Ok(()) => Done::Deleted,
+                            Err(e) => Done::Failed(Failure {
+                                key: extra.key,
+                                error: e.to_string(),
+                            }),
+                        }
+                    }
+                }
+                Step::Removed(entry) | Step::Changed(entry, _) => {
+                    if dry_run {
+                        tracing::info!("would restore `{}` ({} bytes)", entry.key, entry.size);
+                        return Ok(Done::Restored(entry.size));
+                    }
+                    let mut attempt = 0;
+                    loop {
+                        attempt += 1;
+                        match target
+                            .copy_from(dest, &entry.stored_key(), &entry.key, part_size)
+                            .await
+                        {
+                            Ok(bytes) => break Done::Restored(bytes),
+                            Err(e) if attempt >= 3 => {
+                                break Done::Failed(Failure {
+                                    key: entry.key,
+                                    error: e.to_string(),
+                                })
+                            }
+                            Err(_) => {
+                                tokio::time::sleep(Duration::from_millis(250 << attempt)).await
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .buffer_unordered(config.transfers)
+        .boxed();
+    let progress = Arc::clone(&ctx.progress);
+    let mut last_note = Instant::now();
+    let result: Result<()> = async {
+        loop {
+            let next = tokio::select! {
+                next = done.next() => next,
+                () = ctx.cancel.cancelled() => {
+                    return Err(Error::Interrupted("object restore stopped".into()));
+                }
+            };
+            let Some(item) = next else { break };
+            match item? {
+                Done::Unchanged => {
+                    report.objects += 1;
+                    report.unchanged += 1;
+                }
+                Done::Restored(bytes) => {
+                    report.objects += 1;
+                    report.restored += 1;
+                    report.restored_bytes += bytes;
+                    progress.advance(bytes);
+                }
+                Done::Extra => report.extra += 1,
+                Done::Deleted => report.deleted += 1,
+                Done::Failed(failure) => {
+                    tracing::warn!("cannot restore `{}`: {}", failure.key, failure.error);
+                    report.failed += 1;
+                    report.failures.push(failure);
+                }
+            }
+            if last_note.elapsed() >= Duration::from_millis(500) {
+                last_note = Instant::now();
+                progress.note(&format!(
+                    "{} objects, {} restored, {} failed",
+                    report.objects, report.restored, report.failed
+                ));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    ctx.progress.end();
+    result?;
+    report.seconds = started.elapsed().as_secs_f64();
+    report.requests = ends.requests.counts();
+    Ok(report)
+}

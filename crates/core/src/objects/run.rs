@@ -1,0 +1,428 @@
+//! One object backup run: merge the source listing with the previous index, copy what is new
+//! or changed (`transfers` at a time, results kept in key order so the new index streams out
+//! sorted), record what the source lost, and write the run's record last.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use super::bucket::Bucket;
+use super::index::{diff, version_key, IndexEntry, IndexWriter, Listed, Step};
+use super::{
+    index_key, list_runs, read_index, record_key, retired_key, Ends, Failure, RunRecord, Summary,
+    RUN_FORMAT,
+};
+use crate::config::ObjectsConfig;
+use crate::error::{Error, Result};
+use crate::Context;
+
+/// Failures kept in a run's record (all are logged).
+const FAILURES_KEPT: usize = 100;
+/// Attempts per object before it counts as failed (each request is also retried by the
+/// storage layer, with backoff).
+const ATTEMPTS: u32 = 2;
+/// Compressed index bytes gathered before they are sent.
+const INDEX_FLUSH: usize = 1 << 20;
+
+pub struct BackupOptions {
+    pub dry_run: bool,
+    /// The run's time (injected so that tests can place runs in the past).
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub name: String,
+    /// The run's id; `None` for a dry run.
+    pub run: Option<String>,
+    pub dry_run: bool,
+    pub complete: bool,
+    pub summary: Summary,
+    pub failures: Vec<Failure>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Same,
+    Added,
+    Changed,
+    Removed,
+}
+
+impl RunReport {
+    pub fn failed(&self) -> u64 {
+        self.summary.failed
+    }
+}
+
+/// What became of one key.
+struct Outcome {
+    kind: Kind,
+    index: Option<IndexEntry>,
+    retired: Option<IndexEntry>,
+    copied: Option<u64>,
+    failure: Option<Failure>,
+}
+
+/// Backs up the bucket of `[objects.NAME]`.
+pub async fn backup_objects(
+    ctx: &Context,
+    name: &str,
+    config: &ObjectsConfig,
+    options: &BackupOptions,
+) -> Result<RunReport> {
+    let started = Instant::now();
+    let ends = Ends::open(config)?;
+    let runs = list_runs(&ends.dest).await?;
+    let previous = match runs.last() {
+        Some(run) => read_index(&ends.dest, &index_key(&run.id), false).await?,
+        None => futures::stream::empty().boxed(),
+    };
+    let listing = ends.source.list("").await?;
+    let steps = diff(previous, listing, "source listing");
+    let id = super::new_run_id(options.now);
+    ctx.progress.begin(&format!("objects `{name}`"), None);
+    let result = if options.dry_run {
+        plan_only(ctx, steps).await
+    } else {
+        copy_all(ctx, &ends, config, &id, steps).await
+    };
+    ctx.progress.end();
+    let (mut summary, failures, complete, retired) = result?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.requests = ends.requests.counts();
+    if options.dry_run {
+        return Ok(RunReport {
+            name: name.to_string(),
+            run: None,
+            dry_run: true,
+            complete,
+            summary,
+            failures,
+        });
+    }
+    let record = RunRecord {
+        format: RUN_FORMAT,
+        name: name.to_string(),
+        id: id.clone(),
+        source: config.source.url.to_string(),
+        started: options.now,
+        finished: options
+            .now
+            .checked_add(Duration::from_secs_f64(summary.seconds))
+            .unwrap_or(options.now),
+        complete,
+        summary: summary.clone(),
+        failures: failures.iter().take(FAILURES_KEPT).cloned().collect(),
+        client_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let json = serde_json::to_vec_pretty(&record).expect("run records serialize");
+    ends.dest.write(&record_key(&id), json).await?;
+    // The retired list is closed after the record: a list without its run would let prune
+    // remove versions that a later run still holds, while a run without its list only keeps
+    // some history longer than needed.
+    if let Some(retired) = retired {
+        if let Err(e) = retired.finish().await {
+            tracing::warn!("run `{id}` is recorded but its list of retired versions is not: they will not be pruned ({e})");
+        }
+    }
+    Ok(RunReport {
+        name: name.to_string(),
+        run: Some(id),
+        dry_run: false,
+        complete,
+        summary,
+        failures,
+    })
+}
+
+type Steps = futures::stream::BoxStream<'static, Result<Step>>;
+
+/// What a pass over the steps gives: its summary, failures, whether complete, and the list of
+/// retired versions still to be closed.
+type Pass = (Summary, Vec<Failure>, bool, Option<Upload>);
+
+async fn plan_only(
+    ctx: &Context,
+    steps: impl futures::Stream<Item = Result<Step>> + Send + 'static,
+) -> Result<Pass> {
+    let mut steps: Steps = steps.boxed();
+    let mut summary = Summary::default();
+    while let Some(step) = steps.next().await {
+        if ctx.cancel.is_cancelled() {
+            return Err(Error::Interrupted("object backup plan stopped".into()));
+        }
+        match step? {
+            Step::Same(old, _) => {
+                summary.scanned += 1;
+                summary.unchanged += 1;
+                summary.objects += 1;
+                summary.bytes += old.size;
+            }
+            Step::Added(new) => {
+                tracing::info!("would copy `{}` ({} bytes, new)", new.key, new.size);
+                summary.scanned += 1;
+                summary.added += 1;
+                summary.objects += 1;
+                summary.bytes += new.size;
+                summary.copied += 1;
+                summary.copied_bytes += new.size;
+            }
+            Step::Changed(_, new) => {
+                tracing::info!(
+                    "would copy `{}` ({} bytes, changed; the old version goes to history)",
+                    new.key,
+                    new.size
+                );
+                summary.scanned += 1;
+                summary.changed += 1;
+                summary.to_history += 1;
+                summary.objects += 1;
+                summary.bytes += new.size;
+                summary.copied += 1;
+                summary.copied_bytes += new.size;
+            }
+            Step::Removed(old) => {
+                tracing::info!("would keep `{}` in history (gone from the source)", old.key);
+                summary.removed += 1;
+                summary.to_history += 1;
+            }
+        }
+    }
+    Ok((summary, Vec::new(), true, None))
+}
+
+async fn copy_all(
+    ctx: &Context,
+    ends: &Ends,
+    config: &ObjectsConfig,
+    id: &str,
+    steps: impl futures::Stream<Item = Result<Step>> + Send + 'static,
+) -> Result<Pass> {
+    let part_size = (config.part_size_mib as usize) << 20;
+    let slots = Arc::new(Semaphore::new(config.transfers));
+    let mut index = Upload::start(&ends.dest, &index_key(id), part_size).await?;
+    let mut retired = Upload::start(&ends.dest, &retired_key(id), part_size).await?;
+    let mut summary = Summary::default();
+    let mut failures = Vec::new();
+    let window = config.transfers * 4;
+    let mut outcomes = steps
+        .map(|step| {
+            let slots = slots.clone();
+            async move {
+                let step = step?;
+                Ok::<_, Error>(process(&ends.source, &ends.dest, id, step, &slots, part_size).await)
+            }
+        })
+        .buffered(window)
+        .boxed();
+    let result: Result<()> = async {
+        let mut last_note = Instant::now();
+        loop {
+            let next = tokio::select! {
+                next = outcomes.next() => next,
+                () = ctx.cancel.cancelled() => {
+                    return Err(Error::Interrupted("object backup stopped".into()));
+                }
+            };
+            let Some(outcome) = next else { break };
+            let outcome = outcome?;
+            match outcome.kind {
+                Kind::Same => summary.unchanged += 1,
+                Kind::Added => summary.added += 1,
+                Kind::Changed => summary.changed += 1,
+                Kind::Removed => summary.removed += 1,
+            }
+            if !matches!(outcome.kind, Kind::Removed) {
+                summary.scanned += 1;
+            }
+            if let Some(entry) = &outcome.index {
+                summary.objects += 1;
+                summary.bytes += entry.size;
+                index.push(entry).await?;
+            }
+            if let Some(entry) = &outcome.retired {
+                summary.to_history += 1;
+                retired.push(entry).await?;
+            }
+            if let Some(bytes) = outcome.copied {
+                summary.copied += 1;
+                summary.copied_bytes += bytes;
+                ctx.progress.advance(bytes);
+            }
+            if let Some(failure) = outcome.failure {
+                tracing::warn!("cannot copy `{}`: {}", failure.key, failure.error);
+                summary.failed += 1;
+                failures.push(failure);
+            }
+            if last_note.elapsed() >= Duration::from_millis(500) {
+                last_note = Instant::now();
+                ctx.progress.note(&format!(
+                    "{} objects listed, {} copied, {} failed",
+                    summary.scanned, summary.copied, summary.failed
+                ));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    drop(outcomes);
+    if let Err(e) = result {
+        index.abort().await;
+        retired.abort().await;
+        return Err(e);
+    }
+    index.finish().await?;
+    let complete = summary.failed == 0;
+    Ok((summary, failures, complete, Some(retired)))
+}
+
+/// Copies one object if it needs copying, retrying; never fails the run for one object.
+async fn process(
+    source: &Bucket,
+    dest: &Bucket,
+    id: &str,
+    step: Step,
+    slots: &Semaphore,
+    part_size: usize,
+) -> Outcome {
+    let kind = if matches!(step, Step::Added(_)) {
+        Kind::Added
+    } else {
+        Kind::Changed
+    };
+    let (old, new) = match step {
+        Step::Same(old, _) => {
+            return Outcome {
+                kind: Kind::Same,
+                index: Some(old),
+                retired: None,
+                copied: None,
+                failure: None,
+            }
+        }
+        Step::Removed(old) => {
+            return Outcome {
+                kind: Kind::Removed,
+                index: None,
+                retired: Some(old),
+                copied: None,
+                failure: None,
+            }
+        }
+        Step::Added(new) => (None, new),
+        Step::Changed(old, new) => (Some(old), new),
+    };
+    let _slot = slots.acquire().await.expect("semaphore never closes");
+    match copy_with_retries(source, dest, id, &new, part_size).await {
+        Ok(Some(bytes)) => Outcome {
+            kind,
+            index: Some(IndexEntry::new(new, id)),
+            retired: old,
+            copied: Some(bytes),
+            failure: None,
+        },
+        // Deleted from the source since it was listed: as if it had not been listed.
+        Ok(None) => Outcome {
+            kind,
+            index: None,
+            retired: old,
+            copied: None,
+            failure: None,
+        },
+        Err(e) => Outcome {
+            kind,
+            // The previous version (if any) stays current; the next run tries again.
+            index: old,
+            retired: None,
+            copied: None,
+            failure: Some(Failure {
+                key: new.key,
+                error: e.to_string(),
+            }),
+        },
+    }
+}
+
+async fn copy_with_retries(
+    source: &Bucket,
+    dest: &Bucket,
+    id: &str,
+    object: &Listed,
+    part_size: usize,
+) -> Result<Option<u64>> {
+    let target = version_key(id, &object.key);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match dest
+            .copy_from(source, &object.key, &target, part_size)
+            .await
+        {
+            Ok(bytes) => return Ok(Some(bytes)),
+            Err(Error::Storage { message, .. }) if message.starts_with("not found") => {
+                return Ok(None);
+            }
+            Err(e) if attempt >= ATTEMPTS => return Err(e),
+            Err(e) => {
+                tracing::debug!("copying `{}` failed (attempt {attempt}): {e}", object.key);
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+            }
+        }
+    }
+}
+
+/// A compressed index streamed into the destination as it is produced.
+struct Upload {
+    writer: IndexWriter,
+    out: opendal::Writer,
+    key: String,
+    display: String,
+}
+
+impl Upload {
+    async fn start(dest: &Bucket, key: &str, part_size: usize) -> Result<Upload> {
+        Ok(Upload {
+            writer: IndexWriter::new()?,
+            out: dest.writer(key, part_size).await?,
+            key: key.to_string(),
+            display: dest.display(key),
+        })
+    }
+
+    async fn push(&mut self, entry: &IndexEntry) -> Result<()> {
+        self.writer.push(entry)?;
+        if let Some(bytes) = self.writer.take(INDEX_FLUSH) {
+            self.send(bytes).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.out
+            .write(bytes)
+            .await
+            .map_err(|e| Error::storage("writing", &self.display, e))
+    }
+
+    async fn finish(mut self) -> Result<()> {
+        let writer = std::mem::replace(&mut self.writer, IndexWriter::new()?);
+        let rest = writer.finish()?;
+        self.send(rest).await?;
+        self.out
+            .close()
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::storage("writing", &self.display, e))
+    }
+
+    async fn abort(mut self) {
+        if let Err(e) = self.out.abort().await {
+            tracing::debug!("aborting the upload of `{}`: {e}", self.key);
+        }
+    }
+}
