@@ -3,6 +3,7 @@
 //! metadata, streamed in equal-size parts or made by the server when both buckets share an
 //! account; deletions in parallel.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -237,7 +238,8 @@ impl Bucket {
     }
 
     /// Copies `from_key` of `from` to `to_key` here, with its content type and user metadata;
-    /// the number of bytes copied. The server copies when both buckets share an account.
+    /// the number of bytes copied. The server copies when both buckets share an account;
+    /// otherwise one GET streams into the upload (its headers carry the metadata, so no HEAD).
     pub async fn copy_from(
         &self,
         from: &Bucket,
@@ -245,71 +247,69 @@ impl Bucket {
         to_key: &str,
         part_size: usize,
     ) -> Result<u64> {
-        if self.config.shares_account_with(&from.config)
-            && self.config.path_style
-            && self.config.endpoint.is_some()
-        {
+        if self.config.shares_account_with(&from.config) {
             return self.server_copy(from, from_key, to_key).await;
         }
         let source = from.display(from_key);
-        Requests::add(&from.requests.head, 1);
-        let meta = from
-            .op
-            .stat(from_key)
-            .await
-            .map_err(|e| Error::storage("reading", &source, e))?;
-        let size = meta.content_length();
+        let target = self.display(to_key);
+        Requests::add(&from.requests.get, 1);
+        let mut response = from.signed(reqwest::Method::GET, from_key, Vec::new()).await?;
+        let headers = response.headers();
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let size: u64 = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let user: HashMap<String, String> = headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let name = name.as_str().strip_prefix("x-amz-meta-")?;
+                Some((name.to_string(), value.to_str().ok()?.to_string()))
+            })
+            .collect();
         let mut writing = self.op.writer_with(to_key).chunk(part_size);
-        if let Some(content_type) = meta.content_type() {
-            writing = writing.content_type(content_type);
+        if let Some(content_type) = header("content-type") {
+            writing = writing.content_type(&content_type);
         }
-        if let Some(user) = meta.user_metadata() {
-            writing = writing.user_metadata(user.clone());
+        if !user.is_empty() {
+            writing = writing.user_metadata(user);
         }
         Requests::add(&self.requests.put, size.div_ceil(part_size as u64).max(1));
         let mut writer = writing
             .await
-            .map_err(|e| Error::storage("writing", &self.display(to_key), e))?;
-        let mut reading = from.op.reader_with(from_key);
-        if let Some(etag) = meta.etag() {
-            // The object must not change between the HEAD and the GET.
-            reading = reading.if_match(etag);
-        }
-        Requests::add(&from.requests.get, 1);
+            .map_err(|e| Error::storage("writing", &target, e))?;
         let copied = async {
-            let reader = reading
-                .await
-                .map_err(|e| Error::storage("reading", &source, e))?;
-            let mut stream = reader
-                .into_bytes_stream(..)
-                .await
-                .map_err(|e| Error::storage("reading", &source, e))?;
             let mut copied = 0u64;
-            while let Some(chunk) = stream
-                .try_next()
-                .await
-                .map_err(|e| Error::storage("reading", &source, opendal_error(e)))?
-            {
+            loop {
+                let chunk = response.chunk().await.map_err(|e| Error::Storage {
+                    op: "reading",
+                    path: source.clone(),
+                    retryable: true,
+                    message: crate::error::one_line(&e.to_string()),
+                })?;
+                let Some(chunk) = chunk else { break };
                 copied += chunk.len() as u64;
                 writer
                     .write(chunk)
                     .await
-                    .map_err(|e| Error::storage("writing", &self.display(to_key), e))?;
+                    .map_err(|e| Error::storage("writing", &target, e))?;
             }
             if copied != size {
                 return Err(Error::Storage {
                     op: "reading",
                     path: source.clone(),
                     retryable: true,
-                    message: format!(
-                        "got {copied} bytes of {size}: the object changed while it was copied"
-                    ),
+                    message: format!("got {copied} bytes of {size}"),
                 });
             }
             writer
                 .close()
                 .await
-                .map_err(|e| Error::storage("writing", &self.display(to_key), e))?;
+                .map_err(|e| Error::storage("writing", &target, e))?;
             Ok(copied)
         }
         .await;
@@ -334,7 +334,7 @@ impl Bucket {
         if size > 5 << 30 {
             let streamed = Bucket {
                 config: BucketConfig {
-                    endpoint: None,
+                    access_key_id: None,
                     ..self.config.clone()
                 },
                 op: self.op.clone(),
@@ -343,45 +343,87 @@ impl Bucket {
             };
             return Box::pin(streamed.copy_from(from, from_key, to_key, 64 << 20)).await;
         }
-        let endpoint = self
-            .config
-            .endpoint
-            .as_deref()
-            .expect("checked by the caller")
-            .trim_end_matches('/');
-        let url = format!(
-            "{endpoint}/{}/{}",
-            self.config.url.bucket,
-            encode_key(&join(&self.config.url.prefix, to_key))
-        );
         let copy_source = format!(
             "/{}/{}",
             from.config.url.bucket,
             encode_key(&join(&from.config.url.prefix, from_key))
         );
-        let mut request = reqwest::Request::new(
-            reqwest::Method::PUT,
-            url.parse()
-                .map_err(|e| Error::invalid(format!("bad object url `{target}`: {e}")))?,
-        );
-        let headers = request.headers_mut();
-        headers.insert(
-            "x-amz-copy-source",
-            copy_source
-                .parse()
-                .map_err(|_| Error::invalid(format!("bad copy source `{source}`")))?,
-        );
+        let mut headers = vec![("x-amz-copy-source", copy_source)];
         if let Some(etag) = meta.etag() {
-            if let Ok(value) = etag.parse() {
-                headers.insert("x-amz-copy-source-if-match", value);
-            }
+            headers.push(("x-amz-copy-source-if-match", etag.to_string()));
         }
         if let Some(class) = &self.config.storage_class {
-            if let Ok(value) = class.parse() {
-                headers.insert("x-amz-storage-class", value);
-            }
+            headers.push(("x-amz-storage-class", class.clone()));
         }
-        headers.insert(reqwest::header::CONTENT_LENGTH, 0.into());
+        Requests::add(&self.requests.copy, 1);
+        let response = self.signed(reqwest::Method::PUT, to_key, headers).await?;
+        // S3 can answer 200 and still report an error in the body.
+        let body = response.text().await.unwrap_or_default();
+        if body.contains("<Error>") {
+            return Err(Error::Storage {
+                op: "copying",
+                path: format!("{source} to {target}"),
+                message: xml_value(&body, "Code").unwrap_or_else(|| "failed".into()),
+                retryable: true,
+            });
+        }
+        Ok(size)
+    }
+
+    /// The URL of an object of this bucket.
+    fn object_url(&self, key: &str) -> Result<reqwest::Url> {
+        let path = encode_key(&join(&self.config.url.prefix, key));
+        let bucket = &self.config.url.bucket;
+        let text = match (&self.config.endpoint, self.config.path_style) {
+            (Some(endpoint), true) => format!("{}/{bucket}/{path}", endpoint.trim_end_matches('/')),
+            (Some(endpoint), false) => {
+                let (scheme, host) = endpoint
+                    .trim_end_matches('/')
+                    .split_once("://")
+                    .unwrap_or(("https", endpoint));
+                format!("{scheme}://{bucket}.{host}/{path}")
+            }
+            (None, _) => format!(
+                "https://s3.{}.amazonaws.com/{bucket}/{path}",
+                S3Access::of_bucket(&self.config).region()
+            ),
+        };
+        text.parse()
+            .map_err(|e| Error::invalid(format!("bad object url for `{}`: {e}", self.display(key))))
+    }
+
+    /// Sends one signed request for an object, retrying server errors and lost connections
+    /// with backoff; a 404 is reported as `not found`.
+    async fn signed(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        headers: Vec<(&'static str, String)>,
+    ) -> Result<reqwest::Response> {
+        let display = self.display(key);
+        let op = if method == reqwest::Method::GET {
+            "reading"
+        } else {
+            "writing"
+        };
+        let failed = |message: String, retryable: bool| Error::Storage {
+            op,
+            path: display.clone(),
+            message,
+            retryable,
+        };
+        let mut request = reqwest::Request::new(method, self.object_url(key)?);
+        for (name, value) in headers {
+            let value = value
+                .parse()
+                .map_err(|_| failed(format!("bad header `{name}`"), false))?;
+            request.headers_mut().insert(name, value);
+        }
+        if request.method() == reqwest::Method::PUT {
+            request
+                .headers_mut()
+                .insert(reqwest::header::CONTENT_LENGTH, 0.into());
+        }
         let credential = reqsign::AwsCredential {
             access_key_id: self
                 .config
@@ -398,53 +440,42 @@ impl Bucket {
             session_token: None,
             expires_in: None,
         };
-        let region = S3Access::of_bucket(&self.config).region().to_string();
-        let failed = |message: String, retryable: bool| Error::Storage {
-            op: "copying",
-            path: format!("{source} to {target}"),
-            message,
-            retryable,
-        };
+        let signer = reqsign::AwsV4Signer::new("s3", S3Access::of_bucket(&self.config).region());
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut signed = request
                 .try_clone()
                 .expect("a request without a body clones");
-            reqsign::AwsV4Signer::new("s3", &region)
+            signer
                 .sign(&mut signed, &credential)
                 .map_err(|e| failed(format!("cannot sign the request: {e}"), false))?;
-            Requests::add(&self.requests.copy, 1);
-            let outcome: std::result::Result<(), (String, bool)> =
-                match self.http.execute(signed).await {
-                    Ok(response) => {
-                        let status = response.status();
-                        let body = response.text().await.unwrap_or_default();
-                        // S3 can answer 200 and still report an error in the body.
-                        if status.is_success() && !body.contains("<Error>") {
-                            return Ok(size);
-                        }
-                        let code = xml_value(&body, "Code").unwrap_or_default();
-                        Err((
-                            format!("{} {code}", status.as_u16()),
-                            status.is_server_error()
-                                || code == "InternalError"
-                                || code == "SlowDown",
-                        ))
+            let (message, retryable) = match self.http.execute(signed).await {
+                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) => {
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    let code = xml_value(&body, "Code").unwrap_or_default();
+                    if status == reqwest::StatusCode::NOT_FOUND {
+                        return Err(failed("not found".into(), false));
                     }
-                    Err(e) => Err((crate::error::one_line(&e.to_string()), true)),
-                };
-            let (message, retryable) = outcome.expect_err("success returned above");
-            if !retryable || attempt >= 4 {
+                    let message = match status.as_u16() {
+                        403 => format!("permission denied (check the credentials) {code}"),
+                        _ => format!("status {} {code}", status.as_u16()),
+                    };
+                    let retryable = status.is_server_error()
+                        || status == reqwest::StatusCode::TOO_MANY_REQUESTS;
+                    (message.trim().to_string(), retryable)
+                }
+                Err(e) => (crate::error::one_line(&e.to_string()), true),
+            };
+            if !retryable || attempt >= 5 {
                 return Err(failed(message, retryable));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+            let backoff = 200u64 << attempt.min(5);
+            tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
         }
     }
-}
-
-fn opendal_error(e: std::io::Error) -> opendal::Error {
-    opendal::Error::new(ErrorKind::Unexpected, e.to_string()).set_temporary()
 }
 
 fn join(prefix: &str, key: &str) -> String {
