@@ -57,6 +57,21 @@ pub enum Command {
     /// Restore a backup.
     #[command(subcommand)]
     Restore(RestoreCommand),
+    /// Apply the retention policy: show the plan, then delete, promote and expire what it says.
+    Prune {
+        /// Show the plan only.
+        #[arg(long)]
+        dry_run: bool,
+        /// Plan as at this moment instead of now (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// Print the S3 lifecycle rules that match the repository and the policy (`--apply` sets them).
+    Lifecycle {
+        /// Set the rules on the repository's bucket, keeping its other rules.
+        #[arg(long)]
+        apply: bool,
+    },
     /// Disaster-recovery drill on throwaway parts: sample database, backup, restore, check.
     Drill,
     /// Archive one WAL file: PostgreSQL's `archive_command = 'lifeboat wal-push %p'`.

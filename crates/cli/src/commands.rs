@@ -107,6 +107,10 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         Command::Restore(RestoreCommand::Objects(r)) => {
             crate::objects::restore(ctx, r, args.json).await
         }
+        Command::Prune { dry_run, at } => {
+            crate::retention::prune(ctx, *dry_run, at.as_deref(), args.json).await
+        }
+        Command::Lifecycle { apply } => crate::retention::lifecycle(ctx, *apply, args.json).await,
         Command::WalPush { path } => {
             let repo = Repository::open(&ctx.config.repository).await?;
             wal::push(ctx, &repo, path).await

@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod objects;
 mod progress;
+mod retention;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

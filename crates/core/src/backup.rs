@@ -114,6 +114,7 @@ impl DataPlan {
             tool_version: env!("CARGO_PKG_VERSION").into(),
             tables: about.tables,
             base: about.base,
+            tier: None,
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Config {
     pub postgres: BTreeMap<String, PostgresConfig>,
     #[serde(default)]
     pub objects: BTreeMap<String, ObjectsConfig>,
+    #[serde(default)]
+    pub retention: RetentionConfig,
     #[serde(skip_deserializing, default = "default_source")]
     pub source: ConfigSource,
 }
@@ -277,6 +279,90 @@ pub struct PostgresConfig {
     /// Tables (`schema.table`) that must never be empty in a backup or a restore.
     #[serde(default, deserialize_with = "expand_vec")]
     pub critical_tables: Vec<String>,
+}
+
+/// How long backups are kept (`[retention]`); the defaults are the guide's table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Time zone of the calendar months and years (IANA name).
+    #[serde(default = "default_time_zone", deserialize_with = "time_zone")]
+    pub time_zone: String,
+    /// Every logical dump of the last N days.
+    #[serde(default = "default_daily_days")]
+    pub daily_days: u32,
+    /// The first dump of each month, for N months.
+    #[serde(default = "default_monthly_months")]
+    pub monthly_months: u32,
+    /// The first dump of each year, for N years; unset: forever.
+    #[serde(default)]
+    pub yearly_years: Option<u32>,
+    /// Point-in-time recovery window: base backups and WAL to recover any moment of N days.
+    #[serde(default = "default_pitr_days")]
+    pub pitr_days: u32,
+    /// Storage class a dump moves to when it is kept only as its month's first.
+    #[serde(default = "default_cold_class", deserialize_with = "storage_class_opt")]
+    pub monthly_class: Option<String>,
+    /// Storage class a dump moves to when it is kept only as its year's first.
+    #[serde(default = "default_cold_class", deserialize_with = "storage_class_opt")]
+    pub yearly_class: Option<String>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            time_zone: default_time_zone(),
+            daily_days: default_daily_days(),
+            monthly_months: default_monthly_months(),
+            yearly_years: None,
+            pitr_days: default_pitr_days(),
+            monthly_class: default_cold_class(),
+            yearly_class: default_cold_class(),
+        }
+    }
+}
+
+impl RetentionConfig {
+    pub fn policy(&self) -> crate::retention::Policy {
+        crate::retention::Policy {
+            time_zone: jiff::tz::TimeZone::get(&self.time_zone)
+                .expect("checked when the configuration was read"),
+            daily_days: self.daily_days,
+            monthly_months: self.monthly_months,
+            yearly_years: self.yearly_years,
+            pitr_days: self.pitr_days,
+        }
+    }
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+
+fn default_daily_days() -> u32 {
+    30
+}
+
+fn default_monthly_months() -> u32 {
+    12
+}
+
+fn default_pitr_days() -> u32 {
+    7
+}
+
+fn default_cold_class() -> Option<String> {
+    Some("GLACIER".into())
+}
+
+fn time_zone<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = expand(d)?;
+    jiff::tz::TimeZone::get(&name).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "unknown time zone `{name}`: use an IANA name such as `UTC` or `Asia/Jakarta`"
+        ))
+    })?;
+    Ok(name)
 }
 
 /// A bucket backed up into another bucket (`[objects.NAME]`).
@@ -658,6 +744,12 @@ impl Config {
                     .map_err(|e| Error::Config(format!("config `{}`: {e}", self.source_name())))?;
             }
         }
+        let r = &self.retention;
+        if r.daily_days == 0 || r.pitr_days == 0 {
+            return bad(
+                "`retention.daily_days` and `retention.pitr_days` must be at least 1".into(),
+            );
+        }
         for (name, objects) in &self.objects {
             if objects.transfers == 0 || objects.checkers == 0 {
                 return bad(format!(
@@ -794,6 +886,7 @@ impl Config {
             wal: &'a WalConfig,
             postgres: &'a BTreeMap<String, PostgresConfig>,
             objects: &'a BTreeMap<String, ObjectsConfig>,
+            retention: &'a RetentionConfig,
         }
         toml::to_string_pretty(&Shown {
             repository: &self.repository,
@@ -803,6 +896,7 @@ impl Config {
             wal: &self.wal,
             postgres: &self.postgres,
             objects: &self.objects,
+            retention: &self.retention,
         })
         .unwrap_or_else(|e| format!("# cannot display the configuration: {e}\n"))
     }
@@ -818,6 +912,7 @@ impl Default for Config {
             wal: WalConfig::default(),
             postgres: BTreeMap::new(),
             objects: BTreeMap::new(),
+            retention: RetentionConfig::default(),
             source: ConfigSource::Default,
         }
     }

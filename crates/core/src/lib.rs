@@ -10,13 +10,16 @@ pub mod config;
 pub mod crypto;
 pub mod drill;
 pub mod error;
+pub mod lifecycle;
 pub mod manifest;
 pub mod objects;
 pub mod pipeline;
 pub mod postgres;
 pub mod process;
 pub mod progress;
+pub mod prune;
 pub mod repository;
+pub mod retention;
 pub mod storage;
 pub mod wal;
 

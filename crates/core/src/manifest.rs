@@ -73,6 +73,10 @@ pub struct Manifest {
     /// For a base backup: its place in the WAL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<BaseInfo>,
+    /// Set by prune when the backup is kept only as the first of its month or year and its
+    /// data moved to that tier's storage class (`monthly`, `yearly`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +197,7 @@ mod tests {
                 rows: 7,
             }],
             base: None,
+            tier: None,
         }
     }
 

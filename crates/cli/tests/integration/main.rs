@@ -5,6 +5,7 @@ mod failures;
 mod objects;
 mod partial;
 mod pitr;
+mod prune;
 mod roundtrip;
 mod secrets;
 mod support;

@@ -249,6 +249,32 @@ fn backup_history_and_restore_between_two_accounts() {
         out.stderr
     );
 
+    // History older than `history_days` goes with prune: 100 days on, the third run is the
+    // newest before the window, the versions it replaced go, and it still restores in full.
+    assert_eq!(b.lifeboat(&["init"]).code, 0);
+    let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 100)).to_string();
+    let pruned = b.json(&["prune", "--at", &later]);
+    let outcome = &pruned["outcome"]["objects"][0][1];
+    assert_eq!(outcome["runs_removed"], 2, "{pruned}");
+    assert_eq!(outcome["versions_removed"], 3, "{pruned}");
+    let keys = b.dest_keys();
+    assert!(!keys.contains(&format!("v/{run1}/a.txt")), "{keys:?}");
+    assert!(!keys.contains(&format!("v/{run1}/img/2.jpg")), "{keys:?}");
+    assert!(keys.contains(&format!("v/{run1}/big.bin")), "{keys:?}");
+    assert_eq!(b.json(&["list", "objects"]).as_array().unwrap().len(), 1);
+    let restored = b.json(&["restore", "objects", "--to", "s3://restored", "--delete"]);
+    assert_eq!(restored["failed"], 0);
+    assert_eq!(
+        data(&b, "restored", "a.txt").unwrap(),
+        b"second, longer version of a"
+    );
+    assert_eq!(
+        data(&b, "restored", "img/2.jpg"),
+        None,
+        "--delete removes what the run lacked"
+    );
+    assert_eq!(data(&b, "restored", "big.bin").unwrap(), big);
+
     // Secrets never reach the output.
     for text in [&list.stdout, &list.stderr, &out.stderr] {
         assert!(!text.contains(SRC_SECRET) && !text.contains(DST_SECRET));

@@ -16,6 +16,8 @@ use crate::config::BucketConfig;
 use crate::error::{Error, Result};
 use crate::storage::{s3_operator, S3Access};
 
+pub use reqwest::Method;
+
 /// Requests sent, by kind, for the summary of a run.
 #[derive(Debug, Default)]
 pub struct Requests {
@@ -253,7 +255,9 @@ impl Bucket {
         let source = from.display(from_key);
         let target = self.display(to_key);
         Requests::add(&from.requests.get, 1);
-        let mut response = from.signed(reqwest::Method::GET, from_key, Vec::new()).await?;
+        let mut response = from
+            .signed(reqwest::Method::GET, from_key, Vec::new())
+            .await?;
         let headers = response.headers();
         let header = |name: &str| {
             headers
@@ -370,6 +374,37 @@ impl Bucket {
         Ok(size)
     }
 
+    /// Moves an object to another storage class: a server-side copy onto itself.
+    pub async fn change_class(&self, key: &str, class: &str) -> Result<()> {
+        let copy_source = format!(
+            "/{}/{}",
+            self.config.url.bucket,
+            encode_key(&join(&self.config.url.prefix, key))
+        );
+        Requests::add(&self.requests.copy, 1);
+        let response = self
+            .signed(
+                reqwest::Method::PUT,
+                key,
+                vec![
+                    ("x-amz-copy-source", copy_source),
+                    ("x-amz-storage-class", class.to_string()),
+                    ("x-amz-metadata-directive", "COPY".to_string()),
+                ],
+            )
+            .await?;
+        let body = response.text().await.unwrap_or_default();
+        if body.contains("<Error>") {
+            return Err(Error::Storage {
+                op: "changing the storage class of",
+                path: self.display(key),
+                message: xml_value(&body, "Code").unwrap_or_else(|| "failed".into()),
+                retryable: true,
+            });
+        }
+        Ok(())
+    }
+
     /// The URL of an object of this bucket.
     fn object_url(&self, key: &str) -> Result<reqwest::Url> {
         let path = encode_key(&join(&self.config.url.prefix, key));
@@ -400,7 +435,60 @@ impl Bucket {
         key: &str,
         headers: Vec<(&'static str, String)>,
     ) -> Result<reqwest::Response> {
-        let display = self.display(key);
+        let url = self.object_url(key)?;
+        self.send_signed(method, url, &self.display(key), headers, None)
+            .await
+    }
+
+    /// A bucket-level request (`?lifecycle`): the bucket's URL with `query`.
+    pub async fn bucket_request(
+        &self,
+        method: reqwest::Method,
+        query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response> {
+        let bucket = &self.config.url.bucket;
+        let text = match (&self.config.endpoint, self.config.path_style) {
+            (Some(endpoint), true) => {
+                format!("{}/{bucket}?{query}", endpoint.trim_end_matches('/'))
+            }
+            (Some(endpoint), false) => {
+                let (scheme, host) = endpoint
+                    .trim_end_matches('/')
+                    .split_once("://")
+                    .unwrap_or(("https", endpoint));
+                format!("{scheme}://{bucket}.{host}/?{query}")
+            }
+            (None, _) => format!(
+                "https://s3.{}.amazonaws.com/{bucket}?{query}",
+                S3Access::of_bucket(&self.config).region()
+            ),
+        };
+        let url = text
+            .parse()
+            .map_err(|e| Error::invalid(format!("bad bucket url `{text}`: {e}")))?;
+        let mut headers = Vec::new();
+        if let Some(body) = &body {
+            use base64::Engine;
+            use md5::Digest;
+            let digest = md5::Md5::digest(body);
+            headers.push((
+                "content-md5",
+                base64::engine::general_purpose::STANDARD.encode(digest),
+            ));
+        }
+        let display = format!("s3://{bucket}?{query}");
+        self.send_signed(method, url, &display, headers, body).await
+    }
+
+    async fn send_signed(
+        &self,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        display: &str,
+        headers: Vec<(&'static str, String)>,
+        body: Option<Vec<u8>>,
+    ) -> Result<reqwest::Response> {
         let op = if method == reqwest::Method::GET {
             "reading"
         } else {
@@ -408,18 +496,23 @@ impl Bucket {
         };
         let failed = |message: String, retryable: bool| Error::Storage {
             op,
-            path: display.clone(),
+            path: display.to_string(),
             message,
             retryable,
         };
-        let mut request = reqwest::Request::new(method, self.object_url(key)?);
+        let mut request = reqwest::Request::new(method, url);
         for (name, value) in headers {
             let value = value
                 .parse()
                 .map_err(|_| failed(format!("bad header `{name}`"), false))?;
             request.headers_mut().insert(name, value);
         }
-        if request.method() == reqwest::Method::PUT {
+        if let Some(body) = body {
+            request
+                .headers_mut()
+                .insert(reqwest::header::CONTENT_LENGTH, body.len().into());
+            *request.body_mut() = Some(body.into());
+        } else if request.method() == reqwest::Method::PUT {
             request
                 .headers_mut()
                 .insert(reqwest::header::CONTENT_LENGTH, 0.into());
@@ -461,6 +554,7 @@ impl Bucket {
                     }
                     let message = match status.as_u16() {
                         403 => format!("permission denied (check the credentials) {code}"),
+                        501 => format!("the server does not support this request (501 {code})"),
                         _ => format!("status {} {code}", status.as_u16()),
                     };
                     let retryable = status.is_server_error()

@@ -532,6 +532,7 @@ mod tests {
                 last_wal: String::new(),
                 wal_segment_size: wal::DEFAULT_SEGMENT_SIZE,
             }),
+            tier: None,
         }
     }
 

@@ -1,0 +1,182 @@
+//! `prune` and `lifecycle`: the retention plan shown, then carried out; the bucket's lifecycle
+//! rules printed, checked and applied.
+
+use lifeboat_core::config::{BucketConfig, BucketUrl, RepositoryUrl};
+use lifeboat_core::lifecycle;
+use lifeboat_core::objects::bucket::{Bucket, Method};
+use lifeboat_core::prune::{self, PrunePlan};
+use lifeboat_core::repository::Repository;
+use lifeboat_core::{Context, Error, Result};
+
+use crate::commands::{emit, parse_time, print_json_or};
+
+pub async fn prune(ctx: &Context, dry_run: bool, at: Option<&str>, json: bool) -> Result<()> {
+    let repo = Repository::open(&ctx.config.repository).await?;
+    let at = match at {
+        Some(text) => parse_time(text)?,
+        None => jiff::Timestamp::now(),
+    };
+    let plan = prune::plan(ctx, &repo, at).await?;
+    if !json {
+        emit(&show_plan(&plan))?;
+    }
+    if dry_run {
+        if json {
+            print_json_or(
+                true,
+                &serde_json::json!({ "plan": plan, "outcome": null }),
+                String::new,
+            )?;
+        }
+        return Ok(());
+    }
+    let outcome = prune::execute(ctx, &repo, &plan).await?;
+    tracing::info!(
+        "pruned: {} backups deleted, {} promoted, {} WAL files deleted, {} leftovers removed{}",
+        outcome.backups_deleted,
+        outcome.promoted,
+        outcome.wal_deleted,
+        outcome.leftovers_deleted,
+        outcome
+            .objects
+            .iter()
+            .map(|(name, o)| format!(
+                "; objects `{name}`: {} runs and {} old versions removed",
+                o.runs_removed, o.versions_removed
+            ))
+            .collect::<String>()
+    );
+    if json {
+        print_json_or(
+            true,
+            &serde_json::json!({ "plan": plan, "outcome": outcome }),
+            String::new,
+        )?;
+    }
+    Ok(())
+}
+
+fn show_plan(plan: &PrunePlan) -> String {
+    let mut out = format!("retention plan at {}\n", plan.at);
+    if plan.backups.is_empty() {
+        out.push_str("  no backups\n");
+    }
+    for d in &plan.backups {
+        let action = match (d.keep, d.promote) {
+            (false, _) => "delete".to_string(),
+            (true, Some(tier)) => format!("keep, to {}", tier.as_str()),
+            (true, None) => "keep".to_string(),
+        };
+        out.push_str(&format!(
+            "  {:<16} {:<22} {:<20} {:<17} {}\n",
+            action,
+            d.id,
+            d.series,
+            d.started.strftime("%Y-%m-%d %H:%M"),
+            d.reasons.join("; ")
+        ));
+    }
+    match &plan.wal.keep_from {
+        Some((first, base)) => out.push_str(&format!(
+            "  wal: keep {} files from {first} (needed by base backup {base}), delete {}\n",
+            plan.wal.kept,
+            plan.wal.delete.len()
+        )),
+        None if plan.wal.kept > 0 => out.push_str(&format!(
+            "  wal: keep all {} files (no base backup says which are needed)\n",
+            plan.wal.kept
+        )),
+        None => {}
+    }
+    for path in &plan.leftovers {
+        out.push_str(&format!(
+            "  remove leftover {path} (no manifest, over a day old)\n"
+        ));
+    }
+    for o in &plan.objects {
+        out.push_str(&format!(
+            "  objects `{}`: keep {} runs, remove {} ({}-day history{})\n",
+            o.name,
+            o.plan.keep.len(),
+            o.plan.remove.len(),
+            o.history_days,
+            o.plan
+                .purge_through
+                .as_ref()
+                .map(|r| format!("; versions replaced up to run {r} go"))
+                .unwrap_or_default()
+        ));
+    }
+    out
+}
+
+pub async fn lifecycle(ctx: &Context, apply: bool, json: bool) -> Result<()> {
+    let config = &ctx.config.repository;
+    let RepositoryUrl::S3 { bucket, prefix } = &config.url else {
+        return Err(Error::invalid(format!(
+            "lifecycle rules are for S3 repositories; `{}` is a local folder (prune keeps it tidy)",
+            config.url
+        )));
+    };
+    let bucket = Bucket::open(
+        &BucketConfig {
+            url: BucketUrl {
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+            },
+            endpoint: config.endpoint.clone(),
+            region: config.region.clone(),
+            access_key_id: config.access_key_id.clone(),
+            secret_access_key: config.secret_access_key.clone(),
+            path_style: config.path_style,
+            storage_class: None,
+        },
+        Default::default(),
+    )?;
+    let wanted = lifecycle::wanted(prefix);
+    let existing = match bucket.bucket_request(Method::GET, "lifecycle", None).await {
+        Ok(response) => {
+            let xml = response.text().await.unwrap_or_default();
+            Some(lifecycle::from_xml(&xml))
+        }
+        Err(Error::Storage { message, .. }) if message.starts_with("not found") => {
+            Some((Vec::new(), false))
+        }
+        Err(e) if apply => return Err(e),
+        Err(e) => {
+            tracing::warn!("cannot read the bucket's lifecycle rules to check them: {e}");
+            None
+        }
+    };
+    if let Some((rules, _)) = &existing {
+        for warning in lifecycle::conflicts(rules, prefix) {
+            tracing::warn!("{warning}");
+        }
+    }
+    let shown = lifecycle::to_aws_json(&wanted);
+    if !apply {
+        tracing::info!("lifeboat expires nothing by age: prune knows what each backup still needs; these rules only clean up after killed uploads and old noncurrent versions");
+        return print_json_or(true, &shown, String::new);
+    }
+    let (rules, unknown) = existing.unwrap_or_default();
+    if unknown {
+        return Err(Error::invalid(
+            "the bucket has lifecycle rules with actions lifeboat does not manage (transitions, tags): merge the printed rules with `aws s3api put-bucket-lifecycle-configuration` instead",
+        ));
+    }
+    let merged = lifecycle::merge(&rules, &wanted);
+    bucket
+        .bucket_request(
+            Method::PUT,
+            "lifecycle",
+            Some(lifecycle::to_xml(&merged).into_bytes()),
+        )
+        .await?;
+    tracing::info!(
+        "applied {} lifecycle rules to `s3://{}` ({} of them lifeboat's)",
+        merged.len(),
+        bucket.config.url.bucket,
+        wanted.len()
+    );
+    print_json_or(json, &lifecycle::to_aws_json(&merged), || "applied".into())
+}

@@ -1,0 +1,278 @@
+//! `prune`: the retention plan for the repository and every object backup, shown, then
+//! carried out in an order that a cut-off prune never breaks.
+//!
+//! Order: a backup's manifest goes before its data (a listed backup always has its data);
+//! WAL goes only below the oldest kept base backup; leftovers of unfinished backups (data
+//! without a manifest) only when older than a day, so that a backup in progress is never
+//! touched; promotions last (a copy of the data onto itself with the tier's storage class,
+//! then the manifest says so).
+
+use std::collections::{BTreeSet, HashSet};
+
+use futures::TryStreamExt;
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use crate::config::{BucketConfig, BucketUrl, RepositoryUrl};
+use crate::error::Result;
+use crate::manifest::{BackupKind, Manifest};
+use crate::objects::bucket::Bucket;
+use crate::objects::history::{self, HistoryOutcome, HistoryPlan};
+use crate::repository::Repository;
+use crate::retention::{self, Decision, Item, Kind, Tier, WalPlan};
+use crate::storage::LOCAL_STAGING_DIR;
+use crate::{wal, Context};
+
+/// Unfinished work younger than this is left alone: it may still be running.
+const LEFTOVER_AGE_HOURS: i64 = 24;
+
+#[derive(Debug, Serialize)]
+pub struct PrunePlan {
+    pub at: Timestamp,
+    pub backups: Vec<Decision>,
+    pub wal: WalPlan,
+    /// Keys of data without a manifest, older than a day.
+    pub leftovers: Vec<String>,
+    pub objects: Vec<ObjectsPlan>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ObjectsPlan {
+    pub name: String,
+    pub history_days: u32,
+    pub plan: HistoryPlan,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PruneOutcome {
+    pub backups_deleted: u64,
+    pub promoted: u64,
+    pub wal_deleted: u64,
+    pub leftovers_deleted: u64,
+    pub objects: Vec<(String, HistoryOutcome)>,
+}
+
+/// The series a backup competes in for keeping: its kind, database and dump options.
+fn series(m: &Manifest) -> String {
+    let mut s = format!("{} {}", m.kind.as_str(), m.database);
+    if m.options.schema_only {
+        s.push_str(" schema-only");
+    }
+    if !m.options.schemas.is_empty() {
+        s.push_str(&format!(" schemas {}", m.options.schemas.join(",")));
+    }
+    s
+}
+
+fn item(m: &Manifest) -> Item {
+    Item {
+        id: m.id.clone(),
+        kind: match m.kind {
+            BackupKind::Db => Kind::Db,
+            BackupKind::Base => Kind::Base,
+        },
+        series: series(m),
+        started: m.started_at,
+        finished: m.finished_at,
+        tier: m.tier.as_deref().and_then(Tier::parse),
+        first_wal: m.base.as_ref().map(|b| b.first_wal.clone()),
+    }
+}
+
+/// Plans the prune as it would be at `at`.
+pub async fn plan(ctx: &Context, repo: &Repository, at: Timestamp) -> Result<PrunePlan> {
+    let policy = ctx.config.retention.policy();
+    let manifests = repo.list().await?;
+    let items: Vec<Item> = manifests.iter().map(item).collect();
+    let backups = retention::plan_backups(&items, &policy, at);
+    let names = wal::archived_names(repo).await?;
+    let wal = retention::plan_wal(&items, &backups, &names);
+    let leftovers = leftovers(repo, &manifests, at).await?;
+    let mut objects = Vec::new();
+    for (name, config) in &ctx.config.objects {
+        let (_, _, plan) = history::plan_for(config, at).await?;
+        objects.push(ObjectsPlan {
+            name: name.clone(),
+            history_days: config.history_days,
+            plan,
+        });
+    }
+    Ok(PrunePlan {
+        at,
+        backups,
+        wal,
+        leftovers,
+        objects,
+    })
+}
+
+/// Data files without a manifest whose id says they started over a day before `at`, and
+/// (in a local repository) staged files older than a day.
+async fn leftovers(
+    repo: &Repository,
+    manifests: &[Manifest],
+    at: Timestamp,
+) -> Result<Vec<String>> {
+    let known: HashSet<&str> = manifests.iter().map(|m| m.data.as_str()).collect();
+    let cutoff = at
+        .checked_sub(SignedDuration::from_hours(LEFTOVER_AGE_HOURS))
+        .unwrap_or(Timestamp::MIN);
+    let mut out = Vec::new();
+    let storage = repo.storage();
+    let entries: Vec<_> = storage.list_stream("data/").await?.try_collect().await?;
+    for entry in entries {
+        if known.contains(entry.path.as_str()) {
+            continue;
+        }
+        let name = entry.path.rsplit('/').next().unwrap_or_default();
+        let id = name.split('.').next().unwrap_or_default();
+        if id_time(id).is_some_and(|t| t < cutoff) {
+            out.push(entry.path);
+        }
+    }
+    if storage.is_local() {
+        let staged: Vec<_> = storage
+            .list_stream(&format!("{LOCAL_STAGING_DIR}/"))
+            .await?
+            .try_collect()
+            .await?;
+        for entry in staged {
+            if storage
+                .modified(&entry.path)
+                .await?
+                .is_some_and(|t| t < cutoff)
+            {
+                out.push(entry.path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The start time written in a backup id (`YYYYMMDDTHHMMSSZ-xxxx`).
+fn id_time(id: &str) -> Option<Timestamp> {
+    if !crate::manifest::is_backup_id(id) {
+        return None;
+    }
+    jiff::fmt::strtime::parse("%Y%m%dT%H%M%SZ", &id[..16])
+        .ok()?
+        .to_datetime()
+        .ok()?
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+/// Carries out a plan.
+pub async fn execute(ctx: &Context, repo: &Repository, plan: &PrunePlan) -> Result<PruneOutcome> {
+    let mut outcome = PruneOutcome::default();
+    let storage = repo.storage();
+    let manifests = repo.list().await?;
+    for decision in plan.backups.iter().filter(|d| !d.keep) {
+        let Some(manifest) = manifests.iter().find(|m| m.id == decision.id) else {
+            continue;
+        };
+        storage
+            .delete(&Repository::manifest_path(&manifest.id))
+            .await?;
+        storage.delete(&manifest.data).await?;
+        tracing::info!(
+            "deleted backup `{}`: {}",
+            manifest.id,
+            decision.reasons.join("; ")
+        );
+        outcome.backups_deleted += 1;
+    }
+    if !plan.wal.delete.is_empty() {
+        let doomed: BTreeSet<&str> = plan.wal.delete.iter().map(String::as_str).collect();
+        let entries: Vec<_> = storage
+            .list_stream(wal::WAL_PREFIX)
+            .await?
+            .try_collect()
+            .await?;
+        for entry in entries {
+            if wal::name_of_key(&entry.path).is_some_and(|n| doomed.contains(n)) {
+                storage.delete(&entry.path).await?;
+                outcome.wal_deleted += 1;
+            }
+        }
+    }
+    for path in &plan.leftovers {
+        storage.delete(path).await?;
+        outcome.leftovers_deleted += 1;
+    }
+    for decision in &plan.backups {
+        let Some(tier) = decision.promote else {
+            continue;
+        };
+        let Some(manifest) = manifests.iter().find(|m| m.id == decision.id) else {
+            continue;
+        };
+        promote(ctx, repo, manifest, tier).await?;
+        outcome.promoted += 1;
+    }
+    for objects in &plan.objects {
+        let config = &ctx.config.objects[&objects.name];
+        let dest = Bucket::open(&config.destination, Default::default())?;
+        let done = history::execute(&dest, &objects.plan, plan.at, config.checkers).await?;
+        outcome.objects.push((objects.name.clone(), done));
+    }
+    Ok(outcome)
+}
+
+/// Moves a backup's data to its tier's storage class (S3 repositories) and records the tier.
+async fn promote(ctx: &Context, repo: &Repository, manifest: &Manifest, tier: Tier) -> Result<()> {
+    let retention = &ctx.config.retention;
+    let class = match tier {
+        Tier::Yearly => retention.yearly_class.clone(),
+        Tier::Monthly => retention.monthly_class.clone(),
+        Tier::Daily => None,
+    };
+    let mut updated = manifest.clone();
+    let config = &ctx.config.repository;
+    if let (RepositoryUrl::S3 { bucket, prefix }, Some(class)) = (&config.url, &class) {
+        let bucket = Bucket::open(
+            &BucketConfig {
+                url: BucketUrl {
+                    bucket: bucket.clone(),
+                    prefix: prefix.clone(),
+                },
+                endpoint: config.endpoint.clone(),
+                region: config.region.clone(),
+                access_key_id: config.access_key_id.clone(),
+                secret_access_key: config.secret_access_key.clone(),
+                path_style: config.path_style,
+                storage_class: None,
+            },
+            Default::default(),
+        )?;
+        bucket.change_class(&manifest.data, class).await?;
+        updated.storage_class = Some(class.clone());
+    }
+    updated.tier = Some(tier.as_str().to_string());
+    repo.storage()
+        .write(&Repository::manifest_path(&manifest.id), updated.to_json())
+        .await?;
+    tracing::info!(
+        "backup `{}` is kept as a {} backup{}",
+        manifest.id,
+        tier.as_str(),
+        class.map(|c| format!(", now in `{c}`")).unwrap_or_default()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_ids_carry_their_time() {
+        assert_eq!(
+            id_time("20261124T020000Z-ab12").unwrap().to_string(),
+            "2026-11-24T02:00:00Z"
+        );
+        assert_eq!(id_time("20261124T020000Z"), None);
+    }
+}
