@@ -86,11 +86,12 @@ rclone copy "$WORK/gen" src:media --transfers=16 --s3-no-check-bucket -q
 rm -rf "$WORK/gen"
 
 requests() { cat "$WORK/src.log" "$WORK/dst.log" 2>/dev/null | wc -l; }
-# Runs a command, prints "seconds requests".
+# Runs a command, prints "seconds requests"; its CPU time and peak memory go to cpu.log.
 measure() {
   local before after start end
   before=$(requests); start=$(date +%s.%N)
-  "$@" >/dev/null 2>"$WORK/last.err" || { cat "$WORK/last.err" >&2; exit 1; }
+  /usr/bin/time -f "%U+%S s cpu, %M KB max rss: $1" -a -o "$WORK/cpu.log" "$@" >/dev/null 2>"$WORK/last.err" \
+    || { cat "$WORK/last.err" >&2; exit 1; }
   end=$(date +%s.%N); after=$(requests)
   echo "$(echo "$end - $start" | bc) $((after - before))"
 }
@@ -124,3 +125,5 @@ R=$(measure "${RCLONE[@]}"); L=$(measure "${LB[@]}"); row "re-run, no change" "$
 change_one_percent
 sleep 1
 R=$(measure "${RCLONE[@]}"); L=$(measure "${LB[@]}"); row "re-run, 1% changed" "$R" "$L"
+echo "client CPU time and peak memory, in the order run:"
+cat "$WORK/cpu.log"

@@ -57,6 +57,25 @@ pub enum Command {
     /// Restore a backup.
     #[command(subcommand)]
     Restore(RestoreCommand),
+    /// Prove that a backup restores: into a throwaway PostgreSQL, with checks and the recovery
+    /// time measured; the result is recorded in the repository.
+    Verify {
+        /// Backup id, a unique prefix of one, or `latest`.
+        #[arg(default_value = "latest")]
+        id: String,
+        /// Only backups of this kind (with `latest`).
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+        /// Check the stored bytes and the table of contents only, without restoring.
+        #[arg(long)]
+        quick: bool,
+        /// Parallel pg_restore jobs for a dump.
+        #[arg(long, default_value_t = 2)]
+        jobs: u32,
+        /// age identity file for an encrypted backup [default: `encryption.identity_file`].
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+    },
     /// Apply the retention policy: show the plan, then delete, promote and expire what it says.
     Prune {
         /// Show the plan only.
@@ -87,6 +106,12 @@ pub enum Command {
         /// Where to write it (`%p`).
         dest: PathBuf,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KindArg {
+    Db,
+    Base,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

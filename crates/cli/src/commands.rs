@@ -3,15 +3,16 @@
 use std::io::Write;
 
 use lifeboat_core::config::{url_has_password, Secret};
+use lifeboat_core::manifest::BackupKind;
 use lifeboat_core::manifest::Manifest;
 use lifeboat_core::postgres::dump::{backup_db, human_bytes, DumpRequest};
 use lifeboat_core::postgres::restore::{restore_db, RestoreRequest};
 use lifeboat_core::postgres::{base, pitr};
 use lifeboat_core::repository::{Repository, Selector};
-use lifeboat_core::{crypto, drill, wal, Context, Error, Result};
+use lifeboat_core::{crypto, drill, verify, wal, Context, Error, Result};
 
 use crate::cli::{
-    BackupCommand, Cli, Command, ConfigCommand, KeyCommand, ListWhat, RestoreCommand,
+    BackupCommand, Cli, Command, ConfigCommand, KeyCommand, KindArg, ListWhat, RestoreCommand,
     RestoreDbArgs, RestorePitrArgs, TargetActionArg,
 };
 
@@ -107,6 +108,50 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         Command::Restore(RestoreCommand::Objects(r)) => {
             crate::objects::restore(ctx, r, args.json).await
         }
+        Command::Verify {
+            id,
+            kind,
+            quick,
+            jobs,
+            identity,
+        } => {
+            let repo = Repository::open(&ctx.config.repository).await?;
+            let request = verify::VerifyRequest {
+                backup: id.clone(),
+                kind: kind.map(|k| match k {
+                    KindArg::Db => BackupKind::Db,
+                    KindArg::Base => BackupKind::Base,
+                }),
+                quick: *quick,
+                identity: identity.clone(),
+                jobs: *jobs,
+            };
+            let v = verify::verify(ctx, &repo, &request).await?;
+            if args.json {
+                print_json_or(true, &v, String::new)?;
+            } else {
+                emit(&show_verification(&v))?;
+            }
+            match v.failures().first() {
+                None => Ok(()),
+                Some(check) if check.name.starts_with("stored bytes") => Err(Error::Integrity {
+                    id: v.backup.clone(),
+                    detail: check.detail.clone(),
+                }),
+                Some(check) => Err(Error::Mismatch {
+                    id: v.backup.clone(),
+                    detail: format!(
+                        "verification failed: {}: {}{}",
+                        check.name,
+                        check.detail,
+                        match v.failures().len() {
+                            1 => String::new(),
+                            n => format!(" (and {} more failed checks)", n - 1),
+                        }
+                    ),
+                }),
+            }
+        }
         Command::Prune { dry_run, at } => {
             crate::retention::prune(ctx, *dry_run, at.as_deref(), args.json).await
         }
@@ -143,13 +188,22 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         Command::List { what: None } => {
             let repo = Repository::open(&ctx.config.repository).await?;
             let manifests = repo.list().await?;
+            let verifications = verify::list_verifications(&repo).await?;
             if args.json {
-                return emit(
-                    &(serde_json::to_string_pretty(&manifests).expect("manifests serialize")
-                        + "\n"),
-                );
+                let listed: Vec<serde_json::Value> = manifests
+                    .iter()
+                    .map(|m| {
+                        let mut value = serde_json::to_value(m).expect("manifests serialize");
+                        if let Some(v) = verifications.iter().find(|v| v.backup == m.id) {
+                            value["verification"] =
+                                serde_json::to_value(v).expect("verifications serialize");
+                        }
+                        value
+                    })
+                    .collect();
+                return print_json_or(true, &listed, String::new);
             }
-            emit(&list_table(&manifests))
+            emit(&list_table(&manifests, &verifications))
         }
         Command::Show { id } => {
             let repo = Repository::open(&ctx.config.repository).await?;
@@ -159,10 +213,23 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
                     ..Selector::default()
                 })
                 .await?;
+            let verification = verify::list_verifications(&repo)
+                .await?
+                .into_iter()
+                .find(|v| v.backup == manifest.id);
             if args.json {
-                emit(&String::from_utf8_lossy(&manifest.to_json()))
+                let mut value = serde_json::to_value(&manifest).expect("manifests serialize");
+                if let Some(v) = &verification {
+                    value["verification"] =
+                        serde_json::to_value(v).expect("verifications serialize");
+                }
+                print_json_or(true, &value, String::new)
             } else {
-                emit(&show(&manifest))
+                let mut out = show(&manifest);
+                if let Some(v) = &verification {
+                    out.push_str(&show_verification(v));
+                }
+                emit(&out)
             }
         }
         Command::Restore(RestoreCommand::Db(r)) => {
@@ -248,6 +315,7 @@ fn pitr_request(p: &RestorePitrArgs) -> Result<pitr::PitrRequest> {
         socket_dir: p.socket_dir.clone(),
         no_archive: p.no_archive,
         identity: p.identity.clone(),
+        base: None,
     })
 }
 
@@ -302,7 +370,36 @@ fn restore_request(ctx: &Context, r: &RestoreDbArgs) -> Result<RestoreRequest> {
     })
 }
 
-fn list_table(manifests: &[Manifest]) -> String {
+fn show_verification(v: &verify::Verification) -> String {
+    let mut out = format!(
+        "verification of {} at {}: {}{}\n",
+        v.backup,
+        v.verified_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        if v.passed { "passed" } else { "FAILED" },
+        if v.quick { " (quick)" } else { "" }
+    );
+    if let (Some(took), Some(rto)) = (v.recovery_seconds, v.rto_seconds) {
+        out.push_str(&format!(
+            "  recovery time {took:.1}s, objective {rto}s: {}\n",
+            if took <= rto as f64 {
+                "met"
+            } else {
+                "EXCEEDED"
+            }
+        ));
+    }
+    for check in &v.checks {
+        out.push_str(&format!(
+            "  {} {}: {}\n",
+            if check.passed { "ok  " } else { "FAIL" },
+            check.name,
+            check.detail
+        ));
+    }
+    out
+}
+
+fn list_table(manifests: &[Manifest], verifications: &[verify::Verification]) -> String {
     if manifests.is_empty() {
         return "no backups\n".into();
     }
@@ -320,6 +417,16 @@ fn list_table(manifests: &[Manifest]) -> String {
         }
         if !m.options.schemas.is_empty() {
             notes.push(format!("schemas: {}", m.options.schemas.join(",")));
+        }
+        if let Some(tier) = &m.tier {
+            notes.push(tier.clone());
+        }
+        if let Some(v) = verifications.iter().find(|v| v.backup == m.id) {
+            notes.push(match (v.passed, v.recovery_seconds) {
+                (true, Some(secs)) => format!("verified, restores in {secs:.1}s"),
+                (true, None) => "verified (quick)".into(),
+                (false, _) => "VERIFICATION FAILED".into(),
+            });
         }
         out.push_str(&format!(
             "{:<22} {:<5} {:<12} {:<20} {:>10} {:>10} {:>7} {}\n",

@@ -40,6 +40,8 @@ pub struct Config {
     pub objects: BTreeMap<String, ObjectsConfig>,
     #[serde(default)]
     pub retention: RetentionConfig,
+    #[serde(default)]
+    pub objectives: Objectives,
     #[serde(skip_deserializing, default = "default_source")]
     pub source: ConfigSource,
 }
@@ -279,6 +281,60 @@ pub struct PostgresConfig {
     /// Tables (`schema.table`) that must never be empty in a backup or a restore.
     #[serde(default, deserialize_with = "expand_vec")]
     pub critical_tables: Vec<String>,
+    /// SQL that must return `true` (every row's first value) in a verified restore, e.g.
+    /// `SELECT NOT dirty FROM schema_migrations`.
+    #[serde(default, deserialize_with = "expand_vec")]
+    pub checks: Vec<String>,
+}
+
+/// Recovery objectives (`[objectives]`), in minutes; the defaults are the guide's table, with
+/// an hour's grace on the daily ones for the job itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objectives {
+    /// Age of the newest good logical dump.
+    #[serde(default = "default_daily_rpo")]
+    pub dump_rpo_minutes: u64,
+    /// Measured restore time of a dump (by `verify`).
+    #[serde(default = "default_hour")]
+    pub dump_rto_minutes: u64,
+    /// Age of the newest archived WAL while the server is up.
+    #[serde(default = "default_wal_rpo")]
+    pub wal_rpo_minutes: u64,
+    /// Measured recovery time of a base backup (by `verify`).
+    #[serde(default = "default_pitr_rto")]
+    pub pitr_rto_minutes: u64,
+    /// Age of the newest object backup run.
+    #[serde(default = "default_daily_rpo")]
+    pub objects_rpo_minutes: u64,
+}
+
+impl Default for Objectives {
+    fn default() -> Self {
+        Objectives {
+            dump_rpo_minutes: default_daily_rpo(),
+            dump_rto_minutes: default_hour(),
+            wal_rpo_minutes: default_wal_rpo(),
+            pitr_rto_minutes: default_pitr_rto(),
+            objects_rpo_minutes: default_daily_rpo(),
+        }
+    }
+}
+
+fn default_daily_rpo() -> u64 {
+    25 * 60
+}
+
+fn default_hour() -> u64 {
+    60
+}
+
+fn default_wal_rpo() -> u64 {
+    15
+}
+
+fn default_pitr_rto() -> u64 {
+    15
 }
 
 /// How long backups are kept (`[retention]`); the defaults are the guide's table.
@@ -887,6 +943,7 @@ impl Config {
             postgres: &'a BTreeMap<String, PostgresConfig>,
             objects: &'a BTreeMap<String, ObjectsConfig>,
             retention: &'a RetentionConfig,
+            objectives: &'a Objectives,
         }
         toml::to_string_pretty(&Shown {
             repository: &self.repository,
@@ -897,6 +954,7 @@ impl Config {
             postgres: &self.postgres,
             objects: &self.objects,
             retention: &self.retention,
+            objectives: &self.objectives,
         })
         .unwrap_or_else(|e| format!("# cannot display the configuration: {e}\n"))
     }
@@ -913,6 +971,7 @@ impl Default for Config {
             postgres: BTreeMap::new(),
             objects: BTreeMap::new(),
             retention: RetentionConfig::default(),
+            objectives: Objectives::default(),
             source: ConfigSource::Default,
         }
     }

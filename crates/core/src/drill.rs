@@ -80,6 +80,7 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
         url: PgUrl::parse(&cluster.url("yomira")).map_err(Error::invalid)?,
         password: None,
         critical_tables: Vec::new(),
+        checks: Vec::new(),
     };
     let manifest = backup_db(ctx, &repo, "drill", &source, &DumpRequest::default()).await?;
     timer.lap(

@@ -21,6 +21,7 @@ pub mod prune;
 pub mod repository;
 pub mod retention;
 pub mod storage;
+pub mod verify;
 pub mod wal;
 
 use std::sync::Arc;

@@ -32,7 +32,7 @@ pub struct Faults {
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
     pub faults: Faults,
-    /// Appends `METHOD PATH?QUERY` per request to this file.
+    /// Appends `MILLIS METHOD PATH?QUERY` per request to this file.
     pub log: Option<PathBuf>,
 }
 
@@ -57,8 +57,12 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Wrapped 
         self.count.fetch_add(1, Ordering::Relaxed);
         let path = req.uri().path().to_string();
         if let Some(log) = &self.log {
+            let millis = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or_default();
             let line = format!(
-                "{} {}\n",
+                "{millis} {} {}\n",
                 req.method(),
                 req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("")
             );

@@ -9,4 +9,5 @@ mod prune;
 mod roundtrip;
 mod secrets;
 mod support;
+mod verify;
 mod wal;

@@ -124,6 +124,18 @@ fn recovery_to_a_moment_and_across_timelines() {
     env.sql("yomira", "INSERT INTO public.events VALUES (2)");
     switch_and_archive(&socket, port);
 
+    // The base backup verifies: unpacked into a throwaway folder, recovered to its end with the
+    // archived WAL, started, checked, and removed.
+    let out = env.lifeboat(&["verify", &base_id, "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let verified: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(verified["kind"], "base");
+    assert_eq!(verified["passed"], true, "{verified}");
+    assert_eq!(verified["rto_seconds"], 900);
+    assert_eq!(verified["checks"][0]["name"], "recovery");
+    assert_eq!(verified["checks"][1]["name"], "critical table core.comic");
+    assert_eq!(verified["checks"][1]["detail"], "200 rows");
+
     let list = env.lifeboat(&["list", "wal"]);
     assert!(
         list.stdout.contains("timeline 1:") && !list.stdout.contains("gap"),

@@ -74,6 +74,7 @@ impl Requests {
     }
 }
 
+#[derive(Clone)]
 pub struct Bucket {
     pub config: BucketConfig,
     op: Operator,
@@ -102,6 +103,10 @@ impl Bucket {
             http: reqwest::Client::new(),
             requests,
         })
+    }
+
+    pub(crate) fn operator(&self) -> &Operator {
+        &self.op
     }
 
     /// How a key is named in messages.

@@ -16,6 +16,7 @@
 pub mod bucket;
 pub mod history;
 pub mod index;
+pub mod listing;
 mod restore;
 mod run;
 

@@ -82,7 +82,7 @@ pub async fn backup_objects(
         Some(run) => read_index(&ends.dest, &index_key(&run.id), false).await?,
         None => futures::stream::empty().boxed(),
     };
-    let listing = ends.source.list("").await?;
+    let listing = super::listing::list_parallel(&ends.source, config.checkers).await?;
     let steps = diff(previous, listing, "source listing");
     let id = super::new_run_id(options.now);
     ctx.progress.begin(&format!("objects `{name}`"), None);

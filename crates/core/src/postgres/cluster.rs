@@ -267,7 +267,8 @@ fn append(path: &Path, text: &str) -> Result<()> {
 }
 
 /// A TCP port nobody listens on now.
-fn free_port() -> Result<u16> {
+/// A TCP port nothing listens on now, for a scratch server.
+pub fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| Error::io("finding a free port", e))?;
     listener

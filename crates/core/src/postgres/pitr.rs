@@ -49,6 +49,8 @@ pub struct PitrRequest {
     /// Keep the recovered server from archiving WAL into the repository.
     pub no_archive: bool,
     pub identity: Option<PathBuf>,
+    /// Recover from this base backup (by id) instead of the newest before the target.
+    pub base: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -129,7 +131,11 @@ pub async fn restore_pitr(
         from: oldest.finished_at,
         to: newest_wal_time(repo).await?,
     };
-    let base = choose_base(&bases, &request.target).ok_or_else(|| {
+    let chosen = match &request.base {
+        Some(id) => bases.iter().find(|m| &m.id == id),
+        None => choose_base(&bases, &request.target),
+    };
+    let base = chosen.ok_or_else(|| {
         Error::invalid(format!(
             "target `{}` is before the oldest base backup: the recoverable window is {window}",
             describe(&request.target)

@@ -1,7 +1,7 @@
 //! `lifeboat-s3-server ROOT [PORT]`: an S3 server on 127.0.0.1 for benchmarks and manual
 //! tries. Credentials come from $S3_ACCESS_KEY and $S3_SECRET_KEY (default `lifeboat` /
 //! `lifeboat-secret`); with $S3_REQUEST_LOG set, every request is appended to that file as
-//! `METHOD PATH?QUERY`. Prints its endpoint, then serves until killed.
+//! `UNIX-MILLIS METHOD PATH?QUERY`. Prints its endpoint, then serves until killed.
 
 fn main() {
     let mut args = std::env::args().skip(1);
