@@ -277,14 +277,25 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             let mut out = String::from("drill passed\n");
             for step in &report.steps {
                 out.push_str(&format!(
-                    "  {:<32} {:>8.2}s  {}\n",
+                    "  {:<44} {:>8.2}s  {}\n",
                     step.step, step.seconds, step.detail
                 ));
             }
             let total: f64 = report.steps.iter().map(|s| s.seconds).sum();
             out.push_str(&format!(
-                "  {:<32} {:>8.2}s  backup {} in {}\n",
+                "  {:<44} {:>8.2}s  backup {} in {}\n",
                 "total", total, report.backup, report.repository
+            ));
+            out.push_str(&format!(
+                "recovered: {} tables compared equal ({} rows); dump verified, restores in {:.1}s; \
+                 point in time {} recovered from base backup {} in {:.1}s ({})\n",
+                report.tables_compared,
+                report.rows_restored,
+                report.verified_recovery_seconds.unwrap_or_default(),
+                report.pitr_target,
+                report.base_backup,
+                report.pitr_seconds,
+                report.pitr_repository
             ));
             emit(&out)
         }

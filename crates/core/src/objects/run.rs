@@ -25,6 +25,8 @@ const FAILURES_KEPT: usize = 100;
 /// Attempts per object before it counts as failed (each request is also retried by the
 /// storage layer, with backoff).
 const ATTEMPTS: u32 = 2;
+/// Steps in flight, at least, between the listing and the ordered index.
+const STEP_WINDOW: usize = 8192;
 /// Compressed index bytes gathered before they are sent.
 const INDEX_FLUSH: usize = 1 << 20;
 
@@ -209,7 +211,10 @@ async fn copy_all(
     let mut retired = Upload::start(&ends.dest, &retired_key(id), part_size).await?;
     let mut summary = Summary::default();
     let mut failures = Vec::new();
-    let window = config.transfers * 4;
+    // Results leave in key order (the index is written sorted), so a slow copy holds back the
+    // ones after it: the window of steps in flight is wide, so that sparse changes still copy
+    // `transfers` at a time. A waiting step is a few hundred bytes.
+    let window = (config.transfers * 4).max(STEP_WINDOW);
     let mut outcomes = steps
         .map(|step| {
             let slots = slots.clone();
