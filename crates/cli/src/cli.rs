@@ -57,6 +57,22 @@ pub enum Command {
     /// Restore a backup.
     #[command(subcommand)]
     Restore(RestoreCommand),
+    /// Run a job (default `daily`): its steps in order, under the repository's lock; notify.
+    Run {
+        /// The job (`[jobs.NAME]`; built in: `daily`, `weekly`).
+        #[arg(default_value = "daily")]
+        job: String,
+    },
+    /// Run the jobs on their schedules; serve /metrics and /healthz (`daemon.listen`).
+    Daemon {
+        /// Run every scheduled job once at start, then follow the schedules.
+        #[arg(long)]
+        run_at_start: bool,
+    },
+    /// Each asset against its recovery objectives; exits 4 when one is breached.
+    Status,
+    /// Check everything a run needs and say what to fix.
+    Doctor,
     /// Prove that a backup restores: into a throwaway PostgreSQL, with checks and the recovery
     /// time measured; the result is recorded in the repository.
     Verify {
@@ -147,6 +163,8 @@ pub enum BackupCommand {
         #[arg(long, value_name = "NAME")]
         db: Option<String>,
     },
+    /// An RDB snapshot of Redis (only with `[redis] backup = true`: Redis is ephemeral by design).
+    Redis,
     /// Copy a bucket into its backup bucket, keeping what the source deleted or overwrote.
     Objects {
         /// The configured object backup (`[objects.NAME]`); needed when several are configured.

@@ -152,6 +152,13 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
                 }),
             }
         }
+        Command::Run { job } => crate::automation::run(ctx, job, args.json).await,
+        Command::Daemon { run_at_start } => crate::automation::daemon(ctx, *run_at_start).await,
+        Command::Status => crate::automation::status(ctx, args.json).await,
+        Command::Doctor => crate::automation::doctor(ctx, args.json).await,
+        Command::Backup(BackupCommand::Redis) => {
+            crate::automation::backup_redis(ctx, args.json).await
+        }
         Command::Prune { dry_run, at } => {
             crate::retention::prune(ctx, *dry_run, at.as_deref(), args.json).await
         }

@@ -5,6 +5,7 @@
 //! scripts), and maps errors to one line on stderr and an exit code: 1 for errors, 2 for usage,
 //! 3 for a backup that does not restore or verify as recorded, 130 when interrupted.
 
+mod automation;
 mod cli;
 mod commands;
 mod objects;

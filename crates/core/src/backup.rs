@@ -64,7 +64,7 @@ impl DataPlan {
         let (part_size, concurrency) =
             part_plan(estimate, repo.part_size_mib, repo.upload_concurrency);
         let storage_class = match kind {
-            BackupKind::Db => repo.storage_class.db.clone(),
+            BackupKind::Db | BackupKind::Redis => repo.storage_class.db.clone(),
             BackupKind::Base => repo.storage_class.base.clone(),
         };
         DataPlan {

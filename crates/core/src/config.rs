@@ -42,6 +42,15 @@ pub struct Config {
     pub retention: RetentionConfig,
     #[serde(default)]
     pub objectives: Objectives,
+    /// Named jobs for `run` and the daemon; unset: `daily` and `weekly` as in the guide.
+    #[serde(default)]
+    pub jobs: BTreeMap<String, JobConfig>,
+    #[serde(default)]
+    pub notify: NotifyConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
     #[serde(skip_deserializing, default = "default_source")]
     pub source: ConfigSource,
 }
@@ -281,10 +290,85 @@ pub struct PostgresConfig {
     /// Tables (`schema.table`) that must never be empty in a backup or a restore.
     #[serde(default, deserialize_with = "expand_vec")]
     pub critical_tables: Vec<String>,
+    /// The server archives its WAL to lifeboat: the daily job takes base backups of it and
+    /// `status` watches its archive.
+    #[serde(default)]
+    pub pitr: bool,
     /// SQL that must return `true` (every row's first value) in a verified restore, e.g.
     /// `SELECT NOT dirty FROM schema_migrations`.
     #[serde(default, deserialize_with = "expand_vec")]
     pub checks: Vec<String>,
+}
+
+/// A job: steps run in order (a failing step does not stop the others), on a schedule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// `backup db [NAME]`, `backup base [NAME]`, `backup objects [NAME]`, `backup redis`,
+    /// `prune`, `verify [db|base]`.
+    #[serde(deserialize_with = "expand_vec")]
+    pub steps: Vec<String>,
+    /// Cron schedule (`minute hour day-of-month month day-of-week`) for the daemon.
+    #[serde(default, deserialize_with = "expand_opt")]
+    pub schedule: Option<String>,
+}
+
+/// Where run results go.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Slack incoming webhook URL (a secret: it carries its token).
+    #[serde(default)]
+    pub slack_webhook: Option<Secret>,
+    /// Any URL that takes the run's report as JSON (POST).
+    #[serde(default)]
+    pub webhook: Option<Secret>,
+    /// Health-check ping URL: `/start` when a run starts, the URL itself on success,
+    /// `/fail` on failure (healthchecks.io style), so that a run that never happens is noticed.
+    #[serde(default)]
+    pub healthcheck: Option<Secret>,
+    /// Also notify when every step succeeded (failures are always sent).
+    #[serde(default)]
+    pub on_success: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Time zone of the schedules (IANA name).
+    #[serde(default = "default_time_zone", deserialize_with = "time_zone")]
+    pub time_zone: String,
+    /// Address of `/metrics` and `/healthz`; unset: none.
+    #[serde(default, deserialize_with = "expand_opt")]
+    pub listen: Option<String>,
+    /// A run lock whose heartbeat is older than this is taken over.
+    #[serde(default = "default_stale_minutes")]
+    pub lock_stale_minutes: u64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            time_zone: default_time_zone(),
+            listen: None,
+            lock_stale_minutes: default_stale_minutes(),
+        }
+    }
+}
+
+fn default_stale_minutes() -> u64 {
+    10
+}
+
+/// Redis: ephemeral by design (`status` checks that it answers); `backup redis` takes an RDB
+/// snapshot only when `backup = true`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:PASSWORD@]HOST:PORT` (a secret when it carries a password).
+    pub url: Secret,
+    #[serde(default)]
+    pub backup: bool,
 }
 
 /// Recovery objectives (`[objectives]`), in minutes; the defaults are the guide's table, with
@@ -800,6 +884,24 @@ impl Config {
                     .map_err(|e| Error::Config(format!("config `{}`: {e}", self.source_name())))?;
             }
         }
+        for (name, job) in &self.jobs {
+            for step in &job.steps {
+                crate::jobs::Step::parse(step).map_err(|e| {
+                    Error::Config(format!(
+                        "config `{}`: `jobs.{name}.steps`: {e}",
+                        self.source_name()
+                    ))
+                })?;
+            }
+            if let Some(schedule) = &job.schedule {
+                crate::schedule::Cron::parse(schedule).map_err(|e| {
+                    Error::Config(format!(
+                        "config `{}`: `jobs.{name}.schedule`: {e}",
+                        self.source_name()
+                    ))
+                })?;
+            }
+        }
         let r = &self.retention;
         if r.daily_days == 0 || r.pitr_days == 0 {
             return bad(
@@ -877,6 +979,33 @@ impl Config {
         }
     }
 
+    /// The jobs: the configured ones, else the guide's `daily` and `weekly`.
+    pub fn jobs(&self) -> BTreeMap<String, JobConfig> {
+        if !self.jobs.is_empty() {
+            return self.jobs.clone();
+        }
+        let job = |steps: &[&str], schedule: &str| JobConfig {
+            steps: steps.iter().map(|s| s.to_string()).collect(),
+            schedule: Some(schedule.to_string()),
+        };
+        BTreeMap::from([
+            (
+                "daily".to_string(),
+                job(
+                    &[
+                        "backup db",
+                        "backup base",
+                        "backup objects",
+                        "backup redis",
+                        "prune",
+                    ],
+                    "0 2 * * *",
+                ),
+            ),
+            ("weekly".to_string(), job(&["verify"], "0 3 * * 0")),
+        ])
+    }
+
     /// The object backup section to use: `name` if given, else the only one configured.
     pub fn objects(&self, name: Option<&str>) -> Result<(&str, &ObjectsConfig)> {
         let names = || {
@@ -944,6 +1073,11 @@ impl Config {
             objects: &'a BTreeMap<String, ObjectsConfig>,
             retention: &'a RetentionConfig,
             objectives: &'a Objectives,
+            jobs: &'a BTreeMap<String, JobConfig>,
+            notify: &'a NotifyConfig,
+            daemon: &'a DaemonConfig,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            redis: &'a Option<RedisConfig>,
         }
         toml::to_string_pretty(&Shown {
             repository: &self.repository,
@@ -955,6 +1089,10 @@ impl Config {
             objects: &self.objects,
             retention: &self.retention,
             objectives: &self.objectives,
+            jobs: &self.jobs,
+            notify: &self.notify,
+            daemon: &self.daemon,
+            redis: &self.redis,
         })
         .unwrap_or_else(|e| format!("# cannot display the configuration: {e}\n"))
     }
@@ -972,6 +1110,10 @@ impl Default for Config {
             objects: BTreeMap::new(),
             retention: RetentionConfig::default(),
             objectives: Objectives::default(),
+            jobs: BTreeMap::new(),
+            notify: NotifyConfig::default(),
+            daemon: DaemonConfig::default(),
+            redis: None,
             source: ConfigSource::Default,
         }
     }

@@ -74,6 +74,10 @@ pub enum Error {
     /// The work was done except for some items, which were reported one by one.
     #[error("{0}")]
     Incomplete(String),
+
+    /// A recovery objective is breached (`status`).
+    #[error("{0}")]
+    Breached(String),
 }
 
 fn stderr_suffix(stderr: &str) -> String {
@@ -140,6 +144,7 @@ impl Error {
         match self {
             Error::Interrupted(_) => 130,
             Error::Integrity { .. } | Error::Mismatch { .. } => 3,
+            Error::Breached(_) => 4,
             _ => 1,
         }
     }

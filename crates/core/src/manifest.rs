@@ -18,6 +18,8 @@ pub enum BackupKind {
     Db,
     /// A physical copy of the cluster (`pg_basebackup` tar), the base of point-in-time recovery.
     Base,
+    /// A Redis RDB snapshot (only when `[redis] backup = true`).
+    Redis,
 }
 
 impl BackupKind {
@@ -25,6 +27,7 @@ impl BackupKind {
         match self {
             BackupKind::Db => "db",
             BackupKind::Base => "base",
+            BackupKind::Redis => "redis",
         }
     }
 }

@@ -68,7 +68,7 @@ fn item(m: &Manifest) -> Item {
     Item {
         id: m.id.clone(),
         kind: match m.kind {
-            BackupKind::Db => Kind::Db,
+            BackupKind::Db | BackupKind::Redis => Kind::Db,
             BackupKind::Base => Kind::Base,
         },
         series: series(m),

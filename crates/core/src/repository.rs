@@ -108,6 +108,7 @@ impl Repository {
         match kind {
             BackupKind::Db => format!("data/db/{id}.dump.zst{suffix}"),
             BackupKind::Base => format!("data/base/{id}.tar.zst{suffix}"),
+            BackupKind::Redis => format!("data/redis/{id}.rdb.zst{suffix}"),
         }
     }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `lifeboat` binary against a real PostgreSQL cluster and a real
 //! S3 server, both started by the tests on this machine.
 
+mod automation;
 mod drill;
 mod failures;
 mod objects;
