@@ -1,7 +1,7 @@
 //! `prune` and `lifecycle`: the retention plan shown, then carried out; the bucket's lifecycle
 //! rules printed, checked and applied.
 
-use lifeboat_core::config::{BucketConfig, BucketUrl, RepositoryUrl};
+use lifeboat_core::config::RepositoryUrl;
 use lifeboat_core::lifecycle;
 use lifeboat_core::objects::bucket::{Bucket, Method};
 use lifeboat_core::prune::{self, PrunePlan};
@@ -112,25 +112,14 @@ fn show_plan(plan: &PrunePlan) -> String {
 
 pub async fn lifecycle(ctx: &Context, apply: bool, json: bool) -> Result<()> {
     let config = &ctx.config.repository;
-    let RepositoryUrl::S3 { bucket, prefix } = &config.url else {
+    let RepositoryUrl::S3 { prefix, .. } = &config.url else {
         return Err(Error::invalid(format!(
             "lifecycle rules are for S3 repositories; `{}` is a local folder (prune keeps it tidy)",
             config.url
         )));
     };
     let bucket = Bucket::open(
-        &BucketConfig {
-            url: BucketUrl {
-                bucket: bucket.clone(),
-                prefix: prefix.clone(),
-            },
-            endpoint: config.endpoint.clone(),
-            region: config.region.clone(),
-            access_key_id: config.access_key_id.clone(),
-            secret_access_key: config.secret_access_key.clone(),
-            path_style: config.path_style,
-            storage_class: None,
-        },
+        &config.bucket().expect("an S3 repository has a bucket"),
         Default::default(),
     )?;
     let wanted = lifecycle::wanted(prefix);

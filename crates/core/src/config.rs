@@ -86,6 +86,28 @@ pub struct RepositoryConfig {
     pub upload_concurrency: usize,
 }
 
+impl RepositoryConfig {
+    /// The repository's bucket, for requests the storage layer does not make (storage class
+    /// changes, lifecycle rules); `None` for a local folder.
+    pub fn bucket(&self) -> Option<BucketConfig> {
+        let RepositoryUrl::S3 { bucket, prefix } = &self.url else {
+            return None;
+        };
+        Some(BucketConfig {
+            url: BucketUrl {
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+            },
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            path_style: self.path_style,
+            storage_class: None,
+        })
+    }
+}
+
 impl Default for RepositoryConfig {
     fn default() -> Self {
         RepositoryConfig {
@@ -1213,6 +1235,30 @@ mod tests {
         assert!(url_has_password("postgresql://u:pw@h/db"));
         assert!(url_has_password("postgresql://u@h/db?password=x"));
         assert!(!url_has_password("postgresql:///db?host=/tmp/s&port=5"));
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../../../lifeboat.example.toml");
+        // Every `${VAR}` it uses, set to something plausible.
+        let mut expanded = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            expanded.push_str(&rest[..start]);
+            let end = rest[start..].find('}').unwrap() + start;
+            expanded.push_str("example");
+            rest = &rest[end + 1..];
+        }
+        expanded.push_str(rest);
+        let config = Config::parse(&expanded, Path::new("/etc/lifeboat/lifeboat.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.objects.contains_key("media"));
+        assert_eq!(
+            config.retention.monthly_class.as_deref(),
+            Some("STANDARD_IA")
+        );
+        assert_eq!(config.jobs().len(), 2);
+        assert!(config.postgres["yomira"].pitr);
     }
 
     #[test]

@@ -154,6 +154,18 @@ pub fn new_backup_id(started: Timestamp) -> String {
     format!("{}-{suffix:04x}", started.strftime("%Y%m%dT%H%M%SZ"))
 }
 
+/// The start time (to the second) written at the head of a backup or run id.
+pub fn id_time(id: &str) -> Option<Timestamp> {
+    let stamp = id.get(..15)?;
+    jiff::fmt::strtime::parse("%Y%m%dT%H%M%S", stamp)
+        .ok()?
+        .to_datetime()
+        .ok()?
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
 /// Whether `text` has the shape of a backup id.
 pub fn is_backup_id(text: &str) -> bool {
     let bytes = text.as_bytes();

@@ -13,7 +13,6 @@ use futures::TryStreamExt;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use crate::config::{BucketConfig, BucketUrl, RepositoryUrl};
 use crate::error::Result;
 use crate::manifest::{BackupKind, Manifest};
 use crate::objects::bucket::Bucket;
@@ -126,7 +125,10 @@ async fn leftovers(
         }
         let name = entry.path.rsplit('/').next().unwrap_or_default();
         let id = name.split('.').next().unwrap_or_default();
-        if id_time(id).is_some_and(|t| t < cutoff) {
+        let started = crate::manifest::is_backup_id(id)
+            .then(|| crate::manifest::id_time(id))
+            .flatten();
+        if started.is_some_and(|t| t < cutoff) {
             out.push(entry.path);
         }
     }
@@ -148,20 +150,6 @@ async fn leftovers(
     }
     out.sort();
     Ok(out)
-}
-
-/// The start time written in a backup id (`YYYYMMDDTHHMMSSZ-xxxx`).
-fn id_time(id: &str) -> Option<Timestamp> {
-    if !crate::manifest::is_backup_id(id) {
-        return None;
-    }
-    jiff::fmt::strtime::parse("%Y%m%dT%H%M%SZ", &id[..16])
-        .ok()?
-        .to_datetime()
-        .ok()?
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
 }
 
 /// Carries out a plan.
@@ -230,23 +218,8 @@ async fn promote(ctx: &Context, repo: &Repository, manifest: &Manifest, tier: Ti
         Tier::Daily => None,
     };
     let mut updated = manifest.clone();
-    let config = &ctx.config.repository;
-    if let (RepositoryUrl::S3 { bucket, prefix }, Some(class)) = (&config.url, &class) {
-        let bucket = Bucket::open(
-            &BucketConfig {
-                url: BucketUrl {
-                    bucket: bucket.clone(),
-                    prefix: prefix.clone(),
-                },
-                endpoint: config.endpoint.clone(),
-                region: config.region.clone(),
-                access_key_id: config.access_key_id.clone(),
-                secret_access_key: config.secret_access_key.clone(),
-                path_style: config.path_style,
-                storage_class: None,
-            },
-            Default::default(),
-        )?;
+    if let (Some(bucket), Some(class)) = (ctx.config.repository.bucket(), &class) {
+        let bucket = Bucket::open(&bucket, Default::default())?;
         bucket.change_class(&manifest.data, class).await?;
         updated.storage_class = Some(class.clone());
     }
@@ -261,18 +234,4 @@ async fn promote(ctx: &Context, repo: &Repository, manifest: &Manifest, tier: Ti
         class.map(|c| format!(", now in `{c}`")).unwrap_or_default()
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backup_ids_carry_their_time() {
-        assert_eq!(
-            id_time("20261124T020000Z-ab12").unwrap().to_string(),
-            "2026-11-24T02:00:00Z"
-        );
-        assert_eq!(id_time("20261124T020000Z"), None);
-    }
 }

@@ -102,7 +102,8 @@ pub async fn execute(
     let day_ago = now
         .checked_sub(SignedDuration::from_hours(24))
         .unwrap_or(Timestamp::MIN);
-    let leftover = |id: &str| !known(id) && run_time(id).is_some_and(|t| t < day_ago);
+    let leftover =
+        |id: &str| !known(id) && crate::manifest::id_time(id).is_some_and(|t| t < day_ago);
     let through = plan.purge_through.as_deref().unwrap_or("");
     for key in &files {
         if let Some(id) = run_of(key, ".retired.zst") {
@@ -150,18 +151,6 @@ fn run_of(key: &str, suffix: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The start time written in a run id.
-fn run_time(id: &str) -> Option<Timestamp> {
-    let stamp = id.get(..15)?;
-    jiff::fmt::strtime::parse("%Y%m%dT%H%M%S", stamp)
-        .ok()?
-        .to_datetime()
-        .ok()?
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,9 +195,12 @@ mod tests {
     fn run_ids_carry_their_time() {
         let id = super::super::new_run_id("2026-11-24T02:00:00.123Z".parse().unwrap());
         assert!(id.starts_with("20261124T020000123Z-"), "{id}");
-        let t = run_time(&id).unwrap();
+        let t = crate::manifest::id_time(&id).unwrap();
         assert_eq!(t.to_string(), "2026-11-24T02:00:00Z");
-        assert_eq!(run_time("garbage"), None);
+        assert_eq!(crate::manifest::id_time("garbage"), None);
+        // Backup ids carry theirs the same way.
+        let backup = crate::manifest::id_time("20261124T020000Z-ab12").unwrap();
+        assert_eq!(backup.to_string(), "2026-11-24T02:00:00Z");
     }
 
     #[test]
