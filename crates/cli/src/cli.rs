@@ -107,7 +107,8 @@ pub enum Command {
         #[arg(long)]
         apply: bool,
     },
-    /// Disaster-recovery drill on throwaway parts: sample database, backup, restore, check.
+    /// Disaster-recovery drill on throwaway parts: sample database, backup, restore, verify,
+    /// point-in-time recovery, each step timed.
     Drill,
     /// Archive one WAL file: PostgreSQL's `archive_command = 'lifeboat wal-push %p'`.
     WalPush {

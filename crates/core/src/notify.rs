@@ -59,12 +59,12 @@ pub fn summary(report: &RunReport) -> String {
     let failed = report.failed();
     let mut text = if failed.is_empty() {
         format!(
-            ":white_check_mark: lifeboat `{}` on `{}` succeeded in {:.0}s",
+            "lifeboat `{}` on `{}` succeeded in {:.0}s",
             report.job, report.host, report.seconds
         )
     } else {
         format!(
-            ":rotating_light: lifeboat `{}` on `{}`: {} of {} steps FAILED",
+            "lifeboat `{}` on `{}`: {} of {} steps FAILED",
             report.job,
             report.host,
             failed.len(),
@@ -93,7 +93,12 @@ pub async fn send(config: &NotifyConfig, report: &RunReport) {
     }
     let client = client();
     if let Some(url) = &config.slack_webhook {
-        let body = serde_json::json!({ "text": summary(report) });
+        let mark = if report.ok {
+            ":white_check_mark:"
+        } else {
+            ":rotating_light:"
+        };
+        let body = serde_json::json!({ "text": format!("{mark} {}", summary(report)) });
         deliver(&client, url, &body, "Slack").await;
     }
     if let Some(url) = &config.webhook {
