@@ -79,3 +79,58 @@ fn database_password_is_never_visible() {
     assert!(line.contains("password authentication failed"), "{line}");
     assert!(!line.contains("wrong-pw-value"), "{line}");
 }
+
+#[test]
+fn a_server_that_requires_tls_is_backed_up_over_tls() {
+    let options = ClusterOptions {
+        tcp_password: Some("tls-test-password".into()),
+        tls: true,
+        ..ClusterOptions::default()
+    };
+    let env = Env::with_cluster(Repo::Local, false, options);
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    // pg_hba.conf takes TCP connections with TLS only: without it, lifeboat is refused...
+    std::fs::write(
+        &env.config,
+        config.replace("/yomira\"", "/yomira?sslmode=disable\""),
+    )
+    .unwrap();
+    let out = env.lifeboat(&["backup", "db"]);
+    assert_eq!(out.code, 1);
+    assert!(out.error_line().contains("no encryption"), "{}", out.stderr);
+    // ...and with `sslmode=require` both lifeboat's own connection and pg_dump's use TLS.
+    std::fs::write(
+        &env.config,
+        config.replace("/yomira\"", "/yomira?sslmode=require\""),
+    )
+    .unwrap();
+    let id = env.backup(&[]);
+    let out = env.lifeboat(&["show", &id, "--json"]);
+    let manifest: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(manifest["tables"].as_array().unwrap().len() >= 7);
+    let out = env.lifeboat(&["doctor"]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+
+    // The password may come from a password file, as with libpq, for lifeboat's own
+    // connection and for pg_dump's.
+    let without: String = config
+        .replace("/yomira\"", "/yomira?sslmode=require\"")
+        .lines()
+        .filter(|l| !l.starts_with("password"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&env.config, without).unwrap();
+    let pgpass = env.dir.path().join("pgpass");
+    std::fs::write(
+        &pgpass,
+        "# lifeboat test\n127.0.0.1:*:yomira:lifeboat:tls-test-password\n",
+    )
+    .unwrap();
+    let out = crate::support::run_of(
+        env.command(&["backup", "db"])
+            .env("PGPASSFILE", &pgpass)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}

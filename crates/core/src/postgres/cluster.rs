@@ -22,6 +22,9 @@ pub struct ClusterOptions {
     pub tcp_password: Option<String>,
     /// Extra `postgresql.conf` lines.
     pub settings: Vec<String>,
+    /// With `tcp_password`: TCP connections must use TLS (a self-signed certificate made with
+    /// `openssl`; `hostssl` only in pg_hba.conf).
+    pub tls: bool,
 }
 
 #[derive(Debug)]
@@ -104,11 +107,37 @@ impl ScratchCluster {
         }
         conf.extend(options.settings.iter().cloned());
         append(&self.data.join("postgresql.conf"), &conf.join("\n"))?;
+        if self.tcp && options.tls {
+            let mut openssl = Command::new("openssl");
+            openssl
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args(["-subj", "/CN=localhost", "-keyout"])
+                .arg(self.data.join("server.key"))
+                .arg("-out")
+                .arg(self.data.join("server.crt"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if let Some((uid, gid)) = self.run_as {
+                openssl.uid(uid).gid(gid);
+            }
+            let status = openssl
+                .status()
+                .map_err(|e| Error::io("starting `openssl` for a test certificate", e))?;
+            if !status.success() {
+                return Err(Error::invalid(
+                    "`openssl` could not make a test certificate",
+                ));
+            }
+            append(&self.data.join("postgresql.conf"), "ssl = on")?;
+        }
         if self.tcp {
-            // Local socket stays trusted (for setup); TCP needs the password.
+            // Local socket stays trusted (for setup); TCP needs the password (and TLS).
+            let kind = if options.tls { "hostssl" } else { "host" };
             append(
                 &self.data.join("pg_hba.conf"),
-                "host all all 127.0.0.1/32 scram-sha-256",
+                &format!("{kind} all all 127.0.0.1/32 scram-sha-256"),
             )?;
             let hba = std::fs::read_to_string(self.data.join("pg_hba.conf"))
                 .map_err(|e| Error::io("reading pg_hba.conf", e))?;

@@ -53,6 +53,11 @@ impl ConnInfo {
             let user = config.get_user().unwrap_or("postgres").to_string();
             config.dbname(&user);
         }
+        if config.get_password().is_none() {
+            if let Some(password) = pgpass_password(&config) {
+                config.password(password);
+            }
+        }
         Ok(ConnInfo {
             config,
             redacted: redact_url(url),
@@ -86,21 +91,23 @@ impl ConnInfo {
     }
 
     /// Connects; the connection's driver runs on the tokio runtime until the client is dropped.
+    ///
+    /// With `sslmode=prefer` (the default) or `require` the connection is encrypted when the
+    /// server offers TLS (required with `require`); as with libpq's `require`, the server's
+    /// certificate is not verified. Over a local socket there is no TLS.
     pub async fn connect(&self, what: &str) -> Result<Client> {
-        if self.config.get_ssl_mode() == SslMode::Require {
-            return Err(Error::invalid(format!(
-                "{what} `{}` asks for `sslmode=require`, which this build does not support yet: use `sslmode=prefer` or a local socket",
-                self.redacted
-            )));
-        }
-        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
+        let failed = |e: tokio_postgres::Error| {
             Error::postgres(format!("cannot connect to {what} `{}`", self.redacted), &e)
-        })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "postgres connection ended");
-            }
-        });
+        };
+        let client = if self.config.get_ssl_mode() == SslMode::Disable {
+            let (client, connection) = self.config.connect(NoTls).await.map_err(failed)?;
+            tokio::spawn(drive(connection));
+            client
+        } else {
+            let (client, connection) = self.config.connect(tls()).await.map_err(failed)?;
+            tokio::spawn(drive(connection));
+            client
+        };
         Ok(client)
     }
 
@@ -196,5 +203,158 @@ mod tests {
         assert_eq!(moved.get_hosts(), &[Host::Unix("/run/other".into())]);
         assert_eq!(moved.get_ports(), &[6000]);
         assert_eq!(moved.get_user(), Some("u"));
+    }
+}
+
+/// The password libpq would take from the password file ($PGPASSFILE, else ~/.pgpass) for
+/// this host, port, database and user (`*` matches anything; `\:` and `\\` are escapes).
+fn pgpass_password(config: &tokio_postgres::Config) -> Option<String> {
+    let path = std::env::var_os("PGPASSFILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".pgpass")))?;
+    let text = std::fs::read_to_string(path).ok()?;
+    let host = match config.get_hosts().first()? {
+        Host::Tcp(name) => name.clone(),
+        // libpq matches a socket connection against `localhost`.
+        Host::Unix(_) => "localhost".into(),
+    };
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
+    let wanted = [
+        host.as_str(),
+        port.as_str(),
+        config.get_dbname().unwrap_or_default(),
+        config.get_user().unwrap_or_default(),
+    ];
+    pgpass_lookup(&text, &wanted)
+}
+
+fn pgpass_lookup(text: &str, wanted: &[&str; 4]) -> Option<String> {
+    for line in text.lines() {
+        if line.trim_start().starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let mut fields = Vec::new();
+        let mut field = String::new();
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => field.extend(chars.next()),
+                ':' if fields.len() < 4 => fields.push(std::mem::take(&mut field)),
+                c => field.push(c),
+            }
+        }
+        fields.push(field);
+        if fields.len() != 5 {
+            continue;
+        }
+        if fields[..4]
+            .iter()
+            .zip(wanted)
+            .all(|(have, want)| have == "*" || have == want)
+        {
+            return Some(fields[4].clone());
+        }
+    }
+    None
+}
+
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "postgres connection ended");
+    }
+}
+
+/// TLS for lifeboat's own connections: encryption without certificate verification, which
+/// is what libpq's `sslmode=require` (and `prefer`) give.
+fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
+        .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+/// Accepts the server's certificate (libpq's `require`), still checking the handshake's
+/// signatures so that the session key belongs to whoever holds that certificate.
+#[derive(Debug)]
+struct EncryptOnly(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod pgpass_tests {
+    use super::pgpass_lookup;
+
+    #[test]
+    fn the_first_matching_line_wins_with_wildcards_and_escapes() {
+        let text = "# comment\n\
+                    db.internal:5432:other:backup:wrong\n\
+                    db.internal:*:yomira:backup:pa\\:ss\\\\word\n\
+                    *:*:*:*:fallback\n";
+        assert_eq!(
+            pgpass_lookup(text, &["db.internal", "5433", "yomira", "backup"]).as_deref(),
+            Some("pa:ss\\word")
+        );
+        assert_eq!(
+            pgpass_lookup(text, &["elsewhere", "5432", "x", "y"]).as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(pgpass_lookup("a:b:c:d:e\n", &["x", "b", "c", "d"]), None);
     }
 }
