@@ -35,9 +35,9 @@ pub async fn run(ctx: &Context, job: &str, json: bool) -> Result<()> {
             report.steps.len(),
             failed
                 .iter()
-                .map(|s| s.step.as_str())
+                .map(|s| format!("{} ({})", s.step, s.detail))
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join("; ")
         )))
     }
 }

@@ -82,11 +82,40 @@ pub fn host_name() -> String {
 
 /// Runs a job's steps under the run lock, then notifies.
 pub async fn run_job(ctx: &Context, name: &str, job: &JobConfig) -> Result<RunReport> {
-    let repo = Repository::open(&ctx.config.repository).await?;
-    let lock = crate::lock::RunLock::acquire(ctx, &repo, name).await?;
     crate::notify::ping(&ctx.config.notify, crate::notify::Ping::Start).await;
     let started = Timestamp::now();
     let clock = Instant::now();
+    // A run that cannot start (repository unreachable, another run holding the lock) is a
+    // failed run: it is reported and notified like any other.
+    let opened = async {
+        let repo = Repository::open(&ctx.config.repository).await?;
+        let lock = crate::lock::RunLock::acquire(ctx, &repo, name).await?;
+        Ok::<_, Error>((repo, lock))
+    }
+    .await;
+    let (repo, lock) = match opened {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::error!("job `{name}` cannot start: {e}");
+            let report = RunReport {
+                job: name.to_string(),
+                repository: ctx.config.repository.url.to_string(),
+                host: host_name(),
+                started,
+                seconds: (clock.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+                ok: false,
+                steps: vec![StepReport {
+                    step: "start".into(),
+                    ok: false,
+                    detail: e.to_string(),
+                    bytes: None,
+                    seconds: 0.0,
+                }],
+            };
+            crate::notify::send(&ctx.config.notify, &report).await;
+            return Ok(report);
+        }
+    };
     let mut steps = Vec::new();
     for text in &job.steps {
         let step = Step::parse(text).map_err(Error::Config)?;

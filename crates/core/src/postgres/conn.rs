@@ -99,7 +99,14 @@ impl ConnInfo {
         let failed = |e: tokio_postgres::Error| {
             Error::postgres(format!("cannot connect to {what} `{}`", self.redacted), &e)
         };
-        let client = if self.config.get_ssl_mode() == SslMode::Disable {
+        // TLS is for TCP: over a local socket there is none to negotiate (and a socket path is
+        // no name for a certificate).
+        let tcp = self
+            .config
+            .get_hosts()
+            .iter()
+            .any(|h| matches!(h, Host::Tcp(_)));
+        let client = if self.config.get_ssl_mode() == SslMode::Disable || !tcp {
             let (client, connection) = self.config.connect(NoTls).await.map_err(failed)?;
             tokio::spawn(drive(connection));
             client
