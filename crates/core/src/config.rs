@@ -951,6 +951,22 @@ impl Config {
                 ));
             }
         }
+        let archiving: Vec<&str> = self
+            .postgres
+            .iter()
+            .filter(|(_, db)| db.pitr)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if archiving.len() > 1 {
+            return bad(format!(
+                "`pitr = true` on {}: a repository holds one cluster's WAL archive (segment names would collide); give each cluster its own repository (its own configuration file)",
+                archiving
+                    .iter()
+                    .map(|n| format!("`postgres.{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ));
+        }
         for (name, db) in &self.postgres {
             for table in &db.critical_tables {
                 if table.split_once('.').is_none() {
@@ -1259,6 +1275,17 @@ mod tests {
         );
         assert_eq!(config.jobs().len(), 2);
         assert!(config.postgres["yomira"].pitr);
+    }
+
+    #[test]
+    fn one_archiving_cluster_per_repository() {
+        let text = "[postgres.a]\nurl = \"postgresql://h/a\"\npitr = true\n\
+                    [postgres.b]\nurl = \"postgresql://h2/b\"\npitr = true\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(
+            err.contains("`pitr = true` on `postgres.a` and `postgres.b`: a repository holds one cluster's WAL archive"),
+            "{err}"
+        );
     }
 
     #[test]
