@@ -118,6 +118,31 @@ impl DataPlan {
         }
     }
 
+    /// Streams a child's output (a backup tool's) through the pipeline into this plan's data,
+    /// as progress task `task`; the child is killed if the upload stops early.
+    pub async fn upload_from(
+        &self,
+        ctx: &Context,
+        repo: &Repository,
+        task: &str,
+        source: crate::process::ChildReader,
+    ) -> crate::Result<StreamStats> {
+        let killer = source.killer();
+        ctx.progress.begin(task, None);
+        let uploaded = crate::pipeline::upload(
+            repo.storage(),
+            self.target(),
+            source,
+            move || killer.kill(),
+            self.seal.clone(),
+            std::sync::Arc::clone(&ctx.progress),
+            &ctx.cancel,
+        )
+        .await;
+        ctx.progress.end();
+        uploaded
+    }
+
     pub fn target(&self) -> UploadTarget<'_> {
         UploadTarget {
             path: &self.data,

@@ -988,29 +988,56 @@ impl Config {
 
     /// The database section to use: `name` if given, else the only one configured.
     pub fn database(&self, name: Option<&str>) -> Result<(&str, &PostgresConfig)> {
+        self.section(
+            &self.postgres,
+            name,
+            ["database", "databases"],
+            "a `[postgres.NAME]` section with `url = \"postgresql://...\"`",
+            "--db NAME",
+        )
+    }
+
+    /// Section `name` of `sections`, else the only one; the errors say what is configured.
+    fn section<'a, T>(
+        &self,
+        sections: &'a BTreeMap<String, T>,
+        name: Option<&str>,
+        [what, whats]: [&str; 2],
+        how_to_add: &str,
+        flag: &str,
+    ) -> Result<(&'a str, &'a T)> {
+        let names = || {
+            if sections.is_empty() {
+                return "none".to_string();
+            }
+            sections
+                .keys()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match name {
-            Some(name) => self
-                .postgres
+            Some(name) => sections
                 .get_key_value(name)
                 .map(|(k, v)| (k.as_str(), v))
                 .ok_or_else(|| {
                     Error::Config(format!(
-                        "database `{name}` is not configured in `{}`: configured are {}",
+                        "{what} `{name}` is not configured in `{}`: configured are {}",
                         self.source_name(),
-                        self.database_names()
+                        names()
                     ))
                 }),
             None => {
-                let mut all = self.postgres.iter();
+                let mut all = sections.iter();
                 match (all.next(), all.next()) {
                     (Some((k, v)), None) => Ok((k.as_str(), v)),
                     (None, _) => Err(Error::Config(format!(
-                        "no database configured in `{}`: add a `[postgres.NAME]` section with `url = \"postgresql://...\"`",
+                        "no {what} configured in `{}`: add {how_to_add}",
                         self.source_name()
                     ))),
                     _ => Err(Error::invalid(format!(
-                        "several databases are configured ({}): choose one with `--db NAME`",
-                        self.database_names()
+                        "several {whats} are configured ({}): choose one with `{flag}`",
+                        names()
                     ))),
                 }
             }
@@ -1046,55 +1073,13 @@ impl Config {
 
     /// The object backup section to use: `name` if given, else the only one configured.
     pub fn objects(&self, name: Option<&str>) -> Result<(&str, &ObjectsConfig)> {
-        let names = || {
-            self.objects
-                .keys()
-                .map(|k| format!("`{k}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        match name {
-            Some(name) => self
-                .objects
-                .get_key_value(name)
-                .map(|(k, v)| (k.as_str(), v))
-                .ok_or_else(|| {
-                    Error::Config(format!(
-                        "object backup `{name}` is not configured in `{}`: configured are {}",
-                        self.source_name(),
-                        if self.objects.is_empty() {
-                            "none".into()
-                        } else {
-                            names()
-                        }
-                    ))
-                }),
-            None => {
-                let mut all = self.objects.iter();
-                match (all.next(), all.next()) {
-                    (Some((k, v)), None) => Ok((k.as_str(), v)),
-                    (None, _) => Err(Error::Config(format!(
-                        "no object backup configured in `{}`: add an `[objects.NAME]` section with `source` and `destination`",
-                        self.source_name()
-                    ))),
-                    _ => Err(Error::invalid(format!(
-                        "several object backups are configured ({}): choose one with `--name NAME`",
-                        names()
-                    ))),
-                }
-            }
-        }
-    }
-
-    fn database_names(&self) -> String {
-        if self.postgres.is_empty() {
-            return "none".into();
-        }
-        self.postgres
-            .keys()
-            .map(|k| format!("`{k}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.section(
+            &self.objects,
+            name,
+            ["object backup", "object backups"],
+            "an `[objects.NAME]` section with `source` and `destination`",
+            "--name NAME",
+        )
     }
 
     /// The configuration as TOML with every secret replaced by `***`.

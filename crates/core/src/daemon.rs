@@ -79,15 +79,9 @@ pub async fn run_daemon(ctx: &Context, run_at_start: bool) -> Result<()> {
         match crate::jobs::run_job(ctx, &name, job).await {
             Ok(report) => {
                 tracing::info!(job = %name, ok = report.ok, "finished in {:.1}s", report.seconds);
-                runs.lock()
-                    .expect("runs poisoned")
-                    .retain(|(j, ..)| *j != name);
-                runs.lock().expect("runs poisoned").push((
-                    name.clone(),
-                    started,
-                    report.ok,
-                    report.seconds,
-                ));
+                let mut runs = runs.lock().expect("runs poisoned");
+                runs.retain(|(j, ..)| *j != name);
+                runs.push((name.clone(), started, report.ok, report.seconds));
             }
             Err(e) => tracing::error!(job = %name, "did not run: {e}"),
         }

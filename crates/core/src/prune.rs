@@ -89,7 +89,7 @@ pub async fn plan(ctx: &Context, repo: &Repository, at: Timestamp) -> Result<Pru
     let leftovers = leftovers(repo, &manifests, at).await?;
     let mut objects = Vec::new();
     for (name, config) in &ctx.config.objects {
-        let (_, _, plan) = history::plan_for(config, at).await?;
+        let plan = history::plan_for(config, at).await?;
         objects.push(ObjectsPlan {
             name: name.clone(),
             history_days: config.history_days,

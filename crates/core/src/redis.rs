@@ -3,7 +3,6 @@
 //! `redis-cli --rdb -` through the same pipeline as every backup. The password goes to
 //! `redis-cli` through `REDISCLI_AUTH`, never on its command line.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,7 +11,6 @@ use crate::backup::{About, DataPlan};
 use crate::config::RedisConfig;
 use crate::error::{Error, Result};
 use crate::manifest::{self, BackupKind, DumpOptions};
-use crate::pipeline;
 use crate::process::Tool;
 use crate::repository::Repository;
 use crate::Context;
@@ -102,20 +100,8 @@ pub async fn backup(
         tool = tool.env("REDISCLI_AUTH", password.clone());
     }
     let source = tool.spawn_reader()?;
-    let killer = source.killer();
     let plan = DataPlan::new(ctx, BackupKind::Redis, &id, 1 << 30, 0);
-    ctx.progress.begin("backup redis", None);
-    let uploaded = pipeline::upload(
-        repo.storage(),
-        plan.target(),
-        source,
-        move || killer.kill(),
-        plan.seal.clone(),
-        Arc::clone(&ctx.progress),
-        &ctx.cancel,
-    )
-    .await;
-    ctx.progress.end();
+    let uploaded = plan.upload_from(ctx, repo, "backup redis", source).await;
     let prepared = uploaded.map(|stats| {
         plan.manifest(
             About {

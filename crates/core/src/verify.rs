@@ -119,7 +119,7 @@ pub async fn verify(
         if let Some(target) = restored {
             recovery_seconds = Some((started.elapsed().as_secs_f64() * 10.0).round() / 10.0);
             run_checks(&target, database.as_ref(), &mut checks);
-            target.finish();
+            drop(target);
         }
     }
     let objectives = &ctx.config.objectives;
@@ -178,10 +178,6 @@ impl Restored {
         }
         let out = tool.output()?;
         Ok(String::from_utf8_lossy(&out).into_owned())
-    }
-
-    fn finish(self) {
-        drop(self);
     }
 }
 

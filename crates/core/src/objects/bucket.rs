@@ -257,6 +257,17 @@ impl Bucket {
         if self.config.shares_account_with(&from.config) {
             return self.server_copy(from, from_key, to_key).await;
         }
+        self.stream_copy(from, from_key, to_key, part_size).await
+    }
+
+    /// A copy through this machine: one GET streamed into the upload.
+    async fn stream_copy(
+        &self,
+        from: &Bucket,
+        from_key: &str,
+        to_key: &str,
+        part_size: usize,
+    ) -> Result<u64> {
         let source = from.display(from_key);
         let target = self.display(to_key);
         Requests::add(&from.requests.get, 1);
@@ -341,16 +352,7 @@ impl Bucket {
             .map_err(|e| Error::storage("reading", &source, e))?;
         let size = meta.content_length();
         if size > 5 << 30 {
-            let streamed = Bucket {
-                config: BucketConfig {
-                    access_key_id: None,
-                    ..self.config.clone()
-                },
-                op: self.op.clone(),
-                http: self.http.clone(),
-                requests: self.requests.clone(),
-            };
-            return Box::pin(streamed.copy_from(from, from_key, to_key, 64 << 20)).await;
+            return self.stream_copy(from, from_key, to_key, 64 << 20).await;
         }
         let copy_source = format!(
             "/{}/{}",

@@ -16,7 +16,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use super::bucket::Bucket;
-use super::{list_runs, read_index, record_key, RunRecord, RUNS};
+use super::{list_runs, read_index, record_key, RUNS};
 use crate::config::ObjectsConfig;
 use crate::error::Result;
 
@@ -66,15 +66,11 @@ pub struct HistoryOutcome {
 }
 
 /// Plans the history of `[objects.NAME]` as it stands.
-pub async fn plan_for(
-    config: &ObjectsConfig,
-    now: Timestamp,
-) -> Result<(Bucket, Vec<RunRecord>, HistoryPlan)> {
+pub async fn plan_for(config: &ObjectsConfig, now: Timestamp) -> Result<HistoryPlan> {
     let dest = Bucket::open(&config.destination, Default::default())?;
     let runs = list_runs(&dest).await?;
     let ids: Vec<(String, Timestamp)> = runs.iter().map(|r| (r.id.clone(), r.started)).collect();
-    let plan = plan(&ids, now, config.history_days);
-    Ok((dest, runs, plan))
+    Ok(plan(&ids, now, config.history_days))
 }
 
 /// Carries out a plan (see the module's header for the order), then removes what unfinished

@@ -124,7 +124,7 @@ fn walk(bucket: Bucket, prefix: String) -> BoxStream<'static, Result<Listed>> {
 fn in_background(
     mut listing: BoxStream<'static, Result<Listed>>,
 ) -> BoxStream<'static, Result<Listed>> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(PART_BUFFER);
+    let (tx, rx) = tokio::sync::mpsc::channel(PART_BUFFER);
     tokio::spawn(async move {
         while let Some(item) = listing.next().await {
             let failed = item.is_err();
@@ -133,7 +133,7 @@ fn in_background(
             }
         }
     });
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+    super::receiver_stream(rx)
 }
 
 /// The objects and folders right below `prefix`, in key order; `None` if there are more

@@ -164,10 +164,11 @@ async fn read_index(
             }
         }
     });
-    Ok(tokio_stream_from(entry_rx))
+    Ok(receiver_stream(entry_rx))
 }
 
-fn tokio_stream_from<T: Send + 'static>(
+/// The items of a channel, as a stream.
+pub(crate) fn receiver_stream<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> BoxStream<'static, T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()

@@ -5,7 +5,6 @@
 //! is in this repository's archive. A server that does not archive WAL to lifeboat is refused
 //! before anything is copied, since its base backup could never be recovered.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -75,7 +74,6 @@ pub async fn backup_base(
     let tool = tool.arg(format!("--label=lifeboat {id}"));
     let (tool, _passfile) = conn.apply_to(tool)?;
     let source = tool.spawn_reader()?;
-    let killer = source.killer();
 
     // pg_basebackup only relays files the server reads: unlike pg_dump it leaves the cores
     // free, so by default compression takes them all.
@@ -91,18 +89,9 @@ pub async fn backup_base(
         threads,
     );
     tracing::info!(backup = %id, database = name, "base backup of the cluster of `{dbname}`");
-    ctx.progress.begin(&format!("base backup {name}"), None);
-    let uploaded = pipeline::upload(
-        repo.storage(),
-        plan.target(),
-        source,
-        move || killer.kill(),
-        plan.seal.clone(),
-        Arc::clone(&ctx.progress),
-        &ctx.cancel,
-    )
-    .await;
-    ctx.progress.end();
+    let uploaded = plan
+        .upload_from(ctx, repo, &format!("base backup {name}"), source)
+        .await;
     let outcome = async {
         let stats = uploaded?;
         let (start_lsn, end_lsn, timeline) =
