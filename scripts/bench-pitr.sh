@@ -107,12 +107,17 @@ read -r LB_SEGS LB_WAL_SECS < <(drain "$LB_PUSH")
 read -r BR_SEGS BR_WAL_SECS < <(drain "$BR_PUSH")
 set_archive "$LB_PUSH && $BR_PUSH"
 
-# 2. Base backups.
+# 2. Base backups, each after a checkpoint and a flush of dirty pages, so that neither pays
+# for what the other (or the load before) left to write.
+settle() { q "CHECKPOINT" >/dev/null 2>&1 || true; sync; }
+settle
 t0=$(now); "$LIFEBOAT" --config "$WORK/lifeboat.toml" -q backup base >/dev/null; t1=$(now)
 LB_BASE_SECS=$(secs "$t0" "$t1")
 LB_BASE_SIZE=$(du -sb "$WORK/repo/data/base" | cut -f1)
+settle
 t0=$(now); "${AS[@]}" pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --type=full backup >/dev/null; t1=$(now)
 BR_BASE_SECS=$(secs "$t0" "$t1")
+
 BR_BASE_SIZE=$(du -sb "$WORK/pgbr-repo/backup" | cut -f1)
 
 # 3. WAL after the backups, a target in the middle, then restore and recover with each.
@@ -123,6 +128,7 @@ wait_archived
 stop "$WORK/data"
 
 P2=$((PORT + 1)); P3=$((PORT + 2))
+sync
 t0=$(now)
 "$LIFEBOAT" --config "$WORK/lifeboat.toml" -q restore pitr --pgdata "$WORK/r-lifeboat" --target-time "$TARGET" \
   --start --port "$P2" --socket-dir "$WORK" --no-archive --json >"$WORK/pitr.json"
@@ -131,6 +137,7 @@ LB_PITR_SECS=$(secs "$t0" "$t1")
 
 mkdir -m 700 "$WORK/r-pgbackrest"; chown postgres "$WORK/r-pgbackrest"
 BR_TARGET=$(date -u -d "${TARGET%Z}" '+%Y-%m-%d %H:%M:%S.%6N+00')
+sync
 t0=$(now)
 "${AS[@]}" pgbackrest --config="$WORK/pgbackrest.conf" --stanza=bench --pg1-path="$WORK/r-pgbackrest" \
   --type=time --target="$BR_TARGET" --target-action=promote restore >/dev/null

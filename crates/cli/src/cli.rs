@@ -123,6 +123,10 @@ pub enum Command {
         /// Where to write it (`%p`).
         dest: PathBuf,
     },
+    /// Download WAL segments into the spool ahead of `wal-fetch` (started by it, in the
+    /// background).
+    #[command(hide = true)]
+    WalPrefetch { names: Vec<String> },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

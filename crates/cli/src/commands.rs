@@ -169,12 +169,19 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         }
         Command::WalFetch { name, dest } => {
             let repo = Repository::open(&ctx.config.repository).await?;
-            if wal::fetch(ctx, &repo, name, dest).await? {
-                Ok(())
-            } else {
+            let fetched = wal::fetch(ctx, &repo, name, dest).await?;
+            if !fetched.found {
                 tracing::debug!(wal = %name, "not in the archive");
                 std::process::exit(1);
             }
+            if !fetched.ahead.is_empty() {
+                start_prefetch(args, &fetched.ahead);
+            }
+            Ok(())
+        }
+        Command::WalPrefetch { names } => {
+            let repo = Repository::open(&ctx.config.repository).await?;
+            wal::prefetch(ctx, &repo, names).await
         }
         Command::Backup(BackupCommand::Base { db }) => {
             let (name, pg) = ctx.config.database(db.as_deref())?;
@@ -553,5 +560,28 @@ pub fn emit(text: &str) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(Error::io("writing to stdout", e)),
+    }
+}
+
+/// Starts `lifeboat wal-prefetch` for `names` in the background, detached from PostgreSQL's
+/// `restore_command` (which returns at once); a prefetch that cannot start only costs speed.
+fn start_prefetch(args: &Cli, names: &[String]) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(config) = &args.config {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.arg("-q")
+        .arg("wal-prefetch")
+        .args(names)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    if let Err(e) = cmd.spawn() {
+        tracing::debug!(error = %e, "prefetch not started");
     }
 }

@@ -80,6 +80,7 @@ impl DataPlan {
                     .as_ref()
                     .map(|e| e.recipients.clone())
                     .unwrap_or_default(),
+                tar_chunks: kind == BackupKind::Base,
             },
             encryption,
             storage_class,

@@ -29,6 +29,7 @@ pub mod retention;
 pub mod schedule;
 pub mod status;
 pub mod storage;
+pub mod tarchunk;
 pub mod verify;
 pub mod wal;
 

@@ -36,6 +36,8 @@ pub struct SealOptions {
     pub threads: u32,
     /// age recipients; empty means no encryption.
     pub recipients: Vec<String>,
+    /// The source is a tar stream, stored in the chunked layout of [`crate::tarchunk`].
+    pub tar_chunks: bool,
 }
 
 /// Where and how an upload is stored.
@@ -225,7 +227,7 @@ fn zstd_threads(threads: u32) -> u32 {
 
 /// Compresses and encrypts `source` into `sink`; runs on a blocking thread.
 fn seal_stream(
-    mut source: impl Read,
+    source: impl Read,
     seal: &SealOptions,
     sink: ChunkSender,
     progress: &dyn Progress,
@@ -236,6 +238,36 @@ fn seal_stream(
     } else {
         Sealed::Age(crypto::encrypt_to(&seal.recipients, hashing)?)
     };
+    let (sealed, raw_size) = if seal.tar_chunks {
+        let mut sealed = sealed;
+        let threads = zstd_threads(seal.threads) as usize;
+        let raw = crate::tarchunk::compress(source, seal.level, threads, &mut sealed, progress)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::BrokenPipe => sink_err(e),
+                io::ErrorKind::InvalidData => from_io(e, "reading the tar stream"),
+                _ => from_io(e, "compressing"),
+            })?;
+        (sealed, raw)
+    } else {
+        compress_stream(source, seal, sealed, progress)?
+    };
+    let hashing = sealed.finish().map_err(sink_err)?;
+    let (sink, stored_size, sha256) = hashing.finish();
+    sink.finish().map_err(sink_err)?;
+    Ok(StreamStats {
+        raw_size,
+        stored_size,
+        sha256,
+    })
+}
+
+/// One zstd frame of the whole source, written into `sealed`; returns it and the bytes read.
+fn compress_stream<W: Write>(
+    mut source: impl Read,
+    seal: &SealOptions,
+    sealed: Sealed<W>,
+    progress: &dyn Progress,
+) -> Result<(Sealed<W>, u64)> {
     let zstd_err = |e: io::Error| from_io(e, "compressing");
     let mut encoder = zstd::stream::write::Encoder::new(sealed, seal.level).map_err(zstd_err)?;
     encoder.include_checksum(true).map_err(zstd_err)?;
@@ -257,14 +289,7 @@ fn seal_stream(
         progress.advance(n as u64);
     }
     let sealed = encoder.finish().map_err(sink_err)?;
-    let hashing = sealed.finish().map_err(sink_err)?;
-    let (sink, stored_size, sha256) = hashing.finish();
-    sink.finish().map_err(sink_err)?;
-    Ok(StreamStats {
-        raw_size,
-        stored_size,
-        sha256,
-    })
+    Ok((sealed, raw_size))
 }
 
 fn sink_err(e: io::Error) -> Error {
@@ -384,7 +409,72 @@ pub async fn download<W: Write + Send + 'static>(
     sink: W,
     cancel: &CancellationToken,
 ) -> Result<Delivered<W>> {
-    if expected.encrypted && identities.is_none() {
+    let expected_owned = expected.clone();
+    fetch(
+        storage,
+        path,
+        expected,
+        identities.is_some(),
+        cancel,
+        move |reader| open_stream(reader, &expected_owned, identities, sink),
+    )
+    .await
+}
+
+/// Streams a stored object to `consume`, decrypted but still compressed (for readers of
+/// their own layout, such as [`crate::tarchunk::unpack`]), and verifies its size and hash
+/// once `consume` is done. What `consume` wrote is only known good when this returns `Ok`.
+pub async fn download_sealed<T: Send + 'static>(
+    storage: &Storage,
+    path: &str,
+    expected: &Expected,
+    identities: Option<Arc<Identities>>,
+    consume: impl FnOnce(&mut dyn Read) -> io::Result<T> + Send + 'static,
+    cancel: &CancellationToken,
+) -> Result<T> {
+    let expected_owned = expected.clone();
+    fetch(
+        storage,
+        path,
+        expected,
+        identities.is_some(),
+        cancel,
+        move |reader| {
+            let expected = &expected_owned;
+            let hashing = SharedHashingReader::new(reader);
+            let mut decoded = decrypted(&hashing, expected, identities)?;
+            let value = consume(&mut decoded).map_err(|e| match from_io(e, "reading") {
+                Error::Io { source, .. }
+                    if matches!(
+                        source.kind(),
+                        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    Error::Integrity {
+                        id: expected.backup_id.clone(),
+                        detail: format!("cannot decode: {source}"),
+                    }
+                }
+                other => other,
+            })?;
+            drop(decoded);
+            verify_stored(hashing, expected)?;
+            Ok(value)
+        },
+    )
+    .await
+}
+
+/// Feeds a stored object's bytes to `open` on a blocking thread, until it ends or `cancel`.
+async fn fetch<T: Send + 'static>(
+    storage: &Storage,
+    path: &str,
+    expected: &Expected,
+    have_identities: bool,
+    cancel: &CancellationToken,
+    open: impl FnOnce(ChannelReader) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    if expected.encrypted && !have_identities {
         return Err(Error::Crypto(format!(
             "backup `{}` is encrypted: set `encryption.identity_file` or pass `--identity FILE`",
             expected.backup_id
@@ -392,10 +482,7 @@ pub async fn download<W: Write + Send + 'static>(
     }
     let mut stream = storage.download(path).await?;
     let (tx, rx) = mpsc::channel::<Result<Bytes>>(4);
-    let expected_owned = expected.clone();
-    let opening = tokio::task::spawn_blocking(move || {
-        open_stream(ChannelReader::new(rx), &expected_owned, identities, sink)
-    });
+    let opening = tokio::task::spawn_blocking(move || open(ChannelReader::new(rx)));
     let mut interrupted = false;
     loop {
         tokio::select! {
@@ -424,6 +511,51 @@ pub async fn download<W: Write + Send + 'static>(
     result
 }
 
+/// The stored bytes read through `hashing`, decrypted when the backup is encrypted.
+fn decrypted<'a>(
+    hashing: &SharedHashingReader,
+    expected: &Expected,
+    identities: Option<Arc<Identities>>,
+) -> Result<Box<dyn Read + 'a>> {
+    Ok(if expected.encrypted {
+        let ids = identities.expect("checked by the caller");
+        Box::new(crypto::decrypt_from(
+            hashing.clone(),
+            &ids,
+            &expected.backup_id,
+        )?)
+    } else {
+        Box::new(hashing.clone())
+    })
+}
+
+/// Reads what is left of the stored bytes and checks their size and hash.
+fn verify_stored(hashing: SharedHashingReader, expected: &Expected) -> Result<()> {
+    let damaged = |detail: String| Error::Integrity {
+        id: expected.backup_id.clone(),
+        detail,
+    };
+    let (size, sha256) = hashing
+        .drain_and_finish()
+        .map_err(|e| match from_io(e, "reading") {
+            Error::Io { source, .. } => damaged(format!("cannot read: {source}")),
+            other => other,
+        })?;
+    if size != expected.stored_size {
+        return Err(damaged(format!(
+            "stored size is {size} bytes, the manifest says {}",
+            expected.stored_size
+        )));
+    }
+    if sha256 != expected.sha256 {
+        return Err(damaged(format!(
+            "sha256 of the stored data is {sha256}, the manifest says {}",
+            expected.sha256
+        )));
+    }
+    Ok(())
+}
+
 /// Verifies and decodes on a blocking thread.
 fn open_stream<W: Write>(
     reader: ChannelReader,
@@ -433,16 +565,7 @@ fn open_stream<W: Write>(
 ) -> Result<Delivered<W>> {
     let hashing = SharedHashingReader::new(reader);
     let mut hold = HoldBack::new(sink);
-    let decoded: Box<dyn Read> = if expected.encrypted {
-        let ids = identities.expect("checked by the caller");
-        Box::new(crypto::decrypt_from(
-            hashing.clone(),
-            &ids,
-            &expected.backup_id,
-        )?)
-    } else {
-        Box::new(hashing.clone())
-    };
+    let decoded = decrypted(&hashing, expected, identities)?;
     let damaged = |detail: String| Error::Integrity {
         id: expected.backup_id.clone(),
         detail,
@@ -472,24 +595,7 @@ fn open_stream<W: Write>(
         }
     }
     drop(decoder);
-    let (size, sha256) = hashing
-        .drain_and_finish()
-        .map_err(|e| match from_io(e, "reading") {
-            Error::Io { source, .. } => damaged(format!("cannot read: {source}")),
-            other => other,
-        })?;
-    if size != expected.stored_size {
-        return Err(damaged(format!(
-            "stored size is {size} bytes, the manifest says {}",
-            expected.stored_size
-        )));
-    }
-    if sha256 != expected.sha256 {
-        return Err(damaged(format!(
-            "sha256 of the stored data is {sha256}, the manifest says {}",
-            expected.sha256
-        )));
-    }
+    verify_stored(hashing, expected)?;
     match hold.release() {
         Ok(sink) => Ok(Delivered::Complete(sink)),
         Err((sink, e)) if e.kind() == io::ErrorKind::BrokenPipe => {
@@ -642,6 +748,7 @@ mod tests {
             level: 3,
             threads: 1,
             recipients: vec![],
+            tar_chunks: false,
         };
         let stored = seal_bytes(&raw, &plain).unwrap();
         assert!(stored.len() < raw.len());

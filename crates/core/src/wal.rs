@@ -191,6 +191,7 @@ fn seal_options(ctx: &Context) -> SealOptions {
             .as_ref()
             .map(|e| e.recipients.clone())
             .unwrap_or_default(),
+        tar_chunks: false,
     }
 }
 
@@ -344,43 +345,68 @@ async fn push_ahead(ctx: &Context, repo: &Repository, path: &Path, current: &str
         .await;
 }
 
-/// Restores one archived file to `dest`, atomically. `Ok(false)` when the archive does not
-/// have it (PostgreSQL asks for files that may not exist).
-pub async fn fetch(ctx: &Context, repo: &Repository, name: &str, dest: &Path) -> Result<bool> {
+/// What a fetch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// The archive had the file, and it is at its destination.
+    pub found: bool,
+    /// The following segments to download ahead into the spool (see [`prefetch`]); empty
+    /// when they are there already or a prefetch is running. The caller starts it in the
+    /// background, so that PostgreSQL, which waits for `restore_command`, does not wait for it.
+    pub ahead: Vec<String>,
+}
+
+/// Restores one archived file to `dest`, atomically, from the spool when a prefetch put it
+/// there, else from the archive. `found` is false when the archive does not have it
+/// (PostgreSQL asks for files that may not exist).
+pub async fn fetch(ctx: &Context, repo: &Repository, name: &str, dest: &Path) -> Result<Fetched> {
     WalName::parse(name)
         .ok_or_else(|| Error::invalid(format!("`{name}` is not a WAL file name")))?;
     let spool = spool_dir(ctx, repo).join("fetched");
     let prefetched = spool.join(name);
-    let raw = if prefetched.exists() {
-        let raw = tokio::fs::read(&prefetched)
-            .await
-            .map_err(|e| Error::io(format!("reading `{}`", prefetched.display()), e))?;
-        let _ = std::fs::remove_file(&prefetched);
-        raw
+    // A prefetched file was written whole and synced: on the same file system it is renamed
+    // into place, else copied.
+    let size = if prefetched.exists() && std::fs::rename(&prefetched, dest).is_ok() {
+        std::fs::metadata(dest)
+            .map_err(|e| Error::io(format!("reading `{}`", dest.display()), e))?
+            .len()
     } else {
-        match download(ctx, repo, name).await? {
-            Some(raw) => raw,
-            None => return Ok(false),
-        }
+        let raw = if prefetched.exists() {
+            let raw = tokio::fs::read(&prefetched)
+                .await
+                .map_err(|e| Error::io(format!("reading `{}`", prefetched.display()), e))?;
+            let _ = std::fs::remove_file(&prefetched);
+            raw
+        } else {
+            match download(ctx, repo, name).await? {
+                Some(raw) => raw,
+                None => return Ok(Fetched::default()),
+            }
+        };
+        // PostgreSQL reads the file at once and fetches it again after a crash: no sync.
+        write_atomically(dest, &raw, false)?;
+        raw.len() as u64
     };
-    write_atomically(dest, &raw)?;
+    let mut fetched = Fetched {
+        found: true,
+        ahead: Vec::new(),
+    };
     if let Some(WalName::Segment { timeline, log, seg }) = WalName::parse(name) {
-        if ctx.config.wal.prefetch > 0 {
-            let size = raw.len() as u64;
+        if ctx.config.wal.prefetch > 0 && !prefetch_running(&spool) {
             let segment_size = if size.is_power_of_two() {
                 size
             } else {
                 DEFAULT_SEGMENT_SIZE
             };
             let number = segment_number(log, seg, segment_size);
-            let next: Vec<String> = (1..=ctx.config.wal.prefetch as u64)
+            forget_older(&spool, timeline, number, segment_size);
+            fetched.ahead = (1..=ctx.config.wal.prefetch as u64)
                 .map(|i| segment_name(timeline, number + i, segment_size))
                 .filter(|n| !spool.join(n).exists())
                 .collect();
-            prefetch(ctx, repo, &next, &spool).await;
         }
     }
-    Ok(true)
+    Ok(fetched)
 }
 
 async fn download(ctx: &Context, repo: &Repository, name: &str) -> Result<Option<Vec<u8>>> {
@@ -400,29 +426,91 @@ async fn download(ctx: &Context, repo: &Repository, name: &str) -> Result<Option
     Ok(None)
 }
 
-async fn prefetch(ctx: &Context, repo: &Repository, names: &[String], spool: &Path) {
-    if names.is_empty() || std::fs::create_dir_all(spool).is_err() {
+/// Removes spooled segments of `timeline` before segment `number`: recovery has gone past
+/// them (they were fetched directly while a prefetch was still on its way, or are left from
+/// an earlier recovery).
+fn forget_older(spool: &Path, timeline: u32, number: u64, segment_size: u64) {
+    let Ok(entries) = std::fs::read_dir(spool) else {
         return;
-    }
-    let fetches = names.iter().map(|name| async move {
-        match download(ctx, repo, name).await {
-            Ok(Some(raw)) => {
-                if let Err(e) = write_atomically(&spool.join(name), &raw) {
-                    tracing::debug!(wal = %name, error = %e, "prefetch not kept");
-                }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(WalName::Segment {
+            timeline: t,
+            log,
+            seg,
+        }) = WalName::parse(name)
+        {
+            if t == timeline && segment_number(log, seg, segment_size) < number {
+                let _ = std::fs::remove_file(entry.path());
             }
-            Ok(None) => {}
-            Err(e) => tracing::debug!(wal = %name, error = %e, "prefetch failed"),
         }
-    });
-    futures::stream::iter(fetches)
-        .buffer_unordered(names.len())
-        .collect::<Vec<()>>()
-        .await;
+    }
 }
 
-/// Writes `data` to a temporary file beside `dest`, syncs it, and renames it into place.
-fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
+const PREFETCH_LOCK: &str = ".prefetch.lock";
+
+/// Whether a prefetch holds the spool's lock.
+fn prefetch_running(spool: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(spool.join(PREFETCH_LOCK)) else {
+        return false;
+    };
+    match file.try_lock() {
+        Ok(()) => false,
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
+}
+
+/// Downloads `names` in parallel into the spool, where the next fetches find them: each
+/// written whole and synced before it is renamed into place, since a fetch hands it to
+/// PostgreSQL as it is. One prefetch runs at a time (a lock in the spool); files the archive
+/// does not have are skipped.
+pub async fn prefetch(ctx: &Context, repo: &Repository, names: &[String]) -> Result<()> {
+    let spool = spool_dir(ctx, repo).join("fetched");
+    std::fs::create_dir_all(&spool)
+        .map_err(|e| Error::io(format!("creating `{}`", spool.display()), e))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(spool.join(PREFETCH_LOCK))
+        .map_err(|e| {
+            Error::io(
+                format!("creating the prefetch lock in `{}`", spool.display()),
+                e,
+            )
+        })?;
+    if lock.try_lock().is_err() {
+        return Ok(());
+    }
+    let spool = &spool;
+    let fetches = names
+        .iter()
+        .filter(|n| !spool.join(n).exists())
+        .map(|name| async move {
+            match download(ctx, repo, name).await {
+                Ok(Some(raw)) => {
+                    if let Err(e) = write_atomically(&spool.join(name), &raw, true) {
+                        tracing::debug!(wal = %name, error = %e, "prefetch not kept");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(wal = %name, error = %e, "prefetch failed"),
+            }
+        });
+    futures::stream::iter(fetches)
+        .buffer_unordered(names.len().max(1))
+        .collect::<Vec<()>>()
+        .await;
+    drop(lock);
+    Ok(())
+}
+
+/// Writes `data` to a temporary file beside `dest`, syncs it when `sync`, and renames it
+/// into place.
+fn write_atomically(dest: &Path, data: &[u8], sync: bool) -> Result<()> {
     use std::io::Write;
     let dir = dest
         .parent()
@@ -433,7 +521,13 @@ fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .map_err(|e| Error::io(format!("creating a file in `{}`", dir.display()), e))?;
     tmp.write_all(data)
-        .and_then(|()| tmp.as_file().sync_all())
+        .and_then(|()| {
+            if sync {
+                tmp.as_file().sync_all()
+            } else {
+                Ok(())
+            }
+        })
         .map_err(|e| Error::io(format!("writing `{}`", dest.display()), e))?;
     tmp.persist(dest)
         .map_err(|e| Error::io(format!("renaming into `{}`", dest.display()), e.error))?;

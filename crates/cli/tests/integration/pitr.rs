@@ -135,6 +135,13 @@ fn recovery_to_a_moment_and_across_timelines() {
     assert_eq!(verified["checks"][0]["name"], "recovery");
     assert_eq!(verified["checks"][1]["name"], "critical table core.comic");
     assert_eq!(verified["checks"][1]["detail"], "200 rows");
+    // Stored in chunks, each behind a description that zstd skips: `tar --list` still reads
+    // the decoded stream as one archive.
+    let out = env.lifeboat(&["verify", &base_id, "--quick", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let quick: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    // (passing means tar found `global/pg_control` and `PG_VERSION` in it)
+    assert_eq!(quick["passed"], true, "{quick}");
 
     let list = env.lifeboat(&["list", "wal"]);
     assert!(

@@ -134,7 +134,7 @@ impl Bucket {
             .try_filter(|entry| futures::future::ready(!entry.metadata().is_dir()))
             .map(move |item| {
                 seen += 1;
-                if seen % 1000 == 0 {
+                if seen.is_multiple_of(1000) {
                     Requests::add(&requests.list, 1);
                 }
                 item.map(|entry| {

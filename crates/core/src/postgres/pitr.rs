@@ -8,6 +8,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -16,11 +17,11 @@ use serde::Serialize;
 use crate::config::ConfigSource;
 use crate::error::{Error, Result};
 use crate::manifest::{BackupKind, Manifest};
-use crate::pipeline::{self, Delivered};
+use crate::pipeline;
 use crate::postgres::conn::ConnInfo;
 use crate::postgres::restore::{expected_of, identities_for};
-use crate::process::Tool;
 use crate::repository::Repository;
+use crate::tarchunk;
 use crate::wal;
 use crate::Context;
 
@@ -154,29 +155,28 @@ pub async fn restore_pitr(
 
     std::fs::create_dir_all(&request.pgdata)
         .map_err(|e| Error::io(format!("creating `{}`", request.pgdata.display()), e))?;
-    let unpack = Tool::new("tar")
-        .args(["--extract", "--file=-", "--directory"])
-        .arg(&request.pgdata);
-    let child = unpack.spawn_writer()?;
     ctx.progress
         .begin(&format!("restore {}", base.id), Some(base.raw_size));
-    let delivered = pipeline::download(
+    let dest = request.pgdata.clone();
+    let threads = unpack_threads(ctx);
+    let progress = Arc::clone(&ctx.progress);
+    let unpacked = pipeline::download_sealed(
         repo.storage(),
         &base.data,
         &expected_of(base),
         identities,
-        child,
+        move |stored| tarchunk::unpack(stored, &dest, threads, progress.as_ref()),
         &ctx.cancel,
     )
     .await;
     ctx.progress.end();
-    match delivered? {
-        Delivered::Complete(child) | Delivered::ConsumerClosed(child) => {
-            tokio::task::spawn_blocking(move || child.finish())
-                .await
-                .map_err(|e| Error::invalid(format!("unpack thread failed: {e}")))??;
-        }
-    }
+    let unpacked = unpacked?;
+    tracing::info!(
+        chunks = unpacked.chunks,
+        bytes = unpacked.raw_size,
+        threads,
+        "base backup unpacked"
+    );
     write_recovery_settings(request, &config_file)?;
     let owner = server_user();
     prepare_permissions(&request.pgdata, owner)?;
@@ -201,6 +201,14 @@ pub async fn restore_pitr(
         report.recovery_seconds = Some(round(recovering.elapsed().as_secs_f64()));
     }
     Ok(report)
+}
+
+/// Threads that unpack a base backup: the configured compression threads, else one per core.
+fn unpack_threads(ctx: &Context) -> usize {
+    match ctx.config.compression.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n as usize,
+    }
 }
 
 /// Refuses a recovery that a hole in the archive would stop short of its target: WAL replays
