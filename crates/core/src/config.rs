@@ -279,7 +279,8 @@ pub struct WalConfig {
     /// Ready segments `wal-push` archives ahead of PostgreSQL's requests, in parallel.
     #[serde(default = "default_wal_parallel")]
     pub push_ahead: usize,
-    /// Segments `wal-fetch` downloads ahead of PostgreSQL's requests, in parallel.
+    /// Segments downloaded ahead of PostgreSQL's requests, in parallel, by a background
+    /// `wal-prefetch` that `wal-fetch` starts; 0 turns prefetching off.
     #[serde(default = "default_wal_parallel")]
     pub prefetch: usize,
     /// Folder for pushed-ahead markers and prefetched segments; unset: one in the temp folder

@@ -722,7 +722,7 @@ fn open_file(path: &Path, mode: u32) -> io::Result<File> {
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(mode.max(0o600))
+        .mode(mode | 0o600)
         .open(path)
 }
 
@@ -781,7 +781,7 @@ impl<'a> Extractor<'a> {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(
                     &path,
-                    std::fs::Permissions::from_mode(header.mode.max(0o700)),
+                    std::fs::Permissions::from_mode(header.mode | 0o700),
                 )?;
                 Ok(Writing::Header)
             }

@@ -181,6 +181,91 @@ pub fn spans(names: &[String], segment_size: u64) -> Vec<TimelineSpan> {
     out
 }
 
+/// A timeline history file: each ancestor timeline and the LSN where the next one branched
+/// off it, oldest first (`1\t0/3000000\tno recovery target specified`).
+pub fn parse_history(text: &str) -> Vec<(u32, u64)> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let parent = fields.next()?.parse().ok()?;
+            let switch = parse_lsn(fields.next()?)?;
+            Some((parent, switch))
+        })
+        .collect()
+}
+
+/// The timeline recovery ends on (`recovery_target_timeline = 'latest'`) from a base backup
+/// that started at `start_lsn` on `timeline`: the newest whose history passes through that
+/// timeline after the start; `histories` holds each archived timeline's parsed history.
+pub fn latest_timeline_from(
+    timeline: u32,
+    start_lsn: u64,
+    histories: &[(u32, Vec<(u32, u64)>)],
+) -> (u32, Vec<(u32, u64)>) {
+    histories
+        .iter()
+        .filter(|(tli, history)| {
+            *tli > timeline
+                && history
+                    .iter()
+                    .any(|(parent, switch)| *parent == timeline && *switch >= start_lsn)
+        })
+        .max_by_key(|(tli, _)| *tli)
+        .map_or((timeline, Vec::new()), |(tli, h)| (*tli, h.clone()))
+}
+
+/// The first segment missing on recovery's path from segment `first` of `timeline` to the
+/// newest archived segment of `last_timeline`, following the switches in `history` (that of
+/// `last_timeline`), with the path's segment just before it. Each timeline is read up to the
+/// segment where the next branched off; the switch segment itself comes from the new one.
+pub fn first_gap_on_path(
+    names: &[String],
+    timeline: u32,
+    first: u64,
+    last_timeline: u32,
+    history: &[(u32, u64)],
+    segment_size: u64,
+) -> Option<(String, Option<String>)> {
+    let archived: std::collections::HashSet<(u32, u64)> = names
+        .iter()
+        .filter_map(|n| segment_of_name(n, segment_size))
+        .collect();
+    // (timeline, from, to exclusive) pieces of the path.
+    let mut pieces = Vec::new();
+    let (mut current, mut from) = (timeline, first);
+    let switches: Vec<&(u32, u64)> = history.iter().filter(|(p, _)| *p >= timeline).collect();
+    for (i, (parent, switch)) in switches.iter().enumerate() {
+        if *parent != current {
+            continue;
+        }
+        let to = switch / segment_size;
+        pieces.push((current, from, to.max(from)));
+        current = switches
+            .get(i + 1)
+            .map_or(last_timeline, |(next_parent, _)| *next_parent);
+        from = to.max(from);
+    }
+    let newest = archived
+        .iter()
+        .filter(|(tli, _)| *tli == current)
+        .map(|(_, n)| *n)
+        .max();
+    if let Some(newest) = newest {
+        pieces.push((current, from, newest + 1));
+    }
+    let mut before = None;
+    for (tli, from, to) in pieces {
+        for number in from..to {
+            if !archived.contains(&(tli, number)) {
+                return Some((segment_name(tli, number, segment_size), before));
+            }
+            before = Some(segment_name(tli, number, segment_size));
+        }
+    }
+    None
+}
+
 fn seal_options(ctx: &Context) -> SealOptions {
     SealOptions {
         level: ctx.config.compression.level,
@@ -409,6 +494,25 @@ pub async fn fetch(ctx: &Context, repo: &Repository, name: &str, dest: &Path) ->
     Ok(fetched)
 }
 
+/// The timeline and number of a segment file name.
+pub fn segment_of_name(name: &str, segment_size: u64) -> Option<(u32, u64)> {
+    match WalName::parse(name)? {
+        WalName::Segment { timeline, log, seg } => {
+            Some((timeline, segment_number(log, seg, segment_size)))
+        }
+        _ => None,
+    }
+}
+
+/// An archived file's content, if the archive has it.
+pub async fn read_archived(
+    ctx: &Context,
+    repo: &Repository,
+    name: &str,
+) -> Result<Option<Vec<u8>>> {
+    download(ctx, repo, name).await
+}
+
 async fn download(ctx: &Context, repo: &Repository, name: &str) -> Result<Option<Vec<u8>>> {
     let storage = repo.storage();
     for encrypted in [false, true] {
@@ -549,6 +653,55 @@ pub async fn archived_names(repo: &Repository) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn archive_of(list: &[(u32, u64)]) -> Vec<String> {
+        list.iter()
+            .map(|(t, n)| segment_name(*t, *n, DEFAULT_SEGMENT_SIZE))
+            .collect()
+    }
+
+    #[test]
+    fn gaps_are_found_along_the_timeline_path() {
+        let seg = DEFAULT_SEGMENT_SIZE;
+        let history = parse_history("1\t0/5000028\tno recovery target specified\n");
+        assert_eq!(history, vec![(1, 0x500_0028)]);
+        // Timeline 1 from 2 to 5, its segment 6 lost after the switch to timeline 2 at
+        // segment 5, which goes on from there: nothing missing on the way.
+        let archive = archive_of(&[(1, 2), (1, 3), (1, 4), (1, 7), (2, 5), (2, 6), (2, 7)]);
+        assert_eq!(first_gap_on_path(&archive, 1, 2, 2, &history, seg), None);
+        // Staying on timeline 1, 5 and 6 are missing.
+        assert_eq!(
+            first_gap_on_path(&archive, 1, 2, 1, &[], seg),
+            Some((segment_name(1, 5, seg), Some(segment_name(1, 4, seg))))
+        );
+        // A hole before the switch, and one after it on the new timeline.
+        let holed = archive_of(&[(1, 2), (1, 4), (2, 5), (2, 6)]);
+        assert_eq!(
+            first_gap_on_path(&holed, 1, 2, 2, &history, seg),
+            Some((segment_name(1, 3, seg), Some(segment_name(1, 2, seg))))
+        );
+        let holed = archive_of(&[(1, 2), (1, 3), (1, 4), (2, 5), (2, 7)]);
+        assert_eq!(
+            first_gap_on_path(&holed, 1, 2, 2, &history, seg),
+            Some((segment_name(2, 6, seg), Some(segment_name(2, 5, seg))))
+        );
+        // A base backup taken on timeline 2 starts there.
+        assert_eq!(first_gap_on_path(&archive, 2, 5, 2, &history, seg), None);
+    }
+
+    #[test]
+    fn recovery_follows_the_newest_timeline_that_branched_after_the_backup() {
+        let histories = vec![
+            (2, vec![(1, 0x300_0000)]),
+            (3, vec![(1, 0x300_0000), (2, 0x900_0000)]),
+            // Branched off timeline 1 before the backup started: not on its path.
+            (4, vec![(1, 0x100_0000)]),
+        ];
+        assert_eq!(latest_timeline_from(1, 0x200_0000, &histories).0, 3);
+        assert_eq!(latest_timeline_from(1, 0x400_0000, &histories).0, 1);
+        assert_eq!(latest_timeline_from(2, 0x400_0000, &histories).0, 3);
+        assert_eq!(latest_timeline_from(3, 0x400_0000, &histories), (3, vec![]));
+    }
 
     #[test]
     fn names() {

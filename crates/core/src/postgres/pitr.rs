@@ -149,7 +149,7 @@ pub async fn restore_pitr(
             )));
         }
     }
-    check_wal_continuity(repo, base, &request.target).await?;
+    check_wal_continuity(ctx, repo, base, &request.target).await?;
     let identities = identities_for(ctx, base, request.identity.as_deref())?;
     tracing::info!(base = %base.id, target = %describe(&request.target), "restoring a base backup");
 
@@ -212,37 +212,55 @@ fn unpack_threads(ctx: &Context) -> usize {
 }
 
 /// Refuses a recovery that a hole in the archive would stop short of its target: WAL replays
-/// only in sequence, so a missing segment makes every later moment unrecoverable.
-async fn check_wal_continuity(repo: &Repository, base: &Manifest, target: &Target) -> Result<()> {
+/// only in sequence, so a missing segment makes every later moment unrecoverable. The path
+/// checked is the one recovery takes: from the base backup's first segment along its timeline,
+/// and across each switch to the newest timeline that branched off after the backup started
+/// (`recovery_target_timeline = 'latest'`).
+async fn check_wal_continuity(
+    ctx: &Context,
+    repo: &Repository,
+    base: &Manifest,
+    target: &Target,
+) -> Result<()> {
     let Some(info) = &base.base else {
         return Ok(());
     };
     let names = wal::archived_names(repo).await?;
-    if !names.contains(&info.first_wal) {
+    let first = wal::segment_of_name(&info.first_wal, info.wal_segment_size);
+    let (Some((_, first)), true) = (first, names.contains(&info.first_wal)) else {
         return Err(Error::invalid(format!(
             "WAL segment `{}`, the first that base backup `{}` needs, is missing from the archive",
             info.first_wal, base.id
         )));
-    }
-    let spans = wal::spans(&names, info.wal_segment_size);
-    let Some(span) = spans.iter().find(|s| s.timeline == info.timeline) else {
-        return Ok(());
     };
-    let Some((missing, _)) = span
-        .gaps
-        .iter()
-        .find(|(from, _)| from.as_str() > info.first_wal.as_str())
-    else {
-        return Ok(());
-    };
-    let before_gap = names
-        .iter()
-        .filter(|n| n.len() == 24 && n.as_str() < missing.as_str() && n.starts_with(&missing[..8]))
-        .max();
-    let reachable = match (target, before_gap) {
-        (Target::Lsn(lsn), _) => {
-            wal::segment_of_lsn(info.timeline, *lsn, info.wal_segment_size) < *missing
+    let mut histories = Vec::new();
+    for name in &names {
+        if let Some(wal::WalName::History { timeline }) = wal::WalName::parse(name) {
+            if timeline > info.timeline {
+                if let Some(text) = wal::read_archived(ctx, repo, name).await? {
+                    histories.push((
+                        timeline,
+                        wal::parse_history(&String::from_utf8_lossy(&text)),
+                    ));
+                }
+            }
         }
+    }
+    let start_lsn = wal::parse_lsn(&info.start_lsn).unwrap_or(0);
+    let (last_timeline, history) = wal::latest_timeline_from(info.timeline, start_lsn, &histories);
+    let Some((missing, before_gap)) = wal::first_gap_on_path(
+        &names,
+        info.timeline,
+        first,
+        last_timeline,
+        &history,
+        info.wal_segment_size,
+    ) else {
+        return Ok(());
+    };
+    let reachable = match (target, &before_gap) {
+        (Target::Lsn(lsn), _) => wal::segment_of_name(&missing, info.wal_segment_size)
+            .is_some_and(|(_, number)| lsn / info.wal_segment_size < number),
         (Target::Time(t), Some(last)) => {
             let mut until = None;
             for encrypted in [false, true] {
