@@ -273,4 +273,27 @@ fn recovery_to_a_moment_and_across_timelines() {
         ),
         "1,3"
     );
+
+    // A damaged base backup is refused (exit 3), and the folder it began to fill is removed.
+    let key = env
+        .stored_files()
+        .into_iter()
+        .find(|k| k.contains("data/base/"))
+        .expect("a stored base backup");
+    let key = key.strip_prefix("lifeboat/").unwrap_or(&key).to_string();
+    let file = env.repo_path(&key);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&file, bytes).unwrap();
+    let pgdata4 = env.dir.path().join("pitr4");
+    let out = env.lifeboat(&[
+        "restore",
+        "pitr",
+        "--pgdata",
+        pgdata4.to_str().unwrap(),
+        "--latest",
+    ]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(!pgdata4.exists(), "a partial data folder is left behind");
 }

@@ -153,6 +153,7 @@ pub async fn restore_pitr(
     let identities = identities_for(ctx, base, request.identity.as_deref())?;
     tracing::info!(base = %base.id, target = %describe(&request.target), "restoring a base backup");
 
+    let existed = request.pgdata.exists();
     std::fs::create_dir_all(&request.pgdata)
         .map_err(|e| Error::io(format!("creating `{}`", request.pgdata.display()), e))?;
     ctx.progress
@@ -170,7 +171,14 @@ pub async fn restore_pitr(
     )
     .await;
     ctx.progress.end();
-    let unpacked = unpacked?;
+    let unpacked = match unpacked {
+        Ok(unpacked) => unpacked,
+        Err(e) => {
+            // The folder was empty: what is in it now is a partial copy, of no use to anyone.
+            clear_folder(&request.pgdata, existed);
+            return Err(e);
+        }
+    };
     tracing::info!(
         chunks = unpacked.chunks,
         bytes = unpacked.raw_size,
@@ -279,6 +287,28 @@ async fn check_wal_continuity(
             "WAL segment `{missing}` is missing from the archive: recovery from base backup `{}` cannot pass it; `lifeboat list wal` shows the gaps",
             base.id
         )))
+    }
+}
+
+/// Removes a partly restored data folder's contents, and the folder itself unless it existed.
+fn clear_folder(dir: &Path, existed: bool) {
+    let cleared = if existed {
+        std::fs::read_dir(dir).and_then(|entries| {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() && !path.is_symlink() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+            Ok(())
+        })
+    } else {
+        std::fs::remove_dir_all(dir)
+    };
+    if let Err(e) = cleared {
+        tracing::warn!(folder = %dir.display(), error = %e, "could not clear the partly restored folder");
     }
 }
 
