@@ -68,6 +68,10 @@ pub async fn backup_base(
         "--format=tar",
         "--wal-method=none",
         "--checkpoint=fast",
+        // The backup_manifest still lists every file and size; checksums of their contents
+        // would repeat what the stored stream's SHA-256 and each chunk's zstd checksum already
+        // prove, at a tenth of pg_basebackup's time.
+        "--manifest-checksums=NONE",
         "--no-password",
         "--verbose",
     ]);
