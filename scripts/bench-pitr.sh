@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of WAL archiving, base backup and point-in-time recovery: lifeboat against
 # pgBackRest (Debian package `pgbackrest`) on the same cluster and local storage, in one run.
-#   1. WAL archived per second: a backlog of ready segments (about 1 GiB) drained by the
+#   1. WAL archived per second: a backlog of about 150 ready segments (2.4 GB) drained by the
 #      archive command while pgbench writes, for lifeboat wal-push and pgbackrest archive-push
 #      (asynchronous, process-max 4, its fastest mode).
 #   2. A full base backup: time and stored size.
@@ -77,7 +77,8 @@ CONF
 "${AS[@]}" "$LIFEBOAT" --config "$WORK/lifeboat.toml" -q init >/dev/null
 echo "building a pgbench database at scale $SCALE..." >&2
 "$BIN/pgbench" -i -q -s "$SCALE" bench 2>/dev/null
-"$BIN/psql" -XqAtc "CREATE TABLE filler (id int, body text)"
+# 1.4 GB more, so that the cluster is 2.2 GB.
+"$BIN/psql" -XqAtc "CREATE TABLE filler AS SELECT g AS id, repeat(md5(g::text), 30) AS body FROM generate_series(1, 1400000) g"
 
 now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc; }
@@ -94,13 +95,14 @@ drain() {  # $1: archive command; prints segments and seconds
   set_archive "false"
   local start_lsn end_lsn t0 t1
   start_lsn=$(q "SELECT pg_current_wal_lsn()")
-  q "INSERT INTO filler SELECT g, repeat(md5(g::text), 30) FROM generate_series(1, 700000) g" >/dev/null
+  q "CREATE TABLE walgen AS SELECT g AS id, repeat(md5(g::text), 30) AS body FROM generate_series(1, 2400000) g" >/dev/null
   end_lsn=$(q "SELECT pg_current_wal_lsn()")
   local segments; segments=$(q "SELECT ceil(pg_wal_lsn_diff('$end_lsn', '$start_lsn') / 16777216)::int")
   "$BIN/pgbench" -c 2 -T 600 bench >/dev/null 2>&1 &
   local load=$!
   t0=$(now); set_archive "$1"; wait_archived; t1=$(now)
   kill $load 2>/dev/null; wait $load 2>/dev/null || true
+  q "DROP TABLE walgen" >/dev/null
   echo "$segments $(secs "$t0" "$t1")"
 }
 read -r LB_SEGS LB_WAL_SECS < <(drain "$LB_PUSH")

@@ -127,6 +127,10 @@ pub enum Command {
     /// background).
     #[command(hide = true)]
     WalPrefetch { names: Vec<String> },
+    /// Push the segments PostgreSQL marked ready after this one (started by `wal-push`, in the
+    /// background).
+    #[command(hide = true)]
+    WalPushAhead { path: PathBuf },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -165,7 +165,14 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         Command::Lifecycle { apply } => crate::retention::lifecycle(ctx, *apply, args.json).await,
         Command::WalPush { path } => {
             let repo = Repository::open(&ctx.config.repository).await?;
-            wal::push(ctx, &repo, path).await
+            if wal::push(ctx, &repo, path).await?.ahead {
+                start_background(args, &["wal-push-ahead".into(), path.into()]);
+            }
+            Ok(())
+        }
+        Command::WalPushAhead { path } => {
+            let repo = Repository::open(&ctx.config.repository).await?;
+            wal::push_ready(ctx, &repo, path).await
         }
         Command::WalFetch { name, dest } => {
             let repo = Repository::open(&ctx.config.repository).await?;
@@ -175,7 +182,9 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
                 std::process::exit(1);
             }
             if !fetched.ahead.is_empty() {
-                start_prefetch(args, &fetched.ahead);
+                let mut command = vec![std::ffi::OsString::from("wal-prefetch")];
+                command.extend(fetched.ahead.iter().map(Into::into));
+                start_background(args, &command);
             }
             Ok(())
         }
@@ -563,9 +572,10 @@ pub fn emit(text: &str) -> Result<()> {
     }
 }
 
-/// Starts `lifeboat wal-prefetch` for `names` in the background, detached from PostgreSQL's
-/// `restore_command` (which returns at once); a prefetch that cannot start only costs speed.
-fn start_prefetch(args: &Cli, names: &[String]) {
+/// Starts `lifeboat COMMAND...` (a `wal-prefetch` or `wal-push-ahead`) in the background,
+/// detached from PostgreSQL's `restore_command` or `archive_command`, which returns at once;
+/// one that cannot start only costs speed.
+fn start_background(args: &Cli, command: &[std::ffi::OsString]) {
     use std::os::unix::process::CommandExt;
     let Ok(exe) = std::env::current_exe() else {
         return;
@@ -575,13 +585,12 @@ fn start_prefetch(args: &Cli, names: &[String]) {
         cmd.arg("--config").arg(config);
     }
     cmd.arg("-q")
-        .arg("wal-prefetch")
-        .args(names)
+        .args(command)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .process_group(0);
     if let Err(e) = cmd.spawn() {
-        tracing::debug!(error = %e, "prefetch not started");
+        tracing::debug!(error = %e, "background work not started");
     }
 }

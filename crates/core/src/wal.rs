@@ -6,10 +6,10 @@
 //! archived succeeds only if the content is the same. A push exits 0 only after the object is
 //! stored and its size checked, so PostgreSQL keeps and retries anything not safely archived.
 //!
-//! Speed: one upload per `archive_command` call limits a busy server, so a push also pushes
-//! the next segments PostgreSQL has marked ready (`archive_status/*.ready`) in parallel and
-//! leaves a marker in the spool folder; when PostgreSQL asks for one of those, the push is
-//! already done. A fetch likewise downloads the following segments in parallel into the spool
+//! Speed: one upload per `archive_command` call limits a busy server, so a push also has the
+//! next segments PostgreSQL has marked ready (`archive_status/*.ready`) pushed in parallel by a
+//! background pusher, which leaves a marker in the spool folder for each; when PostgreSQL asks
+//! for one of those, the push is already done (or is waited for). A fetch likewise downloads the following segments in parallel into the spool
 //! folder, where the next fetches find them.
 
 use std::path::{Path, PathBuf};
@@ -290,23 +290,193 @@ fn spool_dir(ctx: &Context, repo: &Repository) -> PathBuf {
     std::env::temp_dir().join(format!("lifeboat-wal-{}", &digest[..16]))
 }
 
-/// Archives one file (`path` as PostgreSQL gives it, relative to the data folder), then
-/// pushes ahead the next ready segments.
-pub async fn push(ctx: &Context, repo: &Repository, path: &Path) -> Result<()> {
+/// What a push did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// More segments are ready and no [`push_ready`] runs: the caller starts one in the
+    /// background, so that PostgreSQL, which waits for `archive_command`, does not wait for it.
+    pub ahead: bool,
+}
+
+/// Archives one file (`path` as PostgreSQL gives it, relative to the data folder). A segment
+/// that a background [`push_ready`] has pushed (its marker in the spool) is done at once; one
+/// that it is about to push is waited for; anything else is pushed here.
+pub async fn push(ctx: &Context, repo: &Repository, path: &Path) -> Result<Pushed> {
     let name = file_name(path)?;
     let spool = spool_dir(ctx, repo);
-    let marker = spool.join(format!("{name}.pushed"));
-    if marker.exists() {
-        let _ = std::fs::remove_file(&marker);
+    let segment = matches!(WalName::parse(&name), Some(WalName::Segment { .. }));
+    let ahead_on = segment && ctx.config.wal.push_ahead > 0;
+    let done_ahead = if take_marker(&spool, &name, path) {
         tracing::debug!(wal = %name, "already pushed ahead");
+        true
     } else {
+        ahead_on && wait_for_pusher(&spool, &name, path).await
+    };
+    if !done_ahead {
         push_one(ctx, repo, path, &name).await?;
     }
-    if ctx.config.wal.push_ahead > 0
-        && matches!(WalName::parse(&name), Some(WalName::Segment { .. }))
-    {
-        push_ahead(ctx, repo, path, &name, &spool).await;
+    let ahead = ahead_on
+        && pusher_scope(&spool).is_none()
+        && path
+            .parent()
+            .is_some_and(|dir| !ready_after(dir, &name, &spool).is_empty());
+    Ok(Pushed { ahead })
+}
+
+const PUSH_LOCK: &str = ".push.lock";
+/// How long a push waits for the background pusher to reach its segment.
+const PUSHER_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// What a pushed-ahead marker records of the file it pushed: size, modification time and
+/// inode, so that a marker never vouches for another file of the same name.
+fn file_identity(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(format!(
+        "{} {}.{} {}",
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ino()
+    ))
+}
+
+/// Removes `name`'s pushed-ahead marker; true if there was one and it is for the file at
+/// `path` as it is now.
+fn take_marker(spool: &Path, name: &str, path: &Path) -> bool {
+    let marker = spool.join(format!("{name}.pushed"));
+    let Ok(recorded) = std::fs::read_to_string(&marker) else {
+        return false;
+    };
+    let _ = std::fs::remove_file(&marker);
+    let same = file_identity(path).is_some_and(|now| now == recorded);
+    if !same {
+        tracing::warn!(wal = %name, "a pushed-ahead marker does not match the file; pushing it again");
     }
+    same
+}
+
+/// The segment after which the running background pusher works, if one runs.
+fn pusher_scope(spool: &Path) -> Option<String> {
+    let file = std::fs::File::open(spool.join(PUSH_LOCK)).ok()?;
+    match file.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Some(std::fs::read_to_string(spool.join(PUSH_LOCK)).unwrap_or_default())
+        }
+        _ => None,
+    }
+}
+
+/// Waits while a background pusher that covers `name` runs; true once it has pushed it, false
+/// when it failed it, stopped, or does not cover it (the caller then pushes it).
+async fn wait_for_pusher(spool: &Path, name: &str, path: &Path) -> bool {
+    let begun = std::time::Instant::now();
+    loop {
+        if take_marker(spool, name, path) {
+            return true;
+        }
+        if std::fs::remove_file(spool.join(format!("{name}.failed"))).is_ok() {
+            return false;
+        }
+        match pusher_scope(spool) {
+            Some(after) if name > after.trim() => {}
+            // Stopped (a last look for the marker: it may have finished just now) or not ours.
+            _ => return take_marker(spool, name, path),
+        }
+        if begun.elapsed() > PUSHER_WAIT {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Ready segments after `after` in `wal_dir`'s `archive_status`, not yet pushed ahead, sorted.
+fn ready_after(wal_dir: &Path, after: &str, spool: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(wal_dir.join("archive_status")) else {
+        return Vec::new();
+    };
+    let mut ready: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".ready")
+                .map(String::from)
+        })
+        .filter(|n| {
+            n.as_str() > after && matches!(WalName::parse(n), Some(WalName::Segment { .. }))
+        })
+        .filter(|n| !spool.join(format!("{n}.pushed")).exists())
+        .collect();
+    ready.sort();
+    ready
+}
+
+/// The background pusher: pushes the ready segments after `path`'s (as PostgreSQL marks
+/// them, until none is left) `[wal] push_ahead` at a time, and marks each in the spool,
+/// where PostgreSQL's own `wal-push` for it finds it done. One runs at a time (a lock in the
+/// spool). A segment it cannot push is marked failed, and that `wal-push` pushes it itself.
+pub async fn push_ready(ctx: &Context, repo: &Repository, path: &Path) -> Result<()> {
+    let after = file_name(path)?;
+    let Some(wal_dir) = path.parent() else {
+        return Ok(());
+    };
+    let spool = spool_dir(ctx, repo);
+    std::fs::create_dir_all(&spool)
+        .map_err(|e| Error::io(format!("creating the WAL spool `{}`", spool.display()), e))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(spool.join(PUSH_LOCK))
+        .map_err(|e| {
+            Error::io(
+                format!("creating the push lock in `{}`", spool.display()),
+                e,
+            )
+        })?;
+    if lock.try_lock().is_err() {
+        return Ok(());
+    }
+    {
+        use std::io::Write;
+        let mut lock = &lock;
+        lock.set_len(0)
+            .and_then(|()| lock.write_all(after.as_bytes()))
+            .map_err(|e| Error::io("writing the push lock", e))?;
+    }
+    let mut tried = std::collections::HashSet::new();
+    loop {
+        let ready: Vec<String> = ready_after(wal_dir, &after, &spool)
+            .into_iter()
+            .filter(|n| tried.insert(n.clone()))
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        let spool = &spool;
+        let pushes = ready.iter().map(|name| async move {
+            let file = wal_dir.join(name);
+            let identity = file_identity(&file);
+            let outcome = push_one(ctx, repo, &file, name).await;
+            let (marker, content) = match (&outcome, identity) {
+                (Ok(()), Some(identity)) => (format!("{name}.pushed"), identity),
+                (Ok(()), None) => return,
+                (Err(e), _) => {
+                    tracing::warn!(wal = %name, error = %e, "push ahead failed; PostgreSQL's own push will retry it");
+                    (format!("{name}.failed"), String::new())
+                }
+            };
+            if let Err(e) = std::fs::write(spool.join(marker), content) {
+                tracing::warn!(wal = %name, error = %e, "cannot mark a pushed segment");
+            }
+        });
+        futures::stream::iter(pushes)
+            .buffer_unordered(ctx.config.wal.push_ahead.max(1))
+            .collect::<Vec<()>>()
+            .await;
+    }
+    drop(lock);
     Ok(())
 }
 
@@ -381,53 +551,6 @@ pub fn identities(ctx: &Context, encrypted: bool) -> Result<Option<Identities>> 
             Error::Crypto("the WAL archive is encrypted: set `encryption.identity_file`".into())
         })?;
     crate::crypto::load_identities(Path::new(path)).map(Some)
-}
-
-/// Pushes the next ready segments in parallel and marks them in the spool. Failures are only
-/// logged: PostgreSQL will ask for those segments itself.
-async fn push_ahead(ctx: &Context, repo: &Repository, path: &Path, current: &str, spool: &Path) {
-    let Some(wal_dir) = path.parent() else { return };
-    let status = wal_dir.join("archive_status");
-    let Ok(entries) = std::fs::read_dir(&status) else {
-        return;
-    };
-    let mut ready: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_suffix(".ready")
-                .map(String::from)
-        })
-        .filter(|n| {
-            n.as_str() > current && matches!(WalName::parse(n), Some(WalName::Segment { .. }))
-        })
-        .filter(|n| !spool.join(format!("{n}.pushed")).exists())
-        .collect();
-    ready.sort();
-    ready.truncate(ctx.config.wal.push_ahead);
-    if ready.is_empty() {
-        return;
-    }
-    if let Err(e) = std::fs::create_dir_all(spool) {
-        tracing::warn!(error = %e, "cannot create the WAL spool `{}`", spool.display());
-        return;
-    }
-    let pushes = ready.iter().map(|name| async move {
-        let file = wal_dir.join(name);
-        match push_one(ctx, repo, &file, name).await {
-            Ok(()) => {
-                if let Err(e) = std::fs::write(spool.join(format!("{name}.pushed")), b"") {
-                    tracing::warn!(wal = %name, error = %e, "cannot mark a pushed segment");
-                }
-            }
-            Err(e) => tracing::warn!(wal = %name, error = %e, "push ahead failed; PostgreSQL will retry it"),
-        }
-    });
-    futures::stream::iter(pushes)
-        .buffer_unordered(ctx.config.wal.push_ahead)
-        .collect::<Vec<()>>()
-        .await;
 }
 
 /// What a fetch did.

@@ -118,6 +118,12 @@ fn push_ahead_pushes_ready_segments_once() {
 
     let out = env.lifeboat(&["wal-push", &format!("pg_wal/{}", names[0])]);
     assert_eq!(out.code, 0, "{}", out.stderr);
+    // The others go in the background; PostgreSQL's push for the first did not wait for them.
+    wait_until(Duration::from_secs(10), "segments pushed ahead", || {
+        names[1..]
+            .iter()
+            .all(|n| spool.join(format!("{n}.pushed")).exists())
+    });
     let stored: Vec<String> = env
         .stored_files()
         .into_iter()
@@ -131,6 +137,16 @@ fn push_ahead_pushes_ready_segments_once() {
     let out = env.lifeboat(&["wal-push", &format!("pg_wal/{}", names[1])]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(!spool.join(format!("{}.pushed", names[1])).exists());
+    // A marker vouches only for the file it was written for: another file of that name is
+    // pushed for real, and refused, since the archive holds other content.
+    std::fs::write(wal_dir.join(&names[2]), segment(9)).unwrap();
+    let out = env.lifeboat(&["wal-push", &format!("pg_wal/{}", names[2])]);
+    assert_ne!(out.code, 0, "a marker vouched for another file");
+    assert!(
+        out.error_line().contains("different content"),
+        "{}",
+        out.stderr
+    );
 
     // wal-fetch prefetches the following segments into the spool.
     let out = env.lifeboat(&[
