@@ -276,7 +276,8 @@ pub struct ToolsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WalConfig {
-    /// Ready segments `wal-push` archives ahead of PostgreSQL's requests, in parallel.
+    /// Ready segments archived ahead of PostgreSQL's requests, in parallel, by a background
+    /// `wal-push-ahead` that `wal-push` starts; 0 turns pushing ahead off.
     #[serde(default = "default_wal_parallel")]
     pub push_ahead: usize,
     /// Segments downloaded ahead of PostgreSQL's requests, in parallel, by a background
