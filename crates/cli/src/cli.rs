@@ -116,7 +116,8 @@ pub enum Command {
         path: PathBuf,
     },
     /// Restore one WAL file: PostgreSQL's `restore_command = 'lifeboat wal-fetch %f %p'`.
-    /// Exits 1 without a message when the archive does not have the file.
+    /// Exits 1 without a message when the archive does not have the file, and 255 when it
+    /// fails otherwise, so that PostgreSQL stops recovery instead of ending it there.
     WalFetch {
         /// The file name (`%f`).
         name: String,
@@ -245,6 +246,10 @@ pub struct RestorePitrArgs {
     /// Recover everything archived.
     #[arg(long)]
     pub latest: bool,
+    /// The timeline to follow: `latest` (the newest that branched off the base backup's),
+    /// `current` (the base backup's), or a timeline's number (`lifeboat list wal` shows them).
+    #[arg(long, value_name = "latest|current|N", default_value = "latest")]
+    pub target_timeline: String,
     /// What the server does at the target.
     #[arg(long, value_enum, default_value = "promote")]
     pub target_action: TargetActionArg,

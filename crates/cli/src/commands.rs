@@ -71,33 +71,11 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             what: Some(ListWhat::Wal),
         } => {
             let repo = Repository::open(&ctx.config.repository).await?;
-            let names = wal::archived_names(&repo).await?;
-            let spans = wal::spans(&names, wal::DEFAULT_SEGMENT_SIZE);
+            let report = wal::archive_report(ctx, &repo).await?;
             if args.json {
-                return print_json_or(true, &spans, String::new);
+                return print_json_or(true, &report, String::new);
             }
-            if spans.is_empty() {
-                return emit("no WAL archived\n");
-            }
-            let mut out = String::new();
-            for span in &spans {
-                out.push_str(&format!(
-                    "timeline {}: {} .. {} ({} segments{})\n",
-                    span.timeline,
-                    span.first,
-                    span.last,
-                    span.segments,
-                    if span.gaps.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", {} gaps", span.gaps.len())
-                    }
-                ));
-                for (from, to) in &span.gaps {
-                    out.push_str(&format!("  gap: {from} .. {to} missing\n"));
-                }
-            }
-            emit(&out)
+            emit(&wal_report_text(&report))
         }
         Command::List {
             what: Some(ListWhat::Objects),
@@ -337,9 +315,22 @@ fn pitr_request(p: &RestorePitrArgs) -> Result<pitr::PitrRequest> {
     } else {
         pitr::Target::Latest
     };
+    let timeline = match p.target_timeline.as_str() {
+        "latest" => pitr::TargetTimeline::Latest,
+        "current" => pitr::TargetTimeline::Current,
+        other => match other.parse::<u32>() {
+            Ok(id) if id > 0 => pitr::TargetTimeline::Id(id),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "`--target-timeline {other}` is not a timeline: give `latest`, `current` or a timeline's number (`lifeboat list wal` shows them)"
+                )))
+            }
+        },
+    };
     Ok(pitr::PitrRequest {
         pgdata: p.pgdata.clone(),
         target,
+        timeline,
         action: match p.target_action {
             TargetActionArg::Promote => pitr::TargetAction::Promote,
             TargetActionArg::Pause => pitr::TargetAction::Pause,
@@ -557,6 +548,58 @@ pub fn print_json_or<T: serde::Serialize>(
     } else {
         emit(&format!("{}\n", text()))
     }
+}
+
+/// `list wal`: per timeline, its segments, where it branched off, the moments it can recover
+/// (to the millisecond, rounded inwards, so that they can be given as `--target-time`), and
+/// its gaps.
+fn wal_report_text(report: &wal::ArchiveReport) -> String {
+    use std::fmt::Write;
+    let millis = |t: jiff::Timestamp, up: bool| {
+        let ms = t.as_millisecond() + i64::from(up && t.subsec_nanosecond() % 1_000_000 != 0);
+        jiff::Timestamp::from_millisecond(ms)
+            .unwrap_or(t)
+            .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string()
+    };
+    if report.timelines.is_empty() {
+        return "no WAL archived\n".into();
+    }
+    let mut out = String::new();
+    for t in &report.timelines {
+        let _ = write!(
+            out,
+            "timeline {}: {} .. {} ({} segments",
+            t.timeline, t.first, t.last, t.segments
+        );
+        if !t.gaps.is_empty() {
+            let _ = write!(out, ", {} gaps", t.gaps.len());
+        }
+        out.push(')');
+        if let Some((parent, lsn)) = &t.parent {
+            let _ = write!(out, ", branched off timeline {parent} at {lsn}");
+        }
+        if let Some(at) = t.newest_archived_at {
+            let _ = write!(out, ", newest archived {}", millis(at, false));
+        }
+        out.push('\n');
+        for w in &t.recoverable {
+            let _ = writeln!(
+                out,
+                "  recoverable: {} .. {} (from base backup {})",
+                millis(w.from, true),
+                millis(w.to, false),
+                w.base_backup
+            );
+        }
+        if t.recoverable.is_empty() {
+            out.push_str("  recoverable: nothing (no base backup reaches this timeline)\n");
+        }
+        for (from, to) in &t.gaps {
+            let _ = writeln!(out, "  gap: {from} .. {to} missing");
+        }
+    }
+    out
 }
 
 /// Writes to stdout; a closed stdout (`| head`) is not an error worth a message.

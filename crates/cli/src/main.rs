@@ -4,6 +4,12 @@
 //! engine (uploads aborted, children stopped, nothing committed), prints results (`--json` for
 //! scripts), and maps errors to one line on stderr and an exit code: 1 for errors, 2 for usage,
 //! 3 for a backup that does not restore or verify as recorded, 130 when interrupted.
+//!
+//! `wal-fetch` is PostgreSQL's `restore_command`, which reads any exit code up to 125 as "not
+//! in the archive", i.e. the end of recovery: the server would be promoted there, short of its
+//! target. So `wal-fetch` exits 1 only for a file the archive does not have, and
+//! [`WAL_FETCH_FAILED`] for anything else (storage, key, damaged file, bad configuration or
+//! usage), which makes PostgreSQL stop recovery with the error in its log instead.
 
 mod automation;
 mod cli;
@@ -19,8 +25,23 @@ use clap::Parser;
 use lifeboat_core::{config::Config, CancellationToken, Context};
 use tracing_subscriber::EnvFilter;
 
+/// `wal-fetch`'s exit code when it fails: above 125, which PostgreSQL takes as fatal.
+const WAL_FETCH_FAILED: u8 = 255;
+
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            let fetching = std::env::args().any(|a| a == "wal-fetch");
+            return ExitCode::from(if fetching && e.use_stderr() {
+                WAL_FETCH_FAILED
+            } else {
+                e.exit_code() as u8
+            });
+        }
+    };
+    let fetching = matches!(args.command, cli::Command::WalFetch { .. });
     init_logging(&args);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -29,7 +50,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(if fetching { WAL_FETCH_FAILED } else { 1 });
         }
     };
     let result = runtime.block_on(async {
@@ -44,7 +65,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(e.exit_code() as u8)
+            ExitCode::from(if fetching {
+                WAL_FETCH_FAILED
+            } else {
+                e.exit_code() as u8
+            })
         }
     }
 }

@@ -284,8 +284,8 @@ pub struct WalConfig {
     /// `wal-prefetch` that `wal-fetch` starts; 0 turns prefetching off.
     #[serde(default = "default_wal_parallel")]
     pub prefetch: usize,
-    /// Folder for pushed-ahead markers and prefetched segments; unset: one in the temp folder
-    /// per repository.
+    /// Folder for pushed-ahead markers and prefetched segments, private to the user the
+    /// server runs as; unset: `lifeboat-wal-<uid>` in the temporary folder.
     #[serde(default, deserialize_with = "expand_opt")]
     pub spool_dir: Option<String>,
 }

@@ -331,6 +331,7 @@ async fn pitr_part(
                     .parse()
                     .map_err(|e| Error::invalid(format!("drill target `{target}`: {e}")))?,
             ),
+            timeline: crate::postgres::pitr::TargetTimeline::Latest,
             action: crate::postgres::pitr::TargetAction::Promote,
             start: true,
             port: Some(port),

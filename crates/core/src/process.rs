@@ -17,6 +17,22 @@ use std::thread::JoinHandle;
 
 use crate::error::{one_line, Error, Result};
 
+/// This process's effective user id: from `/proc/self/status`, else as the owner of a
+/// temporary file it creates.
+pub fn effective_uid() -> Option<u32> {
+    let from_proc = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            line.split_whitespace().nth(2)?.parse().ok()
+        });
+    from_proc.or_else(|| {
+        use std::os::unix::fs::MetadataExt;
+        let probe = tempfile::tempfile().ok()?;
+        Some(probe.metadata().ok()?.uid())
+    })
+}
+
 /// The most of a child's stderr that is kept (its tail).
 const STDERR_KEEP: usize = 64 * 1024;
 

@@ -32,6 +32,9 @@ struct Marker {
 #[derive(Debug)]
 pub struct Repository {
     storage: Storage,
+    /// When `init` marked the location: with it, one repository is told from another that
+    /// was later created at the same location.
+    created_at: jiff::Timestamp,
 }
 
 /// Which backup a command means.
@@ -60,7 +63,10 @@ impl Repository {
                 format: existing.map_or(0, |m| m.format),
             });
         }
-        Ok(Repository { storage })
+        Ok(Repository {
+            storage,
+            created_at: marker.created_at,
+        })
     }
 
     /// Opens an existing repository; a location without the marker is refused.
@@ -75,7 +81,10 @@ impl Repository {
                 storage.location(),
                 marker.format
             ))),
-            Some(_) => Ok(Repository { storage }),
+            Some(marker) => Ok(Repository {
+                storage,
+                created_at: marker.created_at,
+            }),
         }
     }
 
@@ -97,6 +106,11 @@ impl Repository {
 
     pub fn location(&self) -> &str {
         self.storage.location()
+    }
+
+    /// This repository, told apart from any other, even one created later at its location.
+    pub fn instance(&self) -> String {
+        format!("{} {}", self.location(), self.created_at)
     }
 
     pub fn manifest_path(id: &str) -> String {

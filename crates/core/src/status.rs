@@ -210,7 +210,8 @@ pub async fn status(ctx: &Context, repo: &Repository, now: Timestamp) -> Result<
     Ok(out)
 }
 
-/// The WAL archive of a database: age of the newest segment, and gaps.
+/// The WAL archive of a database: age of the newest segment, gaps, and whether any moment
+/// can be recovered at all.
 async fn wal_status(
     ctx: &Context,
     repo: &Repository,
@@ -218,36 +219,36 @@ async fn wal_status(
     now: Timestamp,
 ) -> Result<AssetStatus> {
     let mut asset = AssetStatus::new(format!("wal {name}"));
-    let names = wal::archived_names(repo).await?;
-    let newest_segment = names.iter().filter(|n| n.len() == 24).max();
-    let mut newest_at = None;
-    if let Some(segment) = newest_segment {
-        for encrypted in [false, true] {
-            if let Some(at) = repo
-                .storage()
-                .modified(&wal::key(segment, encrypted))
-                .await?
-            {
-                newest_at = Some(at);
-            }
-        }
-    }
+    let report = wal::archive_report(ctx, repo).await?;
+    let newest = report.newest();
     asset.judge_age(
-        newest_at,
+        newest.and_then(|(_, at)| at),
         ctx.config.objectives.wal_rpo_minutes,
         now,
         "archived WAL",
     );
-    for span in wal::spans(&names, wal::DEFAULT_SEGMENT_SIZE) {
-        for (from, to) in &span.gaps {
+    for timeline in &report.timelines {
+        for (from, to) in &timeline.gaps {
             asset.problems.push(format!(
                 "gap in the WAL archive on timeline {}: {from} .. {to} missing; no moment after it can be recovered until the next base backup",
-                span.timeline
+                timeline.timeline
             ));
         }
     }
-    if let Some(segment) = newest_segment {
+    if let Some((segment, _)) = newest {
         asset.notes.push(format!("newest segment {segment}"));
+    }
+    if let Some(window) = report
+        .timelines
+        .iter()
+        .filter_map(|t| t.recoverable.last())
+        .max_by_key(|w| w.to)
+    {
+        asset.notes.push(format!(
+            "recoverable {} .. {}",
+            window.from.strftime("%Y-%m-%d %H:%M:%S"),
+            window.to.strftime("%Y-%m-%d %H:%M:%S")
+        ));
     }
     Ok(asset)
 }

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::manifest::{BackupKind, Manifest};
 use crate::pipeline::{self, Delivered};
 use crate::postgres::cluster::{ClusterOptions, ScratchCluster};
-use crate::postgres::pitr::{self, PitrRequest, Target, TargetAction};
+use crate::postgres::pitr::{self, PitrRequest, Target, TargetAction, TargetTimeline};
 use crate::postgres::restore::{expected_of, identities_for, restore_db, RestoreRequest};
 use crate::repository::{Repository, Selector};
 use crate::Context;
@@ -324,6 +324,8 @@ async fn recover_base(
         &PitrRequest {
             pgdata,
             target: Target::Lsn(end),
+            // The base backup's end is on its own timeline.
+            timeline: TargetTimeline::Current,
             action: TargetAction::Promote,
             start: true,
             port: Some(port),

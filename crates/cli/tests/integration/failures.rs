@@ -145,6 +145,23 @@ fn bad_inputs_are_one_line_and_change_nothing() {
         out.stderr
     );
 
+    // A base backup of a server that does not archive its WAL through lifeboat could never
+    // be recovered: refused before anything is stored.
+    let before = env.stored_files();
+    let out = env.lifeboat(&["backup", "base"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line()
+            .contains("does not archive its WAL to lifeboat (archive_mode = `off`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        env.stored_files(),
+        before,
+        "a refused base backup stored data"
+    );
+
     // Missing identity: the config without `identity_file`.
     let text = std::fs::read_to_string(&env.config).unwrap();
     let without: String = text

@@ -2,12 +2,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lifeboat_testkit::ClusterOptions;
 
-use crate::support::{tools, wait_until, Env, Repo};
+use crate::support::{tools, wait_until, Env, Repo, Run};
 
 fn open_to_server(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -39,12 +39,17 @@ fn sql_at(socket: &Path, port: u16, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-struct Server<'a>(&'a Path);
+/// A recovered server: its data folder and port; stopped when dropped.
+struct Server {
+    pgdata: PathBuf,
+    port: u16,
+}
 
-impl Drop for Server<'_> {
+impl Drop for Server {
     fn drop(&mut self) {
         let mut cmd = std::process::Command::new(tools().path("pg_ctl"));
-        cmd.args(["stop", "-m", "immediate", "-D"]).arg(self.0);
+        cmd.args(["stop", "-m", "immediate", "-D"])
+            .arg(&self.pgdata);
         if let Some((uid, gid)) = lifeboat_core::postgres::cluster::unprivileged_user() {
             cmd.uid(uid).gid(gid);
         }
@@ -52,8 +57,47 @@ impl Drop for Server<'_> {
     }
 }
 
-/// Switches to a new segment and waits until the archive has it.
-fn switch_and_archive(socket: &Path, port: u16) {
+/// `restore pitr ARGS --start` into the new folder `name`, the server on a free port and
+/// `socket`.
+fn recover_and_start(env: &Env, name: &str, socket: &Path, args: &[&str]) -> (Run, Server) {
+    let server = Server {
+        pgdata: env.dir.path().join(name),
+        port: free_port(),
+    };
+    let port = server.port.to_string();
+    let mut all = vec![
+        "restore",
+        "pitr",
+        "--pgdata",
+        server.pgdata.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--start", "--port", &port, "--socket-dir"]);
+    all.push(socket.to_str().unwrap());
+    (env.lifeboat(&all), server)
+}
+
+/// `restore pitr ARGS` into folder `name` of the test's folder, without starting it.
+fn restore_into(env: &Env, name: &str, args: &[&str]) -> (Run, PathBuf) {
+    let pgdata = env.dir.path().join(name);
+    let mut all = vec!["restore", "pitr", "--pgdata", pgdata.to_str().unwrap()];
+    all.extend_from_slice(args);
+    (env.lifeboat(&all), pgdata)
+}
+
+/// Flips a byte in the middle of `file`; returns what it held.
+fn damage(file: &Path) -> Vec<u8> {
+    let intact = std::fs::read(file).unwrap();
+    let mut bytes = intact.clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(file, bytes).unwrap();
+    intact
+}
+
+/// Switches to a new segment and waits until the archive has the one switched from, whose
+/// name it returns.
+fn switch_and_archive(socket: &Path, port: u16) -> String {
     let segment = sql_at(socket, port, "SELECT pg_walfile_name(pg_switch_wal())");
     wait_until(Duration::from_secs(60), "the WAL archive", || {
         sql_at(
@@ -62,6 +106,17 @@ fn switch_and_archive(socket: &Path, port: u16) {
             "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
         ) >= segment
     });
+    segment
+}
+
+/// Where the repository stores archived WAL file `name`.
+fn archived_file(env: &Env, name: &str) -> std::path::PathBuf {
+    let key = env
+        .stored_files()
+        .into_iter()
+        .find(|k| k.contains(&format!("wal/{name}.")))
+        .unwrap_or_else(|| panic!("`{name}` is archived"));
+    env.repo_path(key.strip_prefix("lifeboat/").unwrap_or(&key))
 }
 
 #[test]
@@ -115,6 +170,8 @@ fn recovery_to_a_moment_and_across_timelines() {
 
     env.sql("yomira", "CREATE TABLE public.events (id int PRIMARY KEY)");
     env.sql("yomira", "INSERT INTO public.events VALUES (1)");
+    // Row 1 in a segment of its own, on the path of every recovery below.
+    let row1_segment = switch_and_archive(&socket, port);
     std::thread::sleep(Duration::from_millis(1200));
     let target = env.sql(
         "yomira",
@@ -196,26 +253,12 @@ fn recovery_to_a_moment_and_across_timelines() {
     );
 
     // Recovery to the moment between the two commits.
-    let pgdata = env.dir.path().join("pitr");
     let sock2 = env.dir.path().join("sock2");
     std::fs::create_dir(&sock2).unwrap();
     open_to_server(&sock2, 0o777);
-    let port2 = free_port();
-    let out = env.lifeboat(&[
-        "restore",
-        "pitr",
-        "--pgdata",
-        pgdata.to_str().unwrap(),
-        "--target-time",
-        &target,
-        "--start",
-        "--port",
-        &port2.to_string(),
-        "--socket-dir",
-        sock2.to_str().unwrap(),
-        "--json",
-    ]);
-    let _server = Server(&pgdata);
+    let (out, server2) =
+        recover_and_start(&env, "pitr", &sock2, &["--target-time", &target, "--json"]);
+    let port2 = server2.port;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(report["base_backup"], base_id.as_str());
@@ -244,35 +287,119 @@ fn recovery_to_a_moment_and_across_timelines() {
     );
     assert_eq!(report["timeline"], 2, "{report}");
     sql_at(&sock2, port2, "INSERT INTO events VALUES (3)");
-    switch_and_archive(&sock2, port2);
+    let row3_segment = switch_and_archive(&sock2, port2);
     let list = env.lifeboat(&["list", "wal"]);
     assert!(list.stdout.contains("timeline 2:"), "{}", list.stdout);
 
-    let pgdata3 = env.dir.path().join("pitr3");
-    let port3 = free_port();
-    let out = env.lifeboat(&[
-        "restore",
-        "pitr",
-        "--pgdata",
-        pgdata3.to_str().unwrap(),
-        "--latest",
-        "--start",
-        "--no-archive",
-        "--port",
-        &port3.to_string(),
-        "--socket-dir",
-        sock2.to_str().unwrap(),
-    ]);
-    let _server3 = Server(&pgdata3);
+    let (out, server3) = recover_and_start(&env, "pitr3", &sock2, &["--latest", "--no-archive"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         sql_at(
             &sock2,
-            port3,
+            server3.port,
             "SELECT string_agg(id::text, ',' ORDER BY id) FROM events"
         ),
         "1,3"
     );
+
+    // The original server's timeline is still there to recover, past the point where
+    // timeline 2 branched off: rows 1 and 2, not 3.
+    let (out, server_tl1) = recover_and_start(
+        &env,
+        "pitr-tl1",
+        &sock2,
+        &["--latest", "--target-timeline", "1", "--no-archive"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        sql_at(
+            &sock2,
+            server_tl1.port,
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM events"
+        ),
+        "1,2"
+    );
+    let (out, _) = restore_into(&env, "pitr-tl7", &["--latest", "--target-timeline", "7"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.error_line().contains("leads to timeline 7"),
+        "{}",
+        out.stderr
+    );
+
+    // The windows are shown in time: each timeline's moments, from the base backup on.
+    let list = env.lifeboat(&["list", "wal", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let timelines = report["timelines"].as_array().unwrap();
+    assert_eq!(timelines.len(), 2, "{report}");
+    assert_eq!(timelines[1]["parent"][0], 1, "{report}");
+    for timeline in timelines {
+        let windows = timeline["recoverable"].as_array().unwrap();
+        assert_eq!(windows.len(), 1, "{report}");
+        assert_eq!(windows[0]["base_backup"], base_id.as_str());
+    }
+    let text = env.lifeboat(&["list", "wal"]).stdout;
+    assert!(
+        text.contains(&format!("(from base backup {base_id})")) && text.contains("recoverable: "),
+        "{text}"
+    );
+
+    // A damaged segment stops recovery: PostgreSQL reads a failed `restore_command` as the
+    // end of the archive, so a `--latest` recovery would otherwise be promoted without row 3.
+    let row3_file = archived_file(&env, &row3_segment);
+    let intact = damage(&row3_file);
+    let (out, server5) = recover_and_start(&env, "pitr5", &sock2, &["--latest", "--no-archive"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line()
+            .contains(&format!("could not restore file \"{row3_segment}\""))
+            && out
+                .error_line()
+                .contains(&format!("`{row3_segment}` is damaged")),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !server5.pgdata.join("postmaster.pid").exists(),
+        "a server recovered short of the archive's end is running"
+    );
+    std::fs::write(&row3_file, intact).unwrap();
+
+    // A missing segment: recovery is refused before anything is restored, `list wal` shows
+    // the gap, and `status` reports it as a breach.
+    let row1_file = archived_file(&env, &row1_segment);
+    let row1_bytes = std::fs::read(&row1_file).unwrap();
+    std::fs::remove_file(&row1_file).unwrap();
+    let (out, pgdata6) = restore_into(&env, "pitr6", &["--latest"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line().contains(&format!(
+            "WAL segment `{row1_segment}` is missing from the archive"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(!pgdata6.exists());
+    let list = env.lifeboat(&["list", "wal"]);
+    assert!(
+        list.stdout
+            .contains(&format!("gap: {row1_segment} .. {row1_segment} missing")),
+        "{}",
+        list.stdout
+    );
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(&env.config, format!("{config}pitr = true\n")).unwrap();
+    let out = env.lifeboat(&["status"]);
+    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "gap in the WAL archive on timeline 1: {row1_segment} .. {row1_segment} missing"
+        )),
+        "{}",
+        out.stdout
+    );
+
+    std::fs::write(&row1_file, row1_bytes).unwrap();
 
     // A damaged base backup is refused (exit 3), and the folder it began to fill is removed.
     let key = env
@@ -281,19 +408,8 @@ fn recovery_to_a_moment_and_across_timelines() {
         .find(|k| k.contains("data/base/"))
         .expect("a stored base backup");
     let key = key.strip_prefix("lifeboat/").unwrap_or(&key).to_string();
-    let file = env.repo_path(&key);
-    let mut bytes = std::fs::read(&file).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x55;
-    std::fs::write(&file, bytes).unwrap();
-    let pgdata4 = env.dir.path().join("pitr4");
-    let out = env.lifeboat(&[
-        "restore",
-        "pitr",
-        "--pgdata",
-        pgdata4.to_str().unwrap(),
-        "--latest",
-    ]);
+    damage(&env.repo_path(&key));
+    let (out, pgdata4) = restore_into(&env, "pitr4", &["--latest"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(!pgdata4.exists(), "a partial data folder is left behind");
 }

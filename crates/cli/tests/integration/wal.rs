@@ -64,6 +64,30 @@ fn push_fetch_idempotence_and_conflicts() {
     assert!(out.stderr.trim().is_empty(), "{}", out.stderr);
     assert!(!missing.exists());
 
+    // Any other failure exits 255, which PostgreSQL takes as fatal rather than as the end of
+    // the archive: here the key to the encrypted archive is not configured.
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let without: String = text
+        .lines()
+        .filter(|l| !l.starts_with("identity_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut env = env;
+    env.write_config(&without);
+    let unreadable = env.dir.path().join("unreadable");
+    let out = env.lifeboat(&["wal-fetch", name, unreadable.to_str().unwrap()]);
+    assert_eq!(out.code, 255, "{}", out.stderr);
+    assert!(
+        out.error_line().contains("set `encryption.identity_file`"),
+        "{}",
+        out.stderr
+    );
+    assert!(!unreadable.exists());
+    // So does a `restore_command` written wrong.
+    let out = env.lifeboat(&["wal-fetch", name]);
+    assert_eq!(out.code, 255, "{}", out.stderr);
+    env.write_config(&text);
+
     // History files are archived too.
     std::fs::write(
         wal_dir.join("00000009.history"),
@@ -108,16 +132,21 @@ fn push_ahead_pushes_ready_segments_once() {
         )
         .unwrap();
     }
-    let spool = env.dir.path().join("spool");
+    let spool_root = env.dir.path().join("spool");
     let text = std::fs::read_to_string(&env.config).unwrap();
     let mut env = env;
     env.write_config(&format!(
         "{text}[wal]\nspool_dir = \"{}\"\n",
-        spool.display()
+        spool_root.display()
     ));
 
     let out = env.lifeboat(&["wal-push", &format!("pg_wal/{}", names[0])]);
     assert_eq!(out.code, 0, "{}", out.stderr);
+    // The spool is private, with a folder per repository.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&spool_root).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "spool mode {mode:o}");
+    let spool = only_folder_in(&spool_root);
     // The others go in the background; PostgreSQL's push for the first did not wait for them.
     wait_until(Duration::from_secs(10), "segments pushed ahead", || {
         names[1..]
@@ -186,4 +215,44 @@ fn push_ahead_pushes_ready_segments_once() {
         "{}",
         list.stdout
     );
+
+    // A repository created anew at the same location never gets the old one's prefetched
+    // segments: here the old archive's `names[3]` waits in the spool, and the new archive
+    // holds other content under that name.
+    wait_until(Duration::from_secs(5), "a prefetched segment", || {
+        spool.join("fetched").join(&names[3]).exists()
+    });
+    std::fs::remove_dir_all(env.dir.path().join("repo")).unwrap();
+    assert_eq!(env.lifeboat(&["init"]).code, 0);
+    std::fs::write(wal_dir.join(&names[3]), segment(7)).unwrap();
+    let out = env.lifeboat(&["wal-push", &format!("pg_wal/{}", names[3])]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let fetched = env.dir.path().join("s4");
+    let out = env.lifeboat(&["wal-fetch", &names[3], fetched.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        std::fs::read(&fetched).unwrap() == segment(7),
+        "a segment of the old repository was handed over"
+    );
+
+    // A spool that others may write to is refused: what is in it would be trusted.
+    std::fs::set_permissions(&spool_root, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = env.lifeboat(&["wal-fetch", &names[3], fetched.to_str().unwrap()]);
+    assert_eq!(out.code, 255, "{}", out.stderr);
+    assert!(
+        out.error_line().contains("is not a private folder"),
+        "{}",
+        out.stderr
+    );
+}
+
+fn only_folder_in(dir: &std::path::Path) -> std::path::PathBuf {
+    let folders: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(folders.len(), 1, "{folders:?}");
+    folders[0].clone()
 }

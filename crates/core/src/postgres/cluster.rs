@@ -308,7 +308,7 @@ pub fn free_port() -> Result<u16> {
 
 /// The user to run PostgreSQL as when we are root: `postgres` if it exists, else `nobody`.
 pub fn unprivileged_user() -> Option<(u32, u32)> {
-    if !nix_is_root() {
+    if crate::process::effective_uid() != Some(0) {
         return None;
     }
     for name in ["postgres", "nobody"] {
@@ -317,15 +317,6 @@ pub fn unprivileged_user() -> Option<(u32, u32)> {
         }
     }
     Some((65534, 65534))
-}
-
-fn nix_is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    // The owner of a file we just created is our effective uid.
-    let probe = tempfile::tempfile().ok();
-    probe
-        .and_then(|f| f.metadata().ok())
-        .is_some_and(|m| m.uid() == 0)
 }
 
 fn lookup_user(name: &str) -> Option<(u32, u32)> {

@@ -32,6 +32,27 @@ pub enum Target {
     Latest,
 }
 
+/// The timeline recovery follows (`recovery_target_timeline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetTimeline {
+    /// The newest timeline that branched off the base backup's after it started.
+    Latest,
+    /// The base backup's own.
+    Current,
+    /// This one, which must branch off the base backup's timeline after the backup started.
+    Id(u32),
+}
+
+impl std::fmt::Display for TargetTimeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetTimeline::Latest => f.write_str("latest"),
+            TargetTimeline::Current => f.write_str("current"),
+            TargetTimeline::Id(id) => write!(f, "{id}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetAction {
     Promote,
@@ -42,6 +63,7 @@ pub enum TargetAction {
 pub struct PitrRequest {
     pub pgdata: PathBuf,
     pub target: Target,
+    pub timeline: TargetTimeline,
     pub action: TargetAction,
     pub start: bool,
     /// Port and socket folder for the started server (else the backup's settings).
@@ -84,8 +106,14 @@ impl std::fmt::Display for Window {
     }
 }
 
-/// Chooses the base backup for a target: the newest that ended before it.
-pub fn choose_base<'a>(bases: &'a [Manifest], target: &Target) -> Option<&'a Manifest> {
+/// Chooses the base backup for a target: the newest that ended before it and from which
+/// recovery can follow `timeline` (`histories`: each archived timeline's parsed history).
+pub fn choose_base<'a>(
+    bases: &'a [Manifest],
+    target: &Target,
+    timeline: TargetTimeline,
+    histories: &[(u32, Vec<(u32, u64)>)],
+) -> Option<&'a Manifest> {
     bases
         .iter()
         .filter(|m| match target {
@@ -97,7 +125,37 @@ pub fn choose_base<'a>(bases: &'a [Manifest], target: &Target) -> Option<&'a Man
                 .is_some_and(|end| end <= *lsn),
             Target::Latest => true,
         })
+        .filter(|m| path_to(m, timeline, histories).is_some())
         .max_by(|a, b| a.id.cmp(&b.id))
+}
+
+/// The timeline recovery from `base` ends on, following `timeline`, with that timeline's
+/// history (the switches on the way); `None` when it cannot get there from this base backup.
+fn path_to(
+    base: &Manifest,
+    timeline: TargetTimeline,
+    histories: &[(u32, Vec<(u32, u64)>)],
+) -> Option<(u32, Vec<(u32, u64)>)> {
+    let Some(info) = &base.base else {
+        return Some((0, Vec::new()));
+    };
+    let start_lsn = wal::parse_lsn(&info.start_lsn).unwrap_or(0);
+    match timeline {
+        TargetTimeline::Latest => Some(wal::latest_timeline_from(
+            info.timeline,
+            start_lsn,
+            histories,
+        )),
+        TargetTimeline::Current => Some((info.timeline, Vec::new())),
+        TargetTimeline::Id(id) if id == info.timeline => Some((id, Vec::new())),
+        TargetTimeline::Id(id) => {
+            let (_, history) = histories.iter().find(|(t, _)| *t == id)?;
+            history
+                .iter()
+                .any(|(parent, switch)| *parent == info.timeline && *switch >= start_lsn)
+                .then(|| (id, history.clone()))
+        }
+    }
 }
 
 pub async fn restore_pitr(
@@ -128,20 +186,34 @@ pub async fn restore_pitr(
             repo.location()
         ))
     })?;
+    let names = wal::archived_names(repo).await?;
+    let histories = wal::read_histories(ctx, repo, &names).await?;
     let window = Window {
         from: oldest.finished_at,
-        to: newest_wal_time(repo).await?,
+        to: newest_wal_time(repo, &names).await?,
     };
     let chosen = match &request.base {
         Some(id) => bases.iter().find(|m| &m.id == id),
-        None => choose_base(&bases, &request.target),
+        None => choose_base(&bases, &request.target, request.timeline, &histories),
     };
-    let base = chosen.ok_or_else(|| {
-        Error::invalid(format!(
-            "target `{}` is before the oldest base backup: the recoverable window is {window}",
-            describe(&request.target)
-        ))
-    })?;
+    let base = match (chosen, request.timeline) {
+        (Some(base), _) => base,
+        (None, TargetTimeline::Id(id))
+            if choose_base(&bases, &request.target, TargetTimeline::Latest, &histories)
+                .is_some() =>
+        {
+            return Err(Error::invalid(format!(
+                "no base backup before target `{}` leads to timeline {id}: `lifeboat list wal` shows each timeline and the moments it can recover",
+                describe(&request.target)
+            )))
+        }
+        (None, _) => {
+            return Err(Error::invalid(format!(
+                "target `{}` is before the oldest base backup: the recoverable window is {window}",
+                describe(&request.target)
+            )))
+        }
+    };
     if let (Target::Time(t), Some(to)) = (&request.target, window.to) {
         if *t > to {
             return Err(Error::invalid(format!(
@@ -149,7 +221,7 @@ pub async fn restore_pitr(
             )));
         }
     }
-    check_wal_continuity(ctx, repo, base, &request.target).await?;
+    check_wal_continuity(repo, base, request, &names, &histories).await?;
     let identities = identities_for(ctx, base, request.identity.as_deref())?;
     tracing::info!(base = %base.id, target = %describe(&request.target), "restoring a base backup");
 
@@ -222,18 +294,18 @@ fn unpack_threads(ctx: &Context) -> usize {
 /// Refuses a recovery that a hole in the archive would stop short of its target: WAL replays
 /// only in sequence, so a missing segment makes every later moment unrecoverable. The path
 /// checked is the one recovery takes: from the base backup's first segment along its timeline,
-/// and across each switch to the newest timeline that branched off after the backup started
-/// (`recovery_target_timeline = 'latest'`).
+/// and across each switch to the timeline it follows (by default the newest that branched off
+/// after the backup started, as `recovery_target_timeline = 'latest'` does).
 async fn check_wal_continuity(
-    ctx: &Context,
     repo: &Repository,
     base: &Manifest,
-    target: &Target,
+    request: &PitrRequest,
+    names: &[String],
+    histories: &[(u32, Vec<(u32, u64)>)],
 ) -> Result<()> {
     let Some(info) = &base.base else {
         return Ok(());
     };
-    let names = wal::archived_names(repo).await?;
     let first = wal::segment_of_name(&info.first_wal, info.wal_segment_size);
     let (Some((_, first)), true) = (first, names.contains(&info.first_wal)) else {
         return Err(Error::invalid(format!(
@@ -241,23 +313,15 @@ async fn check_wal_continuity(
             info.first_wal, base.id
         )));
     };
-    let mut histories = Vec::new();
-    for name in &names {
-        if let Some(wal::WalName::History { timeline }) = wal::WalName::parse(name) {
-            if timeline > info.timeline {
-                if let Some(text) = wal::read_archived(ctx, repo, name).await? {
-                    histories.push((
-                        timeline,
-                        wal::parse_history(&String::from_utf8_lossy(&text)),
-                    ));
-                }
-            }
-        }
-    }
-    let start_lsn = wal::parse_lsn(&info.start_lsn).unwrap_or(0);
-    let (last_timeline, history) = wal::latest_timeline_from(info.timeline, start_lsn, &histories);
+    let (last_timeline, history) =
+        path_to(base, request.timeline, histories).ok_or_else(|| {
+            Error::invalid(format!(
+                "base backup `{}` does not lead to timeline {}: `lifeboat list wal` shows each timeline and the moments it can recover",
+                base.id, request.timeline
+            ))
+        })?;
     let Some((missing, before_gap)) = wal::first_gap_on_path(
-        &names,
+        names,
         info.timeline,
         first,
         last_timeline,
@@ -266,18 +330,13 @@ async fn check_wal_continuity(
     ) else {
         return Ok(());
     };
+    let target = &request.target;
     let reachable = match (target, &before_gap) {
         (Target::Lsn(lsn), _) => wal::segment_of_name(&missing, info.wal_segment_size)
             .is_some_and(|(_, number)| lsn / info.wal_segment_size < number),
-        (Target::Time(t), Some(last)) => {
-            let mut until = None;
-            for encrypted in [false, true] {
-                if let Some(m) = repo.storage().modified(&wal::key(last, encrypted)).await? {
-                    until = Some(m);
-                }
-            }
-            until.is_some_and(|u| *t <= u)
-        }
+        (Target::Time(t), Some(last)) => wal::stored_at(repo, last)
+            .await?
+            .is_some_and(|until| *t <= until),
         _ => false,
     };
     if reachable {
@@ -344,26 +403,16 @@ fn check_empty(dir: &Path) -> Result<()> {
     }
 }
 
-/// When the newest archived WAL segment was stored.
-async fn newest_wal_time(repo: &Repository) -> Result<Option<Timestamp>> {
-    let names = wal::archived_names(repo).await?;
-    let Some(newest) = names
+/// When the newest archived WAL segment among `names` was stored.
+async fn newest_wal_time(repo: &Repository, names: &[String]) -> Result<Option<Timestamp>> {
+    let newest = names
         .iter()
         .filter(|n| matches!(wal::WalName::parse(n), Some(wal::WalName::Segment { .. })))
-        .max()
-    else {
-        return Ok(None);
-    };
-    for encrypted in [false, true] {
-        if let Some(modified) = repo
-            .storage()
-            .modified(&wal::key(newest, encrypted))
-            .await?
-        {
-            return Ok(Some(modified));
-        }
+        .max();
+    match newest {
+        Some(name) => wal::stored_at(repo, name).await,
+        None => Ok(None),
     }
-    Ok(None)
 }
 
 fn write_recovery_settings(request: &PitrRequest, config_file: &Path) -> Result<()> {
@@ -377,7 +426,7 @@ fn write_recovery_settings(request: &PitrRequest, config_file: &Path) -> Result<
             quote(&exe.display().to_string()),
             quote(&config_file.display().to_string())
         ),
-        "recovery_target_timeline = 'latest'".into(),
+        format!("recovery_target_timeline = '{}'", request.timeline),
     ];
     match &request.target {
         Target::Time(t) => lines.push(format!(
@@ -474,13 +523,10 @@ async fn start_and_wait(
         .output()
         .map_err(|e| Error::io("starting `pg_ctl`", e))?;
     if !out.status.success() {
-        let tail = std::fs::read_to_string(&log).unwrap_or_default();
         return Err(Error::Tool {
             tool: "pg_ctl".into(),
             outcome: format!("could not start the recovered server ({})", out.status),
-            stderr: crate::error::one_line(
-                &tail.lines().rev().take(3).collect::<Vec<_>>().join("\n"),
-            ),
+            stderr: why_recovery_stopped(&log),
         });
     }
     // Connect through the socket.
@@ -530,18 +576,15 @@ async fn start_and_wait(
                 }
             }
         }
-        let tail = std::fs::read_to_string(&log).unwrap_or_default();
-        if tail.contains("FATAL") && !request.pgdata.join("postmaster.pid").exists() {
+        let stopped = !request.pgdata.join("postmaster.pid").exists();
+        if stopped && std::fs::read_to_string(&log).is_ok_and(|t| t.contains("FATAL")) {
             return Err(Error::Tool {
                 tool: "postgres".into(),
-                outcome: "stopped during recovery".into(),
-                stderr: crate::error::one_line(
-                    &tail
-                        .lines()
-                        .filter(|l| l.contains("FATAL"))
-                        .collect::<Vec<_>>()
-                        .join("\n"),
+                outcome: format!(
+                    "stopped during recovery (fix the cause, then `pg_ctl start -D {}` resumes it)",
+                    request.pgdata.display()
                 ),
+                stderr: why_recovery_stopped(&log),
             });
         }
         if Instant::now() > deadline {
@@ -554,6 +597,21 @@ async fn start_and_wait(
             () = ctx.cancel.cancelled() => return Err(Error::Interrupted("waiting for recovery".into())),
         }
     }
+}
+
+/// The server log's account of a failed recovery: lifeboat's own errors (a `wal-fetch` that
+/// failed) and the server's FATAL lines, else its last lines.
+fn why_recovery_stopped(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("error: ") || l.contains("FATAL"))
+        .collect();
+    if lines.is_empty() {
+        lines = text.lines().rev().take(3).collect();
+        lines.reverse();
+    }
+    crate::error::one_line(&lines.join("\n"))
 }
 
 #[cfg(test)]
@@ -605,22 +663,48 @@ mod tests {
             base("20260102T000000Z-0002", "2026-01-02T00:10:00Z", "0/9000000"),
         ];
         let at = |t: &str| Target::Time(t.parse().unwrap());
+        let choose = |target: &Target| {
+            choose_base(&bases, target, TargetTimeline::Latest, &[]).map(|m| m.id.clone())
+        };
         assert_eq!(
-            choose_base(&bases, &at("2026-01-01T12:00:00Z")).unwrap().id,
-            bases[0].id
+            choose(&at("2026-01-01T12:00:00Z")),
+            Some(bases[0].id.clone())
         );
         assert_eq!(
-            choose_base(&bases, &at("2026-01-03T00:00:00Z")).unwrap().id,
-            bases[1].id
+            choose(&at("2026-01-03T00:00:00Z")),
+            Some(bases[1].id.clone())
         );
-        assert!(choose_base(&bases, &at("2026-01-01T00:05:00Z")).is_none());
+        assert_eq!(choose(&at("2026-01-01T00:05:00Z")), None);
+        assert_eq!(choose(&Target::Lsn(0x5000000)), Some(bases[0].id.clone()));
+        assert_eq!(choose(&Target::Latest), Some(bases[1].id.clone()));
+    }
+
+    #[test]
+    fn a_chosen_timeline_takes_the_base_backups_that_lead_to_it() {
+        let mut on_two = base("20260103T000000Z-0003", "2026-01-03T00:10:00Z", "0/A000000");
+        on_two.base.as_mut().unwrap().timeline = 2;
+        on_two.base.as_mut().unwrap().start_lsn = "0/9800000".into();
+        let bases = vec![
+            base("20260101T000000Z-0001", "2026-01-01T00:10:00Z", "0/3000000"),
+            on_two,
+        ];
+        // Timeline 2 branched off timeline 1 at 0/4000000, after the first backup started.
+        let histories = vec![(2, vec![(1, 0x400_0000)])];
+        let choose = |timeline| {
+            choose_base(&bases, &Target::Latest, timeline, &histories).map(|m| m.id.clone())
+        };
+        assert_eq!(choose(TargetTimeline::Latest), Some(bases[1].id.clone()));
+        assert_eq!(choose(TargetTimeline::Id(2)), Some(bases[1].id.clone()));
+        // Back on timeline 1: only the backup taken on it.
+        assert_eq!(choose(TargetTimeline::Id(1)), Some(bases[0].id.clone()));
+        assert_eq!(choose(TargetTimeline::Id(3)), None);
         assert_eq!(
-            choose_base(&bases, &Target::Lsn(0x5000000)).unwrap().id,
-            bases[0].id
+            path_to(&bases[0], TargetTimeline::Latest, &histories),
+            Some((2, vec![(1, 0x400_0000)]))
         );
         assert_eq!(
-            choose_base(&bases, &Target::Latest).unwrap().id,
-            bases[1].id
+            path_to(&bases[0], TargetTimeline::Current, &histories),
+            Some((1, vec![]))
         );
     }
 }
