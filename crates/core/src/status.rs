@@ -210,8 +210,8 @@ pub async fn status(ctx: &Context, repo: &Repository, now: Timestamp) -> Result<
     Ok(out)
 }
 
-/// The WAL archive of a database: age of the newest segment, gaps, and whether any moment
-/// can be recovered at all.
+/// The WAL archive of a database: age of the segment archived last, gaps, and the newest
+/// window of moments it can recover.
 async fn wal_status(
     ctx: &Context,
     repo: &Repository,

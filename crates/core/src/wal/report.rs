@@ -49,11 +49,12 @@ pub struct RecoveryWindow {
 }
 
 impl ArchiveReport {
-    /// The newest archived segment of any timeline, and when it was stored.
+    /// The segment archived last, of any timeline (a timeline left behind by a test restore
+    /// may have a higher number but stop early), and when it was stored.
     pub fn newest(&self) -> Option<(&str, Option<Timestamp>)> {
         self.timelines
             .iter()
-            .max_by(|a, b| a.last.cmp(&b.last))
+            .max_by_key(|t| (t.newest_archived_at, t.timeline))
             .map(|t| (t.last.as_str(), t.newest_archived_at))
     }
 }
