@@ -71,7 +71,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             what: Some(ListWhat::Wal),
         } => {
             let repo = Repository::open(&ctx.config.repository).await?;
-            let report = wal::archive_report(ctx, &repo).await?;
+            let report = wal::archive_report(ctx, &repo, &repo.list().await?).await?;
             if args.json {
                 return print_json_or(true, &report, String::new);
             }
@@ -570,10 +570,10 @@ fn wal_report_text(report: &wal::ArchiveReport) -> String {
         let _ = write!(
             out,
             "timeline {}: {} .. {} ({} segments",
-            t.timeline, t.first, t.last, t.segments
+            t.span.timeline, t.span.first, t.span.last, t.span.segments
         );
-        if !t.gaps.is_empty() {
-            let _ = write!(out, ", {} gaps", t.gaps.len());
+        if !t.span.gaps.is_empty() {
+            let _ = write!(out, ", {} gaps", t.span.gaps.len());
         }
         out.push(')');
         if let Some((parent, lsn)) = &t.parent {
@@ -595,7 +595,7 @@ fn wal_report_text(report: &wal::ArchiveReport) -> String {
         if t.recoverable.is_empty() {
             out.push_str("  recoverable: nothing (no base backup reaches this timeline)\n");
         }
-        for (from, to) in &t.gaps {
+        for (from, to) in &t.span.gaps {
             let _ = writeln!(out, "  gap: {from} .. {to} missing");
         }
     }

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::manifest::BackupKind;
+use crate::manifest::{BackupKind, Manifest};
 use crate::repository::Repository;
 use crate::verify::Verification;
 use crate::{wal, Context};
@@ -158,7 +158,7 @@ pub async fn status(ctx: &Context, repo: &Repository, now: Timestamp) -> Result<
             objectives.pitr_rto_minutes,
         );
         out.push(base);
-        out.push(wal_status(ctx, repo, name, now).await?);
+        out.push(wal_status(ctx, repo, &manifests, name, now).await?);
     }
     for (name, config) in &ctx.config.objects {
         let mut asset = AssetStatus::new(format!("objects {name}"));
@@ -215,11 +215,12 @@ pub async fn status(ctx: &Context, repo: &Repository, now: Timestamp) -> Result<
 async fn wal_status(
     ctx: &Context,
     repo: &Repository,
+    manifests: &[Manifest],
     name: &str,
     now: Timestamp,
 ) -> Result<AssetStatus> {
     let mut asset = AssetStatus::new(format!("wal {name}"));
-    let report = wal::archive_report(ctx, repo).await?;
+    let report = wal::archive_report(ctx, repo, manifests).await?;
     let newest = report.newest();
     asset.judge_age(
         newest.and_then(|(_, at)| at),
@@ -228,10 +229,10 @@ async fn wal_status(
         "archived WAL",
     );
     for timeline in &report.timelines {
-        for (from, to) in &timeline.gaps {
+        for (from, to) in &timeline.span.gaps {
             asset.problems.push(format!(
                 "gap in the WAL archive on timeline {}: {from} .. {to} missing; no moment after it can be recovered until the next base backup",
-                timeline.timeline
+                timeline.span.timeline
             ));
         }
     }

@@ -136,9 +136,7 @@ fn path_to(
     timeline: TargetTimeline,
     histories: &[(u32, Vec<(u32, u64)>)],
 ) -> Option<(u32, Vec<(u32, u64)>)> {
-    let Some(info) = &base.base else {
-        return Some((0, Vec::new()));
-    };
+    let info = base.base.as_ref()?;
     let start_lsn = wal::parse_lsn(&info.start_lsn).unwrap_or(0);
     match timeline {
         TargetTimeline::Latest => Some(wal::latest_timeline_from(

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{
     archived_names, parse_lsn, reaches, read_histories, segment_of_name, spans, stored_at,
-    RecoveryStart, DEFAULT_SEGMENT_SIZE,
+    RecoveryStart, TimelineSpan, DEFAULT_SEGMENT_SIZE,
 };
 use crate::error::Result;
 use crate::manifest::{BackupKind, Manifest};
@@ -26,12 +26,9 @@ pub struct ArchiveReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TimelineReport {
-    pub timeline: u32,
-    pub first: String,
-    pub last: String,
-    pub segments: u64,
-    /// Missing runs `(first, last)`.
-    pub gaps: Vec<(String, String)>,
+    /// Its segments and gaps.
+    #[serde(flatten)]
+    pub span: TimelineSpan,
     /// The timeline it branched off, and the LSN where it did.
     pub parent: Option<(u32, String)>,
     pub newest_archived_at: Option<Timestamp>,
@@ -54,18 +51,21 @@ impl ArchiveReport {
     pub fn newest(&self) -> Option<(&str, Option<Timestamp>)> {
         self.timelines
             .iter()
-            .max_by_key(|t| (t.newest_archived_at, t.timeline))
-            .map(|t| (t.last.as_str(), t.newest_archived_at))
+            .max_by_key(|t| (t.newest_archived_at, t.span.timeline))
+            .map(|t| (t.span.last.as_str(), t.newest_archived_at))
     }
 }
 
-/// Reads the archive's shape and what the repository's base backups can recover from it.
-pub async fn archive_report(ctx: &Context, repo: &Repository) -> Result<ArchiveReport> {
+/// Reads the archive's shape and what the repository's base backups (among `manifests`, the
+/// repository's) can recover from it.
+pub async fn archive_report(
+    ctx: &Context,
+    repo: &Repository,
+    manifests: &[Manifest],
+) -> Result<ArchiveReport> {
     let names = archived_names(repo).await?;
-    let bases: Vec<Manifest> = repo
-        .list()
-        .await?
-        .into_iter()
+    let bases: Vec<&Manifest> = manifests
+        .iter()
         .filter(|m| m.kind == BackupKind::Base && m.base.is_some())
         .collect();
     let segment_size = bases
@@ -75,6 +75,7 @@ pub async fn archive_report(ctx: &Context, repo: &Repository) -> Result<ArchiveR
     let histories = read_histories(ctx, repo, &names).await?;
     let started: Vec<(&Manifest, RecoveryStart)> = bases
         .iter()
+        .copied()
         .filter_map(|m| {
             let info = m.base.as_ref()?;
             let start = RecoveryStart {
@@ -126,11 +127,7 @@ pub async fn archive_report(ctx: &Context, repo: &Repository) -> Result<ArchiveR
         }
         timelines.push(TimelineReport {
             newest_archived_at: stored_at(repo, &span.last).await?,
-            timeline: span.timeline,
-            first: span.first,
-            last: span.last,
-            segments: span.segments,
-            gaps: span.gaps,
+            span,
             parent,
             recoverable: merge(windows),
         });

@@ -182,7 +182,7 @@ pub fn reaches(
                 || history.iter().any(|(parent, switch)| {
                     *parent == start.timeline && *switch >= start.start_lsn
                 });
-            if !on_path || start.timeline > timeline {
+            if !on_path {
                 continue;
             }
             let last = match first_gap_on_path(
