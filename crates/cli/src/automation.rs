@@ -142,7 +142,10 @@ pub async fn backup_redis(ctx: &Context, json: bool) -> Result<()> {
         ));
     }
     let repo = Repository::open(&ctx.config.repository).await?;
-    let (id, size) = lifeboat_core::redis::backup(ctx, &repo, redis).await?;
+    let (id, size) = lifeboat_core::jobs::with_run_lock(ctx, &repo, "backup redis", async |ctx| {
+        lifeboat_core::redis::backup(ctx, &repo, redis).await
+    })
+    .await?;
     tracing::info!(
         "redis snapshot `{id}` stored ({} bytes)",
         size.unwrap_or_default()

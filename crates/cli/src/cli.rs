@@ -27,6 +27,11 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
+    /// Commands that write (`backup`, `prune`, `run`): wait up to this long for another run's
+    /// lock on the repository instead of failing at once.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 0)]
+    pub wait: u64,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -100,6 +105,9 @@ pub enum Command {
         /// Plan as at this moment instead of now (RFC 3339).
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
+        /// Also remove backups whose manifest is damaged (unreadable), with their data.
+        #[arg(long)]
+        force: bool,
     },
     /// Print the S3 lifecycle rules that match the repository and the policy (`--apply` sets them).
     Lifecycle {

@@ -9,7 +9,7 @@ use lifeboat_core::postgres::dump::{backup_db, human_bytes, DumpRequest};
 use lifeboat_core::postgres::restore::{restore_db, RestoreRequest};
 use lifeboat_core::postgres::{base, pitr};
 use lifeboat_core::repository::{Repository, Selector};
-use lifeboat_core::{crypto, drill, verify, wal, Context, Error, Result};
+use lifeboat_core::{crypto, drill, jobs, verify, wal, Context, Error, Result};
 
 use crate::cli::{
     BackupCommand, Cli, Command, ConfigCommand, KeyCommand, KindArg, ListWhat, RestoreCommand,
@@ -52,7 +52,10 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
                 schema_only: b.schema_only,
                 schemas: b.schemas.clone(),
             };
-            let manifest = backup_db(ctx, &repo, name, pg, &request).await?;
+            let manifest = jobs::with_run_lock(ctx, &repo, "backup db", async |ctx| {
+                backup_db(ctx, &repo, name, pg, &request).await
+            })
+            .await?;
             tracing::info!(
                 "backup `{}` of `{name}` done: {} raw, {} stored, {} tables, {} rows",
                 manifest.id,
@@ -137,8 +140,8 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         Command::Backup(BackupCommand::Redis) => {
             crate::automation::backup_redis(ctx, args.json).await
         }
-        Command::Prune { dry_run, at } => {
-            crate::retention::prune(ctx, *dry_run, at.as_deref(), args.json).await
+        Command::Prune { dry_run, at, force } => {
+            crate::retention::prune(ctx, *dry_run, *force, at.as_deref(), args.json).await
         }
         Command::Lifecycle { apply } => crate::retention::lifecycle(ctx, *apply, args.json).await,
         Command::WalPush { path } => {
@@ -173,7 +176,10 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         Command::Backup(BackupCommand::Base { db }) => {
             let (name, pg) = ctx.config.database(db.as_deref())?;
             let repo = Repository::open(&ctx.config.repository).await?;
-            let manifest = base::backup_base(ctx, &repo, name, pg).await?;
+            let manifest = jobs::with_run_lock(ctx, &repo, "backup base", async |ctx| {
+                base::backup_base(ctx, &repo, name, pg).await
+            })
+            .await?;
             tracing::info!(
                 "base backup `{}` of `{name}` done: {} raw, {} stored",
                 manifest.id,
@@ -188,10 +194,15 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         }
         Command::List { what: None } => {
             let repo = Repository::open(&ctx.config.repository).await?;
-            let manifests = repo.list().await?;
+            let catalog = repo.catalog().await?;
+            for damaged in &catalog.damaged {
+                tracing::warn!("{}", damaged.describe());
+            }
             let verifications = verify::list_verifications(&repo).await?;
             if args.json {
-                let listed: Vec<serde_json::Value> = manifests
+                // A damaged manifest is listed too, as `{"id", "damaged": reason, "manifest"}`.
+                let mut listed: Vec<(String, serde_json::Value)> = catalog
+                    .manifests
                     .iter()
                     .map(|m| {
                         let mut value = serde_json::to_value(m).expect("manifests serialize");
@@ -199,12 +210,20 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
                             value["verification"] =
                                 serde_json::to_value(v).expect("verifications serialize");
                         }
-                        value
+                        (m.id.clone(), value)
                     })
                     .collect();
+                listed.extend(catalog.damaged.iter().map(|d| {
+                    let value = serde_json::json!({
+                        "id": d.id, "damaged": d.reason, "manifest": d.manifest
+                    });
+                    (d.id.clone(), value)
+                }));
+                listed.sort_by(|a, b| a.0.cmp(&b.0));
+                let listed: Vec<serde_json::Value> = listed.into_iter().map(|(_, v)| v).collect();
                 return print_json_or(true, &listed, String::new);
             }
-            emit(&list_table(&manifests, &verifications))
+            emit(&list_table(&catalog, &verifications))
         }
         Command::Show { id } => {
             let repo = Repository::open(&ctx.config.repository).await?;
@@ -424,15 +443,15 @@ fn show_verification(v: &verify::Verification) -> String {
     out
 }
 
-fn list_table(manifests: &[Manifest], verifications: &[verify::Verification]) -> String {
-    if manifests.is_empty() {
+fn list_table(
+    catalog: &lifeboat_core::repository::Catalog,
+    verifications: &[verify::Verification],
+) -> String {
+    if catalog.manifests.is_empty() && catalog.damaged.is_empty() {
         return "no backups\n".into();
     }
-    let mut out = format!(
-        "{:<22} {:<5} {:<12} {:<20} {:>10} {:>10} {:>7} {}\n",
-        "ID", "KIND", "DATABASE", "FINISHED (UTC)", "RAW", "STORED", "TABLES", "NOTES"
-    );
-    for m in manifests {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for m in &catalog.manifests {
         let mut notes = Vec::new();
         if m.is_encrypted() {
             notes.push("encrypted".to_string());
@@ -453,18 +472,36 @@ fn list_table(manifests: &[Manifest], verifications: &[verify::Verification]) ->
                 (false, _) => "VERIFICATION FAILED".into(),
             });
         }
-        out.push_str(&format!(
-            "{:<22} {:<5} {:<12} {:<20} {:>10} {:>10} {:>7} {}\n",
-            m.id,
-            m.kind.as_str(),
-            m.database,
-            m.finished_at.strftime("%Y-%m-%d %H:%M:%S"),
-            human_bytes(m.raw_size),
-            human_bytes(m.stored_size),
-            m.tables.len(),
-            notes.join("; ")
+        rows.push((
+            m.id.clone(),
+            format!(
+                "{:<22} {:<5} {:<12} {:<20} {:>10} {:>10} {:>7} {}\n",
+                m.id,
+                m.kind.as_str(),
+                m.database,
+                m.finished_at.strftime("%Y-%m-%d %H:%M:%S"),
+                human_bytes(m.raw_size),
+                human_bytes(m.stored_size),
+                m.tables.len(),
+                notes.join("; ")
+            ),
         ));
     }
+    for d in &catalog.damaged {
+        rows.push((
+            d.id.clone(),
+            format!(
+                "{:<22} {:<5} {:<12} {:<20} {:>10} {:>10} {:>7} MANIFEST DAMAGED: {}\n",
+                d.id, "?", "?", "?", "?", "?", "?", d.reason
+            ),
+        ));
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = format!(
+        "{:<22} {:<5} {:<12} {:<20} {:>10} {:>10} {:>7} {}\n",
+        "ID", "KIND", "DATABASE", "FINISHED (UTC)", "RAW", "STORED", "TABLES", "NOTES"
+    );
+    out.extend(rows.into_iter().map(|(_, row)| row));
     out
 }
 

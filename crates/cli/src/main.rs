@@ -56,6 +56,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let config = Config::load(args.config.as_deref())?;
         let mut ctx = Context::new(config);
+        ctx.lock_wait = std::time::Duration::from_secs(args.wait);
         ctx.progress =
             progress::for_stderr(args.quiet || args.json && !std::io::stderr().is_terminal());
         watch_signals(ctx.cancel.clone());

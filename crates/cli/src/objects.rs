@@ -15,7 +15,22 @@ pub async fn backup(ctx: &Context, name: Option<&str>, dry_run: bool, json: bool
         dry_run,
         now: jiff::Timestamp::now(),
     };
-    let report = objects::backup_objects(ctx, name, config, &options).await?;
+    // A repository's run lock keeps a manual run apart from the daily job's; an object backup
+    // configured without a repository has none to take.
+    let repo = match lifeboat_core::repository::Repository::open(&ctx.config.repository).await {
+        Ok(repo) if !dry_run => Some(repo),
+        Ok(_) | Err(Error::NotARepository { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    let report = match &repo {
+        Some(repo) => {
+            lifeboat_core::jobs::with_run_lock(ctx, repo, "backup objects", async |ctx| {
+                objects::backup_objects(ctx, name, config, &options).await
+            })
+            .await?
+        }
+        None => objects::backup_objects(ctx, name, config, &options).await?,
+    };
     let s = &report.summary;
     let what = if dry_run { "plan" } else { "done" };
     tracing::info!(

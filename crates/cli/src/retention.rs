@@ -10,13 +10,37 @@ use lifeboat_core::{Context, Error, Result};
 
 use crate::commands::{emit, parse_time, print_json_or};
 
-pub async fn prune(ctx: &Context, dry_run: bool, at: Option<&str>, json: bool) -> Result<()> {
+pub async fn prune(
+    ctx: &Context,
+    dry_run: bool,
+    force: bool,
+    at: Option<&str>,
+    json: bool,
+) -> Result<()> {
     let repo = Repository::open(&ctx.config.repository).await?;
     let at = match at {
         Some(text) => parse_time(text)?,
         None => jiff::Timestamp::now(),
     };
-    let plan = prune::plan(ctx, &repo, at).await?;
+    if dry_run {
+        return prune_locked(ctx, &repo, at, force, true, json).await;
+    }
+    lifeboat_core::jobs::with_run_lock(ctx, &repo, "prune", async |ctx| {
+        prune_locked(ctx, &repo, at, force, false, json).await
+    })
+    .await
+}
+
+/// Plans and (unless `dry_run`) carries out a prune; the caller holds the run lock.
+async fn prune_locked(
+    ctx: &Context,
+    repo: &Repository,
+    at: jiff::Timestamp,
+    force: bool,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
+    let plan = prune::plan(ctx, repo, at, force).await?;
     if !json {
         emit(&show_plan(&plan))?;
     }
@@ -30,13 +54,14 @@ pub async fn prune(ctx: &Context, dry_run: bool, at: Option<&str>, json: bool) -
         }
         return Ok(());
     }
-    let outcome = prune::execute(ctx, &repo, &plan).await?;
+    let outcome = prune::execute(ctx, repo, &plan).await?;
     tracing::info!(
-        "pruned: {} backups deleted, {} promoted, {} WAL files deleted, {} leftovers removed{}",
+        "pruned: {} backups deleted, {} promoted, {} WAL files deleted, {} leftovers removed, {} damaged backups removed{}",
         outcome.backups_deleted,
         outcome.promoted,
         outcome.wal_deleted,
         outcome.leftovers_deleted,
+        outcome.damaged_deleted,
         outcome
             .objects
             .iter()
@@ -93,6 +118,21 @@ fn show_plan(plan: &PrunePlan) -> String {
             "  remove leftover {path} (no manifest, over a day old)\n"
         ));
     }
+    for d in &plan.damaged {
+        let action = if d.delete { "delete (--force)" } else { "keep" };
+        out.push_str(&format!(
+            "  {:<16} {:<22} manifest damaged ({}), {} data objects{}\n",
+            action,
+            d.manifest.id,
+            d.manifest.reason,
+            d.data.len(),
+            if d.delete {
+                ""
+            } else {
+                ": restore the manifest, or remove the backup with `prune --force`"
+            }
+        ));
+    }
     for o in &plan.objects {
         out.push_str(&format!(
             "  objects `{}`: keep {} runs, remove {} ({}-day history{})\n",
@@ -126,10 +166,22 @@ pub async fn lifecycle(ctx: &Context, apply: bool, json: bool) -> Result<()> {
     let existing = match bucket.bucket_request(Method::GET, "lifecycle", None).await {
         Ok(response) => {
             let xml = response.text().await.unwrap_or_default();
-            Some(lifecycle::from_xml(&xml))
+            match lifecycle::Configuration::parse(&xml) {
+                Ok(config) => Some(config),
+                Err(reason) if apply => {
+                    return Err(Error::invalid(format!(
+                        "the lifecycle configuration of `s3://{}` is {reason}: refusing to replace what cannot be read; merge the printed rules by hand",
+                        bucket.config.url.bucket
+                    )))
+                }
+                Err(reason) => {
+                    tracing::warn!("the bucket's lifecycle configuration is {reason}");
+                    None
+                }
+            }
         }
         Err(Error::Storage { message, .. }) if message.starts_with("not found") => {
-            Some((Vec::new(), false))
+            Some(lifecycle::Configuration::default())
         }
         Err(e) if apply => return Err(e),
         Err(e) => {
@@ -137,35 +189,33 @@ pub async fn lifecycle(ctx: &Context, apply: bool, json: bool) -> Result<()> {
             None
         }
     };
-    if let Some((rules, _)) = &existing {
-        for warning in lifecycle::conflicts(rules, prefix) {
+    if let Some(config) = &existing {
+        for warning in config.conflicts(prefix) {
             tracing::warn!("{warning}");
         }
     }
-    let shown = lifecycle::to_aws_json(&wanted);
     if !apply {
         tracing::info!("lifeboat expires nothing by age: prune knows what each backup still needs; these rules only clean up after killed uploads and old noncurrent versions");
-        return print_json_or(true, &shown, String::new);
+        return print_json_or(true, &lifecycle::to_aws_json(&wanted), String::new);
     }
-    let (rules, unknown) = existing.unwrap_or_default();
-    if unknown {
-        return Err(Error::invalid(
-            "the bucket has lifecycle rules with actions lifeboat does not manage (transitions, tags): merge the printed rules with `aws s3api put-bucket-lifecycle-configuration` instead",
-        ));
-    }
-    let merged = lifecycle::merge(&rules, &wanted);
+    let config = existing.unwrap_or_default();
     bucket
         .bucket_request(
             Method::PUT,
             "lifecycle",
-            Some(lifecycle::to_xml(&merged).into_bytes()),
+            Some(config.merged_xml(&wanted).into_bytes()),
         )
         .await?;
+    let kept = config
+        .rules
+        .iter()
+        .filter(|r| !r.id().starts_with(lifecycle::ID_PREFIX))
+        .count();
     tracing::info!(
-        "applied {} lifecycle rules to `s3://{}` ({} of them lifeboat's)",
-        merged.len(),
+        "applied {} lifecycle rules to `s3://{}`: lifeboat's {}, and the bucket's other {kept} as they were",
+        kept + wanted.len(),
         bucket.config.url.bucket,
         wanted.len()
     );
-    print_json_or(json, &lifecycle::to_aws_json(&merged), || "applied".into())
+    print_json_or(json, &config.merged_aws_json(&wanted), || "applied".into())
 }

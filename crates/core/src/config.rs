@@ -926,6 +926,17 @@ impl Config {
                 })?;
             }
         }
+        if let Some(listen) = &self.daemon.listen {
+            let valid = listen.parse::<std::net::SocketAddr>().is_ok()
+                || listen
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return bad(format!(
+                    "`daemon.listen` is `{listen}`, not an address: use `IP:PORT` or `HOST:PORT`, e.g. `127.0.0.1:9187`"
+                ));
+            }
+        }
         let r = &self.retention;
         if r.daily_days == 0 || r.pitr_days == 0 {
             return bad(

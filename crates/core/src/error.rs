@@ -64,9 +64,35 @@ pub enum Error {
     #[error("backup `{id}` is damaged: {detail}")]
     Integrity { id: String, detail: String },
 
+    /// An archived WAL file is not what it is stored as (damaged, or another file's).
+    #[error("WAL file `{name}` is damaged: {detail}")]
+    DamagedWal { name: String, detail: String },
+
     /// A restore finished but the restored data differs from what the backup recorded.
     #[error("restore of `{id}` does not match its manifest: {detail}")]
     Mismatch { id: String, detail: String },
+
+    /// Another run holds the repository's run lock.
+    #[error(
+        "repository `{location}` is busy: job `{job}` on `{host}` (pid {pid}) has run since {}, last heartbeat {}; wait for it with `--wait SECONDS` (a lock without a heartbeat for {stale_minutes} minutes is taken over)",
+        .since.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        .heartbeat.strftime("%H:%M:%S UTC")
+    )]
+    Busy {
+        location: String,
+        job: String,
+        host: String,
+        pid: u32,
+        since: jiff::Timestamp,
+        heartbeat: jiff::Timestamp,
+        stale_minutes: u64,
+    },
+
+    /// This run's lock was taken over: it must stop and commit nothing more.
+    #[error(
+        "the run lock was taken over by job `{job}` on `{host}` (pid {pid}): this run stopped and committed nothing more"
+    )]
+    LockLost { job: String, host: String, pid: u32 },
 
     #[error("interrupted: {0}")]
     Interrupted(String),
@@ -143,7 +169,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Interrupted(_) => 130,
-            Error::Integrity { .. } | Error::Mismatch { .. } => 3,
+            Error::Integrity { .. } | Error::DamagedWal { .. } | Error::Mismatch { .. } => 3,
             Error::Breached(_) => 4,
             _ => 1,
         }

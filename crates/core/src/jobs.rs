@@ -85,11 +85,14 @@ pub async fn run_job(ctx: &Context, name: &str, job: &JobConfig) -> Result<RunRe
     crate::notify::ping(&ctx.config.notify, crate::notify::Ping::Start).await;
     let started = Timestamp::now();
     let clock = Instant::now();
+    // The run stops when asked to, and when its lock is found taken over.
+    let run_ctx = ctx.with_cancel(ctx.cancel.child_token());
     // A run that cannot start (repository unreachable, another run holding the lock) is a
     // failed run: it is reported and notified like any other.
     let opened = async {
         let repo = Repository::open(&ctx.config.repository).await?;
-        let lock = crate::lock::RunLock::acquire(ctx, &repo, name).await?;
+        let lock =
+            crate::lock::RunLock::acquire(&run_ctx, &repo, name, run_ctx.cancel.clone()).await?;
         Ok::<_, Error>((repo, lock))
     }
     .await;
@@ -119,7 +122,16 @@ pub async fn run_job(ctx: &Context, name: &str, job: &JobConfig) -> Result<RunRe
     let mut steps = Vec::new();
     for text in &job.steps {
         let step = Step::parse(text).map_err(Error::Config)?;
-        for (label, outcome, seconds) in run_step(ctx, &repo, &step).await {
+        for (label, outcome, seconds) in run_step(&run_ctx, &repo, &step).await {
+            // A step stopped because the lock was taken over failed for that reason.
+            let outcome = match outcome {
+                Err(Error::Interrupted(_))
+                    if lock.lost().is_cancelled() && !ctx.cancel.is_cancelled() =>
+                {
+                    Err(lost_lock(&repo).await)
+                }
+                other => other,
+            };
             match &outcome {
                 Ok((detail, _)) => tracing::info!("{label}: ok in {seconds:.1}s: {detail}"),
                 Err(e) => tracing::error!("{label}: failed after {seconds:.1}s: {e}"),
@@ -137,8 +149,21 @@ pub async fn run_job(ctx: &Context, name: &str, job: &JobConfig) -> Result<RunRe
                 seconds: (seconds * 10.0).round() / 10.0,
             });
         }
-        if ctx.cancel.is_cancelled() {
+        if run_ctx.cancel.is_cancelled() {
             break;
+        }
+    }
+    if lock.lost().is_cancelled() && !ctx.cancel.is_cancelled() {
+        let e = lost_lock(&repo).await;
+        if !steps.iter().any(|s| s.detail == e.to_string()) {
+            tracing::error!("{e}");
+            steps.push(StepReport {
+                step: "lock".into(),
+                ok: false,
+                detail: e.to_string(),
+                bytes: None,
+                seconds: 0.0,
+            });
         }
     }
     let report = RunReport {
@@ -147,12 +172,44 @@ pub async fn run_job(ctx: &Context, name: &str, job: &JobConfig) -> Result<RunRe
         host: host_name(),
         started,
         seconds: (clock.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-        ok: steps.iter().all(|s| s.ok) && !ctx.cancel.is_cancelled(),
+        ok: steps.iter().all(|s| s.ok) && !run_ctx.cancel.is_cancelled(),
         steps,
     };
     lock.release().await;
     crate::notify::send(&ctx.config.notify, &report).await;
     Ok(report)
+}
+
+/// The error of a run whose lock was taken over, naming who took it.
+async fn lost_lock(repo: &Repository) -> Error {
+    match crate::lock::read(repo.storage()).await {
+        Ok(Some(held)) => held.taken_over(),
+        _ => Error::LockLost {
+            job: "(none: the lock was removed)".into(),
+            host: "?".into(),
+            pid: 0,
+        },
+    }
+}
+
+/// Runs `work` under the repository's run lock, as a command that writes (`backup`, `prune`)
+/// does outside a job: refused while a run holds it, unless `--wait` gives time.
+pub async fn with_run_lock<T>(
+    ctx: &Context,
+    repo: &Repository,
+    what: &str,
+    work: impl AsyncFnOnce(&Context) -> Result<T>,
+) -> Result<T> {
+    let locked_ctx = ctx.with_cancel(ctx.cancel.child_token());
+    let lock =
+        crate::lock::RunLock::acquire(&locked_ctx, repo, what, locked_ctx.cancel.clone()).await?;
+    let outcome = work(&locked_ctx).await;
+    let lost = lock.lost().is_cancelled() && !ctx.cancel.is_cancelled();
+    lock.release().await;
+    match outcome {
+        Err(Error::Interrupted(_)) if lost => Err(lost_lock(repo).await),
+        other => other,
+    }
 }
 
 type Outcome = Result<(String, Option<u64>)>;
@@ -252,7 +309,7 @@ async fn run_step(ctx: &Context, repo: &Repository, step: &Step) -> Vec<(String,
         Step::Prune => {
             let clock = Instant::now();
             let outcome = async {
-                let plan = crate::prune::plan(ctx, repo, Timestamp::now()).await?;
+                let plan = crate::prune::plan(ctx, repo, Timestamp::now(), false).await?;
                 let done = crate::prune::execute(ctx, repo, &plan).await?;
                 Ok((
                     format!(

@@ -45,6 +45,8 @@ pub struct Context {
     pub tools: postgres::tools::PgTools,
     pub progress: Arc<dyn progress::Progress>,
     pub cancel: CancellationToken,
+    /// How long a command that writes waits for another run's lock (`--wait`).
+    pub lock_wait: std::time::Duration,
 }
 
 impl Context {
@@ -55,6 +57,18 @@ impl Context {
             tools,
             progress: Arc::new(progress::NoProgress),
             cancel: CancellationToken::new(),
+            lock_wait: std::time::Duration::ZERO,
+        }
+    }
+
+    /// The same context, stopped by `cancel` (a child of this one's).
+    pub fn with_cancel(&self, cancel: CancellationToken) -> Context {
+        Context {
+            config: self.config.clone(),
+            tools: self.tools.clone(),
+            progress: Arc::clone(&self.progress),
+            cancel,
+            lock_wait: self.lock_wait,
         }
     }
 }

@@ -1,14 +1,22 @@
-//! The run lock: one run at a time per repository.
+//! The run lock: one run at a time per repository, for jobs and for every command that writes
+//! backups (`backup *`, `prune`).
 //!
-//! A small object `locks/run.json` (holder, host, pid, start, heartbeat) created with a
-//! conditional write, so that of two runs starting together only one gets it. The holder
-//! refreshes the heartbeat while it runs; a lock whose heartbeat is older than
-//! `daemon.lock_stale_minutes` belongs to a run that died and is taken over.
+//! `locks/run.json` names the holder (a random id, the job, host, pid and start). It is created
+//! atomically (a hard link on a local folder, `If-None-Match` on S3), so of two runs starting
+//! together exactly one gets it, and it is never rewritten. The holder shows it is alive by
+//! writing its own `locks/run.<id>.beat` every 30 s; a lock whose last beat (or start) is older
+//! than `daemon.lock_stale_minutes` belongs to a run that died, and is taken over.
+//!
+//! A holder checks that the lock is still its own at every beat and before every commit. One
+//! that finds it taken over (it was judged dead while it was only slow) stops: what it has in
+//! flight is aborted, nothing more is committed, and it reports the run as failed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::repository::Repository;
@@ -17,6 +25,12 @@ use crate::Context;
 
 pub const LOCK_PATH: &str = "locks/run.json";
 const HEARTBEAT: Duration = Duration::from_secs(30);
+/// How often a waiting command looks at the lock again.
+const WAIT_STEP: Duration = Duration::from_millis(500);
+
+fn beat_path(id: &str) -> String {
+    format!("locks/run.{id}.beat")
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockFile {
@@ -25,43 +39,75 @@ pub struct LockFile {
     pub host: String,
     pub pid: u32,
     pub started: Timestamp,
-    pub heartbeat: Timestamp,
+    /// Written by lifeboat before beats had objects of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<Timestamp>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Beat {
+    heartbeat: Timestamp,
+}
+
+impl LockFile {
+    /// The error a run that finds this lock in its place reports.
+    pub fn taken_over(&self) -> Error {
+        Error::LockLost {
+            job: self.job.clone(),
+            host: self.host.clone(),
+            pid: self.pid,
+        }
+    }
 }
 
 pub struct RunLock {
     id: String,
-    storage: std::sync::Arc<Storage>,
+    storage: Arc<Storage>,
     beating: tokio::task::JoinHandle<()>,
+    lost: CancellationToken,
 }
 
 impl RunLock {
-    pub async fn acquire(ctx: &Context, repo: &Repository, job: &str) -> Result<RunLock> {
-        let storage = std::sync::Arc::new(Storage::open(&ctx.config.repository, false)?);
+    /// Takes the lock for `job`, waiting up to `ctx.lock_wait` while another run holds it.
+    /// `lost` is cancelled if the lock is ever found taken over.
+    pub async fn acquire(
+        ctx: &Context,
+        repo: &Repository,
+        job: &str,
+        lost: CancellationToken,
+    ) -> Result<RunLock> {
+        let storage = Arc::new(Storage::open(&ctx.config.repository, false)?);
         let stale_after = SignedDuration::from_mins(ctx.config.daemon.lock_stale_minutes as i64);
-        let now = Timestamp::now();
         let mine = LockFile {
             id: format!("{:016x}", rand::random::<u64>()),
             job: job.to_string(),
             host: crate::jobs::host_name(),
             pid: std::process::id(),
-            started: now,
-            heartbeat: now,
+            started: Timestamp::now(),
+            heartbeat: None,
         };
-        for attempt in 0..2 {
-            let json = serde_json::to_vec_pretty(&mine).expect("locks serialize");
-            if storage.write_new(LOCK_PATH, json).await? {
-                let beating = tokio::spawn(heartbeat(storage.clone(), mine.clone()));
+        let json = serde_json::to_vec_pretty(&mine).expect("locks serialize");
+        let waited = std::time::Instant::now();
+        let mut taken_over = false;
+        loop {
+            if storage.write_new(LOCK_PATH, json.clone()).await? {
+                write_beat(&storage, &mine.id).await;
+                repo.hold_lock(&mine.id, lost.clone());
+                let beating =
+                    tokio::spawn(heartbeat(storage.clone(), mine.id.clone(), lost.clone()));
                 return Ok(RunLock {
                     id: mine.id,
                     storage,
                     beating,
+                    lost,
                 });
             }
             let Some(held) = read(&storage).await? else {
                 continue;
             };
-            let age = Timestamp::now().duration_since(held.heartbeat);
-            if age > stale_after && attempt == 0 {
+            let last_sign = last_beat(&storage, &held).await;
+            let age = Timestamp::now().duration_since(last_sign);
+            if age > stale_after && !taken_over {
                 tracing::warn!(
                     "taking over the run lock of `{}` on `{}` (pid {}): its heartbeat is {} minutes old",
                     held.job,
@@ -75,24 +121,34 @@ impl RunLock {
                     .is_some_and(|again| again.id == held.id)
                 {
                     storage.delete(LOCK_PATH).await?;
+                    storage.delete(&beat_path(&held.id)).await?;
                 }
+                taken_over = true;
                 continue;
             }
-            return Err(Error::invalid(format!(
-                "repository `{}` is busy: job `{}` on `{}` (pid {}) has run since {}, last heartbeat {}; a lock without a heartbeat for {} minutes is taken over",
-                repo.location(),
-                held.job,
-                held.host,
-                held.pid,
-                held.started.strftime("%Y-%m-%d %H:%M:%S UTC"),
-                held.heartbeat.strftime("%H:%M:%S UTC"),
-                ctx.config.daemon.lock_stale_minutes
-            )));
+            if waited.elapsed() >= ctx.lock_wait {
+                return Err(Error::Busy {
+                    location: repo.location().to_string(),
+                    job: held.job,
+                    host: held.host,
+                    pid: held.pid,
+                    since: held.started,
+                    heartbeat: last_sign,
+                    stale_minutes: ctx.config.daemon.lock_stale_minutes,
+                });
+            }
+            tokio::select! {
+                () = tokio::time::sleep(WAIT_STEP) => {}
+                () = ctx.cancel.cancelled() => {
+                    return Err(Error::Interrupted("waiting for the run lock".into()))
+                }
+            }
         }
-        Err(Error::invalid(format!(
-            "repository `{}` is busy: another run took the lock at the same moment",
-            repo.location()
-        )))
+    }
+
+    /// Cancelled when the lock was found taken over.
+    pub fn lost(&self) -> &CancellationToken {
+        &self.lost
     }
 
     /// Stops the heartbeat and removes the lock if it is still this run's.
@@ -104,31 +160,80 @@ impl RunLock {
                     tracing::warn!("could not remove the run lock: {e}");
                 }
             }
-            Ok(_) => tracing::warn!("the run lock was taken over while this run held it"),
+            Ok(Some(held)) => tracing::warn!(
+                "the run lock was taken over by job `{}` on `{}` (pid {}) while this run held it",
+                held.job,
+                held.host,
+                held.pid
+            ),
+            Ok(None) => tracing::warn!("the run lock was removed while this run held it"),
             Err(e) => tracing::warn!("could not read the run lock to remove it: {e}"),
+        }
+        if let Err(e) = self.storage.delete(&beat_path(&self.id)).await {
+            tracing::warn!("could not remove the run lock's heartbeat: {e}");
         }
     }
 }
 
-async fn read(storage: &Storage) -> Result<Option<LockFile>> {
+/// Who holds the lock now.
+pub async fn read(storage: &Storage) -> Result<Option<LockFile>> {
     Ok(storage
         .read_opt(LOCK_PATH)
         .await?
         .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
 }
 
-async fn heartbeat(storage: std::sync::Arc<Storage>, mut mine: LockFile) {
+/// Checks that the lock is still `id`'s: the error says who took it otherwise.
+pub async fn check_held(storage: &Storage, id: &str) -> Result<()> {
+    match read(storage).await? {
+        Some(held) if held.id == id => Ok(()),
+        Some(held) => Err(held.taken_over()),
+        None => Err(Error::LockLost {
+            job: "(none: the lock was removed)".into(),
+            host: "?".into(),
+            pid: 0,
+        }),
+    }
+}
+
+/// The last sign of life of a lock's holder: its newest beat, else its start.
+async fn last_beat(storage: &Storage, held: &LockFile) -> Timestamp {
+    let beat = storage
+        .read_opt(&beat_path(&held.id))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice::<Beat>(&bytes).ok())
+        .map(|b| b.heartbeat);
+    beat.or(held.heartbeat)
+        .unwrap_or(held.started)
+        .max(held.started)
+}
+
+async fn write_beat(storage: &Storage, id: &str) {
+    let beat = serde_json::to_vec(&Beat {
+        heartbeat: Timestamp::now(),
+    })
+    .expect("beats serialize");
+    if let Err(e) = storage.write(&beat_path(id), beat).await {
+        tracing::warn!("could not refresh the run lock: {e}");
+    }
+}
+
+async fn heartbeat(storage: Arc<Storage>, id: String, lost: CancellationToken) {
     loop {
-        tokio::time::sleep(HEARTBEAT).await;
-        match read(&storage).await {
-            Ok(Some(held)) if held.id == mine.id => {
-                mine.heartbeat = Timestamp::now();
-                let json = serde_json::to_vec_pretty(&mine).expect("locks serialize");
-                if let Err(e) = storage.write(LOCK_PATH, json).await {
-                    tracing::warn!("could not refresh the run lock: {e}");
-                }
+        tokio::select! {
+            () = tokio::time::sleep(HEARTBEAT) => {}
+            () = lost.cancelled() => return,
+        }
+        match check_held(&storage, &id).await {
+            Ok(()) => write_beat(&storage, &id).await,
+            Err(e @ Error::LockLost { .. }) => {
+                tracing::error!("{e}");
+                lost.cancel();
+                return;
             }
-            _ => return,
+            Err(e) => tracing::warn!("could not check the run lock: {e}"),
         }
     }
 }

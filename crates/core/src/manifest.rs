@@ -41,6 +41,9 @@ pub struct BaseInfo {
     pub first_wal: String,
     pub last_wal: String,
     pub wal_segment_size: u64,
+    /// The cluster's system identifier (a string: too large for many JSON readers' numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,20 +125,24 @@ impl Manifest {
     }
 
     pub fn from_json(bytes: &[u8], origin: &str) -> Result<Manifest> {
+        Manifest::parse(bytes)
+            .map_err(|reason| Error::invalid(format!("manifest `{origin}` is {reason}")))
+    }
+
+    /// Reads a manifest; the error says why it cannot be (`not readable: ...`).
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Manifest, String> {
         #[derive(Deserialize)]
         struct Head {
             format: u32,
         }
-        let head: Head = serde_json::from_slice(bytes)
-            .map_err(|e| Error::invalid(format!("manifest `{origin}` is not readable: {e}")))?;
+        let head: Head = serde_json::from_slice(bytes).map_err(|e| format!("not readable: {e}"))?;
         if head.format > MANIFEST_FORMAT {
-            return Err(Error::invalid(format!(
-                "manifest `{origin}` has format {}, this lifeboat reads up to {MANIFEST_FORMAT}: upgrade lifeboat",
+            return Err(format!(
+                "of format {}, and this lifeboat reads up to {MANIFEST_FORMAT}: upgrade lifeboat",
                 head.format
-            )));
+            ));
         }
-        serde_json::from_slice(bytes)
-            .map_err(|e| Error::invalid(format!("manifest `{origin}` is not readable: {e}")))
+        serde_json::from_slice(bytes).map_err(|e| format!("not readable: {e}"))
     }
 
     pub fn is_encrypted(&self) -> bool {
@@ -235,6 +242,9 @@ mod tests {
         newer["added_later"] = serde_json::json!(true);
         let err = Manifest::from_json(newer.to_string().as_bytes(), "m").unwrap_err();
         assert!(err.to_string().contains("upgrade lifeboat"), "{err}");
+        assert!(Manifest::parse(b"{\"format\": 1, \"id\":")
+            .unwrap_err()
+            .starts_with("not readable: "));
         assert_eq!(m.total_rows(), 7);
     }
 }

@@ -394,9 +394,11 @@ pub struct Expected {
 
 /// How a download ended.
 pub enum Delivered<W> {
-    /// The whole stream was verified and written.
+    /// The whole stream was verified, and written (up to where the consumer stopped reading
+    /// its verified end).
     Complete(W),
-    /// The consumer closed its input before the end (it needed only a part, or it failed).
+    /// The consumer closed its input before the stream was verified (it needed only a part,
+    /// or it failed).
     ConsumerClosed(W),
 }
 
@@ -598,9 +600,9 @@ fn open_stream<W: Write>(
     verify_stored(hashing, expected)?;
     match hold.release() {
         Ok(sink) => Ok(Delivered::Complete(sink)),
-        Err((sink, e)) if e.kind() == io::ErrorKind::BrokenPipe => {
-            Ok(Delivered::ConsumerClosed(sink))
-        }
+        // Every stored byte is verified: a consumer that stopped reading the held-back end
+        // had all it wanted (pg_restore ends at its last data block, not at end of input).
+        Err((sink, e)) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Delivered::Complete(sink)),
         Err((_, e)) => Err(Error::io("writing the restored stream", e)),
     }
 }

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::manifest::{BackupKind, Manifest};
 use crate::objects::bucket::Bucket;
 use crate::objects::history::{self, HistoryOutcome, HistoryPlan};
-use crate::repository::Repository;
+use crate::repository::{DamagedManifest, Repository};
 use crate::retention::{self, Decision, Item, Kind, Tier, WalPlan};
 use crate::storage::LOCAL_STAGING_DIR;
 use crate::{wal, Context};
@@ -32,7 +32,19 @@ pub struct PrunePlan {
     pub wal: WalPlan,
     /// Keys of data without a manifest, older than a day.
     pub leftovers: Vec<String>,
+    /// Backups whose manifest cannot be read: kept with their data, unless `--force`.
+    pub damaged: Vec<DamagedPlan>,
     pub objects: Vec<ObjectsPlan>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DamagedPlan {
+    #[serde(flatten)]
+    pub manifest: DamagedManifest,
+    /// Removed with its data (`--force`), else kept.
+    pub delete: bool,
+    /// Its data objects, found by its id.
+    pub data: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -48,6 +60,7 @@ pub struct PruneOutcome {
     pub promoted: u64,
     pub wal_deleted: u64,
     pub leftovers_deleted: u64,
+    pub damaged_deleted: u64,
     pub objects: Vec<(String, HistoryOutcome)>,
 }
 
@@ -78,15 +91,42 @@ fn item(m: &Manifest) -> Item {
     }
 }
 
-/// Plans the prune as it would be at `at`.
-pub async fn plan(ctx: &Context, repo: &Repository, at: Timestamp) -> Result<PrunePlan> {
+/// Plans the prune as it would be at `at`; with `force`, damaged manifests and their data
+/// are removed too.
+pub async fn plan(
+    ctx: &Context,
+    repo: &Repository,
+    at: Timestamp,
+    force: bool,
+) -> Result<PrunePlan> {
     let policy = ctx.config.retention.policy();
-    let manifests = repo.list().await?;
+    let catalog = repo.catalog().await?;
+    let manifests = catalog.manifests;
     let items: Vec<Item> = manifests.iter().map(item).collect();
     let backups = retention::plan_backups(&items, &policy, at);
     let names = wal::archived_names(repo).await?;
     let wal = retention::plan_wal(&items, &backups, &names);
-    let leftovers = leftovers(repo, &manifests, at).await?;
+    let data: Vec<String> = repo
+        .storage()
+        .list_stream("data/")
+        .await?
+        .map_ok(|e| e.path)
+        .try_collect()
+        .await?;
+    let damaged: Vec<DamagedPlan> = catalog
+        .damaged
+        .into_iter()
+        .map(|manifest| DamagedPlan {
+            data: data
+                .iter()
+                .filter(|key| id_of_data(key) == Some(manifest.id.as_str()))
+                .cloned()
+                .collect(),
+            manifest,
+            delete: force,
+        })
+        .collect();
+    let leftovers = leftovers(repo, &manifests, &damaged, &data, at).await?;
     let mut objects = Vec::new();
     for (name, config) in &ctx.config.objects {
         let plan = history::plan_for(config, at).await?;
@@ -101,35 +141,44 @@ pub async fn plan(ctx: &Context, repo: &Repository, at: Timestamp) -> Result<Pru
         backups,
         wal,
         leftovers,
+        damaged,
         objects,
     })
 }
 
-/// Data files without a manifest whose id says they started over a day before `at`, and
-/// (in a local repository) staged files older than a day.
+/// The backup id a data key names (`data/db/<id>.dump.zst`).
+fn id_of_data(key: &str) -> Option<&str> {
+    let name = key.rsplit('/').next()?;
+    let id = name.split('.').next()?;
+    crate::manifest::is_backup_id(id).then_some(id)
+}
+
+/// Data files without a manifest whose id says they started over a day before `at` (never
+/// those of a damaged manifest), and (in a local repository) staged files older than a day.
 async fn leftovers(
     repo: &Repository,
     manifests: &[Manifest],
+    damaged: &[DamagedPlan],
+    data: &[String],
     at: Timestamp,
 ) -> Result<Vec<String>> {
     let known: HashSet<&str> = manifests.iter().map(|m| m.data.as_str()).collect();
+    let kept: HashSet<&str> = damaged.iter().map(|d| d.manifest.id.as_str()).collect();
     let cutoff = at
         .checked_sub(SignedDuration::from_hours(LEFTOVER_AGE_HOURS))
         .unwrap_or(Timestamp::MIN);
     let mut out = Vec::new();
     let storage = repo.storage();
-    let entries: Vec<_> = storage.list_stream("data/").await?.try_collect().await?;
-    for entry in entries {
-        if known.contains(entry.path.as_str()) {
+    for key in data {
+        if known.contains(key.as_str()) {
             continue;
         }
-        let name = entry.path.rsplit('/').next().unwrap_or_default();
-        let id = name.split('.').next().unwrap_or_default();
-        let started = crate::manifest::is_backup_id(id)
-            .then(|| crate::manifest::id_time(id))
-            .flatten();
-        if started.is_some_and(|t| t < cutoff) {
-            out.push(entry.path);
+        let Some(id) = id_of_data(key) else { continue };
+        if kept.contains(id) {
+            continue;
+        }
+        if crate::manifest::id_time(id).is_some_and(|t| t < cutoff) {
+            out.push(key.clone());
         }
     }
     if storage.is_local() {
@@ -154,6 +203,8 @@ async fn leftovers(
 
 /// Carries out a plan.
 pub async fn execute(ctx: &Context, repo: &Repository, plan: &PrunePlan) -> Result<PruneOutcome> {
+    // Nothing is deleted by a run whose lock was taken over.
+    repo.check_lock().await?;
     let mut outcome = PruneOutcome::default();
     let storage = repo.storage();
     let manifests = repo.list().await?;
@@ -189,6 +240,20 @@ pub async fn execute(ctx: &Context, repo: &Repository, plan: &PrunePlan) -> Resu
     for path in &plan.leftovers {
         storage.delete(path).await?;
         outcome.leftovers_deleted += 1;
+    }
+    for damaged in plan.damaged.iter().filter(|d| d.delete) {
+        repo.check_lock().await?;
+        storage
+            .delete(&Repository::manifest_path(&damaged.manifest.id))
+            .await?;
+        for key in &damaged.data {
+            storage.delete(key).await?;
+        }
+        tracing::info!(
+            "removed backup `{}`, whose manifest was damaged (`--force`)",
+            damaged.manifest.id
+        );
+        outcome.damaged_deleted += 1;
     }
     for decision in &plan.backups {
         let Some(tier) = decision.promote else {

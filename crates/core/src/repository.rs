@@ -35,6 +35,38 @@ pub struct Repository {
     /// When `init` marked the location: with it, one repository is told from another that
     /// was later created at the same location.
     created_at: jiff::Timestamp,
+    /// The run lock this process holds (its id) and what to stop if it is found taken over:
+    /// every commit checks it first.
+    held_lock: std::sync::Mutex<Option<(String, tokio_util::sync::CancellationToken)>>,
+}
+
+/// Every manifest of a repository.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// The readable ones, oldest first.
+    pub manifests: Vec<Manifest>,
+    /// The ones that cannot be read, by id.
+    pub damaged: Vec<DamagedManifest>,
+}
+
+/// A manifest that cannot be read: never taken for a backup, never deleted by `prune`
+/// without `--force`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DamagedManifest {
+    /// The backup id its name gives.
+    pub id: String,
+    /// Where it is.
+    pub manifest: String,
+    pub reason: String,
+}
+
+impl DamagedManifest {
+    pub fn describe(&self) -> String {
+        format!(
+            "manifest of backup `{}` is damaged: `{}` is {}",
+            self.id, self.manifest, self.reason
+        )
+    }
 }
 
 /// Which backup a command means.
@@ -66,6 +98,7 @@ impl Repository {
         Ok(Repository {
             storage,
             created_at: marker.created_at,
+            held_lock: Default::default(),
         })
     }
 
@@ -84,6 +117,7 @@ impl Repository {
             Some(marker) => Ok(Repository {
                 storage,
                 created_at: marker.created_at,
+                held_lock: Default::default(),
             }),
         }
     }
@@ -126,43 +160,82 @@ impl Repository {
         }
     }
 
-    /// Every finished backup, oldest first.
+    /// Every finished backup whose manifest is readable, oldest first (a damaged manifest is
+    /// left out, with a warning: [`Repository::catalog`] lists those too).
     pub async fn list(&self) -> Result<Vec<Manifest>> {
-        let entries = self.storage.list(MANIFESTS).await?;
-        let storage = &self.storage;
-        let mut manifests: Vec<Manifest> = futures::stream::iter(entries)
-            .filter(|e| futures::future::ready(e.path.ends_with(".json")))
-            .map(|entry| async move {
-                let bytes = storage.read_opt(&entry.path).await?.ok_or_else(|| {
-                    Error::invalid(format!(
-                        "manifest `{}` vanished while listing",
-                        storage.display(&entry.path)
-                    ))
-                })?;
-                Manifest::from_json(&bytes, &storage.display(&entry.path))
-            })
-            .buffer_unordered(16)
-            .try_collect()
-            .await?;
-        manifests.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(manifests)
+        let catalog = self.catalog().await?;
+        for damaged in &catalog.damaged {
+            tracing::warn!("{}", damaged.describe());
+        }
+        Ok(catalog.manifests)
     }
 
-    /// Finds one backup by id, unique id prefix, or `latest`.
+    /// Every manifest: the readable ones, oldest first, and the damaged ones, which stop
+    /// nothing that does not need them. A manifest that cannot be read from storage at all is
+    /// an error.
+    pub async fn catalog(&self) -> Result<Catalog> {
+        let entries = self.storage.list(MANIFESTS).await?;
+        let storage = &self.storage;
+        let read: Vec<(String, std::result::Result<Manifest, String>)> =
+            futures::stream::iter(entries)
+                .filter(|e| futures::future::ready(e.path.ends_with(".json")))
+                .map(|entry| async move {
+                    let bytes = storage.read_opt(&entry.path).await?.ok_or_else(|| {
+                        Error::invalid(format!(
+                            "manifest `{}` vanished while listing",
+                            storage.display(&entry.path)
+                        ))
+                    })?;
+                    Ok::<_, Error>((entry.path.clone(), Manifest::parse(&bytes)))
+                })
+                .buffer_unordered(16)
+                .try_collect()
+                .await?;
+        let mut catalog = Catalog::default();
+        for (path, parsed) in read {
+            let id = path
+                .strip_prefix(MANIFESTS)
+                .and_then(|name| name.strip_suffix(".json"))
+                .unwrap_or(&path)
+                .to_string();
+            match parsed {
+                Ok(manifest) if manifest.id == id => catalog.manifests.push(manifest),
+                Ok(manifest) => catalog.damaged.push(DamagedManifest {
+                    id,
+                    manifest: storage.display(&path),
+                    reason: format!("it describes backup `{}`", manifest.id),
+                }),
+                Err(reason) => catalog.damaged.push(DamagedManifest {
+                    id,
+                    manifest: storage.display(&path),
+                    reason,
+                }),
+            }
+        }
+        catalog.manifests.sort_by(|a, b| a.id.cmp(&b.id));
+        catalog.damaged.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(catalog)
+    }
+
+    /// Finds one backup by id, unique id prefix, or `latest` (the newest readable one).
     pub async fn find(&self, selector: &Selector<'_>) -> Result<Manifest> {
         let not_found = || Error::BackupNotFound {
             id: selector.id.to_string(),
             location: self.location().to_string(),
         };
-        let candidates: Vec<Manifest> = self
-            .list()
-            .await?
+        let catalog = self.catalog().await?;
+        let candidates: Vec<Manifest> = catalog
+            .manifests
             .into_iter()
             .filter(|m| selector.kind.is_none_or(|k| m.kind == k))
             .filter(|m| selector.database.is_none_or(|d| m.database == d))
             .collect();
         if selector.id == "latest" {
-            return candidates.into_iter().next_back().ok_or_else(not_found);
+            let latest = candidates.into_iter().next_back().ok_or_else(not_found)?;
+            for damaged in catalog.damaged.iter().filter(|d| d.id > latest.id) {
+                tracing::warn!("{}; using `{}`", damaged.describe(), latest.id);
+            }
+            return Ok(latest);
         }
         if selector.id.is_empty() {
             return Err(not_found());
@@ -171,12 +244,22 @@ impl Repository {
             .into_iter()
             .filter(|m| m.id.starts_with(selector.id))
             .collect();
-        match matching.len() {
-            0 => Err(not_found()),
-            1 => Ok(matching.remove(0)),
-            n => Err(Error::invalid(format!(
-                "backup id `{}` is ambiguous: {n} backups start with it, give more of the id",
-                selector.id
+        let damaged: Vec<&DamagedManifest> = catalog
+            .damaged
+            .iter()
+            .filter(|d| d.id.starts_with(selector.id))
+            .collect();
+        match (matching.len(), damaged.as_slice()) {
+            (0, [one]) => Err(Error::Integrity {
+                id: one.id.clone(),
+                detail: format!("its manifest `{}` is {}", one.manifest, one.reason),
+            }),
+            (0, []) => Err(not_found()),
+            (1, []) => Ok(matching.remove(0)),
+            (n, d) => Err(Error::invalid(format!(
+                "backup id `{}` is ambiguous: {} backups start with it, give more of the id",
+                selector.id,
+                n + d.len()
             ))),
         }
     }
@@ -204,8 +287,29 @@ impl Repository {
         committed
     }
 
+    /// Makes every later commit first check that run lock `id` is still this process's;
+    /// `lost` is cancelled when it is not.
+    pub fn hold_lock(&self, id: &str, lost: tokio_util::sync::CancellationToken) {
+        *self.held_lock.lock().expect("lock state poisoned") = Some((id.to_string(), lost));
+    }
+
+    /// Checks the run lock this process holds, if any, before something is committed.
+    pub async fn check_lock(&self) -> Result<()> {
+        let held = self.held_lock.lock().expect("lock state poisoned").clone();
+        if let Some((id, lost)) = held {
+            if let Err(e) = crate::lock::check_held(&self.storage, &id).await {
+                if matches!(e, Error::LockLost { .. }) {
+                    lost.cancel();
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Commits a backup by writing its manifest; never replaces an existing one.
     pub async fn commit(&self, manifest: &Manifest) -> Result<()> {
+        self.check_lock().await?;
         let path = Self::manifest_path(&manifest.id);
         if self.storage.write_new(&path, manifest.to_json()).await? {
             Ok(())

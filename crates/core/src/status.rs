@@ -108,7 +108,8 @@ fn minutes(m: i64) -> String {
 /// The status of every configured asset at `now`.
 pub async fn status(ctx: &Context, repo: &Repository, now: Timestamp) -> Result<Vec<AssetStatus>> {
     let objectives = &ctx.config.objectives;
-    let manifests = repo.list().await?;
+    let catalog = repo.catalog().await?;
+    let manifests = catalog.manifests;
     let verifications = crate::verify::list_verifications(repo).await?;
     let newest_verification = |database: &str, kind: BackupKind| {
         verifications
@@ -204,6 +205,20 @@ pub async fn status(ctx: &Context, repo: &Repository, now: Timestamp) -> Result<
         }
         out.push(asset);
     }
+    if !catalog.damaged.is_empty() {
+        let mut asset = AssetStatus::new("repository".into());
+        asset.problems = catalog
+            .damaged
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}: restore it from a copy, or remove it with `lifeboat prune --force`",
+                    d.describe()
+                )
+            })
+            .collect();
+        out.push(asset);
+    }
     for asset in &mut out {
         asset.ok = asset.problems.is_empty();
     }
@@ -238,6 +253,18 @@ async fn wal_status(
     }
     if let Some((segment, _)) = newest {
         asset.notes.push(format!("newest segment {segment}"));
+    }
+    // A refusal after the newest archived segment: PostgreSQL is stuck retrying it.
+    if let Some(refusal) = wal::last_refusal(repo).await? {
+        let newest_at = newest.and_then(|(_, at)| at);
+        if newest_at.is_none_or(|at| refusal.at > at) {
+            asset.problems.push(format!(
+                "wal-push refused `{}` at {}: {}",
+                refusal.name,
+                refusal.at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                refusal.reason
+            ));
+        }
     }
     if let Some(window) = report
         .timelines

@@ -53,6 +53,12 @@ impl Storage {
                     location: config.url.to_string(),
                 });
             }
+            if path.exists() && !path.is_dir() {
+                return Err(Error::Config(format!(
+                    "repository `{}` is a file, not a folder: point `repository.url` at a folder",
+                    config.url
+                )));
+            }
         }
         let default_op = build_operator(config, None)?;
         Ok(Storage {
@@ -106,17 +112,72 @@ impl Storage {
             .map_err(|e| Error::storage("writing", &self.display(path), e))
     }
 
-    /// Writes a whole object only if none exists at `path`; `false` if one did.
+    /// Writes a whole object only if none exists at `path`: `true` when this call created it
+    /// with `data`, `false` when one was there (or another writer's got there first).
+    ///
+    /// Atomic on every backend: a local file is written aside and hard-linked into place,
+    /// which fails when the name exists; on S3 the PUT carries `If-None-Match: *`. Since a
+    /// server may check that condition apart from the write (s3s-fs does), the object is then
+    /// checked by hash (its ETag, the MD5 of a single-part upload): another writer's content
+    /// under the name means this call did not create it.
     pub async fn write_new(&self, path: &str, data: Vec<u8>) -> Result<bool> {
+        if let RepositoryUrl::Local(root) = &self.config.url {
+            let root = absolute(root)?;
+            let target = root.join(path);
+            let staging = root.join(LOCAL_STAGING_DIR);
+            let display = self.display(path);
+            return tokio::task::spawn_blocking(move || create_new_file(&staging, &target, &data))
+                .await
+                .map_err(|e| Error::invalid(format!("file thread failed: {e}")))?
+                .map_err(|e| Error::io(format!("creating `{display}`"), e));
+        }
+        let md5 = {
+            use md5::Digest;
+            hex::encode(md5::Md5::digest(&data))
+        };
         match self
             .default_op
             .write_with(path, data)
             .if_not_exists(true)
             .await
         {
-            Ok(_) => Ok(true),
-            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(false),
-            Err(e) => Err(Error::storage("writing", &self.display(path), e)),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => return Ok(false),
+            Err(e) => {
+                // A server may refuse an existing name before it has read the body, which the
+                // client sees as a broken request: look at what is there.
+                return match self.etag(path).await? {
+                    Some(etag) => Ok(etag == md5),
+                    None => Err(Error::storage("writing", &self.display(path), e)),
+                };
+            }
+        }
+        match self.etag(path).await? {
+            Some(etag) if is_md5(&etag) && etag != md5 => {
+                tracing::warn!(path = %self.display(path), "another writer replaced an object just created: keeping theirs");
+                Ok(false)
+            }
+            Some(_) => Ok(true),
+            None => Err(Error::Storage {
+                op: "writing",
+                path: self.display(path),
+                message: "the object is not there after it was written".into(),
+                retryable: true,
+            }),
+        }
+    }
+
+    /// The ETag of an object (quotes removed), `None` if it does not exist.
+    async fn etag(&self, path: &str) -> Result<Option<String>> {
+        match self.default_op.stat(path).await {
+            Ok(meta) => Ok(Some(
+                meta.etag()
+                    .unwrap_or_default()
+                    .trim_matches('"')
+                    .to_string(),
+            )),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::storage("checking", &self.display(path), e)),
         }
     }
 
@@ -334,6 +395,38 @@ pub fn s3_operator(access: &S3Access<'_>, class: Option<&str>) -> opendal::Resul
         builder = builder.default_storage_class(class);
     }
     Ok(Operator::new(builder)?.layer(retry_layer()).finish())
+}
+
+/// Whether an ETag is an MD5 (a single-part upload's), which can be compared with content.
+fn is_md5(etag: &str) -> bool {
+    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Creates `target` with `data` unless it exists: written and synced in `staging`, then
+/// hard-linked into place, which fails atomically when the name is taken.
+fn create_new_file(
+    staging: &std::path::Path,
+    target: &std::path::Path,
+    data: &[u8],
+) -> std::io::Result<bool> {
+    use std::io::Write;
+    let parent = target.parent().unwrap_or(std::path::Path::new("/"));
+    std::fs::create_dir_all(staging)?;
+    std::fs::create_dir_all(parent)?;
+    let mut staged = tempfile::Builder::new()
+        .prefix(".new-")
+        .tempfile_in(staging)?;
+    staged.write_all(data)?;
+    staged.as_file().sync_all()?;
+    match std::fs::hard_link(staged.path(), target) {
+        Ok(()) => {
+            // The new name is durable once its folder is.
+            std::fs::File::open(parent)?.sync_all()?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 fn absolute(path: &std::path::Path) -> Result<PathBuf> {

@@ -135,7 +135,7 @@ pub async fn verify(
         kind: manifest.kind,
         database: manifest.database.clone(),
         verified_at: Timestamp::now(),
-        quick: recovery_seconds.is_none(),
+        quick: request.quick || manifest.kind == BackupKind::Redis,
         passed: checks.iter().all(|c| c.passed),
         checks,
         recovery_seconds,
@@ -258,6 +258,14 @@ async fn restore_dump(
             detail,
         }),
         Err(e @ Error::Interrupted(_)) => return Err(e),
+        Err(Error::Integrity { detail, .. }) => {
+            checks.push(Check {
+                name: "stored bytes".into(),
+                passed: false,
+                detail,
+            });
+            return Ok(None);
+        }
         Err(e) => {
             checks.push(Check {
                 name: "restore".into(),
@@ -292,12 +300,6 @@ async fn recover_base(
             manifest.id
         ))
     })?;
-    let end = crate::wal::parse_lsn(&info.end_lsn).ok_or_else(|| {
-        Error::invalid(format!(
-            "base backup `{}` has a bad end LSN `{}`",
-            manifest.id, info.end_lsn
-        ))
-    })?;
     let dir = tempfile::Builder::new()
         .prefix("lifeboat-verify-")
         .tempdir()
@@ -323,8 +325,9 @@ async fn recover_base(
         repo,
         &PitrRequest {
             pgdata,
-            target: Target::Lsn(end),
-            // The base backup's end is on its own timeline.
+            // To the end of the archive on the backup's own timeline, as a recovery of the
+            // latest moment would go: damaged WAL after the backup fails the verification.
+            target: Target::Latest,
             timeline: TargetTimeline::Current,
             action: TargetAction::Promote,
             start: true,
@@ -341,9 +344,10 @@ async fn recover_base(
             name: "recovery".into(),
             passed: true,
             detail: format!(
-                "unpacked in {:.1}s, WAL replayed to {} in {:.1}s",
+                "unpacked in {:.1}s, WAL replayed from {} to the end of the archive ({}) in {:.1}s",
                 report.restore_seconds,
-                info.end_lsn,
+                info.start_lsn,
+                report.replayed_to.as_deref().unwrap_or("?"),
                 report.recovery_seconds.unwrap_or_default()
             ),
         }),
@@ -481,11 +485,12 @@ async fn quick_check(
     .await;
     let child = match delivered {
         Ok(Delivered::Complete(w) | Delivered::ConsumerClosed(w)) => w.into_inner(),
-        Err(e @ (Error::Integrity { .. } | Error::Mismatch { .. })) => {
+        // The detail alone: the error the failed check becomes names the backup.
+        Err(Error::Integrity { detail, .. } | Error::Mismatch { detail, .. }) => {
             return Ok(Check {
                 name: "stored bytes".into(),
                 passed: false,
-                detail: e.to_string(),
+                detail,
             })
         }
         Err(e) => return Err(e),

@@ -1,6 +1,10 @@
 //! Real parts for lifeboat's tests and benchmarks: an S3 server on loopback (s3s-fs, in
 //! process, with SigV4 authentication) and re-exports of the engine's scratch PostgreSQL
 //! cluster. No mocks: the tests talk to these over the network and the socket.
+//!
+//! s3s-fs checks `If-None-Match` and `If-Match` before it writes, apart from the write, so
+//! two conditional PUTs of one key could both pass. AWS S3 and Cloudflare R2 decide them
+//! atomically; so does this server, which runs conditional PUTs one at a time.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -44,6 +48,8 @@ struct Wrapped {
     seen: Arc<Mutex<std::collections::HashSet<String>>>,
     log: Option<Arc<Mutex<std::fs::File>>>,
     count: Arc<AtomicU64>,
+    /// Held while a conditional PUT runs, so that its check and its write are one step.
+    conditional: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Wrapped {
@@ -90,7 +96,17 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Wrapped 
             }
         }
         let inner = self.inner.clone();
-        Box::pin(async move { hyper::service::Service::call(&inner, req).await })
+        let conditional = (req.method() == hyper::Method::PUT
+            && (req.headers().contains_key("if-none-match")
+                || req.headers().contains_key("if-match")))
+        .then(|| self.conditional.clone());
+        Box::pin(async move {
+            let _one_at_a_time = match &conditional {
+                Some(lock) => Some(lock.lock().await),
+                None => None,
+            };
+            hyper::service::Service::call(&inner, req).await
+        })
     }
 }
 
@@ -160,6 +176,7 @@ impl S3Server {
             seen: Arc::default(),
             log,
             count: count.clone(),
+            conditional: Arc::default(),
         };
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;

@@ -15,13 +15,13 @@ use crate::objects::Buckets;
 use crate::support::{run_of, wait_until, Env, Repo, TableLock};
 
 /// An HTTP receiver on loopback that answers 200 and keeps `(path, body)` of every request.
-struct Receiver {
-    url: String,
+pub struct Receiver {
+    pub url: String,
     got: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Receiver {
-    fn start() -> Receiver {
+    pub fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
@@ -57,7 +57,7 @@ impl Receiver {
         Receiver { url, got }
     }
 
-    fn requests(&self) -> Vec<(String, String)> {
+    pub fn requests(&self) -> Vec<(String, String)> {
         self.got.lock().unwrap().clone()
     }
 }

@@ -4,6 +4,7 @@
 mod automation;
 mod drill;
 mod failures;
+mod integrity;
 mod objects;
 mod partial;
 mod pitr;

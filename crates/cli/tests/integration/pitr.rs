@@ -109,18 +109,8 @@ fn switch_and_archive(socket: &Path, port: u16) -> String {
     segment
 }
 
-/// Where the repository stores archived WAL file `name`.
-fn archived_file(env: &Env, name: &str) -> std::path::PathBuf {
-    let key = env
-        .stored_files()
-        .into_iter()
-        .find(|k| k.contains(&format!("wal/{name}.")))
-        .unwrap_or_else(|| panic!("`{name}` is archived"));
-    env.repo_path(key.strip_prefix("lifeboat/").unwrap_or(&key))
-}
-
-#[test]
-fn recovery_to_a_moment_and_across_timelines() {
+/// An environment whose cluster archives its WAL to the repository through `lifeboat wal-push`.
+fn archiving_env() -> Env {
     let options = ClusterOptions {
         settings: vec![
             "wal_level = replica".into(),
@@ -146,6 +136,12 @@ fn recovery_to_a_moment_and_across_timelines() {
         &format!("ALTER SYSTEM SET archive_command = '{command}'"),
     );
     env.sql("yomira", "SELECT pg_reload_conf()");
+    env
+}
+
+#[test]
+fn recovery_to_a_moment_and_across_timelines() {
+    let env = archiving_env();
     let (socket, port) = (env.cluster.socket_dir().to_path_buf(), env.cluster.port());
 
     // Before any base backup: refused, with the reason.
@@ -346,7 +342,7 @@ fn recovery_to_a_moment_and_across_timelines() {
 
     // A damaged segment stops recovery: PostgreSQL reads a failed `restore_command` as the
     // end of the archive, so a `--latest` recovery would otherwise be promoted without row 3.
-    let row3_file = archived_file(&env, &row3_segment);
+    let row3_file = env.archived_file(&row3_segment);
     let intact = damage(&row3_file);
     let (out, server5) = recover_and_start(&env, "pitr5", &sock2, &["--latest", "--no-archive"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
@@ -367,7 +363,7 @@ fn recovery_to_a_moment_and_across_timelines() {
 
     // A missing segment: recovery is refused before anything is restored, `list wal` shows
     // the gap, and `status` reports it as a breach.
-    let row1_file = archived_file(&env, &row1_segment);
+    let row1_file = env.archived_file(&row1_segment);
     let row1_bytes = std::fs::read(&row1_file).unwrap();
     std::fs::remove_file(&row1_file).unwrap();
     let (out, pgdata6) = restore_into(&env, "pitr6", &["--latest"]);
@@ -412,4 +408,101 @@ fn recovery_to_a_moment_and_across_timelines() {
     let (out, pgdata4) = restore_into(&env, "pitr4", &["--latest"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(!pgdata4.exists(), "a partial data folder is left behind");
+}
+
+#[test]
+fn a_recovery_that_stops_short_of_the_archive_fails() {
+    let env = archiving_env();
+    let (socket, port) = (env.cluster.socket_dir().to_path_buf(), env.cluster.port());
+    let out = env.lifeboat(&["backup", "base"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let base_id = out.last_line();
+    env.sql("yomira", "CREATE TABLE public.events (id int PRIMARY KEY)");
+    let mut segments = Vec::new();
+    for row in 1..=3 {
+        env.sql(
+            "yomira",
+            &format!("INSERT INTO public.events VALUES ({row})"),
+        );
+        segments.push(switch_and_archive(&socket, port));
+    }
+
+    // Segment 2 is archived with a damaged record but a sound first page (a disk that
+    // corrupted it in pg_wal before it was pushed): its header passes every check, and
+    // PostgreSQL takes the bad record for the end of the WAL. It would promote there, without
+    // rows 2 and 3, while the archive goes on to segment 3.
+    let damaged = env.dir.path().join("damaged").join(&segments[1]);
+    std::fs::create_dir_all(damaged.parent().unwrap()).unwrap();
+    let out = env.lifeboat(&["wal-fetch", &segments[1], damaged.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    for byte in &mut bytes[48..64] {
+        *byte ^= 0x5A;
+    }
+    std::fs::write(&damaged, bytes).unwrap();
+    std::fs::remove_file(env.archived_file(&segments[1])).unwrap();
+    let out = env.lifeboat(&["wal-push", damaged.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // A position past the archive is refused with the window, like a time past it.
+    let (out, pgdata) = restore_into(&env, "far", &["--target-lsn", "FF/0"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line()
+            .contains("`FF/0` is after the newest archived WAL")
+            && out.error_line().contains("recoverable window is"),
+        "{}",
+        out.stderr
+    );
+    assert!(!pgdata.exists());
+
+    let sock = env.dir.path().join("sock-short");
+    std::fs::create_dir(&sock).unwrap();
+    open_to_server(&sock, 0o777);
+    let (out, server) = recover_and_start(&env, "short", &sock, &["--latest", "--no-archive"]);
+    assert_eq!(
+        out.code, 3,
+        "a recovery short of the archive succeeded: {}",
+        out.stderr
+    );
+    let line = out.error_line();
+    assert!(
+        line.contains(&format!(
+            "WAL file `{}` is damaged: recovery stopped at",
+            segments[1]
+        )) && line.contains(&format!(
+            "short of the archive's end, segment `{}`",
+            segments[2]
+        )) && line.contains("invalid resource manager ID"),
+        "{line}"
+    );
+    assert!(
+        !server.pgdata.join("postmaster.pid").exists(),
+        "a server recovered short of the archive is left running"
+    );
+
+    // A base backup of a cluster other than the archive's is refused before it starts.
+    let recorded = env.repo_path("wal/cluster.json");
+    let intact = std::fs::read(&recorded).unwrap();
+    std::fs::write(
+        &recorded,
+        br#"{"system_identifier": "42", "recorded_at": "2026-01-01T00:00:00Z", "recorded_by": "test"}"#,
+    )
+    .unwrap();
+    let out = env.lifeboat(&["backup", "base"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line()
+            .contains("archives the cluster with system identifier 42"),
+        "{}",
+        out.stderr
+    );
+    std::fs::write(&recorded, intact).unwrap();
+
+    // The weekly verification of the base backup replays to the end of the archive too.
+    let out = env.lifeboat(&["verify", &base_id, "--json"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    let verified: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(verified["passed"], false, "{verified}");
+    assert_eq!(verified["quick"], false, "{verified}");
 }

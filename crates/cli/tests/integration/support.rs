@@ -318,3 +318,67 @@ pub fn wait_for_blocked_dump(env: &Env) {
         },
     );
 }
+
+/// The system identifier of the synthetic cluster whose segments [`fake_segment`] makes.
+pub const FAKE_SYSTEM_ID: u64 = 7_300_000_000_000_000_001;
+
+/// A 16 MiB WAL segment as PostgreSQL 15 writes it: a long page header saying which segment it
+/// is (page address, timeline) and which cluster wrote it (`system_id`), then bytes that vary
+/// with `seed`.
+pub fn fake_segment(name: &str, system_id: u64, seed: u8) -> Vec<u8> {
+    const SIZE: usize = 16 << 20;
+    let timeline = u32::from_str_radix(&name[..8], 16).unwrap();
+    let log = u64::from_str_radix(&name[8..16], 16).unwrap();
+    let seg = u64::from_str_radix(&name[16..24], 16).unwrap();
+    let number = log * 0x100 + seg;
+    // Incompressible, as busy WAL mostly is, so that writing it takes as long as it does.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(seed);
+    let mut data: Vec<u8> = Vec::with_capacity(SIZE);
+    while data.len() < SIZE {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    let mut header = Vec::with_capacity(40);
+    header.extend_from_slice(&0xD110u16.to_le_bytes()); // magic, PostgreSQL 15
+    header.extend_from_slice(&0x0002u16.to_le_bytes()); // XLP_LONG_HEADER
+    header.extend_from_slice(&timeline.to_le_bytes());
+    header.extend_from_slice(&(number * SIZE as u64).to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes()); // remaining length
+    header.extend_from_slice(&0u32.to_le_bytes()); // padding
+    header.extend_from_slice(&system_id.to_le_bytes());
+    header.extend_from_slice(&(SIZE as u32).to_le_bytes());
+    header.extend_from_slice(&8192u32.to_le_bytes());
+    data[..header.len()].copy_from_slice(&header);
+    data
+}
+
+impl Env {
+    /// Where the repository stores archived WAL file `name`.
+    pub fn archived_file(&self, name: &str) -> PathBuf {
+        let key = self
+            .stored_files()
+            .into_iter()
+            .find(|k| k.contains(&format!("wal/{name}.")))
+            .unwrap_or_else(|| panic!("`{name}` is archived"));
+        self.repo_path(key.strip_prefix("lifeboat/").unwrap_or(&key))
+    }
+
+    /// Starts `lifeboat run JOB` while a table lock holds its backup, and waits until it holds
+    /// the run lock; the run goes on when the returned table lock is dropped.
+    pub fn blocked_run(&self, job: &str) -> (std::process::Child, TableLock<'_>) {
+        let lock = TableLock::hold(self, "core.comic");
+        let run = self
+            .command(&["run", job])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lock_path = self.repo_path("locks/run.json");
+        wait_until(Duration::from_secs(30), "the run lock", || {
+            lock_path.exists()
+        });
+        (run, lock)
+    }
+}

@@ -2,12 +2,10 @@
 
 use std::time::Duration;
 
-use crate::support::{wait_until, Env, Repo};
+use crate::support::{fake_segment, wait_until, Env, Repo, FAKE_SYSTEM_ID};
 
-fn segment(seed: u8) -> Vec<u8> {
-    (0..16u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 ^ seed)
-        .collect()
+fn segment(name: &str, seed: u8) -> Vec<u8> {
+    fake_segment(name, FAKE_SYSTEM_ID, seed)
 }
 
 #[test]
@@ -16,7 +14,7 @@ fn push_fetch_idempotence_and_conflicts() {
     let wal_dir = env.dir.path().join("pg_wal");
     std::fs::create_dir_all(wal_dir.join("archive_status")).unwrap();
     let name = "000000090000000000000001";
-    let data = segment(1);
+    let data = segment(name, 1);
     std::fs::write(wal_dir.join(name), &data).unwrap();
     let path = format!("pg_wal/{name}");
 
@@ -35,7 +33,7 @@ fn push_fetch_idempotence_and_conflicts() {
     assert_eq!(out.code, 0, "{}", out.stderr);
 
     // Other content under the same name: refused, the archived copy untouched.
-    std::fs::write(wal_dir.join(name), segment(2)).unwrap();
+    std::fs::write(wal_dir.join(name), segment(name, 2)).unwrap();
     let out = env.lifeboat(&["wal-push", &path]);
     assert_eq!(out.code, 1);
     assert!(
@@ -125,7 +123,7 @@ fn push_ahead_pushes_ready_segments_once() {
         .map(|i| format!("0000000100000000000000{i:02X}"))
         .collect();
     for (i, name) in names.iter().enumerate() {
-        std::fs::write(wal_dir.join(name), segment(i as u8)).unwrap();
+        std::fs::write(wal_dir.join(name), segment(name, i as u8)).unwrap();
         std::fs::write(
             wal_dir.join("archive_status").join(format!("{name}.ready")),
             b"",
@@ -156,7 +154,7 @@ fn push_ahead_pushes_ready_segments_once() {
     let stored: Vec<String> = env
         .stored_files()
         .into_iter()
-        .filter(|k| k.starts_with("wal/"))
+        .filter(|k| k.starts_with("wal/") && k.ends_with(".zst"))
         .collect();
     assert_eq!(stored.len(), 4, "pushed ahead: {stored:?}");
     for name in &names[1..] {
@@ -168,7 +166,7 @@ fn push_ahead_pushes_ready_segments_once() {
     assert!(!spool.join(format!("{}.pushed", names[1])).exists());
     // A marker vouches only for the file it was written for: another file of that name is
     // pushed for real, and refused, since the archive holds other content.
-    std::fs::write(wal_dir.join(&names[2]), segment(9)).unwrap();
+    std::fs::write(wal_dir.join(&names[2]), segment(&names[2], 9)).unwrap();
     let out = env.lifeboat(&["wal-push", &format!("pg_wal/{}", names[2])]);
     assert_ne!(out.code, 0, "a marker vouched for another file");
     assert!(
@@ -196,7 +194,7 @@ fn push_ahead_pushes_ready_segments_once() {
         env.dir.path().join("s3").to_str().unwrap(),
     ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(std::fs::read(env.dir.path().join("s3")).unwrap() == segment(2));
+    assert!(std::fs::read(env.dir.path().join("s3")).unwrap() == segment(&names[2], 2));
     assert!(
         !spool.join("fetched").join(&names[2]).exists(),
         "a served prefetch stays behind"
@@ -224,14 +222,14 @@ fn push_ahead_pushes_ready_segments_once() {
     });
     std::fs::remove_dir_all(env.dir.path().join("repo")).unwrap();
     assert_eq!(env.lifeboat(&["init"]).code, 0);
-    std::fs::write(wal_dir.join(&names[3]), segment(7)).unwrap();
+    std::fs::write(wal_dir.join(&names[3]), segment(&names[3], 7)).unwrap();
     let out = env.lifeboat(&["wal-push", &format!("pg_wal/{}", names[3])]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let fetched = env.dir.path().join("s4");
     let out = env.lifeboat(&["wal-fetch", &names[3], fetched.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        std::fs::read(&fetched).unwrap() == segment(7),
+        std::fs::read(&fetched).unwrap() == segment(&names[3], 7),
         "a segment of the old repository was handed over"
     );
 

@@ -13,7 +13,6 @@ use crate::backup::{About, DataPlan};
 use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
 use crate::manifest::{self, BackupKind, BaseInfo, DumpOptions, Manifest};
-use crate::pipeline;
 use crate::postgres::conn::ConnInfo;
 use crate::postgres::tools::major;
 use crate::repository::Repository;
@@ -39,7 +38,8 @@ pub async fn backup_base(
             "SELECT current_setting('archive_mode'), current_setting('archive_command'), \
              current_setting('server_version'), current_database(), \
              (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), \
-             pg_database_size(current_database())",
+             pg_database_size(current_database()), \
+             (SELECT system_identifier::text FROM pg_control_system())",
             &[],
         )
         .await
@@ -50,6 +50,10 @@ pub async fn backup_base(
     let dbname: String = row.get(3);
     let segment_size = row.get::<_, i64>(4) as u64;
     let db_size: i64 = row.get(5);
+    let system_id: u64 = row
+        .get::<_, String>(6)
+        .parse()
+        .map_err(|_| Error::invalid("the server's system identifier is not a number"))?;
     drop(client);
     if archive_mode == "off" || !archive_command.contains("wal-push") {
         return Err(Error::invalid(format!(
@@ -62,6 +66,11 @@ pub async fn backup_base(
             "`pg_basebackup` is version {client_version} but the server is {server_version}: install newer client tools or set `tools.pg_bin_dir`"
         )));
     }
+
+    // The archive belongs to one cluster: a base backup of another could never be recovered
+    // with it.
+    let this_cluster = format!("the server of database `{name}`");
+    wal::cluster::check_recorded(repo, system_id, &this_cluster).await?;
 
     let tool = ctx.tools.tool("pg_basebackup").args([
         "--pgdata=-",
@@ -100,6 +109,8 @@ pub async fn backup_base(
         let stats = uploaded?;
         let (start_lsn, end_lsn, timeline) =
             backup_history(ctx, repo, &format!("lifeboat {id}")).await?;
+        // Its segments are being archived now: the archive has recorded its cluster.
+        wal::cluster::check_recorded(repo, system_id, &this_cluster).await?;
         let first_wal = wal::segment_of_lsn(timeline, start_lsn, segment_size);
         let last_wal = wal::segment_of_lsn(timeline, end_lsn, segment_size);
         wait_for_archive(ctx, repo, &last_wal).await?;
@@ -120,6 +131,7 @@ pub async fn backup_base(
                 first_wal,
                 last_wal,
                 wal_segment_size: segment_size,
+                system_identifier: Some(system_id.to_string()),
             }),
         };
         Ok(plan.manifest(about, stats))
@@ -141,13 +153,9 @@ async fn backup_history(ctx: &Context, repo: &Repository, label: &str) -> Result
             if !seen.insert(name.clone()) {
                 continue;
             }
-            let mut raw = Vec::new();
-            for encrypted in [false, true] {
-                if let Some(stored) = repo.storage().read_opt(&wal::key(name, encrypted)).await? {
-                    let ids = wal::identities(ctx, encrypted)?;
-                    raw = pipeline::open_bytes(&stored, ids.as_ref(), name)?;
-                }
-            }
+            let raw = wal::read_archived(ctx, repo, name)
+                .await?
+                .unwrap_or_default();
             let text = String::from_utf8_lossy(&raw);
             if text.lines().any(|l| l.trim() == format!("LABEL: {label}")) {
                 return parse_backup_history(&text).ok_or_else(|| {

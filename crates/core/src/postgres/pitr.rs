@@ -87,6 +87,9 @@ pub struct PitrReport {
     pub timeline: Option<u32>,
     pub restore_seconds: f64,
     pub recovery_seconds: Option<f64>,
+    /// Where replay ended (the end of the last WAL record), when the server was started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed_to: Option<String>,
 }
 
 /// What the repository can recover to: from the end of the oldest base backup to the newest
@@ -219,7 +222,37 @@ pub async fn restore_pitr(
             )));
         }
     }
+    let segment_size = base
+        .base
+        .as_ref()
+        .map_or(wal::DEFAULT_SEGMENT_SIZE, |b| b.wal_segment_size);
+    if let Target::Lsn(lsn) = request.target {
+        let archived_end = names
+            .iter()
+            .filter_map(|n| wal::segment_of_name(n, segment_size))
+            .map(|(_, number)| (number + 1) * segment_size)
+            .max()
+            .unwrap_or(0);
+        if lsn > archived_end {
+            return Err(Error::invalid(format!(
+                "target `{}` is after the newest archived WAL (which ends at {}): the recoverable window is {window}",
+                wal::format_lsn(lsn),
+                wal::format_lsn(archived_end)
+            )));
+        }
+    }
     check_wal_continuity(repo, base, request, &names, &histories).await?;
+    // Where a recovery to the latest moment must get to: the newest segment of the timeline
+    // it follows (the check above found no gap on the way).
+    let archive_end = path_to(base, request.timeline, &histories).and_then(|(timeline, _)| {
+        names
+            .iter()
+            .filter_map(|n| wal::segment_of_name(n, segment_size))
+            .filter(|(t, _)| *t == timeline)
+            .map(|(_, number)| number)
+            .max()
+            .map(|number| (timeline, number))
+    });
     let identities = identities_for(ctx, base, request.identity.as_deref())?;
     tracing::info!(base = %base.id, target = %describe(&request.target), "restoring a base backup");
 
@@ -269,16 +302,119 @@ pub async fn restore_pitr(
         timeline: None,
         restore_seconds: round(restore_seconds),
         recovery_seconds: None,
+        replayed_to: None,
     };
     if request.start {
         let recovering = Instant::now();
-        let (reached, timeline) = start_and_wait(ctx, request, base, owner).await?;
+        let recovered = start_and_wait(ctx, request, base, owner).await?;
+        if let (Target::Latest, Some((timeline, last))) = (&request.target, archive_end) {
+            check_reached_end(
+                ctx,
+                request,
+                owner,
+                &recovered,
+                timeline,
+                last,
+                segment_size,
+            )?;
+        }
         report.started = true;
-        report.reached = reached;
-        report.timeline = timeline;
+        report.reached = recovered.last_commit;
+        report.timeline = recovered.timeline;
+        report.replayed_to = recovered.replayed_to.map(wal::format_lsn);
         report.recovery_seconds = Some(round(recovering.elapsed().as_secs_f64()));
     }
     Ok(report)
+}
+
+/// Where a started recovery got to.
+struct Recovered {
+    /// The last transaction replayed.
+    last_commit: Option<String>,
+    timeline: Option<u32>,
+    /// The end of the last WAL record replayed.
+    replayed_to: Option<u64>,
+}
+
+/// A recovery to the latest moment must replay the archive to its end: PostgreSQL takes a
+/// damaged record for the end of the WAL and promotes there, which would silently lose every
+/// later transaction. If it stopped short, the server is stopped and the reason reported.
+fn check_reached_end(
+    ctx: &Context,
+    request: &PitrRequest,
+    owner: Option<(u32, u32)>,
+    recovered: &Recovered,
+    timeline: u32,
+    last: u64,
+    segment_size: u64,
+) -> Result<()> {
+    let replayed = recovered.replayed_to.unwrap_or(0);
+    // An end at a segment's first byte (after a switch record) is the end of the one before.
+    if replayed.saturating_sub(1) / segment_size >= last {
+        return Ok(());
+    }
+    // The segment replay could not go on in.
+    let stopped_in = replayed / segment_size;
+    let log = request.pgdata.join("lifeboat-recovery.log");
+    let why = why_recovery_ended(&log);
+    stop_server(ctx, &request.pgdata, owner);
+    Err(Error::DamagedWal {
+        name: wal::segment_name(timeline, stopped_in, segment_size),
+        detail: format!(
+            "recovery stopped at {}, {}, short of the archive's end, segment `{}` (PostgreSQL: {why}); the server was stopped, and `{}` holds the database as of that point: replace the damaged segment, or recover to a moment before it with `--target-time` or `--target-lsn`",
+            wal::format_lsn(replayed),
+            if replayed.is_multiple_of(segment_size) { "at its start" } else { "in it" },
+            wal::segment_name(timeline, last, segment_size),
+            request.pgdata.display()
+        ),
+    })
+}
+
+/// Stops a recovered server (fast shutdown), as the user it runs as.
+fn stop_server(ctx: &Context, pgdata: &Path, owner: Option<(u32, u32)>) {
+    let mut cmd = std::process::Command::new(ctx.tools.path("pg_ctl"));
+    cmd.args(["stop", "-m", "fast", "-w", "-D"])
+        .arg(pgdata)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some((uid, gid)) = owner {
+        cmd.uid(uid).gid(gid);
+    }
+    if let Err(e) = cmd.status() {
+        tracing::warn!(error = %e, "could not stop the recovered server");
+    }
+}
+
+/// Why PostgreSQL ended a recovery, from its log: the line about the record it could not
+/// read (`invalid resource manager ID 80 at 0/4000028`), else where redo ended.
+fn why_recovery_ended(log: &Path) -> String {
+    const SIGNS: [&str; 6] = [
+        "invalid ",
+        "incorrect ",
+        "unexpected pageaddr",
+        "contrecord",
+        "out-of-sequence",
+        "prev-link",
+    ];
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let end = lines
+        .iter()
+        .rposition(|l| l.contains("redo done at"))
+        .unwrap_or(lines.len());
+    let reason = lines[..end]
+        .iter()
+        .rev()
+        .find(|l| SIGNS.iter().any(|s| l.contains(s)))
+        .or_else(|| lines.get(end));
+    match reason {
+        Some(line) => crate::error::one_line(
+            line.split_once("LOG:")
+                .map_or(*line, |(_, message)| message)
+                .trim(),
+        ),
+        None => "see its log".into(),
+    }
 }
 
 /// Threads that unpack a base backup: the configured compression threads, else one per core.
@@ -493,7 +629,7 @@ async fn start_and_wait(
     request: &PitrRequest,
     base: &Manifest,
     owner: Option<(u32, u32)>,
-) -> Result<(Option<String>, Option<u32>)> {
+) -> Result<Recovered> {
     let mut options = Vec::new();
     if let Some(port) = request.port {
         options.push(format!("-p {port}"));
@@ -562,15 +698,19 @@ async fn start_and_wait(
                         .query_one(
                             "SELECT pg_last_xact_replay_timestamp()::text, \
                              CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint()) \
-                             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END",
+                             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
+                             pg_last_wal_replay_lsn()::text",
                             &[],
                         )
                         .await
                         .map_err(|e| Error::postgres("reading the recovered position", &e))?;
-                    return Ok((
-                        row.get::<_, Option<String>>(0),
-                        row.get::<_, Option<i32>>(1).map(|t| t as u32),
-                    ));
+                    return Ok(Recovered {
+                        last_commit: row.get::<_, Option<String>>(0),
+                        timeline: row.get::<_, Option<i32>>(1).map(|t| t as u32),
+                        replayed_to: row
+                            .get::<_, Option<String>>(2)
+                            .and_then(|lsn| wal::parse_lsn(&lsn)),
+                    });
                 }
             }
         }
@@ -649,6 +789,7 @@ mod tests {
                 first_wal: String::new(),
                 last_wal: String::new(),
                 wal_segment_size: wal::DEFAULT_SEGMENT_SIZE,
+                system_identifier: None,
             }),
             tier: None,
         }

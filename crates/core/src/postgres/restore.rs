@@ -233,10 +233,28 @@ async fn restore_spooled(
     request: &RestoreRequest,
 ) -> Result<()> {
     let dir = request.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+    // A full folder is named, with the size needed and how to choose another.
+    let spool_error = |e: Error| {
+        match e {
+        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+            Error::invalid(format!(
+                "no space left in `{}` for the spooled archive of a parallel restore ({} needed): free space there, choose another folder with `--spool-dir DIR`, or restore with `--jobs 1`, which needs none",
+                dir.display(),
+                crate::postgres::dump::human_bytes(manifest.raw_size)
+            ))
+        }
+        other => other,
+    }
+    };
     let spool = tempfile::Builder::new()
         .prefix(".lifeboat-spool-")
         .tempfile_in(&dir)
-        .map_err(|e| Error::io(format!("creating a spool file in `{}`", dir.display()), e))?;
+        .map_err(|e| {
+            spool_error(Error::io(
+                format!("creating a spool file in `{}`", dir.display()),
+                e,
+            ))
+        })?;
     let file = spool
         .reopen()
         .map_err(|e| Error::io("opening the spool file", e))?;
@@ -248,11 +266,12 @@ async fn restore_spooled(
         ProgressWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), ctx),
         &ctx.cancel,
     )
-    .await?;
+    .await
+    .map_err(spool_error)?;
     match delivered {
         Delivered::Complete(mut w) => w
             .flush()
-            .map_err(|e| Error::io("writing the spool file", e))?,
+            .map_err(|e| spool_error(Error::io("writing the spool file", e)))?,
         Delivered::ConsumerClosed(_) => {
             return Err(Error::io(
                 "writing the spool file",
@@ -310,7 +329,6 @@ async fn restore_through_psql(
     pg_restore: Tool,
     prelude: &str,
 ) -> Result<()> {
-    use std::sync::atomic::{AtomicBool, Ordering};
     let (stdin, mut script) = pg_restore.arg("--file=-").spawn_filter()?;
     let psql = ctx
         .tools
@@ -327,12 +345,14 @@ async fn restore_through_psql(
         .args(["-f", "-"]);
     let (psql, passfile) = target.apply_to(psql)?;
     let mut psql = psql.spawn_writer()?;
-    let verified = Arc::new(AtomicBool::new(false));
-    let verified_in_thread = Arc::clone(&verified);
+    // The download's verdict: whether every stored byte was read and matched its hash. psql
+    // may commit only then, and pg_restore can end before the download has said so (it has
+    // what it needs once the held-back end is released), so the feeding side waits for it.
+    let (verdict, verdict_in_thread) = std::sync::mpsc::channel::<bool>();
     let feeding = tokio::task::spawn_blocking(move || -> Result<()> {
         let copied = std::io::copy(&mut script, &mut psql);
         match copied {
-            Ok(_) if verified_in_thread.load(Ordering::SeqCst) => psql.finish(),
+            Ok(_) if verdict_in_thread.recv().unwrap_or(false) => psql.finish(),
             Ok(_) => {
                 psql.kill();
                 Err(Error::Interrupted(
@@ -365,15 +385,19 @@ async fn restore_through_psql(
     .await;
     let delivered = match delivered {
         Ok(Delivered::Complete(stdin)) => {
-            verified.store(true, Ordering::SeqCst);
             drop(stdin);
+            let _ = verdict.send(true);
             Ok(())
         }
         Ok(Delivered::ConsumerClosed(stdin)) => {
             drop(stdin);
+            let _ = verdict.send(false);
             Ok(())
         }
-        Err(e) => Err(e),
+        Err(e) => {
+            let _ = verdict.send(false);
+            Err(e)
+        }
     };
     let fed = feeding
         .await

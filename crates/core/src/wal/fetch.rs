@@ -51,7 +51,7 @@ pub async fn fetch(ctx: &Context, repo: &Repository, name: &str, dest: &Path) ->
             let _ = std::fs::remove_file(&prefetched);
             raw
         } else {
-            match download(ctx, repo, name).await? {
+            match download(ctx, repo, name, spool.parent()).await? {
                 Some(raw) => raw,
                 None => return Ok(Fetched::default()),
             }
@@ -88,7 +88,7 @@ pub async fn read_archived(
     repo: &Repository,
     name: &str,
 ) -> Result<Option<Vec<u8>>> {
-    download(ctx, repo, name).await
+    download(ctx, repo, name, None).await
 }
 
 /// How long a prefetched segment waits for the fetch that asks for it: a recovery asks within
@@ -155,7 +155,7 @@ pub async fn prefetch(ctx: &Context, repo: &Repository, names: &[String]) -> Res
         .iter()
         .filter(|n| !spool.join(n).exists())
         .map(|name| async move {
-            match download(ctx, repo, name).await {
+            match download(ctx, repo, name, spool.parent()).await {
                 Ok(Some(raw)) => {
                     if let Err(e) = write_atomically(&spool.join(name), &raw, true) {
                         tracing::debug!(wal = %name, error = %e, "prefetch not kept");

@@ -1,20 +1,25 @@
 //! The WAL archive: `wal-push` (PostgreSQL's `archive_command`), `wal-fetch` (its
 //! `restore_command`), and reading the archive's shape (timelines, gaps, windows).
 //!
-//! Each file is stored whole, compressed (and encrypted), at `wal/<name>.zst[.age]`, written
-//! with a conditional PUT so that nothing is ever overwritten ([`push`]). Fetches download it
-//! back, and download the following segments ahead ([`fetch`]). Both keep their work in a spool
+//! Each file is stored whole, compressed (and encrypted), at `wal/<name>.zst[.age]`, with a
+//! description of what it is inside ([`stored`]), created atomically so that nothing is ever
+//! overwritten ([`push`]). A segment must be what its name says and come from the archive's
+//! cluster ([`segment`], [`cluster`]), on the way in and on the way out. Fetches download
+//! files back, and the following segments ahead ([`fetch`]). Both keep their work in a spool
 //! folder private to the user PostgreSQL runs as.
 
+pub mod cluster;
 mod fetch;
 mod names;
 mod push;
 mod report;
+pub mod segment;
+pub mod stored;
 mod timelines;
 
 pub use fetch::{fetch, prefetch, read_archived, Fetched};
 pub use names::*;
-pub use push::{push, push_ready, Pushed};
+pub use push::{last_refusal, push, push_ready, Pushed, Refusal};
 pub use report::{archive_report, ArchiveReport, RecoveryWindow, TimelineReport};
 pub use timelines::*;
 
@@ -22,7 +27,6 @@ use std::path::{Path, PathBuf};
 
 use crate::crypto::Identities;
 use crate::error::{Error, Result};
-use crate::pipeline;
 use crate::repository::Repository;
 use crate::Context;
 
@@ -102,18 +106,32 @@ pub fn identities(ctx: &Context, encrypted: bool) -> Result<Option<Identities>> 
     crate::crypto::load_identities(Path::new(path)).map(Some)
 }
 
-async fn download(ctx: &Context, repo: &Repository, name: &str) -> Result<Option<Vec<u8>>> {
+/// Downloads archived file `name` and checks it: it must be the file it is stored as, and a
+/// segment must come from the archive's cluster (`spool` remembers the cluster). `None` when
+/// the archive does not have it.
+async fn download(
+    ctx: &Context,
+    repo: &Repository,
+    name: &str,
+    spool: Option<&Path>,
+) -> Result<Option<Vec<u8>>> {
     let storage = repo.storage();
     for encrypted in [false, true] {
-        if let Some(stored) = storage.read_opt(&key(name, encrypted)).await? {
+        if let Some(sealed) = storage.read_opt(&key(name, encrypted)).await? {
             let ids = identities(ctx, encrypted)?;
-            let name = name.to_string();
-            return tokio::task::spawn_blocking(move || {
-                pipeline::open_bytes(&stored, ids.as_ref(), &name)
-            })
-            .await
-            .map_err(|e| Error::invalid(format!("decompression thread failed: {e}")))?
-            .map(Some);
+            let owned = name.to_string();
+            let raw =
+                tokio::task::spawn_blocking(move || stored::open(&owned, &sealed, ids.as_ref()))
+                    .await
+                    .map_err(|e| Error::invalid(format!("decompression thread failed: {e}")))??;
+            let header = segment::check(name, &raw).map_err(|detail| Error::DamagedWal {
+                name: name.to_string(),
+                detail,
+            })?;
+            if let Some(header) = header {
+                cluster::check_fetched(repo, spool, header.system_id, name).await?;
+            }
+            return Ok(Some(raw));
         }
     }
     Ok(None)

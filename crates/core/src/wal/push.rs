@@ -13,9 +13,9 @@ use std::path::Path;
 
 use futures::StreamExt;
 
-use super::{identities, key, spool_dir, try_lock, WalName};
+use super::{cluster, identities, key, segment, spool_dir, stored, try_lock, WalName};
 use crate::error::{Error, Result};
-use crate::pipeline::{self, SealOptions};
+use crate::pipeline::SealOptions;
 use crate::repository::Repository;
 use crate::Context;
 
@@ -56,7 +56,7 @@ pub async fn push(ctx: &Context, repo: &Repository, path: &Path) -> Result<Pushe
         ahead_on && wait_for_pusher(&spool, &name, path).await
     };
     if !done_ahead {
-        push_one(ctx, repo, path, &name).await?;
+        push_one(ctx, repo, path, &name, &spool).await?;
     }
     let ahead = ahead_on
         && pusher_scope(&spool).is_none()
@@ -188,7 +188,7 @@ pub async fn push_ready(ctx: &Context, repo: &Repository, path: &Path) -> Result
         let pushes = ready.iter().map(|name| async move {
             let file = wal_dir.join(name);
             let identity = file_identity(&file);
-            let outcome = push_one(ctx, repo, &file, name).await;
+            let outcome = push_one(ctx, repo, &file, name, spool).await;
             let (marker, content) = match (&outcome, identity) {
                 (Ok(()), Some(identity)) => (format!("{name}.pushed"), identity),
                 (Ok(()), None) => return,
@@ -223,46 +223,105 @@ fn file_name(path: &Path) -> Result<String> {
     Ok(name.to_string())
 }
 
-async fn push_one(ctx: &Context, repo: &Repository, path: &Path, name: &str) -> Result<()> {
+async fn push_one(
+    ctx: &Context,
+    repo: &Repository,
+    path: &Path,
+    name: &str,
+    spool: &Path,
+) -> Result<()> {
     let raw = tokio::fs::read(path)
         .await
         .map_err(|e| Error::io(format!("reading `{}`", path.display()), e))?;
+    // A file that is not the segment its name says, or of another cluster, is never archived:
+    // PostgreSQL keeps it and retries, the log says why, and so does `status`.
+    let header = match segment::check(name, &raw) {
+        Ok(header) => header,
+        Err(e) => return Err(refuse(repo, name, format!("{e}; refusing to archive it")).await),
+    };
+    if let Some(header) = header {
+        let checked = cluster::check_or_record(
+            repo,
+            Some(spool),
+            header.system_id,
+            &format!("WAL file `{name}`"),
+            &format!("wal-push of `{name}`"),
+        )
+        .await;
+        if let Err(Error::Invalid(message)) = checked {
+            return Err(refuse(repo, name, message).await);
+        }
+        checked?;
+    }
     let seal = seal_options(ctx);
     let encrypted = !seal.recipients.is_empty();
     let key = key(name, encrypted);
     let raw = std::sync::Arc::new(raw);
     let sealed = {
         let raw = std::sync::Arc::clone(&raw);
-        tokio::task::spawn_blocking(move || pipeline::seal_bytes(&raw, &seal))
+        let name = name.to_string();
+        tokio::task::spawn_blocking(move || stored::seal(&name, &raw, &seal))
             .await
             .map_err(|e| Error::invalid(format!("compression thread failed: {e}")))??
     };
-    let size = sealed.len() as u64;
+    let size = sealed.len();
     let storage = repo.storage();
     if storage.write_new(&key, sealed).await? {
-        match storage.size(&key).await? {
-            Some(stored) if stored == size => {
-                tracing::info!(wal = name, bytes = raw.len(), stored, "archived");
-                Ok(())
-            }
-            other => Err(Error::Integrity {
-                id: name.to_string(),
-                detail: format!("stored {other:?} bytes, uploaded {size}"),
-            }),
-        }
+        tracing::info!(wal = name, bytes = raw.len(), stored = size, "archived");
+        return Ok(());
+    }
+    // Already archived: the same content is a success (a retry), other content never is.
+    let existing = storage.read_opt(&key).await?.unwrap_or_default();
+    let identities = identities(ctx, encrypted)?;
+    let archived = stored::open(name, &existing, identities.as_ref())?;
+    if stored::sha256_hex(&archived) == stored::sha256_hex(&raw) {
+        tracing::info!(wal = name, "already archived with the same content");
+        Ok(())
     } else {
-        // Already archived: the same content is a success (a retry), other content never is.
-        let existing = storage.read_opt(&key).await?.unwrap_or_default();
-        let identities = identities(ctx, encrypted)?;
-        let archived = pipeline::open_bytes(&existing, identities.as_ref(), name)?;
-        if archived == *raw {
-            tracing::info!(wal = name, "already archived with the same content");
-            Ok(())
-        } else {
-            Err(Error::invalid(format!(
+        Err(refuse(
+            repo,
+            name,
+            format!(
                 "`{name}` is already archived in `{}` with different content: refusing to overwrite it (is another server archiving to this repository?)",
                 repo.location()
-            )))
-        }
+            ),
+        )
+        .await)
     }
+}
+
+/// A push refused for what the file is (not for a storage failure): recorded in the
+/// repository for `status`, and returned as the error.
+async fn refuse(repo: &Repository, name: &str, message: String) -> Error {
+    let refusal = Refusal {
+        name: name.to_string(),
+        reason: message.clone(),
+        at: jiff::Timestamp::now(),
+    };
+    let json = serde_json::to_vec_pretty(&refusal).expect("refusals serialize");
+    if let Err(e) = repo.storage().write(&refusal_key(), json).await {
+        tracing::warn!(error = %e, "cannot record the refused push for `status`");
+    }
+    Error::invalid(message)
+}
+
+/// The last push `wal-push` refused.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Refusal {
+    pub name: String,
+    pub reason: String,
+    pub at: jiff::Timestamp,
+}
+
+fn refusal_key() -> String {
+    format!("{}refused.json", super::WAL_PREFIX)
+}
+
+/// The last refused push, if any.
+pub async fn last_refusal(repo: &Repository) -> Result<Option<Refusal>> {
+    Ok(repo
+        .storage()
+        .read_opt(&refusal_key())
+        .await?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
 }
