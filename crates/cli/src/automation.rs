@@ -47,7 +47,7 @@ pub async fn daemon(ctx: &Context, run_at_start: bool) -> Result<()> {
 }
 
 pub async fn status(ctx: &Context, json: bool) -> Result<()> {
-    let repo = Repository::open(&ctx.config.repository).await?;
+    let repo = Repository::open(ctx).await?;
     let assets = status::status(ctx, &repo, jiff::Timestamp::now()).await?;
     if json {
         print_json_or(true, &assets, String::new)?;
@@ -141,7 +141,7 @@ pub async fn backup_redis(ctx: &Context, json: bool) -> Result<()> {
             "`redis.backup` is false: Redis is ephemeral by design; set `backup = true` to take RDB snapshots".into(),
         ));
     }
-    let repo = Repository::open(&ctx.config.repository).await?;
+    let repo = Repository::open(ctx).await?;
     let (id, size) = lifeboat_core::jobs::with_run_lock(ctx, &repo, "backup redis", async |ctx| {
         lifeboat_core::redis::backup(ctx, &repo, redis).await
     })

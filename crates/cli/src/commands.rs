@@ -19,7 +19,7 @@ use crate::cli::{
 pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
     match &args.command {
         Command::Init => {
-            let repo = Repository::init(&ctx.config.repository).await?;
+            let repo = Repository::init(ctx).await?;
             tracing::info!("initialized repository `{}`", repo.location());
             print_json_or(
                 args.json,
@@ -47,7 +47,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         }
         Command::Backup(BackupCommand::Db(b)) => {
             let (name, pg) = ctx.config.database(b.db.as_deref())?;
-            let repo = Repository::open(&ctx.config.repository).await?;
+            let repo = Repository::open(ctx).await?;
             let request = DumpRequest {
                 schema_only: b.schema_only,
                 schemas: b.schemas.clone(),
@@ -73,7 +73,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         Command::List {
             what: Some(ListWhat::Wal),
         } => {
-            let repo = Repository::open(&ctx.config.repository).await?;
+            let repo = Repository::open(ctx).await?;
             let report = wal::archive_report(ctx, &repo, &repo.list().await?).await?;
             if args.json {
                 return print_json_or(true, &report, String::new);
@@ -96,7 +96,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             jobs,
             identity,
         } => {
-            let repo = Repository::open(&ctx.config.repository).await?;
+            let repo = Repository::open(ctx).await?;
             let request = verify::VerifyRequest {
                 backup: id.clone(),
                 kind: kind.map(|k| match k {
@@ -145,18 +145,18 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         }
         Command::Lifecycle { apply } => crate::retention::lifecycle(ctx, *apply, args.json).await,
         Command::WalPush { path } => {
-            let repo = Repository::open(&ctx.config.repository).await?;
+            let repo = Repository::open(ctx).await?;
             if wal::push(ctx, &repo, path).await?.ahead {
                 start_background(args, &["wal-push-ahead".into(), path.into()]);
             }
             Ok(())
         }
         Command::WalPushAhead { path } => {
-            let repo = Repository::open(&ctx.config.repository).await?;
+            let repo = Repository::open(ctx).await?;
             wal::push_ready(ctx, &repo, path).await
         }
         Command::WalFetch { name, dest } => {
-            let repo = Repository::open(&ctx.config.repository).await?;
+            let repo = Repository::open(ctx).await?;
             let fetched = wal::fetch(ctx, &repo, name, dest).await?;
             if !fetched.found {
                 tracing::debug!(wal = %name, "not in the archive");
@@ -170,12 +170,12 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             Ok(())
         }
         Command::WalPrefetch { names } => {
-            let repo = Repository::open(&ctx.config.repository).await?;
+            let repo = Repository::open(ctx).await?;
             wal::prefetch(ctx, &repo, names).await
         }
         Command::Backup(BackupCommand::Base { db }) => {
             let (name, pg) = ctx.config.database(db.as_deref())?;
-            let repo = Repository::open(&ctx.config.repository).await?;
+            let repo = Repository::open(ctx).await?;
             let manifest = jobs::with_run_lock(ctx, &repo, "backup base", async |ctx| {
                 base::backup_base(ctx, &repo, name, pg).await
             })
@@ -193,7 +193,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             }
         }
         Command::List { what: None } => {
-            let repo = Repository::open(&ctx.config.repository).await?;
+            let repo = Repository::open(ctx).await?;
             let catalog = repo.catalog().await?;
             for damaged in &catalog.damaged {
                 tracing::warn!("{}", damaged.describe());
@@ -226,7 +226,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             emit(&list_table(&catalog, &verifications))
         }
         Command::Show { id } => {
-            let repo = Repository::open(&ctx.config.repository).await?;
+            let repo = Repository::open(ctx).await?;
             let manifest = repo
                 .find(&Selector {
                     id,
@@ -253,7 +253,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             }
         }
         Command::Restore(RestoreCommand::Db(r)) => {
-            let repo = Repository::open(&ctx.config.repository).await?;
+            let repo = Repository::open(ctx).await?;
             let request = restore_request(ctx, r)?;
             let report = restore_db(ctx, &repo, &request).await?;
             tracing::info!(
@@ -267,7 +267,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             print_json_or(args.json, &report, || report.backup.clone())
         }
         Command::Restore(RestoreCommand::Pitr(p)) => {
-            let repo = Repository::open(&ctx.config.repository).await?;
+            let repo = Repository::open(ctx).await?;
             let request = pitr_request(p)?;
             let report = pitr::restore_pitr(ctx, &repo, &request).await?;
             match (&report.reached, report.recovery_seconds) {

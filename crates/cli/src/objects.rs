@@ -1,9 +1,9 @@
 //! The object backup commands: `backup objects`, `restore objects`, `list objects`.
 
 use lifeboat_core::config::BucketUrl;
-use lifeboat_core::objects::bucket::Bucket;
 use lifeboat_core::objects::{self, BackupOptions, RestoreOptions};
 use lifeboat_core::postgres::dump::human_bytes;
+use lifeboat_core::storage::Storage;
 use lifeboat_core::{Context, Error, Result};
 
 use crate::cli::RestoreObjectsArgs;
@@ -17,7 +17,7 @@ pub async fn backup(ctx: &Context, name: Option<&str>, dry_run: bool, json: bool
     };
     // A repository's run lock keeps a manual run apart from the daily job's; an object backup
     // configured without a repository has none to take.
-    let repo = match lifeboat_core::repository::Repository::open(&ctx.config.repository).await {
+    let repo = match lifeboat_core::repository::Repository::open(ctx).await {
         Ok(repo) if !dry_run => Some(repo),
         Ok(_) | Err(Error::NotARepository { .. }) => None,
         Err(e) => return Err(e),
@@ -109,7 +109,7 @@ pub async fn restore(ctx: &Context, r: &RestoreObjectsArgs, json: bool) -> Resul
 pub async fn list(ctx: &Context, json: bool) -> Result<()> {
     let mut all = Vec::new();
     for config in ctx.config.objects.values() {
-        let dest = Bucket::open(&config.destination, Default::default())?;
+        let dest = Storage::bucket(&config.destination, &ctx.storage_env())?;
         all.extend(objects::list_runs(&dest).await?);
     }
     if json {

@@ -3,9 +3,9 @@
 
 use lifeboat_core::config::RepositoryUrl;
 use lifeboat_core::lifecycle;
-use lifeboat_core::objects::bucket::{Bucket, Method};
 use lifeboat_core::prune::{self, PrunePlan};
 use lifeboat_core::repository::Repository;
+use lifeboat_core::storage::Storage;
 use lifeboat_core::{Context, Error, Result};
 
 use crate::commands::{emit, parse_time, print_json_or};
@@ -17,46 +17,42 @@ pub async fn prune(
     at: Option<&str>,
     json: bool,
 ) -> Result<()> {
-    let repo = Repository::open(&ctx.config.repository).await?;
     let at = match at {
         Some(text) => parse_time(text)?,
         None => jiff::Timestamp::now(),
     };
     if dry_run {
-        return prune_locked(ctx, &repo, at, force, true, json).await;
+        // The plan is carried out against storage that shows each deletion and promotion
+        // instead of making it.
+        let env = ctx.storage_env().dry();
+        let repo = Repository::open_with(&ctx.config.repository, &env).await?;
+        return prune_locked(ctx, &repo, at, force, json).await;
     }
+    let repo = Repository::open(ctx).await?;
     lifeboat_core::jobs::with_run_lock(ctx, &repo, "prune", async |ctx| {
-        prune_locked(ctx, &repo, at, force, false, json).await
+        prune_locked(ctx, &repo, at, force, json).await
     })
     .await
 }
 
-/// Plans and (unless `dry_run`) carries out a prune; the caller holds the run lock.
+/// Plans and carries out a prune (as a dry run when `repo` is opened as one); the caller
+/// holds the run lock.
 async fn prune_locked(
     ctx: &Context,
     repo: &Repository,
     at: jiff::Timestamp,
     force: bool,
-    dry_run: bool,
     json: bool,
 ) -> Result<()> {
     let plan = prune::plan(ctx, repo, at, force).await?;
     if !json {
         emit(&show_plan(&plan))?;
     }
-    if dry_run {
-        if json {
-            print_json_or(
-                true,
-                &serde_json::json!({ "plan": plan, "outcome": null }),
-                String::new,
-            )?;
-        }
-        return Ok(());
-    }
     let outcome = prune::execute(ctx, repo, &plan).await?;
+    let dry_run = repo.storage().backend().info().dry_run;
     tracing::info!(
-        "pruned: {} backups deleted, {} promoted, {} WAL files deleted, {} leftovers removed, {} damaged backups removed{}",
+        "{}: {} backups deleted, {} promoted, {} WAL files deleted, {} leftovers removed, {} damaged backups removed{}",
+        if dry_run { "dry run, would have pruned" } else { "pruned" },
         outcome.backups_deleted,
         outcome.promoted,
         outcome.wal_deleted,
@@ -158,20 +154,17 @@ pub async fn lifecycle(ctx: &Context, apply: bool, json: bool) -> Result<()> {
             config.url
         )));
     };
-    let bucket = Bucket::open(
-        &config.bucket().expect("an S3 repository has a bucket"),
-        Default::default(),
-    )?;
+    let bucket = Storage::open(config, false, &ctx.storage_env())?;
+    let bucket_name = bucket.location().to_string();
     let wanted = lifecycle::wanted(prefix);
-    let existing = match bucket.bucket_request(Method::GET, "lifecycle", None).await {
-        Ok(response) => {
-            let xml = response.text().await.unwrap_or_default();
+    let existing = match bucket.lifecycle(None).await {
+        Ok(None) => Some(lifecycle::Configuration::default()),
+        Ok(Some(xml)) => {
             match lifecycle::Configuration::parse(&xml) {
                 Ok(config) => Some(config),
                 Err(reason) if apply => {
                     return Err(Error::invalid(format!(
-                        "the lifecycle configuration of `s3://{}` is {reason}: refusing to replace what cannot be read; merge the printed rules by hand",
-                        bucket.config.url.bucket
+                        "the lifecycle configuration of `{bucket_name}` is {reason}: refusing to replace what cannot be read; merge the printed rules by hand"
                     )))
                 }
                 Err(reason) => {
@@ -179,9 +172,6 @@ pub async fn lifecycle(ctx: &Context, apply: bool, json: bool) -> Result<()> {
                     None
                 }
             }
-        }
-        Err(Error::Storage { message, .. }) if message.starts_with("not found") => {
-            Some(lifecycle::Configuration::default())
         }
         Err(e) if apply => return Err(e),
         Err(e) => {
@@ -199,22 +189,15 @@ pub async fn lifecycle(ctx: &Context, apply: bool, json: bool) -> Result<()> {
         return print_json_or(true, &lifecycle::to_aws_json(&wanted), String::new);
     }
     let config = existing.unwrap_or_default();
-    bucket
-        .bucket_request(
-            Method::PUT,
-            "lifecycle",
-            Some(config.merged_xml(&wanted).into_bytes()),
-        )
-        .await?;
+    bucket.lifecycle(Some(config.merged_xml(&wanted))).await?;
     let kept = config
         .rules
         .iter()
         .filter(|r| !r.id().starts_with(lifecycle::ID_PREFIX))
         .count();
     tracing::info!(
-        "applied {} lifecycle rules to `s3://{}`: lifeboat's {}, and the bucket's other {kept} as they were",
+        "applied {} lifecycle rules to `{bucket_name}`: lifeboat's {}, and the bucket's other {kept} as they were",
         kept + wanted.len(),
-        bucket.config.url.bucket,
         wanted.len()
     );
     print_json_or(json, &config.merged_aws_json(&wanted), || "applied".into())

@@ -84,9 +84,37 @@ pub struct RepositoryConfig {
     /// Parts uploaded at once.
     #[serde(default = "default_upload_concurrency")]
     pub upload_concurrency: usize,
+    /// How long storage requests may take.
+    #[serde(default)]
+    pub timeouts: crate::storage::Timeouts,
+}
+
+/// The region to sign with: the configured one, else `auto` behind a custom endpoint (R2).
+fn signing_region(region: Option<&str>, endpoint: Option<&str>) -> String {
+    match (region, endpoint) {
+        (Some(region), _) => region.to_string(),
+        (None, Some(_)) => "auto".into(),
+        (None, None) => "us-east-1".into(),
+    }
 }
 
 impl RepositoryConfig {
+    /// The repository's S3 account, `None` for a local folder.
+    pub fn account(&self) -> Option<crate::storage::S3Account> {
+        let RepositoryUrl::S3 { bucket, prefix } = &self.url else {
+            return None;
+        };
+        Some(crate::storage::S3Account {
+            bucket: bucket.clone(),
+            prefix: prefix.clone(),
+            endpoint: self.endpoint.clone(),
+            region: signing_region(self.region.as_deref(), self.endpoint.as_deref()),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            path_style: self.path_style,
+        })
+    }
+
     /// The repository's bucket, for requests the storage layer does not make (storage class
     /// changes, lifecycle rules); `None` for a local folder.
     pub fn bucket(&self) -> Option<BucketConfig> {
@@ -104,6 +132,7 @@ impl RepositoryConfig {
             secret_access_key: self.secret_access_key.clone(),
             path_style: self.path_style,
             storage_class: None,
+            timeouts: self.timeouts,
         })
     }
 }
@@ -120,6 +149,7 @@ impl Default for RepositoryConfig {
             storage_class: StorageClasses::default(),
             part_size_mib: None,
             upload_concurrency: default_upload_concurrency(),
+            timeouts: crate::storage::Timeouts::default(),
         }
     }
 }
@@ -581,9 +611,25 @@ pub struct BucketConfig {
     /// Storage class of the copies; unset means the bucket default.
     #[serde(default, deserialize_with = "storage_class_opt")]
     pub storage_class: Option<String>,
+    /// How long storage requests may take.
+    #[serde(default)]
+    pub timeouts: crate::storage::Timeouts,
 }
 
 impl BucketConfig {
+    /// The bucket's S3 account.
+    pub fn account(&self) -> crate::storage::S3Account {
+        crate::storage::S3Account {
+            bucket: self.url.bucket.clone(),
+            prefix: self.url.prefix.clone(),
+            endpoint: self.endpoint.clone(),
+            region: signing_region(self.region.as_deref(), self.endpoint.as_deref()),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            path_style: self.path_style,
+        }
+    }
+
     /// The same account and endpoint as `other`, with another bucket and prefix.
     pub fn with_url(&self, url: BucketUrl) -> BucketConfig {
         BucketConfig {
@@ -595,11 +641,7 @@ impl BucketConfig {
     /// Whether a server-side copy from `other` into this bucket is possible: one endpoint,
     /// one set of credentials.
     pub fn shares_account_with(&self, other: &BucketConfig) -> bool {
-        self.endpoint == other.endpoint
-            && self.region == other.region
-            && self.access_key_id.is_some()
-            && self.access_key_id == other.access_key_id
-            && self.secret_access_key == other.secret_access_key
+        self.account().shares_account_with(&other.account())
     }
 }
 
@@ -894,6 +936,21 @@ impl Config {
                 return bad(format!(
                     "`repository.part_size_mib` is `{size}`: S3 parts must be 5 to 5120 MiB"
                 ));
+            }
+        }
+        self.repository
+            .timeouts
+            .check("repository.timeouts")
+            .map_err(|e| Error::Config(format!("config `{}`: {e}", self.source_name())))?;
+        for (name, objects) in &self.objects {
+            for (end, bucket) in [
+                ("source", &objects.source),
+                ("destination", &objects.destination),
+            ] {
+                bucket
+                    .timeouts
+                    .check(&format!("objects.{name}.{end}.timeouts"))
+                    .map_err(|e| Error::Config(format!("config `{}`: {e}", self.source_name())))?;
             }
         }
         if self.repository.upload_concurrency == 0 {

@@ -134,7 +134,7 @@ async fn serve(listener: tokio::net::TcpListener, config: Config, runs: Runs) {
 }
 
 async fn metrics(ctx: &Context, runs: &Runs) -> Result<String> {
-    let repo = Repository::open(&ctx.config.repository).await?;
+    let repo = Repository::open(ctx).await?;
     let assets = crate::status::status(ctx, &repo, Timestamp::now()).await?;
     let runs = runs.lock().expect("runs poisoned").clone();
     Ok(crate::status::metrics(&assets, &runs))

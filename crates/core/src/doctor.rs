@@ -54,12 +54,11 @@ pub async fn doctor(ctx: &Context) -> Vec<Finding> {
     for (name, objects) in &config.objects {
         let outcome = async {
             use futures::TryStreamExt;
-            let requests = std::sync::Arc::default();
-            let source = crate::objects::bucket::Bucket::open(&objects.source, requests)?;
-            let mut listing = source.list("").await?;
+            let env = ctx.storage_env();
+            let source = crate::storage::Storage::bucket(&objects.source, &env)?;
+            let mut listing = source.list_level("").await?;
             listing.try_next().await?;
-            let dest =
-                crate::objects::bucket::Bucket::open(&objects.destination, Default::default())?;
+            let dest = crate::storage::Storage::bucket(&objects.destination, &env)?;
             let runs = crate::objects::list_runs(&dest).await?;
             Ok(format!(
                 "source `{}` lists, destination `{}` holds {} runs",
@@ -99,7 +98,7 @@ pub async fn doctor(ctx: &Context) -> Vec<Finding> {
 }
 
 async fn repository(ctx: &Context) -> Result<String> {
-    let repo = Repository::open(&ctx.config.repository).await?;
+    let repo = Repository::open(ctx).await?;
     let probe = format!("doctor/probe-{:016x}", rand::random::<u64>());
     let content = b"lifeboat doctor probe".to_vec();
     let storage = repo.storage();

@@ -87,9 +87,9 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
         format!("{} tables", SAMPLE_TABLES.len()),
     );
 
-    let repo = match Repository::open(&ctx.config.repository).await {
+    let repo = match Repository::open(ctx).await {
         Ok(repo) => repo,
-        Err(Error::NotARepository { .. }) => Repository::init(&ctx.config.repository).await?,
+        Err(Error::NotARepository { .. }) => Repository::init(ctx).await?,
         Err(e) => return Err(e),
     };
     timer.lap("open the repository", repo.location().to_string());
@@ -247,7 +247,7 @@ async fn pitr_part(
     };
     let scratch_repo;
     let repo = if server_user.is_some() {
-        scratch_repo = Repository::init(&config.repository).await?;
+        scratch_repo = Repository::init_with(&config.repository, &ctx.storage_env()).await?;
         &scratch_repo
     } else {
         configured

@@ -35,8 +35,8 @@ pub enum Error {
     Storage {
         op: &'static str,
         path: String,
+        kind: StorageFailure,
         message: String,
-        retryable: bool,
     },
 
     #[error("postgres: {context}: {message}")]
@@ -106,6 +106,69 @@ pub enum Error {
     Breached(String),
 }
 
+/// What kind of storage failure an error is: whether trying again may help, and what the
+/// caller may make of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFailure {
+    NotFound,
+    /// The credentials are refused.
+    Denied,
+    /// A condition refused the request (the object exists, or changed).
+    Conflict,
+    /// No answer in time.
+    Timeout,
+    /// The endpoint could not be reached, broke off, or said to try later (5xx, 429).
+    Unavailable,
+    /// The request itself was refused (4xx) or is not supported.
+    Refused,
+}
+
+impl StorageFailure {
+    pub fn is_temporary(self) -> bool {
+        matches!(self, StorageFailure::Timeout | StorageFailure::Unavailable)
+    }
+
+    /// The kind of an OpenDAL error.
+    pub fn of(err: &opendal::Error) -> StorageFailure {
+        use opendal::ErrorKind as K;
+        match err.kind() {
+            K::NotFound => StorageFailure::NotFound,
+            K::PermissionDenied => StorageFailure::Denied,
+            K::ConditionNotMatch | K::AlreadyExists => StorageFailure::Conflict,
+            K::RateLimited => StorageFailure::Unavailable,
+            _ if err.is_temporary() => {
+                if timed_out(err) {
+                    StorageFailure::Timeout
+                } else {
+                    StorageFailure::Unavailable
+                }
+            }
+            K::Unexpected if timed_out(err) => StorageFailure::Timeout,
+            K::Unexpected => StorageFailure::Unavailable,
+            _ => StorageFailure::Refused,
+        }
+    }
+}
+
+/// Whether an error, or one of its causes, is a timeout.
+fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(re) = e.downcast_ref::<reqwest::Error>() {
+            if re.is_timeout() {
+                return true;
+            }
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
+}
+
 fn stderr_suffix(stderr: &str) -> String {
     if stderr.is_empty() {
         String::new()
@@ -127,12 +190,57 @@ impl Error {
     }
 
     pub fn storage(op: &'static str, path: &str, err: opendal::Error) -> Self {
+        let kind = StorageFailure::of(&err);
+        let message = match kind {
+            StorageFailure::Timeout => format!(
+                "timed out ({}); see `[repository.timeouts]`",
+                one_line(&storage_message(&err))
+            ),
+            _ => one_line(&storage_message(&err)),
+        };
         Error::Storage {
             op,
             path: path.to_string(),
-            retryable: err.is_temporary(),
-            message: one_line(&storage_message(&err)),
+            kind,
+            message,
         }
+    }
+
+    /// A failure while streaming an object's bytes (OpenDAL's reader gives `io::Error`s).
+    pub fn storage_io(op: &'static str, path: &str, err: std::io::Error) -> Self {
+        if err
+            .get_ref()
+            .is_some_and(|inner| inner.is::<opendal::Error>())
+        {
+            let inner = err.into_inner().expect("checked above");
+            return Error::storage(
+                op,
+                path,
+                *inner.downcast::<opendal::Error>().expect("checked above"),
+            );
+        }
+        let kind = if err.kind() == std::io::ErrorKind::TimedOut {
+            StorageFailure::Timeout
+        } else {
+            StorageFailure::Unavailable
+        };
+        Error::Storage {
+            op,
+            path: path.to_string(),
+            kind,
+            message: one_line(&err.to_string().to_lowercase()),
+        }
+    }
+
+    /// Whether this is storage's "no such object".
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Error::Storage {
+                kind: StorageFailure::NotFound,
+                ..
+            }
+        )
     }
 
     pub fn postgres(context: impl fmt::Display, err: &tokio_postgres::Error) -> Self {
@@ -156,13 +264,11 @@ impl Error {
 
     /// Whether the same command could succeed if run again unchanged.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Storage {
-                retryable: true,
-                ..
-            } | Error::Io { .. }
-        )
+        match self {
+            Error::Storage { kind, .. } => kind.is_temporary(),
+            Error::Io { .. } => true,
+            _ => false,
+        }
     }
 
     /// The process exit code that reports this error.

@@ -90,7 +90,7 @@ pub async fn run_job(ctx: &Context, name: &str, job: &JobConfig) -> Result<RunRe
     // A run that cannot start (repository unreachable, another run holding the lock) is a
     // failed run: it is reported and notified like any other.
     let opened = async {
-        let repo = Repository::open(&ctx.config.repository).await?;
+        let repo = Repository::open(ctx).await?;
         let lock =
             crate::lock::RunLock::acquire(&run_ctx, &repo, name, run_ctx.cancel.clone()).await?;
         Ok::<_, Error>((repo, lock))

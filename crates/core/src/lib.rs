@@ -61,6 +61,11 @@ impl Context {
         }
     }
 
+    /// What the storages a command opens share: its stop request and a request count.
+    pub fn storage_env(&self) -> storage::Env {
+        storage::Env::new(self.cancel.clone())
+    }
+
     /// The same context, stopped by `cancel` (a child of this one's).
     pub fn with_cancel(&self, cancel: CancellationToken) -> Context {
         Context {

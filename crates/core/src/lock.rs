@@ -76,7 +76,8 @@ impl RunLock {
         job: &str,
         lost: CancellationToken,
     ) -> Result<RunLock> {
-        let storage = Arc::new(Storage::open(&ctx.config.repository, false)?);
+        // The lock is released, and its heartbeat written, whatever stop is asked for.
+        let storage = Arc::new(repo.storage().without_cancel());
         let stale_after = SignedDuration::from_mins(ctx.config.daemon.lock_stale_minutes as i64);
         let mine = LockFile {
             id: format!("{:016x}", rand::random::<u64>()),

@@ -80,14 +80,11 @@ pub async fn upload(
     progress: Arc<dyn Progress>,
     cancel: &CancellationToken,
 ) -> Result<StreamStats> {
-    let mut writer = storage
-        .upload(
-            target.path,
-            target.storage_class,
-            target.part_size,
-            target.concurrency,
-        )
-        .await?;
+    let options = crate::storage::UploadOptions {
+        storage_class: target.storage_class.map(str::to_string),
+        ..crate::storage::UploadOptions::parts(target.part_size, target.concurrency)
+    };
+    let mut writer = storage.upload(target.path, &options).await?;
     let (tx, mut rx) = mpsc::channel::<Bytes>(1);
     let part_size = target.part_size;
     let sealing = tokio::task::spawn_blocking(move || {
@@ -105,7 +102,7 @@ pub async fn upload(
             chunk = rx.recv() => match chunk {
                 Some(chunk) => {
                     if let Err(e) = writer.write(chunk).await {
-                        failure = Some(Error::storage("uploading", &storage.display(target.path), e));
+                        failure = Some(e);
                         break;
                     }
                 }
@@ -130,12 +127,8 @@ pub async fn upload(
         (Some(e), _) => Err(e),
         (None, Err(e)) => Err(e),
         (None, Ok(stats)) => match writer.close().await {
-            Ok(_) => return Ok(stats),
-            Err(e) => Err(Error::storage(
-                "completing",
-                &storage.display(target.path),
-                e,
-            )),
+            Ok(()) => return Ok(stats),
+            Err(e) => Err(e),
         },
     };
     if let Err(e) = writer.abort().await {

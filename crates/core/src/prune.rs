@@ -15,7 +15,6 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::manifest::{BackupKind, Manifest};
-use crate::objects::bucket::Bucket;
 use crate::objects::history::{self, HistoryOutcome, HistoryPlan};
 use crate::repository::{DamagedManifest, Repository};
 use crate::retention::{self, Decision, Item, Kind, Tier, WalPlan};
@@ -129,7 +128,8 @@ pub async fn plan(
     let leftovers = leftovers(repo, &manifests, &damaged, &data, at).await?;
     let mut objects = Vec::new();
     for (name, config) in &ctx.config.objects {
-        let plan = history::plan_for(config, at).await?;
+        let dest = crate::storage::Storage::bucket(&config.destination, &ctx.storage_env())?;
+        let plan = history::plan_for(&dest, config.history_days, at).await?;
         objects.push(ObjectsPlan {
             name: name.clone(),
             history_days: config.history_days,
@@ -265,9 +265,15 @@ pub async fn execute(ctx: &Context, repo: &Repository, plan: &PrunePlan) -> Resu
         promote(ctx, repo, manifest, tier).await?;
         outcome.promoted += 1;
     }
+    // Object history goes the way the repository does: for real, or as a dry run.
+    let env = if repo.storage().backend().info().dry_run {
+        ctx.storage_env().dry()
+    } else {
+        ctx.storage_env()
+    };
     for objects in &plan.objects {
         let config = &ctx.config.objects[&objects.name];
-        let dest = Bucket::open(&config.destination, Default::default())?;
+        let dest = crate::storage::Storage::bucket(&config.destination, &env)?;
         let done = history::execute(&dest, &objects.plan, plan.at, config.checkers).await?;
         outcome.objects.push((objects.name.clone(), done));
     }
@@ -283,9 +289,9 @@ async fn promote(ctx: &Context, repo: &Repository, manifest: &Manifest, tier: Ti
         Tier::Daily => None,
     };
     let mut updated = manifest.clone();
-    if let (Some(bucket), Some(class)) = (ctx.config.repository.bucket(), &class) {
-        let bucket = Bucket::open(&bucket, Default::default())?;
-        bucket.change_class(&manifest.data, class).await?;
+    let storage = repo.storage();
+    if let (false, Some(class)) = (storage.is_local(), &class) {
+        storage.change_class(&manifest.data, class).await?;
         updated.storage_class = Some(class.clone());
     }
     updated.tier = Some(tier.as_str().to_string());

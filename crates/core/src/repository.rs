@@ -79,9 +79,26 @@ pub struct Selector<'a> {
 }
 
 impl Repository {
+    /// Marks the configured location as a repository; refuses one that already is.
+    pub async fn init(ctx: &crate::Context) -> Result<Repository> {
+        Self::init_with(&ctx.config.repository, &ctx.storage_env()).await
+    }
+
+    /// Opens the configured repository; a location without the marker is refused.
+    pub async fn open(ctx: &crate::Context) -> Result<Repository> {
+        Self::open_with(&ctx.config.repository, &ctx.storage_env()).await
+    }
+
     /// Marks a location as a repository; refuses one that already is.
-    pub async fn init(config: &RepositoryConfig) -> Result<Repository> {
-        let storage = Storage::open(config, true)?;
+    pub async fn init_with(
+        config: &RepositoryConfig,
+        env: &crate::storage::Env,
+    ) -> Result<Repository> {
+        Self::init_on(Storage::open(config, true, env)?).await
+    }
+
+    /// Marks `storage` as a repository (unit tests hand in memory).
+    pub async fn init_on(storage: Storage) -> Result<Repository> {
         let marker = Marker {
             format: FORMAT,
             created_at: jiff::Timestamp::now(),
@@ -103,8 +120,11 @@ impl Repository {
     }
 
     /// Opens an existing repository; a location without the marker is refused.
-    pub async fn open(config: &RepositoryConfig) -> Result<Repository> {
-        let storage = Storage::open(config, false)?;
+    pub async fn open_with(
+        config: &RepositoryConfig,
+        env: &crate::storage::Env,
+    ) -> Result<Repository> {
+        let storage = Storage::open(config, false, env)?;
         match Self::read_marker(&storage).await? {
             None => Err(Error::NotARepository {
                 location: storage.location().to_string(),
@@ -280,7 +300,8 @@ impl Repository {
             Err(e) => Err(e),
         };
         if committed.is_err() {
-            if let Err(e) = self.storage.delete(data).await {
+            // Cleaning up is not stopped by the stop request that may have caused it.
+            if let Err(e) = self.storage.without_cancel().delete(data).await {
                 tracing::warn!(path = %data, error = %e, "could not remove the data of a failed backup");
             }
         }

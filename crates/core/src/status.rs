@@ -164,8 +164,7 @@ pub async fn status(ctx: &Context, repo: &Repository, now: Timestamp) -> Result<
     for (name, config) in &ctx.config.objects {
         let mut asset = AssetStatus::new(format!("objects {name}"));
         match async {
-            let dest =
-                crate::objects::bucket::Bucket::open(&config.destination, Default::default())?;
+            let dest = crate::storage::Storage::bucket(&config.destination, &ctx.storage_env())?;
             crate::objects::list_runs(&dest).await
         }
         .await

@@ -15,10 +15,9 @@ use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use super::bucket::Bucket;
 use super::{list_runs, read_index, record_key, RUNS};
-use crate::config::ObjectsConfig;
 use crate::error::Result;
+use crate::storage::Storage;
 
 /// The runs of one object backup and what becomes of each.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,18 +64,17 @@ pub struct HistoryOutcome {
     pub files_removed: u64,
 }
 
-/// Plans the history of `[objects.NAME]` as it stands.
-pub async fn plan_for(config: &ObjectsConfig, now: Timestamp) -> Result<HistoryPlan> {
-    let dest = Bucket::open(&config.destination, Default::default())?;
-    let runs = list_runs(&dest).await?;
+/// Plans the history of an object backup (its destination `dest`) as it stands.
+pub async fn plan_for(dest: &Storage, history_days: u32, now: Timestamp) -> Result<HistoryPlan> {
+    let runs = list_runs(dest).await?;
     let ids: Vec<(String, Timestamp)> = runs.iter().map(|r| (r.id.clone(), r.started)).collect();
-    Ok(plan(&ids, now, config.history_days))
+    Ok(plan(&ids, now, history_days))
 }
 
 /// Carries out a plan (see the module's header for the order), then removes what unfinished
 /// runs left behind (older than a day, so that a run in progress is never touched).
 pub async fn execute(
-    dest: &Bucket,
+    dest: &Storage,
     plan: &HistoryPlan,
     now: Timestamp,
     checkers: usize,
@@ -88,12 +86,7 @@ pub async fn execute(
         dest.delete(&record_key(id)).await?;
         outcome.runs_removed += 1;
     }
-    let files: Vec<String> = dest
-        .list(RUNS)
-        .await?
-        .map_ok(|l| l.key)
-        .try_collect()
-        .await?;
+    let files: Vec<String> = dest.list(RUNS).await?.into_iter().map(|e| e.path).collect();
     let known = |id: &str| files.contains(&record_key(id)) || files.contains(&removed_key(id));
     let day_ago = now
         .checked_sub(SignedDuration::from_hours(24))
@@ -130,7 +123,7 @@ pub async fn execute(
             .to_string();
         if leftover(&id) {
             tracing::info!("removing the copies of unfinished run `{id}`");
-            let keys = dest.list(&dir).await?.map_ok(|l| l.key).boxed();
+            let keys = dest.list_stream(&dir).await?.map_ok(|e| e.path).boxed();
             outcome.versions_removed += dest.delete_all(keys, checkers).await?;
         }
     }

@@ -24,6 +24,17 @@ pub struct Listed {
     pub modified: Option<Timestamp>,
 }
 
+impl From<crate::storage::ObjectMeta> for Listed {
+    fn from(meta: crate::storage::ObjectMeta) -> Listed {
+        Listed {
+            key: meta.key,
+            size: meta.size,
+            etag: meta.etag,
+            modified: meta.modified,
+        }
+    }
+}
+
 /// One object of a run's index: what the source held, and which run's copy holds its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexEntry {

@@ -9,9 +9,9 @@
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
-use super::bucket::Bucket;
 use super::index::Listed;
 use crate::error::{Error, Result};
+use crate::storage::{self, Storage};
 
 /// Levels looked into for folders to split on.
 const MAX_DEPTH: usize = 3;
@@ -30,11 +30,11 @@ enum Unit {
 
 /// Every object of the bucket in key order, listed `checkers` parts at a time.
 pub async fn list_parallel(
-    bucket: &Bucket,
+    bucket: &Storage,
     checkers: usize,
 ) -> Result<BoxStream<'static, Result<Listed>>> {
     if checkers <= 1 {
-        return bucket.list("").await;
+        return list_flat(bucket, "").await;
     }
     let mut units = vec![Unit::Prefix(String::new())];
     for _ in 0..MAX_DEPTH {
@@ -65,7 +65,7 @@ pub async fn list_parallel(
                 Ok::<_, Error>(match unit {
                     Unit::Object(listed) => futures::stream::once(async { Ok(listed) }).boxed(),
                     Unit::Prefix(prefix) => in_background(walk(bucket, prefix)),
-                    Unit::Whole(prefix) => in_background(bucket.list(&prefix).await?),
+                    Unit::Whole(prefix) => in_background(list_flat(&bucket, &prefix).await?),
                 })
             }
         })
@@ -77,13 +77,13 @@ pub async fn list_parallel(
 /// Every object below `prefix` in key order, one delimiter listing per folder, depth first
 /// (a folder's keys sort exactly where the folder sorts among its parent's entries). A folder
 /// with more than a page of entries is listed flat instead, so memory holds a page per level.
-fn walk(bucket: Bucket, prefix: String) -> BoxStream<'static, Result<Listed>> {
+fn walk(bucket: Storage, prefix: String) -> BoxStream<'static, Result<Listed>> {
     enum Frame {
         Entries(std::collections::VecDeque<Unit>),
         Flat(BoxStream<'static, Result<Listed>>),
     }
     struct Walk {
-        bucket: Bucket,
+        bucket: Storage,
         stack: Vec<Frame>,
         pending: Option<String>,
     }
@@ -97,7 +97,7 @@ fn walk(bucket: Bucket, prefix: String) -> BoxStream<'static, Result<Listed>> {
             if let Some(dir) = st.pending.take() {
                 let frame = match children(&st.bucket, &dir, SPLIT_LIMIT).await? {
                     Some(units) => Frame::Entries(units.into()),
-                    None => Frame::Flat(st.bucket.list(&dir).await?),
+                    None => Frame::Flat(list_flat(&st.bucket, &dir).await?),
                 };
                 st.stack.push(frame);
             }
@@ -138,40 +138,16 @@ fn in_background(
 
 /// The objects and folders right below `prefix`, in key order; `None` if there are more
 /// than `limit` (the level is not worth splitting).
-async fn children(bucket: &Bucket, prefix: &str, limit: usize) -> Result<Option<Vec<Unit>>> {
-    let display = bucket.display(prefix);
-    bucket
-        .requests
-        .list
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut lister = match bucket.operator().lister(prefix).await {
-        Ok(lister) => lister,
-        Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(Some(Vec::new())),
-        Err(e) => return Err(Error::storage("listing", &display, e)),
-    };
+async fn children(bucket: &Storage, prefix: &str, limit: usize) -> Result<Option<Vec<Unit>>> {
+    let mut level = bucket.list_level(prefix).await?;
     let mut out = Vec::new();
-    while let Some(entry) = lister
-        .try_next()
-        .await
-        .map_err(|e| Error::storage("listing", &display, e))?
-    {
-        let path = entry.path();
-        if path == prefix {
-            continue;
-        }
+    while let Some(entry) = level.try_next().await? {
         if out.len() >= limit {
             return Ok(None);
         }
-        let meta = entry.metadata();
-        out.push(if meta.is_dir() {
-            Unit::Prefix(path.to_string())
-        } else {
-            Unit::Object(Listed {
-                key: path.to_string(),
-                size: meta.content_length(),
-                etag: meta.etag().map(|e| e.trim_matches('"').to_string()),
-                modified: meta.last_modified().map(|t| t.into_inner()),
-            })
+        out.push(match entry {
+            storage::Listed::Folder(dir) => Unit::Prefix(dir),
+            storage::Listed::Object(meta) => Unit::Object(Listed::from(meta)),
         });
     }
     // A page gives objects and folders apart; in key order, a folder sorts where its prefix
@@ -185,4 +161,21 @@ fn unit_key(unit: &Unit) -> &str {
         Unit::Object(listed) => &listed.key,
         Unit::Prefix(prefix) | Unit::Whole(prefix) => prefix,
     }
+}
+
+/// Every object below `prefix`, in key order, as one listing.
+pub async fn list_flat(
+    bucket: &Storage,
+    prefix: &str,
+) -> Result<BoxStream<'static, Result<Listed>>> {
+    Ok(bucket
+        .list_stream(prefix)
+        .await?
+        .map_ok(|entry| Listed {
+            key: entry.path,
+            size: entry.size,
+            etag: entry.etag,
+            modified: entry.modified,
+        })
+        .boxed())
 }

@@ -13,14 +13,11 @@
 //! A run compares the source listing with the previous run's index (two sorted streams), so
 //! an unchanged object costs nothing but its share of a listing page.
 
-pub mod bucket;
 pub mod history;
 pub mod index;
 pub mod listing;
 mod restore;
 mod run;
-
-use std::sync::Arc;
 
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -31,7 +28,7 @@ pub use restore::{restore_objects, RestoreOptions, RestoreReport};
 pub use run::{backup_objects, BackupOptions, RunReport};
 
 use crate::error::{Error, Result};
-use bucket::{Bucket, Requests};
+use crate::storage::{RequestCounts, Storage};
 use index::IndexEntry;
 
 pub const RUN_FORMAT: u32 = 1;
@@ -56,7 +53,7 @@ pub struct Summary {
     pub objects: u64,
     pub bytes: u64,
     pub seconds: f64,
-    pub requests: bucket::RequestCounts,
+    pub requests: RequestCounts,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,21 +100,20 @@ pub fn new_run_id(started: Timestamp) -> String {
 }
 
 /// Every recorded run in a destination, oldest first.
-pub async fn list_runs(dest: &Bucket) -> Result<Vec<RunRecord>> {
-    use futures::TryStreamExt;
-    let listed: Vec<index::Listed> = dest.list(RUNS).await?.try_collect().await?;
+pub async fn list_runs(dest: &Storage) -> Result<Vec<RunRecord>> {
+    let listed = dest.list(RUNS).await?;
     let mut runs = Vec::new();
     for entry in listed {
-        if !entry.key.ends_with(".json") {
+        if !entry.path.ends_with(".json") {
             continue;
         }
-        let Some(bytes) = dest.read_opt(&entry.key).await? else {
+        let Some(bytes) = dest.read_opt(&entry.path).await? else {
             continue;
         };
         let record: RunRecord = serde_json::from_slice(&bytes).map_err(|e| {
             Error::invalid(format!(
                 "run record `{}` is unreadable: {e}",
-                dest.display(&entry.key)
+                dest.display(&entry.path)
             ))
         })?;
         runs.push(record);
@@ -128,14 +124,14 @@ pub async fn list_runs(dest: &Bucket) -> Result<Vec<RunRecord>> {
 
 /// Streams a stored index (or retired list); empty when `key` does not exist and `missing_ok`.
 async fn read_index(
-    dest: &Bucket,
+    dest: &Storage,
     key: &str,
     missing_ok: bool,
 ) -> Result<BoxStream<'static, Result<IndexEntry>>> {
     let display = dest.display(key);
-    let mut bytes = match dest.read_stream(key).await {
+    let mut bytes = match dest.download(key).await {
         Ok(stream) => stream,
-        Err(Error::Storage { message, .. }) if missing_ok && message.starts_with("not found") => {
+        Err(e) if missing_ok && e.is_not_found() => {
             return Ok(futures::stream::empty().boxed());
         }
         Err(e) => return Err(e),
@@ -174,20 +170,24 @@ pub(crate) fn receiver_stream<T: Send + 'static>(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
-/// Both ends of an object backup, sharing one request counter.
+/// Both ends of an object backup, sharing one request count.
 pub struct Ends {
-    pub source: Bucket,
-    pub dest: Bucket,
-    pub requests: Arc<Requests>,
+    pub source: Storage,
+    pub dest: Storage,
+    pub env: crate::storage::Env,
 }
 
 impl Ends {
-    pub fn open(config: &crate::config::ObjectsConfig) -> Result<Ends> {
-        let requests = Arc::new(Requests::default());
+    pub fn open(config: &crate::config::ObjectsConfig, env: &crate::storage::Env) -> Result<Ends> {
         Ok(Ends {
-            source: Bucket::open(&config.source, requests.clone())?,
-            dest: Bucket::open(&config.destination, requests.clone())?,
-            requests,
+            source: Storage::bucket(&config.source, env)?,
+            dest: Storage::bucket(&config.destination, env)?,
+            env: env.clone(),
         })
+    }
+
+    /// Requests sent so far by both ends.
+    pub fn requests(&self) -> RequestCounts {
+        self.env.requests.counts()
     }
 }

@@ -8,11 +8,11 @@ use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::bucket::Bucket;
 use super::index::{diff, Step};
 use super::{index_key, list_runs, read_index, Ends, Failure};
 use crate::config::{BucketUrl, ObjectsConfig};
 use crate::error::{Error, Result};
+use crate::storage::{CopyOptions, RequestCounts, Storage};
 use crate::Context;
 
 pub struct RestoreOptions {
@@ -46,7 +46,7 @@ pub struct RestoreReport {
     pub failed: u64,
     pub failures: Vec<Failure>,
     pub seconds: f64,
-    pub requests: super::bucket::RequestCounts,
+    pub requests: RequestCounts,
 }
 
 enum Done {
@@ -64,7 +64,7 @@ pub async fn restore_objects(
     options: &RestoreOptions,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    let ends = Ends::open(config)?;
+    let ends = Ends::open(config, &ctx.storage_env())?;
     let runs = list_runs(&ends.dest).await?;
     let run = match options.as_of {
         None => runs.last(),
@@ -86,7 +86,13 @@ pub async fn restore_objects(
         Some(url) => config.source.with_url(url.clone()),
         None => config.source.clone(),
     };
-    let target = Bucket::open(&target_config, ends.requests.clone())?;
+    // A dry run shows what it would restore and delete, through storage that writes nothing.
+    let target_env = if options.dry_run {
+        ends.env.dry()
+    } else {
+        ends.env.clone()
+    };
+    let target = Storage::bucket(&target_config, &target_env)?;
     let prefix = options.prefix.clone().unwrap_or_default();
     let snapshot = {
         let prefix = prefix.clone();
@@ -103,8 +109,7 @@ pub async fn restore_objects(
     };
     let listing = {
         let prefix = prefix.clone();
-        target
-            .list(list_from)
+        super::listing::list_flat(&target, list_from)
             .await?
             .try_filter(move |l| futures::future::ready(l.key.starts_with(&prefix)))
             .boxed()
@@ -122,7 +127,6 @@ pub async fn restore_objects(
         .begin(&format!("restoring `{name}` as of run `{}`", run.id), None);
     let dest = &ends.dest;
     let target = &target;
-    let dry_run = options.dry_run;
     let delete_extra = options.delete_extra;
     let mut done = diff(snapshot, listing, "target listing")
         .map(|step| async move {
@@ -132,9 +136,6 @@ pub async fn restore_objects(
                 Step::Added(extra) => {
                     if !delete_extra {
                         Done::Extra
-                    } else if dry_run {
-                        tracing::info!("would delete `{}` (not in the run)", extra.key);
-                        Done::Deleted
                     } else {
                         match target.delete(&extra.key).await {
                             Ok(()) => Done::Deleted,
@@ -146,18 +147,30 @@ pub async fn restore_objects(
                     }
                 }
                 Step::Removed(entry) | Step::Changed(entry, _) => {
-                    if dry_run {
-                        tracing::info!("would restore `{}` ({} bytes)", entry.key, entry.size);
-                        return Ok(Done::Restored(entry.size));
-                    }
+                    let options = CopyOptions {
+                        size: entry.size,
+                        etag: None,
+                        storage_class: None,
+                        part_size,
+                    };
                     let mut attempt = 0;
                     loop {
                         attempt += 1;
                         match target
-                            .copy_from(dest, &entry.stored_key(), &entry.key, part_size)
+                            .copy_from(dest, &entry.stored_key(), &entry.key, &options)
                             .await
                         {
-                            Ok(bytes) => break Done::Restored(bytes),
+                            Ok(Some(bytes)) => break Done::Restored(bytes),
+                            Ok(None) => {
+                                break Done::Failed(Failure {
+                                    error: format!(
+                                        "its copy `{}` is missing from the backup",
+                                        dest.display(&entry.stored_key())
+                                    ),
+                                    key: entry.key,
+                                })
+                            }
+                            Err(e @ Error::Interrupted(_)) => return Err(e),
                             Err(e) if attempt >= 3 => {
                                 break Done::Failed(Failure {
                                     key: entry.key,
@@ -218,6 +231,6 @@ pub async fn restore_objects(
     ctx.progress.end();
     result?;
     report.seconds = started.elapsed().as_secs_f64();
-    report.requests = ends.requests.counts();
+    report.requests = ends.requests();
     Ok(report)
 }

@@ -10,7 +10,6 @@ use jiff::Timestamp;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::bucket::Bucket;
 use super::index::{diff, version_key, IndexEntry, IndexWriter, Listed, Step};
 use super::{
     index_key, list_runs, read_index, record_key, retired_key, Ends, Failure, RunRecord, Summary,
@@ -18,6 +17,7 @@ use super::{
 };
 use crate::config::ObjectsConfig;
 use crate::error::{Error, Result};
+use crate::storage::{CopyOptions, Storage, UploadOptions};
 use crate::Context;
 
 /// Failures kept in a run's record (all are logged).
@@ -78,7 +78,13 @@ pub async fn backup_objects(
     options: &BackupOptions,
 ) -> Result<RunReport> {
     let started = Instant::now();
-    let ends = Ends::open(config)?;
+    // A dry run goes the whole way with storage that shows its writes instead of making them.
+    let env = if options.dry_run {
+        ctx.storage_env().dry()
+    } else {
+        ctx.storage_env()
+    };
+    let ends = Ends::open(config, &env)?;
     let runs = list_runs(&ends.dest).await?;
     let previous = match runs.last() {
         Some(run) => read_index(&ends.dest, &index_key(&run.id), false).await?,
@@ -88,15 +94,11 @@ pub async fn backup_objects(
     let steps = diff(previous, listing, "source listing");
     let id = super::new_run_id(options.now);
     ctx.progress.begin(&format!("objects `{name}`"), None);
-    let result = if options.dry_run {
-        plan_only(ctx, steps).await
-    } else {
-        copy_all(ctx, &ends, config, &id, steps).await
-    };
+    let result = copy_all(ctx, &ends, config, &id, steps).await;
     ctx.progress.end();
     let (mut summary, failures, complete, retired) = result?;
     summary.seconds = started.elapsed().as_secs_f64();
-    summary.requests = ends.requests.counts();
+    summary.requests = ends.requests();
     if options.dry_run {
         return Ok(RunReport {
             name: name.to_string(),
@@ -142,61 +144,9 @@ pub async fn backup_objects(
     })
 }
 
-type Steps = futures::stream::BoxStream<'static, Result<Step>>;
-
 /// What a pass over the steps gives: its summary, failures, whether complete, and the list of
 /// retired versions still to be closed.
 type Pass = (Summary, Vec<Failure>, bool, Option<Upload>);
-
-async fn plan_only(
-    ctx: &Context,
-    steps: impl futures::Stream<Item = Result<Step>> + Send + 'static,
-) -> Result<Pass> {
-    let mut steps: Steps = steps.boxed();
-    let mut summary = Summary::default();
-    while let Some(step) = steps.next().await {
-        if ctx.cancel.is_cancelled() {
-            return Err(Error::Interrupted("object backup plan stopped".into()));
-        }
-        match step? {
-            Step::Same(old, _) => {
-                summary.scanned += 1;
-                summary.unchanged += 1;
-                summary.objects += 1;
-                summary.bytes += old.size;
-            }
-            Step::Added(new) => {
-                tracing::info!("would copy `{}` ({} bytes, new)", new.key, new.size);
-                summary.scanned += 1;
-                summary.added += 1;
-                summary.objects += 1;
-                summary.bytes += new.size;
-                summary.copied += 1;
-                summary.copied_bytes += new.size;
-            }
-            Step::Changed(_, new) => {
-                tracing::info!(
-                    "would copy `{}` ({} bytes, changed; the old version goes to history)",
-                    new.key,
-                    new.size
-                );
-                summary.scanned += 1;
-                summary.changed += 1;
-                summary.to_history += 1;
-                summary.objects += 1;
-                summary.bytes += new.size;
-                summary.copied += 1;
-                summary.copied_bytes += new.size;
-            }
-            Step::Removed(old) => {
-                tracing::info!("would keep `{}` in history (gone from the source)", old.key);
-                summary.removed += 1;
-                summary.to_history += 1;
-            }
-        }
-    }
-    Ok((summary, Vec::new(), true, None))
-}
 
 async fn copy_all(
     ctx: &Context,
@@ -220,7 +170,7 @@ async fn copy_all(
             let slots = slots.clone();
             async move {
                 let step = step?;
-                Ok::<_, Error>(process(&ends.source, &ends.dest, id, step, &slots, part_size).await)
+                Ok::<_, Error>(process(ends, config, id, step, &slots).await)
             }
         })
         .buffered(window)
@@ -288,12 +238,11 @@ async fn copy_all(
 
 /// Copies one object if it needs copying, retrying; never fails the run for one object.
 async fn process(
-    source: &Bucket,
-    dest: &Bucket,
+    ends: &Ends,
+    config: &ObjectsConfig,
     id: &str,
     step: Step,
     slots: &Semaphore,
-    part_size: usize,
 ) -> Outcome {
     let kind = if matches!(step, Step::Added(_)) {
         Kind::Added
@@ -323,7 +272,7 @@ async fn process(
         Step::Changed(old, new) => (Some(old), new),
     };
     let _slot = slots.acquire().await.expect("semaphore never closes");
-    match copy_with_retries(source, dest, id, &new, part_size).await {
+    match copy_with_retries(ends, config, id, &new).await {
         Ok(Some(bytes)) => Outcome {
             kind,
             index: Some(IndexEntry::new(new, id)),
@@ -354,24 +303,28 @@ async fn process(
 }
 
 async fn copy_with_retries(
-    source: &Bucket,
-    dest: &Bucket,
+    ends: &Ends,
+    config: &ObjectsConfig,
     id: &str,
     object: &Listed,
-    part_size: usize,
 ) -> Result<Option<u64>> {
     let target = version_key(id, &object.key);
+    let options = CopyOptions {
+        size: object.size,
+        etag: object.etag.clone(),
+        storage_class: config.destination.storage_class.clone(),
+        part_size: (config.part_size_mib as usize) << 20,
+    };
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match dest
-            .copy_from(source, &object.key, &target, part_size)
+        match ends
+            .dest
+            .copy_from(&ends.source, &object.key, &target, &options)
             .await
         {
-            Ok(bytes) => return Ok(Some(bytes)),
-            Err(Error::Storage { message, .. }) if message.starts_with("not found") => {
-                return Ok(None);
-            }
+            Ok(copied) => return Ok(copied),
+            Err(e @ Error::Interrupted(_)) => return Err(e),
             Err(e) if attempt >= ATTEMPTS => return Err(e),
             Err(e) => {
                 tracing::debug!("copying `{}` failed (attempt {attempt}): {e}", object.key);
@@ -384,45 +337,34 @@ async fn copy_with_retries(
 /// A compressed index streamed into the destination as it is produced.
 struct Upload {
     writer: IndexWriter,
-    out: opendal::Writer,
+    out: Box<dyn crate::storage::Upload>,
     key: String,
-    display: String,
 }
 
 impl Upload {
-    async fn start(dest: &Bucket, key: &str, part_size: usize) -> Result<Upload> {
+    async fn start(dest: &Storage, key: &str, part_size: usize) -> Result<Upload> {
         Ok(Upload {
             writer: IndexWriter::new()?,
-            out: dest.writer(key, part_size).await?,
+            out: dest
+                .upload(key, &UploadOptions::parts(part_size, 1))
+                .await?,
             key: key.to_string(),
-            display: dest.display(key),
         })
     }
 
     async fn push(&mut self, entry: &IndexEntry) -> Result<()> {
         self.writer.push(entry)?;
         if let Some(bytes) = self.writer.take(INDEX_FLUSH) {
-            self.send(bytes).await?;
+            self.out.write(bytes.into()).await?;
         }
         Ok(())
-    }
-
-    async fn send(&mut self, bytes: Vec<u8>) -> Result<()> {
-        self.out
-            .write(bytes)
-            .await
-            .map_err(|e| Error::storage("writing", &self.display, e))
     }
 
     async fn finish(mut self) -> Result<()> {
         let writer = std::mem::replace(&mut self.writer, IndexWriter::new()?);
         let rest = writer.finish()?;
-        self.send(rest).await?;
-        self.out
-            .close()
-            .await
-            .map(|_| ())
-            .map_err(|e| Error::storage("writing", &self.display, e))
+        self.out.write(rest.into()).await?;
+        self.out.close().await
     }
 
     async fn abort(mut self) {

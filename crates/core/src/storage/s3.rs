@@ -1,0 +1,521 @@
+//! The S3 requests OpenDAL does not make: server-side copies (into another key, or onto itself
+//! to change the storage class), bucket lifecycle rules, and GETs whose response headers are
+//! wanted (an object copied through this machine keeps its content type and user metadata).
+//!
+//! Every request is signed in one place ([`S3Api::send`]), sent by the shared client (its
+//! timeouts, its request counts), retried by the one policy, and its error read with an XML
+//! parser. Reads go by ranges of a bounded size, each fetched whole before it is handed on,
+//! so a range that breaks off or comes short is simply asked again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Deserialize;
+
+use super::backend::{ByteStream, CopyOptions, ObjectMeta, S3Account};
+use super::client::Requests;
+use super::retry::{status_is_retryable, Policy};
+use crate::error::{one_line, Error, Result, StorageFailure};
+
+/// S3's limit for a copy in one request.
+pub const MAX_SINGLE_COPY: u64 = 5 << 30;
+
+#[derive(Debug, Clone)]
+pub struct S3Api {
+    account: S3Account,
+    client: reqwest::Client,
+    requests: Arc<Requests>,
+    policy: Policy,
+    /// `s3://bucket/prefix`, for messages.
+    location: String,
+}
+
+/// An S3 error document (`<Error><Code>..</Code><Message>..</Message></Error>`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorXml {
+    code: String,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+fn error_code(body: &str) -> Option<(String, Option<String>)> {
+    quick_xml::de::from_str::<ErrorXml>(body)
+        .ok()
+        .map(|e| (e.code, e.message))
+}
+
+/// Percent-encodes a key for an S3 path, keeping `/`.
+fn encode_key(key: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(key, KEEP).to_string()
+}
+
+impl S3Api {
+    pub fn new(
+        account: S3Account,
+        client: reqwest::Client,
+        requests: Arc<Requests>,
+        policy: Policy,
+        location: String,
+    ) -> S3Api {
+        S3Api {
+            account,
+            client,
+            requests,
+            policy,
+            location,
+        }
+    }
+
+    fn display(&self, key: &str) -> String {
+        format!("{}/{key}", self.location.trim_end_matches('/'))
+    }
+
+    /// A URL of the bucket: the endpoint with the bucket as the path's first part, or in the
+    /// host name.
+    fn url(&self, path_and_query: &str) -> Result<reqwest::Url> {
+        let bucket = &self.account.bucket;
+        let text = match (&self.account.endpoint, self.account.path_style) {
+            (Some(endpoint), true) => {
+                format!(
+                    "{}/{bucket}{path_and_query}",
+                    endpoint.trim_end_matches('/')
+                )
+            }
+            (Some(endpoint), false) => {
+                let (scheme, host) = endpoint
+                    .trim_end_matches('/')
+                    .split_once("://")
+                    .unwrap_or(("https", endpoint));
+                format!("{scheme}://{bucket}.{host}{path_and_query}")
+            }
+            (None, _) => format!(
+                "https://s3.{}.amazonaws.com/{bucket}{path_and_query}",
+                self.account.region
+            ),
+        };
+        text.parse().map_err(|e| {
+            Error::Config(format!(
+                "cannot make a request URL for `{}`: {e}",
+                self.location
+            ))
+        })
+    }
+
+    fn object_url(&self, key: &str) -> Result<reqwest::Url> {
+        self.url(&format!("/{}", encode_key(&self.account.full_key(key))))
+    }
+
+    /// Sends a request, retrying what may pass (signed anew for each try).
+    async fn send(&self, request: &Request<'_>) -> Result<reqwest::Response> {
+        self.policy
+            .run(&format!("{} `{}`", request.op, request.display), |_| {
+                self.send_once(request)
+            })
+            .await
+    }
+
+    /// Sends one signed request; a failure status is an error of its kind, with S3's code.
+    async fn send_once(&self, r: &Request<'_>) -> Result<reqwest::Response> {
+        let failed = |kind: StorageFailure, message: String| Error::Storage {
+            op: r.op,
+            path: r.display.to_string(),
+            kind,
+            message,
+        };
+        let mut request = reqwest::Request::new(r.method.clone(), r.url.clone());
+        for (name, value) in r.headers {
+            let value = value
+                .parse()
+                .map_err(|_| failed(StorageFailure::Refused, format!("bad header `{name}`")))?;
+            request.headers_mut().insert(*name, value);
+        }
+        match &r.body {
+            Some(body) => {
+                request
+                    .headers_mut()
+                    .insert(reqwest::header::CONTENT_LENGTH, body.len().into());
+                *request.body_mut() = Some(body.clone().into());
+            }
+            None if request.method() == reqwest::Method::PUT => {
+                request
+                    .headers_mut()
+                    .insert(reqwest::header::CONTENT_LENGTH, 0.into());
+            }
+            None => {}
+        }
+        let credential = reqsign::AwsCredential {
+            access_key_id: self
+                .account
+                .access_key_id
+                .as_ref()
+                .map(|s| s.expose().to_string())
+                .unwrap_or_default(),
+            secret_access_key: self
+                .account
+                .secret_access_key
+                .as_ref()
+                .map(|s| s.expose().to_string())
+                .unwrap_or_default(),
+            session_token: None,
+            expires_in: None,
+        };
+        reqsign::AwsV4Signer::new("s3", &self.account.region)
+            .sign(&mut request, &credential)
+            .map_err(|e| {
+                failed(
+                    StorageFailure::Refused,
+                    format!("cannot sign the request: {e}"),
+                )
+            })?;
+        if let Ok(uri) = request.url().as_str().parse::<http::Uri>() {
+            self.requests
+                .count(request.method(), &uri, request.headers());
+        }
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| sent_failure(&e, r.op, r.display))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.text().await.unwrap_or_default();
+        let (code, detail) = error_code(&body).unwrap_or_default();
+        let kind = match status.as_u16() {
+            404 => StorageFailure::NotFound,
+            403 => StorageFailure::Denied,
+            409 | 412 => StorageFailure::Conflict,
+            s if status_is_retryable(s) => StorageFailure::Unavailable,
+            _ => StorageFailure::Refused,
+        };
+        let message = match kind {
+            StorageFailure::NotFound => "not found".to_string(),
+            StorageFailure::Denied => format!("permission denied (check the credentials) {code}"),
+            _ if status.as_u16() == 501 => {
+                format!("the server does not support this request (501 {code})")
+            }
+            _ => format!(
+                "status {} {code}{}",
+                status.as_u16(),
+                detail.map(|d| format!(": {d}")).unwrap_or_default()
+            ),
+        };
+        Err(failed(kind, message.trim().to_string()))
+    }
+
+    /// An object by ranges of `range` bytes, the first of which gives its headers; later
+    /// ranges must come from the same version (`If-Match`). `None` if it does not exist.
+    pub async fn get_object(
+        &self,
+        key: &str,
+        range: u64,
+    ) -> Result<Option<(ObjectMeta, ByteStream)>> {
+        let display = self.display(key);
+        let url = self.object_url(key)?;
+        let first_range = [("range", format!("bytes=0-{}", range - 1))];
+        let first = self
+            .policy
+            .run(&format!("reading `{display}`"), |_| async {
+                let ranged = Request::get(&display, url.clone(), &first_range);
+                let response = match self.send_once(&ranged).await {
+                    // An empty object has no byte 0.
+                    Err(Error::Storage { message, .. }) if message.contains("InvalidRange") => {
+                        self.send_once(&Request::get(&display, url.clone(), &[]))
+                            .await?
+                    }
+                    other => other?,
+                };
+                let head = response_meta(key, &response);
+                let bytes = body_of(response, &display).await?;
+                Ok((head, bytes))
+            })
+            .await;
+        let ((meta, partial), first_bytes) = match first {
+            Ok(first) => first,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let got = first_bytes.len() as u64;
+        let size = meta.size;
+        if !partial || got >= size {
+            return Ok(Some((
+                meta,
+                futures::stream::iter([Ok(first_bytes)]).boxed(),
+            )));
+        }
+        let rest = RangedRest {
+            api: self.clone(),
+            url,
+            display,
+            etag: meta.etag.clone(),
+            next: got,
+            size,
+            range,
+        };
+        let stream = futures::stream::iter([Ok(first_bytes)])
+            .chain(futures::stream::try_unfold(rest, |mut rest| async move {
+                if rest.next >= rest.size {
+                    return Ok(None);
+                }
+                let bytes = rest.fetch().await?;
+                rest.next += bytes.len() as u64;
+                Ok(Some((bytes, rest)))
+            }))
+            .boxed();
+        Ok(Some((meta, stream)))
+    }
+
+    /// Copies `from` of `source` (an account this one shares) to `to` here, by the server;
+    /// with `copy_metadata`, onto itself (to change its storage class).
+    pub async fn copy_object(
+        &self,
+        source: &S3Account,
+        from: &str,
+        to: &str,
+        options: &CopyOptions,
+        copy_metadata: bool,
+    ) -> Result<()> {
+        let copy_source = format!("/{}/{}", source.bucket, encode_key(&source.full_key(from)));
+        let mut headers = vec![("x-amz-copy-source", copy_source)];
+        if let Some(etag) = &options.etag {
+            headers.push(("x-amz-copy-source-if-match", format!("\"{etag}\"")));
+        }
+        if let Some(class) = &options.storage_class {
+            headers.push(("x-amz-storage-class", class.clone()));
+        }
+        if copy_metadata {
+            headers.push(("x-amz-metadata-directive", "COPY".to_string()));
+        }
+        let display = format!("{} to {}", self.display(from), self.display(to));
+        let response = self
+            .send(&Request {
+                op: "copying",
+                display: &display,
+                method: reqwest::Method::PUT,
+                url: self.object_url(to)?,
+                headers: &headers,
+                body: None,
+            })
+            .await?;
+        // S3 can answer 200 and still report an error in the body.
+        let body = response.text().await.unwrap_or_default();
+        if let Some((code, detail)) = error_code(&body) {
+            return Err(Error::Storage {
+                op: "copying",
+                path: display,
+                kind: StorageFailure::Unavailable,
+                message: format!(
+                    "{code}{}",
+                    detail.map(|d| format!(": {d}")).unwrap_or_default()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The bucket's lifecycle configuration, replaced first by `replace` when given.
+    pub async fn lifecycle(&self, replace: Option<String>) -> Result<Option<String>> {
+        let display = format!("s3://{}?lifecycle", self.account.bucket);
+        let url = self.url("?lifecycle")?;
+        if let Some(xml) = replace {
+            use base64::Engine;
+            use md5::Digest;
+            let digest = md5::Md5::digest(xml.as_bytes());
+            let headers = [(
+                "content-md5",
+                base64::engine::general_purpose::STANDARD.encode(digest),
+            )];
+            self.send(&Request {
+                op: "writing",
+                display: &display,
+                method: reqwest::Method::PUT,
+                url: url.clone(),
+                headers: &headers,
+                body: Some(Bytes::from(xml)),
+            })
+            .await?;
+        }
+        match self.send(&Request::get(&display, url, &[])).await {
+            Ok(response) => Ok(Some(response.text().await.unwrap_or_default())),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// One request to send.
+struct Request<'a> {
+    op: &'static str,
+    display: &'a str,
+    method: reqwest::Method,
+    url: reqwest::Url,
+    headers: &'a [(&'static str, String)],
+    body: Option<Bytes>,
+}
+
+impl<'a> Request<'a> {
+    fn get(display: &'a str, url: reqwest::Url, headers: &'a [(&'static str, String)]) -> Self {
+        Request {
+            op: "reading",
+            display,
+            method: reqwest::Method::GET,
+            url,
+            headers,
+            body: None,
+        }
+    }
+}
+
+/// The ranges of an object after the first.
+struct RangedRest {
+    api: S3Api,
+    url: reqwest::Url,
+    display: String,
+    etag: Option<String>,
+    next: u64,
+    size: u64,
+    range: u64,
+}
+
+impl RangedRest {
+    /// The next range, whole: a range that breaks off or comes short is asked again.
+    async fn fetch(&self) -> Result<Bytes> {
+        let end = (self.next + self.range).min(self.size) - 1;
+        let mut headers = vec![("range", format!("bytes={}-{end}", self.next))];
+        if let Some(etag) = &self.etag {
+            headers.push(("if-match", format!("\"{etag}\"")));
+        }
+        let wanted = end + 1 - self.next;
+        self.api
+            .policy
+            .run(&format!("reading `{}`", self.display), |_| async {
+                let request = Request::get(&self.display, self.url.clone(), &headers);
+                let response = self.api.send_once(&request).await?;
+                let bytes = body_of(response, &self.display).await?;
+                if bytes.len() as u64 != wanted {
+                    return Err(Error::Storage {
+                        op: "reading",
+                        path: self.display.clone(),
+                        kind: StorageFailure::Unavailable,
+                        message: format!("got {} bytes of a {wanted}-byte range", bytes.len()),
+                    });
+                }
+                Ok(bytes)
+            })
+            .await
+    }
+}
+
+/// The error of a request that got no answer, or broke off.
+fn sent_failure(e: &reqwest::Error, op: &'static str, display: &str) -> Error {
+    let timeout = e.is_timeout();
+    Error::Storage {
+        op,
+        path: display.to_string(),
+        kind: if timeout {
+            StorageFailure::Timeout
+        } else {
+            StorageFailure::Unavailable
+        },
+        message: if timeout {
+            "timed out: see `[repository.timeouts]`".to_string()
+        } else {
+            one_line(&chain(e))
+        },
+    }
+}
+
+/// What a GET's headers say of the object (its size is the whole object's), and whether
+/// the answer is one range of it.
+fn response_meta(key: &str, response: &reqwest::Response) -> (ObjectMeta, bool) {
+    let headers = response.headers();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let partial = response.status() == reqwest::StatusCode::PARTIAL_CONTENT;
+    let size = if partial {
+        header("content-range")
+            .and_then(|r| r.rsplit_once('/').and_then(|(_, total)| total.parse().ok()))
+    } else {
+        header("content-length").and_then(|v| v.parse().ok())
+    }
+    .unwrap_or(0);
+    let meta = ObjectMeta {
+        key: key.to_string(),
+        size,
+        etag: header("etag").map(|e| e.trim_matches('"').to_string()),
+        modified: header("last-modified")
+            .and_then(|t| jiff::fmt::rfc2822::parse(&t).ok())
+            .map(|z| z.timestamp()),
+        content_type: header("content-type"),
+        user_metadata: headers
+            .iter()
+            .filter_map(|(name, value)| {
+                let name = name.as_str().strip_prefix("x-amz-meta-")?;
+                Some((name.to_string(), value.to_str().ok()?.to_string()))
+            })
+            .collect::<BTreeMap<_, _>>(),
+    };
+    (meta, partial)
+}
+
+/// A response's whole body; one that breaks off or comes short of its length is an error
+/// worth trying again.
+async fn body_of(response: reqwest::Response, display: &str) -> Result<Bytes> {
+    let expected = response.content_length();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| sent_failure(&e, "reading", display))?;
+    match expected {
+        Some(n) if n != bytes.len() as u64 => Err(Error::Storage {
+            op: "reading",
+            path: display.to_string(),
+            kind: StorageFailure::Unavailable,
+            message: format!("got {} bytes of {n}", bytes.len()),
+        }),
+        _ => Ok(bytes),
+    }
+}
+
+/// An error and its causes, as one line of text.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        text = format!("{text}: {inner}");
+        source = inner.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_encoded_and_errors_read() {
+        assert_eq!(encode_key("a b/ç+x.jpg"), "a%20b/%C3%A7%2Bx.jpg");
+        assert_eq!(
+            error_code("<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>gone</Message><Key>k</Key></Error>"),
+            Some(("NoSuchKey".into(), Some("gone".into())))
+        );
+        assert_eq!(
+            error_code("<CopyObjectResult><ETag>x</ETag></CopyObjectResult>"),
+            None
+        );
+    }
+}
