@@ -25,6 +25,9 @@ use clap::Parser;
 use lifeboat_core::{config::Config, CancellationToken, Context};
 use tracing_subscriber::EnvFilter;
 
+/// How long a command asked to stop may spend cleaning up before it exits anyway.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `wal-fetch`'s exit code when it fails: above 125, which PostgreSQL takes as fatal.
 const WAL_FETCH_FAILED: u8 = 255;
 
@@ -114,9 +117,14 @@ fn watch_signals(cancel: CancellationToken) {
         }
         tracing::warn!("stopping: cleaning up (signal again to exit at once)");
         cancel.cancel();
+        // Cleaning up is tried, not waited for without end: storage that does not answer
+        // must not keep a stopping command alive.
         tokio::select! {
             _ = term.recv() => {},
             _ = int.recv() => {},
+            () = tokio::time::sleep(STOP_GRACE) => {
+                tracing::warn!("stopping: clean-up did not end within {} s; exiting", STOP_GRACE.as_secs());
+            },
         }
         std::process::exit(130);
     });

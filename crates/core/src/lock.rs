@@ -76,7 +76,8 @@ impl RunLock {
         job: &str,
         lost: CancellationToken,
     ) -> Result<RunLock> {
-        // The lock is released, and its heartbeat written, whatever stop is asked for.
+        // Taking the lock stops when asked to; its heartbeat and its release do not.
+        let taking = repo.storage();
         let storage = Arc::new(repo.storage().without_cancel());
         let stale_after = SignedDuration::from_mins(ctx.config.daemon.lock_stale_minutes as i64);
         let mine = LockFile {
@@ -91,7 +92,20 @@ impl RunLock {
         let waited = std::time::Instant::now();
         let mut taken_over = false;
         loop {
-            if storage.write_new(LOCK_PATH, json.clone()).await? {
+            let created = match taking.write_new(LOCK_PATH, json.clone()).await {
+                Ok(created) => created,
+                Err(e @ Error::Interrupted(_)) => {
+                    // Stopped while the lock was being written: it may be there; if it is
+                    // ours, it goes.
+                    let held = read(&storage).await.ok().flatten();
+                    if held.is_some_and(|held| held.id == mine.id) {
+                        let _ = storage.delete(LOCK_PATH).await;
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            if created {
                 write_beat(&storage, &mine.id).await;
                 repo.hold_lock(&mine.id, lost.clone());
                 let beating =
@@ -103,7 +117,7 @@ impl RunLock {
                     lost,
                 });
             }
-            let Some(held) = read(&storage).await? else {
+            let Some(held) = read(taking).await? else {
                 continue;
             };
             let last_sign = last_beat(&storage, &held).await;

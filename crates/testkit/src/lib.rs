@@ -20,6 +20,9 @@ use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 use tokio::sync::oneshot;
 
+pub mod faults;
+
+pub use faults::{Fault, FaultProxy, Rule};
 pub use lifeboat_core::postgres::cluster::{ClusterOptions, ScratchCluster};
 pub use lifeboat_core::postgres::tools::PgTools;
 

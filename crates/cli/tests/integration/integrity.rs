@@ -6,23 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::{fake_segment, run_of, Env, Repo, Run, TableLock, FAKE_SYSTEM_ID};
 
-/// Writes `data` as WAL file `name` in a `pg_wal` folder of its own under `tag`; its path.
-fn wal_file(env: &Env, tag: &str, name: &str, data: &[u8]) -> String {
-    let dir = env.dir.path().join(tag).join("pg_wal");
-    std::fs::create_dir_all(dir.join("archive_status")).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, data).unwrap();
-    path.display().to_string()
-}
-
-fn fetch(env: &Env, name: &str) -> (Run, Option<Vec<u8>>) {
-    let dest = env.dir.path().join(format!("fetched-{name}"));
-    let _ = std::fs::remove_file(&dest);
-    let out = env.lifeboat(&["wal-fetch", name, dest.to_str().unwrap()]);
-    let data = std::fs::read(&dest).ok();
-    (out, data)
-}
-
 /// Pushes of one name with different contents started at the same moment.
 const PUSHERS: u8 = 4;
 
@@ -33,8 +16,7 @@ fn racing_pushes(repo: Repo) {
         // Every file first, so that the pushes start together.
         let paths: Vec<String> = (0..PUSHERS)
             .map(|side| {
-                wal_file(
-                    &env,
+                env.wal_file(
                     &format!("{round}-{side}"),
                     &name,
                     &fake_segment(&name, FAKE_SYSTEM_ID, side + 1),
@@ -72,7 +54,7 @@ fn racing_pushes(repo: Repo) {
                 loser.stderr
             );
         }
-        let (out, data) = fetch(&env, &name);
+        let (out, data) = env.fetch_wal(&name);
         assert_eq!(out.code, 0, "{}", out.stderr);
         assert!(
             data.unwrap() == fake_segment(&name, FAKE_SYSTEM_ID, winner as u8 + 1),
@@ -155,7 +137,7 @@ fn wal_is_tied_to_its_name(repo: Repo) {
     let first = "000000010000000000000001";
     let second = "000000010000000000000002";
     for name in [first, second] {
-        let path = wal_file(&env, name, name, &fake_segment(name, FAKE_SYSTEM_ID, 1));
+        let path = env.wal_file(name, name, &fake_segment(name, FAKE_SYSTEM_ID, 1));
         let out = env.lifeboat(&["wal-push", &path]);
         assert_eq!(out.code, 0, "{}", out.stderr);
     }
@@ -163,12 +145,7 @@ fn wal_is_tied_to_its_name(repo: Repo) {
     // A file that is not the segment its name says (its first page is segment 2's) is refused
     // before anything is stored.
     let third = "000000010000000000000003";
-    let path = wal_file(
-        &env,
-        "wrong",
-        third,
-        &fake_segment(second, FAKE_SYSTEM_ID, 3),
-    );
+    let path = env.wal_file("wrong", third, &fake_segment(second, FAKE_SYSTEM_ID, 3));
     let out = env.lifeboat(&["wal-push", &path]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
@@ -178,7 +155,7 @@ fn wal_is_tied_to_its_name(repo: Repo) {
         out.stderr
     );
     // A segment of another cluster, too.
-    let path = wal_file(&env, "other", third, &fake_segment(third, 42, 3));
+    let path = env.wal_file("other", third, &fake_segment(third, 42, 3));
     let out = env.lifeboat(&["wal-push", &path]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
@@ -206,7 +183,7 @@ fn wal_is_tied_to_its_name(repo: Repo) {
     // The stored object of segment 2 copied over segment 1's: fetching segment 1 fails (exit
     // 255, so PostgreSQL stops recovery), never hands over segment 2's bytes as segment 1.
     std::fs::copy(env.archived_file(second), env.archived_file(first)).unwrap();
-    let (out, data) = fetch(&env, first);
+    let (out, data) = env.fetch_wal(first);
     assert_eq!(out.code, 255, "{}", out.stderr);
     assert!(
         out.error_line().contains(&format!("`{second}`"))
@@ -215,7 +192,7 @@ fn wal_is_tied_to_its_name(repo: Repo) {
         out.stderr
     );
     assert!(data.is_none(), "a wrong segment was handed over");
-    let (out, data) = fetch(&env, second);
+    let (out, data) = env.fetch_wal(second);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(data.unwrap() == fake_segment(second, FAKE_SYSTEM_ID, 1));
 }

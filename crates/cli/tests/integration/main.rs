@@ -4,6 +4,7 @@
 mod automation;
 mod drill;
 mod failures;
+mod faults;
 mod integrity;
 mod objects;
 mod partial;

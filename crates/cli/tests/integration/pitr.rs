@@ -22,7 +22,7 @@ fn free_port() -> u16 {
 }
 
 /// Runs SQL on a server reached through `socket` and `port`.
-fn sql_at(socket: &Path, port: u16, sql: &str) -> String {
+pub fn sql_at(socket: &Path, port: u16, sql: &str) -> String {
     let out = std::process::Command::new(tools().path("psql"))
         .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .env("PGHOST", socket)
@@ -97,7 +97,7 @@ fn damage(file: &Path) -> Vec<u8> {
 
 /// Switches to a new segment and waits until the archive has the one switched from, whose
 /// name it returns.
-fn switch_and_archive(socket: &Path, port: u16) -> String {
+pub fn switch_and_archive(socket: &Path, port: u16) -> String {
     let segment = sql_at(socket, port, "SELECT pg_walfile_name(pg_switch_wal())");
     wait_until(Duration::from_secs(60), "the WAL archive", || {
         sql_at(
@@ -110,7 +110,7 @@ fn switch_and_archive(socket: &Path, port: u16) -> String {
 }
 
 /// An environment whose cluster archives its WAL to the repository through `lifeboat wal-push`.
-fn archiving_env() -> Env {
+pub fn archiving_env() -> Env {
     let options = ClusterOptions {
         settings: vec![
             "wal_level = replica".into(),

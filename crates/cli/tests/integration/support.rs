@@ -382,3 +382,44 @@ impl Env {
         (run, lock)
     }
 }
+
+impl Env {
+    /// Puts a fault-injecting proxy between lifeboat and the S3 server (the repository's
+    /// endpoint becomes the proxy's), with short timeouts; the proxy passes everything on
+    /// until told otherwise.
+    pub fn behind_proxy(
+        &mut self,
+        io_secs: u64,
+        request_secs: u64,
+    ) -> lifeboat_testkit::FaultProxy {
+        let s3 = self.s3.as_ref().expect("an S3 repository");
+        let proxy = lifeboat_testkit::FaultProxy::start(&s3.endpoint);
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text = text.replace(
+            &format!("endpoint = \"{}\"", s3.endpoint),
+            &format!("endpoint = \"{}\"", proxy.endpoint),
+        );
+        self.write_config(&format!(
+            "{text}[repository.timeouts]\nconnect_secs = 2\nio_secs = {io_secs}\nrequest_secs = {request_secs}\n"
+        ));
+        proxy
+    }
+
+    /// Writes `data` as WAL file `name` in a `pg_wal` folder of its own under `tag`; its path.
+    pub fn wal_file(&self, tag: &str, name: &str, data: &[u8]) -> String {
+        let dir = self.dir.path().join(tag).join("pg_wal");
+        std::fs::create_dir_all(dir.join("archive_status")).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, data).unwrap();
+        path.display().to_string()
+    }
+
+    /// `wal-fetch NAME` into a file of the test's folder: the run and what it wrote.
+    pub fn fetch_wal(&self, name: &str) -> (Run, Option<Vec<u8>>) {
+        let dest = self.dir.path().join(format!("fetched-{name}"));
+        let _ = std::fs::remove_file(&dest);
+        let out = self.lifeboat(&["wal-fetch", name, dest.to_str().unwrap()]);
+        let data = std::fs::read(&dest).ok();
+        (out, data)
+    }
+}

@@ -39,6 +39,9 @@ pub use opendal::LOCAL_STAGING_DIR;
 use crate::config::{BucketConfig, RepositoryConfig, RepositoryUrl};
 use crate::error::{Error, Result};
 
+/// The most one clean-up operation may take (see [`Storage::without_cancel`]).
+const CLEANUP_DEADLINE: Duration = Duration::from_secs(5);
+
 /// What every storage opened for a command shares: its stop request, whether it only shows
 /// what it would write, and the count of its requests.
 #[derive(Debug, Clone, Default)]
@@ -175,15 +178,17 @@ impl Storage {
         }
     }
 
-    /// The same storage, not stopped by a stop request (still bounded by its deadline): for
-    /// the clean-up after a stop, and for the run lock, which must be released.
+    /// The same storage, not stopped by a stop request but bounded by a short deadline: for
+    /// the clean-up after a stop (removing what an unfinished backup wrote, releasing the run
+    /// lock), which must be tried, and must not keep a stopping command waiting on storage
+    /// that does not answer.
     pub fn without_cancel(&self) -> Storage {
+        let deadline = Some(
+            self.deadline
+                .map_or(CLEANUP_DEADLINE, |d| d.min(CLEANUP_DEADLINE)),
+        );
         Storage {
-            backend: Arc::new(layers::Guard::new(
-                self.unguarded.clone(),
-                self.deadline,
-                None,
-            )),
+            backend: Arc::new(layers::Guard::new(self.unguarded.clone(), deadline, None)),
             ..self.clone()
         }
     }

@@ -1,0 +1,274 @@
+//! Storage that misbehaves: a fault-injecting proxy between lifeboat and a real S3 server
+//! hangs, stalls, drips, breaks off, cuts short and refuses requests, and every command ends
+//! within its timeouts, retries what may pass, and commits nothing it is not sure of.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use lifeboat_testkit::{Fault, Rule};
+
+use crate::support::{fake_segment, run_of, wait_until, Env, Repo, FAKE_SYSTEM_ID};
+
+fn elapsed_below(begun: Instant, limit: u64, what: &str) {
+    assert!(
+        begun.elapsed() < Duration::from_secs(limit),
+        "{what} took {:?}, more than {limit} s",
+        begun.elapsed()
+    );
+}
+
+#[test]
+fn wal_push_and_fetch_end_within_their_timeout_and_retry_what_may_pass() {
+    let mut env = Env::new(Repo::S3, false);
+    let proxy = env.behind_proxy(2, 5);
+    // Every fetch goes to storage: none is served from segments prefetched before a fault.
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    env.write_config(&format!("{config}[wal]\nprefetch = 0\n"));
+    let first = "000000010000000000000001";
+    let second = "000000010000000000000002";
+    let path = env.wal_file("a", first, &fake_segment(first, FAKE_SYSTEM_ID, 1));
+
+    // An endpoint that accepts and never answers: PostgreSQL's archive_command must fail,
+    // not hang (PostgreSQL retries it), within the timeout.
+    proxy.set(vec![Rule::all(Fault::Hang)]);
+    let begun = Instant::now();
+    let out = env.lifeboat(&["wal-push", &path]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.error_line().contains("timed out") || out.error_line().contains("no answer"),
+        "{}",
+        out.stderr
+    );
+    elapsed_below(begun, 15, "wal-push against a hung endpoint");
+
+    // Answers that say "try later" are tried again.
+    proxy.set(vec![Rule::all(Fault::Status(503, "SlowDown")).times(2)]);
+    let out = env.lifeboat(&["wal-push", &path]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(proxy.faulted() >= 2);
+    let path2 = env.wal_file("b", second, &fake_segment(second, FAKE_SYSTEM_ID, 2));
+    proxy.clear();
+    assert_eq!(env.lifeboat(&["wal-push", &path2]).code, 0);
+
+    // A body cut short, or broken off, is read again; the file comes whole.
+    for fault in [
+        Fault::Truncate { keep: 1000 },
+        Fault::Reset { after: 50_000 },
+    ] {
+        proxy.set(vec![Rule::all(fault).method("GET").path("/wal/").times(1)]);
+        let (out, data) = env.fetch_wal(first);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(data.unwrap() == fake_segment(first, FAKE_SYSTEM_ID, 1));
+    }
+
+    // A fetch from an endpoint that hangs, stalls or drips fails with 255 within the
+    // timeout: recovery stops instead of ending there.
+    for fault in [
+        Fault::Hang,
+        Fault::StallBody { after: 1000 },
+        Fault::Drip {
+            bytes: 100,
+            every: Duration::from_millis(100),
+        },
+    ] {
+        proxy.set(vec![Rule::all(fault.clone()).method("GET")]);
+        let begun = Instant::now();
+        let (out, data) = env.fetch_wal(second);
+        assert_eq!(out.code, 255, "{fault:?}: {}", out.stderr);
+        assert!(data.is_none(), "{fault:?}: a file was handed over");
+        elapsed_below(begun, 20, &format!("wal-fetch against {fault:?}"));
+    }
+    proxy.clear();
+    let (out, data) = env.fetch_wal(second);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(data.unwrap() == fake_segment(second, FAKE_SYSTEM_ID, 2));
+}
+
+#[test]
+fn a_backup_whose_upload_stalls_fails_cleanly_and_the_next_one_succeeds() {
+    let mut env = Env::new(Repo::S3, false);
+    let hook = crate::automation::Receiver::start();
+    let proxy = env.behind_proxy(2, 5);
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    env.write_config(&format!(
+        "{config}[jobs.dump]\nsteps = [\"backup db\"]\n[notify]\nwebhook = \"{}/hook\"\n",
+        hook.url
+    ));
+    let kept = env.backup(&[]);
+    let files_before = env.stored_files();
+
+    proxy.set(vec![Rule::all(Fault::Hang).method("PUT").path("/data/db/")]);
+    let begun = Instant::now();
+    let out = env.lifeboat(&["run", "dump"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("backup db main: failed"),
+        "{}",
+        out.stderr
+    );
+    elapsed_below(begun, 30, "a backup against a stalled upload");
+    let list = env.lifeboat(&["list", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], kept.as_str());
+    assert_eq!(
+        env.stored_files(),
+        files_before,
+        "the failed backup left objects"
+    );
+    let notified = hook.requests();
+    let report = &notified.last().expect("the failure is notified").1;
+    assert!(report.contains("\"ok\":false"), "{report}");
+
+    proxy.clear();
+    let out = env.lifeboat(&["run", "dump"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let list = env.lifeboat(&["list", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(listed.len(), 2);
+}
+
+#[test]
+fn a_stop_request_ends_a_hung_command_at_once() {
+    // Long timeouts: only the stop request can end these.
+    let mut env = Env::new(Repo::S3, false);
+    let proxy = env.behind_proxy(120, 300);
+    let before = env.backup(&[]);
+    for (args, fault) in [
+        (vec!["list"], Rule::all(Fault::Hang)),
+        (vec!["backup", "db"], Rule::all(Fault::Hang).method("PUT")),
+    ] {
+        proxy.set(vec![fault]);
+        let faulted = proxy.faulted();
+        let child = env
+            .command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until(Duration::from_secs(30), "a hung request", || {
+            proxy.faulted() > faulted
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let begun = Instant::now();
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let out = run_of(child.wait_with_output().unwrap());
+        assert_eq!(out.code, 130, "{args:?}: {}", out.stderr);
+        elapsed_below(begun, 12, &format!("{args:?} after SIGTERM"));
+    }
+    proxy.clear();
+    let list = env.lifeboat(&["list", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(listed.len(), 1, "an interrupted backup was committed");
+    assert_eq!(listed[0]["id"], before.as_str());
+}
+
+#[test]
+fn a_stalled_source_object_is_retried_reported_and_the_rest_copied() {
+    let b = crate::objects::Buckets::new(Default::default());
+    for (key, size) in [("a.jpg", 3000), ("stuck.jpg", 200_000), ("z.jpg", 5000)] {
+        b.put(key, &vec![7u8; size]);
+    }
+    let proxy = lifeboat_testkit::FaultProxy::start(&b.source.endpoint);
+    let config = std::fs::read_to_string(&b.config).unwrap();
+    let config = config.replace(
+        &format!("endpoint = \"{}\"", b.source.endpoint),
+        &format!("endpoint = \"{}\"", proxy.endpoint),
+    );
+    std::fs::write(
+        &b.config,
+        format!("{config}[objects.media.source.timeouts]\nio_secs = 2\nrequest_secs = 4\n"),
+    )
+    .unwrap();
+    proxy.set(vec![Rule::all(Fault::StallBody { after: 100 })
+        .method("GET")
+        .path("stuck.jpg")]);
+    let begun = Instant::now();
+    let out = b.lifeboat(&["backup", "objects", "--json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    elapsed_below(begun, 120, "an object backup with a stalled object");
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["summary"]["copied"], 2, "{report}");
+    assert_eq!(report["summary"]["failed"], 1, "{report}");
+    assert_eq!(report["failures"][0]["key"], "stuck.jpg", "{report}");
+    // Retried: more than one stalled request for it.
+    assert!(proxy.faulted() >= 2, "{}", proxy.faulted());
+    // The next run copies it.
+    proxy.clear();
+    let out = b.lifeboat(&["backup", "objects", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["summary"]["copied"], 1, "{report}");
+}
+
+#[test]
+fn an_archiving_cluster_rides_out_a_storage_outage() {
+    use crate::pitr::{sql_at, switch_and_archive};
+    let mut env = crate::pitr::archiving_env();
+    let proxy = env.behind_proxy(2, 5);
+    let (socket, port) = (env.cluster.socket_dir().to_path_buf(), env.cluster.port());
+    env.sql("yomira", "CREATE TABLE public.outage (id int)");
+    let first = switch_and_archive(&socket, port);
+
+    // The storage hangs: every push fails within its timeout, so PostgreSQL keeps the
+    // segments and tries again, instead of its archiver hanging.
+    proxy.set(vec![Rule::all(Fault::Hang)]);
+    let failed = |socket: &std::path::Path| -> i64 {
+        sql_at(socket, port, "SELECT failed_count FROM pg_stat_archiver")
+            .parse()
+            .unwrap()
+    };
+    let failed_before = failed(&socket);
+    let outage = Instant::now();
+    let mut written = Vec::new();
+    for row in 0..4 {
+        env.sql(
+            "yomira",
+            &format!("INSERT INTO public.outage VALUES ({row})"),
+        );
+        written.push(sql_at(
+            &socket,
+            port,
+            "SELECT pg_walfile_name(pg_switch_wal())",
+        ));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    wait_until(Duration::from_secs(60), "failed archive attempts", || {
+        failed(&socket) > failed_before
+    });
+    while outage.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    proxy.clear();
+
+    // Back: every segment is archived, in order, once.
+    env.sql("yomira", "INSERT INTO public.outage VALUES (99)");
+    let last = sql_at(&socket, port, "SELECT pg_walfile_name(pg_switch_wal())");
+    wait_until(Duration::from_secs(180), "the archive to catch up", || {
+        sql_at(
+            &socket,
+            port,
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        ) >= last
+    });
+    let stored = env.stored_files();
+    for name in written.iter().chain([&first, &last]) {
+        let copies = stored
+            .iter()
+            .filter(|k| k.contains(&format!("wal/{name}.")))
+            .count();
+        assert_eq!(copies, 1, "`{name}` is archived {copies} times: {stored:?}");
+    }
+    let list = env.lifeboat(&["list", "wal", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let timeline = &report["timelines"][0];
+    assert_eq!(timeline["gaps"], serde_json::json!([]), "{report}");
+    assert!(
+        timeline["last"].as_str().unwrap() >= last.as_str(),
+        "{report}"
+    );
+}
