@@ -140,6 +140,10 @@ pub enum Command {
     /// background).
     #[command(hide = true)]
     WalPushAhead { path: PathBuf },
+    /// Kill the process groups named on stdin once stdin closes (started by lifeboat, which
+    /// registers its children there, so that they die with it).
+    #[command(hide = true)]
+    Watchdog,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

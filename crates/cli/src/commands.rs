@@ -169,6 +169,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Watchdog => Ok(()),
         Command::WalPrefetch { names } => {
             let repo = Repository::open(ctx).await?;
             wal::prefetch(ctx, &repo, names).await
@@ -358,6 +359,7 @@ fn pitr_request(p: &RestorePitrArgs) -> Result<pitr::PitrRequest> {
         port: p.port,
         socket_dir: p.socket_dir.clone(),
         no_archive: p.no_archive,
+        throwaway: false,
         identity: p.identity.clone(),
         base: None,
     })

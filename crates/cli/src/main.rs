@@ -44,8 +44,16 @@ fn main() -> ExitCode {
             });
         }
     };
+    if matches!(args.command, cli::Command::Watchdog) {
+        lifeboat_core::process::watchdog::run(std::io::stdin().lock());
+        return ExitCode::SUCCESS;
+    }
     let fetching = matches!(args.command, cli::Command::WalFetch { .. });
     init_logging(&args);
+    // Children die with this process, even when it is killed.
+    if let Ok(exe) = std::env::current_exe() {
+        lifeboat_core::process::watchdog::install(exe, vec!["watchdog".into()]);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,12 +67,15 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let config = Config::load(args.config.as_deref())?;
         let mut ctx = Context::new(config);
+        sweep_leftovers(&args, &ctx);
         ctx.lock_wait = std::time::Duration::from_secs(args.wait);
         ctx.progress =
             progress::for_stderr(args.quiet || args.json && !std::io::stderr().is_terminal());
         watch_signals(ctx.cancel.clone());
         commands::run(&ctx, &args).await
     });
+    // Whatever this command leaves running is meant to outlive it.
+    lifeboat_core::process::watchdog::finish();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -128,4 +139,27 @@ fn watch_signals(cancel: CancellationToken) {
         }
         std::process::exit(130);
     });
+}
+
+/// Removes what killed lifeboats left in the temporary folder, saying so; not on PostgreSQL's
+/// hot paths (`wal-push`, `wal-fetch`), which must stay quick.
+fn sweep_leftovers(args: &cli::Cli, ctx: &Context) {
+    use cli::Command as C;
+    if matches!(
+        args.command,
+        C::WalPush { .. } | C::WalFetch { .. } | C::WalPrefetch { .. } | C::WalPushAhead { .. }
+    ) {
+        return;
+    }
+    let removed = lifeboat_core::process::leftovers::sweep(
+        &std::env::temp_dir(),
+        &ctx.tools,
+        std::time::SystemTime::now(),
+    );
+    for path in removed {
+        tracing::warn!(
+            "removed `{}`, left over a day ago by a lifeboat that was stopped before it could clean up",
+            path.display()
+        );
+    }
 }

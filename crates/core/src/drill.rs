@@ -337,6 +337,7 @@ async fn pitr_part(
             port: Some(port),
             socket_dir: Some(socket.clone()),
             no_archive: true,
+            throwaway: true,
             identity: None,
             base: None,
         },

@@ -306,3 +306,89 @@ async fn promote(ctx: &Context, repo: &Repository, manifest: &Manifest, tier: Ti
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::storage::{Env, Storage};
+
+    fn dump(id: &str) -> Manifest {
+        let t: Timestamp = crate::manifest::id_time(id).unwrap();
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "format": 1, "id": id, "kind": "db", "database": "main", "dbname": "yomira",
+            "options": {"schema_only": false, "schemas": []},
+            "server_version": "15", "client_version": "15",
+            "started_at": t, "finished_at": t,
+            "data": Repository::data_path(BackupKind::Db, id, false),
+            "raw_size": 3, "stored_size": 3, "sha256": "x",
+            "compression": {"algorithm": "zstd", "level": 3},
+            "encryption": null, "storage_class": null, "tool_version": "0",
+            "tables": []
+        }))
+        .unwrap();
+        m.id = id.to_string();
+        m
+    }
+
+    #[tokio::test]
+    async fn a_plan_is_carried_out_on_storage_data_after_manifests() {
+        let ctx = crate::Context::new(Config::default());
+        let repo = Repository::init_on(Storage::memory("repo", &Env::default()))
+            .await
+            .unwrap();
+        // Daily dumps through January and February; a leftover without a manifest.
+        let mut ids = Vec::new();
+        for day in 1..=28 {
+            for month in [1, 2] {
+                ids.push(format!(
+                    "2026{month:02}{day:02}T020000Z-00{month}{}",
+                    day % 10
+                ));
+            }
+        }
+        for id in &ids {
+            let m = dump(id);
+            repo.storage()
+                .write(&m.data, b"abc".to_vec())
+                .await
+                .unwrap();
+            repo.commit(&m).await.unwrap();
+        }
+        repo.storage()
+            .write("data/db/20260101T030000Z-dead.dump.zst", b"x".to_vec())
+            .await
+            .unwrap();
+        let at: Timestamp = "2026-03-10T00:00:00Z".parse().unwrap();
+        let plan = plan(&ctx, &repo, at, false).await.unwrap();
+        let deleted: Vec<&str> = plan
+            .backups
+            .iter()
+            .filter(|d| !d.keep)
+            .map(|d| d.id.as_str())
+            .collect();
+        // Kept: February from the 8th (30 days), and the first of each month.
+        assert!(!deleted.contains(&"20260101T020000Z-0011"), "{deleted:?}");
+        assert!(!deleted.contains(&"20260201T020000Z-0021"), "{deleted:?}");
+        assert!(deleted.contains(&"20260115T020000Z-0015"));
+        assert!(!deleted.contains(&"20260220T020000Z-0020"));
+        assert_eq!(plan.leftovers, ["data/db/20260101T030000Z-dead.dump.zst"]);
+        let done = execute(&ctx, &repo, &plan).await.unwrap();
+        assert_eq!(done.backups_deleted, deleted.len() as u64);
+        let left = repo.list().await.unwrap();
+        assert_eq!(left.len(), ids.len() - deleted.len());
+        // No listed backup lost its data; no deleted one kept any.
+        for m in &left {
+            assert!(repo.storage().exists(&m.data).await.unwrap(), "{}", m.id);
+        }
+        for id in deleted {
+            let data = Repository::data_path(BackupKind::Db, id, false);
+            assert!(!repo.storage().exists(&data).await.unwrap(), "{id}");
+        }
+        assert!(!repo
+            .storage()
+            .exists("data/db/20260101T030000Z-dead.dump.zst")
+            .await
+            .unwrap());
+    }
+}

@@ -334,6 +334,7 @@ async fn recover_base(
             port: Some(port),
             socket_dir: Some(socket.clone()),
             no_archive: true,
+            throwaway: true,
             identity: request.identity.clone(),
             base: Some(manifest.id.clone()),
         },
@@ -455,8 +456,8 @@ async fn quick_check(
     manifest: &Manifest,
     request: &VerifyRequest,
 ) -> Result<Check> {
-    let listing =
-        tempfile::NamedTempFile::new().map_err(|e| Error::io("creating a temporary file", e))?;
+    let listing = crate::process::Unnamed::memory("lifeboat-listing", b"")
+        .map_err(|e| Error::io("creating a file for the listing", e))?;
     let tool = match manifest.kind {
         BackupKind::Db => ctx
             .tools
@@ -498,7 +499,7 @@ async fn quick_check(
     let finished = tokio::task::spawn_blocking(move || child.finish())
         .await
         .map_err(|e| Error::invalid(format!("{name} thread failed: {e}")))?;
-    let toc = std::fs::read_to_string(listing.path()).unwrap_or_default();
+    let toc = listing.read_to_string().unwrap_or_default();
     Ok(match finished {
         Err(e) => Check {
             name: "table of contents".into(),

@@ -2,10 +2,12 @@
 //! S3 server, both started by the tests on this machine.
 
 mod automation;
+mod deploy;
 mod drill;
 mod failures;
 mod faults;
 mod integrity;
+mod kills;
 mod objects;
 mod partial;
 mod pitr;

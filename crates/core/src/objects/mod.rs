@@ -25,7 +25,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use restore::{restore_objects, RestoreOptions, RestoreReport};
-pub use run::{backup_objects, BackupOptions, RunReport};
+pub use run::{backup_between, backup_objects, BackupOptions, RunReport};
 
 use crate::error::{Error, Result};
 use crate::storage::{RequestCounts, Storage};

@@ -77,7 +77,6 @@ pub async fn backup_objects(
     config: &ObjectsConfig,
     options: &BackupOptions,
 ) -> Result<RunReport> {
-    let started = Instant::now();
     // A dry run goes the whole way with storage that shows its writes instead of making them.
     let env = if options.dry_run {
         ctx.storage_env().dry()
@@ -85,6 +84,18 @@ pub async fn backup_objects(
         ctx.storage_env()
     };
     let ends = Ends::open(config, &env)?;
+    backup_between(ctx, name, config, &ends, options).await
+}
+
+/// Backs up `ends.source` into `ends.dest` (as `[objects.NAME]` says how).
+pub async fn backup_between(
+    ctx: &Context,
+    name: &str,
+    config: &ObjectsConfig,
+    ends: &Ends,
+    options: &BackupOptions,
+) -> Result<RunReport> {
+    let started = Instant::now();
     let runs = list_runs(&ends.dest).await?;
     let previous = match runs.last() {
         Some(run) => read_index(&ends.dest, &index_key(&run.id), false).await?,
@@ -94,7 +105,7 @@ pub async fn backup_objects(
     let steps = diff(previous, listing, "source listing");
     let id = super::new_run_id(options.now);
     ctx.progress.begin(&format!("objects `{name}`"), None);
-    let result = copy_all(ctx, &ends, config, &id, steps).await;
+    let result = copy_all(ctx, ends, config, &id, steps).await;
     ctx.progress.end();
     let (mut summary, failures, complete, retired) = result?;
     summary.seconds = started.elapsed().as_secs_f64();
@@ -371,5 +382,113 @@ impl Upload {
         if let Err(e) = self.out.abort().await {
             tracing::debug!("aborting the upload of `{}`: {e}", self.key);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::storage::Env;
+
+    fn setup() -> (Context, Ends) {
+        let config = Config::parse(
+            "[objects.media]\n\
+             [objects.media.source]\nurl = \"s3://media\"\n\
+             [objects.media.destination]\nurl = \"s3://media-backup/yomira\"\n",
+            std::path::Path::new("/etc/lifeboat/lifeboat.toml"),
+        )
+        .unwrap();
+        let ctx = Context::new(config);
+        let env = Env::default();
+        let ends = Ends {
+            source: Storage::memory("media", &env),
+            dest: Storage::memory("media-backup", &env),
+            env,
+        };
+        (ctx, ends)
+    }
+
+    async fn run(ctx: &Context, ends: &Ends, minute: u32) -> RunReport {
+        let config = &ctx.config.objects["media"];
+        let options = BackupOptions {
+            dry_run: false,
+            now: format!("2026-11-01T02:{minute:02}:00Z").parse().unwrap(),
+        };
+        backup_between(ctx, "media", config, ends, &options)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn runs_copy_what_is_new_or_changed_and_keep_what_the_source_lost() {
+        let (ctx, ends) = setup();
+        for (key, body) in [
+            ("a.jpg", "one"),
+            ("covers/b.jpg", "two"),
+            ("z.txt", "three"),
+        ] {
+            ends.source
+                .write(key, body.as_bytes().to_vec())
+                .await
+                .unwrap();
+        }
+        let first = run(&ctx, &ends, 0).await;
+        assert_eq!((first.summary.copied, first.summary.failed), (3, 0));
+        let first_id = first.run.clone().unwrap();
+        assert_eq!(
+            ends.dest
+                .read_opt(&version_key(&first_id, "covers/b.jpg"))
+                .await
+                .unwrap()
+                .unwrap(),
+            b"two"
+        );
+
+        let again = run(&ctx, &ends, 1).await;
+        assert_eq!((again.summary.copied, again.summary.unchanged), (0, 3));
+
+        ends.source
+            .write("a.jpg", b"ONE, longer".to_vec())
+            .await
+            .unwrap();
+        ends.source.delete("z.txt").await.unwrap();
+        let third = run(&ctx, &ends, 2).await;
+        let s = &third.summary;
+        assert_eq!((s.copied, s.changed, s.removed, s.to_history), (1, 1, 1, 2));
+        // The old bytes of a.jpg are still where the first run put them.
+        assert_eq!(
+            ends.dest
+                .read_opt(&version_key(&first_id, "a.jpg"))
+                .await
+                .unwrap()
+                .unwrap(),
+            b"one"
+        );
+        let runs = list_runs(&ends.dest).await.unwrap();
+        assert_eq!(runs.len(), 3);
+        assert!(runs.iter().all(|r| r.complete));
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_writes_nothing() {
+        let (ctx, ends) = setup();
+        ends.source.write("a.jpg", b"one".to_vec()).await.unwrap();
+        let dry = Ends {
+            source: ends.source.clone(),
+            dest: Storage::layered(ends.dest.backend().clone(), None, &ends.env.dry()),
+            env: ends.env.clone(),
+        };
+        let config = &ctx.config.objects["media"];
+        let options = BackupOptions {
+            dry_run: true,
+            now: "2026-11-01T02:00:00Z".parse().unwrap(),
+        };
+        let report = backup_between(&ctx, "media", config, &dry, &options)
+            .await
+            .unwrap();
+        assert_eq!(report.summary.copied, 1);
+        assert!(report.run.is_none());
+        assert!(ends.dest.list("").await.unwrap().is_empty());
     }
 }

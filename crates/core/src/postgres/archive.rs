@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
-use std::path::Path;
 
 const MAGIC: &[u8; 5] = b"PGDMP";
 const BLK_DATA: u8 = 1;
@@ -93,8 +92,8 @@ fn invalid(what: &str) -> io::Error {
 /// Writes the data offsets of a spooled custom-format archive into its table of contents.
 /// Returns how many entries were indexed; `Ok(0)` for an archive version this reader does not
 /// know, which `pg_restore` still reads, only more slowly.
-pub fn index_data_offsets(path: &Path) -> io::Result<usize> {
-    let file = File::options().read(true).write(true).open(path)?;
+pub fn index_data_offsets(file: &File) -> io::Result<usize> {
+    let file = file.try_clone()?;
     let mut cur = Cursor {
         inner: BufReader::with_capacity(1 << 16, file.try_clone()?),
         pos: 0,

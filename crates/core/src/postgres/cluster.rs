@@ -9,6 +9,7 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::postgres::tools::PgTools;
@@ -36,6 +37,8 @@ pub struct ScratchCluster {
     tools: PgTools,
     run_as: Option<(u32, u32)>,
     tcp: bool,
+    /// The server, a watched child of lifeboat while it runs.
+    server: Option<std::process::Child>,
 }
 
 impl ScratchCluster {
@@ -68,9 +71,24 @@ impl ScratchCluster {
             tools: tools.clone(),
             run_as,
             tcp: options.tcp_password.is_some(),
+            server: None,
         };
         cluster.init(options)?;
-        cluster.run_ctl(&["start", "-w", "-t", "60"])?;
+        let mut server = spawn_server(
+            &cluster.tools,
+            &cluster.data,
+            &cluster.log_path(),
+            &[],
+            run_as,
+        )?;
+        let ready = wait_ready(
+            &mut server,
+            &cluster.data,
+            &cluster.log_path(),
+            Duration::from_secs(60),
+        );
+        cluster.server = Some(server);
+        ready?;
         if let Some(password) = &options.tcp_password {
             let sql = format!(
                 "ALTER ROLE {SUPERUSER} PASSWORD '{}'",
@@ -161,12 +179,32 @@ impl ScratchCluster {
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Result<String> {
-        let out = self.command(program).args(args).output().map_err(|e| {
+        self.run_grouped(program, args).map(|(out, _)| out)
+    }
+
+    /// Runs `program` as a watched process group (see [`crate::process::watchdog`]).
+    fn run_grouped(&self, program: &str, args: &[&str]) -> Result<(String, u32)> {
+        use crate::process::watchdog;
+        let child = watchdog::spawn(
+            self.command(program)
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .map_err(|e| {
             Error::io(
                 format!("starting `{}`", self.tools.path(program).display()),
                 e,
             )
         })?;
+        let group = child.id();
+        let out = child.wait_with_output().map_err(|e| {
+            Error::io(
+                format!("waiting for `{}`", self.tools.path(program).display()),
+                e,
+            )
+        })?;
+        watchdog::release(group);
         if !out.status.success() {
             return Err(Error::Tool {
                 tool: program.to_string(),
@@ -174,7 +212,7 @@ impl ScratchCluster {
                 stderr: crate::error::one_line(&String::from_utf8_lossy(&out.stderr)),
             });
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok((String::from_utf8_lossy(&out.stdout).into_owned(), group))
     }
 
     fn run_ctl(&self, args: &[&str]) -> Result<String> {
@@ -280,9 +318,93 @@ impl Drop for ScratchCluster {
         if self.data.join("postmaster.pid").exists() {
             let _ = self.run_ctl(&["stop", "-m", "immediate", "-w"]);
         }
+        if let Some(mut server) = self.server.take() {
+            let _ = server.wait();
+            crate::process::watchdog::release(server.id());
+        }
         if let Some(dir) = self.dir.take() {
             let _ = dir.close();
         }
+    }
+}
+
+/// Starts the server on `data` (with extra `options`) as a child of lifeboat in a watched
+/// process group of its own, so that it dies with lifeboat (`pg_ctl` would start it in a
+/// session of its own, out of reach); its output goes to `log`.
+pub fn spawn_server(
+    tools: &PgTools,
+    data: &Path,
+    log: &Path,
+    options: &[String],
+    run_as: Option<(u32, u32)>,
+) -> Result<std::process::Child> {
+    let output = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| Error::io(format!("opening the server log `{}`", log.display()), e))?;
+    if let Some((uid, gid)) = run_as {
+        std::os::unix::fs::chown(log, Some(uid), Some(gid)).map_err(|e| {
+            Error::io(
+                format!("handing `{}` to the server's user", log.display()),
+                e,
+            )
+        })?;
+    }
+    let errors = output
+        .try_clone()
+        .map_err(|e| Error::io("opening the server log", e))?;
+    let mut cmd = Command::new(tools.path("postgres"));
+    cmd.arg("-D")
+        .arg(data)
+        .args(options)
+        .stdin(Stdio::null())
+        .stdout(output)
+        .stderr(errors);
+    if let Some((uid, gid)) = run_as {
+        cmd.uid(uid).gid(gid);
+    }
+    crate::process::watchdog::spawn(&mut cmd).map_err(|e| {
+        Error::io(
+            format!("starting `{}`", tools.path("postgres").display()),
+            e,
+        )
+    })
+}
+
+/// Waits until the server started on `data` accepts connections (its pid file says so), as
+/// `pg_ctl start -w` does; a server that exits first is an error with its log's last lines.
+pub fn wait_ready(
+    server: &mut std::process::Child,
+    data: &Path,
+    log: &Path,
+    limit: Duration,
+) -> Result<()> {
+    let begun = std::time::Instant::now();
+    loop {
+        let status = std::fs::read_to_string(data.join("postmaster.pid"))
+            .ok()
+            .and_then(|text| text.lines().nth(7).map(|l| l.trim().to_string()));
+        if matches!(status.as_deref(), Some("ready" | "standby")) {
+            return Ok(());
+        }
+        let exited = server
+            .try_wait()
+            .map_err(|e| Error::io("waiting for the server", e))?;
+        if exited.is_some() || begun.elapsed() > limit {
+            let tail = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(Error::Tool {
+                tool: "postgres".into(),
+                outcome: match exited {
+                    Some(status) => format!("exited while starting ({status})"),
+                    None => format!("did not start within {} s", limit.as_secs()),
+                },
+                stderr: crate::error::one_line(
+                    &tail.lines().rev().take(3).collect::<Vec<_>>().join("\n"),
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -5,14 +5,12 @@
 //! password through a private password file (`PGPASSFILE`, mode 0600, removed afterwards), so
 //! it is never in a process's arguments or environment.
 
-use std::io::Write;
-
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::{redact_url, Secret};
 use crate::error::{Error, Result};
-use crate::process::Tool;
+use crate::process::{Tool, Unnamed};
 
 /// Where and how to connect: parsed from a URL plus an optional separate password.
 #[derive(Clone)]
@@ -119,8 +117,9 @@ impl ConnInfo {
     }
 
     /// Adds libpq environment for `tool` to reach this database, and returns the password file
-    /// that must live as long as the tool runs.
-    pub fn apply_to(&self, tool: Tool) -> Result<(Tool, Option<tempfile::NamedTempFile>)> {
+    /// that must live as long as the tool runs (unnamed: nothing holds the password on disk,
+    /// whatever becomes of lifeboat).
+    pub fn apply_to(&self, tool: Tool) -> Result<(Tool, Option<Unnamed>)> {
         let mut tool = tool
             .env("PGDATABASE", self.dbname())
             .env("PGAPPNAME", "lifeboat");
@@ -146,16 +145,12 @@ impl ConnInfo {
         let passfile = match self.config.get_password() {
             None => None,
             Some(password) => {
-                let mut file = tempfile::Builder::new()
-                    .prefix(".lifeboat-pgpass-")
-                    .tempfile()
-                    .map_err(|e| Error::io("creating a private password file", e))?;
                 let escaped = String::from_utf8_lossy(password)
                     .replace('\\', "\\\\")
                     .replace(':', "\\:");
-                writeln!(file, "*:*:*:*:{escaped}")
-                    .and_then(|()| file.flush())
-                    .map_err(|e| Error::io("writing a private password file", e))?;
+                let file =
+                    Unnamed::memory("lifeboat-pgpass", format!("*:*:*:*:{escaped}\n").as_bytes())
+                        .map_err(|e| Error::io("creating a private password file", e))?;
                 tool = tool.env("PGPASSFILE", file.path());
                 Some(file)
             }

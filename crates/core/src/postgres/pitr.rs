@@ -74,6 +74,8 @@ pub struct PitrRequest {
     pub identity: Option<PathBuf>,
     /// Recover from this base backup (by id) instead of the newest before the target.
     pub base: Option<String>,
+    /// The started server is a throwaway (verification, drill): it dies with lifeboat.
+    pub throwaway: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -653,6 +655,32 @@ async fn start_and_wait(
     if let Some((uid, gid)) = owner {
         cmd.uid(uid).gid(gid);
     }
+    if request.throwaway {
+        // A throwaway server (verify's, the drill's) dies with lifeboat: started as its
+        // watched child, not by pg_ctl, which would put it out of reach. Its handle is let
+        // go: the caller stops it by its data folder.
+        let mut server_options = Vec::new();
+        if let Some(port) = request.port {
+            server_options.extend(["-p".to_string(), port.to_string()]);
+        }
+        if let Some(dir) = &request.socket_dir {
+            server_options.extend(["-k".to_string(), dir.display().to_string()]);
+        }
+        crate::postgres::cluster::spawn_server(
+            &ctx.tools,
+            &request.pgdata,
+            &log,
+            &server_options,
+            owner,
+        )?;
+    } else {
+        start_for_use(cmd, &log)?;
+    }
+    wait_for_target(ctx, request, base, &log).await
+}
+
+/// Starts a recovered server for use with `pg_ctl`: it outlives lifeboat.
+fn start_for_use(mut cmd: std::process::Command, log: &Path) -> Result<()> {
     let out = cmd
         .output()
         .map_err(|e| Error::io("starting `pg_ctl`", e))?;
@@ -660,9 +688,19 @@ async fn start_and_wait(
         return Err(Error::Tool {
             tool: "pg_ctl".into(),
             outcome: format!("could not start the recovered server ({})", out.status),
-            stderr: why_recovery_stopped(&log),
+            stderr: why_recovery_stopped(log),
         });
     }
+    Ok(())
+}
+
+/// Waits until the started server has recovered to the target.
+async fn wait_for_target(
+    ctx: &Context,
+    request: &PitrRequest,
+    base: &Manifest,
+    log: &Path,
+) -> Result<Recovered> {
     // Connect through the socket.
     let host = request
         .socket_dir
@@ -715,14 +753,14 @@ async fn start_and_wait(
             }
         }
         let stopped = !request.pgdata.join("postmaster.pid").exists();
-        if stopped && std::fs::read_to_string(&log).is_ok_and(|t| t.contains("FATAL")) {
+        if stopped && std::fs::read_to_string(log).is_ok_and(|t| t.contains("FATAL")) {
             return Err(Error::Tool {
                 tool: "postgres".into(),
                 outcome: format!(
                     "stopped during recovery (fix the cause, then `pg_ctl start -D {}` resumes it)",
                     request.pgdata.display()
                 ),
-                stderr: why_recovery_stopped(&log),
+                stderr: why_recovery_stopped(log),
             });
         }
         if Instant::now() > deadline {

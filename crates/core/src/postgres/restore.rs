@@ -18,7 +18,7 @@ use crate::manifest::{BackupKind, Manifest, TableRows};
 use crate::pipeline::{self, Delivered, Expected};
 use crate::postgres::conn::{quote_ident, ConnInfo};
 use crate::postgres::dump::count_tables;
-use crate::process::Tool;
+use crate::process::{Tool, Unnamed};
 use crate::repository::{Repository, Selector};
 use crate::Context;
 
@@ -115,11 +115,7 @@ pub async fn restore_db(
                     request.schema_only,
                 )
             };
-            let mut file = tempfile::Builder::new()
-                .prefix(".lifeboat-restore-list-")
-                .tempfile()
-                .map_err(|e| Error::io("creating the restore list", e))?;
-            file.write_all(list.as_bytes())
+            let file = Unnamed::memory("lifeboat-restore-list", list.as_bytes())
                 .map_err(|e| Error::io("writing the restore list", e))?;
             tool = tool.arg(format!("--use-list={}", file.path().display()));
             Some(file)
@@ -246,17 +242,16 @@ async fn restore_spooled(
         other => other,
     }
     };
-    let spool = tempfile::Builder::new()
-        .prefix(".lifeboat-spool-")
-        .tempfile_in(&dir)
-        .map_err(|e| {
-            spool_error(Error::io(
-                format!("creating a spool file in `{}`", dir.display()),
-                e,
-            ))
-        })?;
+    // Unnamed: a decrypted dump is never left in the folder, whatever becomes of lifeboat.
+    let spool = Unnamed::on_disk(&dir).map_err(|e| {
+        spool_error(Error::io(
+            format!("creating a spool file in `{}`", dir.display()),
+            e,
+        ))
+    })?;
     let file = spool
-        .reopen()
+        .file()
+        .try_clone()
         .map_err(|e| Error::io("opening the spool file", e))?;
     let delivered = pipeline::download(
         repo.storage(),
@@ -281,9 +276,14 @@ async fn restore_spooled(
     }
     // A streamed archive lacks data offsets; without them every parallel worker reads the
     // file from the top to find its table.
-    let path = spool.path().to_path_buf();
-    match tokio::task::spawn_blocking(move || crate::postgres::archive::index_data_offsets(&path))
-        .await
+    let indexed = spool
+        .file()
+        .try_clone()
+        .map_err(|e| Error::io("opening the spool file", e))?;
+    match tokio::task::spawn_blocking(move || {
+        crate::postgres::archive::index_data_offsets(&indexed)
+    })
+    .await
     {
         Ok(Ok(n)) => tracing::debug!(entries = n, "indexed the spooled archive"),
         Ok(Err(e)) => {
@@ -682,9 +682,7 @@ async fn read_toc(
     manifest: &Manifest,
     identities: Option<Arc<Identities>>,
 ) -> Result<String> {
-    let out = tempfile::Builder::new()
-        .prefix(".lifeboat-toc-")
-        .tempfile()
+    let out = Unnamed::memory("lifeboat-toc", b"")
         .map_err(|e| Error::io("creating a file for the table of contents", e))?;
     let tool = Tool::new(ctx.tools.path("pg_restore"))
         .arg("--list")
@@ -704,7 +702,8 @@ async fn read_toc(
             finish_child(child).await?
         }
     }
-    std::fs::read_to_string(out.path()).map_err(|e| Error::io("reading the table of contents", e))
+    out.read_to_string()
+        .map_err(|e| Error::io("reading the table of contents", e))
 }
 
 /// Closes a child's input and waits for it off the async threads.

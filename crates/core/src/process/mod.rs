@@ -17,6 +17,12 @@ use std::thread::JoinHandle;
 
 use crate::error::{one_line, Error, Result};
 
+pub mod leftovers;
+pub mod unnamed;
+pub mod watchdog;
+
+pub use unnamed::Unnamed;
+
 /// This process's effective user id: from `/proc/self/status`, else as the owner of a
 /// temporary file it creates.
 pub fn effective_uid() -> Option<u32> {
@@ -94,11 +100,17 @@ impl Tool {
 
     /// Runs to completion and returns stdout; a non-zero exit is an error carrying stderr.
     pub fn output(&self) -> Result<Vec<u8>> {
-        let out = self
-            .command()
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| spawn_error(&self.program, e))?;
+        let child = watchdog::spawn(
+            self.command()
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .map_err(|e| spawn_error(&self.program, e))?;
+        let leader = child.id();
+        let out = child.wait_with_output();
+        watchdog::release(leader);
+        let out = out.map_err(|e| Error::io(format!("waiting for `{}`", self.name()), e))?;
         check_status(
             &self.name(),
             out.status,
@@ -109,13 +121,13 @@ impl Tool {
 
     /// Starts the child with its stdout as a stream.
     pub fn spawn_reader(&self) -> Result<ChildReader> {
-        let mut child = self
-            .command()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| spawn_error(&self.program, e))?;
+        let mut child = watchdog::spawn(
+            self.command()
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .map_err(|e| spawn_error(&self.program, e))?;
         let stdout = child.stdout.take().expect("stdout piped");
         let stderr = StderrTail::drain(&mut child);
         Ok(ChildReader {
@@ -129,13 +141,13 @@ impl Tool {
     /// Starts the child with both ends piped: its stdin to write to, its stdout to read from
     /// (checked for a successful exit at its end).
     pub fn spawn_filter(&self) -> Result<(ChildStdin, ChildReader)> {
-        let mut child = self
-            .command()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| spawn_error(&self.program, e))?;
+        let mut child = watchdog::spawn(
+            self.command()
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .map_err(|e| spawn_error(&self.program, e))?;
         let stdin = child.stdin.take().expect("stdin piped");
         let stdout = child.stdout.take().expect("stdout piped");
         let stderr = StderrTail::drain(&mut child);
@@ -152,13 +164,13 @@ impl Tool {
 
     /// Starts the child with its stdin as a sink.
     pub fn spawn_writer(&self) -> Result<ChildWriter> {
-        let mut child = self
-            .command()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| spawn_error(&self.program, e))?;
+        let mut child = watchdog::spawn(
+            self.command()
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        )
+        .map_err(|e| spawn_error(&self.program, e))?;
         let stdin = child.stdin.take().expect("stdin piped");
         let stderr = StderrTail::drain(&mut child);
         Ok(ChildWriter {
@@ -297,7 +309,7 @@ pub struct Killer(SharedChild);
 impl Killer {
     pub fn kill(&self) {
         if let Some(child) = self.0.lock().expect("child poisoned").as_mut() {
-            let _ = child.kill();
+            watchdog::kill_group(child.id());
         }
     }
 }
@@ -325,9 +337,8 @@ impl ChildReader {
         let Some(mut child) = self.child.lock().expect("child poisoned").take() else {
             return Ok(());
         };
-        let status = child
-            .wait()
-            .map_err(|e| Error::io(format!("waiting for `{}`", self.name), e))?;
+        let status =
+            reap(&mut child).map_err(|e| Error::io(format!("waiting for `{}`", self.name), e))?;
         check_status(&self.name, status, &self.stderr.finish())
     }
 }
@@ -348,10 +359,22 @@ impl Read for ChildReader {
 impl Drop for ChildReader {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.lock().expect("child poisoned").take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_and_reap(&mut child);
         }
     }
+}
+
+/// Waits for a child and releases its group from the watchdog.
+fn reap(child: &mut Child) -> io::Result<ExitStatus> {
+    let status = child.wait();
+    watchdog::release(child.id());
+    status
+}
+
+/// Kills a child's whole group (what it forked too), waits for it, releases it.
+fn kill_and_reap(child: &mut Child) {
+    watchdog::kill_group(child.id());
+    let _ = reap(child);
 }
 
 /// A child's stdin as `Write`. [`ChildWriter::finish`] closes it and checks the exit status;
@@ -368,17 +391,15 @@ impl ChildWriter {
     pub fn finish(mut self) -> Result<()> {
         self.stdin = None;
         let mut child = self.child.take().expect("child present until finished");
-        let status = child
-            .wait()
-            .map_err(|e| Error::io(format!("waiting for `{}`", self.name), e))?;
+        let status =
+            reap(&mut child).map_err(|e| Error::io(format!("waiting for `{}`", self.name), e))?;
         check_status(&self.name, status, &self.stderr.finish())
     }
 
     /// Kills the child (it must not finish its work) and returns what it said.
     pub fn kill(mut self) -> String {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_and_reap(&mut child);
         }
         summarize_stderr(&self.stderr.finish())
     }
@@ -403,8 +424,7 @@ impl Write for ChildWriter {
 impl Drop for ChildWriter {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_and_reap(&mut child);
         }
     }
 }

@@ -1,0 +1,217 @@
+//! lifeboat killed with SIGKILL, at several moments: it cannot clean up, so nothing may need
+//! cleaning. No password or decrypted dump in the temporary folder, no child (pg_dump,
+//! pg_restore and its workers, a scratch server) carrying on without it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use lifeboat_testkit::ClusterOptions;
+
+use crate::support::{wait_for_blocked_dump, wait_until, Env, Repo, TableLock};
+
+/// A temporary folder of the test's own, given to lifeboat as `TMPDIR`.
+fn private_tmp(env: &mut Env) -> PathBuf {
+    let tmp = env.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)).unwrap();
+    env.extra_env
+        .push(("TMPDIR".into(), tmp.display().to_string()));
+    tmp
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Sessions of lifeboat's tools (`application_name = lifeboat`) in the cluster.
+fn tool_sessions(env: &Env) -> u32 {
+    env.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lifeboat'",
+    )
+    .parse()
+    .unwrap()
+}
+
+/// Processes named `name` working on this test's cluster (their environment names its port).
+fn tool_processes(env: &Env, name: &str) -> Vec<u32> {
+    let port = format!("PGPORT={}", env.cluster.port());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z'));
+            comm.trim() == name
+                && !zombie
+                && environ.split(|b| *b == 0).any(|v| v == port.as_bytes())
+        })
+        .collect()
+}
+
+fn kill_9(child: &mut std::process::Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_killed_backup_leaves_no_password_and_no_dump_running() {
+    let mut env = Env::with_cluster(
+        Repo::Local,
+        false,
+        ClusterOptions {
+            tcp_password: Some("kill-test-pw".into()),
+            ..Default::default()
+        },
+    );
+    let tmp = private_tmp(&mut env);
+    // Killed while pg_dump waits for a lock, and just after it starts.
+    for moment in ["blocked", "early"] {
+        let lock = (moment == "blocked").then(|| TableLock::hold(&env, "core.comic"));
+        let mut child = env
+            .command(&["backup", "db"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if lock.is_some() {
+            wait_for_blocked_dump(&env);
+        } else {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        kill_9(&mut child);
+        assert!(
+            entries(&tmp).is_empty(),
+            "{moment}: left in the temporary folder: {:?}",
+            entries(&tmp)
+        );
+        wait_until(Duration::from_secs(10), "pg_dump to be gone", || {
+            tool_processes(&env, "pg_dump").is_empty()
+        });
+        drop(lock);
+        env.end_waiting_backends();
+    }
+    let list = env.lifeboat(&["list", "--json"]);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    assert!(listed.is_empty());
+}
+
+#[test]
+fn a_killed_parallel_restore_leaves_no_spool_and_no_workers() {
+    let mut env = Env::new(Repo::Local, true);
+    // A table whose rows load slowly in a database that says so, so that pg_restore's workers
+    // are mid-load when lifeboat is killed.
+    env.sql(
+        "yomira",
+        "CREATE FUNCTION public.slowly(int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ \
+         BEGIN IF current_setting('lifeboat.slow', true) = 'on' THEN PERFORM pg_sleep(0.02); END IF; \
+         RETURN true; END $$; \
+         CREATE TABLE public.slow (id int CHECK (public.slowly(id))); \
+         INSERT INTO public.slow SELECT generate_series(1, 800)",
+    );
+    let id = env.backup(&[]);
+    let tmp = private_tmp(&mut env);
+    for (round, moment) in ["spooling", "loading"].iter().enumerate() {
+        let db = format!("target{round}");
+        env.new_database(&db);
+        env.sql(
+            "postgres",
+            &format!("ALTER DATABASE {db} SET lifeboat.slow = 'on'"),
+        );
+        let url = env.cluster.url(&db);
+        let mut child = env
+            .command(&["restore", "db", &id, "--into", &url, "--jobs", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        if *moment == "spooling" {
+            std::thread::sleep(Duration::from_millis(150));
+        } else {
+            wait_until(
+                Duration::from_secs(60),
+                "a worker loading the slow table",
+                || {
+                    env.sql(
+                    "postgres",
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lifeboat' AND query LIKE 'COPY public.slow%'",
+                ) != "0"
+                },
+            );
+        }
+        kill_9(&mut child);
+        assert!(
+            entries(&tmp).is_empty(),
+            "{moment}: left in the temporary folder: {:?}",
+            entries(&tmp)
+        );
+        // The workers do not carry on into the database without lifeboat.
+        wait_until(
+            Duration::from_secs(5),
+            "pg_restore and its workers to be gone",
+            || tool_processes(&env, "pg_restore").is_empty(),
+        );
+        // Their sessions roll back (a COPY reads the rows left in its socket, then finds its
+        // client gone): nothing of the slow table is committed.
+        wait_until(Duration::from_secs(120), "their sessions to end", || {
+            tool_sessions(&env) == 0
+        });
+        let committed = env.sql(
+            &db,
+            "SELECT coalesce((SELECT count(*) FROM public.slow), 0) WHERE to_regclass('public.slow') IS NOT NULL",
+        );
+        assert!(
+            committed.is_empty() || committed == "0",
+            "{moment}: {committed} rows committed by workers without lifeboat"
+        );
+    }
+}
+
+#[test]
+fn a_killed_verification_leaves_no_server_running() {
+    let mut env = Env::new(Repo::Local, false);
+    let id = env.backup(&[]);
+    let tmp = private_tmp(&mut env);
+    let mut child = env
+        .command(&["verify", &id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = || -> Option<PathBuf> {
+        entries(&tmp)
+            .into_iter()
+            .filter(|n| n.starts_with("lifeboat-pg-"))
+            .map(|n| tmp.join(n).join("data").join("postmaster.pid"))
+            .find(|p| p.exists())
+    };
+    // Once its scratch server runs (its pid file is written in steps: read until whole).
+    let mut pid = 0u32;
+    wait_until(Duration::from_secs(60), "the scratch server", || {
+        pid = pid_file()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .and_then(|t| t.lines().next()?.trim().parse().ok())
+            .unwrap_or(0);
+        pid > 0
+    });
+    kill_9(&mut child);
+    // Gone, or a zombie waiting for init.
+    wait_until(
+        Duration::from_secs(10),
+        "the scratch server to stop",
+        || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+                stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z'))
+            })
+        },
+    );
+}
