@@ -75,7 +75,13 @@ pub enum Command {
         run_at_start: bool,
     },
     /// Each asset against its recovery objectives; exits 4 when one is breached.
-    Status,
+    Status {
+        /// Also write the status as Prometheus metrics to FILE, atomically, for node_exporter's
+        /// textfile collector (written with `lifeboat_repository_up 0` when the repository
+        /// cannot be read).
+        #[arg(long, value_name = "FILE")]
+        prometheus: Option<std::path::PathBuf>,
+    },
     /// Check everything a run needs and say what to fix.
     Doctor,
     /// Prove that a backup restores: into a throwaway PostgreSQL, with checks and the recovery

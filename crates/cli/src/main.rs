@@ -11,12 +11,10 @@
 //! [`WAL_FETCH_FAILED`] for anything else (storage, key, damaged file, bad configuration or
 //! usage), which makes PostgreSQL stop recovery with the error in its log instead.
 
-mod automation;
 mod cli;
 mod commands;
-mod objects;
+mod output;
 mod progress;
-mod retention;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -83,9 +81,20 @@ fn main() -> ExitCode {
             ExitCode::from(if fetching {
                 WAL_FETCH_FAILED
             } else {
-                e.exit_code() as u8
+                exit_code(&e)
             })
         }
+    }
+}
+
+/// The exit code of a failed command, by the kind of its error.
+fn exit_code(e: &lifeboat_core::Error) -> u8 {
+    use lifeboat_core::Error;
+    match e {
+        Error::Interrupted(_) => 130,
+        e if e.is_damage() => 3,
+        Error::Breached(_) => 4,
+        _ => 1,
     }
 }
 

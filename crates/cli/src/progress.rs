@@ -1,13 +1,14 @@
-//! Progress display: a bar on a terminal, a log line every few seconds elsewhere.
+//! Progress display: a bar per running task on a terminal, a log line per task every few
+//! seconds elsewhere (cron, systemd, the daemon).
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lifeboat_core::postgres::dump::human_bytes;
-use lifeboat_core::progress::{NoProgress, Progress};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lifeboat_core::progress::{NoProgress, Progress, Task, TaskSink};
+use lifeboat_core::units::human_bytes;
 
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -16,25 +17,23 @@ pub fn for_stderr(quiet: bool) -> Arc<dyn Progress> {
     if quiet {
         Arc::new(NoProgress)
     } else if std::io::stderr().is_terminal() {
-        Arc::new(Bar::default())
+        Arc::new(Bars(MultiProgress::with_draw_target(
+            ProgressDrawTarget::stderr_with_hz(4),
+        )))
     } else {
-        Arc::new(LogLines::default())
+        Arc::new(LogLines)
     }
 }
 
-#[derive(Default)]
-struct Bar {
-    bar: Mutex<Option<ProgressBar>>,
-    task: Mutex<String>,
-}
+/// One bar per task, stacked.
+struct Bars(MultiProgress);
 
-impl Progress for Bar {
-    fn begin(&self, task: &str, total: Option<u64>) {
+impl Progress for Bars {
+    fn start(&self, label: &str, total: Option<u64>) -> Task {
         let bar = match total {
             Some(total) => ProgressBar::new(total),
             None => ProgressBar::new_spinner(),
         };
-        bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(4));
         let template = if total.is_some() {
             "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
         } else {
@@ -45,66 +44,70 @@ impl Progress for Bar {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
-        bar.set_message(task.to_string());
-        *self.task.lock().expect("progress poisoned") = task.to_string();
+        bar.set_message(label.to_string());
+        let bar = self.0.add(bar);
         bar.enable_steady_tick(Duration::from_millis(250));
-        *self.bar.lock().expect("progress poisoned") = Some(bar);
-    }
-
-    fn advance(&self, bytes: u64) {
-        if let Some(bar) = self.bar.lock().expect("progress poisoned").as_ref() {
-            bar.inc(bytes);
-        }
-    }
-
-    fn note(&self, detail: &str) {
-        if let Some(bar) = self.bar.lock().expect("progress poisoned").as_ref() {
-            let task = self.task.lock().expect("progress poisoned");
-            bar.set_message(format!("{task}: {detail}"));
-        }
-    }
-
-    fn end(&self) {
-        if let Some(bar) = self.bar.lock().expect("progress poisoned").take() {
-            bar.finish_and_clear();
-        }
+        Task::new(BarTask {
+            bar,
+            label: label.to_string(),
+        })
     }
 }
 
-struct LogLines {
-    task: Mutex<(String, Instant, Instant)>,
+struct BarTask {
+    bar: ProgressBar,
+    label: String,
+}
+
+impl TaskSink for BarTask {
+    fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+
+    fn note(&self, detail: &str) {
+        self.bar.set_message(format!("{}: {detail}", self.label));
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// A log line per task now and then.
+struct LogLines;
+
+impl Progress for LogLines {
+    fn start(&self, label: &str, _total: Option<u64>) -> Task {
+        let now = Instant::now();
+        Task::new(LogTask {
+            label: label.to_string(),
+            started: now,
+            logged: Mutex::new(now),
+            done: AtomicU64::new(0),
+            detail: Mutex::new(String::new()),
+        })
+    }
+}
+
+struct LogTask {
+    label: String,
+    started: Instant,
+    logged: Mutex<Instant>,
     done: AtomicU64,
     detail: Mutex<String>,
 }
 
-impl Default for LogLines {
-    fn default() -> Self {
-        LogLines {
-            task: Mutex::new((String::new(), Instant::now(), Instant::now())),
-            done: AtomicU64::new(0),
-            detail: Mutex::new(String::new()),
-        }
-    }
-}
-
-impl Progress for LogLines {
-    fn begin(&self, task: &str, _total: Option<u64>) {
-        *self.task.lock().expect("progress poisoned") =
-            (task.to_string(), Instant::now(), Instant::now());
-        self.done.store(0, Ordering::Relaxed);
-        self.detail.lock().expect("progress poisoned").clear();
-    }
-
+impl TaskSink for LogTask {
     fn advance(&self, bytes: u64) {
         let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        let mut task = self.task.lock().expect("progress poisoned");
-        if task.2.elapsed() >= LOG_EVERY {
-            task.2 = Instant::now();
-            let secs = task.1.elapsed().as_secs_f64().max(0.001);
+        let mut logged = self.logged.lock().expect("progress poisoned");
+        if logged.elapsed() >= LOG_EVERY {
+            *logged = Instant::now();
+            let secs = self.started.elapsed().as_secs_f64().max(0.001);
             let detail = self.detail.lock().expect("progress poisoned");
             tracing::info!(
                 "{}: {} done, {}/s{}{}",
-                task.0,
+                self.label,
                 human_bytes(done),
                 human_bytes((done as f64 / secs) as u64),
                 if detail.is_empty() { "" } else { ", " },
@@ -117,6 +120,4 @@ impl Progress for LogLines {
         detail.clone_into(&mut self.detail.lock().expect("progress poisoned"));
         self.advance(0);
     }
-
-    fn end(&self) {}
 }

@@ -1,9 +1,9 @@
 //! What every backup shares: where its data goes and how it is sealed and uploaded.
 
-use crate::manifest::{
+use crate::pipeline::{SealOptions, StreamStats, UploadTarget};
+use crate::repository::manifest::{
     self, BackupKind, BaseInfo, Compression, DumpOptions, Encryption, Manifest, TableRows,
 };
-use crate::pipeline::{SealOptions, StreamStats, UploadTarget};
 use crate::repository::Repository;
 use crate::Context;
 
@@ -68,7 +68,7 @@ impl DataPlan {
             BackupKind::Base => repo.storage_class.base.clone(),
         };
         DataPlan {
-            data: Repository::data_path(kind, id, encryption.is_some()),
+            data: crate::repository::layout::data(kind, id, encryption.is_some()),
             seal: SealOptions {
                 level: ctx.config.compression.level,
                 threads: if threads == 0 {
@@ -80,7 +80,8 @@ impl DataPlan {
                     .as_ref()
                     .map(|e| e.recipients.clone())
                     .unwrap_or_default(),
-                tar_chunks: kind == BackupKind::Base,
+                framing: (kind == BackupKind::Base)
+                    .then(|| std::sync::Arc::new(crate::tarchunk::TarChunks) as _),
             },
             encryption,
             storage_class,
@@ -129,19 +130,17 @@ impl DataPlan {
         source: crate::process::ChildReader,
     ) -> crate::Result<StreamStats> {
         let killer = source.killer();
-        ctx.progress.begin(task, None);
-        let uploaded = crate::pipeline::upload(
+        let task = ctx.progress.start(task, None);
+        crate::pipeline::upload(
             repo.storage(),
             self.target(),
             source,
             move || killer.kill(),
             self.seal.clone(),
-            std::sync::Arc::clone(&ctx.progress),
+            task,
             &ctx.cancel,
         )
-        .await;
-        ctx.progress.end();
-        uploaded
+        .await
     }
 
     pub fn target(&self) -> UploadTarget<'_> {

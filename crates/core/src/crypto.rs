@@ -105,7 +105,7 @@ pub fn generate_identity(out: &Path) -> Result<String> {
         .open(out)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::invalid(format!(
+                Error::Usage(format!(
                     "`{}` already exists: choose another `--out`, lifeboat never overwrites a key",
                     out.display()
                 ))

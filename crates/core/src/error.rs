@@ -1,10 +1,12 @@
 //! The engine's one error type.
 //!
-//! Policy: every message is one lowercase line that names the value at fault in backticks and,
-//! where the user can act, says how. Errors carry no secrets: URLs are redacted before they are
-//! put in a message, and a child's stderr is cut to its last meaningful line. `is_retryable`
-//! says whether running the same command again could help (a network or storage hiccup) or not
-//! (bad input, a corrupted backup).
+//! Policy: one variant per kind of failure, so that callers (the CLI's exit codes, a job's
+//! report, `wal-push`'s refusals) decide by kind, never by message text. Every message is one
+//! lowercase line that names the value at fault in backticks and, where the user can act, says
+//! how. Errors carry no secrets: URLs are redacted before they are put in a message, and a
+//! child's stderr is cut to its last meaningful line. [`Error::is_temporary`] says whether
+//! running the same command again could help (a network or storage hiccup) or not (bad input,
+//! a corrupted backup).
 
 use std::fmt;
 
@@ -16,9 +18,75 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
-    /// The command line or another input is wrong.
+    /// The command line asks for something that cannot be done as asked.
     #[error("{0}")]
-    Invalid(String),
+    Usage(String),
+
+    /// Something asked for is not there: a table or schema in a backup, a base backup or run
+    /// to restore from, a WAL segment recovery needs.
+    #[error("{0}")]
+    Missing(String),
+
+    /// A target outside what the repository can recover.
+    #[error("target `{target}` is {problem}: the recoverable window is {window}")]
+    OutsideWindow {
+        target: String,
+        problem: String,
+        window: String,
+    },
+
+    /// What lifeboat works with is not set up as it needs: a server that does not archive to
+    /// lifeboat, a data folder that is not empty, a repository of a newer format.
+    #[error("{0}")]
+    NotReady(String),
+
+    /// A program lifeboat runs is not installed.
+    #[error("`{program}` not found: {install}")]
+    ToolMissing { program: String, install: String },
+
+    /// A client program older than the server it works with.
+    #[error("`{tool}` is version {version} but the server is {server}: install client tools of version {server} or newer, or set `tools.pg_bin_dir`")]
+    ToolVersion {
+        tool: String,
+        version: String,
+        server: String,
+    },
+
+    /// A server (PostgreSQL, Redis) does not answer as it should.
+    #[error("{what}: {detail}")]
+    Unreachable { what: String, detail: String },
+
+    /// One of lifeboat's own records in the repository (its marker, a run record, an index, the
+    /// archive's cluster) cannot be read.
+    #[error("{what} is {problem}")]
+    Damaged { what: String, problem: String },
+
+    /// A WAL file, or a server, of another cluster than the one the archive holds.
+    #[error("{what} comes from the cluster with system identifier {system_id}, but repository `{location}` archives the cluster with system identifier {archived} (recorded by {recorded_by}): give each cluster its own repository")]
+    ForeignCluster {
+        what: String,
+        system_id: u64,
+        archived: u64,
+        location: String,
+        recorded_by: String,
+    },
+
+    /// Something awaited did not happen in time.
+    #[error("{what} did not happen within {seconds} s{}", hint_suffix(.hint))]
+    TimedOut {
+        what: String,
+        seconds: u64,
+        hint: String,
+    },
+
+    /// `wal-push` refused a file for what it is (not the segment its name says, another
+    /// cluster's, other content than the archived file of that name); recorded for `status`.
+    #[error("{reason}")]
+    WalRefused { name: String, reason: String },
+
+    /// A bug: a thread that panicked, a state that cannot be.
+    #[error("internal error: {0} (a bug in lifeboat: please report it)")]
+    Internal(String),
 
     #[error("`{location}` is not a lifeboat repository: run `lifeboat init` to create one there")]
     NotARepository { location: String },
@@ -169,6 +237,14 @@ fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+fn hint_suffix(hint: &str) -> String {
+    if hint.is_empty() {
+        String::new()
+    } else {
+        format!(": {hint}")
+    }
+}
+
 fn stderr_suffix(stderr: &str) -> String {
     if stderr.is_empty() {
         String::new()
@@ -185,8 +261,9 @@ impl Error {
         }
     }
 
-    pub fn invalid(message: impl fmt::Display) -> Self {
-        Error::Invalid(message.to_string())
+    /// A thread that ended without its result (it panicked).
+    pub fn thread(what: &str, err: impl fmt::Display) -> Self {
+        Error::Internal(format!("the {what} thread failed: {err}"))
     }
 
     pub fn storage(op: &'static str, path: &str, err: opendal::Error) -> Self {
@@ -262,22 +339,55 @@ impl Error {
         }
     }
 
-    /// Whether the same command could succeed if run again unchanged.
-    pub fn is_retryable(&self) -> bool {
+    /// Whether the same command could succeed if run again unchanged, a moment later: the
+    /// storage did not answer, a server could not be reached, another run holds the lock.
+    pub fn is_temporary(&self) -> bool {
         match self {
             Error::Storage { kind, .. } => kind.is_temporary(),
-            Error::Io { .. } => true,
+            Error::Busy { .. } | Error::Unreachable { .. } => true,
             _ => false,
         }
     }
 
-    /// The process exit code that reports this error.
-    pub fn exit_code(&self) -> i32 {
+    /// Whether this says that stored data is not what it should be.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Error::Integrity { .. }
+                | Error::DamagedWal { .. }
+                | Error::Mismatch { .. }
+                | Error::Damaged { .. }
+        )
+    }
+
+    /// The kind of failure, as one word (for `--json` errors and logs).
+    pub fn kind(&self) -> &'static str {
         match self {
-            Error::Interrupted(_) => 130,
-            Error::Integrity { .. } | Error::DamagedWal { .. } | Error::Mismatch { .. } => 3,
-            Error::Breached(_) => 4,
-            _ => 1,
+            Error::Config(_) => "config",
+            Error::Usage(_) => "usage",
+            Error::Missing(_) | Error::BackupNotFound { .. } => "missing",
+            Error::OutsideWindow { .. } => "outside-window",
+            Error::NotReady(_) => "not-ready",
+            Error::ToolMissing { .. } | Error::ToolVersion { .. } => "tool",
+            Error::Unreachable { .. } => "unreachable",
+            Error::Damaged { .. } | Error::Integrity { .. } | Error::DamagedWal { .. } => "damaged",
+            Error::Mismatch { .. } => "mismatch",
+            Error::ForeignCluster { .. } => "foreign-cluster",
+            Error::WalRefused { .. } => "refused",
+            Error::TimedOut { .. } => "timed-out",
+            Error::Internal(_) => "internal",
+            Error::NotARepository { .. } => "not-a-repository",
+            Error::AlreadyARepository { .. } => "already-a-repository",
+            Error::Storage { .. } => "storage",
+            Error::Postgres { .. } => "postgres",
+            Error::Tool { .. } => "tool-failed",
+            Error::Io { .. } => "io",
+            Error::Crypto(_) => "crypto",
+            Error::Busy { .. } => "locked",
+            Error::LockLost { .. } => "lock-lost",
+            Error::Interrupted(_) => "interrupted",
+            Error::Incomplete(_) => "incomplete",
+            Error::Breached(_) => "breached",
         }
     }
 }

@@ -117,7 +117,7 @@ fn a_failing_step_does_not_stop_the_others_and_is_notified() {
     assert!(!out.stderr.contains("secret-token"), "{}", out.stderr);
 }
 
-fn append(env: &Env, text: &str) {
+pub fn append(env: &Env, text: &str) {
     let mut config = std::fs::read_to_string(&env.config).unwrap();
     config.push_str(text);
     std::fs::write(&env.config, config).unwrap();
@@ -170,9 +170,13 @@ fn one_run_at_a_time_and_a_stale_lock_is_taken_over() {
     assert!(!lock_path.exists());
 }
 
-fn get(address: &str, path: &str) -> String {
+pub fn get(address: &str, path: &str) -> String {
     let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     text
@@ -206,11 +210,11 @@ fn the_daemon_stops_cleanly_in_the_middle_of_a_backup() {
         lock_path.exists()
     });
     assert_eq!(get(&address, "/healthz").lines().last(), Some("ok"));
-    let metrics = get(&address, "/metrics");
-    assert!(
-        metrics.contains("lifeboat_objective_breached{asset=\"db main\"} 1"),
-        "{metrics}"
-    );
+    // The status is collected as the daemon starts, beside the run.
+    wait_until(Duration::from_secs(30), "the status in /metrics", || {
+        get(&address, "/metrics")
+            .contains("lifeboat_objective_breached{kind=\"db\",name=\"main\"} 1")
+    });
     std::process::Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
         .status()
@@ -246,7 +250,8 @@ fn status_exits_non_zero_on_a_fresh_and_a_stale_repository() {
     let healthy = env.lifeboat(&["status", "--json"]);
     assert_eq!(healthy.code, 0, "{}", healthy.stderr);
     let assets: Value = serde_json::from_str(&healthy.stdout).unwrap();
-    assert_eq!(assets[0]["asset"], "db main");
+    assert_eq!(assets[0]["kind"], "db");
+    assert_eq!(assets[0]["name"], "main");
     assert_eq!(assets[0]["ok"], true);
     assert!(assets[0]["notes"][0]
         .as_str()
@@ -365,7 +370,7 @@ fn redis_is_checked_and_snapshotted_only_when_asked() {
     assert_eq!(status.code, 0, "{}", status.stdout);
     let assets: Value = serde_json::from_str(&status.stdout).unwrap();
     let redis_status = &assets[1];
-    assert_eq!(redis_status["asset"], "redis");
+    assert_eq!(redis_status["kind"], "redis");
     assert!(
         redis_status["notes"].to_string().contains("answers PING"),
         "{redis_status}"

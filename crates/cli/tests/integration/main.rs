@@ -8,6 +8,7 @@ mod failures;
 mod faults;
 mod integrity;
 mod kills;
+mod metrics;
 mod objects;
 mod partial;
 mod pitr;

@@ -162,7 +162,7 @@ impl Env {
         assert_eq!(out.code, 0, "backup failed: {}", out.stderr);
         let id = out.last_line();
         assert!(
-            lifeboat_core::manifest::is_backup_id(&id),
+            lifeboat_core::repository::manifest::is_backup_id(&id),
             "not an id: {id:?}"
         );
         id

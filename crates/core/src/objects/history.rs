@@ -91,8 +91,9 @@ pub async fn execute(
     let day_ago = now
         .checked_sub(SignedDuration::from_hours(24))
         .unwrap_or(Timestamp::MIN);
-    let leftover =
-        |id: &str| !known(id) && crate::manifest::id_time(id).is_some_and(|t| t < day_ago);
+    let leftover = |id: &str| {
+        !known(id) && crate::repository::manifest::id_time(id).is_some_and(|t| t < day_ago)
+    };
     let through = plan.purge_through.as_deref().unwrap_or("");
     for key in &files {
         if let Some(id) = run_of(key, ".retired.zst") {
@@ -184,11 +185,11 @@ mod tests {
     fn run_ids_carry_their_time() {
         let id = super::super::new_run_id("2026-11-24T02:00:00.123Z".parse().unwrap());
         assert!(id.starts_with("20261124T020000123Z-"), "{id}");
-        let t = crate::manifest::id_time(&id).unwrap();
+        let t = crate::repository::manifest::id_time(&id).unwrap();
         assert_eq!(t.to_string(), "2026-11-24T02:00:00Z");
-        assert_eq!(crate::manifest::id_time("garbage"), None);
+        assert_eq!(crate::repository::manifest::id_time("garbage"), None);
         // Backup ids carry theirs the same way.
-        let backup = crate::manifest::id_time("20261124T020000Z-ab12").unwrap();
+        let backup = crate::repository::manifest::id_time("20261124T020000Z-ab12").unwrap();
         assert_eq!(backup.to_string(), "2026-11-24T02:00:00Z");
     }
 

@@ -17,16 +17,16 @@ use crate::error::{Error, Result};
 
 /// One object as a listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
+pub struct SourceObject {
     pub key: String,
     pub size: u64,
     pub etag: Option<String>,
     pub modified: Option<Timestamp>,
 }
 
-impl From<crate::storage::ObjectMeta> for Listed {
-    fn from(meta: crate::storage::ObjectMeta) -> Listed {
-        Listed {
+impl From<crate::storage::ObjectMeta> for SourceObject {
+    fn from(meta: crate::storage::ObjectMeta) -> SourceObject {
+        SourceObject {
             key: meta.key,
             size: meta.size,
             etag: meta.etag,
@@ -52,7 +52,7 @@ pub struct IndexEntry {
 }
 
 impl IndexEntry {
-    pub fn new(listed: Listed, version: &str) -> IndexEntry {
+    pub fn new(listed: SourceObject, version: &str) -> IndexEntry {
         IndexEntry {
             key: listed.key,
             size: listed.size,
@@ -69,7 +69,7 @@ impl IndexEntry {
 
     /// Whether `listed` is the same content as this entry, judged from listings alone: same
     /// size, and the same ETag where both sides have one, else the same modification time.
-    pub fn matches(&self, listed: &Listed) -> bool {
+    pub fn matches(&self, listed: &SourceObject) -> bool {
         if self.size != listed.size {
             return false;
         }
@@ -90,22 +90,22 @@ pub fn version_key(version: &str, key: &str) -> String {
 
 /// What the merge found for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub enum Change {
     /// In both, unchanged.
-    Same(IndexEntry, Listed),
+    Same(IndexEntry, SourceObject),
     /// Only in the listing.
-    Added(Listed),
+    Added(SourceObject),
     /// In both, different.
-    Changed(IndexEntry, Listed),
+    Changed(IndexEntry, SourceObject),
     /// Only in the index.
     Removed(IndexEntry),
 }
 
-impl Step {
+impl Change {
     pub fn key(&self) -> &str {
         match self {
-            Step::Same(e, _) | Step::Changed(e, _) | Step::Removed(e) => &e.key,
-            Step::Added(l) => &l.key,
+            Change::Same(e, _) | Change::Changed(e, _) | Change::Removed(e) => &e.key,
+            Change::Added(l) => &l.key,
         }
     }
 }
@@ -123,11 +123,10 @@ impl<T: Keyed> Side<T> {
         };
         if let Some(last) = &self.last {
             if item.key() <= last.as_str() {
-                return Err(Error::invalid(format!(
-                    "the {} is not sorted by key: `{}` comes after `{last}`",
-                    self.what,
-                    item.key()
-                )));
+                return Err(Error::Damaged {
+                    what: format!("the {}", self.what),
+                    problem: format!("not sorted by key: `{}` comes after `{last}`", item.key()),
+                });
             }
         }
         self.last = Some(item.key().to_string());
@@ -145,7 +144,7 @@ impl Keyed for IndexEntry {
     }
 }
 
-impl Keyed for Listed {
+impl Keyed for SourceObject {
     fn key(&self) -> &str {
         &self.key
     }
@@ -153,9 +152,9 @@ impl Keyed for Listed {
 
 struct Merge {
     old: Side<IndexEntry>,
-    new: Side<Listed>,
+    new: Side<SourceObject>,
     old_head: Option<IndexEntry>,
-    new_head: Option<Listed>,
+    new_head: Option<SourceObject>,
     started: bool,
 }
 
@@ -163,9 +162,9 @@ struct Merge {
 /// in key order.
 pub fn diff(
     old: BoxStream<'static, Result<IndexEntry>>,
-    new: BoxStream<'static, Result<Listed>>,
+    new: BoxStream<'static, Result<SourceObject>>,
     new_what: &'static str,
-) -> impl Stream<Item = Result<Step>> + Send + 'static {
+) -> impl Stream<Item = Result<Change>> + Send + 'static {
     let state = Merge {
         old: Side {
             stream: old,
@@ -191,30 +190,30 @@ pub fn diff(
             (None, None) => return Ok(None),
             (Some(old), None) => {
                 st.old_head = st.old.next().await?;
-                Step::Removed(old)
+                Change::Removed(old)
             }
             (None, Some(new)) => {
                 st.new_head = st.new.next().await?;
-                Step::Added(new)
+                Change::Added(new)
             }
             (Some(old), Some(new)) => match old.key.as_str().cmp(new.key.as_str()) {
                 Ordering::Less => {
                     st.new_head = Some(new);
                     st.old_head = st.old.next().await?;
-                    Step::Removed(old)
+                    Change::Removed(old)
                 }
                 Ordering::Greater => {
                     st.old_head = Some(old);
                     st.new_head = st.new.next().await?;
-                    Step::Added(new)
+                    Change::Added(new)
                 }
                 Ordering::Equal => {
                     st.old_head = st.old.next().await?;
                     st.new_head = st.new.next().await?;
                     if old.matches(&new) {
-                        Step::Same(old, new)
+                        Change::Same(old, new)
                     } else {
-                        Step::Changed(old, new)
+                        Change::Changed(old, new)
                     }
                 }
             },
@@ -280,11 +279,9 @@ pub fn read_entries<R: std::io::Read>(
         .map(move |(n, line)| {
             let line = line
                 .map_err(|e| crate::pipeline::from_io(e, &format!("reading index `{origin}`")))?;
-            serde_json::from_str(&line).map_err(|e| {
-                Error::invalid(format!(
-                    "index `{origin}` line {} is unreadable: {e}",
-                    n + 1
-                ))
+            serde_json::from_str(&line).map_err(|e| Error::Damaged {
+                what: format!("index `{origin}` line {}", n + 1),
+                problem: format!("unreadable: {e}"),
             })
         }))
 }
@@ -294,8 +291,8 @@ mod tests {
     use super::*;
     use futures::StreamExt;
 
-    fn listed(key: &str, size: u64, etag: Option<&str>, secs: i64) -> Listed {
-        Listed {
+    fn listed(key: &str, size: u64, etag: Option<&str>, secs: i64) -> SourceObject {
+        SourceObject {
             key: key.into(),
             size,
             etag: etag.map(str::to_string),
@@ -307,7 +304,7 @@ mod tests {
         IndexEntry::new(listed(key, size, etag, secs), "R1")
     }
 
-    fn run(old: Vec<IndexEntry>, new: Vec<Listed>) -> Result<Vec<Step>> {
+    fn run(old: Vec<IndexEntry>, new: Vec<SourceObject>) -> Result<Vec<Change>> {
         let old = futures::stream::iter(old.into_iter().map(Ok)).boxed();
         let new = futures::stream::iter(new.into_iter().map(Ok)).boxed();
         futures::executor::block_on(diff(old, new, "listing").try_collect())
@@ -333,10 +330,10 @@ mod tests {
             .iter()
             .map(|s| {
                 let kind = match s {
-                    Step::Same(..) => "same",
-                    Step::Added(..) => "added",
-                    Step::Changed(..) => "changed",
-                    Step::Removed(..) => "removed",
+                    Change::Same(..) => "same",
+                    Change::Added(..) => "added",
+                    Change::Changed(..) => "changed",
+                    Change::Removed(..) => "removed",
                 };
                 (s.key(), kind)
             })
@@ -368,9 +365,9 @@ mod tests {
     fn empty_sides() {
         assert!(run(vec![], vec![]).unwrap().is_empty());
         let steps = run(vec![entry("a", 1, None, 1)], vec![]).unwrap();
-        assert!(matches!(steps.as_slice(), [Step::Removed(_)]));
+        assert!(matches!(steps.as_slice(), [Change::Removed(_)]));
         let steps = run(vec![], vec![listed("a", 1, None, 1)]).unwrap();
-        assert!(matches!(steps.as_slice(), [Step::Added(_)]));
+        assert!(matches!(steps.as_slice(), [Change::Added(_)]));
     }
 
     #[test]
@@ -400,7 +397,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(steps.len(), 3);
-        assert!(matches!(&steps[1], Step::Added(l) if l.key == "a"));
+        assert!(matches!(&steps[1], Change::Added(l) if l.key == "a"));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
-use super::index::Listed;
+use super::index::SourceObject;
 use crate::error::{Error, Result};
 use crate::storage::{self, Storage};
 
@@ -17,11 +17,11 @@ use crate::storage::{self, Storage};
 const MAX_DEPTH: usize = 3;
 /// Entries a level may have to be split (one listing page).
 const SPLIT_LIMIT: usize = 1000;
-/// Listed objects buffered per part.
+/// SourceObject objects buffered per part.
 const PART_BUFFER: usize = 2000;
 
 enum Unit {
-    Object(Listed),
+    Object(SourceObject),
     /// A prefix that may still be split.
     Prefix(String),
     /// A prefix listed as a whole.
@@ -32,7 +32,7 @@ enum Unit {
 pub async fn list_parallel(
     bucket: &Storage,
     checkers: usize,
-) -> Result<BoxStream<'static, Result<Listed>>> {
+) -> Result<BoxStream<'static, Result<SourceObject>>> {
     if checkers <= 1 {
         return list_flat(bucket, "").await;
     }
@@ -77,10 +77,10 @@ pub async fn list_parallel(
 /// Every object below `prefix` in key order, one delimiter listing per folder, depth first
 /// (a folder's keys sort exactly where the folder sorts among its parent's entries). A folder
 /// with more than a page of entries is listed flat instead, so memory holds a page per level.
-fn walk(bucket: Storage, prefix: String) -> BoxStream<'static, Result<Listed>> {
+fn walk(bucket: Storage, prefix: String) -> BoxStream<'static, Result<SourceObject>> {
     enum Frame {
         Entries(std::collections::VecDeque<Unit>),
-        Flat(BoxStream<'static, Result<Listed>>),
+        Flat(BoxStream<'static, Result<SourceObject>>),
     }
     struct Walk {
         bucket: Storage,
@@ -122,8 +122,8 @@ fn walk(bucket: Storage, prefix: String) -> BoxStream<'static, Result<Listed>> {
 
 /// Drives a listing in its own task, a bounded buffer ahead of its reader.
 fn in_background(
-    mut listing: BoxStream<'static, Result<Listed>>,
-) -> BoxStream<'static, Result<Listed>> {
+    mut listing: BoxStream<'static, Result<SourceObject>>,
+) -> BoxStream<'static, Result<SourceObject>> {
     let (tx, rx) = tokio::sync::mpsc::channel(PART_BUFFER);
     tokio::spawn(async move {
         while let Some(item) = listing.next().await {
@@ -147,7 +147,7 @@ async fn children(bucket: &Storage, prefix: &str, limit: usize) -> Result<Option
         }
         out.push(match entry {
             storage::Listed::Folder(dir) => Unit::Prefix(dir),
-            storage::Listed::Object(meta) => Unit::Object(Listed::from(meta)),
+            storage::Listed::Object(meta) => Unit::Object(SourceObject::from(meta)),
         });
     }
     // A page gives objects and folders apart; in key order, a folder sorts where its prefix
@@ -167,11 +167,11 @@ fn unit_key(unit: &Unit) -> &str {
 pub async fn list_flat(
     bucket: &Storage,
     prefix: &str,
-) -> Result<BoxStream<'static, Result<Listed>>> {
+) -> Result<BoxStream<'static, Result<SourceObject>>> {
     Ok(bucket
         .list_stream(prefix)
         .await?
-        .map_ok(|entry| Listed {
+        .map_ok(|entry| SourceObject {
             key: entry.path,
             size: entry.size,
             etag: entry.etag,

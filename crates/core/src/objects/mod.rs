@@ -24,8 +24,8 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-pub use restore::{restore_objects, RestoreOptions, RestoreReport};
-pub use run::{backup_between, backup_objects, BackupOptions, RunReport};
+pub use restore::{restore_objects, ObjectsRestoreReport, RestoreOptions};
+pub use run::{backup_between, backup_objects, BackupOptions, BackupReport};
 
 use crate::error::{Error, Result};
 use crate::storage::{RequestCounts, Storage};
@@ -110,11 +110,9 @@ pub async fn list_runs(dest: &Storage) -> Result<Vec<RunRecord>> {
         let Some(bytes) = dest.read_opt(&entry.path).await? else {
             continue;
         };
-        let record: RunRecord = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::invalid(format!(
-                "run record `{}` is unreadable: {e}",
-                dest.display(&entry.path)
-            ))
+        let record: RunRecord = serde_json::from_slice(&bytes).map_err(|e| Error::Damaged {
+            what: format!("run record `{}`", dest.display(&entry.path)),
+            problem: format!("unreadable: {e}"),
         })?;
         runs.push(record);
     }

@@ -1,14 +1,13 @@
 //! Putting a bucket (or a prefix of it) back as it was at a run: the run's index merged with a
 //! listing of the target, so that objects already there unchanged are not copied again.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::index::{diff, Step};
+use super::index::{diff, Change};
 use super::{index_key, list_runs, read_index, Ends, Failure};
 use crate::config::{BucketUrl, ObjectsConfig};
 use crate::error::{Error, Result};
@@ -28,7 +27,7 @@ pub struct RestoreOptions {
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct RestoreReport {
+pub struct ObjectsRestoreReport {
     pub name: String,
     pub run: String,
     pub run_started: Option<Timestamp>,
@@ -62,7 +61,7 @@ pub async fn restore_objects(
     name: &str,
     config: &ObjectsConfig,
     options: &RestoreOptions,
-) -> Result<RestoreReport> {
+) -> Result<ObjectsRestoreReport> {
     let started = Instant::now();
     let ends = Ends::open(config, &ctx.storage_env())?;
     let runs = list_runs(&ends.dest).await?;
@@ -71,11 +70,11 @@ pub async fn restore_objects(
         Some(at) => runs.iter().rev().find(|r| r.started <= at),
     }
     .ok_or_else(|| match (options.as_of, runs.first()) {
-        (_, None) => Error::invalid(format!(
+        (_, None) => Error::Missing(format!(
             "object backup `{name}` has no run in `{}`: run `lifeboat backup objects` first",
             config.destination.url
         )),
-        (Some(at), Some(first)) => Error::invalid(format!(
+        (Some(at), Some(first)) => Error::Missing(format!(
             "no run of `{name}` at or before `{at}`: the oldest is `{}` at `{}`",
             first.id, first.started
         )),
@@ -115,16 +114,17 @@ pub async fn restore_objects(
             .boxed()
     };
     let part_size = (config.part_size_mib as usize) << 20;
-    let mut report = RestoreReport {
+    let mut report = ObjectsRestoreReport {
         name: name.to_string(),
         run: run.id.clone(),
         run_started: Some(run.started),
         target: target_config.url.to_string(),
         dry_run: options.dry_run,
-        ..RestoreReport::default()
+        ..ObjectsRestoreReport::default()
     };
-    ctx.progress
-        .begin(&format!("restoring `{name}` as of run `{}`", run.id), None);
+    let progress = ctx
+        .progress
+        .start(&format!("restoring `{name}` as of run `{}`", run.id), None);
     let dest = &ends.dest;
     let target = &target;
     let delete_extra = options.delete_extra;
@@ -132,8 +132,8 @@ pub async fn restore_objects(
         .map(|step| async move {
             let step = step?;
             Ok::<_, Error>(match step {
-                Step::Same(..) => Done::Unchanged,
-                Step::Added(extra) => {
+                Change::Same(..) => Done::Unchanged,
+                Change::Added(extra) => {
                     if !delete_extra {
                         Done::Extra
                     } else {
@@ -146,7 +146,7 @@ pub async fn restore_objects(
                         }
                     }
                 }
-                Step::Removed(entry) | Step::Changed(entry, _) => {
+                Change::Removed(entry) | Change::Changed(entry, _) => {
                     let options = CopyOptions {
                         size: entry.size,
                         etag: None,
@@ -187,7 +187,6 @@ pub async fn restore_objects(
         })
         .buffer_unordered(config.transfers)
         .boxed();
-    let progress = Arc::clone(&ctx.progress);
     let mut last_note = Instant::now();
     let result: Result<()> = async {
         loop {
@@ -228,7 +227,7 @@ pub async fn restore_objects(
         Ok(())
     }
     .await;
-    ctx.progress.end();
+    drop(progress);
     result?;
     report.seconds = started.elapsed().as_secs_f64();
     report.requests = ends.requests();

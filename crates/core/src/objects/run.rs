@@ -10,13 +10,14 @@ use jiff::Timestamp;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::index::{diff, version_key, IndexEntry, IndexWriter, Listed, Step};
+use super::index::{diff, version_key, Change, IndexEntry, IndexWriter, SourceObject};
 use super::{
     index_key, list_runs, read_index, record_key, retired_key, Ends, Failure, RunRecord, Summary,
     RUN_FORMAT,
 };
 use crate::config::ObjectsConfig;
 use crate::error::{Error, Result};
+use crate::progress::Task;
 use crate::storage::{CopyOptions, Storage, UploadOptions};
 use crate::Context;
 
@@ -37,7 +38,7 @@ pub struct BackupOptions {
 }
 
 #[derive(Debug, Serialize)]
-pub struct RunReport {
+pub struct BackupReport {
     pub name: String,
     /// The run's id; `None` for a dry run.
     pub run: Option<String>,
@@ -48,14 +49,14 @@ pub struct RunReport {
 }
 
 #[derive(Clone, Copy)]
-enum Kind {
+enum ChangeKind {
     Same,
     Added,
     Changed,
     Removed,
 }
 
-impl RunReport {
+impl BackupReport {
     pub fn failed(&self) -> u64 {
         self.summary.failed
     }
@@ -63,7 +64,7 @@ impl RunReport {
 
 /// What became of one key.
 struct Outcome {
-    kind: Kind,
+    kind: ChangeKind,
     index: Option<IndexEntry>,
     retired: Option<IndexEntry>,
     copied: Option<u64>,
@@ -76,7 +77,7 @@ pub async fn backup_objects(
     name: &str,
     config: &ObjectsConfig,
     options: &BackupOptions,
-) -> Result<RunReport> {
+) -> Result<BackupReport> {
     // A dry run goes the whole way with storage that shows its writes instead of making them.
     let env = if options.dry_run {
         ctx.storage_env().dry()
@@ -94,7 +95,7 @@ pub async fn backup_between(
     config: &ObjectsConfig,
     ends: &Ends,
     options: &BackupOptions,
-) -> Result<RunReport> {
+) -> Result<BackupReport> {
     let started = Instant::now();
     let runs = list_runs(&ends.dest).await?;
     let previous = match runs.last() {
@@ -104,14 +105,19 @@ pub async fn backup_between(
     let listing = super::listing::list_parallel(&ends.source, config.checkers).await?;
     let steps = diff(previous, listing, "source listing");
     let id = super::new_run_id(options.now);
-    ctx.progress.begin(&format!("objects `{name}`"), None);
-    let result = copy_all(ctx, ends, config, &id, steps).await;
-    ctx.progress.end();
-    let (mut summary, failures, complete, retired) = result?;
+    let task = ctx.progress.start(&format!("objects `{name}`"), None);
+    let result = copy_all(ctx, ends, config, &id, steps, &task).await;
+    drop(task);
+    let Pass {
+        mut summary,
+        failures,
+        retired,
+    } = result?;
+    let complete = summary.failed == 0;
     summary.seconds = started.elapsed().as_secs_f64();
     summary.requests = ends.requests();
     if options.dry_run {
-        return Ok(RunReport {
+        return Ok(BackupReport {
             name: name.to_string(),
             run: None,
             dry_run: true,
@@ -140,12 +146,10 @@ pub async fn backup_between(
     // The retired list is closed after the record: a list without its run would let prune
     // remove versions that a later run still holds, while a run without its list only keeps
     // some history longer than needed.
-    if let Some(retired) = retired {
-        if let Err(e) = retired.finish().await {
-            tracing::warn!("run `{id}` is recorded but its list of retired versions is not: they will not be pruned ({e})");
-        }
+    if let Err(e) = retired.finish().await {
+        tracing::warn!("run `{id}` is recorded but its list of retired versions is not: they will not be pruned ({e})");
     }
-    Ok(RunReport {
+    Ok(BackupReport {
         name: name.to_string(),
         run: Some(id),
         dry_run: false,
@@ -155,16 +159,21 @@ pub async fn backup_between(
     })
 }
 
-/// What a pass over the steps gives: its summary, failures, whether complete, and the list of
-/// retired versions still to be closed.
-type Pass = (Summary, Vec<Failure>, bool, Option<Upload>);
+/// What copying every object came to: the counts, the objects that failed, and the list of
+/// the versions moved to history, still open (it is closed after the run's record).
+struct Pass {
+    summary: Summary,
+    failures: Vec<Failure>,
+    retired: Upload,
+}
 
 async fn copy_all(
     ctx: &Context,
     ends: &Ends,
     config: &ObjectsConfig,
     id: &str,
-    steps: impl futures::Stream<Item = Result<Step>> + Send + 'static,
+    steps: impl futures::Stream<Item = Result<Change>> + Send + 'static,
+    task: &Task,
 ) -> Result<Pass> {
     let part_size = (config.part_size_mib as usize) << 20;
     let slots = Arc::new(Semaphore::new(config.transfers));
@@ -198,12 +207,12 @@ async fn copy_all(
             let Some(outcome) = next else { break };
             let outcome = outcome?;
             match outcome.kind {
-                Kind::Same => summary.unchanged += 1,
-                Kind::Added => summary.added += 1,
-                Kind::Changed => summary.changed += 1,
-                Kind::Removed => summary.removed += 1,
+                ChangeKind::Same => summary.unchanged += 1,
+                ChangeKind::Added => summary.added += 1,
+                ChangeKind::Changed => summary.changed += 1,
+                ChangeKind::Removed => summary.removed += 1,
             }
-            if !matches!(outcome.kind, Kind::Removed) {
+            if !matches!(outcome.kind, ChangeKind::Removed) {
                 summary.scanned += 1;
             }
             if let Some(entry) = &outcome.index {
@@ -218,7 +227,7 @@ async fn copy_all(
             if let Some(bytes) = outcome.copied {
                 summary.copied += 1;
                 summary.copied_bytes += bytes;
-                ctx.progress.advance(bytes);
+                task.advance(bytes);
             }
             if let Some(failure) = outcome.failure {
                 tracing::warn!("cannot copy `{}`: {}", failure.key, failure.error);
@@ -227,7 +236,7 @@ async fn copy_all(
             }
             if last_note.elapsed() >= Duration::from_millis(500) {
                 last_note = Instant::now();
-                ctx.progress.note(&format!(
+                task.note(&format!(
                     "{} objects listed, {} copied, {} failed",
                     summary.scanned, summary.copied, summary.failed
                 ));
@@ -243,8 +252,11 @@ async fn copy_all(
         return Err(e);
     }
     index.finish().await?;
-    let complete = summary.failed == 0;
-    Ok((summary, failures, complete, Some(retired)))
+    Ok(Pass {
+        summary,
+        failures,
+        retired,
+    })
 }
 
 /// Copies one object if it needs copying, retrying; never fails the run for one object.
@@ -252,35 +264,35 @@ async fn process(
     ends: &Ends,
     config: &ObjectsConfig,
     id: &str,
-    step: Step,
+    step: Change,
     slots: &Semaphore,
 ) -> Outcome {
-    let kind = if matches!(step, Step::Added(_)) {
-        Kind::Added
+    let kind = if matches!(step, Change::Added(_)) {
+        ChangeKind::Added
     } else {
-        Kind::Changed
+        ChangeKind::Changed
     };
     let (old, new) = match step {
-        Step::Same(old, _) => {
+        Change::Same(old, _) => {
             return Outcome {
-                kind: Kind::Same,
+                kind: ChangeKind::Same,
                 index: Some(old),
                 retired: None,
                 copied: None,
                 failure: None,
             }
         }
-        Step::Removed(old) => {
+        Change::Removed(old) => {
             return Outcome {
-                kind: Kind::Removed,
+                kind: ChangeKind::Removed,
                 index: None,
                 retired: Some(old),
                 copied: None,
                 failure: None,
             }
         }
-        Step::Added(new) => (None, new),
-        Step::Changed(old, new) => (Some(old), new),
+        Change::Added(new) => (None, new),
+        Change::Changed(old, new) => (Some(old), new),
     };
     let _slot = slots.acquire().await.expect("semaphore never closes");
     match copy_with_retries(ends, config, id, &new).await {
@@ -317,7 +329,7 @@ async fn copy_with_retries(
     ends: &Ends,
     config: &ObjectsConfig,
     id: &str,
-    object: &Listed,
+    object: &SourceObject,
 ) -> Result<Option<u64>> {
     let target = version_key(id, &object.key);
     let options = CopyOptions {
@@ -409,7 +421,7 @@ mod tests {
         (ctx, ends)
     }
 
-    async fn run(ctx: &Context, ends: &Ends, minute: u32) -> RunReport {
+    async fn run(ctx: &Context, ends: &Ends, minute: u32) -> BackupReport {
         let config = &ctx.config.objects["media"];
         let options = BackupOptions {
             dry_run: false,

@@ -12,9 +12,9 @@ use jiff::Timestamp;
 use crate::backup::{About, DataPlan};
 use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
-use crate::manifest::{self, BackupKind, BaseInfo, DumpOptions, Manifest};
 use crate::postgres::conn::ConnInfo;
 use crate::postgres::tools::major;
+use crate::repository::manifest::{self, BackupKind, BaseInfo, DumpOptions, Manifest};
 use crate::repository::Repository;
 use crate::wal;
 use crate::Context;
@@ -53,18 +53,20 @@ pub async fn backup_base(
     let system_id: u64 = row
         .get::<_, String>(6)
         .parse()
-        .map_err(|_| Error::invalid("the server's system identifier is not a number"))?;
+        .map_err(|_| Error::Internal("the server's system identifier is not a number".into()))?;
     drop(client);
     if archive_mode == "off" || !archive_command.contains("wal-push") {
-        return Err(Error::invalid(format!(
+        return Err(Error::NotReady(format!(
             "database `{name}` does not archive its WAL to lifeboat (archive_mode = `{archive_mode}`, archive_command = `{archive_command}`): \
              set archive_mode = on and archive_command = 'lifeboat --config FILE wal-push %p', then restart the server"
         )));
     }
     if major(&client_version) < major(&server_version) {
-        return Err(Error::invalid(format!(
-            "`pg_basebackup` is version {client_version} but the server is {server_version}: install newer client tools or set `tools.pg_bin_dir`"
-        )));
+        return Err(Error::ToolVersion {
+            tool: "pg_basebackup".into(),
+            version: client_version,
+            server: server_version,
+        });
     }
 
     // The archive belongs to one cluster: a base backup of another could never be recovered
@@ -158,17 +160,18 @@ async fn backup_history(ctx: &Context, repo: &Repository, label: &str) -> Result
                 .unwrap_or_default();
             let text = String::from_utf8_lossy(&raw);
             if text.lines().any(|l| l.trim() == format!("LABEL: {label}")) {
-                return parse_backup_history(&text).ok_or_else(|| {
-                    Error::invalid(format!("backup history file `{name}` is not readable"))
+                return parse_backup_history(&text).ok_or_else(|| Error::Damaged {
+                    what: format!("backup history file `{name}`"),
+                    problem: "not readable".into(),
                 });
             }
         }
         if begun.elapsed() > ARCHIVE_WAIT {
-            return Err(Error::invalid(format!(
-                "the server did not archive this base backup's history file to repository `{}` within {} s: check that archive_command runs `lifeboat wal-push` with this repository's configuration",
-                repo.location(),
-                ARCHIVE_WAIT.as_secs()
-            )));
+            return Err(Error::TimedOut {
+                what: format!("the server archiving this base backup's history file to repository `{}`", repo.location()),
+                seconds: ARCHIVE_WAIT.as_secs(),
+                hint: "check that archive_command runs `lifeboat wal-push` with this repository's configuration".into(),
+            });
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(250)) => {}
@@ -201,11 +204,11 @@ async fn wait_for_archive(ctx: &Context, repo: &Repository, segment: &str) -> Re
             }
         }
         if begun.elapsed() > ARCHIVE_WAIT {
-            return Err(Error::invalid(format!(
-                "WAL segment `{segment}`, needed to recover this base backup, did not reach repository `{}` within {} s: check that archive_command runs `lifeboat wal-push` with this repository's configuration",
-                repo.location(),
-                ARCHIVE_WAIT.as_secs()
-            )));
+            return Err(Error::TimedOut {
+                what: format!("WAL segment `{segment}`, needed to recover this base backup, reaching repository `{}`", repo.location()),
+                seconds: ARCHIVE_WAIT.as_secs(),
+                hint: "check that archive_command runs `lifeboat wal-push` with this repository's configuration".into(),
+            });
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(250)) => {}

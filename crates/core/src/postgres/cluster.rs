@@ -144,9 +144,11 @@ impl ScratchCluster {
                 .status()
                 .map_err(|e| Error::io("starting `openssl` for a test certificate", e))?;
             if !status.success() {
-                return Err(Error::invalid(
-                    "`openssl` could not make a test certificate",
-                ));
+                return Err(Error::Tool {
+                    tool: "openssl".into(),
+                    outcome: format!("could not make a test certificate ({status})"),
+                    stderr: String::new(),
+                });
             }
             append(&self.data.join("postgresql.conf"), "ssl = on")?;
         }

@@ -28,7 +28,7 @@ impl std::fmt::Debug for ConnInfo {
 impl ConnInfo {
     pub fn new(url: &str, password: Option<&Secret>) -> Result<ConnInfo> {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-            Error::invalid(format!("malformed postgres url `{}`: {e}", redact_url(url)))
+            Error::Usage(format!("malformed postgres url `{}`: {e}", redact_url(url)))
         })?;
         if let Some(password) = password {
             config.password(password.expose());

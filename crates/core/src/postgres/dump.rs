@@ -6,18 +6,16 @@
 //! both are done, write the manifest (the commit). Any failure before the manifest removes
 //! what was written, so a failed or interrupted backup never shows up in `list`.
 
-use std::sync::Arc;
-
 use jiff::Timestamp;
-use tokio_postgres::Client;
 
 use crate::backup::{About, DataPlan};
 use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
-use crate::manifest::{self, BackupKind, DumpOptions, Manifest, TableRows};
 use crate::pipeline;
 use crate::postgres::conn::{quote_ident, ConnInfo};
+use crate::repository::manifest::{self, BackupKind, DumpOptions, Manifest, TableRows};
 use crate::repository::Repository;
+use crate::units::human_bytes;
 use crate::Context;
 
 /// What to dump.
@@ -82,7 +80,7 @@ pub async fn backup_db(
 
     let plan = DataPlan::new(ctx, BackupKind::Db, &id, db_size.max(0) as u64, 0);
     tracing::info!(backup = %id, database = name, "dumping `{dbname}` ({} estimated)", human_bytes(db_size.max(0) as u64));
-    ctx.progress.begin(&format!("dump {name}"), None);
+    let task = ctx.progress.start(&format!("dump {name}"), None);
     // A failed upload stops the counting (which may be waiting on a lock), and the reverse.
     let stop = ctx.cancel.child_token();
     let upload = pipeline::upload(
@@ -91,7 +89,7 @@ pub async fn backup_db(
         source,
         move || killer.kill(),
         plan.seal.clone(),
-        Arc::clone(&ctx.progress),
+        task,
         &stop,
     );
     let upload = async {
@@ -112,7 +110,6 @@ pub async fn backup_db(
         result
     };
     let (uploaded, counted) = tokio::join!(upload, counting);
-    ctx.progress.end();
     let outcome = async {
         let (stats, tables) = match (uploaded, counted) {
             (Ok(stats), Ok(tables)) => (stats, tables),
@@ -156,11 +153,11 @@ fn check_versions(
 ) -> Result<()> {
     use crate::postgres::tools::major;
     if major(pg_dump) < major(server) {
-        return Err(Error::invalid(format!(
-            "`{}` is version {pg_dump} but the server is {server}: install the PostgreSQL {} client tools or set `tools.pg_bin_dir`",
-            tools.path("pg_dump").display(),
-            major(server)
-        )));
+        return Err(Error::ToolVersion {
+            tool: tools.path("pg_dump").display().to_string(),
+            version: pg_dump.to_string(),
+            server: server.to_string(),
+        });
     }
     Ok(())
 }
@@ -198,7 +195,7 @@ async fn check_schemas_exist(
             .await
             .map_err(|e| Error::postgres("checking schemas", &e))?;
         if found.is_none() {
-            return Err(Error::invalid(format!(
+            return Err(Error::Missing(format!(
                 "schema `{schema}` does not exist in the database (names are case-sensitive)"
             )));
         }
@@ -234,56 +231,4 @@ async fn count_rows(
         });
     }
     Ok(counted)
-}
-
-/// Counts rows of the given tables in a database (after a restore, or in verification).
-pub async fn count_tables(
-    client: &Client,
-    tables: &[&TableRows],
-) -> Result<Vec<(String, Option<u64>)>> {
-    let mut out = Vec::with_capacity(tables.len());
-    for table in tables {
-        let sql = format!(
-            "SELECT count(*) FROM ONLY {}.{}",
-            quote_ident(&table.schema),
-            quote_ident(&table.name)
-        );
-        let rows = match client.query_one(&sql, &[]).await {
-            Ok(row) => Some(row.get::<_, i64>(0) as u64),
-            Err(e) if e.as_db_error().is_some() => None,
-            Err(e) => {
-                return Err(Error::postgres(
-                    format!("counting rows of `{}`", table.qualified()),
-                    &e,
-                ))
-            }
-        };
-        out.push((table.qualified(), rows));
-    }
-    Ok(out)
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-    }
 }

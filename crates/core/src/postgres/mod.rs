@@ -4,6 +4,7 @@ pub mod archive;
 pub mod base;
 pub mod cluster;
 pub mod conn;
+pub mod counts;
 pub mod dump;
 pub mod pitr;
 pub mod restore;

@@ -46,8 +46,8 @@ impl PgTools {
         let out = self.tool(name).arg("--version").output()?;
         let text = String::from_utf8_lossy(&out);
         parse_version(&text).ok_or_else(|| {
-            Error::invalid(format!(
-                "cannot read the version of `{}` from `{}`",
+            Error::NotReady(format!(
+                "cannot read the version of `{}` from `{}`: is it a PostgreSQL program?",
                 self.path(name).display(),
                 text.trim()
             ))

@@ -25,6 +25,13 @@ pub use unnamed::Unnamed;
 
 /// This process's effective user id: from `/proc/self/status`, else as the owner of a
 /// temporary file it creates.
+/// This machine's name, for lock files and reports.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 pub fn effective_uid() -> Option<u32> {
     let from_proc = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -192,12 +199,30 @@ fn inherited(key: &str) -> bool {
         || (key.starts_with("PG") && key != "PGPASSWORD")
 }
 
+/// How to get a program lifeboat runs.
+fn install_hint(program: &Path) -> String {
+    let name = program
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    match name {
+        "redis-cli" => "install Redis's command-line client (Debian: `apt install redis-tools`)".into(),
+        "pg_dump" | "pg_restore" | "pg_basebackup" | "psql" => {
+            "install the PostgreSQL client tools (Debian: `apt install postgresql-client`) or set `tools.pg_bin_dir`".into()
+        }
+        "initdb" | "postgres" | "pg_ctl" => {
+            "install the PostgreSQL server programs (Debian: `apt install postgresql`) or set `tools.pg_bin_dir`".into()
+        }
+        _ => "install it, or put it on PATH".into(),
+    }
+}
+
 fn spawn_error(program: &Path, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::NotFound {
-        Error::invalid(format!(
-            "`{}` not found: install the PostgreSQL client tools or set `tools.pg_bin_dir`",
-            program.display()
-        ))
+        Error::ToolMissing {
+            program: program.display().to_string(),
+            install: install_hint(program),
+        }
     } else {
         Error::io(format!("starting `{}`", program.display()), e)
     }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use jiff::Timestamp;
 
+use crate::config::S3Access;
 use crate::error::Result;
 
 /// A stream of an object's bytes.
@@ -96,41 +97,16 @@ pub struct CopyOptions {
 }
 
 /// Where an S3 bucket is and how to reach it: a server-side copy needs both ends to share
-/// one (endpoint, region, credentials).
-#[derive(Clone, PartialEq, Eq)]
+/// one account ([`S3Access::same_account`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Account {
     pub bucket: String,
     /// Below which keys live (no leading or trailing `/`).
     pub prefix: String,
-    pub endpoint: Option<String>,
-    pub region: String,
-    pub access_key_id: Option<crate::config::Secret>,
-    pub secret_access_key: Option<crate::config::Secret>,
-    pub path_style: bool,
-}
-
-impl fmt::Debug for S3Account {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3Account")
-            .field("bucket", &self.bucket)
-            .field("prefix", &self.prefix)
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .finish_non_exhaustive()
-    }
+    pub access: S3Access,
 }
 
 impl S3Account {
-    /// Whether the server can copy from `other` into this bucket: one endpoint, region and
-    /// set of credentials.
-    pub fn shares_account_with(&self, other: &S3Account) -> bool {
-        self.endpoint == other.endpoint
-            && self.region == other.region
-            && self.access_key_id.is_some()
-            && self.access_key_id == other.access_key_id
-            && self.secret_access_key == other.secret_access_key
-    }
-
     /// The full key of `key`, below the prefix.
     pub fn full_key(&self, key: &str) -> String {
         if self.prefix.is_empty() {

@@ -4,6 +4,7 @@
 //! - [`backend`]: the trait, what a place that keeps objects does;
 //! - [`opendal`]: local folders and S3 through OpenDAL, and [`s3`] for the S3 requests OpenDAL
 //!   does not make (server-side copies, storage classes, lifecycle rules, GETs with headers);
+//!   [`local`] creates a local file atomically; `copy` streams a copy through this machine;
 //! - [`client`]: the one HTTP client, with the timeouts and the request counts;
 //! - [`retry`]: the one retry policy;
 //! - [`layers`]: a deadline and cancellation for every operation, and dry runs;
@@ -14,7 +15,9 @@
 
 pub mod backend;
 pub mod client;
+mod copy;
 pub mod layers;
+pub mod local;
 pub mod memory;
 pub mod opendal;
 pub mod retry;
@@ -33,7 +36,7 @@ pub use backend::{
     Backend, BackendInfo, ByteStream, CopyOptions, Listed, ObjectMeta, S3Account, Upload,
     UploadOptions, WriteOptions, Written,
 };
-pub use client::{RequestCounts, Requests, Timeouts};
+pub use client::{RequestCounts, Requests};
 pub use opendal::LOCAL_STAGING_DIR;
 
 use crate::config::{BucketConfig, RepositoryConfig, RepositoryUrl};
@@ -105,7 +108,7 @@ impl Storage {
     /// `create` is set (by `init`); otherwise it is reported as not a repository.
     pub fn open(config: &RepositoryConfig, create: bool, env: &Env) -> Result<Storage> {
         let location = config.url.to_string();
-        let policy = retry::Policy::default();
+        let policy = retry::RetryPolicy::default();
         let backend: Arc<dyn Backend> = match &config.url {
             RepositoryUrl::Local(path) => {
                 if !create && !path.exists() {
@@ -122,10 +125,13 @@ impl Storage {
                     policy,
                 )?)
             }
-            RepositoryUrl::S3 { .. } => Arc::new(opendal::OpendalBackend::s3(
-                config.account().expect("an S3 repository has an account"),
+            RepositoryUrl::S3 { bucket, prefix } => Arc::new(opendal::OpendalBackend::s3(
+                S3Account {
+                    bucket: bucket.clone(),
+                    prefix: prefix.clone(),
+                    access: config.access(),
+                },
                 location,
-                &config.timeouts,
                 env.requests.clone(),
                 policy,
                 None,
@@ -139,11 +145,14 @@ impl Storage {
     /// An S3 bucket of an object backup (below its prefix), uploading with its storage class.
     pub fn bucket(config: &BucketConfig, env: &Env) -> Result<Storage> {
         let backend = opendal::OpendalBackend::s3(
-            config.account(),
+            S3Account {
+                bucket: config.url.bucket.clone(),
+                prefix: config.url.prefix.clone(),
+                access: config.access(),
+            },
             config.url.to_string(),
-            &config.timeouts,
             env.requests.clone(),
-            retry::Policy::default(),
+            retry::RetryPolicy::default(),
             config.storage_class.as_deref(),
         )?;
         Ok(Storage::layered(

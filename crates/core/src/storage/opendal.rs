@@ -20,8 +20,8 @@ use super::backend::{
     Backend, BackendInfo, ByteStream, CopyOptions, ListStream, Listed, ObjectMeta, S3Account,
     Upload, UploadOptions, WriteOptions, Written,
 };
-use super::client::{Fetcher, Requests, Timeouts};
-use super::retry::Policy;
+use super::client::{Fetcher, Requests};
+use super::retry::RetryPolicy;
 use super::s3::{S3Api, MAX_SINGLE_COPY};
 use crate::error::{Error, Result, StorageFailure};
 
@@ -46,7 +46,7 @@ pub struct OpendalBackend {
 struct S3Build {
     account: S3Account,
     fetcher: Arc<Fetcher>,
-    policy: Policy,
+    policy: RetryPolicy,
 }
 
 impl std::fmt::Debug for OpendalBackend {
@@ -59,7 +59,7 @@ impl std::fmt::Debug for OpendalBackend {
 
 impl OpendalBackend {
     /// A folder on this machine (absolute path).
-    pub fn local(root: &Path, location: String, policy: Policy) -> Result<OpendalBackend> {
+    pub fn local(root: &Path, location: String, policy: RetryPolicy) -> Result<OpendalBackend> {
         let staging = root.join(LOCAL_STAGING_DIR);
         let builder = services::Fs::default()
             .root(&root.display().to_string())
@@ -87,12 +87,11 @@ impl OpendalBackend {
     pub fn s3(
         account: S3Account,
         location: String,
-        timeouts: &Timeouts,
         requests: Arc<Requests>,
-        policy: Policy,
+        policy: RetryPolicy,
         default_class: Option<&str>,
     ) -> Result<OpendalBackend> {
-        let client = super::client::client(timeouts);
+        let client = super::client::client(&account.access.timeouts);
         let fetcher = Arc::new(Fetcher {
             client: client.clone(),
             requests: requests.clone(),
@@ -186,12 +185,12 @@ impl OpendalBackend {
 
 impl S3Build {
     fn operator(&self, class: Option<&str>) -> opendal::Result<Operator> {
-        let a = &self.account;
+        let a = &self.account.access;
         let mut builder = services::S3::default()
-            .bucket(&a.bucket)
-            .root(&format!("/{}", a.prefix))
+            .bucket(&self.account.bucket)
+            .root(&format!("/{}", self.account.prefix))
             .disable_ec2_metadata()
-            .region(&a.region);
+            .region(a.signing_region());
         if let Some(endpoint) = &a.endpoint {
             builder = builder.endpoint(endpoint);
         }
@@ -316,10 +315,10 @@ impl Backend for OpendalBackend {
                 let target = root.join(key);
                 let staging = root.join(LOCAL_STAGING_DIR);
                 return tokio::task::spawn_blocking(move || {
-                    create_new_file(&staging, &target, &data)
+                    super::local::create_new_file(&staging, &target, &data)
                 })
                 .await
-                .map_err(|e| Error::invalid(format!("file thread failed: {e}")))?
+                .map_err(|e| Error::thread("file", e))?
                 .map(|created| {
                     if created {
                         Written::Created
@@ -403,7 +402,7 @@ impl Backend for OpendalBackend {
         options: &CopyOptions,
     ) -> Result<Option<u64>> {
         if let (Some(s3), Some(ours), Some(theirs)) = (&self.s3, &self.info.s3, &source.info().s3) {
-            if ours.shares_account_with(theirs) && options.size <= MAX_SINGLE_COPY {
+            if ours.access.same_account(&theirs.access) && options.size <= MAX_SINGLE_COPY {
                 return match s3.copy_object(theirs, from, to, options, false).await {
                     Ok(()) => Ok(Some(options.size)),
                     Err(e) if e.is_not_found() => Ok(None),
@@ -411,7 +410,7 @@ impl Backend for OpendalBackend {
                 };
             }
         }
-        stream_copy(self, source.as_ref(), from, to, options).await
+        super::copy::stream_copy(self, source.as_ref(), from, to, options).await
     }
 
     async fn set_class(&self, key: &str, class: &str) -> Result<()> {
@@ -430,61 +429,10 @@ impl Backend for OpendalBackend {
     async fn lifecycle(&self, replace: Option<String>) -> Result<Option<String>> {
         match &self.s3 {
             Some(s3) => s3.lifecycle(replace).await,
-            None => Err(Error::invalid(format!(
+            None => Err(Error::Usage(format!(
                 "lifecycle rules are for S3 repositories; `{}` is a local folder (prune keeps it tidy)",
                 self.info.location
             ))),
-        }
-    }
-}
-
-/// A copy through this machine: the source read (with its headers) streams into an upload
-/// here, with its content type and user metadata.
-async fn stream_copy(
-    dest: &OpendalBackend,
-    source: &dyn Backend,
-    from: &str,
-    to: &str,
-    options: &CopyOptions,
-) -> Result<Option<u64>> {
-    let Some((meta, mut body)) = source.read(from, true).await? else {
-        return Ok(None);
-    };
-    let mut upload = dest
-        .upload(
-            to,
-            &UploadOptions {
-                part_size: options.part_size,
-                concurrency: 1,
-                storage_class: options.storage_class.clone(),
-                content_type: meta.content_type.clone(),
-                user_metadata: meta.user_metadata.clone(),
-            },
-        )
-        .await?;
-    let copied = async {
-        let mut copied = 0u64;
-        while let Some(chunk) = body.try_next().await? {
-            copied += chunk.len() as u64;
-            upload.write(chunk).await?;
-        }
-        if copied != meta.size {
-            return Err(Error::Storage {
-                op: "reading",
-                path: format!("{}/{from}", source.info().location.trim_end_matches('/')),
-                kind: StorageFailure::Unavailable,
-                message: format!("got {copied} bytes of {}", meta.size),
-            });
-        }
-        upload.close().await?;
-        Ok(copied)
-    }
-    .await;
-    match copied {
-        Ok(copied) => Ok(Some(copied)),
-        Err(e) => {
-            let _ = upload.abort().await;
-            Err(e)
         }
     }
 }
@@ -527,28 +475,5 @@ impl Upload for OpendalUpload {
                 .map_err(|e| Error::storage("aborting", &self.display, e))?;
         }
         Ok(())
-    }
-}
-
-/// Creates `target` with `data` unless it exists: written and synced in `staging`, then
-/// hard-linked into place, which fails atomically when the name is taken.
-fn create_new_file(staging: &Path, target: &Path, data: &[u8]) -> std::io::Result<bool> {
-    use std::io::Write;
-    let parent = target.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(staging)?;
-    std::fs::create_dir_all(parent)?;
-    let mut staged = tempfile::Builder::new()
-        .prefix(".new-")
-        .tempfile_in(staging)?;
-    staged.write_all(data)?;
-    staged.as_file().sync_all()?;
-    match std::fs::hard_link(staged.path(), target) {
-        Ok(()) => {
-            // The new name is durable once its folder is.
-            std::fs::File::open(parent)?.sync_all()?;
-            Ok(true)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
     }
 }

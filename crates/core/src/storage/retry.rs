@@ -1,26 +1,26 @@
 //! The one retry policy: which failures are tried again, how often and how far apart. OpenDAL
 //! applies it to its requests (each part of an upload and each range of a download is retried
-//! on its own, since it holds its bytes); lifeboat's own S3 requests run through [`Policy::run`].
+//! on its own, since it holds its bytes); lifeboat's own S3 requests run through [`RetryPolicy::run`].
 //! A failure is retried when it may pass: a connection refused, reset or timed out, a 5xx, a
 //! 429 or `SlowDown`; never a refusal (4xx) or damaged data.
 
 use std::future::Future;
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy)]
-pub struct Policy {
+pub struct RetryPolicy {
     /// Tries in all (the first and the retries).
     pub attempts: usize,
     pub min_delay: Duration,
     pub max_delay: Duration,
 }
 
-impl Default for Policy {
+impl Default for RetryPolicy {
     /// Four retries, backing off from 200 ms to 8 s, with jitter.
     fn default() -> Self {
-        Policy {
+        RetryPolicy {
             attempts: 5,
             min_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(8),
@@ -28,7 +28,7 @@ impl Default for Policy {
     }
 }
 
-impl Policy {
+impl RetryPolicy {
     /// OpenDAL's retry layer, with this policy.
     pub fn opendal_layer(&self) -> opendal::layers::RetryLayer {
         opendal::layers::RetryLayer::new()
@@ -59,7 +59,7 @@ impl Policy {
         loop {
             match attempt(n).await {
                 Ok(value) => return Ok(value),
-                Err(e) if e.is_retryable() && n < self.attempts => {
+                Err(e) if worth_retrying(&e) && n < self.attempts => {
                     let pause = self.delay(n + 1);
                     tracing::debug!("{what}: {e}; trying again in {pause:?}");
                     tokio::time::sleep(pause).await;
@@ -68,6 +68,16 @@ impl Policy {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Whether a failed storage request may pass if sent again: the storage was unreachable or
+/// slow, or the local side of a transfer broke.
+fn worth_retrying(e: &Error) -> bool {
+    match e {
+        Error::Storage { kind, .. } => kind.is_temporary(),
+        Error::Io { .. } => true,
+        _ => false,
     }
 }
 
@@ -84,7 +94,7 @@ mod tests {
 
     #[test]
     fn delays_double_and_stay_bounded() {
-        let p = Policy::default();
+        let p = RetryPolicy::default();
         for attempt in 2..20 {
             let d = p.delay(attempt);
             assert!(
@@ -97,7 +107,7 @@ mod tests {
 
     #[tokio::test]
     async fn transient_failures_are_retried_and_refusals_are_not() {
-        let p = Policy {
+        let p = RetryPolicy {
             attempts: 5,
             min_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(2),

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::backend::{ByteStream, CopyOptions, ObjectMeta, S3Account};
 use super::client::Requests;
-use super::retry::{status_is_retryable, Policy};
+use super::retry::{status_is_retryable, RetryPolicy};
 use crate::error::{one_line, Error, Result, StorageFailure};
 
 /// S3's limit for a copy in one request.
@@ -27,7 +27,7 @@ pub struct S3Api {
     account: S3Account,
     client: reqwest::Client,
     requests: Arc<Requests>,
-    policy: Policy,
+    policy: RetryPolicy,
     /// `s3://bucket/prefix`, for messages.
     location: String,
 }
@@ -63,7 +63,7 @@ impl S3Api {
         account: S3Account,
         client: reqwest::Client,
         requests: Arc<Requests>,
-        policy: Policy,
+        policy: RetryPolicy,
         location: String,
     ) -> S3Api {
         S3Api {
@@ -83,7 +83,8 @@ impl S3Api {
     /// host name.
     fn url(&self, path_and_query: &str) -> Result<reqwest::Url> {
         let bucket = &self.account.bucket;
-        let text = match (&self.account.endpoint, self.account.path_style) {
+        let access = &self.account.access;
+        let text = match (&access.endpoint, access.path_style) {
             (Some(endpoint), true) => {
                 format!(
                     "{}/{bucket}{path_and_query}",
@@ -99,7 +100,7 @@ impl S3Api {
             }
             (None, _) => format!(
                 "https://s3.{}.amazonaws.com/{bucket}{path_and_query}",
-                self.account.region
+                access.signing_region()
             ),
         };
         text.parse().map_err(|e| {
@@ -155,12 +156,14 @@ impl S3Api {
         let credential = reqsign::AwsCredential {
             access_key_id: self
                 .account
+                .access
                 .access_key_id
                 .as_ref()
                 .map(|s| s.expose().to_string())
                 .unwrap_or_default(),
             secret_access_key: self
                 .account
+                .access
                 .secret_access_key
                 .as_ref()
                 .map(|s| s.expose().to_string())
@@ -168,7 +171,7 @@ impl S3Api {
             session_token: None,
             expires_in: None,
         };
-        reqsign::AwsV4Signer::new("s3", &self.account.region)
+        reqsign::AwsV4Signer::new("s3", self.account.access.signing_region())
             .sign(&mut request, &credential)
             .map_err(|e| {
                 failed(

@@ -10,13 +10,12 @@ use std::path::Path;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::WAL_PREFIX;
 use crate::error::{Error, Result};
 use crate::repository::Repository;
 
 /// Where the archive's cluster is recorded.
 pub fn key() -> String {
-    format!("{WAL_PREFIX}cluster.json")
+    crate::repository::layout::wal_cluster()
 }
 
 const CACHE: &str = "cluster-id";
@@ -39,10 +38,10 @@ async fn read(repo: &Repository) -> Result<Option<(u64, Recorded)>> {
         return Ok(None);
     };
     let damaged = || {
-        Error::invalid(format!(
-            "`{}` is damaged: it should name the cluster the archive belongs to; restore it from a copy, or remove it to let the next push record it again",
-            repo.storage().display(&key())
-        ))
+        Error::Damaged {
+        what: format!("`{}`", repo.storage().display(&key())),
+        problem: "damaged: it should name the cluster the archive belongs to; restore it from a copy, or remove it to let the next push record it again".into(),
+    }
     };
     let recorded: Recorded = serde_json::from_slice(&bytes).map_err(|_| damaged())?;
     let id = recorded.system_identifier.parse().map_err(|_| damaged())?;
@@ -80,8 +79,8 @@ pub async fn check_or_record(
                 return Ok(());
             }
             read(repo).await?.ok_or_else(|| {
-                Error::invalid(format!(
-                    "`{}` vanished while it was being recorded",
+                Error::Missing(format!(
+                    "`{}` vanished while it was being recorded: try again",
                     repo.storage().display(&key())
                 ))
             })?
@@ -89,15 +88,30 @@ pub async fn check_or_record(
     };
     let (archived, record) = recorded;
     if archived != system_id {
-        return Err(Error::invalid(format!(
-            "{what} comes from the cluster with system identifier {system_id}, but repository `{}` archives the cluster with system identifier {archived} (recorded by {} at {}): is another server archiving to this repository? give each cluster its own repository",
-            repo.location(),
-            record.recorded_by,
-            record.recorded_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        )));
+        return Err(foreign(repo, what, system_id, archived, &record));
     }
     remember(spool, system_id);
     Ok(())
+}
+
+fn foreign(
+    repo: &Repository,
+    what: &str,
+    system_id: u64,
+    archived: u64,
+    record: &Recorded,
+) -> Error {
+    Error::ForeignCluster {
+        what: what.to_string(),
+        system_id,
+        archived,
+        location: repo.location().to_string(),
+        recorded_by: format!(
+            "{} at {}",
+            record.recorded_by,
+            record.recorded_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        ),
+    }
 }
 
 /// Checks that `system_id` is the archive's cluster when one is recorded (a base backup:
@@ -105,12 +119,9 @@ pub async fn check_or_record(
 /// local archive's folders are created by that user).
 pub async fn check_recorded(repo: &Repository, system_id: u64, what: &str) -> Result<()> {
     match read(repo).await? {
-        Some((archived, record)) if archived != system_id => Err(Error::invalid(format!(
-            "{what} is the cluster with system identifier {system_id}, but repository `{}` archives the cluster with system identifier {archived} (recorded by {} at {}): give each cluster its own repository",
-            repo.location(),
-            record.recorded_by,
-            record.recorded_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
-        ))),
+        Some((archived, record)) if archived != system_id => {
+            Err(foreign(repo, what, system_id, archived, &record))
+        }
         _ => Ok(()),
     }
 }

@@ -29,8 +29,7 @@ pub struct Fetched {
 /// there, else from the archive. `found` is false when the archive does not have it
 /// (PostgreSQL asks for files that may not exist).
 pub async fn fetch(ctx: &Context, repo: &Repository, name: &str, dest: &Path) -> Result<Fetched> {
-    WalName::parse(name)
-        .ok_or_else(|| Error::invalid(format!("`{name}` is not a WAL file name")))?;
+    WalName::parse(name).ok_or_else(|| Error::Usage(format!("`{name}` is not a WAL file name")))?;
     let spool = spool_dir(ctx, repo)?.join("fetched");
     let prefetched = spool.join(name);
     // A prefetched file was written whole and synced: on the same file system it is renamed

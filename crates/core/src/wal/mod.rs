@@ -39,7 +39,7 @@ use crate::Context;
 fn spool_dir(ctx: &Context, repo: &Repository) -> Result<PathBuf> {
     use sha2::Digest;
     let uid = crate::process::effective_uid()
-        .ok_or_else(|| Error::invalid("cannot tell which user lifeboat runs as"))?;
+        .ok_or_else(|| Error::Internal("cannot tell which user lifeboat runs as".into()))?;
     let base = match &ctx.config.wal.spool_dir {
         Some(dir) => PathBuf::from(dir),
         None => std::env::temp_dir().join(format!("lifeboat-wal-{uid}")),
@@ -62,7 +62,7 @@ fn private_folder(dir: &Path, uid: u32) -> Result<()> {
     let meta = std::fs::symlink_metadata(dir)
         .map_err(|e| Error::io(format!("reading the WAL spool `{}`", dir.display()), e))?;
     if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
-        return Err(Error::invalid(format!(
+        return Err(Error::NotReady(format!(
             "WAL spool `{}` is not a private folder of this user (owner uid {}, mode {:o}{}): remove it, or set `[wal] spool_dir` to a folder only uid {uid} can write",
             dir.display(),
             meta.uid(),
@@ -123,7 +123,7 @@ async fn download(
             let raw =
                 tokio::task::spawn_blocking(move || stored::open(&owned, &sealed, ids.as_ref()))
                     .await
-                    .map_err(|e| Error::invalid(format!("decompression thread failed: {e}")))??;
+                    .map_err(|e| Error::thread("decompression", e))??;
             let header = segment::check(name, &raw).map_err(|detail| Error::DamagedWal {
                 name: name.to_string(),
                 detail,
@@ -192,7 +192,10 @@ pub async fn stored_at(repo: &Repository, name: &str) -> Result<Option<jiff::Tim
 
 /// Names of every archived WAL file, sorted.
 pub async fn archived_names(repo: &Repository) -> Result<Vec<String>> {
-    let entries = repo.storage().list(WAL_PREFIX).await?;
+    let entries = repo
+        .storage()
+        .list(crate::repository::layout::Area::Wal.dirname())
+        .await?;
     let mut names: Vec<String> = entries
         .iter()
         .filter_map(|e| name_of_key(&e.path).map(String::from))

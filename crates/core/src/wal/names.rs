@@ -1,7 +1,7 @@
 //! WAL file names and positions: what a name in `pg_wal` is, segment arithmetic for any
 //! segment size, LSNs, and the keys archived files are stored under.
 
-pub const WAL_PREFIX: &str = "wal/";
+use crate::repository::layout::Area;
 /// PostgreSQL's default segment size.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
 
@@ -92,15 +92,12 @@ pub fn format_lsn(lsn: u64) -> String {
 
 /// The key of an archived file.
 pub fn key(name: &str, encrypted: bool) -> String {
-    format!(
-        "{WAL_PREFIX}{name}.zst{}",
-        if encrypted { ".age" } else { "" }
-    )
+    crate::repository::layout::wal(name, encrypted)
 }
 
 /// The file name a key stores, if it is a WAL key.
 pub fn name_of_key(key: &str) -> Option<&str> {
-    let rest = key.strip_prefix(WAL_PREFIX)?;
+    let rest = key.strip_prefix(Area::Wal.dirname())?;
     let name = rest
         .strip_suffix(".zst.age")
         .or_else(|| rest.strip_suffix(".zst"))?;

@@ -29,7 +29,7 @@ fn seal_options(ctx: &Context) -> SealOptions {
             .as_ref()
             .map(|e| e.recipients.clone())
             .unwrap_or_default(),
-        tar_chunks: false,
+        framing: None,
     }
 }
 
@@ -214,9 +214,9 @@ fn file_name(path: &Path) -> Result<String> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::invalid(format!("`{}` is not a WAL file path", path.display())))?;
+        .ok_or_else(|| Error::Usage(format!("`{}` is not a WAL file path", path.display())))?;
     WalName::parse(name).ok_or_else(|| {
-        Error::invalid(format!(
+        Error::Usage(format!(
             "`{name}` is not a WAL segment, history, partial or backup file name"
         ))
     })?;
@@ -248,8 +248,8 @@ async fn push_one(
             &format!("wal-push of `{name}`"),
         )
         .await;
-        if let Err(Error::Invalid(message)) = checked {
-            return Err(refuse(repo, name, message).await);
+        if let Err(e @ Error::ForeignCluster { .. }) = checked {
+            return Err(refuse(repo, name, e.to_string()).await);
         }
         checked?;
     }
@@ -262,7 +262,7 @@ async fn push_one(
         let name = name.to_string();
         tokio::task::spawn_blocking(move || stored::seal(&name, &raw, &seal))
             .await
-            .map_err(|e| Error::invalid(format!("compression thread failed: {e}")))??
+            .map_err(|e| Error::thread("compression", e))??
     };
     let size = sealed.len();
     let storage = repo.storage();
@@ -302,7 +302,10 @@ async fn refuse(repo: &Repository, name: &str, message: String) -> Error {
     if let Err(e) = repo.storage().write(&refusal_key(), json).await {
         tracing::warn!(error = %e, "cannot record the refused push for `status`");
     }
-    Error::invalid(message)
+    Error::WalRefused {
+        name: name.to_string(),
+        reason: message,
+    }
 }
 
 /// The last push `wal-push` refused.
@@ -314,7 +317,7 @@ pub struct Refusal {
 }
 
 fn refusal_key() -> String {
-    format!("{}refused.json", super::WAL_PREFIX)
+    crate::repository::layout::wal_refused()
 }
 
 /// The last refused push, if any.

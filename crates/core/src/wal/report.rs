@@ -13,7 +13,7 @@ use super::{
     RecoveryStart, TimelineSpan, DEFAULT_SEGMENT_SIZE,
 };
 use crate::error::Result;
-use crate::manifest::{BackupKind, Manifest};
+use crate::repository::manifest::{BackupKind, Manifest};
 use crate::repository::Repository;
 use crate::Context;
 

@@ -132,7 +132,7 @@ mod tests {
             level: 3,
             threads: 1,
             recipients,
-            tar_chunks: false,
+            framing: None,
         }
     }
 

@@ -1,0 +1,172 @@
+//! `list`: the backups with their verifications (and damaged manifests); `list wal`: the WAL
+//! archive's timelines, what they can recover, and their gaps; `list objects`: the runs of
+//! every object backup.
+
+use lifeboat_core::repository::{Catalog, Repository};
+use lifeboat_core::units::human_bytes;
+use lifeboat_core::{verify, wal, Context, Result};
+
+use crate::cli::ListWhat;
+use crate::output::{emit, print_json};
+
+pub async fn list(ctx: &Context, what: Option<ListWhat>, json: bool) -> Result<()> {
+    match what {
+        None => backups(ctx, json).await,
+        Some(ListWhat::Wal) => archive(ctx, json).await,
+        Some(ListWhat::Objects) => super::objects::list(ctx, json).await,
+    }
+}
+
+async fn backups(ctx: &Context, json: bool) -> Result<()> {
+    let repo = Repository::open(ctx).await?;
+    let catalog = repo.catalog().await?;
+    for damaged in &catalog.damaged {
+        tracing::warn!("{}", damaged.describe());
+    }
+    let verifications = verify::list_verifications(&repo).await?;
+    if json {
+        // A damaged manifest is listed too, as `{"id", "damaged": reason, "manifest"}`.
+        let mut listed: Vec<(String, serde_json::Value)> = catalog
+            .manifests
+            .iter()
+            .map(|m| {
+                let mut value = serde_json::to_value(m).expect("manifests serialize");
+                if let Some(v) = verifications.iter().find(|v| v.backup == m.id) {
+                    value["verification"] =
+                        serde_json::to_value(v).expect("verifications serialize");
+                }
+                (m.id.clone(), value)
+            })
+            .collect();
+        listed.extend(catalog.damaged.iter().map(|d| {
+            let value = serde_json::json!({
+                "id": d.id, "damaged": d.reason, "manifest": d.manifest
+            });
+            (d.id.clone(), value)
+        }));
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        let listed: Vec<serde_json::Value> = listed.into_iter().map(|(_, v)| v).collect();
+        return print_json(&listed);
+    }
+    emit(&list_table(&catalog, &verifications))
+}
+
+async fn archive(ctx: &Context, json: bool) -> Result<()> {
+    let repo = Repository::open(ctx).await?;
+    let report = wal::archive_report(ctx, &repo, &repo.list().await?).await?;
+    if json {
+        return print_json(&report);
+    }
+    emit(&wal_report_text(&report))
+}
+
+fn list_table(catalog: &Catalog, verifications: &[verify::Verification]) -> String {
+    if catalog.manifests.is_empty() && catalog.damaged.is_empty() {
+        return "no backups\n".into();
+    }
+    let mut rows: Vec<(String, String)> = Vec::new();
+    for m in &catalog.manifests {
+        let mut notes = Vec::new();
+        if m.is_encrypted() {
+            notes.push("encrypted".to_string());
+        }
+        if m.options.schema_only {
+            notes.push("schema-only".into());
+        }
+        if !m.options.schemas.is_empty() {
+            notes.push(format!("schemas: {}", m.options.schemas.join(",")));
+        }
+        if let Some(tier) = &m.tier {
+            notes.push(tier.clone());
+        }
+        if let Some(v) = verifications.iter().find(|v| v.backup == m.id) {
+            notes.push(match (v.passed, v.recovery_seconds) {
+                (true, Some(secs)) => format!("verified, restores in {secs:.1}s"),
+                (true, None) => "verified (quick)".into(),
+                (false, _) => "VERIFICATION FAILED".into(),
+            });
+        }
+        rows.push((
+            m.id.clone(),
+            format!(
+                "{:<22} {:<5} {:<12} {:<20} {:>10} {:>10} {:>7} {}\n",
+                m.id,
+                m.kind.as_str(),
+                m.database,
+                m.finished_at.strftime("%Y-%m-%d %H:%M:%S"),
+                human_bytes(m.raw_size),
+                human_bytes(m.stored_size),
+                m.tables.len(),
+                notes.join("; ")
+            ),
+        ));
+    }
+    for d in &catalog.damaged {
+        rows.push((
+            d.id.clone(),
+            format!(
+                "{:<22} {:<5} {:<12} {:<20} {:>10} {:>10} {:>7} MANIFEST DAMAGED: {}\n",
+                d.id, "?", "?", "?", "?", "?", "?", d.reason
+            ),
+        ));
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = format!(
+        "{:<22} {:<5} {:<12} {:<20} {:>10} {:>10} {:>7} {}\n",
+        "ID", "KIND", "DATABASE", "FINISHED (UTC)", "RAW", "STORED", "TABLES", "NOTES"
+    );
+    out.extend(rows.into_iter().map(|(_, row)| row));
+    out
+}
+
+/// `list wal`: per timeline, its segments, where it branched off, the moments it can recover
+/// (to the millisecond, rounded inwards, so that they can be given as `--target-time`), and
+/// its gaps.
+fn wal_report_text(report: &wal::ArchiveReport) -> String {
+    use std::fmt::Write;
+    let millis = |t: jiff::Timestamp, up: bool| {
+        let ms = t.as_millisecond() + i64::from(up && t.subsec_nanosecond() % 1_000_000 != 0);
+        jiff::Timestamp::from_millisecond(ms)
+            .unwrap_or(t)
+            .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string()
+    };
+    if report.timelines.is_empty() {
+        return "no WAL archived\n".into();
+    }
+    let mut out = String::new();
+    for t in &report.timelines {
+        let _ = write!(
+            out,
+            "timeline {}: {} .. {} ({} segments",
+            t.span.timeline, t.span.first, t.span.last, t.span.segments
+        );
+        if !t.span.gaps.is_empty() {
+            let _ = write!(out, ", {} gaps", t.span.gaps.len());
+        }
+        out.push(')');
+        if let Some((parent, lsn)) = &t.parent {
+            let _ = write!(out, ", branched off timeline {parent} at {lsn}");
+        }
+        if let Some(at) = t.newest_archived_at {
+            let _ = write!(out, ", newest archived {}", millis(at, false));
+        }
+        out.push('\n');
+        for w in &t.recoverable {
+            let _ = writeln!(
+                out,
+                "  recoverable: {} .. {} (from base backup {})",
+                millis(w.from, true),
+                millis(w.to, false),
+                w.base_backup
+            );
+        }
+        if t.recoverable.is_empty() {
+            out.push_str("  recoverable: nothing (no base backup reaches this timeline)\n");
+        }
+        for (from, to) in &t.span.gaps {
+            let _ = writeln!(out, "  gap: {from} .. {to} missing");
+        }
+    }
+    out
+}

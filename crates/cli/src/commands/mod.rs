@@ -1,0 +1,68 @@
+//! One file per subcommand: each resolves its inputs, calls the engine and prints the result
+//! (text, or JSON with `--json`); [`run`] dispatches.
+
+mod backup;
+mod config;
+mod drill;
+mod init;
+mod key;
+mod lifecycle;
+mod list;
+mod objects;
+mod prune;
+mod restore;
+mod run;
+mod show;
+mod status;
+mod verify;
+mod wal;
+
+use lifeboat_core::{Context, Result};
+
+use crate::cli::{BackupCommand, Cli, Command, ConfigCommand, KeyCommand, RestoreCommand};
+
+pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
+    let json = args.json;
+    match &args.command {
+        Command::Init => init::init(ctx, json).await,
+        Command::Config(ConfigCommand::Check) => config::check(ctx),
+        Command::Key(KeyCommand::Generate { out }) => key::generate(out, json),
+        Command::Backup(BackupCommand::Db(b)) => backup::db(ctx, b, json).await,
+        Command::Backup(BackupCommand::Base { db }) => backup::base(ctx, db.as_deref(), json).await,
+        Command::Backup(BackupCommand::Redis) => backup::redis(ctx, json).await,
+        Command::Backup(BackupCommand::Objects { name, dry_run }) => {
+            objects::backup(ctx, name.as_deref(), *dry_run, json).await
+        }
+        Command::List { what } => list::list(ctx, *what, json).await,
+        Command::Show { id } => show::show(ctx, id, json).await,
+        Command::Restore(RestoreCommand::Db(r)) => restore::db(ctx, r, json).await,
+        Command::Restore(RestoreCommand::Pitr(p)) => restore::pitr(ctx, p, json).await,
+        Command::Restore(RestoreCommand::Objects(r)) => objects::restore(ctx, r, json).await,
+        Command::Verify {
+            id,
+            kind,
+            quick,
+            jobs,
+            identity,
+        } => {
+            let request = verify::request(id, *kind, *quick, *jobs, identity.clone());
+            verify::verify(ctx, &request, json).await
+        }
+        Command::Run { job } => run::run(ctx, job, json).await,
+        Command::Daemon { run_at_start } => {
+            lifeboat_core::automation::daemon::run_daemon(ctx, *run_at_start).await
+        }
+        Command::Status { prometheus } => status::status(ctx, json, prometheus.as_deref()).await,
+        Command::Doctor => status::doctor(ctx, json).await,
+        Command::Prune { dry_run, at, force } => {
+            prune::prune(ctx, *dry_run, *force, at.as_deref(), json).await
+        }
+        Command::Lifecycle { apply } => lifecycle::lifecycle(ctx, *apply, json).await,
+        Command::WalPush { path } => wal::push(ctx, args, path).await,
+        Command::WalPushAhead { path } => wal::push_ahead(ctx, path).await,
+        Command::WalFetch { name, dest } => wal::fetch(ctx, args, name, dest).await,
+        Command::WalPrefetch { names } => wal::prefetch(ctx, names).await,
+        Command::Drill => drill::drill(ctx, json).await,
+        Command::Watchdog => Ok(()),
+    }
+}

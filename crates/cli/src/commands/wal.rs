@@ -1,0 +1,65 @@
+//! PostgreSQL's `archive_command` (`wal-push`) and `restore_command` (`wal-fetch`), and the
+//! background work they start: pushing ready segments ahead, prefetching the next ones.
+
+use std::path::Path;
+
+use lifeboat_core::repository::Repository;
+use lifeboat_core::{wal, Context, Result};
+
+use crate::cli::Cli;
+
+pub async fn push(ctx: &Context, args: &Cli, path: &Path) -> Result<()> {
+    let repo = Repository::open(ctx).await?;
+    if wal::push(ctx, &repo, path).await?.ahead {
+        start_background(args, &["wal-push-ahead".into(), path.into()]);
+    }
+    Ok(())
+}
+
+pub async fn push_ahead(ctx: &Context, path: &Path) -> Result<()> {
+    let repo = Repository::open(ctx).await?;
+    wal::push_ready(ctx, &repo, path).await
+}
+
+pub async fn fetch(ctx: &Context, args: &Cli, name: &str, dest: &Path) -> Result<()> {
+    let repo = Repository::open(ctx).await?;
+    let fetched = wal::fetch(ctx, &repo, name, dest).await?;
+    if !fetched.found {
+        tracing::debug!(wal = %name, "not in the archive");
+        std::process::exit(1);
+    }
+    if !fetched.ahead.is_empty() {
+        let mut command = vec![std::ffi::OsString::from("wal-prefetch")];
+        command.extend(fetched.ahead.iter().map(Into::into));
+        start_background(args, &command);
+    }
+    Ok(())
+}
+
+pub async fn prefetch(ctx: &Context, names: &[String]) -> Result<()> {
+    let repo = Repository::open(ctx).await?;
+    wal::prefetch(ctx, &repo, names).await
+}
+
+/// Starts `lifeboat COMMAND...` (a `wal-prefetch` or `wal-push-ahead`) in the background,
+/// detached from PostgreSQL's `restore_command` or `archive_command`, which returns at once;
+/// one that cannot start only costs speed.
+fn start_background(args: &Cli, command: &[std::ffi::OsString]) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(config) = &args.config {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.arg("-q")
+        .args(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    if let Err(e) = cmd.spawn() {
+        tracing::debug!(error = %e, "background work not started");
+    }
+}

@@ -1,0 +1,197 @@
+//! `doctor`: everything a run needs, checked, with what to fix: the configuration, the
+//! repository (write, read, delete), the encryption keys, each database (tools against the
+//! server's version, access, WAL archiving to lifeboat), each object backup's buckets, the
+//! notification URLs, and Redis.
+
+use serde::Serialize;
+
+use crate::config::ConfigSource;
+use crate::error::{Error, Result};
+use crate::postgres::conn::ConnInfo;
+use crate::postgres::tools::major;
+use crate::repository::Repository;
+use crate::Context;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+fn finding(check: impl Into<String>, outcome: Result<String>) -> Finding {
+    match outcome {
+        Ok(detail) => Finding {
+            check: check.into(),
+            ok: true,
+            detail,
+        },
+        Err(e) => Finding {
+            check: check.into(),
+            ok: false,
+            detail: e.to_string(),
+        },
+    }
+}
+
+pub async fn doctor(ctx: &Context) -> Vec<Finding> {
+    let config = &ctx.config;
+    let mut out = vec![Finding {
+        check: "configuration".into(),
+        ok: true,
+        detail: format!("read from {}", config.source_name()),
+    }];
+    out.push(finding("repository", repository(ctx).await));
+    if let Some(enc) = &config.encryption {
+        out.push(finding("encryption keys", keys(enc)));
+    }
+    for (name, pg) in &config.postgres {
+        out.push(finding(
+            format!("database {name}"),
+            database(ctx, name, pg).await,
+        ));
+    }
+    for (name, objects) in &config.objects {
+        let outcome = async {
+            use futures::TryStreamExt;
+            let env = ctx.storage_env();
+            let source = crate::storage::Storage::bucket(&objects.source, &env)?;
+            let mut listing = source.list_level("").await?;
+            listing.try_next().await?;
+            let dest = crate::storage::Storage::bucket(&objects.destination, &env)?;
+            let runs = crate::objects::list_runs(&dest).await?;
+            Ok(format!(
+                "source `{}` lists, destination `{}` holds {} runs",
+                objects.source.url,
+                objects.destination.url,
+                runs.len()
+            ))
+        }
+        .await;
+        out.push(finding(format!("objects {name}"), outcome));
+    }
+    let notify = &config.notify;
+    for (what, url) in [
+        ("slack_webhook", &notify.slack_webhook),
+        ("webhook", &notify.webhook),
+        ("healthcheck", &notify.healthcheck),
+    ] {
+        if let Some(url) = url {
+            let outcome = match url::Url::parse(url.expose()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                    Ok(format!(
+                        "`{}` (not sent: doctor sends nothing)",
+                        u.host_str().unwrap_or("")
+                    ))
+                }
+                _ => Err(Error::Config(format!(
+                    "`notify.{what}` is not an http(s) URL: paste the whole URL the service gave"
+                ))),
+            };
+            out.push(finding(format!("notify {what}"), outcome));
+        }
+    }
+    if let Some(redis) = &config.redis {
+        out.push(finding("redis", crate::redis::check(redis).await));
+    }
+    out
+}
+
+async fn repository(ctx: &Context) -> Result<String> {
+    let repo = Repository::open(ctx).await?;
+    let probe = format!("doctor/probe-{:016x}", rand::random::<u64>());
+    let content = b"lifeboat doctor probe".to_vec();
+    let storage = repo.storage();
+    if !storage.write_new(&probe, content.clone()).await? {
+        return Err(Error::NotReady(format!(
+            "`{probe}` already exists: remove it (a doctor that was stopped left it)"
+        )));
+    }
+    let back = storage.read_opt(&probe).await?;
+    storage.delete(&probe).await?;
+    if back.as_deref() != Some(content.as_slice()) {
+        return Err(Error::Damaged {
+            what: format!("`{}`", storage.display(&probe)),
+            problem: "read back as other bytes than were written: the storage does not keep what it is given".into(),
+        });
+    }
+    if storage.exists(&probe).await? {
+        return Err(Error::NotReady(
+            "a deleted probe is still there: deletes do not work (check the credentials' permissions)".into(),
+        ));
+    }
+    Ok(format!(
+        "`{}`: write, read and delete work",
+        repo.location()
+    ))
+}
+
+fn keys(enc: &crate::config::EncryptionConfig) -> Result<String> {
+    let Some(path) = &enc.identity_file else {
+        return Ok(format!(
+            "{} recipients; no identity here (keep it where restores run)",
+            enc.recipients.len()
+        ));
+    };
+    crate::crypto::load_identities(std::path::Path::new(path))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading `{path}`"), e))?;
+    let publics: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim().parse::<age::x25519::Identity>().ok())
+        .map(|i| i.to_public().to_string())
+        .collect();
+    if enc.recipients.iter().any(|r| publics.contains(r)) {
+        Ok(format!(
+            "identity `{path}` opens backups made for the recipients"
+        ))
+    } else {
+        Err(Error::Crypto(format!(
+            "identity `{path}` matches none of `encryption.recipients`: backups could not be restored with it"
+        )))
+    }
+}
+
+async fn database(ctx: &Context, name: &str, pg: &crate::config::PostgresConfig) -> Result<String> {
+    let conn = ConnInfo::new(pg.url.expose(), pg.password.as_ref())?;
+    let client = conn.connect(&format!("database `{name}`")).await?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('archive_mode'), current_setting('archive_command')",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::postgres("reading the server's settings", &e))?;
+    let server: String = row.get(0);
+    let archive_mode: String = row.get(1);
+    let archive_command: String = row.get(2);
+    let mut detail = format!("reached, PostgreSQL {server}");
+    for tool in ["pg_dump", "pg_restore", "pg_basebackup"] {
+        let version = ctx.tools.version(tool)?;
+        if major(&version) < major(&server) {
+            return Err(Error::ToolVersion {
+                tool: tool.into(),
+                version,
+                server,
+            });
+        }
+    }
+    detail.push_str(", client tools new enough");
+    if pg.pitr {
+        if archive_mode == "off" || !archive_command.contains("wal-push") {
+            return Err(Error::NotReady(format!(
+                "`pitr = true` but the server does not archive to lifeboat (archive_mode = `{archive_mode}`, archive_command = `{archive_command}`): set archive_command = 'lifeboat --config FILE wal-push %p'"
+            )));
+        }
+        if let ConfigSource::File(path) = &ctx.config.source {
+            let path = path.display().to_string();
+            if !archive_command.contains(&path) {
+                detail.push_str(&format!(
+                    "; note: archive_command does not name `{path}`: check it uses this repository's configuration"
+                ));
+            }
+        }
+        detail.push_str(", archives its WAL through lifeboat");
+    }
+    Ok(detail)
+}

@@ -1,0 +1,332 @@
+//! Status against the recovery objectives, asset by asset: each database's dumps, its WAL
+//! archive and base backups (when it archives to lifeboat), each object backup, and Redis.
+//! An asset is breached when its newest good backup is older than its RPO, its last
+//! verification failed or took longer than its RTO, or its WAL archive has a gap.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::repository::manifest::{BackupKind, Manifest};
+use crate::repository::Repository;
+use crate::verify::Verification;
+use crate::{wal, Context};
+
+/// One asset's state. Every duration is in seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct AssetStatus {
+    /// `db`, `wal`, `base`, `objects`, `redis` or `repository`.
+    pub kind: String,
+    /// The configured name (`main`, `media`); empty for `redis` and `repository`.
+    pub name: String,
+    pub ok: bool,
+    pub last_good: Option<Timestamp>,
+    pub age_seconds: Option<f64>,
+    pub rpo_seconds: Option<u64>,
+    pub size_bytes: Option<u64>,
+    pub duration_seconds: Option<f64>,
+    pub last_verified: Option<Timestamp>,
+    /// Whether the last verification passed.
+    pub last_verification_passed: Option<bool>,
+    pub verified_recovery_seconds: Option<f64>,
+    pub rto_seconds: Option<u64>,
+    /// What breaches an objective.
+    pub problems: Vec<String>,
+    /// Anything else worth knowing.
+    pub notes: Vec<String>,
+}
+
+impl AssetStatus {
+    pub(crate) fn new(kind: &str, name: &str) -> AssetStatus {
+        AssetStatus {
+            kind: kind.into(),
+            name: name.into(),
+            ok: true,
+            last_good: None,
+            age_seconds: None,
+            rpo_seconds: None,
+            size_bytes: None,
+            duration_seconds: None,
+            last_verified: None,
+            last_verification_passed: None,
+            verified_recovery_seconds: None,
+            rto_seconds: None,
+            problems: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// `db main`, `redis`: how messages name the asset.
+    pub fn label(&self) -> String {
+        if self.name.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{} {}", self.kind, self.name)
+        }
+    }
+
+    /// Sets the newest good backup and judges its age against `rpo` minutes.
+    fn judge_age(&mut self, last: Option<Timestamp>, rpo: u64, now: Timestamp, what: &str) {
+        self.rpo_seconds = Some(rpo * 60);
+        match last {
+            None => self.problems.push(format!("no {what} yet")),
+            Some(at) => {
+                let seconds = now.duration_since(at).as_secs_f64();
+                let age = seconds as i64 / 60;
+                self.last_good = Some(at);
+                self.age_seconds = Some(seconds);
+                if seconds > (rpo * 60) as f64 {
+                    self.problems.push(format!(
+                        "newest {what} is {} old, more than the {} objective",
+                        minutes(age),
+                        minutes(rpo as i64)
+                    ));
+                }
+            }
+        }
+    }
+
+    fn judge_verification(&mut self, v: Option<&Verification>, rto: u64) {
+        self.rto_seconds = Some(rto * 60);
+        let Some(v) = v else {
+            self.notes
+                .push("never verified: run `lifeboat verify`".into());
+            return;
+        };
+        self.last_verified = Some(v.verified_at);
+        self.last_verification_passed = Some(v.passed);
+        self.verified_recovery_seconds = v.recovery_seconds;
+        if !v.passed {
+            let failed = v.failures();
+            self.problems.push(format!(
+                "last verification of `{}` failed: {}: {}",
+                v.backup,
+                failed.first().map(|c| c.name.as_str()).unwrap_or("?"),
+                failed.first().map(|c| c.detail.as_str()).unwrap_or("?")
+            ));
+        } else if let Some(secs) = v.recovery_seconds {
+            if secs > (rto * 60) as f64 {
+                self.problems.push(format!(
+                    "verified recovery took {secs:.0}s, more than the {} objective",
+                    minutes(rto as i64)
+                ));
+            }
+        }
+    }
+}
+
+fn minutes(m: i64) -> String {
+    if m >= 120 {
+        format!("{}h{:02}", m / 60, m % 60)
+    } else {
+        format!("{m} min")
+    }
+}
+
+/// The status of every configured asset at `now`.
+pub async fn status(ctx: &Context, repo: &Repository, now: Timestamp) -> Result<Vec<AssetStatus>> {
+    let objectives = &ctx.config.objectives;
+    let catalog = repo.catalog().await?;
+    let manifests = catalog.manifests;
+    let verifications = crate::verify::list_verifications(repo).await?;
+    let newest_verification = |database: &str, kind: BackupKind| {
+        verifications
+            .iter()
+            .filter(|v| v.database == database && v.kind == kind && !v.quick)
+            .max_by_key(|v| v.verified_at)
+    };
+    let mut out = Vec::new();
+    for (name, pg) in &ctx.config.postgres {
+        let mut dumps = AssetStatus::new("db", name);
+        let newest = manifests
+            .iter()
+            .filter(|m| m.kind == BackupKind::Db && &m.database == name)
+            .filter(|m| !m.options.schema_only && m.options.schemas.is_empty())
+            .max_by_key(|m| m.started_at);
+        dumps.judge_age(
+            newest.map(|m| m.started_at),
+            objectives.dump_rpo_minutes,
+            now,
+            "full dump",
+        );
+        if let Some(m) = newest {
+            dumps.size_bytes = Some(m.stored_size);
+            dumps.duration_seconds = Some(m.finished_at.duration_since(m.started_at).as_secs_f64());
+        }
+        dumps.judge_verification(
+            newest_verification(name, BackupKind::Db),
+            objectives.dump_rto_minutes,
+        );
+        out.push(dumps);
+        if !pg.pitr {
+            continue;
+        }
+        let mut base = AssetStatus::new("base", name);
+        let newest = manifests
+            .iter()
+            .filter(|m| m.kind == BackupKind::Base && &m.database == name)
+            .max_by_key(|m| m.started_at);
+        let window = ctx.config.retention.pitr_days as u64 * 24 * 60;
+        base.judge_age(newest.map(|m| m.started_at), window, now, "base backup");
+        if let Some(m) = newest {
+            base.size_bytes = Some(m.stored_size);
+            base.duration_seconds = Some(m.finished_at.duration_since(m.started_at).as_secs_f64());
+        }
+        base.judge_verification(
+            newest_verification(name, BackupKind::Base),
+            objectives.pitr_rto_minutes,
+        );
+        out.push(base);
+        out.push(wal_status(ctx, repo, &manifests, name, now).await?);
+    }
+    for (name, config) in &ctx.config.objects {
+        let mut asset = AssetStatus::new("objects", name);
+        match async {
+            let dest = crate::storage::Storage::bucket(&config.destination, &ctx.storage_env())?;
+            crate::objects::list_runs(&dest).await
+        }
+        .await
+        {
+            Ok(runs) => {
+                let newest = runs.last();
+                let good = runs.iter().rev().find(|r| r.complete);
+                asset.judge_age(
+                    good.map(|r| r.started),
+                    objectives.objects_rpo_minutes,
+                    now,
+                    "complete run",
+                );
+                if let Some(run) = newest {
+                    asset.size_bytes = Some(run.summary.bytes);
+                    asset.duration_seconds = Some(run.summary.seconds);
+                    if !run.complete {
+                        asset.notes.push(format!(
+                            "last run `{}` incomplete: {} objects failed",
+                            run.id, run.summary.failed
+                        ));
+                    }
+                }
+            }
+            Err(e) => asset.problems.push(format!("cannot read its runs: {e}")),
+        }
+        out.push(asset);
+    }
+    if let Some(redis) = &ctx.config.redis {
+        let mut asset = AssetStatus::new("redis", "");
+        asset
+            .notes
+            .push("ephemeral by design: rebuilt from PostgreSQL, not restored".into());
+        match crate::redis::check(redis).await {
+            Ok(answer) => asset.notes.push(answer),
+            Err(e) => asset.problems.push(e.to_string()),
+        }
+        out.push(asset);
+    }
+    if !catalog.damaged.is_empty() {
+        let mut asset = AssetStatus::new("repository", "");
+        asset.problems = catalog
+            .damaged
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}: restore it from a copy, or remove it with `lifeboat prune --force`",
+                    d.describe()
+                )
+            })
+            .collect();
+        out.push(asset);
+    }
+    for asset in &mut out {
+        asset.ok = asset.problems.is_empty();
+    }
+    Ok(out)
+}
+
+/// The WAL archive of a database: age of the segment archived last, gaps, and the newest
+/// window of moments it can recover.
+async fn wal_status(
+    ctx: &Context,
+    repo: &Repository,
+    manifests: &[Manifest],
+    name: &str,
+    now: Timestamp,
+) -> Result<AssetStatus> {
+    let mut asset = AssetStatus::new("wal", name);
+    let report = wal::archive_report(ctx, repo, manifests).await?;
+    let newest = report.newest();
+    asset.judge_age(
+        newest.and_then(|(_, at)| at),
+        ctx.config.objectives.wal_rpo_minutes,
+        now,
+        "archived WAL",
+    );
+    for timeline in &report.timelines {
+        for (from, to) in &timeline.span.gaps {
+            asset.problems.push(format!(
+                "gap in the WAL archive on timeline {}: {from} .. {to} missing; no moment after it can be recovered until the next base backup",
+                timeline.span.timeline
+            ));
+        }
+    }
+    if let Some((segment, _)) = newest {
+        asset.notes.push(format!("newest segment {segment}"));
+    }
+    // A refusal after the newest archived segment: PostgreSQL is stuck retrying it.
+    if let Some(refusal) = wal::last_refusal(repo).await? {
+        let newest_at = newest.and_then(|(_, at)| at);
+        if newest_at.is_none_or(|at| refusal.at > at) {
+            asset.problems.push(format!(
+                "wal-push refused `{}` at {}: {}",
+                refusal.name,
+                refusal.at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                refusal.reason
+            ));
+        }
+    }
+    if let Some(window) = report
+        .timelines
+        .iter()
+        .filter_map(|t| t.recoverable.last())
+        .max_by_key(|w| w.to)
+    {
+        asset.notes.push(format!(
+            "recoverable {} .. {}",
+            window.from.strftime("%Y-%m-%d %H:%M:%S"),
+            window.to.strftime("%Y-%m-%d %H:%M:%S")
+        ));
+    }
+    Ok(asset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn age_against_the_objective() {
+        let now: Timestamp = "2026-11-24T12:00:00Z".parse().unwrap();
+        let mut fresh = AssetStatus::new("db", "main");
+        fresh.judge_age(
+            Some("2026-11-24T02:00:00Z".parse().unwrap()),
+            1500,
+            now,
+            "full dump",
+        );
+        assert!(fresh.problems.is_empty());
+        assert_eq!(fresh.age_seconds, Some(36000.0));
+        let mut stale = AssetStatus::new("db", "main");
+        stale.judge_age(
+            Some("2026-11-22T02:00:00Z".parse().unwrap()),
+            1500,
+            now,
+            "full dump",
+        );
+        assert_eq!(
+            stale.problems,
+            ["newest full dump is 58h00 old, more than the 25h00 objective"]
+        );
+        let mut none = AssetStatus::new("db", "main");
+        none.judge_age(None, 1500, now, "full dump");
+        assert_eq!(none.problems, ["no full dump yet"]);
+    }
+}

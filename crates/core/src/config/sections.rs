@@ -1,0 +1,348 @@
+//! The sections of the configuration file, one struct each, with their defaults: a section
+//! whose keys all have defaults takes them from its `Default` (`#[serde(default)]`); a
+//! section with a required key (a URL) names its defaults per field.
+
+use serde::{Deserialize, Serialize};
+
+use super::expand::{expand_opt, expand_vec};
+use super::values::{
+    reaches_s3, storage_class_opt, BucketUrl, PgUrl, RepositoryUrl, Secret, TimeZone, Timeouts,
+};
+
+reaches_s3! {
+    /// `[repository]`: where backups go.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RepositoryConfig {
+        pub url: RepositoryUrl,
+        /// Storage class per kind of backup (`db`, `base`, `wal`); unset means the bucket
+        /// default.
+        #[serde(default)]
+        pub storage_class: StorageClasses,
+        /// Multipart part size in MiB (all parts but the last are exactly this size, as R2
+        /// requires). Unset: chosen from the database size so that the 10,000-part limit is
+        /// never reached.
+        #[serde(default)]
+        pub part_size_mib: Option<u64>,
+        /// Parts uploaded at once.
+        #[serde(default = "four")]
+        pub upload_concurrency: usize,
+    }
+}
+
+fn four() -> usize {
+    4
+}
+
+impl Default for RepositoryConfig {
+    fn default() -> Self {
+        RepositoryConfig {
+            url: RepositoryUrl::Local("lifeboat-repo".into()),
+            storage_class: StorageClasses::default(),
+            part_size_mib: None,
+            upload_concurrency: four(),
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            path_style: true,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+impl RepositoryConfig {
+    /// The repository's bucket, for requests the storage layer does not make (storage class
+    /// changes, lifecycle rules); `None` for a local folder.
+    pub fn bucket(&self) -> Option<BucketConfig> {
+        let RepositoryUrl::S3 { bucket, prefix } = &self.url else {
+            return None;
+        };
+        Some(BucketConfig {
+            url: BucketUrl {
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+            },
+            storage_class: None,
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            path_style: self.path_style,
+            timeouts: self.timeouts,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageClasses {
+    #[serde(deserialize_with = "storage_class_opt")]
+    pub db: Option<String>,
+    #[serde(deserialize_with = "storage_class_opt")]
+    pub base: Option<String>,
+    #[serde(deserialize_with = "storage_class_opt")]
+    pub wal: Option<String>,
+}
+
+reaches_s3! {
+    /// One S3 bucket of an object backup, with its own endpoint and credentials.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct BucketConfig {
+        pub url: BucketUrl,
+        /// Storage class of the copies; unset means the bucket default.
+        #[serde(default, deserialize_with = "storage_class_opt")]
+        pub storage_class: Option<String>,
+    }
+}
+
+impl BucketConfig {
+    /// The same account and endpoint, with another bucket and prefix.
+    pub fn with_url(&self, url: BucketUrl) -> BucketConfig {
+        BucketConfig {
+            url,
+            ..self.clone()
+        }
+    }
+
+    /// Whether a server-side copy between this bucket and `other` is possible: one endpoint,
+    /// one set of credentials.
+    pub fn shares_account_with(&self, other: &BucketConfig) -> bool {
+        self.access().same_account(&other.access())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// age recipients (`age1...` public keys) every backup is encrypted to.
+    #[serde(deserialize_with = "expand_vec")]
+    pub recipients: Vec<String>,
+    /// The age identity file, needed only to restore or verify.
+    #[serde(default, deserialize_with = "expand_opt")]
+    pub identity_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// zstd level, 1 (fast) to 19 (small).
+    pub level: i32,
+    /// zstd worker threads; 0 means one per core but one (left for pg_dump).
+    pub threads: u32,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            level: 3,
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsConfig {
+    /// Folder holding pg_dump, pg_restore, initdb...; unset: the newest under
+    /// `/usr/lib/postgresql/*/bin`, else `PATH`.
+    #[serde(deserialize_with = "expand_opt")]
+    pub pg_bin_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// Ready segments archived ahead of PostgreSQL's requests, in parallel, by a background
+    /// `wal-push-ahead` that `wal-push` starts; 0 turns pushing ahead off.
+    pub push_ahead: usize,
+    /// Segments downloaded ahead of PostgreSQL's requests, in parallel, by a background
+    /// `wal-prefetch` that `wal-fetch` starts; 0 turns prefetching off.
+    pub prefetch: usize,
+    /// Folder for pushed-ahead markers and prefetched segments, private to the user the
+    /// server runs as; unset: `lifeboat-wal-<uid>` in the temporary folder.
+    #[serde(deserialize_with = "expand_opt")]
+    pub spool_dir: Option<String>,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            push_ahead: 4,
+            prefetch: 4,
+            spool_dir: None,
+        }
+    }
+}
+
+/// `[postgres.NAME]`: a database to back up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    pub url: PgUrl,
+    /// Password, kept out of the URL so that it can come from the environment.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Tables (`schema.table`) that must never be empty in a backup or a restore.
+    #[serde(default, deserialize_with = "expand_vec")]
+    pub critical_tables: Vec<String>,
+    /// The server archives its WAL to lifeboat: the daily job takes base backups of it and
+    /// `status` watches its archive.
+    #[serde(default)]
+    pub pitr: bool,
+    /// SQL that must return `true` (every row's first value) in a verified restore, e.g.
+    /// `SELECT NOT dirty FROM schema_migrations`.
+    #[serde(default, deserialize_with = "expand_vec")]
+    pub checks: Vec<String>,
+}
+
+/// Where run results go.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Slack incoming webhook URL (a secret: it carries its token).
+    pub slack_webhook: Option<Secret>,
+    /// Any URL that takes the run's report as JSON (POST).
+    pub webhook: Option<Secret>,
+    /// Health-check ping URL: `/start` when a run starts, the URL itself on success,
+    /// `/fail` on failure (healthchecks.io style), so that a run that never happens is noticed.
+    pub healthcheck: Option<Secret>,
+    /// Also notify when every step succeeded (failures are always sent).
+    pub on_success: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Time zone of the schedules (IANA name).
+    pub time_zone: TimeZone,
+    /// Address of `/metrics` and `/healthz`; unset: none.
+    #[serde(deserialize_with = "expand_opt")]
+    pub listen: Option<String>,
+    /// A run lock whose heartbeat is older than this is taken over.
+    pub lock_stale_minutes: u64,
+    /// How often `/metrics` reads the assets' status from the repository (also after each job).
+    pub status_interval_seconds: u64,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            time_zone: TimeZone::utc(),
+            listen: None,
+            lock_stale_minutes: 10,
+            status_interval_seconds: 300,
+        }
+    }
+}
+
+/// Redis: ephemeral by design (`status` checks that it answers); `backup redis` takes an RDB
+/// snapshot only when `backup = true`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:PASSWORD@]HOST:PORT` (a secret when it carries a password).
+    pub url: Secret,
+    #[serde(default)]
+    pub backup: bool,
+}
+
+/// Recovery objectives (`[objectives]`), in minutes; the defaults are the guide's table, with
+/// an hour's grace on the daily ones for the job itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Objectives {
+    /// Age of the newest good logical dump.
+    pub dump_rpo_minutes: u64,
+    /// Measured restore time of a dump (by `verify`).
+    pub dump_rto_minutes: u64,
+    /// Age of the newest archived WAL while the server is up.
+    pub wal_rpo_minutes: u64,
+    /// Measured recovery time of a base backup (by `verify`).
+    pub pitr_rto_minutes: u64,
+    /// Age of the newest object backup run.
+    pub objects_rpo_minutes: u64,
+}
+
+impl Default for Objectives {
+    fn default() -> Self {
+        Objectives {
+            dump_rpo_minutes: 25 * 60,
+            dump_rto_minutes: 60,
+            wal_rpo_minutes: 15,
+            pitr_rto_minutes: 15,
+            objects_rpo_minutes: 25 * 60,
+        }
+    }
+}
+
+/// How long backups are kept (`[retention]`); the defaults are the guide's table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Time zone of the calendar months and years (IANA name).
+    pub time_zone: TimeZone,
+    /// Every logical dump of the last N days.
+    pub daily_days: u32,
+    /// The first dump of each month, for N months.
+    pub monthly_months: u32,
+    /// The first dump of each year, for N years; unset: forever.
+    pub yearly_years: Option<u32>,
+    /// Point-in-time recovery window: base backups and WAL to recover any moment of N days.
+    pub pitr_days: u32,
+    /// Storage class a dump moves to when it is kept only as its month's first.
+    #[serde(deserialize_with = "storage_class_opt")]
+    pub monthly_class: Option<String>,
+    /// Storage class a dump moves to when it is kept only as its year's first.
+    #[serde(deserialize_with = "storage_class_opt")]
+    pub yearly_class: Option<String>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            time_zone: TimeZone::utc(),
+            daily_days: 30,
+            monthly_months: 12,
+            yearly_years: None,
+            pitr_days: 7,
+            monthly_class: Some("GLACIER".into()),
+            yearly_class: Some("GLACIER".into()),
+        }
+    }
+}
+
+/// A bucket backed up into another bucket (`[objects.NAME]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectsConfig {
+    /// The bucket (and optional prefix) to back up.
+    pub source: BucketConfig,
+    /// Where its copies, their history and the record of every run go.
+    pub destination: BucketConfig,
+    /// Objects copied at once.
+    #[serde(default = "sixteen")]
+    pub transfers: usize,
+    /// Metadata requests (HEAD, DELETE) at once.
+    #[serde(default = "sixteen")]
+    pub checkers: usize,
+    /// How long an object deleted or overwritten in the source stays restorable.
+    #[serde(default = "ninety")]
+    pub history_days: u32,
+    /// Multipart part size in MiB for large objects (every part but the last this size).
+    #[serde(default = "eight")]
+    pub part_size_mib: u64,
+}
+
+fn sixteen() -> usize {
+    16
+}
+
+fn ninety() -> u32 {
+    90
+}
+
+fn eight() -> u64 {
+    8
+}

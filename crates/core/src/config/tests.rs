@@ -1,0 +1,203 @@
+//! The configuration as a user writes it: whole files, their errors and their lookups.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config> {
+    Config::parse(text, Path::new("/etc/lifeboat/lifeboat.toml"))
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let err = parse("[repository]\nurl = \"/x\"\nbukket = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("`bukket`"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+}
+
+#[test]
+fn missing_variable_names_variable_and_line() {
+    let err = parse("[postgres.main]\nurl = \"postgresql://u@h/db\"\npassword = \"${LIFEBOAT_TEST_UNSET_VAR}\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("`LIFEBOAT_TEST_UNSET_VAR`"), "{err}");
+}
+
+#[test]
+fn malformed_urls_are_errors() {
+    let err = parse("[repository]\nurl = \"ftp://x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 2") && err.contains("ftp://x"), "{err}");
+    let err = parse("[postgres.a]\nurl = \"mysql://u:hunter2@h/db\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 2"), "{err}");
+    assert!(!err.contains("hunter2"), "password leaked: {err}");
+}
+
+#[test]
+fn unknown_storage_class_is_an_error() {
+    let err =
+        parse("[repository]\nurl = \"s3://b/p\"\n[repository.storage_class]\ndb = \"GLACIERR\"\n")
+            .unwrap_err()
+            .to_string();
+    assert!(
+        err.contains("line 4") && err.contains("`GLACIERR`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn relative_local_repository_is_anchored_at_the_config() {
+    let config = parse("[repository]\nurl = \"repo\"\n").unwrap();
+    assert_eq!(
+        config.repository.url,
+        RepositoryUrl::Local(PathBuf::from("/etc/lifeboat/repo"))
+    );
+    let s3 = parse("[repository]\nurl = \"s3://bucket/a/b/\"\n").unwrap();
+    assert_eq!(
+        s3.repository.url,
+        RepositoryUrl::S3 {
+            bucket: "bucket".into(),
+            prefix: "a/b".into()
+        }
+    );
+}
+
+#[test]
+fn secrets_never_show() {
+    let config = parse(
+        "[repository]\nurl = \"s3://b\"\naccess_key_id = \"AKIA\"\nsecret_access_key = \"topsecret\"\n\
+         [postgres.main]\nurl = \"postgresql://u:pw123@h/db?password=pw456\"\npassword = \"pw789\"\n",
+    )
+    .unwrap();
+    let shown = format!("{config:?}{}", config.to_redacted_toml());
+    for secret in ["topsecret", "pw123", "pw456", "pw789"] {
+        assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+    }
+    assert!(shown.contains("postgresql://u:***@h/db"), "{shown}");
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let text = include_str!("../../../../lifeboat.example.toml");
+    // Every `${VAR}` it uses, set to something plausible.
+    let mut expanded = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        expanded.push_str(&rest[..start]);
+        let end = rest[start..].find('}').unwrap() + start;
+        expanded.push_str("example");
+        rest = &rest[end + 1..];
+    }
+    expanded.push_str(rest);
+    let config = Config::parse(&expanded, Path::new("/etc/lifeboat/lifeboat.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.objects.contains_key("media"));
+    assert_eq!(
+        config.retention.monthly_class.as_deref(),
+        Some("STANDARD_IA")
+    );
+    assert_eq!(config.jobs().len(), 2);
+    assert!(config.postgres["yomira"].pitr);
+}
+
+#[test]
+fn one_archiving_cluster_per_repository() {
+    let text = "[postgres.a]\nurl = \"postgresql://h/a\"\npitr = true\n\
+                [postgres.b]\nurl = \"postgresql://h2/b\"\npitr = true\n";
+    let err = parse(text).unwrap_err().to_string();
+    assert!(
+        err.contains("`pitr = true` on `postgres.a` and `postgres.b`: a repository holds one cluster's WAL archive"),
+        "{err}"
+    );
+}
+
+#[test]
+fn choosing_a_database() {
+    let none = parse("").unwrap();
+    assert!(none
+        .database(None)
+        .unwrap_err()
+        .to_string()
+        .contains("[postgres.NAME]"));
+    let two = parse(
+        "[postgres.a]\nurl = \"postgresql://h/a\"\n[postgres.b]\nurl = \"postgresql://h/b\"\n",
+    )
+    .unwrap();
+    assert!(two.database(None).unwrap_err().to_string().contains("--db"));
+    assert_eq!(two.database(Some("b")).unwrap().0, "b");
+    assert!(two
+        .database(Some("c"))
+        .unwrap_err()
+        .to_string()
+        .contains("`a`, `b`"));
+}
+
+#[test]
+fn bad_recipient_and_level_are_errors() {
+    let err = parse("[encryption]\nrecipients = [\"age1nope\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("age1nope"), "{err}");
+    let err = parse("[compression]\nlevel = 40\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("compression.level"), "{err}");
+}
+
+#[test]
+fn bad_steps_and_schedules_name_their_line() {
+    let err = parse("[jobs.nightly]\nsteps = [\"backup db\", \"backup everything\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 2") && err.contains("unknown step `backup everything`"),
+        "{err}"
+    );
+    let err = parse("[jobs.nightly]\nsteps = [\"prune\"]\nschedule = \"0 25 * * *\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 3") && err.contains("schedule `0 25 * * *`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn defaults_fill_what_is_not_written() {
+    let config = parse("[compression]\nthreads = 2\n[retention]\ndaily_days = 10\n").unwrap();
+    assert_eq!(
+        (config.compression.level, config.compression.threads),
+        (3, 2)
+    );
+    assert_eq!(
+        (config.retention.daily_days, config.retention.monthly_months),
+        (10, 12)
+    );
+    assert_eq!(config.retention.time_zone.name(), "UTC");
+    let jobs = config.jobs();
+    assert_eq!(jobs["daily"].steps.len(), 5);
+    assert_eq!(jobs["weekly"].steps, vec![Step::Verify(None)]);
+    // A section with a required key says so.
+    let err = parse("[repository]\nendpoint = \"http://x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing field `url`"), "{err}");
+}
+
+#[test]
+fn the_redacted_display_reads_back() {
+    let text = "[repository]\nurl = \"s3://b/p\"\nendpoint = \"http://127.0.0.1:9\"\n\
+                [jobs.nightly]\nsteps = [\"backup db main\", \"prune\"]\nschedule = \"30 1 * * *\"\n\
+                [daemon]\ntime_zone = \"Asia/Jakarta\"\n";
+    let config = parse(text).unwrap();
+    let shown = config.to_redacted_toml();
+    let again = parse(&shown).unwrap_or_else(|e| panic!("{e}\n{shown}"));
+    assert_eq!(again.jobs["nightly"].steps, config.jobs["nightly"].steps);
+    assert_eq!(again.daemon.time_zone.name(), "Asia/Jakarta");
+    assert_eq!(again.repository.url, config.repository.url);
+}

@@ -1,0 +1,123 @@
+//! What the configuration must satisfy beyond the type of each value: ranges, and rules that
+//! span several keys or sections. Each rule's message names the key and how to fix it.
+
+use super::{Config, Timeouts};
+
+/// The first rule `config` breaks, as a message without the file's name.
+pub(super) fn validate(config: &Config) -> Result<(), String> {
+    ranges(config)?;
+    timeouts(config)?;
+    if let Some(enc) = &config.encryption {
+        if enc.recipients.is_empty() {
+            return Err("`encryption.recipients` is empty: add an `age1...` public key, or remove `[encryption]`".into());
+        }
+        for recipient in &enc.recipients {
+            crate::crypto::parse_recipient(recipient).map_err(|e| e.to_string())?;
+        }
+    }
+    if let Some(listen) = &config.daemon.listen {
+        let valid = listen.parse::<std::net::SocketAddr>().is_ok()
+            || listen
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(format!(
+                "`daemon.listen` is `{listen}`, not an address: use `IP:PORT` or `HOST:PORT`, e.g. `127.0.0.1:9187`"
+            ));
+        }
+    }
+    for (name, objects) in &config.objects {
+        if objects.source.url == objects.destination.url
+            && objects.source.endpoint == objects.destination.endpoint
+        {
+            return Err(format!(
+                "`objects.{name}`: source and destination are the same bucket `{}`",
+                objects.source.url
+            ));
+        }
+    }
+    one_archive_per_repository(config)?;
+    for (name, db) in &config.postgres {
+        for table in &db.critical_tables {
+            if table.split_once('.').is_none() {
+                return Err(format!(
+                    "`postgres.{name}.critical_tables` entry `{table}` must be `schema.table`"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Numbers within what they can be.
+fn ranges(config: &Config) -> Result<(), String> {
+    let level = config.compression.level;
+    if !(1..=22).contains(&level) {
+        return Err(format!("`compression.level` is `{level}`: use 1 to 22"));
+    }
+    let part_size = |key: String, size: u64| {
+        if (5..=5120).contains(&size) {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{key}` is `{size}`: S3 parts must be 5 to 5120 MiB"
+            ))
+        }
+    };
+    if let Some(size) = config.repository.part_size_mib {
+        part_size("repository.part_size_mib".into(), size)?;
+    }
+    if config.repository.upload_concurrency == 0 {
+        return Err("`repository.upload_concurrency` must be at least 1".into());
+    }
+    let r = &config.retention;
+    if r.daily_days == 0 || r.pitr_days == 0 {
+        return Err("`retention.daily_days` and `retention.pitr_days` must be at least 1".into());
+    }
+    for (name, objects) in &config.objects {
+        if objects.transfers == 0 || objects.checkers == 0 {
+            return Err(format!(
+                "`objects.{name}.transfers` and `checkers` must be at least 1"
+            ));
+        }
+        part_size(
+            format!("objects.{name}.part_size_mib"),
+            objects.part_size_mib,
+        )?;
+    }
+    Ok(())
+}
+
+fn timeouts(config: &Config) -> Result<(), String> {
+    let mut all: Vec<(String, &Timeouts)> =
+        vec![("repository.timeouts".into(), &config.repository.timeouts)];
+    for (name, objects) in &config.objects {
+        all.push((
+            format!("objects.{name}.source.timeouts"),
+            &objects.source.timeouts,
+        ));
+        all.push((
+            format!("objects.{name}.destination.timeouts"),
+            &objects.destination.timeouts,
+        ));
+    }
+    all.iter()
+        .try_for_each(|(key, timeouts)| timeouts.check(key))
+}
+
+/// A repository holds one cluster's WAL archive: segment names of two would collide.
+fn one_archive_per_repository(config: &Config) -> Result<(), String> {
+    let archiving: Vec<String> = config
+        .postgres
+        .iter()
+        .filter(|(_, db)| db.pitr)
+        .map(|(name, _)| format!("`postgres.{name}`"))
+        .collect();
+    if archiving.len() > 1 {
+        return Err(format!(
+            "`pitr = true` on {}: a repository holds one cluster's WAL archive (segment names would collide); give each cluster its own repository (its own configuration file)",
+            archiving.join(" and ")
+        ));
+    }
+    Ok(())
+}

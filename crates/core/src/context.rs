@@ -1,0 +1,53 @@
+//! What every engine operation is given: the configuration, where the tools are, how to report
+//! progress, and a token that asks it to stop cleanly.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{config, postgres, progress, storage};
+
+/// The configuration, tools, progress and stop request of one command.
+pub struct Context {
+    pub config: config::Config,
+    pub tools: postgres::tools::PgTools,
+    pub progress: Arc<dyn progress::Progress>,
+    pub cancel: CancellationToken,
+    /// How long a command that writes waits for another run's lock (`--wait`).
+    pub lock_wait: std::time::Duration,
+    /// Every storage request this process sent (each storage also counts its own).
+    pub requests: Arc<storage::Requests>,
+}
+
+impl Context {
+    pub fn new(config: config::Config) -> Context {
+        let tools = postgres::tools::PgTools::locate(config.tools.pg_bin_dir.as_deref());
+        Context {
+            config,
+            tools,
+            progress: Arc::new(progress::NoProgress),
+            cancel: CancellationToken::new(),
+            lock_wait: std::time::Duration::ZERO,
+            requests: Arc::default(),
+        }
+    }
+
+    /// What the storages a command opens share: its stop request and a request count.
+    pub fn storage_env(&self) -> storage::Env {
+        let mut env = storage::Env::new(self.cancel.clone());
+        env.requests = Arc::new(storage::Requests::within(self.requests.clone()));
+        env
+    }
+
+    /// The same context, stopped by `cancel` (a child of this one's).
+    pub fn with_cancel(&self, cancel: CancellationToken) -> Context {
+        Context {
+            config: self.config.clone(),
+            tools: self.tools.clone(),
+            progress: Arc::clone(&self.progress),
+            cancel,
+            lock_wait: self.lock_wait,
+            requests: Arc::clone(&self.requests),
+        }
+    }
+}

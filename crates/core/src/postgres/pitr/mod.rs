@@ -1,0 +1,160 @@
+//! Point-in-time recovery: a base backup unpacked into an empty folder, then WAL replayed from
+//! the archive (by `lifeboat wal-fetch` as `restore_command`) up to the target.
+//!
+//! The base backup chosen is the newest that finished before the target; a target outside what
+//! the repository can recover (before the oldest base backup, after the newest archived WAL) is
+//! refused with the window in the message. With `start`, the server is started, recovery is
+//! awaited, and the moment reached and the time it took are reported.
+//!
+//! Stages: [`plan`] chooses the base backup and checks the archive can carry recovery to the
+//! target; [`folder`] unpacks it and writes the recovery settings; [`server`] starts the
+//! server and waits for it to reach the target.
+
+mod folder;
+mod plan;
+mod server;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::config::ConfigSource;
+use crate::error::{Error, Result};
+use crate::repository::Repository;
+use crate::wal;
+use crate::Context;
+
+pub use plan::{choose_base, plan, Plan, Window};
+
+#[derive(Debug, Clone)]
+pub enum Target {
+    Time(Timestamp),
+    Lsn(u64),
+    Latest,
+}
+
+/// The timeline recovery follows (`recovery_target_timeline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetTimeline {
+    /// The newest timeline that branched off the base backup's after it started.
+    Latest,
+    /// The base backup's own.
+    Current,
+    /// This one, which must branch off the base backup's timeline after the backup started.
+    Id(u32),
+}
+
+impl std::fmt::Display for TargetTimeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetTimeline::Latest => f.write_str("latest"),
+            TargetTimeline::Current => f.write_str("current"),
+            TargetTimeline::Id(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetAction {
+    Promote,
+    Pause,
+}
+
+#[derive(Debug, Clone)]
+pub struct PitrRequest {
+    pub pgdata: PathBuf,
+    pub target: Target,
+    pub timeline: TargetTimeline,
+    pub action: TargetAction,
+    pub start: bool,
+    /// Port and socket folder for the started server (else the backup's settings).
+    pub port: Option<u16>,
+    pub socket_dir: Option<PathBuf>,
+    /// Keep the recovered server from archiving WAL into the repository.
+    pub no_archive: bool,
+    pub identity: Option<PathBuf>,
+    /// Recover from this base backup (by id) instead of the newest before the target.
+    pub base: Option<String>,
+    /// The started server is a throwaway (verification, drill): it dies with lifeboat.
+    pub throwaway: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PitrReport {
+    pub base_backup: String,
+    pub pgdata: String,
+    pub target: String,
+    pub started: bool,
+    /// The last transaction replayed, when the server was started.
+    pub reached: Option<String>,
+    pub timeline: Option<u32>,
+    pub restore_seconds: f64,
+    pub recovery_seconds: Option<f64>,
+    /// Where replay ended (the end of the last WAL record), when the server was started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replayed_to: Option<String>,
+}
+
+pub async fn restore_pitr(
+    ctx: &Context,
+    repo: &Repository,
+    request: &PitrRequest,
+) -> Result<PitrReport> {
+    let begun = Instant::now();
+    let config_file = match &ctx.config.source {
+        ConfigSource::File(path) => std::path::absolute(path)
+            .map_err(|e| Error::io(format!("finding `{}`", path.display()), e))?,
+        ConfigSource::Default => {
+            return Err(Error::Usage(
+                "point-in-time recovery needs a configuration file: the recovered server runs `lifeboat --config FILE wal-fetch`; pass `--config FILE`"
+                    .into(),
+            ))
+        }
+    };
+    folder::check_empty(&request.pgdata)?;
+    let plan = plan(ctx, repo, request).await?;
+    let base = &plan.base;
+    tracing::info!(base = %base.id, target = %describe(&request.target), "restoring a base backup");
+    folder::unpack(ctx, repo, base, request).await?;
+    folder::write_recovery_settings(request, &config_file)?;
+    let owner = crate::postgres::cluster::unprivileged_user();
+    folder::prepare_permissions(&request.pgdata, owner)?;
+    let mut report = PitrReport {
+        base_backup: base.id.clone(),
+        pgdata: request.pgdata.display().to_string(),
+        target: describe(&request.target),
+        started: false,
+        reached: None,
+        timeline: None,
+        restore_seconds: round(begun.elapsed().as_secs_f64()),
+        recovery_seconds: None,
+        replayed_to: None,
+    };
+    if request.start {
+        let recovering = Instant::now();
+        let recovered = server::start_and_wait(ctx, request, base, owner).await?;
+        if let (Target::Latest, Some(end)) = (&request.target, &plan.archive_end) {
+            server::check_reached_end(ctx, request, owner, &recovered, end)?;
+        }
+        report.started = true;
+        report.reached = recovered.last_commit;
+        report.timeline = recovered.timeline;
+        report.replayed_to = recovered.replayed_to.map(wal::format_lsn);
+        report.recovery_seconds = Some(round(recovering.elapsed().as_secs_f64()));
+    }
+    Ok(report)
+}
+
+fn round(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
+
+fn describe(target: &Target) -> String {
+    match target {
+        Target::Time(t) => t.to_string(),
+        Target::Lsn(lsn) => wal::format_lsn(*lsn),
+        Target::Latest => "latest".into(),
+    }
+}

@@ -1,0 +1,304 @@
+//! Logical restore: download, verify, decrypt, decompress, `pg_restore`, then check row counts.
+//!
+//! With one job the archive streams straight into `pg_restore --single-transaction`; the
+//! pipeline withholds the last bytes until the stored hash is verified, so a damaged backup
+//! rolls back instead of committing ([`stream`]). With more jobs (parallel restore needs a
+//! seekable file) the verified archive is spooled to an unnamed file ([`spooled`]). Single
+//! tables are chosen precisely through a `pg_restore -L` list built from the archive's table
+//! of contents ([`toc`]), so `--table a.t` never also restores `b.t` ([`selection`]).
+
+mod selection;
+mod spooled;
+mod stream;
+mod toc;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::crypto::Identities;
+use crate::error::{Error, Result};
+use crate::pipeline::{self, Delivered, Expected};
+use crate::postgres::conn::ConnInfo;
+use crate::postgres::counts::count_tables;
+use crate::process::Unnamed;
+use crate::progress::Task;
+use crate::repository::keys::identities_for;
+use crate::repository::manifest::{BackupKind, Manifest, TableRows};
+use crate::repository::{Repository, Selector};
+use crate::Context;
+
+use selection::Selection;
+pub use toc::{clean_prelude, schema_list, use_list};
+
+#[derive(Debug, Clone, Default)]
+pub struct RestoreRequest {
+    /// Backup id, unique prefix, or `latest`.
+    pub backup: String,
+    /// Target database URL (its password may come separately).
+    pub into: String,
+    pub into_password: Option<crate::config::Secret>,
+    pub jobs: u32,
+    pub clean: bool,
+    pub no_owner: bool,
+    /// `schema.table` names.
+    pub tables: Vec<String>,
+    pub schemas: Vec<String>,
+    pub data_only: bool,
+    pub schema_only: bool,
+    /// Identity file for encrypted backups (else the configured one).
+    pub identity: Option<PathBuf>,
+    /// Folder for the spooled archive of a parallel restore.
+    pub spool_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    pub backup: String,
+    pub database: String,
+    pub target: String,
+    pub tables_checked: usize,
+    pub rows_checked: u64,
+    pub spooled: bool,
+    pub seconds: f64,
+}
+
+/// A backup's stored archive, ready to stream: where it is and how it is checked and opened.
+pub(crate) struct Archive<'a> {
+    pub repo: &'a Repository,
+    pub manifest: &'a Manifest,
+    pub expected: Expected,
+    pub identities: Option<Arc<Identities>>,
+    /// What the bytes restored are reported to.
+    pub task: Task,
+}
+
+impl<'a> Archive<'a> {
+    pub fn new(
+        repo: &'a Repository,
+        manifest: &'a Manifest,
+        identities: Option<Arc<Identities>>,
+    ) -> Self {
+        Archive {
+            repo,
+            manifest,
+            expected: manifest.expected(),
+            identities,
+            task: Task::silent(),
+        }
+    }
+
+    /// Streams the decoded archive into `sink`, verified (see [`pipeline::download`]).
+    pub async fn download<W: Write + Send + 'static>(
+        &self,
+        sink: W,
+        ctx: &Context,
+    ) -> Result<Delivered<W>> {
+        pipeline::download(
+            self.repo.storage(),
+            &self.manifest.data,
+            &self.expected,
+            self.identities.clone(),
+            sink,
+            &ctx.cancel,
+        )
+        .await
+    }
+}
+
+pub async fn restore_db(
+    ctx: &Context,
+    repo: &Repository,
+    request: &RestoreRequest,
+) -> Result<RestoreReport> {
+    let begun = Instant::now();
+    let manifest = repo
+        .find(&Selector {
+            id: &request.backup,
+            kind: Some(BackupKind::Db),
+            database: None,
+        })
+        .await?;
+    let selection = Selection::new(&manifest, request)?;
+    let identities = identities_for(&ctx.config, &manifest, request.identity.as_deref())?;
+    let target = ConnInfo::new(&request.into, request.into_password.as_ref())?;
+    // Reach the target before touching anything.
+    let client = target.connect("target database").await?;
+    drop(client);
+    let jobs = request.jobs.max(1);
+    // A whole-database `--clean` drops the backup's schemas and restores them in one
+    // transaction (pg_restore's own --clean cannot drop partitions' inherited constraints).
+    let clean_script = request.clean && selection.tables.is_empty();
+    if clean_script && jobs > 1 {
+        return Err(Error::Usage(
+            "`--clean` restores in one transaction and cannot use `--jobs` above 1: drop `--jobs`, or restore into an empty database"
+                .into(),
+        ));
+    }
+    let mut tool = ctx
+        .tools
+        .tool("pg_restore")
+        .args(["--exit-on-error", "--no-password"]);
+    if request.clean && !clean_script {
+        tool = tool.args(["--clean", "--if-exists"]);
+    }
+    if request.no_owner {
+        tool = tool.args(["--no-owner", "--no-privileges"]);
+    }
+    if request.data_only {
+        tool = tool.arg("--data-only");
+    }
+    if request.schema_only {
+        tool = tool.arg("--schema-only");
+    }
+    let toc = if selection.tables.is_empty() && selection.schemas.is_empty() && !clean_script {
+        None
+    } else {
+        Some(toc::read_toc(ctx, &Archive::new(repo, &manifest, identities.clone())).await?)
+    };
+    let _list_file = match &toc {
+        Some(toc) if !(selection.tables.is_empty() && selection.schemas.is_empty()) => {
+            let list = if selection.tables.is_empty() {
+                toc::schema_list(toc, &selection.schemas, request.data_only)
+            } else {
+                use_list(
+                    toc,
+                    &selection.tables,
+                    request.data_only,
+                    request.schema_only,
+                )
+            };
+            let file = Unnamed::memory("lifeboat-restore-list", list.as_bytes())
+                .map_err(|e| Error::io("writing the restore list", e))?;
+            tool = tool.arg(format!("--use-list={}", file.path().display()));
+            Some(file)
+        }
+        _ => None,
+    };
+
+    let mut archive = Archive::new(repo, &manifest, identities);
+    tracing::info!(backup = %manifest.id, target = target.redacted(), jobs, "restoring");
+    let spooled = jobs > 1;
+    archive.task = ctx
+        .progress
+        .start(&format!("restore {}", manifest.id), Some(manifest.raw_size));
+    let restored = if spooled {
+        spooled::restore(
+            ctx,
+            &archive,
+            &target,
+            tool,
+            jobs,
+            request.spool_dir.as_deref(),
+        )
+        .await
+    } else if clean_script {
+        let prelude = toc::clean_prelude(
+            toc.as_deref().unwrap_or_default(),
+            &selection.schemas,
+            request.schema_only,
+        );
+        stream::through_psql(ctx, &archive, &target, tool, &prelude).await
+    } else {
+        let tool = tool
+            .arg(format!("--dbname={}", target.dbname()))
+            .arg("--single-transaction");
+        stream::into_pg_restore(ctx, &archive, &target, tool).await
+    };
+    drop(archive);
+    restored?;
+
+    let to_check = if request.schema_only || manifest.options.schema_only {
+        Vec::new()
+    } else {
+        selection.restored_tables(&manifest)
+    };
+    check_counts(&manifest, &target, &to_check).await?;
+    Ok(RestoreReport {
+        backup: manifest.id.clone(),
+        database: manifest.database.clone(),
+        target: target.redacted().to_string(),
+        tables_checked: to_check.len(),
+        rows_checked: to_check.iter().map(|t| t.rows).sum(),
+        spooled,
+        seconds: round_secs(begun.elapsed()),
+    })
+}
+
+/// Checks the restored tables' row counts against the backup's.
+async fn check_counts(
+    manifest: &Manifest,
+    target: &ConnInfo,
+    to_check: &[&TableRows],
+) -> Result<()> {
+    let client = target.connect("target database").await?;
+    let counts = count_tables(&client, to_check).await?;
+    let mut problems = Vec::new();
+    for (table, (name, found)) in to_check.iter().zip(&counts) {
+        match found {
+            Some(rows) if *rows == table.rows => {}
+            Some(rows) => problems.push(format!(
+                "`{name}` has {rows} rows, the backup has {}",
+                table.rows
+            )),
+            None => problems.push(format!("`{name}` is missing")),
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let shown = problems
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = problems.len().saturating_sub(5);
+    Err(Error::Mismatch {
+        id: manifest.id.clone(),
+        detail: if more > 0 {
+            format!("{shown} and {more} more")
+        } else {
+            shown
+        },
+    })
+}
+
+fn round_secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// Closes a child's input and waits for it off the async threads.
+pub(super) async fn finish_child(child: crate::process::ChildWriter) -> Result<()> {
+    tokio::task::spawn_blocking(move || child.finish())
+        .await
+        .map_err(|e| Error::thread("restore", e))?
+}
+
+/// Counts restored bytes for the progress display while passing them on.
+pub(super) struct ProgressWriter<W> {
+    inner: W,
+    task: Task,
+}
+
+impl<W> ProgressWriter<W> {
+    pub(super) fn new(inner: W, task: &Task) -> Self {
+        ProgressWriter {
+            inner,
+            task: task.clone(),
+        }
+    }
+}
+
+impl<W: Write> Write for ProgressWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.task.advance(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}

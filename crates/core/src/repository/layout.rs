@@ -1,0 +1,127 @@
+//! Where everything lives in a repository, in one place: [`Area`] owns every prefix (as
+//! rustic's `FileType::dirname()` does), and the functions below name every key.
+//!
+//! - `lifeboat.json`: the marker written by `init` (format version); nothing else is touched
+//!   in a location that lacks it.
+//! - `manifests/<id>.json`: one per finished backup, written after its data: the commit.
+//! - `data/db/<id>.dump.zst[.age]`, `data/base/<id>.tar.zst[.age]`,
+//!   `data/redis/<id>.rdb.zst[.age]`: the stored data of dumps, base backups, Redis snapshots.
+//!   A data object without a manifest is an unfinished backup: never listed, cleaned up.
+//! - `wal/<name>.zst[.age]`: the WAL archive; `wal/cluster.json` names the cluster it belongs
+//!   to, `wal/refused.json` the last file `wal-push` refused.
+//! - `locks/run.json`, `locks/run.<id>.beat`: the run lock and its holder's heartbeat.
+//! - `verifications/<id>.json`: the last verification of each backup.
+
+use super::manifest::BackupKind;
+
+/// The repository's marker.
+pub const MARKER: &str = "lifeboat.json";
+
+/// A part of the repository, by what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    Manifests,
+    /// Every backup's data (all kinds).
+    Data,
+    /// One kind's data.
+    DataOf(BackupKind),
+    Wal,
+    Locks,
+    Verifications,
+}
+
+impl Area {
+    /// The prefix of the area's keys, with its trailing `/`.
+    pub fn dirname(self) -> &'static str {
+        match self {
+            Area::Manifests => "manifests/",
+            Area::Data => "data/",
+            Area::DataOf(BackupKind::Db) => "data/db/",
+            Area::DataOf(BackupKind::Base) => "data/base/",
+            Area::DataOf(BackupKind::Redis) => "data/redis/",
+            Area::Wal => "wal/",
+            Area::Locks => "locks/",
+            Area::Verifications => "verifications/",
+        }
+    }
+}
+
+/// A backup's manifest.
+pub fn manifest(id: &str) -> String {
+    format!("{}{id}.json", Area::Manifests.dirname())
+}
+
+/// A backup's stored data.
+pub fn data(kind: BackupKind, id: &str, encrypted: bool) -> String {
+    let extension = match kind {
+        BackupKind::Db => "dump",
+        BackupKind::Base => "tar",
+        BackupKind::Redis => "rdb",
+    };
+    format!(
+        "{}{id}.{extension}.zst{}",
+        Area::DataOf(kind).dirname(),
+        if encrypted { ".age" } else { "" }
+    )
+}
+
+/// An archived WAL file.
+pub fn wal(name: &str, encrypted: bool) -> String {
+    format!(
+        "{}{name}.zst{}",
+        Area::Wal.dirname(),
+        if encrypted { ".age" } else { "" }
+    )
+}
+
+/// The record of the cluster the WAL archive belongs to.
+pub fn wal_cluster() -> String {
+    format!("{}cluster.json", Area::Wal.dirname())
+}
+
+/// The last file `wal-push` refused.
+pub fn wal_refused() -> String {
+    format!("{}refused.json", Area::Wal.dirname())
+}
+
+/// The run lock.
+pub fn lock() -> String {
+    format!("{}run.json", Area::Locks.dirname())
+}
+
+/// The heartbeat of the run lock `id`.
+pub fn lock_beat(id: &str) -> String {
+    format!("{}run.{id}.beat", Area::Locks.dirname())
+}
+
+/// A backup's last verification.
+pub fn verification(id: &str) -> String {
+    format!("{}{id}.json", Area::Verifications.dirname())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_where_the_layout_says() {
+        assert_eq!(manifest("x"), "manifests/x.json");
+        assert_eq!(data(BackupKind::Base, "x", true), "data/base/x.tar.zst.age");
+        assert_eq!(data(BackupKind::Db, "x", false), "data/db/x.dump.zst");
+        assert_eq!(data(BackupKind::Redis, "x", false), "data/redis/x.rdb.zst");
+        assert!(data(BackupKind::Redis, "x", false).starts_with(Area::Data.dirname()));
+        assert_eq!(
+            wal("000000010000000000000001", false),
+            "wal/000000010000000000000001.zst"
+        );
+        assert_eq!(
+            (lock(), lock_beat("a")),
+            ("locks/run.json".into(), "locks/run.a.beat".into())
+        );
+        assert_eq!(verification("x"), "verifications/x.json");
+        assert_eq!(
+            (wal_cluster(), wal_refused()),
+            ("wal/cluster.json".into(), "wal/refused.json".into())
+        );
+    }
+}

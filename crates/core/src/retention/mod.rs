@@ -1,0 +1,129 @@
+//! Retention planning, without I/O: backups + policy + now -> keep or delete each one, with the
+//! reasons, and which kept backups move to a colder storage tier; WAL kept for the PITR window.
+//!
+//! Logical dumps, per series (database and dump options): every backup of the last
+//! `daily_days`; the first backup of each calendar month for `monthly_months` months; the first
+//! of each year for `yearly_years` years (forever when unset); and always the newest. Months
+//! and years are calendar periods in the policy's time zone.
+//!
+//! Base backups: every one that ended inside the PITR window, and the newest that ended before
+//! it (recovering to the window's first moment starts from that one); always the newest.
+//! WAL: every segment from the oldest kept base backup's first segment on; nothing older is
+//! needed by any kept base backup. With no base backup, no WAL is deleted.
+//!
+//! The planner ([`plan`]) is pure; [`prune`] lists the repository, plans and deletes;
+//! [`lifecycle`] writes the bucket rules that do the same for what lifeboat does not list.
+
+pub mod lifecycle;
+mod plan;
+pub mod prune;
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::repository::manifest::BackupKind;
+
+pub use plan::{plan_backups, plan_wal};
+
+/// The policy, as configured.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub time_zone: TimeZone,
+    pub daily_days: u32,
+    pub monthly_months: u32,
+    /// `None`: yearly backups are kept forever.
+    pub yearly_years: Option<u32>,
+    pub pitr_days: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            time_zone: TimeZone::UTC,
+            daily_days: 30,
+            monthly_months: 12,
+            yearly_years: None,
+            pitr_days: 7,
+        }
+    }
+}
+
+impl From<&crate::config::RetentionConfig> for Policy {
+    fn from(config: &crate::config::RetentionConfig) -> Self {
+        Policy {
+            time_zone: config.time_zone.zone().clone(),
+            daily_days: config.daily_days,
+            monthly_months: config.monthly_months,
+            yearly_years: config.yearly_years,
+            pitr_days: config.pitr_days,
+        }
+    }
+}
+
+/// One backup as the planner sees it.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub id: String,
+    pub kind: BackupKind,
+    /// Backups compete for keeping only within a series (database and dump options).
+    pub series: String,
+    pub started: Timestamp,
+    pub finished: Timestamp,
+    /// The tier recorded in its manifest (`daily`, `monthly`, `yearly`), if any.
+    pub tier: Option<Tier>,
+    /// For a base backup: its first WAL segment.
+    pub first_wal: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Daily,
+    Monthly,
+    Yearly,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Daily => "daily",
+            Tier::Monthly => "monthly",
+            Tier::Yearly => "yearly",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Tier> {
+        match text {
+            "daily" => Some(Tier::Daily),
+            "monthly" => Some(Tier::Monthly),
+            "yearly" => Some(Tier::Yearly),
+            _ => None,
+        }
+    }
+}
+
+/// What becomes of one backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub id: String,
+    pub kind: BackupKind,
+    pub series: String,
+    pub started: Timestamp,
+    pub keep: bool,
+    /// Why it is kept (all reasons), or why it is deleted (one).
+    pub reasons: Vec<String>,
+    /// The colder tier it moves to now (kept only as a monthly or yearly backup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promote: Option<Tier>,
+}
+
+/// What becomes of the WAL archive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WalPlan {
+    /// The first segment kept, and the base backup that needs it.
+    pub keep_from: Option<(String, String)>,
+    /// Archived names to delete.
+    pub delete: Vec<String>,
+    pub kept: usize,
+}

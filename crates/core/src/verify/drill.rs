@@ -1,0 +1,421 @@
+//! The disaster-recovery drill: everything on throwaway parts, timed step by step.
+//!
+//! A scratch cluster (archiving its WAL through `lifeboat wal-push`) gets the sample database;
+//! it is backed up into the configured repository (by default the local folder
+//! `./lifeboat-repo`, created if needed), restored into a fresh database, every table's
+//! contents compared with the original, and the backup verified. Then the point-in-time part:
+//! a base backup, two commits a moment apart, and a recovery to the moment between them into
+//! a new data folder, started and checked to hold the first commit only. When the scratch
+//! server runs as another user (lifeboat runs as root), that part uses a repository inside the
+//! scratch folder, which that user can write. Nothing outside the scratch folder and the
+//! repository is touched.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::{PgUrl, PostgresConfig};
+use crate::error::{Error, Result};
+use crate::postgres::cluster::{ClusterOptions, ScratchCluster};
+use crate::postgres::dump::{backup_db, DumpRequest};
+use crate::postgres::restore::{restore_db, RestoreRequest};
+use crate::postgres::sample::{fingerprint_sql, LARGE_OBJECTS_SQL, SAMPLE_SQL, SAMPLE_TABLES};
+use crate::repository::Repository;
+use crate::Context;
+
+#[derive(Debug, Serialize)]
+pub struct DrillReport {
+    pub repository: String,
+    pub backup: String,
+    pub tables_compared: usize,
+    pub rows_restored: u64,
+    /// The measured recovery time of the logical backup (by `verify`).
+    pub verified_recovery_seconds: Option<f64>,
+    pub base_backup: String,
+    /// Where the point-in-time part archived its WAL.
+    pub pitr_repository: String,
+    pub pitr_target: String,
+    pub pitr_seconds: f64,
+    pub steps: Vec<DrillStep>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DrillStep {
+    pub step: String,
+    pub seconds: f64,
+    pub detail: String,
+}
+
+struct Timer(Vec<DrillStep>, Instant);
+
+impl Timer {
+    fn lap(&mut self, step: &str, detail: String) {
+        let seconds = (self.1.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        tracing::info!("drill: {step} ({seconds:.2}s) {detail}");
+        self.0.push(DrillStep {
+            step: step.into(),
+            seconds,
+            detail,
+        });
+        self.1 = Instant::now();
+    }
+}
+
+pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
+    let mut timer = Timer(Vec::new(), Instant::now());
+    let tools = ctx.tools.clone();
+    let options = ClusterOptions {
+        settings: vec![
+            "wal_level = replica".into(),
+            "archive_mode = on".into(),
+            "archive_command = 'false'".into(),
+        ],
+        ..ClusterOptions::default()
+    };
+    let cluster = tokio::task::spawn_blocking(move || ScratchCluster::start(&tools, &options))
+        .await
+        .map_err(|e| Error::thread("drill", e))??;
+    timer.lap(
+        "start a scratch cluster",
+        format!("PostgreSQL {}", ctx.tools.version("postgres")?),
+    );
+
+    cluster.create_database("yomira")?;
+    cluster.psql("yomira", SAMPLE_SQL)?;
+    timer.lap(
+        "load the sample database",
+        format!("{} tables", SAMPLE_TABLES.len()),
+    );
+
+    let repo = match Repository::open(ctx).await {
+        Ok(repo) => repo,
+        Err(Error::NotARepository { .. }) => Repository::init(ctx).await?,
+        Err(e) => return Err(e),
+    };
+    timer.lap("open the repository", repo.location().to_string());
+
+    let source = PostgresConfig {
+        url: PgUrl::parse(&cluster.url("yomira")).map_err(Error::Internal)?,
+        password: None,
+        critical_tables: vec!["core.comic".into()],
+        checks: vec!["SELECT NOT dirty FROM public.schema_migrations".into()],
+        pitr: false,
+    };
+    let manifest = backup_db(ctx, &repo, "drill", &source, &DumpRequest::default()).await?;
+    timer.lap(
+        "logical backup",
+        format!(
+            "{} ({} raw, {} stored)",
+            manifest.id, manifest.raw_size, manifest.stored_size
+        ),
+    );
+
+    cluster.create_database("yomira_restored")?;
+    let report = restore_db(
+        ctx,
+        &repo,
+        &RestoreRequest {
+            backup: manifest.id.clone(),
+            into: cluster.url("yomira_restored"),
+            jobs: 1,
+            ..RestoreRequest::default()
+        },
+    )
+    .await?;
+    timer.lap(
+        "restore and check row counts",
+        format!(
+            "{} tables, {} rows",
+            report.tables_checked, report.rows_checked
+        ),
+    );
+
+    let mut checks: Vec<String> = SAMPLE_TABLES.iter().map(|t| fingerprint_sql(t)).collect();
+    checks.push(LARGE_OBJECTS_SQL.to_string());
+    checks.push("SELECT last_value || '' FROM core.chapter_no".into());
+    for sql in &checks {
+        let before = cluster.psql("yomira", sql)?;
+        let after = cluster.psql("yomira_restored", sql)?;
+        if before != after {
+            return Err(Error::Mismatch {
+                id: manifest.id.clone(),
+                detail: format!(
+                    "`{sql}` gives `{}` before and `{}` after",
+                    before.trim(),
+                    after.trim()
+                ),
+            });
+        }
+    }
+    timer.lap(
+        "compare contents",
+        format!("{} checks identical", checks.len()),
+    );
+
+    // Verify on its own throwaway cluster, as `lifeboat verify` does.
+    let mut verify_ctx = crate::Context::new(ctx.config.clone());
+    verify_ctx
+        .config
+        .postgres
+        .insert("drill".into(), source.clone());
+    verify_ctx.progress = ctx.progress.clone();
+    verify_ctx.cancel = ctx.cancel.clone();
+    let verification = crate::verify::verify(
+        &verify_ctx,
+        &repo,
+        &crate::verify::VerifyRequest {
+            backup: manifest.id.clone(),
+            jobs: 2,
+            ..Default::default()
+        },
+    )
+    .await?;
+    if !verification.passed {
+        let failed = verification.failures();
+        return Err(Error::Mismatch {
+            id: manifest.id.clone(),
+            detail: format!(
+                "verification failed: {}: {}",
+                failed[0].name, failed[0].detail
+            ),
+        });
+    }
+    timer.lap(
+        "verify (restore on a throwaway cluster)",
+        format!(
+            "{} checks passed, recovery time {:.1}s",
+            verification.checks.len(),
+            verification.recovery_seconds.unwrap_or_default()
+        ),
+    );
+
+    let pitr = pitr_part(ctx, &cluster, &repo, &source, &mut timer).await?;
+    Ok(DrillReport {
+        repository: repo.location().to_string(),
+        backup: manifest.id,
+        tables_compared: SAMPLE_TABLES.len(),
+        rows_restored: report.rows_checked,
+        verified_recovery_seconds: verification.recovery_seconds,
+        base_backup: pitr.base_backup,
+        pitr_repository: pitr.repository,
+        pitr_target: pitr.target,
+        pitr_seconds: pitr.seconds,
+        steps: timer.0,
+    })
+}
+
+struct PitrOutcome {
+    base_backup: String,
+    repository: String,
+    target: String,
+    seconds: f64,
+}
+
+/// Base backup, two commits a moment apart, recovery to the moment between them.
+async fn pitr_part(
+    ctx: &Context,
+    cluster: &ScratchCluster,
+    configured: &Repository,
+    source: &PostgresConfig,
+    timer: &mut Timer,
+) -> Result<PitrOutcome> {
+    use crate::config::{ConfigSource, RepositoryUrl};
+    let server_user = crate::postgres::cluster::unprivileged_user();
+    let scratch = cluster.root().to_path_buf();
+    // The repository and configuration the scratch server's archive_command uses.
+    let mut config = ctx.config.clone();
+    if server_user.is_some() {
+        let repo_dir = scratch.join("pitr-repo");
+        config = crate::config::Config::default();
+        config.repository.url = RepositoryUrl::Local(repo_dir);
+    }
+    let config_file = match (&config.source, server_user) {
+        (ConfigSource::File(path), None) => std::path::absolute(path)
+            .map_err(|e| Error::io(format!("finding `{}`", path.display()), e))?,
+        _ => {
+            let path = scratch.join("drill.toml");
+            let text = format!(
+                "[repository]\nurl = \"{}\"\n[wal]\nspool_dir = \"{}\"\n",
+                config.repository.url,
+                scratch.join("wal-spool").display()
+            );
+            std::fs::write(&path, &text).map_err(|e| Error::io("writing the drill's config", e))?;
+            // Parsed back, so that the recovered server's restore_command names this file.
+            config = crate::config::Config::parse(&text, &path)?;
+            path
+        }
+    };
+    let scratch_repo;
+    let repo = if server_user.is_some() {
+        scratch_repo = Repository::init_with(&config.repository, &ctx.storage_env()).await?;
+        &scratch_repo
+    } else {
+        configured
+    };
+    if let Some((uid, gid)) = server_user {
+        hand_over(&scratch.join("pitr-repo"), uid, gid)?;
+        hand_over(&scratch.join("drill.toml"), uid, gid)?;
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding the lifeboat program", e))?;
+    let command = format!(
+        "'{}' --config '{}' -q wal-push %p",
+        exe.display(),
+        config_file.display()
+    );
+    cluster.psql(
+        "yomira",
+        &format!(
+            "ALTER SYSTEM SET archive_command = '{}'",
+            command.replace('\'', "''")
+        ),
+    )?;
+    cluster.psql("yomira", "SELECT pg_reload_conf()")?;
+    // The recovered server is reached as the role that took the backup.
+    config.postgres.insert("drill".into(), source.clone());
+    let mut pitr_ctx = crate::Context::new(config);
+    pitr_ctx.progress = ctx.progress.clone();
+    pitr_ctx.cancel = ctx.cancel.clone();
+    let base = crate::postgres::base::backup_base(&pitr_ctx, repo, "drill", source).await?;
+    timer.lap(
+        "base backup (WAL archived by wal-push)",
+        format!(
+            "{} ({} stored) into {}",
+            base.id,
+            base.stored_size,
+            repo.location()
+        ),
+    );
+
+    cluster.psql("yomira", "CREATE TABLE public.drill_events (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")?;
+    cluster.psql("yomira", "INSERT INTO public.drill_events (id) VALUES (1)")?;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let target = cluster
+        .psql("yomira", "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")?
+        .trim()
+        .to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    cluster.psql("yomira", "INSERT INTO public.drill_events (id) VALUES (2)")?;
+    let last = cluster
+        .psql("yomira", "SELECT pg_walfile_name(pg_switch_wal())")?
+        .trim()
+        .to_string();
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while !crate::wal::archived_names(repo).await?.contains(&last) {
+        if Instant::now() > deadline {
+            return Err(Error::TimedOut {
+                what: format!("the scratch server archiving `{last}`"),
+                seconds: 60,
+                hint: String::new(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    timer.lap(
+        "two commits, a moment apart",
+        format!("target between them: {target}; WAL archived up to {last}"),
+    );
+
+    let into = scratch.join("recovered");
+    let socket = scratch.join("recovered-sock");
+    std::fs::create_dir(&socket).map_err(|e| Error::io("creating a socket folder", e))?;
+    if let Some((uid, gid)) = server_user {
+        hand_over(&socket, uid, gid)?;
+    }
+    let port = crate::postgres::cluster::free_port()?;
+    let begun = Instant::now();
+    let recovered = crate::postgres::pitr::restore_pitr(
+        &pitr_ctx,
+        repo,
+        &crate::postgres::pitr::PitrRequest {
+            pgdata: into.clone(),
+            target: crate::postgres::pitr::Target::Time(
+                target
+                    .parse()
+                    .map_err(|e| Error::Internal(format!("drill target `{target}`: {e}")))?,
+            ),
+            timeline: crate::postgres::pitr::TargetTimeline::Latest,
+            action: crate::postgres::pitr::TargetAction::Promote,
+            start: true,
+            port: Some(port),
+            socket_dir: Some(socket.clone()),
+            no_archive: true,
+            throwaway: true,
+            identity: None,
+            base: None,
+        },
+    )
+    .await;
+    let seconds = begun.elapsed().as_secs_f64();
+    let stop = || {
+        let mut cmd = std::process::Command::new(ctx.tools.path("pg_ctl"));
+        cmd.args(["stop", "-m", "immediate", "-w", "-D"])
+            .arg(&into)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some((uid, gid)) = server_user {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
+        }
+        let _ = cmd.status();
+    };
+    if let Err(e) = recovered {
+        stop();
+        return Err(e);
+    }
+    let rows = std::process::Command::new(ctx.tools.path("psql"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT string_agg(id::text, ',' ORDER BY id) FROM public.drill_events",
+        ])
+        .env("PGHOST", &socket)
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", crate::postgres::cluster::SUPERUSER)
+        .env("PGDATABASE", "yomira")
+        .output();
+    stop();
+    let rows = rows.map_err(|e| Error::io("starting `psql`", e))?;
+    let rows = String::from_utf8_lossy(&rows.stdout).trim().to_string();
+    if rows != "1" {
+        return Err(Error::Mismatch {
+            id: base.id.clone(),
+            detail: format!(
+                "recovery to {target} should hold the first commit only, it holds `{rows}`"
+            ),
+        });
+    }
+    timer.lap(
+        "point-in-time recovery, started and checked",
+        format!("recovered to {target}: the first commit and not the second, in {seconds:.1}s"),
+    );
+    Ok(PitrOutcome {
+        base_backup: base.id,
+        repository: if server_user.is_some() {
+            format!("{}, removed with the scratch cluster", repo.location())
+        } else {
+            repo.location().to_string()
+        },
+        target,
+        seconds: (seconds * 10.0).round() / 10.0,
+    })
+}
+
+/// Gives a path (recursively) to the scratch server's user.
+fn hand_over(path: &std::path::Path, uid: u32, gid: u32) -> Result<()> {
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        std::os::unix::fs::chown(&p, Some(uid), Some(gid))
+            .map_err(|e| Error::io(format!("handing `{}` to the server's user", p.display()), e))?;
+        if p.is_dir() {
+            for entry in std::fs::read_dir(&p)
+                .map_err(|e| Error::io(format!("reading `{}`", p.display()), e))?
+                .flatten()
+            {
+                stack.push(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
