@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 command -v aws >/dev/null || { echo "error: awscli is needed for the guide's pipeline: pip install awscli" >&2; exit 1; }
 
-cargo build --release -q -p lifeboat -p lifeboat-testkit
-LIFEBOAT=$PWD/target/release/lifeboat
+cargo build --profile bench-release -q -p lifeboat -p lifeboat-testkit
+LIFEBOAT=$PWD/target/bench-release/lifeboat
 
 WORK=$(mktemp -d /tmp/lifeboat-bench.XXXXXX)
 AS=()
@@ -45,7 +45,7 @@ echo "building a pgbench database at scale $SCALE..." >&2
 DBSIZE=$("$BIN/psql" -XAtc "select pg_database_size('bench')" bench)
 
 mkdir -p "$WORK/s3/bench"
-S3_ACCESS_KEY=bench S3_SECRET_KEY=bench-secret-key target/release/lifeboat-s3-server "$WORK/s3" "$S3PORT" >/dev/null &
+S3_ACCESS_KEY=bench S3_SECRET_KEY=bench-secret-key target/bench-release/lifeboat-s3-server "$WORK/s3" "$S3PORT" >/dev/null &
 S3PID=$!
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key AWS_DEFAULT_REGION=us-east-1
 ENDPOINT=http://127.0.0.1:$S3PORT

@@ -10,9 +10,9 @@ set -euo pipefail
 N=${1:-10000}
 cd "$(dirname "$0")/.."
 command -v rclone >/dev/null || { echo "error: rclone is needed: apt-get install rclone" >&2; exit 1; }
-cargo build --release -q -p lifeboat -p lifeboat-testkit
-LIFEBOAT=$PWD/target/release/lifeboat
-SERVER=$PWD/target/release/lifeboat-s3-server
+cargo build --profile bench-release -q -p lifeboat -p lifeboat-testkit
+LIFEBOAT=$PWD/target/bench-release/lifeboat
+SERVER=$PWD/target/bench-release/lifeboat-s3-server
 
 WORK=$(mktemp -d /tmp/lifeboat-bench-objects.XXXXXX)
 cleanup() {

@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 command -v pgbackrest >/dev/null || { echo "error: pgbackrest is needed: apt-get install pgbackrest" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "error: run as root (the cluster runs as postgres)" >&2; exit 1; }
-cargo build --release -q -p lifeboat
-LIFEBOAT=$PWD/target/release/lifeboat
+cargo build --profile bench-release -q -p lifeboat
+LIFEBOAT=$PWD/target/bench-release/lifeboat
 
 WORK=$(mktemp -d /tmp/lifeboat-pitr-bench.XXXXXX)
 chmod 755 "$WORK"

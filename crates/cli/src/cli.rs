@@ -4,11 +4,28 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// What `--help` says after the flags: the environment, and the exit codes.
+const AFTER_HELP: &str = "\
+Environment:
+  LIFEBOAT_CONFIG        configuration file when --config is not given
+  LIFEBOAT_LOG           log filter (tracing syntax), e.g. `debug` or `lifeboat_core=trace`
+  LIFEBOAT_LOG_FORMAT    `text` (default) or `json`, as --log-format
+  LIFEBOAT_PG_BIN_DIR    folder of the PostgreSQL programs (default: the newest under
+                         /usr/lib/postgresql/*/bin, then PATH); also [tools] pg_bin_dir
+  CREDENTIALS_DIRECTORY  systemd credentials: a relative `*_file` path is read from here
+  TMPDIR                 where a parallel restore spools and verification runs its server
+  ${VAR}                 any variable named in the configuration file
+Exit codes:
+  0 ok, 1 failed, 2 usage, 3 damaged backup, 4 objectives breached, 5 repository locked by
+  another run, 6 not a lifeboat repository, 75 temporary failure (storage or server
+  unreachable: try again later), 130 interrupted; wal-fetch: 1 not in the archive, 255 failed";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "lifeboat",
-    version,
-    about = "Backup and restore for PostgreSQL, S3-compatible object storage and Redis."
+    version = lifeboat_core::VERSION,
+    about = "Backup and restore for PostgreSQL, S3-compatible object storage and Redis.",
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     /// Configuration file [default: $LIFEBOAT_CONFIG, else ./lifeboat.toml, else built-in defaults]
@@ -27,6 +44,16 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
+    /// Log lines as text, or as one JSON object per line for log shippers.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "LIFEBOAT_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
     /// Commands that write (`backup`, `prune`, `run`): wait up to this long for another run's
     /// lock on the repository instead of failing at once.
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 0)]
@@ -34,6 +61,12 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +179,17 @@ pub enum Command {
     /// background).
     #[command(hide = true)]
     WalPushAhead { path: PathBuf },
+    /// Print a shell completion script, e.g. `lifeboat completions bash >
+    /// /etc/bash_completion.d/lifeboat`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (`lifeboat.1` and one per command) into a folder.
+    Man {
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
     /// Kill the process groups named on stdin once stdin closes (started by lifeboat, which
     /// registers its children there, so that they die with it).
     #[command(hide = true)]

@@ -2,8 +2,10 @@
 //!
 //! It parses flags, sets up logging and progress, turns SIGINT/SIGTERM into a clean stop of the
 //! engine (uploads aborted, children stopped, nothing committed), prints results (`--json` for
-//! scripts), and maps errors to one line on stderr and an exit code: 1 for errors, 2 for usage,
-//! 3 for a backup that does not restore or verify as recorded, 130 when interrupted.
+//! scripts), and maps errors to one line on stderr (one JSON object with `--json`) and an exit
+//! code: 1 for errors, 2 for usage, 3 for a backup that does not restore or verify as recorded,
+//! 4 for breached objectives, 5 when another run holds the lock, 6 for a location that is not a
+//! repository, 75 for a temporary failure worth retrying, 130 when interrupted.
 //!
 //! `wal-fetch` is PostgreSQL's `restore_command`, which reads any exit code up to 125 as "not
 //! in the archive", i.e. the end of recovery: the server would be promoted there, short of its
@@ -42,9 +44,27 @@ fn main() -> ExitCode {
             });
         }
     };
-    if matches!(args.command, cli::Command::Watchdog) {
-        lifeboat_core::process::watchdog::run(std::io::stdin().lock());
-        return ExitCode::SUCCESS;
+    match &args.command {
+        cli::Command::Watchdog => {
+            lifeboat_core::process::watchdog::run(std::io::stdin().lock());
+            return ExitCode::SUCCESS;
+        }
+        cli::Command::Completions { shell } => {
+            let mut command = <cli::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "lifeboat", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        cli::Command::Man { out } => {
+            let command = <cli::Cli as clap::CommandFactory>::command();
+            return match clap_mangen::generate_to(command, out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing the man pages into `{}`: {e}", out.display());
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
     }
     let fetching = matches!(args.command, cli::Command::WalFetch { .. });
     init_logging(&args);
@@ -77,23 +97,37 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(if fetching {
+            let code = if fetching {
                 WAL_FETCH_FAILED
             } else {
                 exit_code(&e)
-            })
+            };
+            if args.json {
+                let line = serde_json::json!({
+                    "error": e.to_string(),
+                    "kind": e.kind(),
+                    "exit_code": code,
+                });
+                eprintln!("{line}");
+            } else {
+                eprintln!("error: {e}");
+            }
+            ExitCode::from(code)
         }
     }
 }
 
-/// The exit code of a failed command, by the kind of its error.
+/// The exit code of a failed command, by the kind of its error (listed in `--help`): 75 is
+/// sysexits' EX_TEMPFAIL, which cron wrappers and systemd's `RestartForceExitStatus=` know.
 fn exit_code(e: &lifeboat_core::Error) -> u8 {
     use lifeboat_core::Error;
     match e {
         Error::Interrupted(_) => 130,
         e if e.is_damage() => 3,
         Error::Breached(_) => 4,
+        Error::Busy { .. } => 5,
+        Error::NotARepository { .. } => 6,
+        e if e.is_temporary() => 75,
         _ => 1,
     }
 }
@@ -113,8 +147,10 @@ fn init_logging(args: &cli::Cli) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(on_terminal);
-    if on_terminal {
+        .with_ansi(on_terminal && args.log_format == cli::LogFormat::Text);
+    if args.log_format == cli::LogFormat::Json {
+        builder.json().flatten_event(true).init();
+    } else if on_terminal {
         builder.without_time().init();
     } else {
         builder.init();

@@ -25,6 +25,7 @@ pub mod units;
 pub mod verify;
 pub mod wal;
 
+pub use automation::metrics::{BUILD, VERSION};
 pub use context::Context;
 pub use error::{Error, Result};
 pub use tokio_util::sync::CancellationToken;

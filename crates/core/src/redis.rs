@@ -49,6 +49,9 @@ impl Endpoint {
         };
         let user = Some(decode(url.username())?).filter(|u| !u.is_empty());
         let password = url.password().map(decode).transpose()?.map(Secret::new);
+        // `user` and `password` keys, when set, win over the URL's.
+        let user = config.user.clone().or(user);
+        let password = config.password.clone().or(password);
         let db = match url.path().trim_start_matches('/') {
             "" => None,
             n => Some(n.parse().map_err(|_| bad())?),
@@ -160,8 +163,25 @@ mod tests {
     fn endpoint(url: &str) -> Result<Endpoint> {
         Endpoint::parse(&RedisConfig {
             url: Secret::new(url),
+            user: None,
+            password: None,
+            password_file: None,
             backup: false,
         })
+    }
+
+    #[test]
+    fn keys_win_over_the_url() {
+        let e = Endpoint::parse(&RedisConfig {
+            url: Secret::new("redis://old:x@cache:6379"),
+            user: Some("app".into()),
+            password: Some(Secret::new("p w!")),
+            password_file: None,
+            backup: false,
+        })
+        .unwrap();
+        assert_eq!(e.user.as_deref(), Some("app"));
+        assert_eq!(e.password.as_ref().map(Secret::expose), Some("p w!"));
     }
 
     #[test]

@@ -1,10 +1,17 @@
-//! `config check`: the configuration, validated (loading it did), shown with secrets redacted.
+//! `config check`: the configuration, validated (loading it did), shown with secrets redacted,
+//! as TOML or (`--json`) as JSON.
 
 use lifeboat_core::{Context, Result};
 
-use crate::output::emit;
+use crate::output::{emit, print_json};
 
-pub fn check(ctx: &Context) -> Result<()> {
+pub fn check(ctx: &Context, json: bool) -> Result<()> {
+    if json {
+        return print_json(&serde_json::json!({
+            "source": ctx.config.source_name(),
+            "config": &ctx.config,
+        }));
+    }
     let mut out = format!("# configuration: {}\n", ctx.config.source_name());
     out.push_str(&ctx.config.to_redacted_toml());
     emit(&out)

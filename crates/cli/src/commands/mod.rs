@@ -25,7 +25,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
     let json = args.json;
     match &args.command {
         Command::Init => init::init(ctx, json).await,
-        Command::Config(ConfigCommand::Check) => config::check(ctx),
+        Command::Config(ConfigCommand::Check) => config::check(ctx, json),
         Command::Key(KeyCommand::Generate { out }) => key::generate(out, json),
         Command::Backup(BackupCommand::Db(b)) => backup::db(ctx, b, json).await,
         Command::Backup(BackupCommand::Base { db }) => backup::base(ctx, db.as_deref(), json).await,
@@ -63,6 +63,6 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         Command::WalFetch { name, dest } => wal::fetch(ctx, args, name, dest).await,
         Command::WalPrefetch { names } => wal::prefetch(ctx, names).await,
         Command::Drill => drill::drill(ctx, json).await,
-        Command::Watchdog => Ok(()),
+        Command::Watchdog | Command::Completions { .. } | Command::Man { .. } => Ok(()),
     }
 }

@@ -141,7 +141,7 @@ fn one_run_at_a_time_and_a_stale_lock_is_taken_over() {
         lock_path.exists()
     });
     let second = env.lifeboat(&["run", "dump"]);
-    assert_eq!(second.code, 1);
+    assert_eq!(second.code, 1, "{}", second.stderr);
     let line = second.error_line();
     assert!(
         line.contains("is busy: job `dump` on") && line.contains(&format!("(pid {})", first.id())),

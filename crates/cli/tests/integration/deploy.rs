@@ -148,3 +148,53 @@ fn the_jobs_run_in_the_units_sandbox() {
     assert_eq!(listed.len(), 1, "{}", out.stdout);
     assert_eq!(listed[0]["verification"]["passed"], true, "{}", out.stdout);
 }
+
+/// The shipped alerting rules load, fire as their unit tests say (promtool), and name only
+/// metrics that lifeboat writes.
+#[test]
+fn the_alerting_rules_load_fire_and_name_real_metrics() {
+    let promtool = |args: &[&str]| {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(deploy_dir())
+            .output()
+            .expect("promtool (Debian: apt-get install prometheus; scripts/test installs it)");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "promtool {args:?}: {said}");
+        said
+    };
+    let checked = promtool(&["check", "rules", "alerts.yml"]);
+    assert!(checked.contains("8 rules found"), "{checked}");
+    promtool(&["test", "rules", "alerts-test.yml"]);
+
+    // Every metric the rules read is one that `status --prometheus` writes.
+    let env = Env::new(Repo::Local, false);
+    env.backup(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("lifeboat.prom");
+    env.lifeboat(&["status", "--prometheus", file.to_str().unwrap()]);
+    let written = std::fs::read_to_string(&file).unwrap();
+    let rules = std::fs::read_to_string(deploy_dir().join("alerts.yml")).unwrap();
+    let mut named: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("lifeboat_"))
+        .collect();
+    named.sort();
+    named.dedup();
+    assert!(named.len() >= 8, "{named:?}");
+    // Verification metrics appear once a verification ran; the rest at once.
+    let verified = env.lifeboat(&["verify", "--json"]);
+    assert_eq!(verified.code, 0, "{}", verified.stderr);
+    env.lifeboat(&["status", "--prometheus", file.to_str().unwrap()]);
+    let written = written + &std::fs::read_to_string(&file).unwrap();
+    for name in named {
+        assert!(
+            written.contains(&format!("\n{name}{{")) || written.contains(&format!("\n{name} ")),
+            "{name} is not written: {written}"
+        );
+    }
+}

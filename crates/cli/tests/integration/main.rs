@@ -2,6 +2,7 @@
 //! S3 server, both started by the tests on this machine.
 
 mod automation;
+mod conventions;
 mod deploy;
 mod drill;
 mod failures;

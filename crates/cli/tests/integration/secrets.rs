@@ -134,3 +134,71 @@ fn a_server_that_requires_tls_is_backed_up_over_tls() {
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
+
+/// Secrets read from files in systemd's credentials folder (`LoadCredential=`): used, and
+/// never in `ps`, the logs or `config check`; every missing one named in one error.
+#[test]
+fn secrets_from_credential_files_are_used_and_never_visible() {
+    let password = format!("File-Pw-{}-secret", std::process::id());
+    let options = ClusterOptions {
+        tcp_password: Some(password.clone()),
+        ..ClusterOptions::default()
+    };
+    let mut env = Env::with_cluster(Repo::S3, false, options);
+    let credentials = env.dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("pg-main"), format!("{password}\n")).unwrap();
+    std::fs::write(credentials.join("s3-secret"), crate::support::S3_SECRET).unwrap();
+    let config = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace(
+            "password = \"${LB_TEST_PG_PASSWORD}\"",
+            "password_file = \"pg-main\"",
+        )
+        .replace(
+            "secret_access_key = \"${LB_TEST_S3_SECRET}\"",
+            "secret_access_key_file = \"s3-secret\"",
+        );
+    assert!(config.contains("password_file") && config.contains("secret_access_key_file"));
+    std::fs::write(&env.config, config).unwrap();
+    env.extra_env.clear();
+    env.extra_env.push((
+        "CREDENTIALS_DIRECTORY".into(),
+        credentials.display().to_string(),
+    ));
+
+    let lock = TableLock::hold(&env, "users.account");
+    let child = env
+        .command(&["backup", "db", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_blocked_dump(&env);
+    let seen = processes_mentioning(&password, child.id());
+    drop(lock);
+    let out = crate::support::run_of(child.wait_with_output().unwrap());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(seen.is_empty(), "password visible: {seen:?}");
+    assert!(!out.stderr.contains(&password) && !out.stdout.contains(&password));
+    for args in [&["config", "check"][..], &["config", "check", "--json"]] {
+        let check = env.lifeboat(args);
+        assert_eq!(check.code, 0, "{}", check.stderr);
+        for secret in [password.as_str(), crate::support::S3_SECRET] {
+            assert!(!check.stdout.contains(secret), "{args:?}: {}", check.stdout);
+        }
+    }
+    let json = env.lifeboat(&["config", "check", "--json"]);
+    let shown: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(shown["config"]["postgres"]["main"]["password"], "***");
+
+    // Without the credentials folder: both files named in one error, exit 1.
+    env.extra_env.clear();
+    let out = env.lifeboat(&["backup", "db"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = out.error_line();
+    assert!(
+        line.contains("`pg-main`") && line.contains("`s3-secret`"),
+        "{line}"
+    );
+}

@@ -34,6 +34,16 @@ pub const BUILD: BuildInfo = BuildInfo {
     target: env!("LIFEBOAT_TARGET"),
 };
 
+/// `--version`: the version, the commit and the target.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("LIFEBOAT_COMMIT"),
+    ", ",
+    env!("LIFEBOAT_TARGET"),
+    ")"
+);
+
 /// The assets' status as last collected.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {

@@ -100,16 +100,30 @@ impl Config {
 
     /// Parses configuration text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
-        let mut config: Config = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            let message = crate::error::one_line(e.message());
-            Error::Config(match line {
-                Some(line) => format!("config `{}` line {line}: {message}", path.display()),
-                None => format!("config `{}`: {message}", path.display()),
-            })
-        })?;
+        // Every unset variable and unreadable secret file at once, before anything else: the
+        // first with its line (read again, failing there), then the others.
+        let (parsed, missing) = expand::collecting(|| toml::from_str::<Config>(text));
+        let parsed = match (parsed, missing.len()) {
+            (parsed, 0) => parsed,
+            (_, n) => {
+                let first = match toml::from_str::<Config>(text) {
+                    Err(e) => Self::located(&e, text, path),
+                    Ok(_) => format!("config `{}`: {}", path.display(), missing[0]),
+                };
+                let others = missing
+                    .iter()
+                    .filter(|m| !first.contains(m.as_str()))
+                    .cloned()
+                    .collect::<Vec<_>>();
+                return Err(Error::Config(if n == 1 || others.is_empty() {
+                    first
+                } else {
+                    format!("{first}; also: {}", others.join("; "))
+                }));
+            }
+        };
+        let mut config: Config =
+            parsed.map_err(|e| Error::Config(Self::located(&e, text, path)))?;
         if let RepositoryUrl::Local(local) = &config.repository.url {
             if local.is_relative() {
                 let base = path.parent().unwrap_or(Path::new(""));
@@ -117,10 +131,63 @@ impl Config {
             }
         }
         config.source = ConfigSource::File(path.to_path_buf());
+        config
+            .take_secret_files()
+            .map_err(|message| Error::Config(format!("config `{}`: {message}", path.display())))?;
         validate::validate(&config).map_err(|message| {
             Error::Config(format!("config `{}`: {message}", config.source_name()))
         })?;
         Ok(config)
+    }
+
+    /// A parse error as one line, with the line of the file it is on.
+    fn located(e: &toml::de::Error, text: &str, path: &Path) -> String {
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        let message = crate::error::one_line(e.message());
+        match line {
+            Some(line) => format!("config `{}` line {line}: {message}", path.display()),
+            None => format!("config `{}`: {message}", path.display()),
+        }
+    }
+
+    /// Moves the secrets read from `*_file` keys to their keys.
+    fn take_secret_files(&mut self) -> std::result::Result<(), String> {
+        use values::one_secret;
+        self.repository.take_secret_files("repository")?;
+        for (name, objects) in &mut self.objects {
+            objects
+                .source
+                .take_secret_files(&format!("objects.{name}.source"))?;
+            objects
+                .destination
+                .take_secret_files(&format!("objects.{name}.destination"))?;
+        }
+        for (name, pg) in &mut self.postgres {
+            one_secret(&mut pg.password, &mut pg.password_file, "password")
+                .map_err(|e| format!("[postgres.{name}]: {e}"))?;
+        }
+        let notify = &mut self.notify;
+        let in_notify = |e: String| format!("[notify]: {e}");
+        one_secret(
+            &mut notify.slack_webhook,
+            &mut notify.slack_webhook_file,
+            "slack_webhook",
+        )
+        .map_err(in_notify)?;
+        one_secret(&mut notify.webhook, &mut notify.webhook_file, "webhook").map_err(in_notify)?;
+        one_secret(
+            &mut notify.healthcheck,
+            &mut notify.healthcheck_file,
+            "healthcheck",
+        )
+        .map_err(in_notify)?;
+        if let Some(redis) = &mut self.redis {
+            one_secret(&mut redis.password, &mut redis.password_file, "password")
+                .map_err(|e| format!("[redis]: {e}"))?;
+        }
+        Ok(())
     }
 
     pub fn source_name(&self) -> String {

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::expand::{expand_opt, expand_vec};
 use super::values::{
-    reaches_s3, storage_class_opt, BucketUrl, PgUrl, RepositoryUrl, Secret, TimeZone, Timeouts,
+    reaches_s3, secret_file, storage_class_opt, BucketUrl, PgUrl, RepositoryUrl, Secret, TimeZone,
+    Timeouts,
 };
 
 reaches_s3! {
@@ -45,6 +46,8 @@ impl Default for RepositoryConfig {
             region: None,
             access_key_id: None,
             secret_access_key: None,
+            access_key_id_file: None,
+            secret_access_key_file: None,
             path_style: true,
             timeouts: Timeouts::default(),
         }
@@ -68,6 +71,8 @@ impl RepositoryConfig {
             region: self.region.clone(),
             access_key_id: self.access_key_id.clone(),
             secret_access_key: self.secret_access_key.clone(),
+            access_key_id_file: None,
+            secret_access_key_file: None,
             path_style: self.path_style,
             timeouts: self.timeouts,
         })
@@ -184,6 +189,9 @@ pub struct PostgresConfig {
     /// Password, kept out of the URL so that it can come from the environment.
     #[serde(default)]
     pub password: Option<Secret>,
+    /// The password, read from a file (relative: from `$CREDENTIALS_DIRECTORY`).
+    #[serde(default, skip_serializing, deserialize_with = "secret_file")]
+    pub password_file: Option<Secret>,
     /// Tables (`schema.table`) that must never be empty in a backup or a restore.
     #[serde(default, deserialize_with = "expand_vec")]
     pub critical_tables: Vec<String>,
@@ -208,6 +216,13 @@ pub struct NotifyConfig {
     /// Health-check ping URL: `/start` when a run starts, the URL itself on success,
     /// `/fail` on failure (healthchecks.io style), so that a run that never happens is noticed.
     pub healthcheck: Option<Secret>,
+    /// The same three, read from files (relative: from `$CREDENTIALS_DIRECTORY`).
+    #[serde(skip_serializing, deserialize_with = "secret_file")]
+    pub slack_webhook_file: Option<Secret>,
+    #[serde(skip_serializing, deserialize_with = "secret_file")]
+    pub webhook_file: Option<Secret>,
+    #[serde(skip_serializing, deserialize_with = "secret_file")]
+    pub healthcheck_file: Option<Secret>,
     /// Also notify when every step succeeded (failures are always sent).
     pub on_success: bool,
 }
@@ -242,8 +257,18 @@ impl Default for DaemonConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[:PASSWORD@]HOST:PORT` (a secret when it carries a password).
+    /// `redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, the user and password percent-encoded
+    /// (a secret when it carries a password).
     pub url: Secret,
+    /// ACL user name; wins over the URL's.
+    #[serde(default, deserialize_with = "expand_opt")]
+    pub user: Option<String>,
+    /// Password, as is (no encoding); wins over the URL's.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// The password, read from a file (relative: from `$CREDENTIALS_DIRECTORY`).
+    #[serde(default, skip_serializing, deserialize_with = "secret_file")]
+    pub password_file: Option<Secret>,
     #[serde(default)]
     pub backup: bool,
 }

@@ -201,3 +201,78 @@ fn the_redacted_display_reads_back() {
     assert_eq!(again.daemon.time_zone.name(), "Asia/Jakarta");
     assert_eq!(again.repository.url, config.repository.url);
 }
+
+#[test]
+fn every_missing_variable_and_file_at_once() {
+    let err = parse(
+        "[repository]\nurl = \"s3://b/p\"\nsecret_access_key = \"${LIFEBOAT_TEST_UNSET_A}\"\n\
+         [postgres.main]\nurl = \"postgresql://u@h/db\"\npassword_file = \"/nonexistent/lifeboat-pg\"\n\
+         [notify]\nwebhook = \"${LIFEBOAT_TEST_UNSET_B}\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("line 3"), "{err}");
+    for named in [
+        "`LIFEBOAT_TEST_UNSET_A`",
+        "`/nonexistent/lifeboat-pg`",
+        "`LIFEBOAT_TEST_UNSET_B`",
+    ] {
+        assert!(err.contains(named), "{named} missing from: {err}");
+    }
+    assert!(!err.contains('\n'), "{err}");
+}
+
+#[test]
+fn secrets_from_files_are_used_and_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, value: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, value).unwrap();
+        path.display().to_string()
+    };
+    let text = format!(
+        "[repository]\nurl = \"s3://b/p\"\naccess_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"\n\
+         [postgres.main]\nurl = \"postgresql://u@h/db\"\npassword_file = \"{}\"\n\
+         [notify]\nslack_webhook_file = \"{}\"\n\
+         [redis]\nurl = \"redis://cache:6379\"\nuser = \"app\"\npassword_file = \"{}\"\n",
+        file("key", "AKIDFILE\n"),
+        file("secret", "filesecret-1\n"),
+        file("pg", "pg-from-file\n"),
+        file("slack", "https://hooks.slack.com/services/T/B/filetoken\n"),
+        file("redis", "redis pass!\n"),
+    );
+    let config = parse(&text).unwrap();
+    let access = config.repository.access();
+    assert_eq!(access.access_key_id.unwrap().expose(), "AKIDFILE");
+    assert_eq!(access.secret_access_key.unwrap().expose(), "filesecret-1");
+    let pg = &config.postgres["main"];
+    assert_eq!(pg.password.as_ref().unwrap().expose(), "pg-from-file");
+    let redis = config.redis.as_ref().unwrap();
+    assert_eq!(redis.password.as_ref().unwrap().expose(), "redis pass!");
+    let shown = format!(
+        "{}{:?}{}",
+        config.to_redacted_toml(),
+        config,
+        serde_json::to_string(&config).unwrap()
+    );
+    for secret in [
+        "AKIDFILE",
+        "filesecret-1",
+        "pg-from-file",
+        "filetoken",
+        "redis pass!",
+    ] {
+        assert!(!shown.contains(secret), "{secret} shown");
+    }
+    // Both forms of one secret: which one is meant?
+    let err = parse(&format!(
+        "[postgres.main]\nurl = \"postgresql://u@h/db\"\npassword = \"x\"\npassword_file = \"{}\"\n",
+        file("pg2", "y")
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("[postgres.main]") && err.contains("`password_file`"),
+        "{err}"
+    );
+}

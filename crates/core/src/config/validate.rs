@@ -22,7 +22,7 @@ pub(super) fn validate(config: &Config) -> Result<(), String> {
                 .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
         if !valid {
             return Err(format!(
-                "`daemon.listen` is `{listen}`, not an address: use `IP:PORT` or `HOST:PORT`, e.g. `127.0.0.1:9187`"
+                "`daemon.listen` is `{listen}`, not an address: use `IP:PORT` or `HOST:PORT`, e.g. `127.0.0.1:10071`"
             ));
         }
     }

@@ -193,12 +193,7 @@ impl ScratchCluster {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped()),
         )
-        .map_err(|e| {
-            Error::io(
-                format!("starting `{}`", self.tools.path(program).display()),
-                e,
-            )
-        })?;
+        .map_err(|e| crate::process::spawn_error(&self.tools.path(program), e))?;
         let group = child.id();
         let out = child.wait_with_output().map_err(|e| {
             Error::io(
@@ -255,7 +250,7 @@ impl ScratchCluster {
             .env("PGDATABASE", dbname)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| Error::io("starting `psql`", e))?;
+            .map_err(|e| crate::process::spawn_error(&self.tools.path("psql"), e))?;
         if !out.status.success() {
             return Err(Error::Tool {
                 tool: "psql".into(),
@@ -366,12 +361,8 @@ pub fn spawn_server(
     if let Some((uid, gid)) = run_as {
         cmd.uid(uid).gid(gid);
     }
-    crate::process::watchdog::spawn(&mut cmd).map_err(|e| {
-        Error::io(
-            format!("starting `{}`", tools.path("postgres").display()),
-            e,
-        )
-    })
+    crate::process::watchdog::spawn(&mut cmd)
+        .map_err(|e| crate::process::spawn_error(&tools.path("postgres"), e))
 }
 
 /// Waits until the server started on `data` accepts connections (its pid file says so), as

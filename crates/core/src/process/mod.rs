@@ -217,7 +217,7 @@ fn install_hint(program: &Path) -> String {
     }
 }
 
-fn spawn_error(program: &Path, e: io::Error) -> Error {
+pub(crate) fn spawn_error(program: &Path, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::NotFound {
         Error::ToolMissing {
             program: program.display().to_string(),

@@ -97,6 +97,7 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
     let source = PostgresConfig {
         url: PgUrl::parse(&cluster.url("yomira")).map_err(Error::Internal)?,
         password: None,
+        password_file: None,
         critical_tables: vec!["core.comic".into()],
         checks: vec!["SELECT NOT dirty FROM public.schema_migrations".into()],
         pitr: false,

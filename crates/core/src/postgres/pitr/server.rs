@@ -164,7 +164,7 @@ pub(super) async fn start_and_wait(
 pub(super) fn start_for_use(mut cmd: std::process::Command, log: &Path) -> Result<()> {
     let out = cmd
         .output()
-        .map_err(|e| Error::io("starting `pg_ctl`", e))?;
+        .map_err(|e| crate::process::spawn_error(std::path::Path::new(cmd.get_program()), e))?;
     if !out.status.success() {
         return Err(Error::Tool {
             tool: "pg_ctl".into(),

@@ -1,0 +1,156 @@
+//! The command line as its ecosystem expects it: `--version` names the build, completions and
+//! man pages, distinct exit codes for a locked repository, a missing one and a temporary
+//! failure, errors as one JSON line with `--json`, JSON logs, and a clear line when the
+//! PostgreSQL server programs are missing.
+
+use std::process::Command;
+
+use crate::support::{run_of, Env, Repo};
+
+fn lifeboat(args: &[&str]) -> crate::support::Run {
+    run_of(
+        Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .args(args)
+            .env_remove("LIFEBOAT_CONFIG")
+            .output()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn version_completions_and_man_pages() {
+    let out = lifeboat(&["--version"]);
+    assert_eq!(out.code, 0);
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let commit = String::from_utf8_lossy(&commit.stdout).trim().to_string();
+    assert!(
+        out.stdout.contains(&format!("commit {commit}")) && out.stdout.contains("linux"),
+        "{}",
+        out.stdout
+    );
+    let bash = lifeboat(&["completions", "bash"]);
+    assert_eq!(bash.code, 0, "{}", bash.stderr);
+    assert!(bash.stdout.contains("_lifeboat()") && bash.stdout.contains("wal-push"));
+    let dir = tempfile::tempdir().unwrap();
+    let man = lifeboat(&["man", "--out", dir.path().to_str().unwrap()]);
+    assert_eq!(man.code, 0, "{}", man.stderr);
+    let page = std::fs::read_to_string(dir.path().join("lifeboat.1")).unwrap();
+    assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
+    assert!(dir.path().join("lifeboat-restore-pitr.1").exists());
+    let help = lifeboat(&["--help"]);
+    for named in [
+        "LIFEBOAT_CONFIG",
+        "LIFEBOAT_LOG",
+        "LIFEBOAT_PG_BIN_DIR",
+        "CREDENTIALS_DIRECTORY",
+        "75",
+    ] {
+        assert!(help.stdout.contains(named), "{named}: {}", help.stdout);
+    }
+}
+
+#[test]
+fn exit_codes_say_locked_missing_and_try_again() {
+    let env = Env::new(Repo::Local, false);
+    // Another run holds the lock: 5, and as JSON with --json.
+    let lock = env.repo_path("locks/run.json");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let now = jiff::Timestamp::now().to_string();
+    let holder = serde_json::json!({
+        "id": "other", "job": "daily", "host": "elsewhere", "pid": 1,
+        "started": now, "heartbeat": now
+    });
+    std::fs::write(&lock, holder.to_string()).unwrap();
+    let out = env.lifeboat(&["backup", "db", "--json"]);
+    assert_eq!(out.code, 5, "{}", out.stderr);
+    let line = out.stderr.lines().last().unwrap();
+    let error: serde_json::Value = serde_json::from_str(line).expect("one JSON line");
+    assert_eq!(error["kind"], "locked");
+    assert_eq!(error["exit_code"], 5);
+    assert!(error["error"].as_str().unwrap().contains("busy"), "{error}");
+    std::fs::remove_file(&lock).unwrap();
+
+    // Not a repository: 6.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lifeboat.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[repository]\nurl = \"file://{}/none\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = lifeboat(&["--config", config.to_str().unwrap(), "list"]);
+    assert_eq!(out.code, 6, "{}", out.stderr);
+    assert!(out.error_line().contains("lifeboat init"), "{}", out.stderr);
+
+    // Storage that refuses connections: a temporary failure, 75.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    std::fs::write(
+        &config,
+        format!(
+            "[repository]\nurl = \"s3://b/p\"\nendpoint = \"http://127.0.0.1:{port}\"\n\
+             access_key_id = \"k\"\nsecret_access_key = \"s\"\n\
+             [repository.timeouts]\nconnect_secs = 1\nio_secs = 2\nrequest_secs = 3\n"
+        ),
+    )
+    .unwrap();
+    let out = lifeboat(&["--config", config.to_str().unwrap(), "--json", "list"]);
+    assert_eq!(out.code, 75, "{}", out.stderr);
+    let error: serde_json::Value =
+        serde_json::from_str(out.stderr.lines().last().unwrap()).expect("one JSON line");
+    assert_eq!(error["exit_code"], 75);
+}
+
+#[test]
+fn logs_as_json_lines() {
+    let env = Env::new(Repo::Local, false);
+    let out = env.lifeboat(&["--log-format", "json", "backup", "db"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            event["level"].is_string() && event["message"].is_string(),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_drill_without_the_server_programs_says_what_to_install() {
+    let bin = tempfile::tempdir().unwrap();
+    let pg = crate::support::tools();
+    for tool in ["pg_dump", "pg_restore", "psql", "pg_basebackup"] {
+        std::os::unix::fs::symlink(pg.path(tool), bin.path().join(tool)).unwrap();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let out = run_of(
+        Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .arg("drill")
+            .env("LIFEBOAT_PG_BIN_DIR", bin.path())
+            .env_remove("LIFEBOAT_CONFIG")
+            .current_dir(work.path())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = out.error_line();
+    assert!(
+        line.contains("initdb` not found") && line.contains("apt install postgresql"),
+        "{line}"
+    );
+}
