@@ -117,7 +117,7 @@ fn a_failing_step_does_not_stop_the_others_and_is_notified() {
     assert!(!out.stderr.contains("secret-token"), "{}", out.stderr);
 }
 
-pub fn append(env: &Env, text: &str) {
+fn append(env: &Env, text: &str) {
     let mut config = std::fs::read_to_string(&env.config).unwrap();
     config.push_str(text);
     std::fs::write(&env.config, config).unwrap();
@@ -182,9 +182,9 @@ pub fn get(address: &str, path: &str) -> String {
     text
 }
 
-#[test]
-fn the_daemon_stops_cleanly_in_the_middle_of_a_backup() {
-    let env = Env::new(Repo::Local, false);
+/// Configures a `nightly` job (a dump at 2 a.m.) and the daemon's `[daemon]` section with
+/// `settings` and a free loopback address to listen on; that address.
+pub fn nightly_daemon(env: &Env, settings: &str) -> String {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -192,12 +192,19 @@ fn the_daemon_stops_cleanly_in_the_middle_of_a_backup() {
         .port();
     let address = format!("127.0.0.1:{port}");
     append(
-        &env,
+        env,
         &format!(
             "[jobs.nightly]\nsteps = [\"backup db\"]\nschedule = \"0 2 * * *\"\n\
-             [daemon]\ntime_zone = \"Asia/Jakarta\"\nlisten = \"{address}\"\n"
+             [daemon]\nlisten = \"{address}\"\n{settings}\n"
         ),
     );
+    address
+}
+
+#[test]
+fn the_daemon_stops_cleanly_in_the_middle_of_a_backup() {
+    let env = Env::new(Repo::Local, false);
+    let address = nightly_daemon(&env, "time_zone = \"Asia/Jakarta\"");
     let lock = TableLock::hold(&env, "core.comic");
     let daemon = env
         .command(&["daemon", "--run-at-start"])

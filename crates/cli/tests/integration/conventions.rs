@@ -67,8 +67,7 @@ fn exit_codes_say_locked_missing_and_try_again() {
     std::fs::write(&lock, holder.to_string()).unwrap();
     let out = env.lifeboat(&["backup", "db", "--json"]);
     assert_eq!(out.code, 5, "{}", out.stderr);
-    let line = out.stderr.lines().last().unwrap();
-    let error: serde_json::Value = serde_json::from_str(line).expect("one JSON line");
+    let error = out.json_error();
     assert_eq!(error["kind"], "locked");
     assert_eq!(error["exit_code"], 5);
     assert!(error["error"].as_str().unwrap().contains("busy"), "{error}");
@@ -104,9 +103,7 @@ fn exit_codes_say_locked_missing_and_try_again() {
     .unwrap();
     let out = lifeboat(&["--config", config.to_str().unwrap(), "--json", "list"]);
     assert_eq!(out.code, 75, "{}", out.stderr);
-    let error: serde_json::Value =
-        serde_json::from_str(out.stderr.lines().last().unwrap()).expect("one JSON line");
-    assert_eq!(error["exit_code"], 75);
+    assert_eq!(out.json_error()["kind"], "storage");
 }
 
 #[test]

@@ -201,7 +201,7 @@ fn bad_inputs_are_one_line_and_change_nothing() {
         env2.dir.path().display()
     ));
     let out = env2.lifeboat(&["list"]);
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 6, "{}", out.stderr);
     assert!(
         out.error_line().contains("run `lifeboat init`"),
         "{}",

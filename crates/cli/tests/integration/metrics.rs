@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use lifeboat_testkit::{Fault, Rule};
 
-use crate::automation::{append, get};
+use crate::automation::{get, nightly_daemon};
 use crate::support::{run_of, wait_until, Env, Repo};
 
 /// The samples of a scrape or a textfile (the HTTP head, if any, left out).
@@ -39,19 +39,7 @@ fn the_daemon_answers_from_memory_while_storage_hangs() {
     let mut env = Env::new(Repo::S3, false);
     env.backup(&[]);
     let proxy = env.behind_proxy(2, 4);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    append(
-        &env,
-        &format!(
-            "[jobs.nightly]\nsteps = [\"backup db\"]\nschedule = \"0 2 * * *\"\n\
-             [daemon]\nlisten = \"{address}\"\nstatus_interval_seconds = 2\n"
-        ),
-    );
+    let address = nightly_daemon(&env, "status_interval_seconds = 2");
     let mut daemon = env
         .command(&["daemon"])
         .stdout(Stdio::null())

@@ -303,9 +303,13 @@ fn failing_objects_are_retried_then_reported_and_the_rest_is_copied() {
     }
     let out = b.lifeboat(&["backup", "objects", "--json"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    let error = out.error_line();
+    let error = out.json_error();
+    assert_eq!(error["kind"], "incomplete");
     assert!(
-        error.contains("1 of 4 objects could not be copied"),
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 4 objects could not be copied"),
         "{error}"
     );
     assert!(out.stderr.contains("broken-1"), "{}", out.stderr);

@@ -30,6 +30,25 @@ fn processes_mentioning(secret: &str, skip_environ_of: u32) -> Vec<String> {
     found
 }
 
+/// Takes a backup held mid-dump by a table lock, looking at every process meanwhile: the
+/// password is in none of their arguments or environments, nor in the output.
+fn backup_never_showing(env: &Env, password: &str) {
+    let lock = TableLock::hold(env, "users.account");
+    let child = env
+        .command(&["backup", "db", "-v"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_blocked_dump(env);
+    let seen = processes_mentioning(password, child.id());
+    drop(lock);
+    let out = crate::support::run_of(child.wait_with_output().unwrap());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(seen.is_empty(), "password visible: {seen:?}");
+    assert!(!out.stderr.contains(password) && !out.stdout.contains(password));
+}
+
 #[test]
 fn database_password_is_never_visible() {
     let password = format!("Pw-{}-secret", std::process::id());
@@ -40,20 +59,7 @@ fn database_password_is_never_visible() {
     // The database is reached over TCP; the password comes from the environment through ${VAR}.
     let mut env = Env::with_cluster(Repo::S3, false, options);
 
-    let lock = TableLock::hold(&env, "users.account");
-    let child = env
-        .command(&["backup", "db", "-v"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_blocked_dump(&env);
-    let seen = processes_mentioning(&password, child.id());
-    drop(lock);
-    let out = crate::support::run_of(child.wait_with_output().unwrap());
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(seen.is_empty(), "password visible: {seen:?}");
-    assert!(!out.stderr.contains(&password) && !out.stdout.contains(&password));
+    backup_never_showing(&env, &password);
 
     let check = env.lifeboat(&["config", "check"]);
     assert_eq!(check.code, 0, "{}", check.stderr);
@@ -167,20 +173,7 @@ fn secrets_from_credential_files_are_used_and_never_visible() {
         credentials.display().to_string(),
     ));
 
-    let lock = TableLock::hold(&env, "users.account");
-    let child = env
-        .command(&["backup", "db", "-v"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_blocked_dump(&env);
-    let seen = processes_mentioning(&password, child.id());
-    drop(lock);
-    let out = crate::support::run_of(child.wait_with_output().unwrap());
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(seen.is_empty(), "password visible: {seen:?}");
-    assert!(!out.stderr.contains(&password) && !out.stdout.contains(&password));
+    backup_never_showing(&env, &password);
     for args in [&["config", "check"][..], &["config", "check", "--json"]] {
         let check = env.lifeboat(args);
         assert_eq!(check.code, 0, "{}", check.stderr);

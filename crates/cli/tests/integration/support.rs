@@ -47,6 +47,15 @@ impl Run {
     }
 
     /// The error line: exactly one line starting with `error: `.
+    /// The error of a `--json` command: its last line on stderr, one JSON object.
+    pub fn json_error(&self) -> serde_json::Value {
+        let line = self.stderr.lines().last().unwrap_or_default();
+        let error: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON error line ({e}): {}", self.stderr));
+        assert_eq!(error["exit_code"], self.code, "{error}");
+        error
+    }
+
     pub fn error_line(&self) -> String {
         let errors: Vec<&str> = self
             .stderr

@@ -10,6 +10,7 @@
 mod expand;
 mod job;
 mod schedule;
+mod secrets;
 mod sections;
 mod validate;
 mod values;
@@ -154,7 +155,7 @@ impl Config {
 
     /// Moves the secrets read from `*_file` keys to their keys.
     fn take_secret_files(&mut self) -> std::result::Result<(), String> {
-        use values::one_secret;
+        use secrets::one_secret;
         self.repository.take_secret_files("repository")?;
         for (name, objects) in &mut self.objects {
             objects

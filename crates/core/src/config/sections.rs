@@ -5,9 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::expand::{expand_opt, expand_vec};
+use super::secrets::secret_file;
 use super::values::{
-    reaches_s3, secret_file, storage_class_opt, BucketUrl, PgUrl, RepositoryUrl, Secret, TimeZone,
-    Timeouts,
+    reaches_s3, storage_class_opt, BucketUrl, PgUrl, RepositoryUrl, Secret, TimeZone, Timeouts,
 };
 
 reaches_s3! {

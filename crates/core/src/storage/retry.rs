@@ -83,12 +83,23 @@ fn worth_retrying(e: &Error) -> bool {
 
 /// Whether an HTTP status may pass if the request is sent again.
 pub fn status_is_retryable(status: u16) -> bool {
-    status >= 500 || status == 429 || status == 408
+    // 501 Not Implemented and 505 will say the same next time.
+    (status >= 500 && !matches!(status, 501 | 505)) || status == 429 || status == 408
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_status_says_about_trying_again() {
+        for again in [500, 502, 503, 504, 429, 408] {
+            assert!(status_is_retryable(again), "{again}");
+        }
+        for not in [400, 403, 404, 409, 412, 501, 505] {
+            assert!(!status_is_retryable(not), "{not}");
+        }
+    }
     use crate::error::Error;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
