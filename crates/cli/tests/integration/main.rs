@@ -9,6 +9,7 @@ mod failures;
 mod faults;
 mod integrity;
 mod kills;
+mod memory;
 mod metrics;
 mod objects;
 mod partial;

@@ -20,6 +20,7 @@ pub mod layers;
 pub mod local;
 pub mod memory;
 pub mod opendal;
+mod parts;
 pub mod retry;
 pub mod s3;
 

@@ -21,6 +21,7 @@ use super::backend::{
     Upload, UploadOptions, WriteOptions, Written,
 };
 use super::client::{Fetcher, Requests};
+use super::parts::{LocalUpload, S3Upload};
 use super::retry::RetryPolicy;
 use super::s3::{S3Api, MAX_SINGLE_COPY};
 use crate::error::{Error, Result, StorageFailure};
@@ -339,25 +340,17 @@ impl Backend for OpendalBackend {
     }
 
     async fn upload(&self, key: &str, options: &UploadOptions) -> Result<Box<dyn Upload>> {
+        // Not OpenDAL's writers: they keep every finished part until they close (see parts.rs).
         let display = self.display(key);
-        let op = self.op_for_class(options.storage_class.as_deref())?;
-        let mut writing = op
-            .writer_with(key)
-            .chunk(options.part_size)
-            .concurrent(options.concurrency.max(1));
-        if let Some(content_type) = &options.content_type {
-            writing = writing.content_type(content_type);
+        if let Some(root) = &self.local_root {
+            let upload =
+                LocalUpload::start(root.join(LOCAL_STAGING_DIR), root.join(key), display).await?;
+            return Ok(Box::new(upload));
         }
-        if !options.user_metadata.is_empty() {
-            writing = writing.user_metadata(options.user_metadata.clone());
-        }
-        let writer = writing
-            .await
-            .map_err(|e| Error::storage("uploading", &display, e))?;
-        Ok(Box::new(OpendalUpload {
-            writer: Some(writer),
-            display,
-        }))
+        let s3 = self.s3.clone().ok_or_else(|| {
+            Error::Internal(format!("`{display}` is neither a folder nor an S3 bucket"))
+        })?;
+        Ok(Box::new(S3Upload::new(s3, key, display, options.clone())))
     }
 
     async fn list(&self, prefix: &str, delimiter: bool) -> Result<ListStream> {
@@ -434,46 +427,5 @@ impl Backend for OpendalBackend {
                 self.info.location
             ))),
         }
-    }
-}
-
-struct OpendalUpload {
-    writer: Option<opendal::Writer>,
-    display: String,
-}
-
-#[async_trait::async_trait]
-impl Upload for OpendalUpload {
-    async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        let writer = self.writer.as_mut().ok_or_else(|| Error::Storage {
-            op: "uploading",
-            path: self.display.clone(),
-            kind: StorageFailure::Refused,
-            message: "the upload is over".into(),
-        })?;
-        writer
-            .write(chunk)
-            .await
-            .map_err(|e| Error::storage("uploading", &self.display, e))
-    }
-
-    async fn close(&mut self) -> Result<()> {
-        if let Some(mut writer) = self.writer.take() {
-            if let Err(e) = writer.close().await {
-                let _ = writer.abort().await;
-                return Err(Error::storage("completing", &self.display, e));
-            }
-        }
-        Ok(())
-    }
-
-    async fn abort(&mut self) -> Result<()> {
-        if let Some(mut writer) = self.writer.take() {
-            writer
-                .abort()
-                .await
-                .map_err(|e| Error::storage("aborting", &self.display, e))?;
-        }
-        Ok(())
     }
 }

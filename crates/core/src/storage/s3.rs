@@ -18,6 +18,7 @@ use super::backend::{ByteStream, CopyOptions, ObjectMeta, S3Account};
 use super::client::Requests;
 use super::retry::{status_is_retryable, RetryPolicy};
 use crate::error::{one_line, Error, Result, StorageFailure};
+use http::HeaderName;
 
 /// S3's limit for a copy in one request.
 pub const MAX_SINGLE_COPY: u64 = 5 << 30;
@@ -137,7 +138,7 @@ impl S3Api {
             let value = value
                 .parse()
                 .map_err(|_| failed(StorageFailure::Refused, format!("bad header `{name}`")))?;
-            request.headers_mut().insert(*name, value);
+            request.headers_mut().insert(name.clone(), value);
         }
         match &r.body {
             Some(body) => {
@@ -225,7 +226,7 @@ impl S3Api {
     ) -> Result<Option<(ObjectMeta, ByteStream)>> {
         let display = self.display(key);
         let url = self.object_url(key)?;
-        let first_range = [("range", format!("bytes=0-{}", range - 1))];
+        let first_range = [(name("range"), format!("bytes=0-{}", range - 1))];
         let first = self
             .policy
             .run(&format!("reading `{display}`"), |_| async {
@@ -289,15 +290,15 @@ impl S3Api {
         copy_metadata: bool,
     ) -> Result<()> {
         let copy_source = format!("/{}/{}", source.bucket, encode_key(&source.full_key(from)));
-        let mut headers = vec![("x-amz-copy-source", copy_source)];
+        let mut headers = vec![(name("x-amz-copy-source"), copy_source)];
         if let Some(etag) = &options.etag {
-            headers.push(("x-amz-copy-source-if-match", format!("\"{etag}\"")));
+            headers.push((name("x-amz-copy-source-if-match"), format!("\"{etag}\"")));
         }
         if let Some(class) = &options.storage_class {
-            headers.push(("x-amz-storage-class", class.clone()));
+            headers.push((name("x-amz-storage-class"), class.clone()));
         }
         if copy_metadata {
-            headers.push(("x-amz-metadata-directive", "COPY".to_string()));
+            headers.push((name("x-amz-metadata-directive"), "COPY".to_string()));
         }
         let display = format!("{} to {}", self.display(from), self.display(to));
         let response = self
@@ -326,6 +327,72 @@ impl S3Api {
         Ok(())
     }
 
+    /// A request on one object with `query` (`uploads`, `uploadId=...`; empty: none), retried
+    /// as a whole; the answer's body.
+    pub(super) async fn object_request(
+        &self,
+        op: &'static str,
+        key: &str,
+        query: &str,
+        method: reqwest::Method,
+        headers: &[(HeaderName, String)],
+        body: Option<Bytes>,
+    ) -> Result<String> {
+        let display = self.display(key);
+        let mut url = self.object_url(key)?;
+        if !query.is_empty() {
+            url.set_query(Some(query));
+        }
+        let response = self
+            .send(&Request {
+                op,
+                display: &display,
+                method,
+                url,
+                headers,
+                body,
+            })
+            .await?;
+        Ok(response.text().await.unwrap_or_default())
+    }
+
+    /// Stores part `number` of multipart upload `upload_id`; its ETag.
+    pub(super) async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        part: Bytes,
+    ) -> Result<String> {
+        let display = self.display(key);
+        let mut url = self.object_url(key)?;
+        url.set_query(Some(&format!(
+            "partNumber={number}&uploadId={}",
+            encode_query(upload_id)
+        )));
+        let response = self
+            .send(&Request {
+                op: "uploading",
+                display: &display,
+                method: reqwest::Method::PUT,
+                url,
+                headers: &[],
+                body: Some(part),
+            })
+            .await?;
+        response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_matches('"').to_string())
+            .ok_or_else(|| Error::Storage {
+                op: "uploading",
+                path: display,
+                kind: StorageFailure::Refused,
+                message: format!("part {number} was stored without an ETag"),
+            })
+    }
+
     /// The bucket's lifecycle configuration, replaced first by `replace` when given.
     pub async fn lifecycle(&self, replace: Option<String>) -> Result<Option<String>> {
         let display = format!("s3://{}?lifecycle", self.account.bucket);
@@ -335,7 +402,7 @@ impl S3Api {
             use md5::Digest;
             let digest = md5::Md5::digest(xml.as_bytes());
             let headers = [(
-                "content-md5",
+                name("content-md5"),
                 base64::engine::general_purpose::STANDARD.encode(digest),
             )];
             self.send(&Request {
@@ -362,12 +429,22 @@ struct Request<'a> {
     display: &'a str,
     method: reqwest::Method,
     url: reqwest::Url,
-    headers: &'a [(&'static str, String)],
+    headers: &'a [(HeaderName, String)],
     body: Option<Bytes>,
 }
 
+/// A header name known to be valid.
+pub(super) fn name(text: &'static str) -> HeaderName {
+    HeaderName::from_static(text)
+}
+
+/// Percent-encodes a query value.
+pub(super) fn encode_query(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 impl<'a> Request<'a> {
-    fn get(display: &'a str, url: reqwest::Url, headers: &'a [(&'static str, String)]) -> Self {
+    fn get(display: &'a str, url: reqwest::Url, headers: &'a [(HeaderName, String)]) -> Self {
         Request {
             op: "reading",
             display,
@@ -394,9 +471,9 @@ impl RangedRest {
     /// The next range, whole: a range that breaks off or comes short is asked again.
     async fn fetch(&self) -> Result<Bytes> {
         let end = (self.next + self.range).min(self.size) - 1;
-        let mut headers = vec![("range", format!("bytes={}-{end}", self.next))];
+        let mut headers = vec![(name("range"), format!("bytes={}-{end}", self.next))];
         if let Some(etag) = &self.etag {
-            headers.push(("if-match", format!("\"{etag}\"")));
+            headers.push((name("if-match"), format!("\"{etag}\"")));
         }
         let wanted = end + 1 - self.next;
         self.api

@@ -1,0 +1,326 @@
+//! Streamed uploads in bounded memory: into a local file written in place of staging, and as
+//! an S3 multipart upload with at most `concurrency` parts in flight.
+//!
+//! OpenDAL's writers (0.55) keep every finished part's buffer until the writer closes (their
+//! task queue holds up to 8,192 finished tasks with their inputs), so an upload held the whole
+//! backup in memory. Here a part's buffer is dropped as soon as it is stored, whatever the size
+//! of the upload: memory is `part_size × (concurrency + 1)`.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tokio::task::JoinSet;
+
+use super::backend::{Upload, UploadOptions};
+use super::s3::{name, S3Api};
+use crate::error::{Error, Result, StorageFailure};
+use http::HeaderName;
+
+/// A file written under the repository's staging folder, renamed into place when closed.
+pub(super) struct LocalUpload {
+    staged: Option<(tokio::fs::File, PathBuf)>,
+    target: PathBuf,
+    display: String,
+}
+
+impl LocalUpload {
+    pub(super) async fn start(
+        staging: PathBuf,
+        target: PathBuf,
+        display: String,
+    ) -> Result<LocalUpload> {
+        let io = |e| Error::io(format!("uploading `{display}`"), e);
+        tokio::fs::create_dir_all(&staging).await.map_err(io)?;
+        let path = staging.join(format!(".upload-{}", uuid_like()));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(io)?;
+        Ok(LocalUpload {
+            staged: Some((file, path)),
+            target,
+            display,
+        })
+    }
+
+    fn io(&self, what: &str, e: std::io::Error) -> Error {
+        Error::io(format!("{what} `{}`", self.display), e)
+    }
+}
+
+/// A name no other upload of this process or another uses.
+fn uuid_like() -> String {
+    format!("{}-{:016x}", std::process::id(), rand::random::<u64>())
+}
+
+#[async_trait::async_trait]
+impl Upload for LocalUpload {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        let Some((file, _)) = self.staged.as_mut() else {
+            return Err(over(&self.display));
+        };
+        let written = file.write_all(&chunk).await;
+        written.map_err(|e| self.io("uploading", e))
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        let Some((mut file, path)) = self.staged.take() else {
+            return Ok(());
+        };
+        let done = async {
+            file.flush().await?;
+            file.sync_all().await?;
+            drop(file);
+            if let Some(parent) = self.target.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            tokio::fs::rename(&path, &self.target).await?;
+            if let Some(parent) = self.target.parent() {
+                tokio::fs::File::open(parent).await?.sync_all().await?;
+            }
+            Ok::<_, std::io::Error>(())
+        }
+        .await;
+        if let Err(e) = done {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(self.io("completing", e));
+        }
+        Ok(())
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        if let Some((file, path)) = self.staged.take() {
+            drop(file);
+            tokio::fs::remove_file(&path)
+                .await
+                .map_err(|e| self.io("aborting", e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalUpload {
+    fn drop(&mut self) {
+        // Neither closed nor aborted (a stop at the wrong moment): the staged file goes.
+        if let Some((_, path)) = self.staged.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn over(display: &str) -> Error {
+    Error::Storage {
+        op: "uploading",
+        path: display.to_string(),
+        kind: StorageFailure::Refused,
+        message: "the upload is over".into(),
+    }
+}
+
+/// An S3 multipart upload, started with the second part (one part is one PUT).
+pub(super) struct S3Upload {
+    api: S3Api,
+    key: String,
+    display: String,
+    options: UploadOptions,
+    /// The first part, held until a second one shows the upload needs parts.
+    first: Option<Bytes>,
+    upload_id: Option<String>,
+    next_part: u32,
+    in_flight: JoinSet<Result<(u32, String)>>,
+    stored: Vec<(u32, String)>,
+    over: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Initiated {
+    upload_id: String,
+}
+
+impl S3Upload {
+    pub(super) fn new(api: S3Api, key: &str, display: String, options: UploadOptions) -> S3Upload {
+        S3Upload {
+            api,
+            key: key.to_string(),
+            display,
+            options,
+            first: None,
+            upload_id: None,
+            next_part: 1,
+            in_flight: JoinSet::new(),
+            stored: Vec::new(),
+            over: false,
+        }
+    }
+
+    /// The object's headers: storage class, content type, user metadata.
+    fn headers(&self) -> Result<Vec<(HeaderName, String)>> {
+        let mut headers = Vec::new();
+        if let Some(class) = &self.options.storage_class {
+            headers.push((name("x-amz-storage-class"), class.clone()));
+        }
+        if let Some(content_type) = &self.options.content_type {
+            headers.push((name("content-type"), content_type.clone()));
+        }
+        for (key, value) in &self.options.user_metadata {
+            let header = HeaderName::try_from(format!("x-amz-meta-{key}"))
+                .map_err(|_| Error::Internal(format!("`{key}` cannot be an S3 metadata name")))?;
+            headers.push((header, value.clone()));
+        }
+        Ok(headers)
+    }
+
+    async fn upload_id(&mut self) -> Result<String> {
+        if let Some(id) = &self.upload_id {
+            return Ok(id.clone());
+        }
+        let headers = self.headers()?;
+        let body = self
+            .api
+            .object_request(
+                "starting",
+                &self.key,
+                "uploads",
+                reqwest::Method::POST,
+                &headers,
+                None,
+            )
+            .await?;
+        let id = quick_xml::de::from_str::<Initiated>(&body)
+            .map_err(|e| Error::Storage {
+                op: "starting",
+                path: self.display.clone(),
+                kind: StorageFailure::Refused,
+                message: format!("cannot read the answer to CreateMultipartUpload: {e}"),
+            })?
+            .upload_id;
+        self.upload_id = Some(id.clone());
+        Ok(id)
+    }
+
+    /// Sends `part` once fewer than `concurrency` are in flight.
+    async fn send_part(&mut self, part: Bytes) -> Result<()> {
+        let upload_id = self.upload_id().await?;
+        while self.in_flight.len() >= self.options.concurrency.max(1) {
+            self.collect_one().await?;
+        }
+        let number = self.next_part;
+        self.next_part += 1;
+        let api = self.api.clone();
+        let key = self.key.clone();
+        self.in_flight.spawn(async move {
+            let etag = api.upload_part(&key, &upload_id, number, part).await?;
+            Ok((number, etag))
+        });
+        Ok(())
+    }
+
+    async fn collect_one(&mut self) -> Result<()> {
+        match self.in_flight.join_next().await {
+            Some(done) => {
+                let stored = done.map_err(|e| Error::thread("upload part", e))??;
+                self.stored.push(stored);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Upload for S3Upload {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        if self.over {
+            return Err(over(&self.display));
+        }
+        if self.upload_id.is_none() && self.first.is_none() {
+            self.first = Some(chunk);
+            return Ok(());
+        }
+        if let Some(first) = self.first.take() {
+            self.send_part(first).await?;
+        }
+        self.send_part(chunk).await
+    }
+
+    async fn close(&mut self) -> Result<()> {
+        if self.over {
+            return Ok(());
+        }
+        self.over = true;
+        let Some(upload_id) = self.upload_id.clone() else {
+            // One part or none: one PUT.
+            let body = self.first.take().unwrap_or_default();
+            let headers = self.headers()?;
+            self.api
+                .object_request(
+                    "writing",
+                    &self.key,
+                    "",
+                    reqwest::Method::PUT,
+                    &headers,
+                    Some(body),
+                )
+                .await?;
+            return Ok(());
+        };
+        while !self.in_flight.is_empty() {
+            self.collect_one().await?;
+        }
+        self.stored.sort_by_key(|(number, _)| *number);
+        let mut xml = String::from("<CompleteMultipartUpload>");
+        for (number, etag) in &self.stored {
+            xml.push_str(&format!(
+                "<Part><PartNumber>{number}</PartNumber><ETag>\"{}\"</ETag></Part>",
+                etag.trim_matches('"')
+            ));
+        }
+        xml.push_str("</CompleteMultipartUpload>");
+        let answer = self
+            .api
+            .object_request(
+                "completing",
+                &self.key,
+                &format!("uploadId={}", super::s3::encode_query(&upload_id)),
+                reqwest::Method::POST,
+                &[(name("content-type"), "application/xml".to_string())],
+                Some(Bytes::from(xml)),
+            )
+            .await?;
+        // S3 may answer 200 with an error document when completion fails late.
+        if answer.contains("<Error>") {
+            return Err(Error::Storage {
+                op: "completing",
+                path: self.display.clone(),
+                kind: StorageFailure::Unavailable,
+                message: crate::error::one_line(&answer),
+            });
+        }
+        Ok(())
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.over = true;
+        self.first = None;
+        self.in_flight.abort_all();
+        while self.in_flight.join_next().await.is_some() {}
+        if let Some(upload_id) = self.upload_id.take() {
+            self.api
+                .object_request(
+                    "aborting",
+                    &self.key,
+                    &format!("uploadId={}", super::s3::encode_query(&upload_id)),
+                    reqwest::Method::DELETE,
+                    &[],
+                    None,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
