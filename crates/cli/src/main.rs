@@ -123,6 +123,7 @@ fn exit_code(e: &lifeboat_core::Error) -> u8 {
     use lifeboat_core::Error;
     match e {
         Error::Interrupted(_) => 130,
+        Error::NotStarted { cause, .. } => exit_code(cause),
         e if e.is_damage() => 3,
         Error::Breached(_) => 4,
         Error::Busy { .. } => 5,

@@ -172,6 +172,13 @@ pub enum Error {
     /// A recovery objective is breached (`status`).
     #[error("{0}")]
     Breached(String),
+
+    /// A job that could not start, for the reason in `cause` (reported and notified).
+    #[error("job `{job}` did not start: {cause}")]
+    NotStarted {
+        job: String,
+        cause: std::sync::Arc<Error>,
+    },
 }
 
 /// What kind of storage failure an error is: whether trying again may help, and what the
@@ -345,6 +352,7 @@ impl Error {
         match self {
             Error::Storage { kind, .. } => kind.is_temporary(),
             Error::Busy { .. } | Error::Unreachable { .. } => true,
+            Error::NotStarted { cause, .. } => cause.is_temporary(),
             _ => false,
         }
     }
@@ -388,6 +396,7 @@ impl Error {
             Error::Interrupted(_) => "interrupted",
             Error::Incomplete(_) => "incomplete",
             Error::Breached(_) => "breached",
+            Error::NotStarted { cause, .. } => cause.kind(),
         }
     }
 }

@@ -26,6 +26,12 @@ pub async fn run(ctx: &Context, job: &str, json: bool) -> Result<()> {
     if ctx.cancel.is_cancelled() {
         return Err(Error::Interrupted(format!("job `{job}` stopped")));
     }
+    if let Some(cause) = &report.not_started {
+        return Err(Error::NotStarted {
+            job: job.to_string(),
+            cause: cause.clone(),
+        });
+    }
     let failed = report.failed();
     if failed.is_empty() {
         Ok(())

@@ -140,8 +140,9 @@ fn one_run_at_a_time_and_a_stale_lock_is_taken_over() {
     wait_until(Duration::from_secs(30), "the run lock", || {
         lock_path.exists()
     });
+    // A job that cannot start because another run holds the lock: exit 5, like a command.
     let second = env.lifeboat(&["run", "dump"]);
-    assert_eq!(second.code, 1, "{}", second.stderr);
+    assert_eq!(second.code, 5, "{}", second.stderr);
     let line = second.error_line();
     assert!(
         line.contains("is busy: job `dump` on") && line.contains(&format!("(pid {})", first.id())),

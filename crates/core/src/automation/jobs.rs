@@ -27,6 +27,7 @@ pub async fn run_job(ctx: &Context, name: &str, job: &JobConfig) -> Result<RunRe
         seconds: tenths(clock.elapsed().as_secs_f64()),
         ok: steps.iter().all(|s| s.ok) && !stopped,
         steps,
+        not_started: None,
     };
     // The run stops when asked to, and when its lock is found taken over.
     let run_ctx = ctx.with_cancel(ctx.cancel.child_token());
@@ -42,12 +43,13 @@ pub async fn run_job(ctx: &Context, name: &str, job: &JobConfig) -> Result<RunRe
         Ok(both) => both,
         Err(e) => {
             tracing::error!("job `{name}` cannot start: {e}");
-            let failed = report(
+            let mut failed = report(
                 ctx.config.repository.url.to_string(),
                 vec![failed_step("start", &e)],
                 false,
             );
             notify::send(&ctx.config.notify, &failed).await;
+            failed.not_started = Some(std::sync::Arc::new(e));
             return Ok(failed);
         }
     };

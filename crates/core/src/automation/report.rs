@@ -25,6 +25,10 @@ pub struct RunReport {
     pub seconds: f64,
     pub ok: bool,
     pub steps: Vec<StepReport>,
+    /// Why the run did not start (the repository unreachable, another run holding the lock):
+    /// its `start` step says so; this keeps the error's kind for the exit code.
+    #[serde(skip)]
+    pub not_started: Option<std::sync::Arc<crate::Error>>,
 }
 
 impl RunReport {
