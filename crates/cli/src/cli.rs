@@ -355,6 +355,17 @@ pub struct RestoreDbArgs {
     /// Do not restore ownership and privileges (for a target without the same roles).
     #[arg(long)]
     pub no_owner: bool,
+    /// Create the target database first (it must not exist), with the backup's owner,
+    /// encoding, locale and `ALTER DATABASE ... SET` settings: for an empty server.
+    #[arg(long)]
+    pub create: bool,
+    /// Create the roles and memberships of the backup's cluster that the server lacks, before
+    /// restoring (existing roles are kept as they are); says what it did.
+    #[arg(long)]
+    pub globals: bool,
+    /// With --globals: also alter existing roles (attributes, password) to match the backup.
+    #[arg(long, requires = "globals")]
+    pub replace_roles: bool,
     /// Restore only this table (repeatable), as SCHEMA.TABLE.
     #[arg(long = "table", value_name = "SCHEMA.TABLE")]
     pub tables: Vec<String>,

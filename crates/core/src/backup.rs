@@ -117,6 +117,7 @@ impl DataPlan {
             tables: about.tables,
             base: about.base,
             tier: None,
+            globals: None,
         }
     }
 

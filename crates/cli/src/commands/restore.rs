@@ -124,5 +124,8 @@ fn restore_request(ctx: &Context, r: &RestoreDbArgs) -> Result<RestoreRequest> {
         schema_only: r.schema_only,
         identity: r.identity.clone(),
         spool_dir: r.spool_dir.clone(),
+        create: r.create,
+        globals: r.globals,
+        replace_roles: r.replace_roles,
     })
 }

@@ -4,6 +4,7 @@
 mod automation;
 mod conventions;
 mod deploy;
+mod disaster;
 mod drill;
 mod failures;
 mod faults;

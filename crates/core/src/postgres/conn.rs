@@ -71,6 +71,13 @@ impl ConnInfo {
         self.config.get_dbname().unwrap_or("postgres")
     }
 
+    /// The same server and role, connected to database `dbname`.
+    pub fn with_dbname(&self, dbname: &str) -> ConnInfo {
+        let mut other = self.clone();
+        other.config.dbname(dbname);
+        other
+    }
+
     /// The same role and database, reached through a local socket instead.
     pub fn on_socket(&self, socket_dir: &std::path::Path, port: u16) -> tokio_postgres::Config {
         // A fresh config: adding a host to a copy would keep the original one first.

@@ -13,6 +13,7 @@ use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
 use crate::pipeline;
 use crate::postgres::conn::{quote_ident, ConnInfo};
+use crate::postgres::globals;
 use crate::repository::manifest::{self, BackupKind, DumpOptions, Manifest, TableRows};
 use crate::repository::Repository;
 use crate::units::human_bytes;
@@ -58,6 +59,7 @@ pub async fn backup_db(
     let dbname: String = row.get(2);
     let db_size: i64 = row.get(3);
     check_versions(&server_version, &pg_dump_version, &ctx.tools)?;
+    let properties = globals::read_properties(&txn).await?;
     let tables = list_tables(&txn, &request.schemas).await?;
     if !request.schemas.is_empty() {
         check_schemas_exist(&txn, &request.schemas).await?;
@@ -118,9 +120,12 @@ pub async fn backup_db(
             (Err(Error::Interrupted(_)), Err(e)) if !ctx.cancel.is_cancelled() => return Err(e),
             (Err(e), Err(_)) => return Err(e),
         };
+        // The roles, for a restore onto a server that has none of them.
+        let (roles, role_passwords) = globals::dump_roles(&ctx.tools, &conn, &txn).await?;
         txn.commit()
             .await
             .map_err(|e| Error::postgres("closing the snapshot transaction", &e))?;
+        let globals = store_globals(repo, &plan, &id, &roles, role_passwords, properties).await?;
         let about = About {
             id: id.clone(),
             kind: BackupKind::Db,
@@ -136,13 +141,37 @@ pub async fn backup_db(
             tables,
             base: None,
         };
-        let manifest = plan.manifest(about, stats);
+        let mut manifest = plan.manifest(about, stats);
+        manifest.globals = Some(globals);
         Ok(manifest)
     }
     .await;
     let outcome = repo.finish_backup(&plan.data, outcome, &ctx.cancel).await;
     drop(client);
     outcome
+}
+
+/// Seals the roles' SQL like the dump and stores it beside it.
+async fn store_globals(
+    repo: &Repository,
+    plan: &DataPlan,
+    id: &str,
+    roles: &[u8],
+    role_passwords: bool,
+    database: globals::DbProperties,
+) -> Result<globals::GlobalsInfo> {
+    use sha2::Digest;
+    let sealed = crate::pipeline::seal_bytes(roles, &plan.seal)?;
+    let key = crate::repository::layout::globals(id, plan.encryption.is_some());
+    let info = globals::GlobalsInfo {
+        key: key.clone(),
+        stored_size: sealed.len() as u64,
+        sha256: hex::encode(sha2::Sha256::digest(&sealed)),
+        role_passwords,
+        database,
+    };
+    repo.storage().write(&key, sealed).await?;
+    Ok(info)
 }
 
 /// pg_dump refuses servers newer than itself; say so before starting.

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod conn;
 pub mod counts;
 pub mod dump;
+pub mod globals;
 pub mod pitr;
 pub mod restore;
 pub mod sample;

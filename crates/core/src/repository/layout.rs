@@ -65,6 +65,16 @@ pub fn data(kind: BackupKind, id: &str, encrypted: bool) -> String {
     )
 }
 
+/// A dump's roles (`pg_dumpall --roles-only`), beside its data (so that prune removes them
+/// with it).
+pub fn globals(id: &str, encrypted: bool) -> String {
+    format!(
+        "{}{id}.globals.sql.zst{}",
+        Area::DataOf(BackupKind::Db).dirname(),
+        if encrypted { ".age" } else { "" }
+    )
+}
+
 /// An archived WAL file.
 pub fn wal(name: &str, encrypted: bool) -> String {
     format!(

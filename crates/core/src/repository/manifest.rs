@@ -83,6 +83,9 @@ pub struct Manifest {
     /// data moved to that tier's storage class (`monthly`, `yearly`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+    /// For a dump: the cluster's roles and the database's properties, stored beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub globals: Option<crate::postgres::globals::GlobalsInfo>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,6 +235,7 @@ mod tests {
             }],
             base: None,
             tier: None,
+            globals: None,
         }
     }
 

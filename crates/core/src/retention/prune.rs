@@ -159,7 +159,12 @@ async fn leftovers(
     data: &[String],
     at: Timestamp,
 ) -> Result<Vec<String>> {
-    let known: HashSet<&str> = manifests.iter().map(|m| m.data.as_str()).collect();
+    let known: HashSet<&str> = manifests
+        .iter()
+        .flat_map(|m| {
+            std::iter::once(m.data.as_str()).chain(m.globals.as_ref().map(|g| g.key.as_str()))
+        })
+        .collect();
     let kept: HashSet<&str> = damaged.iter().map(|d| d.manifest.id.as_str()).collect();
     let cutoff = at
         .checked_sub(SignedDuration::from_hours(LEFTOVER_AGE_HOURS))

@@ -304,6 +304,7 @@ mod tests {
                 system_identifier: None,
             }),
             tier: None,
+            globals: None,
         }
     }
 

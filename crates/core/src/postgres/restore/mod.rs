@@ -51,6 +51,13 @@ pub struct RestoreRequest {
     pub identity: Option<PathBuf>,
     /// Folder for the spooled archive of a parallel restore.
     pub spool_dir: Option<PathBuf>,
+    /// Create the target database first, with the backup's owner, encoding, locale and
+    /// settings.
+    pub create: bool,
+    /// Create the backup's roles that the server lacks first.
+    pub globals: bool,
+    /// With `globals`: also alter the roles that exist to match the backup.
+    pub replace_roles: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -62,6 +69,11 @@ pub struct RestoreReport {
     pub rows_checked: u64,
     pub spooled: bool,
     pub seconds: f64,
+    /// What `--globals` did to the roles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<crate::postgres::globals::RolePlan>,
+    /// Whether `--create` created the database.
+    pub created: bool,
 }
 
 /// A backup's stored archive, ready to stream: where it is and how it is checked and opened.
@@ -123,6 +135,7 @@ pub async fn restore_db(
     let selection = Selection::new(&manifest, request)?;
     let identities = identities_for(&ctx.config, &manifest, request.identity.as_deref())?;
     let target = ConnInfo::new(&request.into, request.into_password.as_ref())?;
+    let roles = prepare_server(repo, &manifest, &target, request, identities.clone()).await?;
     // Reach the target before touching anything.
     let client = target.connect("target database").await?;
     drop(client);
@@ -223,6 +236,8 @@ pub async fn restore_db(
         rows_checked: to_check.iter().map(|t| t.rows).sum(),
         spooled,
         seconds: round_secs(begun.elapsed()),
+        roles,
+        created: request.create,
     })
 }
 
@@ -300,5 +315,94 @@ impl<W: Write> Write for ProgressWriter<W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// `--globals` and `--create`: the roles the server lacks, then the database, made as the
+/// backup recorded them, through the server's `postgres` database.
+async fn prepare_server(
+    repo: &Repository,
+    manifest: &Manifest,
+    target: &ConnInfo,
+    request: &RestoreRequest,
+    identities: Option<Arc<Identities>>,
+) -> Result<Option<crate::postgres::globals::RolePlan>> {
+    use crate::postgres::globals;
+    if !request.globals && !request.create {
+        return Ok(None);
+    }
+    let info = manifest.globals.as_ref().ok_or_else(|| {
+        Error::Missing(format!(
+            "backup `{}` does not record roles or database properties (taken by an older lifeboat): create them by hand, then restore without `--globals`/`--create`",
+            manifest.id
+        ))
+    })?;
+    let server = target.with_dbname("postgres");
+    let mut client = server.connect("the target server").await?;
+    let mut plan = None;
+    if request.globals {
+        let stored = repo
+            .storage()
+            .read_opt(&info.key)
+            .await?
+            .ok_or_else(|| Error::Damaged {
+                what: format!("the roles of backup `{}` (`{}`)", manifest.id, info.key),
+                problem: "missing".into(),
+            })?;
+        use sha2::Digest;
+        let sha = hex::encode(sha2::Sha256::digest(&stored));
+        if sha != info.sha256 {
+            return Err(Error::Damaged {
+                what: format!("the roles of backup `{}` (`{}`)", manifest.id, info.key),
+                problem: format!("not as stored: SHA-256 `{sha}`, recorded `{}`", info.sha256),
+            });
+        }
+        let sql = crate::pipeline::open_bytes(&stored, identities.as_deref(), &info.key)?;
+        let existing = globals::existing_roles(&client).await?;
+        let roles = globals::plan_roles(
+            &String::from_utf8_lossy(&sql),
+            &existing,
+            request.replace_roles,
+        );
+        globals::apply_roles(&mut client, &roles).await?;
+        tracing::info!(
+            "roles: created {}; kept as they were {}; replaced {}{}",
+            list_or_none(&roles.created),
+            list_or_none(&roles.kept),
+            list_or_none(&roles.replaced),
+            if info.role_passwords {
+                ""
+            } else {
+                " (the backup was taken without superuser rights: no passwords; set them with ALTER ROLE)"
+            }
+        );
+        plan = Some(roles);
+    }
+    if request.create {
+        for statement in globals::create_database_sql(target.dbname(), &info.database) {
+            client.batch_execute(&statement).await.map_err(|e| {
+                Error::postgres(format!("creating database `{}`", target.dbname()), &e)
+            })?;
+        }
+        tracing::info!(
+            "created database `{}` (owner `{}`, {}, {})",
+            target.dbname(),
+            info.database.owner,
+            info.database.encoding,
+            info.database.collate
+        );
+    }
+    Ok(plan)
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
