@@ -153,7 +153,8 @@ pub async fn backup(ctx: &Context, repo: &Repository, config: &RedisConfig) -> R
             stats,
         )
     });
-    repo.finish_backup(&plan.data, prepared, &ctx.cancel).await
+    repo.finish_backup(&[&plan.data], prepared, &ctx.cancel)
+        .await
 }
 
 #[cfg(test)]

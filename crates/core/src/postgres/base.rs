@@ -139,7 +139,9 @@ pub async fn backup_base(
         Ok(plan.manifest(about, stats))
     }
     .await;
-    let outcome = repo.finish_backup(&plan.data, outcome, &ctx.cancel).await;
+    let outcome = repo
+        .finish_backup(&[&plan.data], outcome, &ctx.cancel)
+        .await;
     outcome
 }
 

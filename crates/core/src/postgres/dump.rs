@@ -146,7 +146,11 @@ pub async fn backup_db(
         Ok(manifest)
     }
     .await;
-    let outcome = repo.finish_backup(&plan.data, outcome, &ctx.cancel).await;
+    // The data and the roles beside it go together, or neither stays.
+    let globals_key = crate::repository::layout::globals(&id, plan.encryption.is_some());
+    let outcome = repo
+        .finish_backup(&[&plan.data, &globals_key], outcome, &ctx.cancel)
+        .await;
     drop(client);
     outcome
 }

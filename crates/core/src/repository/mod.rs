@@ -272,7 +272,7 @@ impl Repository {
     /// otherwise, or if the commit fails, removes its data so that nothing unfinished stays.
     pub async fn finish_backup(
         &self,
-        data: &str,
+        data: &[&str],
         prepared: Result<Manifest>,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<Manifest> {
@@ -285,8 +285,10 @@ impl Repository {
         };
         if committed.is_err() {
             // Cleaning up is not stopped by the stop request that may have caused it.
-            if let Err(e) = self.storage.without_cancel().delete(data).await {
-                tracing::warn!(path = %data, error = %e, "could not remove the data of a failed backup");
+            for key in data {
+                if let Err(e) = self.storage.without_cancel().delete(key).await {
+                    tracing::warn!(path = %key, error = %e, "could not remove the data of a failed backup");
+                }
             }
         }
         committed
