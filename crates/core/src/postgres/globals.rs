@@ -156,11 +156,37 @@ pub fn plan_roles(sql: &str, existing: &BTreeSet<String>, replace: bool) -> Role
             if !exists || replace {
                 plan.statements.push(statement.to_string());
             }
-        } else if statement.starts_with("GRANT ") || statement.starts_with("COMMENT ON ROLE ") {
+        } else if statement.starts_with("GRANT ") {
+            plan.statements
+                .push(without_missing_grantor(statement, existing, &plan.created));
+        } else if statement.starts_with("COMMENT ON ROLE ") {
             plan.statements.push(statement.to_string());
         }
     }
     plan
+}
+
+/// A membership granted by a role the new server will not have (the old server's own
+/// superuser, under another name) is granted by whoever restores instead.
+fn without_missing_grantor(
+    statement: &str,
+    existing: &BTreeSet<String>,
+    created: &[String],
+) -> String {
+    let Some((grant, grantor)) = statement.rsplit_once(" GRANTED BY ") else {
+        return statement.to_string();
+    };
+    let name = grantor.trim_end_matches(';').trim();
+    let unquoted = name
+        .strip_prefix('"')
+        .and_then(|n| n.strip_suffix('"'))
+        .map(|n| n.replace("\"\"", "\""))
+        .unwrap_or_else(|| name.to_string());
+    if existing.contains(&unquoted) || created.contains(&unquoted) {
+        statement.to_string()
+    } else {
+        format!("{grant};")
+    }
 }
 
 /// The roles on the server `client` is connected to.
@@ -254,7 +280,22 @@ mod tests {
             .statements
             .iter()
             .any(|s| s.starts_with("ALTER ROLE app SET statement_timeout")));
-        assert!(plan.statements.last().unwrap().starts_with("GRANT"));
+        assert_eq!(
+            plan.statements.last().unwrap(),
+            "GRANT \"read \"\"only\" TO app GRANTED BY postgres;"
+        );
+        // A grantor the new server lacks: granted by whoever restores.
+        let plan = plan_roles(DUMPALL, &BTreeSet::new(), false);
+        let plan_elsewhere = plan_roles(
+            &DUMPALL.replace("GRANTED BY postgres", "GRANTED BY \"old admin\""),
+            &existing,
+            false,
+        );
+        assert_eq!(
+            plan_elsewhere.statements.last().unwrap(),
+            "GRANT \"read \"\"only\" TO app;"
+        );
+        assert!(plan.created.contains(&"postgres".to_string()));
         // Replacing alters the existing one, and creates nothing twice.
         let plan = plan_roles(DUMPALL, &existing, true);
         assert_eq!(plan.replaced, ["postgres"]);
