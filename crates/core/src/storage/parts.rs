@@ -14,9 +14,78 @@ use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
 use super::backend::{Upload, UploadOptions};
-use super::s3::{name, S3Api};
+use super::s3::{encode_query, name, Request, S3Api};
 use crate::error::{Error, Result, StorageFailure};
 use http::HeaderName;
+
+/// The multipart requests, on lifeboat's S3 client.
+impl S3Api {
+    /// A request on one object with `query` (`uploads`, `uploadId=...`; empty: none), retried
+    /// as a whole; the answer's body.
+    pub(super) async fn object_request(
+        &self,
+        op: &'static str,
+        key: &str,
+        query: &str,
+        method: reqwest::Method,
+        headers: &[(HeaderName, String)],
+        body: Option<Bytes>,
+    ) -> Result<String> {
+        let display = self.display(key);
+        let mut url = self.object_url(key)?;
+        if !query.is_empty() {
+            url.set_query(Some(query));
+        }
+        let response = self
+            .send(&Request {
+                op,
+                display: &display,
+                method,
+                url,
+                headers,
+                body,
+            })
+            .await?;
+        Ok(response.text().await.unwrap_or_default())
+    }
+
+    /// Stores part `number` of multipart upload `upload_id`; its ETag.
+    pub(super) async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        part: Bytes,
+    ) -> Result<String> {
+        let display = self.display(key);
+        let mut url = self.object_url(key)?;
+        url.set_query(Some(&format!(
+            "partNumber={number}&uploadId={}",
+            encode_query(upload_id)
+        )));
+        let response = self
+            .send(&Request {
+                op: "uploading",
+                display: &display,
+                method: reqwest::Method::PUT,
+                url,
+                headers: &[],
+                body: Some(part),
+            })
+            .await?;
+        response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_matches('"').to_string())
+            .ok_or_else(|| Error::Storage {
+                op: "uploading",
+                path: display,
+                kind: StorageFailure::Refused,
+                message: format!("part {number} was stored without an ETag"),
+            })
+    }
+}
 
 /// A file written under the repository's staging folder, renamed into place when closed.
 pub(super) struct LocalUpload {
@@ -286,7 +355,7 @@ impl Upload for S3Upload {
             .object_request(
                 "completing",
                 &self.key,
-                &format!("uploadId={}", super::s3::encode_query(&upload_id)),
+                &format!("uploadId={}", encode_query(&upload_id)),
                 reqwest::Method::POST,
                 &[(name("content-type"), "application/xml".to_string())],
                 Some(Bytes::from(xml)),
@@ -314,7 +383,7 @@ impl Upload for S3Upload {
                 .object_request(
                     "aborting",
                     &self.key,
-                    &format!("uploadId={}", super::s3::encode_query(&upload_id)),
+                    &format!("uploadId={}", encode_query(&upload_id)),
                     reqwest::Method::DELETE,
                     &[],
                     None,

@@ -76,7 +76,7 @@ impl S3Api {
         }
     }
 
-    fn display(&self, key: &str) -> String {
+    pub(super) fn display(&self, key: &str) -> String {
         format!("{}/{key}", self.location.trim_end_matches('/'))
     }
 
@@ -112,12 +112,12 @@ impl S3Api {
         })
     }
 
-    fn object_url(&self, key: &str) -> Result<reqwest::Url> {
+    pub(super) fn object_url(&self, key: &str) -> Result<reqwest::Url> {
         self.url(&format!("/{}", encode_key(&self.account.full_key(key))))
     }
 
     /// Sends a request, retrying what may pass (signed anew for each try).
-    async fn send(&self, request: &Request<'_>) -> Result<reqwest::Response> {
+    pub(super) async fn send(&self, request: &Request<'_>) -> Result<reqwest::Response> {
         self.policy
             .run(&format!("{} `{}`", request.op, request.display), |_| {
                 self.send_once(request)
@@ -327,72 +327,6 @@ impl S3Api {
         Ok(())
     }
 
-    /// A request on one object with `query` (`uploads`, `uploadId=...`; empty: none), retried
-    /// as a whole; the answer's body.
-    pub(super) async fn object_request(
-        &self,
-        op: &'static str,
-        key: &str,
-        query: &str,
-        method: reqwest::Method,
-        headers: &[(HeaderName, String)],
-        body: Option<Bytes>,
-    ) -> Result<String> {
-        let display = self.display(key);
-        let mut url = self.object_url(key)?;
-        if !query.is_empty() {
-            url.set_query(Some(query));
-        }
-        let response = self
-            .send(&Request {
-                op,
-                display: &display,
-                method,
-                url,
-                headers,
-                body,
-            })
-            .await?;
-        Ok(response.text().await.unwrap_or_default())
-    }
-
-    /// Stores part `number` of multipart upload `upload_id`; its ETag.
-    pub(super) async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: u32,
-        part: Bytes,
-    ) -> Result<String> {
-        let display = self.display(key);
-        let mut url = self.object_url(key)?;
-        url.set_query(Some(&format!(
-            "partNumber={number}&uploadId={}",
-            encode_query(upload_id)
-        )));
-        let response = self
-            .send(&Request {
-                op: "uploading",
-                display: &display,
-                method: reqwest::Method::PUT,
-                url,
-                headers: &[],
-                body: Some(part),
-            })
-            .await?;
-        response
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim_matches('"').to_string())
-            .ok_or_else(|| Error::Storage {
-                op: "uploading",
-                path: display,
-                kind: StorageFailure::Refused,
-                message: format!("part {number} was stored without an ETag"),
-            })
-    }
-
     /// The bucket's lifecycle configuration, replaced first by `replace` when given.
     pub async fn lifecycle(&self, replace: Option<String>) -> Result<Option<String>> {
         let display = format!("s3://{}?lifecycle", self.account.bucket);
@@ -424,13 +358,13 @@ impl S3Api {
 }
 
 /// One request to send.
-struct Request<'a> {
-    op: &'static str,
-    display: &'a str,
-    method: reqwest::Method,
-    url: reqwest::Url,
-    headers: &'a [(HeaderName, String)],
-    body: Option<Bytes>,
+pub(super) struct Request<'a> {
+    pub op: &'static str,
+    pub display: &'a str,
+    pub method: reqwest::Method,
+    pub url: reqwest::Url,
+    pub headers: &'a [(HeaderName, String)],
+    pub body: Option<Bytes>,
 }
 
 /// A header name known to be valid.
