@@ -31,15 +31,7 @@ fn interrupted_backup_leaves_nothing_listed() {
     let out = run_of(child.wait_with_output().unwrap());
     assert_eq!(out.code, 130, "stderr: {}", out.stderr);
     assert!(out.error_line().contains("interrupted"), "{}", out.stderr);
-    let list = env.lifeboat(&["list", "--json"]);
-    let listed: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0]["id"], kept.as_str());
-    assert_eq!(
-        env.stored_files(),
-        files_before,
-        "the interrupted backup left objects"
-    );
+    env.assert_only_backup(&kept, &files_before, "the interrupted backup");
     env.end_waiting_backends();
 
     // pg_dump dying mid-way: the backup fails naming pg_dump, nothing listed.

@@ -107,15 +107,7 @@ fn a_backup_whose_upload_stalls_fails_cleanly_and_the_next_one_succeeds() {
         out.stderr
     );
     elapsed_below(begun, 30, "a backup against a stalled upload");
-    let list = env.lifeboat(&["list", "--json"]);
-    let listed: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0]["id"], kept.as_str());
-    assert_eq!(
-        env.stored_files(),
-        files_before,
-        "the failed backup left objects"
-    );
+    env.assert_only_backup(&kept, &files_before, "the failed backup");
     let notified = hook.requests();
     let report = &notified.last().expect("the failure is notified").1;
     assert!(report.contains("\"ok\":false"), "{report}");

@@ -414,6 +414,16 @@ impl Env {
         proxy
     }
 
+    /// After a backup that must not have committed (`what`): `kept` is still the only backup
+    /// listed, and the repository holds exactly `files_before`.
+    pub fn assert_only_backup(&self, kept: &str, files_before: &[String], what: &str) {
+        let list = self.lifeboat(&["list", "--json"]);
+        let listed: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+        assert_eq!(listed.len(), 1, "{what} was listed: {listed:?}");
+        assert_eq!(listed[0]["id"], kept);
+        assert_eq!(self.stored_files(), files_before, "{what} left objects");
+    }
+
     /// Writes `data` as WAL file `name` in a `pg_wal` folder of its own under `tag`; its path.
     pub fn wal_file(&self, tag: &str, name: &str, data: &[u8]) -> String {
         let dir = self.dir.path().join(tag).join("pg_wal");

@@ -11,6 +11,11 @@ use tokio::sync::mpsc;
 
 use crate::error::Result;
 
+/// The SHA-256 of `data`, in hex, as manifests and descriptions record stored bytes.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
 /// Decoded bytes withheld from the consumer until the stored bytes are verified.
 pub(super) const HOLD_BACK: usize = 256 * 1024;
 

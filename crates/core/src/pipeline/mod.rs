@@ -18,6 +18,7 @@ mod seal;
 mod upload;
 
 pub use download::{download, download_sealed, Delivered, Expected};
+pub use io::sha256_hex;
 pub(crate) use io::ChannelReader;
 pub use seal::{open_bytes, seal_bytes, Framing, SealOptions};
 pub use upload::{upload, StreamStats, UploadTarget};

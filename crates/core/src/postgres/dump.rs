@@ -164,13 +164,12 @@ async fn store_globals(
     role_passwords: bool,
     database: globals::DbProperties,
 ) -> Result<globals::GlobalsInfo> {
-    use sha2::Digest;
     let sealed = crate::pipeline::seal_bytes(roles, &plan.seal)?;
     let key = crate::repository::layout::globals(id, plan.encryption.is_some());
     let info = globals::GlobalsInfo {
         key: key.clone(),
         stored_size: sealed.len() as u64,
-        sha256: hex::encode(sha2::Sha256::digest(&sealed)),
+        sha256: crate::pipeline::sha256_hex(&sealed),
         role_passwords,
         database,
     };

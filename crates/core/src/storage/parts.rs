@@ -87,9 +87,10 @@ impl S3Api {
     }
 }
 
-/// A file written under the repository's staging folder, renamed into place when closed.
+/// A file written under the repository's staging folder, renamed into place when closed;
+/// removed (by `tempfile`) when aborted or dropped unfinished.
 pub(super) struct LocalUpload {
-    staged: Option<(tokio::fs::File, PathBuf)>,
+    staged: Option<(tokio::fs::File, tempfile::TempPath)>,
     target: PathBuf,
     display: String,
 }
@@ -100,17 +101,18 @@ impl LocalUpload {
         target: PathBuf,
         display: String,
     ) -> Result<LocalUpload> {
-        let io = |e| Error::io(format!("uploading `{display}`"), e);
-        tokio::fs::create_dir_all(&staging).await.map_err(io)?;
-        let path = staging.join(format!(".upload-{}", uuid_like()));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await
-            .map_err(io)?;
+        let staged = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&staging)?;
+            tempfile::Builder::new()
+                .prefix(".upload-")
+                .tempfile_in(&staging)
+        })
+        .await
+        .map_err(|e| Error::thread("file", e))?
+        .map_err(|e| Error::io(format!("uploading `{display}`"), e))?;
+        let (file, path) = staged.into_parts();
         Ok(LocalUpload {
-            staged: Some((file, path)),
+            staged: Some((tokio::fs::File::from_std(file), path)),
             target,
             display,
         })
@@ -119,11 +121,6 @@ impl LocalUpload {
     fn io(&self, what: &str, e: std::io::Error) -> Error {
         Error::io(format!("{what} `{}`", self.display), e)
     }
-}
-
-/// A name no other upload of this process or another uses.
-fn uuid_like() -> String {
-    format!("{}-{:016x}", std::process::id(), rand::random::<u64>())
 }
 
 #[async_trait::async_trait]
@@ -147,37 +144,22 @@ impl Upload for LocalUpload {
             if let Some(parent) = self.target.parent() {
                 tokio::fs::create_dir_all(parent).await?;
             }
-            tokio::fs::rename(&path, &self.target).await?;
+            path.persist(&self.target).map_err(|e| e.error)?;
             if let Some(parent) = self.target.parent() {
                 tokio::fs::File::open(parent).await?.sync_all().await?;
             }
             Ok::<_, std::io::Error>(())
         }
         .await;
-        if let Err(e) = done {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(self.io("completing", e));
-        }
-        Ok(())
+        done.map_err(|e| self.io("completing", e))
     }
 
     async fn abort(&mut self) -> Result<()> {
         if let Some((file, path)) = self.staged.take() {
             drop(file);
-            tokio::fs::remove_file(&path)
-                .await
-                .map_err(|e| self.io("aborting", e))?;
+            path.close().map_err(|e| self.io("aborting", e))?;
         }
         Ok(())
-    }
-}
-
-impl Drop for LocalUpload {
-    fn drop(&mut self) {
-        // Neither closed nor aborted (a stop at the wrong moment): the staged file goes.
-        if let Some((_, path)) = self.staged.take() {
-            let _ = std::fs::remove_file(path);
-        }
     }
 }
 

@@ -37,7 +37,6 @@ use crate::Context;
 /// may write to it. In it, each repository has a folder of its own, so that two never share
 /// files, not even a repository and one created after it at the same location.
 fn spool_dir(ctx: &Context, repo: &Repository) -> Result<PathBuf> {
-    use sha2::Digest;
     let uid = crate::process::effective_uid()
         .ok_or_else(|| Error::Internal("cannot tell which user lifeboat runs as".into()))?;
     let base = match &ctx.config.wal.spool_dir {
@@ -45,7 +44,7 @@ fn spool_dir(ctx: &Context, repo: &Repository) -> Result<PathBuf> {
         None => std::env::temp_dir().join(format!("lifeboat-wal-{uid}")),
     };
     private_folder(&base, uid)?;
-    let digest = hex::encode(sha2::Sha256::digest(repo.instance().as_bytes()));
+    let digest = crate::pipeline::sha256_hex(repo.instance().as_bytes());
     let dir = base.join(&digest[..16]);
     private_folder(&dir, uid)?;
     Ok(dir)

@@ -15,7 +15,7 @@ use futures::StreamExt;
 
 use super::{cluster, identities, key, segment, spool_dir, stored, try_lock, WalName};
 use crate::error::{Error, Result};
-use crate::pipeline::SealOptions;
+use crate::pipeline::{sha256_hex, SealOptions};
 use crate::repository::Repository;
 use crate::Context;
 
@@ -274,7 +274,7 @@ async fn push_one(
     let existing = storage.read_opt(&key).await?.unwrap_or_default();
     let identities = identities(ctx, encrypted)?;
     let archived = stored::open(name, &existing, identities.as_ref())?;
-    if stored::sha256_hex(&archived) == stored::sha256_hex(&raw) {
+    if sha256_hex(&archived) == sha256_hex(&raw) {
         tracing::info!(wal = name, "already archived with the same content");
         Ok(())
     } else {

@@ -13,11 +13,10 @@
 use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::crypto::{self, Identities};
 use crate::error::{Error, Result};
-use crate::pipeline::SealOptions;
+use crate::pipeline::{sha256_hex, SealOptions};
 
 /// The magic number of the description frame (zstd reserves 0x184D2A50..=0x184D2A5F;
 /// base backups' chunk descriptions use 0x184D2A5B).
@@ -31,11 +30,6 @@ pub struct Description {
     pub name: String,
     pub size: u64,
     pub sha256: String,
-}
-
-/// The SHA-256 of `data`, in hex.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// Seals WAL file `name` with content `raw` for storage.

@@ -135,7 +135,7 @@ pub async fn restore_db(
     let selection = Selection::new(&manifest, request)?;
     let identities = identities_for(&ctx.config, &manifest, request.identity.as_deref())?;
     let target = ConnInfo::new(&request.into, request.into_password.as_ref())?;
-    let roles = prepare_server(repo, &manifest, &target, request, identities.clone()).await?;
+    let roles = prepare_server(ctx, repo, &manifest, &target, request, identities.clone()).await?;
     // Reach the target before touching anything.
     let client = target.connect("target database").await?;
     drop(client);
@@ -321,6 +321,7 @@ impl<W: Write> Write for ProgressWriter<W> {
 /// `--globals` and `--create`: the roles the server lacks, then the database, made as the
 /// backup recorded them, through the server's `postgres` database.
 async fn prepare_server(
+    ctx: &Context,
     repo: &Repository,
     manifest: &Manifest,
     target: &ConnInfo,
@@ -341,23 +342,24 @@ async fn prepare_server(
     let mut client = server.connect("the target server").await?;
     let mut plan = None;
     if request.globals {
-        let stored = repo
-            .storage()
-            .read_opt(&info.key)
-            .await?
-            .ok_or_else(|| Error::Damaged {
-                what: format!("the roles of backup `{}` (`{}`)", manifest.id, info.key),
-                problem: "missing".into(),
-            })?;
-        use sha2::Digest;
-        let sha = hex::encode(sha2::Sha256::digest(&stored));
-        if sha != info.sha256 {
-            return Err(Error::Damaged {
-                what: format!("the roles of backup `{}` (`{}`)", manifest.id, info.key),
-                problem: format!("not as stored: SHA-256 `{sha}`, recorded `{}`", info.sha256),
-            });
-        }
-        let sql = crate::pipeline::open_bytes(&stored, identities.as_deref(), &info.key)?;
+        // Checked, decrypted and decompressed as the dump itself is.
+        let expected = Expected {
+            sha256: info.sha256.clone(),
+            stored_size: info.stored_size,
+            ..manifest.expected()
+        };
+        let sql = match pipeline::download(
+            repo.storage(),
+            &info.key,
+            &expected,
+            identities,
+            Vec::new(),
+            &ctx.cancel,
+        )
+        .await?
+        {
+            Delivered::Complete(sql) | Delivered::ConsumerClosed(sql) => sql,
+        };
         let existing = globals::existing_roles(&client).await?;
         let roles = globals::plan_roles(
             &String::from_utf8_lossy(&sql),
