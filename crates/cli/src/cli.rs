@@ -269,6 +269,52 @@ pub enum RestoreCommand {
     Pitr(RestorePitrArgs),
     /// Put a bucket (or a prefix of it) back as it was at a run of its object backup.
     Objects(RestoreObjectsArgs),
+    /// Tables as they were at a moment, beside the live ones under new names (recovered on a
+    /// throwaway server from a base backup and the WAL archive, or from a dump).
+    Table(RestoreTableArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("naming").args(["as_name", "schema"])))]
+pub struct RestoreTableArgs {
+    /// The tables, as SCHEMA.TABLE (case-sensitive; double-quote a part that holds a dot or a
+    /// quote: core."Comic Pages").
+    #[arg(required = true, value_name = "SCHEMA.TABLE")]
+    pub tables: Vec<String>,
+    /// The moment (RFC 3339, e.g. 2026-12-01T14:04:00+07:00, or `2026-12-01 07:04:00` for UTC).
+    #[arg(long, value_name = "TIME")]
+    pub as_of: String,
+    /// The live database the copies go into: a configured name or a `postgresql://` URL.
+    #[arg(long, value_name = "URL|NAME")]
+    pub into: String,
+    /// The copy's name (one table) [default: beside the live table, its name followed by the
+    /// moment, e.g. core.comic_20261201_070400].
+    #[arg(long = "as", value_name = "SCHEMA.NAME")]
+    pub as_name: Option<String>,
+    /// Put the copies in this schema under their own names (created if needed).
+    #[arg(long, value_name = "SCHEMA")]
+    pub schema: Option<String>,
+    /// Load the rows into an existing table (named by `--as` or `--schema`).
+    #[arg(long)]
+    pub data_only: bool,
+    /// Recover from the newest dump before the moment (when no WAL covers it): the data is as
+    /// old as that dump.
+    #[arg(long)]
+    pub from_dump: bool,
+    /// The configured database whose backups are used [default: `--into` if it is one].
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
+    /// Say which backup and WAL would be used, how much is downloaded and how long it should
+    /// take; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Folder for the throwaway server [default: the temp folder]; it needs room for the base
+    /// backup.
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// age identity file for an encrypted repository.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         Command::Restore(RestoreCommand::Db(r)) => restore::db(ctx, r, json).await,
         Command::Restore(RestoreCommand::Pitr(p)) => restore::pitr(ctx, p, json).await,
         Command::Restore(RestoreCommand::Objects(r)) => objects::restore(ctx, r, json).await,
+        Command::Restore(RestoreCommand::Table(t)) => restore::table(ctx, t, json).await,
         Command::Verify {
             id,
             kind,

@@ -1,5 +1,6 @@
-//! `restore db` (a logical backup into a database) and `restore pitr` (a base backup and WAL
-//! into a data folder); `restore objects` is in [`super::objects`].
+//! `restore db` (a logical backup into a database), `restore pitr` (a base backup and WAL
+//! into a data folder) and `restore table` (tables as they were, beside the live ones);
+//! `restore objects` is in [`super::objects`].
 
 use lifeboat_core::config::{url_has_password, Secret};
 use lifeboat_core::postgres::pitr;
@@ -7,7 +8,9 @@ use lifeboat_core::postgres::restore::{restore_db, RestoreRequest};
 use lifeboat_core::repository::Repository;
 use lifeboat_core::{wal, Context, Error, Result};
 
-use crate::cli::{RestoreDbArgs, RestorePitrArgs, TargetActionArg};
+use lifeboat_core::postgres::table::{self, Naming, Qualified, TableRequest};
+
+use crate::cli::{RestoreDbArgs, RestorePitrArgs, RestoreTableArgs, TargetActionArg};
 use crate::output::{parse_time, print_json_or};
 
 pub async fn db(ctx: &Context, r: &RestoreDbArgs, json: bool) -> Result<()> {
@@ -91,26 +94,144 @@ fn pitr_request(p: &RestorePitrArgs) -> Result<pitr::PitrRequest> {
     })
 }
 
-fn restore_request(ctx: &Context, r: &RestoreDbArgs) -> Result<RestoreRequest> {
-    let (into, into_password) = match ctx.config.postgres.get(&r.into) {
-        Some(pg) => (pg.url.expose().to_string(), pg.password.clone()),
-        None => {
-            if !r.into.contains("://") {
-                return Err(Error::Usage(format!(
-                    "`--into {}` is neither a configured database nor a `postgresql://` URL",
-                    r.into
-                )));
-            }
-            if url_has_password(&r.into) {
-                tracing::warn!("the password in `--into` can be seen by other users in `ps`: put it in $PGPASSWORD instead");
-            }
-            let from_env = std::env::var("PGPASSWORD")
-                .ok()
-                .filter(|p| !p.is_empty())
-                .map(Secret::new);
-            (r.into.clone(), from_env)
-        }
+/// `--into`: a configured database's URL and password, or a URL (its password from
+/// $PGPASSWORD).
+fn resolve_into(ctx: &Context, into: &str) -> Result<(String, Option<Secret>)> {
+    if let Some(pg) = ctx.config.postgres.get(into) {
+        return Ok((pg.url.expose().to_string(), pg.password.clone()));
+    }
+    if !into.contains("://") {
+        return Err(Error::Usage(format!(
+            "`--into {into}` is neither a configured database nor a `postgresql://` URL"
+        )));
+    }
+    if url_has_password(into) {
+        tracing::warn!("the password in `--into` can be seen by other users in `ps`: put it in $PGPASSWORD instead");
+    }
+    let from_env = std::env::var("PGPASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Secret::new);
+    Ok((into.to_string(), from_env))
+}
+
+pub async fn table(ctx: &Context, t: &RestoreTableArgs, json: bool) -> Result<()> {
+    let repo = Repository::open(ctx).await?;
+    let (into, into_password) = resolve_into(ctx, &t.into)?;
+    let naming = match (&t.as_name, &t.schema) {
+        (Some(name), _) => Naming::As(Qualified::parse(name)?),
+        (None, Some(schema)) => Naming::Schema(schema.clone()),
+        (None, None) => Naming::Beside,
     };
+    let request = TableRequest {
+        tables: t
+            .tables
+            .iter()
+            .map(|name| Qualified::parse(name))
+            .collect::<Result<_>>()?,
+        as_of: parse_time(&t.as_of)?,
+        into,
+        into_password,
+        database: t.database.clone().or_else(|| {
+            ctx.config
+                .postgres
+                .contains_key(&t.into)
+                .then(|| t.into.clone())
+        }),
+        naming,
+        data_only: t.data_only,
+        from_dump: t.from_dump,
+        identity: t.identity.clone(),
+        work_dir: t.work_dir.clone(),
+    };
+    if t.dry_run {
+        let plan = table::plan_table(ctx, &repo, &request).await?;
+        return print_json_or(json, &plan, || plan_text(&plan));
+    }
+    let report = table::restore_table(ctx, &repo, &request).await?;
+    print_json_or(json, &report, || report_text(&report))
+}
+
+fn plan_text(plan: &table::TablePlan) -> String {
+    let mut lines = vec![match &plan.wal {
+        Some(wal) => format!(
+            "would recover {} from base backup `{}` (finished {}) and {} archived WAL segments ({} to {})",
+            plan.as_of, plan.backup, plan.backup_finished, wal.segments, wal.first, wal.last
+        ),
+        None => format!(
+            "would use dump `{}` (finished {}): the data is {:#} older than {}",
+            plan.backup,
+            plan.backup_finished,
+            jiff::SignedDuration::from_secs(plan.data_age_seconds.unwrap_or(0)),
+            plan.as_of
+        ),
+    }];
+    lines.push(format!(
+        "download {}; estimated time {}",
+        lifeboat_core::units::human_bytes(plan.download_bytes),
+        match (plan.estimated_seconds, &plan.estimate_basis) {
+            (Some(s), Some(basis)) => format!("{s:.0}s (from the {basis})"),
+            _ => "unknown (no verification has measured a recovery yet: `lifeboat verify`)".into(),
+        }
+    ));
+    for t in &plan.tables {
+        lines.push(format!("{} -> {}", t.table, t.restored_as));
+    }
+    lines.join("\n")
+}
+
+fn report_text(report: &table::TableReport) -> String {
+    let mut lines = vec![match report.from {
+        "dump" => format!(
+            "from dump `{}`: the data is as of {}, {:#} before the moment asked for ({}); later changes are not in the copy",
+            report.backup,
+            report.data_as_of.as_deref().unwrap_or("?"),
+            jiff::SignedDuration::from_secs(report.data_age_seconds.unwrap_or(0)),
+            report.as_of
+        ),
+        _ => format!(
+            "recovered as of {} from base backup `{}` (last transaction replayed: {}) in {:.1}s",
+            report.as_of,
+            report.backup,
+            report.data_as_of.as_deref().unwrap_or("none"),
+            report.recovery_seconds
+        ),
+    }];
+    for t in &report.tables {
+        let count = |n: Option<u64>| n.map_or("?".to_string(), |n| n.to_string());
+        lines.push(format!(
+            "{} -> {}: {} rows{}; missing now {}, changed {}, added since {}",
+            t.table,
+            t.restored_as,
+            t.rows,
+            if t.partitions > 0 {
+                format!(" in {} partitions", t.partitions)
+            } else {
+                String::new()
+            },
+            count(t.missing_now),
+            count(t.changed),
+            count(t.added_since)
+        ));
+        lines.push(format!(
+            "  rows then, missing now: {};",
+            t.compare.missing_now
+        ));
+        if let Some(changed) = &t.compare.changed {
+            lines.push(format!("  rows changed since: {changed};"));
+        }
+        lines.push(format!("  rows added since: {};", t.compare.added_since));
+        lines.push(format!(
+            "  put the missing rows back: {};",
+            t.compare.put_back
+        ));
+    }
+    lines.push(format!("the copies are made without {}", report.left_out));
+    lines.join("\n")
+}
+
+fn restore_request(ctx: &Context, r: &RestoreDbArgs) -> Result<RestoreRequest> {
+    let (into, into_password) = resolve_into(ctx, &r.into)?;
     Ok(RestoreRequest {
         backup: r.id.clone(),
         into,

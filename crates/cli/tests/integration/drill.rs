@@ -1,5 +1,6 @@
-//! `drill`: the self-contained disaster-recovery drill passes on a fresh folder and leaves
-//! nothing behind but its repository.
+//! `drill`: the self-contained disaster-recovery drill (dump, restore, verify, point-in-time
+//! recovery, one table put back) passes on a fresh folder and leaves nothing behind but its
+//! repository.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
@@ -33,7 +34,16 @@ fn the_drill_recovers_a_dump_and_a_point_in_time() {
         .iter()
         .map(|s| s["step"].as_str().unwrap())
         .collect();
-    assert_eq!(steps.len(), 10, "{steps:?}");
+    assert_eq!(steps.len(), 11, "{steps:?}");
+    let table = &report["steps"][10];
+    assert!(table["step"].as_str().unwrap().contains("restore table"));
+    assert!(
+        table["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("public.drill_events_20"),
+        "{table}"
+    );
     assert!(steps.iter().any(|s| s.starts_with("verify")));
     assert!(steps
         .iter()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use lifeboat_testkit::{Fault, Rule};
 
-use crate::support::{fake_segment, run_of, wait_until, Env, Repo, FAKE_SYSTEM_ID};
+use crate::support::{fake_segment, wait_until, Env, Repo, FAKE_SYSTEM_ID};
 
 fn elapsed_below(begun: Instant, limit: u64, what: &str) {
     assert!(
@@ -143,12 +143,7 @@ fn a_stop_request_ends_a_hung_command_at_once() {
         });
         std::thread::sleep(Duration::from_millis(300));
         let begun = Instant::now();
-        assert!(std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-        let out = run_of(child.wait_with_output().unwrap());
+        let out = crate::support::terminate(child);
         assert_eq!(out.code, 130, "{args:?}: {}", out.stderr);
         elapsed_below(begun, 12, &format!("{args:?} after SIGTERM"));
     }

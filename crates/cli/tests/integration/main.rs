@@ -19,5 +19,6 @@ mod prune;
 mod roundtrip;
 mod secrets;
 mod support;
+mod table;
 mod verify;
 mod wal;

@@ -251,6 +251,16 @@ pub fn run_of(out: Output) -> Run {
 }
 
 /// Polls `check` until it holds, for at most `limit`.
+/// Sends SIGTERM to a running lifeboat and waits for it to end.
+pub fn terminate(child: std::process::Child) -> Run {
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    run_of(child.wait_with_output().unwrap())
+}
+
 pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {

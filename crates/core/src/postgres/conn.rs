@@ -166,6 +166,30 @@ impl ConnInfo {
     }
 }
 
+/// Connects to `dbname` as `user` through the socket folder `socket` (a throwaway server's,
+/// which trusts its own socket).
+pub async fn connect_socket(
+    socket: &std::path::Path,
+    port: u16,
+    dbname: &str,
+    user: &str,
+    what: &str,
+) -> Result<Client> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host_path(socket)
+        .port(port)
+        .dbname(dbname)
+        .user(user)
+        .application_name("lifeboat");
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| Error::postgres(format!("connecting to {what}"), &e))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
 /// Quotes an SQL identifier.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

@@ -1,4 +1,5 @@
-//! PostgreSQL: connections, tools, logical dump and restore, scratch clusters.
+//! PostgreSQL: connections, tools, logical dump and restore, point-in-time recovery, single
+//! tables as they were (`table`), scratch clusters.
 
 pub mod archive;
 pub mod base;
@@ -10,4 +11,5 @@ pub mod globals;
 pub mod pitr;
 pub mod restore;
 pub mod sample;
+pub mod table;
 pub mod tools;

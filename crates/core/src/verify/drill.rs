@@ -5,7 +5,8 @@
 //! `./lifeboat-repo`, created if needed), restored into a fresh database, every table's
 //! contents compared with the original, and the backup verified. Then the point-in-time part:
 //! a base backup, two commits a moment apart, and a recovery to the moment between them into
-//! a new data folder, started and checked to hold the first commit only. When the scratch
+//! a new data folder, started and checked to hold the first commit only; and the row a wrong
+//! `DELETE` removed, put back beside the live table by `restore table`. When the scratch
 //! server runs as another user (lifeboat runs as root), that part uses a repository inside the
 //! scratch folder, which that user can write. Nothing outside the scratch folder and the
 //! repository is touched.
@@ -295,7 +296,11 @@ async fn pitr_part(
         .trim()
         .to_string();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    cluster.psql("yomira", "INSERT INTO public.drill_events (id) VALUES (2)")?;
+    // The second commit, and a wrong DELETE of the first row.
+    cluster.psql(
+        "yomira",
+        "INSERT INTO public.drill_events (id) VALUES (2); DELETE FROM public.drill_events WHERE id = 1",
+    )?;
     let last = cluster
         .psql("yomira", "SELECT pg_walfile_name(pg_switch_wal())")?
         .trim()
@@ -390,6 +395,47 @@ async fn pitr_part(
     timer.lap(
         "point-in-time recovery, started and checked",
         format!("recovered to {target}: the first commit and not the second, in {seconds:.1}s"),
+    );
+
+    // The deleted row, as it was at the target, beside the live table.
+    let table = crate::postgres::table::restore_table(
+        &pitr_ctx,
+        repo,
+        &crate::postgres::table::TableRequest {
+            tables: vec![crate::postgres::table::Qualified::new(
+                "public",
+                "drill_events",
+            )],
+            as_of: target
+                .parse()
+                .map_err(|e| Error::Internal(format!("drill target `{target}`: {e}")))?,
+            into: cluster.url("yomira"),
+            into_password: None,
+            database: Some("drill".into()),
+            naming: crate::postgres::table::Naming::Beside,
+            data_only: false,
+            from_dump: false,
+            identity: None,
+            work_dir: Some(scratch.clone()),
+        },
+    )
+    .await?;
+    let copy = &table.tables[0];
+    if copy.rows != 1 || copy.missing_now != Some(1) || copy.added_since != Some(1) {
+        return Err(Error::Mismatch {
+            id: base.id.clone(),
+            detail: format!(
+                "the copy of public.drill_events as of {target} should hold the deleted row only: {} rows, {:?} missing now, {:?} added since",
+                copy.rows, copy.missing_now, copy.added_since
+            ),
+        });
+    }
+    timer.lap(
+        "one table as it was, beside the live one (restore table)",
+        format!(
+            "{} holds the deleted row; recovered in {:.1}s",
+            copy.restored_as, table.recovery_seconds
+        ),
     );
     Ok(PitrOutcome {
         base_backup: base.id,

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use super::{Check, VerifyRequest};
 use crate::error::{Error, Result};
 use crate::postgres::cluster::{ClusterOptions, ScratchCluster};
-use crate::postgres::pitr::{self, PitrRequest, Target, TargetAction, TargetTimeline};
+use crate::postgres::pitr::throwaway::{self, Throwaway, ThrowawayRequest};
+use crate::postgres::pitr::{Target, TargetTimeline};
 use crate::postgres::restore::{restore_db, RestoreRequest};
 use crate::repository::manifest::Manifest;
 use crate::repository::Repository;
@@ -21,8 +22,8 @@ pub(super) struct Restored {
     tools: crate::postgres::tools::PgTools,
     /// Keeps the scratch cluster (dump) alive; dropped last.
     cluster: Option<ScratchCluster>,
-    /// The recovered data folder (base backup), stopped and removed on drop.
-    recovered: Option<RecoveredFolder>,
+    /// The recovered server (base backup), stopped and removed on drop.
+    recovered: Option<Throwaway>,
 }
 
 impl Restored {
@@ -45,33 +46,6 @@ impl Drop for Restored {
     fn drop(&mut self) {
         drop(self.recovered.take());
         drop(self.cluster.take());
-    }
-}
-
-/// A recovered base backup's data folder in a temporary folder.
-pub(super) struct RecoveredFolder {
-    dir: Option<tempfile::TempDir>,
-    pgdata: PathBuf,
-    tools: crate::postgres::tools::PgTools,
-}
-
-impl Drop for RecoveredFolder {
-    fn drop(&mut self) {
-        if self.pgdata.join("postmaster.pid").exists() {
-            let mut cmd = std::process::Command::new(self.tools.path("pg_ctl"));
-            cmd.args(["stop", "-m", "immediate", "-w", "-D"])
-                .arg(&self.pgdata)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null());
-            if let Some((uid, gid)) = crate::postgres::cluster::unprivileged_user() {
-                use std::os::unix::process::CommandExt;
-                cmd.uid(uid).gid(gid);
-            }
-            let _ = cmd.status();
-        }
-        if let Some(dir) = self.dir.take() {
-            let _ = dir.close();
-        }
     }
 }
 
@@ -157,64 +131,27 @@ pub(super) async fn recover_base(
     request: &VerifyRequest,
     checks: &mut Vec<Check>,
 ) -> Result<Option<Restored>> {
-    use std::os::unix::fs::PermissionsExt;
     let info = manifest.base.as_ref().ok_or_else(|| Error::Damaged {
         what: format!("the manifest of base backup `{}`", manifest.id),
         problem: "without WAL positions".into(),
     })?;
-    let dir = tempfile::Builder::new()
-        .prefix("lifeboat-verify-")
-        .tempdir()
-        .map_err(|e| Error::io("creating a folder to recover into", e))?;
-    let owner = crate::postgres::cluster::unprivileged_user();
-    let socket = dir.path().join("sock");
-    std::fs::create_dir(&socket).map_err(|e| Error::io("creating a socket folder", e))?;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| Error::io("opening the recovery folder to the server's user", e))?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(&socket, Some(uid), Some(gid))
-            .map_err(|e| Error::io("handing the socket folder to the server's user", e))?;
-    }
-    let pgdata = dir.path().join("data");
-    let recovered = RecoveredFolder {
-        dir: Some(dir),
-        pgdata: pgdata.clone(),
-        tools: ctx.tools.clone(),
-    };
-    let port = crate::postgres::cluster::free_port()?;
-    let outcome = pitr::restore_pitr(
+    let outcome = throwaway::recover(
         ctx,
         repo,
-        &PitrRequest {
-            pgdata,
+        &ThrowawayRequest {
             // To the end of the archive on the backup's own timeline, as a recovery of the
             // latest moment would go: damaged WAL after the backup fails the verification.
             target: Target::Latest,
             timeline: TargetTimeline::Current,
-            action: TargetAction::Promote,
-            start: true,
-            port: Some(port),
-            socket_dir: Some(socket.clone()),
-            no_archive: true,
-            throwaway: true,
-            identity: request.identity.clone(),
             base: Some(manifest.id.clone()),
+            identity: request.identity.clone(),
+            work_dir: None,
+            prefix: "lifeboat-verify-",
         },
     )
     .await;
-    match outcome {
-        Ok(report) => checks.push(Check {
-            damaged: false,
-            name: "recovery".into(),
-            passed: true,
-            detail: format!(
-                "unpacked in {:.1}s, WAL replayed from {} to the end of the archive ({}) in {:.1}s",
-                report.restore_seconds,
-                info.start_lsn,
-                report.replayed_to.as_deref().unwrap_or("?"),
-                report.recovery_seconds.unwrap_or_default()
-            ),
-        }),
+    let recovered = match outcome {
+        Ok(recovered) => recovered,
         Err(e @ Error::Interrupted(_)) => return Err(e),
         Err(e) => {
             checks.push(Check {
@@ -225,7 +162,20 @@ pub(super) async fn recover_base(
             });
             return Ok(None);
         }
-    }
+    };
+    let report = &recovered.report;
+    checks.push(Check {
+        damaged: false,
+        name: "recovery".into(),
+        passed: true,
+        detail: format!(
+            "unpacked in {:.1}s, WAL replayed from {} to the end of the archive ({}) in {:.1}s",
+            report.restore_seconds,
+            info.start_lsn,
+            report.replayed_to.as_deref().unwrap_or("?"),
+            report.recovery_seconds.unwrap_or_default()
+        ),
+    });
     // The role that took the backup exists in the recovered cluster.
     let user = ctx
         .config
@@ -235,8 +185,8 @@ pub(super) async fn recover_base(
         .and_then(|c| c.get_user().map(str::to_string))
         .or_else(|| Some("postgres".to_string()));
     Ok(Some(Restored {
-        socket,
-        port,
+        socket: recovered.socket.clone(),
+        port: recovered.port,
         dbname: manifest.dbname.clone(),
         user,
         tools: ctx.tools.clone(),

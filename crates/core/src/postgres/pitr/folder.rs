@@ -140,6 +140,9 @@ pub(super) fn write_recovery_settings(request: &PitrRequest, config_file: &Path)
     if request.no_archive {
         lines.push("archive_mode = 'off'".into());
     }
+    if request.throwaway {
+        lines.extend(super::throwaway::settings(&request.pgdata)?);
+    }
     let auto = request.pgdata.join("postgresql.auto.conf");
     let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
     text.push_str(&lines.join("\n"));

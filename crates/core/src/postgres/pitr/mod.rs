@@ -8,11 +8,13 @@
 //!
 //! Stages: [`plan`] chooses the base backup and checks the archive can carry recovery to the
 //! target; [`folder`] unpacks it and writes the recovery settings; [`server`] starts the
-//! server and waits for it to reach the target.
+//! server and waits for it to reach the target; [`throwaway`] does all of it in a temporary
+//! folder that goes when dropped.
 
 mod folder;
 mod plan;
 mod server;
+pub mod throwaway;
 
 use std::path::PathBuf;
 use std::time::Instant;

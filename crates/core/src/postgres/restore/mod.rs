@@ -12,6 +12,8 @@ mod spooled;
 mod stream;
 mod toc;
 
+pub(crate) use toc::read_toc;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use crate::repository::{Repository, Selector};
 use crate::Context;
 
 use selection::Selection;
-pub use toc::{clean_prelude, schema_list, use_list};
+pub use toc::{clean_prelude, copy_list, schema_list, use_list};
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreRequest {
@@ -239,6 +241,35 @@ pub async fn restore_db(
         roles,
         created: request.create,
     })
+}
+
+/// Restores the entries of `list` (a `pg_restore -L` list) in `sections` of dump `manifest`
+/// into `target`, streamed, in one transaction: the throwaway copies of `restore table`.
+pub(crate) async fn restore_listed(
+    ctx: &Context,
+    archive: &Archive<'_>,
+    target: &ConnInfo,
+    list: &str,
+    sections: &[&str],
+) -> Result<()> {
+    let file = Unnamed::memory("lifeboat-restore-list", list.as_bytes())
+        .map_err(|e| Error::io("writing the restore list", e))?;
+    let mut tool = ctx
+        .tools
+        .tool("pg_restore")
+        .args([
+            "--exit-on-error",
+            "--no-password",
+            "--no-owner",
+            "--no-privileges",
+        ])
+        .arg(format!("--use-list={}", file.path().display()))
+        .arg(format!("--dbname={}", target.dbname()))
+        .arg("--single-transaction");
+    for section in sections {
+        tool = tool.arg(format!("--section={section}"));
+    }
+    stream::into_pg_restore(ctx, archive, target, tool).await
 }
 
 /// Checks the restored tables' row counts against the backup's.

@@ -163,8 +163,58 @@ pub fn schema_list(toc: &str, schemas: &[String], data_only: bool) -> String {
     out
 }
 
+/// Entries a throwaway copy of a few tables leaves out: what reaches beyond them or is not
+/// needed to read them (foreign keys, triggers, policies, large objects, materialized views'
+/// data, publications, grants, comments).
+const NOT_COPIED: &[&str] = &[
+    "FK CONSTRAINT",
+    "TRIGGER",
+    "EVENT TRIGGER",
+    "POLICY",
+    "ROW SECURITY",
+    "BLOB",
+    "BLOBS",
+    "BLOB METADATA",
+    "LARGE OBJECT",
+    "MATERIALIZED VIEW DATA",
+    "PUBLICATION",
+    "PUBLICATION TABLE",
+    "PUBLICATION TABLES IN SCHEMA",
+    "SUBSCRIPTION",
+    "SUBSCRIPTION TABLE",
+    "ACL",
+    "DEFAULT ACL",
+    "COMMENT",
+    "SECURITY LABEL",
+    "DATABASE PROPERTIES",
+];
+
+/// A `pg_restore -L` list for a throwaway copy of a few tables: every definition the archive
+/// holds (the types, functions and sequences they use come with them), the data of `data_of`
+/// only, and nothing in [`NOT_COPIED`].
+pub fn copy_list(toc: &str, data_of: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (line, description) in toc_entries(toc) {
+        let kind = TOC_TYPES.iter().find(|t| {
+            description.starts_with(**t) && description.as_bytes().get(t.len()) == Some(&b' ')
+        });
+        let wanted = match kind {
+            Some(&"TABLE DATA") => data_of.iter().any(|(schema, name)| {
+                description.starts_with(&format!("TABLE DATA {schema} {name} "))
+            }),
+            Some(kind) => !NOT_COPIED.contains(kind),
+            None => false,
+        };
+        if wanted {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// Reads the archive's table of contents (`pg_restore --list`), which sits at its start.
-pub(super) async fn read_toc(ctx: &Context, archive: &Archive<'_>) -> Result<String> {
+pub(crate) async fn read_toc(ctx: &Context, archive: &Archive<'_>) -> Result<String> {
     let out = Unnamed::memory("lifeboat-toc", b"")
         .map_err(|e| Error::io("creating a file for the table of contents", e))?;
     let tool = Tool::new(ctx.tools.path("pg_restore"))
@@ -237,6 +287,20 @@ mod tests {
         assert_eq!(data, "3346; 0 16390 TABLE DATA core t postgres\n");
         let schema = use_list(TOC, &wanted, false, true);
         assert_eq!(schema, "216; 1259 16390 TABLE core t postgres\n");
+    }
+
+    #[test]
+    fn a_copy_list_takes_definitions_and_the_wanted_data() {
+        let toc = format!(
+            "{TOC}3300; 2606 16500 FK CONSTRAINT core t t_other_fk postgres\n\
+             3301; 2620 16501 TRIGGER core t audit postgres\n\
+             3302; 0 0 SEQUENCE SET core t_id_seq postgres\n"
+        );
+        let list = copy_list(&toc, &[("core".to_string(), "t".to_string())]);
+        assert!(list.contains("TABLE core t_other") && list.contains("TABLE DATA core t "));
+        assert!(!list.contains("TABLE DATA core t_other") && !list.contains("TABLE DATA public"));
+        assert!(list.contains("CONSTRAINT core t t_pkey") && list.contains("SEQUENCE SET"));
+        assert!(!list.contains("FK CONSTRAINT") && !list.contains("TRIGGER"));
     }
 
     #[test]
