@@ -122,14 +122,33 @@ fn a_backup_whose_upload_stalls_fails_cleanly_and_the_next_one_succeeds() {
 
 #[test]
 fn a_stop_request_ends_a_hung_command_at_once() {
-    // Long timeouts: only the stop request can end these.
-    let mut env = Env::new(Repo::S3, false);
+    // Long timeouts: only the stop request can end these. Encrypted: a stop while the
+    // decryption reads its header once passed for a damaged backup.
+    let mut env = Env::new(Repo::S3, true);
     let proxy = env.behind_proxy(120, 300);
     let before = env.backup(&[]);
+    env.new_database("stopped");
+    let into = env.cluster.url("stopped");
+    // A download stopped before its first byte is a stop, not a damaged backup.
+    let stalled_download = || {
+        Rule::all(Fault::StallBody { after: 0 })
+            .method("GET")
+            .path("/data/db/")
+    };
     for (args, fault) in [
         (vec!["list"], Rule::all(Fault::Hang)),
         (vec!["backup", "db"], Rule::all(Fault::Hang).method("PUT")),
-    ] {
+    ]
+    .into_iter()
+    .chain((0..3).flat_map(|_| {
+        [
+            (
+                vec!["restore", "db", before.as_str(), "--into", into.as_str()],
+                stalled_download(),
+            ),
+            (vec!["verify", before.as_str()], stalled_download()),
+        ]
+    })) {
         proxy.set(vec![fault]);
         let faulted = proxy.faulted();
         let child = env
@@ -152,6 +171,9 @@ fn a_stop_request_ends_a_hung_command_at_once() {
     let listed: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(listed.len(), 1, "an interrupted backup was committed");
     assert_eq!(listed[0]["id"], before.as_str());
+    // The stopped verification recorded nothing against the backup.
+    let status = env.lifeboat(&["status", "--json"]);
+    assert!(!status.stdout.contains("damaged"), "{}", status.stdout);
 }
 
 #[test]

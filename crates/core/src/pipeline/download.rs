@@ -138,7 +138,10 @@ async fn fetch<T: Send + 'static>(
     }
     drop(tx);
     let result = opening.await.map_err(|e| Error::thread("pipeline", e))?;
-    if interrupted {
+    // A stop request can also reach the reader first, as an error of the stream (the storage
+    // layer ends a request at once): what the reader then says (a header it could not read,
+    // a stream cut short) is about the stop, never about the backup.
+    if interrupted || (result.is_err() && cancel.is_cancelled()) {
         return Err(Error::Interrupted(format!("download of `{path}` stopped")));
     }
     result

@@ -1,4 +1,6 @@
-//! The custom-format archive of `pg_dump`: just enough of it to restore fast in parallel.
+//! The custom-format archive of `pg_dump`: just enough of it to restore fast in parallel, and
+//! to count each table's rows as the archive streams by ([`count_rows`]), instead of scanning
+//! every table a second time.
 //!
 //! `pg_dump` writing to a pipe cannot go back to record where each table's data starts, so a
 //! streamed archive has no data offsets in its table of contents. `pg_restore --jobs` then has
@@ -24,14 +26,14 @@ const OFFSET_SET: u8 = 2;
 /// Archive versions this reader knows: 1.12 (PostgreSQL 10) to 1.15 (PostgreSQL 16).
 const KNOWN_MINORS: std::ops::RangeInclusive<u8> = 12..=15;
 
-struct Cursor {
-    inner: BufReader<File>,
+struct Cursor<R> {
+    inner: R,
     pos: u64,
     int_size: usize,
     off_size: usize,
 }
 
-impl Cursor {
+impl<R: Read> Cursor<R> {
     fn byte(&mut self) -> io::Result<u8> {
         let mut b = [0u8; 1];
         self.inner.read_exact(&mut b)?;
@@ -48,13 +50,6 @@ impl Cursor {
         Ok(if negative { -value } else { value })
     }
 
-    fn skip(&mut self, n: u64) -> io::Result<()> {
-        // Within the buffer this moves no data and makes no system call.
-        self.inner.seek_relative(n as i64)?;
-        self.pos += n;
-        Ok(())
-    }
-
     /// A string; `None` for SQL NULL (length -1).
     fn string(&mut self) -> io::Result<Option<Vec<u8>>> {
         let len = self.int()?;
@@ -67,19 +62,140 @@ impl Cursor {
         Ok(Some(buf))
     }
 
-    /// Skips length-prefixed chunks up to the zero length that ends them.
-    fn skip_chunks(&mut self) -> io::Result<()> {
-        loop {
-            let len = self.int()?;
-            if len == 0 {
-                return Ok(());
-            }
-            if len < 0 {
-                return Err(invalid("negative chunk length"));
-            }
-            self.skip(len as u64)?;
+    /// Reads `n` bytes, handing them to `seen` a piece at a time.
+    fn read_through(&mut self, n: u64, mut seen: impl FnMut(&[u8])) -> io::Result<()> {
+        let mut buf = [0u8; 1 << 16];
+        let mut left = n;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            self.inner.read_exact(&mut buf[..want])?;
+            seen(&buf[..want]);
+            left -= want as u64;
+        }
+        self.pos += n;
+        Ok(())
+    }
+
+    /// The next chunk's length; `None` at the zero length that ends a block's chunks.
+    fn chunk_len(&mut self) -> io::Result<Option<u64>> {
+        match self.int()? {
+            0 => Ok(None),
+            len if len < 0 => Err(invalid("negative chunk length")),
+            len => Ok(Some(len as u64)),
         }
     }
+
+    /// Reads length-prefixed chunks up to the zero length that ends them, handing their bytes
+    /// to `seen`.
+    fn read_chunks(&mut self, mut seen: impl FnMut(&[u8])) -> io::Result<()> {
+        while let Some(len) = self.chunk_len()? {
+            self.read_through(len, &mut seen)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the header and the table of contents; `None` for an archive version this reader
+    /// does not know.
+    fn header_and_toc(&mut self) -> io::Result<Option<Toc>> {
+        let mut magic = [0u8; 5];
+        self.inner.read_exact(&mut magic)?;
+        self.pos = 5;
+        if &magic != MAGIC {
+            return Err(invalid("bad magic"));
+        }
+        let (major, minor, _rev) = (self.byte()?, self.byte()?, self.byte()?);
+        if major != 1 || !KNOWN_MINORS.contains(&minor) {
+            return Ok(None);
+        }
+        self.int_size = self.byte()? as usize;
+        self.off_size = self.byte()? as usize;
+        if !(1..=8).contains(&self.int_size) || !(1..=8).contains(&self.off_size) {
+            return Err(invalid("odd integer sizes"));
+        }
+        let _format = self.byte()?;
+        let compressed = if minor >= 15 {
+            self.byte()? != 0
+        } else {
+            self.int()? != 0
+        };
+        for _ in 0..7 {
+            self.int()?; // creation time
+        }
+        self.string()?; // database name
+        self.string()?; // server version
+        self.string()?; // pg_dump version
+
+        let count = self.int()?;
+        let mut entries = Vec::new();
+        for _ in 0..count {
+            let dump_id = self.int()?;
+            self.int()?; // had dumper
+            self.string()?; // table oid
+            self.string()?; // oid
+            let tag = self.string()?.unwrap_or_default();
+            let desc = self.string()?.unwrap_or_default();
+            self.int()?; // section
+            self.string()?; // definition
+            self.string()?; // drop statement
+            self.string()?; // copy statement
+            let namespace = self.string()?.unwrap_or_default();
+            self.string()?; // tablespace
+            if minor >= 14 {
+                self.string()?; // table access method
+            }
+            self.string()?; // owner
+            self.string()?; // "false" (with oids)
+            while self.string()?.is_some() {} // dependencies
+            let offset_field = self.pos;
+            let flag = self.byte()?;
+            self.read_through(self.off_size as u64, |_| {})?;
+            entries.push(TocEntry {
+                dump_id,
+                tag,
+                desc,
+                namespace,
+                offset_field,
+                offset_set: flag != OFFSET_NOT_SET,
+            });
+        }
+        Ok(Some(Toc {
+            compressed,
+            entries,
+        }))
+    }
+}
+
+impl Cursor<BufReader<File>> {
+    fn skip(&mut self, n: u64) -> io::Result<()> {
+        // Within the buffer this moves no data and makes no system call.
+        self.inner.seek_relative(n as i64)?;
+        self.pos += n;
+        Ok(())
+    }
+
+    /// Skips length-prefixed chunks up to the zero length that ends them.
+    fn skip_chunks(&mut self) -> io::Result<()> {
+        while let Some(len) = self.chunk_len()? {
+            self.skip(len)?;
+        }
+        Ok(())
+    }
+}
+
+struct Toc {
+    /// Whether pg_dump compressed the data blocks itself.
+    compressed: bool,
+    entries: Vec<TocEntry>,
+}
+
+struct TocEntry {
+    dump_id: i64,
+    tag: Vec<u8>,
+    desc: Vec<u8>,
+    namespace: Vec<u8>,
+    /// Where the entry's data-offset field is.
+    offset_field: u64,
+    offset_set: bool,
 }
 
 fn invalid(what: &str) -> io::Error {
@@ -100,81 +216,30 @@ pub fn index_data_offsets(file: &File) -> io::Result<usize> {
         int_size: 4,
         off_size: 8,
     };
-    let mut magic = [0u8; 5];
-    cur.inner.read_exact(&mut magic)?;
-    cur.pos = 5;
-    if &magic != MAGIC {
-        return Err(invalid("bad magic"));
-    }
-    let (major, minor, _rev) = (cur.byte()?, cur.byte()?, cur.byte()?);
-    if major != 1 || !KNOWN_MINORS.contains(&minor) {
+    let Some(toc) = cur.header_and_toc()? else {
         return Ok(0);
-    }
-    cur.int_size = cur.byte()? as usize;
-    cur.off_size = cur.byte()? as usize;
-    if !(1..=8).contains(&cur.int_size) || !(1..=8).contains(&cur.off_size) {
-        return Err(invalid("odd integer sizes"));
-    }
-    let _format = cur.byte()?;
-    if minor >= 15 {
-        let _algorithm = cur.byte()?;
-    } else {
-        let _level = cur.int()?;
-    }
-    for _ in 0..7 {
-        cur.int()?; // creation time
-    }
-    cur.string()?; // database name
-    cur.string()?; // server version
-    cur.string()?; // pg_dump version
-
-    let count = cur.int()?;
+    };
     // dump id -> position of its offset field
-    let mut unset: HashMap<i64, u64> = HashMap::new();
-    for _ in 0..count {
-        let dump_id = cur.int()?;
-        cur.int()?; // had dumper
-        cur.string()?; // table oid
-        cur.string()?; // oid
-        cur.string()?; // tag
-        cur.string()?; // desc
-        cur.int()?; // section
-        cur.string()?; // definition
-        cur.string()?; // drop statement
-        cur.string()?; // copy statement
-        cur.string()?; // namespace
-        cur.string()?; // tablespace
-        if minor >= 14 {
-            cur.string()?; // table access method
-        }
-        cur.string()?; // owner
-        cur.string()?; // "false" (with oids)
-        while cur.string()?.is_some() {} // dependencies
-        let field = cur.pos;
-        let flag = cur.byte()?;
-        cur.skip(cur.off_size as u64)?;
-        if flag == OFFSET_NOT_SET {
-            unset.insert(dump_id, field);
-        }
-    }
+    let unset: HashMap<i64, u64> = toc
+        .entries
+        .iter()
+        .filter(|e| !e.offset_set)
+        .map(|e| (e.dump_id, e.offset_field))
+        .collect();
 
     let mut found: Vec<(u64, u64)> = Vec::new();
     loop {
         let block_start = cur.pos;
-        let kind = match cur.byte() {
-            Ok(kind) => kind,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(e),
+        let Some((kind, dump_id)) = block_head(&mut cur)? else {
+            break;
         };
-        let dump_id = cur.int()?;
         match kind {
             BLK_DATA => cur.skip_chunks()?,
-            BLK_BLOBS => {
+            _ => {
                 while cur.int()? != 0 {
                     cur.skip_chunks()?;
                 }
             }
-            _ => return Err(invalid("unknown block type")),
         }
         if let Some(field) = unset.get(&dump_id) {
             found.push((*field, block_start));
@@ -190,4 +255,260 @@ pub fn index_data_offsets(file: &File) -> io::Result<usize> {
     }
     out.sync_data()?;
     Ok(found.len())
+}
+
+/// A data block's type and dump id; `None` at the end of the archive.
+fn block_head<R: Read>(cur: &mut Cursor<R>) -> io::Result<Option<(u8, i64)>> {
+    let kind = match cur.byte() {
+        Ok(kind) => kind,
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if kind != BLK_DATA && kind != BLK_BLOBS {
+        return Err(invalid("unknown block type"));
+    }
+    Ok(Some((kind, cur.int()?)))
+}
+
+/// Rows of each table whose data a streamed archive holds, by `(schema, table)`: the lines
+/// of its `COPY` data (one per row). `Ok(None)` when the archive cannot be read this way (a
+/// version this reader does not know, or data compressed by pg_dump itself).
+pub fn count_rows(input: impl Read) -> io::Result<Option<HashMap<(String, String), u64>>> {
+    let mut cur = Cursor {
+        inner: io::BufReader::with_capacity(1 << 16, input),
+        pos: 0,
+        int_size: 4,
+        off_size: 8,
+    };
+    let Some(toc) = cur.header_and_toc()? else {
+        return Ok(None);
+    };
+    if toc.compressed {
+        return Ok(None);
+    }
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let tables: HashMap<i64, (String, String)> = toc
+        .entries
+        .iter()
+        .filter(|e| e.desc == b"TABLE DATA")
+        .map(|e| (e.dump_id, (text(&e.namespace), text(&e.tag))))
+        .collect();
+    let mut counts = HashMap::new();
+    while let Some((kind, dump_id)) = block_head(&mut cur)? {
+        match (kind, tables.get(&dump_id)) {
+            (BLK_DATA, Some(table)) => {
+                *counts.entry(table.clone()).or_default() += count_copy_rows(&mut cur)?;
+            }
+            (BLK_DATA, None) => cur.read_chunks(|_| {})?,
+            _ => {
+                while cur.int()? != 0 {
+                    cur.read_chunks(|_| {})?;
+                }
+            }
+        }
+    }
+    Ok(Some(counts))
+}
+
+/// The rows of one `COPY` data block: its lines, leaving out the end marker pg_dump writes as
+/// a chunk of its own (`\.` and newlines; a row never reads so, as COPY escapes backslashes).
+fn count_copy_rows<R: Read>(cur: &mut Cursor<R>) -> io::Result<u64> {
+    let mut rows = 0u64;
+    while let Some(len) = cur.chunk_len()? {
+        if len <= 16 {
+            let mut chunk = vec![0u8; len as usize];
+            cur.inner.read_exact(&mut chunk)?;
+            cur.pos += len;
+            let end_marker = chunk.starts_with(b"\\.") && chunk[2..].iter().all(|b| *b == b'\n');
+            if !end_marker {
+                rows += memchr::memchr_iter(b'\n', &chunk).count() as u64;
+            }
+        } else {
+            cur.read_through(len, |bytes| {
+                rows += memchr::memchr_iter(b'\n', bytes).count() as u64;
+            })?;
+        }
+    }
+    Ok(rows)
+}
+
+/// What [`count_alongside`] counted: rows by `(schema, table)`, or `None` when the archive
+/// could not be read that way.
+pub type StreamCounts = std::thread::JoinHandle<io::Result<Option<HashMap<(String, String), u64>>>>;
+
+/// Passes `inner` through, and hands a copy of every byte to a thread that counts rows with
+/// [`count_rows`]. At most 16 reads are in flight; if the counting thread stops early (an
+/// archive it cannot read), the copies stop and the stream goes on.
+pub fn count_alongside<R: Read>(inner: R) -> (Tee<R>, StreamCounts) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(16);
+    let counting = std::thread::spawn(move || {
+        count_rows(Channel {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        })
+    });
+    (
+        Tee {
+            inner,
+            tx: Some(tx),
+        },
+        counting,
+    )
+}
+
+/// A reader that also sends what it reads to a channel.
+pub struct Tee<R> {
+    inner: R,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            if let Some(tx) = &self.tx {
+                if tx.send(buf[..n].to_vec()).is_err() {
+                    self.tx = None;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The receiving end of a [`Tee`], as a reader that ends when the tee is dropped.
+struct Channel {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Channel {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(buf) => {
+                    self.buf = buf;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A custom-format archive (version 1.14, as pg_dump 15 writes it) with the given TOC
+    /// entries `(dump id, desc, schema, tag)` and data blocks `(dump id, chunks)`.
+    fn archive(entries: &[(i64, &str, &str, &str)], blocks: &[(i64, Vec<&[u8]>)]) -> Vec<u8> {
+        let mut out = b"PGDMP".to_vec();
+        let int = |out: &mut Vec<u8>, v: i64| {
+            out.push(u8::from(v < 0));
+            out.extend_from_slice(&(v.unsigned_abs() as u32).to_le_bytes());
+        };
+        let string = |out: &mut Vec<u8>, s: Option<&str>| match s {
+            None => int(out, -1),
+            Some(s) => {
+                int(out, s.len() as i64);
+                out.extend_from_slice(s.as_bytes());
+            }
+        };
+        out.extend_from_slice(&[1, 14, 0, 4, 8, 1]);
+        int(&mut out, 0); // compression level
+        for _ in 0..7 {
+            int(&mut out, 1);
+        }
+        for s in ["yomira", "15.0", "15.0"] {
+            string(&mut out, Some(s));
+        }
+        int(&mut out, entries.len() as i64);
+        for (id, desc, schema, tag) in entries {
+            int(&mut out, *id);
+            int(&mut out, 1);
+            string(&mut out, Some("0"));
+            string(&mut out, Some("0"));
+            string(&mut out, Some(tag));
+            string(&mut out, Some(desc));
+            int(&mut out, 2);
+            for s in ["", "", ""] {
+                string(&mut out, Some(s));
+            }
+            string(&mut out, Some(schema));
+            string(&mut out, Some(""));
+            string(&mut out, Some("heap"));
+            string(&mut out, Some("lifeboat"));
+            string(&mut out, Some("false"));
+            string(&mut out, None); // no dependencies
+            out.push(OFFSET_NOT_SET);
+            out.extend_from_slice(&[0; 8]);
+        }
+        for (id, chunks) in blocks {
+            out.push(BLK_DATA);
+            int(&mut out, *id);
+            for chunk in chunks {
+                int(&mut out, chunk.len() as i64);
+                out.extend_from_slice(chunk);
+            }
+            int(&mut out, 0);
+        }
+        out
+    }
+
+    #[test]
+    fn rows_are_counted_as_the_archive_streams_by() {
+        let long = format!("1\t{}\n", "x".repeat(100_000));
+        let bytes = archive(
+            &[
+                (10, "TABLE", "core", "comic"),
+                (20, "TABLE DATA", "core", "comic"),
+                (21, "TABLE DATA", "core", "Odd Name"),
+                (22, "SEQUENCE SET", "core", "comic_id_seq"),
+                (23, "TABLE DATA", "public", "empty"),
+            ],
+            &[
+                (
+                    20,
+                    vec![long.as_bytes(), b"2\tb\n", b"3\tc\\nd\n", b"\\.\n\n\n"],
+                ),
+                (21, vec![b"\\\\.\n", b"\\.\n\n\n"]),
+                (23, vec![b"\\.\n\n\n"]),
+            ],
+        );
+        // Through the tee, read in small pieces as a pipe would give them.
+        let (mut tee, counting) = count_alongside(io::Cursor::new(bytes.clone()));
+        let mut passed = Vec::new();
+        let mut buf = [0u8; 7];
+        loop {
+            let n = tee.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            passed.extend_from_slice(&buf[..n]);
+        }
+        drop(tee);
+        assert_eq!(passed, bytes, "the tee changes nothing");
+        let counts = counting.join().unwrap().unwrap().unwrap();
+        let rows =
+            |schema: &str, name: &str| counts.get(&(schema.to_string(), name.to_string())).copied();
+        assert_eq!(rows("core", "comic"), Some(3));
+        assert_eq!(
+            rows("core", "Odd Name"),
+            Some(1),
+            "a row holding a backslash and a dot"
+        );
+        assert_eq!(rows("public", "empty"), Some(0));
+        assert_eq!(counts.len(), 3);
+        // Data compressed by pg_dump cannot be counted this way.
+        let mut compressed = bytes.clone();
+        compressed[12] = 6; // the compression level, after the sign byte
+        assert!(count_rows(io::Cursor::new(compressed)).unwrap().is_none());
+    }
 }

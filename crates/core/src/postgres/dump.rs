@@ -1,10 +1,12 @@
 //! Logical backup: `pg_dump` in custom format, streamed through the pipeline into the
-//! repository, with exact row counts taken in the very snapshot pg_dump reads.
+//! repository, with exact row counts: those of the archive itself.
 //!
 //! Sequence: open a REPEATABLE READ transaction and export its snapshot; start pg_dump on that
-//! snapshot; while the dump streams, count every table's rows in the same transaction; when
-//! both are done, write the manifest (the commit). Any failure before the manifest removes
-//! what was written, so a failed or interrupted backup never shows up in `list`.
+//! snapshot; while the dump streams, count every table's rows in the archive as it passes (its
+//! `COPY` lines; [`crate::postgres::archive::count_alongside`]), without reading the tables a
+//! second time; a table the archive has no data for is counted in the same snapshot; then
+//! write the manifest (the commit). Any failure before the manifest removes what was written,
+//! so a failed or interrupted backup never shows up in `list`.
 
 use jiff::Timestamp;
 
@@ -79,13 +81,13 @@ pub async fn backup_db(
     let (tool, _passfile) = conn.apply_to(tool)?;
     let source = tool.spawn_reader()?;
     let killer = source.killer();
+    let (source, stream_counts) = crate::postgres::archive::count_alongside(source);
 
     let plan = DataPlan::new(ctx, BackupKind::Db, &id, db_size.max(0) as u64, 0);
     tracing::info!(backup = %id, database = name, "dumping `{dbname}` ({} estimated)", human_bytes(db_size.max(0) as u64));
     let task = ctx.progress.start(&format!("dump {name}"), None);
-    // A failed upload stops the counting (which may be waiting on a lock), and the reverse.
     let stop = ctx.cancel.child_token();
-    let upload = pipeline::upload(
+    let uploaded = pipeline::upload(
         repo.storage(),
         plan.target(),
         source,
@@ -93,32 +95,24 @@ pub async fn backup_db(
         plan.seal.clone(),
         task,
         &stop,
-    );
-    let upload = async {
-        let result = upload.await;
-        if result.is_err() {
-            stop.cancel();
+    )
+    .await;
+    let counted = match &uploaded {
+        Err(_) => Ok(Vec::new()),
+        Ok(_) if request.schema_only => Ok(Vec::new()),
+        Ok(_) => {
+            // The whole archive went by: the counting thread has seen its end.
+            let stream = tokio::task::spawn_blocking(move || stream_counts.join())
+                .await
+                .map_err(|e| Error::thread("row counting", e))?
+                .map_err(|_| Error::Internal("the row counting thread panicked".into()))?;
+            rows_of(&txn, &tables, stream, &stop).await
         }
-        result
     };
-    let counting = async {
-        if request.schema_only {
-            return Ok(Vec::new());
-        }
-        let result = count_rows(&txn, &tables, &stop).await;
-        if result.is_err() {
-            stop.cancel();
-        }
-        result
-    };
-    let (uploaded, counted) = tokio::join!(upload, counting);
     let outcome = async {
         let (stats, tables) = match (uploaded, counted) {
             (Ok(stats), Ok(tables)) => (stats, tables),
-            (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
-            // One side stopped because the other failed: report the cause.
-            (Err(Error::Interrupted(_)), Err(e)) if !ctx.cancel.is_cancelled() => return Err(e),
-            (Err(e), Err(_)) => return Err(e),
+            (Err(e), _) | (_, Err(e)) => return Err(e),
         };
         // The roles, for a restore onto a server that has none of them.
         let (roles, role_passwords) = globals::dump_roles(&ctx.tools, &conn, &txn).await?;
@@ -233,6 +227,46 @@ async fn check_schemas_exist(
         }
     }
     Ok(())
+}
+
+/// Every listed table's rows: as counted in the archive, else (a table the archive holds no
+/// data for, or an archive the counter could not read) counted in the snapshot.
+async fn rows_of(
+    txn: &tokio_postgres::Transaction<'_>,
+    tables: &[(String, String)],
+    stream: std::io::Result<Option<std::collections::HashMap<(String, String), u64>>>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<Vec<TableRows>> {
+    let stream = match stream {
+        Ok(Some(counts)) => counts,
+        Ok(None) => Default::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not count rows in the archive; counting in the snapshot");
+            Default::default()
+        }
+    };
+    let missing: Vec<(String, String)> = tables
+        .iter()
+        .filter(|t| !stream.contains_key(*t))
+        .cloned()
+        .collect();
+    let counted_again = count_rows(txn, &missing, cancel).await?;
+    Ok(tables
+        .iter()
+        .map(|(schema, name)| TableRows {
+            schema: schema.clone(),
+            name: name.clone(),
+            rows: stream
+                .get(&(schema.clone(), name.clone()))
+                .copied()
+                .unwrap_or_else(|| {
+                    counted_again
+                        .iter()
+                        .find(|t| &t.schema == schema && &t.name == name)
+                        .map_or(0, |t| t.rows)
+                }),
+        })
+        .collect())
 }
 
 async fn count_rows(
