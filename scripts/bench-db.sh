@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Benchmark of logical backup and restore, all measured in one run on this machine:
 #   (a) the guide's pipeline: pg_dump --format=custom --compress=9 to a file, then `aws s3 cp`
-#   (b) lifeboat backup db (streamed: zstd, multipart upload, row counts in the same snapshot)
-#   (c) pg_dump --format=custom --compress=0 > /dev/null alone: the floor
+#   (b) lifeboat backup db (streamed: zstd, multipart upload, row counts from the stream)
+#   (c) pg_dump --format=custom --compress=0 | zstd -3 -T0 > /dev/null: the floor
 # and for restore: (d) `aws s3 cp` down then pg_restore --jobs 4, against
 #   (e) lifeboat restore db --jobs 4.
-# Against a real S3 server on loopback (lifeboat-s3-server, s3s-fs) and a pgbench database.
+# Against a real S3 server on loopback (lifeboat-s3-server, s3s-fs), on two databases: pgbench's
+# (whose filler compresses to almost nothing) and scripts/realistic.sql's (text that compresses
+# like user content, about 2.5x with gzip -9).
 #
-# Usage: scripts/bench-db.sh [SCALE]   (default 100: about 1.5 GB; needs PostgreSQL and awscli)
+# Usage: scripts/bench-db.sh [SCALE] [ROWS]   (pgbench scale, default 100: about 1.5 GB; realistic
+# rows, default 1000000: about 0.5 GB; needs PostgreSQL, zstd and awscli)
 set -euo pipefail
 SCALE=${1:-${SCALE:-100}}
+ROWS=${2:-${ROWS:-1000000}}
 cd "$(dirname "$0")/.."
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 command -v aws >/dev/null || { echo "error: awscli is needed for the guide's pipeline: pip install awscli" >&2; exit 1; }
+command -v zstd >/dev/null || { echo "error: zstd is needed for the floor: apt-get install zstd" >&2; exit 1; }
 
 cargo build --profile bench-release -q -p lifeboat -p lifeboat-testkit
 LIFEBOAT=$PWD/target/bench-release/lifeboat
@@ -42,7 +47,9 @@ CONF
 "$BIN/createdb" bench
 echo "building a pgbench database at scale $SCALE..." >&2
 "$BIN/pgbench" -i -q -s "$SCALE" bench 2>/dev/null
-DBSIZE=$("$BIN/psql" -XAtc "select pg_database_size('bench')" bench)
+"$BIN/createdb" real
+echo "building a realistic database of $ROWS comments..." >&2
+"$BIN/psql" -Xq -v rows="$ROWS" -f scripts/realistic.sql real >/dev/null
 
 mkdir -p "$WORK/s3/bench"
 S3_ACCESS_KEY=bench S3_SECRET_KEY=bench-secret-key target/bench-release/lifeboat-s3-server "$WORK/s3" "$S3PORT" >/dev/null &
@@ -60,6 +67,8 @@ access_key_id = "bench"
 secret_access_key = "\${AWS_SECRET_ACCESS_KEY}"
 [postgres.bench]
 url = "postgresql:///bench?host=$WORK&port=$PORT&user=bench"
+[postgres.real]
+url = "postgresql:///real?host=$WORK&port=$PORT&user=bench"
 TOML
 export LIFEBOAT_CONFIG=$WORK/lifeboat.toml
 "$LIFEBOAT" -q init >/dev/null
@@ -67,50 +76,55 @@ export LIFEBOAT_CONFIG=$WORK/lifeboat.toml
 now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc; }
 
-# Warm the cache once so that no contestant pays for the first read.
-"$BIN/pg_dump" --format=custom --compress=0 bench >/dev/null
+measure() { # DB LABEL
+  local db=$1 label=$2 t0 t1
+  local dbsize; dbsize=$("$BIN/psql" -XAtc "select pg_database_size('$db')" "$db")
+  # Warm the cache once so that no contestant pays for the first read.
+  "$BIN/pg_dump" --format=custom --compress=0 "$db" >/dev/null
 
-t0=$(now); "$BIN/pg_dump" --format=custom --compress=0 bench >/dev/null; t1=$(now)
-FLOOR=$(secs "$t0" "$t1")
+  t0=$(now); "$BIN/pg_dump" --format=custom --compress=0 "$db" | zstd -q -3 -T0 >/dev/null; t1=$(now)
+  local floor; floor=$(secs "$t0" "$t1")
 
-t0=$(now)
-"$BIN/pg_dump" --format=custom --compress=9 --file="$WORK/guide.dump" bench
-aws --endpoint-url "$ENDPOINT" s3 cp --quiet "$WORK/guide.dump" s3://bench/guide/bench.dump
-t1=$(now)
-GUIDE=$(secs "$t0" "$t1")
-GUIDE_SIZE=$(stat -c %s "$WORK/guide.dump")
-rm -f "$WORK/guide.dump"
+  t0=$(now)
+  "$BIN/pg_dump" --format=custom --compress=9 --file="$WORK/guide.dump" "$db"
+  aws --endpoint-url "$ENDPOINT" s3 cp --quiet "$WORK/guide.dump" "s3://bench/guide/$db.dump"
+  t1=$(now)
+  local guide; guide=$(secs "$t0" "$t1")
+  local guide_size; guide_size=$(stat -c %s "$WORK/guide.dump")
+  rm -f "$WORK/guide.dump"
 
-t0=$(now)
-/usr/bin/time -f "%M" -o "$WORK/rss" "$LIFEBOAT" -q backup db >"$WORK/id"
-t1=$(now)
-LIFEBOAT_SECS=$(secs "$t0" "$t1")
-LIFEBOAT_RSS_KB=$(cat "$WORK/rss")
-LIFEBOAT_SIZE=$("$LIFEBOAT" show latest --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_size"])')
+  t0=$(now)
+  /usr/bin/time -f "%M" -o "$WORK/rss" "$LIFEBOAT" -q backup db --db "$db" >"$WORK/id"
+  t1=$(now)
+  local lb; lb=$(secs "$t0" "$t1")
+  local rss; rss=$(cat "$WORK/rss")
+  local id; id=$(tail -n 1 "$WORK/id")
+  local lb_size; lb_size=$("$LIFEBOAT" show "$id" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_size"])')
 
-"$BIN/createdb" r_guide; "$BIN/createdb" r_lifeboat
-t0=$(now)
-aws --endpoint-url "$ENDPOINT" s3 cp --quiet s3://bench/guide/bench.dump "$WORK/restore.dump"
-"$BIN/pg_restore" --jobs=4 --dbname=r_guide "$WORK/restore.dump"
-t1=$(now)
-GUIDE_RESTORE=$(secs "$t0" "$t1")
-rm -f "$WORK/restore.dump"
+  "$BIN/createdb" "${db}_guide"; "$BIN/createdb" "${db}_lifeboat"
+  t0=$(now)
+  aws --endpoint-url "$ENDPOINT" s3 cp --quiet "s3://bench/guide/$db.dump" "$WORK/restore.dump"
+  "$BIN/pg_restore" --jobs=4 --dbname="${db}_guide" "$WORK/restore.dump"
+  t1=$(now)
+  local grest; grest=$(secs "$t0" "$t1")
+  rm -f "$WORK/restore.dump"
 
-t0=$(now)
-/usr/bin/time -f "%M" -o "$WORK/rss2" "$LIFEBOAT" -q restore db latest \
-  --into "postgresql:///r_lifeboat?host=$WORK&port=$PORT&user=bench" --jobs 4 --spool-dir "$WORK" >/dev/null
-t1=$(now)
-LIFEBOAT_RESTORE=$(secs "$t0" "$t1")
+  t0=$(now)
+  /usr/bin/time -f "%M" -o "$WORK/rss2" "$LIFEBOAT" -q restore db "$id" \
+    --into "postgresql:///${db}_lifeboat?host=$WORK&port=$PORT&user=bench" --jobs 4 --spool-dir "$WORK" >/dev/null
+  t1=$(now)
+  local lrest; lrest=$(secs "$t0" "$t1")
+  local rss2; rss2=$(cat "$WORK/rss2")
 
-python3 - "$SCALE" "$DBSIZE" "$FLOOR" "$GUIDE" "$GUIDE_SIZE" "$LIFEBOAT_SECS" "$LIFEBOAT_SIZE" "$LIFEBOAT_RSS_KB" "$GUIDE_RESTORE" "$LIFEBOAT_RESTORE" <<'PY'
+  python3 - "$label" "$dbsize" "$floor" "$guide" "$guide_size" "$lb" "$lb_size" "$rss" "$grest" "$lrest" "$rss2" <<'PY'
 import sys
-scale, dbsize, floor, guide, gsize, lb, lsize, rss, grest, lrest = sys.argv[1:]
-dbsize, gsize, lsize, rss = int(dbsize), int(gsize), int(lsize), int(rss)
+label, dbsize, floor, guide, gsize, lb, lsize, rss, grest, lrest, rss2 = sys.argv[1:]
+dbsize, gsize, lsize, rss, rss2 = int(dbsize), int(gsize), int(lsize), int(rss), int(rss2)
 floor, guide, lb, grest, lrest = map(float, (floor, guide, lb, grest, lrest))
-print(f"pgbench scale {scale}, database {dbsize/2**20:.0f} MiB")
+print(f"{label}, database {dbsize/2**20:.0f} MiB")
 print(f"| backup | wall time | stored size |")
 print(f"|---|---|---|")
-print(f"| (c) pg_dump -Fc -Z0 > /dev/null (floor) | {floor:.1f} s | - |")
+print(f"| (c) pg_dump -Fc -Z0 \\| zstd -3 -T0 > /dev/null (floor) | {floor:.1f} s | - |")
 print(f"| (a) guide: pg_dump -Fc -Z9 + aws s3 cp | {guide:.1f} s | {gsize/2**20:.1f} MiB |")
 print(f"| (b) lifeboat backup db | {lb:.1f} s | {lsize/2**20:.1f} MiB |")
 print(f"lifeboat / guide time = {lb/guide:.2f} (target <= 0.33); lifeboat / floor = {lb/floor:.2f} (target <= 1.15)")
@@ -119,5 +133,10 @@ print(f"| restore | wall time |")
 print(f"|---|---|")
 print(f"| (d) aws s3 cp + pg_restore --jobs 4 | {grest:.1f} s |")
 print(f"| (e) lifeboat restore db --jobs 4 | {lrest:.1f} s |")
-print(f"lifeboat / guide restore time = {lrest/grest:.2f}")
+print(f"lifeboat / guide restore time = {lrest/grest:.2f} (target <= 0.8); lifeboat peak RSS {rss2/1024:.0f} MiB")
+print()
 PY
+}
+
+measure bench "pgbench scale $SCALE"
+measure real "realistic, $ROWS comments"
