@@ -209,7 +209,9 @@ fn invalid(what: &str) -> io::Error {
 /// Returns how many entries were indexed; `Ok(0)` for an archive version this reader does not
 /// know, which `pg_restore` still reads, only more slowly.
 pub fn index_data_offsets(file: &File) -> io::Result<usize> {
-    let file = file.try_clone()?;
+    let mut file = file.try_clone()?;
+    // The clone shares the file's position, which the spooling left at the end.
+    file.seek(SeekFrom::Start(0))?;
     let mut cur = Cursor {
         inner: BufReader::with_capacity(1 << 16, file.try_clone()?),
         pos: 0,
@@ -460,6 +462,40 @@ mod tests {
             int(&mut out, 0);
         }
         out
+    }
+
+    #[test]
+    fn a_spooled_archive_gets_its_data_offsets() {
+        let bytes = archive(
+            &[
+                (20, "TABLE DATA", "core", "comic"),
+                (21, "TABLE DATA", "core", "chapter"),
+            ],
+            &[(20, vec![b"1\n", b"\\.\n\n\n"]), (21, vec![b"2\n"])],
+        );
+        // As the spool leaves it: written, its position at the end.
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&bytes).unwrap();
+        assert_eq!(index_data_offsets(&file).unwrap(), 2);
+        let mut indexed = Vec::new();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.read_to_end(&mut indexed).unwrap();
+        assert_eq!(indexed.len(), bytes.len());
+        let mut cur = Cursor {
+            inner: io::Cursor::new(indexed.clone()),
+            pos: 0,
+            int_size: 4,
+            off_size: 8,
+        };
+        let toc = cur.header_and_toc().unwrap().unwrap();
+        for entry in &toc.entries {
+            assert!(entry.offset_set);
+            let at = entry.offset_field as usize + 1;
+            let offset = u64::from_le_bytes(indexed[at..at + 8].try_into().unwrap()) as usize;
+            // The block there is the entry's: its type, then its dump id.
+            assert_eq!(indexed[offset], BLK_DATA);
+            assert_eq!(indexed[offset + 2] as i64, entry.dump_id);
+        }
     }
 
     #[test]
