@@ -31,6 +31,7 @@ struct Cursor<R> {
     pos: u64,
     int_size: usize,
     off_size: usize,
+    scratch: Vec<u8>,
 }
 
 impl<R: Read> Cursor<R> {
@@ -62,14 +63,17 @@ impl<R: Read> Cursor<R> {
         Ok(Some(buf))
     }
 
-    /// Reads `n` bytes, handing them to `seen` a piece at a time.
+    /// Reads `n` bytes, handing them to `seen` a piece at a time (through a buffer made once:
+    /// a row is a chunk of its own, so this runs once per row).
     fn read_through(&mut self, n: u64, mut seen: impl FnMut(&[u8])) -> io::Result<()> {
-        let mut buf = [0u8; 1 << 16];
+        if self.scratch.is_empty() {
+            self.scratch = vec![0u8; 1 << 16];
+        }
         let mut left = n;
         while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            self.inner.read_exact(&mut buf[..want])?;
-            seen(&buf[..want]);
+            let want = left.min(self.scratch.len() as u64) as usize;
+            self.inner.read_exact(&mut self.scratch[..want])?;
+            seen(&self.scratch[..want]);
             left -= want as u64;
         }
         self.pos += n;
@@ -217,6 +221,7 @@ pub fn index_data_offsets(file: &File) -> io::Result<usize> {
         pos: 0,
         int_size: 4,
         off_size: 8,
+        scratch: Vec::new(),
     };
     let Some(toc) = cur.header_and_toc()? else {
         return Ok(0);
@@ -281,6 +286,7 @@ pub fn count_rows(input: impl Read) -> io::Result<Option<HashMap<(String, String
         pos: 0,
         int_size: 4,
         off_size: 8,
+        scratch: Vec::new(),
     };
     let Some(toc) = cur.header_and_toc()? else {
         return Ok(None);
@@ -318,12 +324,13 @@ fn count_copy_rows<R: Read>(cur: &mut Cursor<R>) -> io::Result<u64> {
     let mut rows = 0u64;
     while let Some(len) = cur.chunk_len()? {
         if len <= 16 {
-            let mut chunk = vec![0u8; len as usize];
-            cur.inner.read_exact(&mut chunk)?;
+            let mut small = [0u8; 16];
+            let chunk = &mut small[..len as usize];
+            cur.inner.read_exact(chunk)?;
             cur.pos += len;
             let end_marker = chunk.starts_with(b"\\.") && chunk[2..].iter().all(|b| *b == b'\n');
             if !end_marker {
-                rows += memchr::memchr_iter(b'\n', &chunk).count() as u64;
+                rows += memchr::memchr_iter(b'\n', chunk).count() as u64;
             }
         } else {
             cur.read_through(len, |bytes| {
@@ -486,6 +493,7 @@ mod tests {
             pos: 0,
             int_size: 4,
             off_size: 8,
+            scratch: Vec::new(),
         };
         let toc = cur.header_and_toc().unwrap().unwrap();
         for entry in &toc.entries {
