@@ -183,18 +183,32 @@ pub async fn restore_table(
         found.push(table);
     }
     drop(client);
+    // Only the schemas the live database lacks: creating one needs a privilege on the database
+    // that the live table's owner may not have.
     let mut schemas: Vec<&str> = targets.iter().map(|t| t.schema.as_str()).collect();
     schemas.sort_unstable();
     schemas.dedup();
-    let prelude = if request.data_only {
-        String::new()
-    } else {
-        schemas
-            .iter()
-            .map(|s| format!("CREATE SCHEMA IF NOT EXISTS {};", quote_ident(s)))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let mut prelude = Vec::new();
+    if !request.data_only {
+        let client = live.connect("the live database").await?;
+        for schema in schemas {
+            let exists: bool = client
+                .query_one(
+                    "SELECT to_regnamespace($1) IS NOT NULL",
+                    &[&quote_ident(schema)],
+                )
+                .await
+                .map_err(|e| Error::postgres("checking the copy's schema", &e))?
+                .get(0);
+            if !exists {
+                prelude.push(format!(
+                    "CREATE SCHEMA IF NOT EXISTS {};",
+                    quote_ident(schema)
+                ));
+            }
+        }
+    }
+    let prelude = prelude.join("\n");
     tracing::info!(
         target = live.redacted(),
         "loading the copies in one transaction"
