@@ -284,3 +284,33 @@ fn failed_backups_are_clear() {
     );
     wait_until(Duration::from_secs(1), "nothing", || true);
 }
+
+#[test]
+fn a_long_dump_outlives_the_servers_idle_transaction_timeout() {
+    // The snapshot transaction waits, idle, while pg_dump reads (here: waits for a lock);
+    // a server that ends idle transactions after a second must not end the backup.
+    let env = Env::new(Repo::Local, false);
+    env.sql(
+        "yomira",
+        "ALTER ROLE lifeboat SET idle_in_transaction_session_timeout = '1s'",
+    );
+    let lock = TableLock::hold(&env, "core.comic");
+    let child = env
+        .command(&["backup", "db"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_blocked_dump(&env);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    drop(lock);
+    let out = run_of(child.wait_with_output().unwrap());
+    env.sql(
+        "yomira",
+        "ALTER ROLE lifeboat RESET idle_in_transaction_session_timeout",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    env.new_database("again");
+    let restored = env.restore(&out.last_line(), "again", &[]);
+    assert_eq!(restored.code, 0, "{}", restored.stderr);
+}

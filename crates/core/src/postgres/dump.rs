@@ -48,6 +48,11 @@ pub async fn backup_db(
         .start()
         .await
         .map_err(|e| Error::postgres("starting the snapshot transaction", &e))?;
+    // The transaction waits, idle, while pg_dump reads from its snapshot: a server that ends
+    // idle transactions (`idle_in_transaction_session_timeout`) must not end it.
+    txn.batch_execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+        .await
+        .map_err(|e| Error::postgres("starting the snapshot transaction", &e))?;
     let row = txn
         .query_one(
             "SELECT pg_export_snapshot(), current_setting('server_version'), current_database(), \
