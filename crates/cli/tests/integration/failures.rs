@@ -20,13 +20,7 @@ fn interrupted_backup_leaves_nothing_listed() {
 
     // SIGTERM while pg_dump is blocked: clean stop, upload aborted, nothing listed.
     let lock = TableLock::hold(&env, "core.comic");
-    let child = env
-        .command(&["backup", "db"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_blocked_dump(&env);
+    let child = env.blocked_backup();
     signal(child.id(), "TERM");
     let out = run_of(child.wait_with_output().unwrap());
     assert_eq!(out.code, 130, "stderr: {}", out.stderr);
@@ -35,13 +29,7 @@ fn interrupted_backup_leaves_nothing_listed() {
     env.end_waiting_backends();
 
     // pg_dump dying mid-way: the backup fails naming pg_dump, nothing listed.
-    let child = env
-        .command(&["backup", "db"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_blocked_dump(&env);
+    let child = env.blocked_backup();
     let pids = String::from_utf8(
         std::process::Command::new("pgrep")
             .args(["-P", &child.id().to_string(), "pg_dump"])
@@ -295,13 +283,7 @@ fn a_long_dump_outlives_the_servers_idle_transaction_timeout() {
         "ALTER ROLE lifeboat SET idle_in_transaction_session_timeout = '1s'",
     );
     let lock = TableLock::hold(&env, "core.comic");
-    let child = env
-        .command(&["backup", "db"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_blocked_dump(&env);
+    let child = env.blocked_backup();
     std::thread::sleep(std::time::Duration::from_millis(2500));
     drop(lock);
     let out = run_of(child.wait_with_output().unwrap());

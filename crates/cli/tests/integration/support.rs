@@ -386,6 +386,19 @@ impl Env {
 
     /// Starts `lifeboat run JOB` while a table lock holds its backup, and waits until it holds
     /// the run lock; the run goes on when the returned table lock is dropped.
+    /// `backup db` started while a lock (held by the caller) blocks its pg_dump; returns once
+    /// pg_dump waits.
+    pub fn blocked_backup(&self) -> std::process::Child {
+        let child = self
+            .command(&["backup", "db"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_blocked_dump(self);
+        child
+    }
+
     pub fn blocked_run(&self, job: &str) -> (std::process::Child, TableLock<'_>) {
         let lock = TableLock::hold(self, "core.comic");
         let run = self
