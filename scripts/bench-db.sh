@@ -4,7 +4,8 @@
 #   (b) lifeboat backup db (streamed: zstd, multipart upload, row counts from the stream)
 #   (c) pg_dump --format=custom --compress=0 | zstd -3 -T0 > /dev/null: the floor
 # and for restore: (d) `aws s3 cp` down then pg_restore --jobs 4, against
-#   (e) lifeboat restore db --jobs 4.
+#   (e) lifeboat restore db --jobs 4 (streamed into one transaction, parallel index builds) and
+#   (f) lifeboat restore db --jobs 4 --spool (spooled, then pg_restore --jobs 4).
 # Against a real S3 server on loopback (lifeboat-s3-server, s3s-fs), on two databases: pgbench's
 # (whose filler compresses to almost nothing) and scripts/realistic.sql's (text that compresses
 # like user content, about 2.5x with gzip -9).
@@ -111,16 +112,23 @@ measure() { # DB LABEL
 
   t0=$(now)
   /usr/bin/time -f "%M" -o "$WORK/rss2" "$LIFEBOAT" -q restore db "$id" \
-    --into "postgresql:///${db}_lifeboat?host=$WORK&port=$PORT&user=bench" --jobs 4 --spool-dir "$WORK" >/dev/null
+    --into "postgresql:///${db}_lifeboat?host=$WORK&port=$PORT&user=bench" --jobs 4 >/dev/null
   t1=$(now)
   local lrest; lrest=$(secs "$t0" "$t1")
   local rss2; rss2=$(cat "$WORK/rss2")
 
-  python3 - "$label" "$dbsize" "$floor" "$guide" "$guide_size" "$lb" "$lb_size" "$rss" "$grest" "$lrest" "$rss2" <<'PY'
+  "$BIN/createdb" "${db}_spooled"
+  t0=$(now)
+  "$LIFEBOAT" -q restore db "$id" --into "postgresql:///${db}_spooled?host=$WORK&port=$PORT&user=bench" \
+    --jobs 4 --spool --spool-dir "$WORK" >/dev/null
+  t1=$(now)
+  local srest; srest=$(secs "$t0" "$t1")
+
+  python3 - "$label" "$dbsize" "$floor" "$guide" "$guide_size" "$lb" "$lb_size" "$rss" "$grest" "$lrest" "$rss2" "$srest" <<'PY'
 import sys
-label, dbsize, floor, guide, gsize, lb, lsize, rss, grest, lrest, rss2 = sys.argv[1:]
+label, dbsize, floor, guide, gsize, lb, lsize, rss, grest, lrest, rss2, srest = sys.argv[1:]
 dbsize, gsize, lsize, rss, rss2 = int(dbsize), int(gsize), int(lsize), int(rss), int(rss2)
-floor, guide, lb, grest, lrest = map(float, (floor, guide, lb, grest, lrest))
+floor, guide, lb, grest, lrest, srest = map(float, (floor, guide, lb, grest, lrest, srest))
 print(f"{label}, database {dbsize/2**20:.0f} MiB")
 print(f"| backup | wall time | stored size |")
 print(f"|---|---|---|")
@@ -133,7 +141,8 @@ print(f"| restore | wall time |")
 print(f"|---|---|")
 print(f"| (d) aws s3 cp + pg_restore --jobs 4 | {grest:.1f} s |")
 print(f"| (e) lifeboat restore db --jobs 4 | {lrest:.1f} s |")
-print(f"lifeboat / guide restore time = {lrest/grest:.2f} (target <= 0.8); lifeboat peak RSS {rss2/1024:.0f} MiB")
+print(f"| (f) lifeboat restore db --jobs 4 --spool | {srest:.1f} s |")
+print(f"lifeboat / guide restore time = {lrest/grest:.2f} (target <= 0.8), with --spool {srest/grest:.2f}; lifeboat peak RSS {rss2/1024:.0f} MiB")
 print()
 PY
 }

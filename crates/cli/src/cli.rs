@@ -13,7 +13,7 @@ Environment:
   LIFEBOAT_PG_BIN_DIR    folder of the PostgreSQL programs (default: the newest under
                          /usr/lib/postgresql/*/bin, then PATH); also [tools] pg_bin_dir
   CREDENTIALS_DIRECTORY  systemd credentials: a relative `*_file` path is read from here
-  TMPDIR                 where a parallel restore spools and verification runs its server
+  TMPDIR                 where `restore db --spool` spools and verification runs its server
   ${VAR}                 any variable named in the configuration file
 Exit codes:
   0 ok, 1 failed, 2 usage, 3 damaged backup, 4 objectives breached, 5 repository locked by
@@ -392,9 +392,15 @@ pub struct RestoreDbArgs {
     /// $PGPASSWORD, not in the URL, so that `ps` does not show it).
     #[arg(long, value_name = "URL|NAME")]
     pub into: String,
-    /// Parallel pg_restore jobs; above 1 the archive is spooled to a temporary file.
+    /// Parallel workers: each index build gets N-1 (the restore stays one transaction);
+    /// with --spool, N pg_restore jobs loading tables in parallel.
     #[arg(long, default_value_t = 1)]
     pub jobs: u32,
+    /// Spool the archive to a temporary file and load tables in parallel with `pg_restore
+    /// --jobs`: faster on many cores with many large tables, but not one transaction (a failed
+    /// restore leaves part of the backup behind) and needs disk for the whole archive.
+    #[arg(long)]
+    pub spool: bool,
     /// Drop objects before recreating them.
     #[arg(long)]
     pub clean: bool,
@@ -427,7 +433,7 @@ pub struct RestoreDbArgs {
     /// age identity file for an encrypted backup [default: `encryption.identity_file`].
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
-    /// Folder for the spooled archive of a parallel restore [default: the temp folder].
-    #[arg(long, value_name = "DIR")]
+    /// Folder for the spooled archive of --spool [default: the temp folder].
+    #[arg(long, value_name = "DIR", requires = "spool")]
     pub spool_dir: Option<PathBuf>,
 }

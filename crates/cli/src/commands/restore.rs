@@ -244,6 +244,7 @@ fn restore_request(ctx: &Context, r: &RestoreDbArgs) -> Result<RestoreRequest> {
         data_only: r.data_only,
         schema_only: r.schema_only,
         identity: r.identity.clone(),
+        spool: r.spool,
         spool_dir: r.spool_dir.clone(),
         create: r.create,
         globals: r.globals,

@@ -296,3 +296,161 @@ fn a_long_dump_outlives_the_servers_idle_transaction_timeout() {
     let restored = env.restore(&out.last_line(), "again", &[]);
     assert_eq!(restored.code, 0, "{}", restored.stderr);
 }
+
+/// What a target database holds: its tables and the rows of `public.keep`.
+fn target_state(env: &Env, db: &str) -> String {
+    env.sql(
+        db,
+        "SELECT (SELECT string_agg(n.nspname || '.' || c.relname, ',' ORDER BY 1) FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r','p','m','v','S') \
+         AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%') \
+         || ' | ' || (SELECT string_agg(id::text || note, ',' ORDER BY id) FROM public.keep)",
+    )
+}
+
+#[test]
+fn an_interrupted_damaged_or_miscounted_restore_leaves_the_target_as_it_was() {
+    let env = Env::new(Repo::Local, false);
+    // A table whose rows load slowly where the target database says so: a restore is still
+    // loading it when it is stopped.
+    env.sql(
+        "yomira",
+        "CREATE FUNCTION public.slowly(int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ \
+         BEGIN IF current_setting('lifeboat.slow', true) = 'on' THEN PERFORM pg_sleep(0.01); END IF; \
+         RETURN true; END $$; \
+         CREATE TABLE public.slow (id int CHECK (public.slowly(id))); \
+         INSERT INTO public.slow SELECT generate_series(1, 2000); \
+         CREATE TABLE public.bulk AS SELECT g AS id, md5(g::text) || md5((g + 1)::text) AS t \
+         FROM generate_series(1, 60000) g",
+    );
+    let id = env.backup(&[]);
+    env.new_database("target");
+    env.sql(
+        "target",
+        "CREATE TABLE public.keep (id int PRIMARY KEY, note text); \
+         INSERT INTO public.keep VALUES (1, 'a'), (2, 'b'), (3, 'c')",
+    );
+    let before = target_state(&env, "target");
+    let url = env.cluster.url("target");
+
+    // Stopped while loading (SIGTERM), with and without parallel index builds.
+    env.sql("postgres", "ALTER DATABASE target SET lifeboat.slow = 'on'");
+    for jobs in ["1", "4"] {
+        let child = env
+            .command(&["restore", "db", &id, "--into", &url, "--jobs", jobs])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until(Duration::from_secs(60), "the slow table loading", || {
+            env.sql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = 'target' AND query LIKE 'COPY public.slow%'",
+            ) != "0"
+        });
+        let out = crate::support::terminate(child);
+        assert_eq!(out.code, 130, "--jobs {jobs}: {}", out.stderr);
+        wait_until(
+            Duration::from_secs(30),
+            "the restore's session to end",
+            || {
+                env.sql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = 'target' AND application_name = 'lifeboat'",
+            ) == "0"
+            },
+        );
+        assert_eq!(
+            target_state(&env, "target"),
+            before,
+            "--jobs {jobs} stopped"
+        );
+    }
+    env.sql("postgres", "ALTER DATABASE target RESET lifeboat.slow");
+
+    // A damaged archive: one byte changed near the end of the stored data.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&env.lifeboat(&["show", &id, "--json"]).stdout).unwrap();
+    let data = env.repo_path(manifest["data"].as_str().unwrap());
+    let original = std::fs::read(&data).unwrap();
+    let mut damaged = original.clone();
+    let at = damaged.len() - 10;
+    damaged[at] ^= 0x01;
+    std::fs::write(&data, &damaged).unwrap();
+    for jobs in ["1", "4"] {
+        let out = env.restore(&id, "target", &["--jobs", jobs]);
+        assert_eq!(out.code, 3, "--jobs {jobs}: {}", out.stderr);
+        assert!(
+            out.error_line().contains("is damaged"),
+            "{}",
+            out.error_line()
+        );
+        assert_eq!(
+            target_state(&env, "target"),
+            before,
+            "--jobs {jobs} damaged"
+        );
+    }
+    // pg_restore of one early table, or of the definitions only, has what it needs long
+    // before the damaged end (megabytes of `public.bulk` come after `Audit.EventLog`): it
+    // must not commit before the whole archive is verified.
+    for selection in [&["--table", "Audit.EventLog"][..], &["--schema-only"]] {
+        let out = env.restore(&id, "target", selection);
+        assert_eq!(out.code, 3, "{selection:?}: {}", out.stderr);
+        assert!(
+            out.error_line().contains("is damaged"),
+            "{}",
+            out.error_line()
+        );
+        assert_eq!(
+            target_state(&env, "target"),
+            before,
+            "{selection:?} damaged"
+        );
+    }
+    std::fs::write(&data, &original).unwrap();
+
+    // An archive whose rows differ from what the backup recorded: found before the commit.
+    let manifest_path = env.repo_path(&format!("manifests/{id}.json"));
+    let text = std::fs::read_to_string(&manifest_path).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for table in value["tables"].as_array_mut().unwrap() {
+        if table["name"] == "comic" {
+            table["rows"] = serde_json::json!(199);
+        }
+    }
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+    for jobs in ["1", "4"] {
+        let out = env.restore(&id, "target", &["--jobs", jobs]);
+        assert_eq!(out.code, 3, "--jobs {jobs}: {}", out.stderr);
+        assert!(
+            out.error_line()
+                .contains("`core.comic` has 200 rows, the backup has 199"),
+            "{}",
+            out.error_line()
+        );
+        assert_eq!(
+            target_state(&env, "target"),
+            before,
+            "--jobs {jobs} miscounted"
+        );
+    }
+    // And with --clean over a restored copy that has drifted: the drift stays, nothing dropped.
+    std::fs::write(&manifest_path, &text).unwrap();
+    env.new_database("drifted");
+    assert_eq!(env.restore(&id, "drifted", &[]).code, 0);
+    env.sql("drifted", "UPDATE users.account SET email = 'x' || email");
+    let drifted = env.fingerprints("drifted");
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+    let out = env.restore(&id, "drifted", &["--clean", "--jobs", "2"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(
+        env.fingerprints("drifted"),
+        drifted,
+        "a miscounted --clean committed"
+    );
+    std::fs::write(&manifest_path, &text).unwrap();
+    // The same backup, whole, restores.
+    let out = env.restore(&id, "target", &["--jobs", "4"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}

@@ -531,6 +531,7 @@ fn a_full_spool_folder_is_named() {
             &url,
             "--jobs",
             "2",
+            "--spool",
             "--spool-dir",
         ])
         .arg(&tiny)

@@ -120,7 +120,9 @@ fn a_killed_parallel_restore_leaves_no_spool_and_no_workers() {
     );
     let id = env.backup(&[]);
     let tmp = private_tmp(&mut env);
-    for (round, moment) in ["spooling", "loading"].iter().enumerate() {
+    // Spooled then loaded by pg_restore's workers, and streamed into one transaction.
+    let rounds = [("spooling", true), ("loading", true), ("loading", false)];
+    for (round, (moment, spool)) in rounds.iter().enumerate() {
         let db = format!("target{round}");
         env.new_database(&db);
         env.sql(
@@ -129,7 +131,13 @@ fn a_killed_parallel_restore_leaves_no_spool_and_no_workers() {
         );
         let url = env.cluster.url(&db);
         let mut child = env
-            .command(&["restore", "db", &id, "--into", &url, "--jobs", "2"])
+            .command(
+                &[
+                    &["restore", "db", &id, "--into", &url, "--jobs", "2"][..],
+                    if *spool { &["--spool"][..] } else { &[] },
+                ]
+                .concat(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -42,14 +42,35 @@ fn round_trip(repo: Repo, encrypted: bool) {
     assert_eq!(out.last_line(), id);
     assert_eq!(env.fingerprints("restored"), before);
 
-    // Parallel restore goes through a spool file that is removed afterwards.
+    // A parallel restore streams in one transaction; index builds get parallel workers.
+    env.new_database("restored_jobs");
+    let out = env.restore(&id, "restored_jobs", &["--jobs", "3", "--json"]);
+    assert_eq!(out.code, 0, "parallel restore failed: {}", out.stderr);
+    assert_eq!(env.fingerprints("restored_jobs"), before);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["settings"]["max_parallel_maintenance_workers"], "2");
+    assert!(report["settings"]["maintenance_work_mem"]
+        .as_str()
+        .unwrap()
+        .ends_with("kB"));
+    // Every table's rows were counted in the archive on its way, none afterwards.
+    assert!(report["tables_checked"].as_u64().unwrap() > 0);
+    assert_eq!(report["tables_counted_in_stream"], report["tables_checked"]);
+
+    // --spool: through a spool file that is removed afterwards, tables loaded in parallel.
     let spool = env.dir.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
     env.new_database("restored_parallel");
     let out = env.restore(
         &id[..12],
         "restored_parallel",
-        &["--jobs", "2", "--spool-dir", spool.to_str().unwrap()],
+        &[
+            "--jobs",
+            "2",
+            "--spool",
+            "--spool-dir",
+            spool.to_str().unwrap(),
+        ],
     );
     assert_eq!(out.code, 0, "parallel restore failed: {}", out.stderr);
     // The spooled archive got its data offsets (else every worker reads it from the top).

@@ -134,7 +134,8 @@ pub struct EncryptionConfig {
 pub struct CompressionConfig {
     /// zstd level, 1 (fast) to 19 (small).
     pub level: i32,
-    /// zstd worker threads; 0 means one per core but one (left for pg_dump).
+    /// zstd worker threads; 0: for a dump one per core (at most 8), for a base backup one
+    /// per core but one.
     pub threads: u32,
 }
 

@@ -162,20 +162,20 @@ impl Read for SharedHashingReader {
 }
 
 /// Passes bytes on, always keeping the last `HOLD_BACK` of them until released.
-pub(super) struct HoldBack<W: Write> {
+pub(crate) struct HoldBack<W: Write> {
     inner: W,
     tail: Vec<u8>,
 }
 
 impl<W: Write> HoldBack<W> {
-    pub(super) fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         HoldBack {
             inner,
             tail: Vec::with_capacity(2 * HOLD_BACK),
         }
     }
 
-    pub(super) fn release(mut self) -> std::result::Result<W, (W, io::Error)> {
+    pub(crate) fn release(mut self) -> std::result::Result<W, (W, io::Error)> {
         let tail = std::mem::take(&mut self.tail);
         match self
             .inner
@@ -187,7 +187,7 @@ impl<W: Write> HoldBack<W> {
         }
     }
 
-    pub(super) fn into_inner_unreleased(self) -> W {
+    pub(crate) fn into_inner_unreleased(self) -> W {
         self.inner
     }
 }

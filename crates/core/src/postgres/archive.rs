@@ -349,6 +349,19 @@ pub type StreamCounts = std::thread::JoinHandle<io::Result<Option<HashMap<(Strin
 /// [`count_rows`]. At most 16 reads are in flight; if the counting thread stops early (an
 /// archive it cannot read), the copies stop and the stream goes on.
 pub fn count_alongside<R: Read>(inner: R) -> (Tee<R>, StreamCounts) {
+    let (tx, counting) = spawn_counter();
+    (
+        Tee {
+            inner,
+            tx: Some(tx),
+        },
+        counting,
+    )
+}
+
+/// A thread counting rows with [`count_rows`] from the copies sent to it (at most 16 in
+/// flight); it ends when the sender is dropped.
+fn spawn_counter() -> (std::sync::mpsc::SyncSender<Vec<u8>>, StreamCounts) {
     let (tx, rx) = std::sync::mpsc::sync_channel(16);
     let counting = std::thread::spawn(move || {
         count_rows(Channel {
@@ -357,13 +370,42 @@ pub fn count_alongside<R: Read>(inner: R) -> (Tee<R>, StreamCounts) {
             pos: 0,
         })
     });
-    (
-        Tee {
-            inner,
+    (tx, counting)
+}
+
+/// The writing side of [`count_alongside`]: fed the bytes of an archive as they are written
+/// somewhere, it counts their rows on a thread of its own.
+pub struct RowCounter {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    counting: StreamCounts,
+}
+
+impl RowCounter {
+    pub fn start() -> Self {
+        let (tx, counting) = spawn_counter();
+        RowCounter {
             tx: Some(tx),
-        },
-        counting,
-    )
+            counting,
+        }
+    }
+
+    /// Counts `bytes` too (copied); a counter that gave up is no longer fed.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if let Some(tx) = &self.tx {
+            if tx.send(bytes.to_vec()).is_err() {
+                self.tx = None;
+            }
+        }
+    }
+
+    /// The rows of each table of what was fed, once the counter has read all of it: `None`
+    /// when the archive cannot be counted this way.
+    pub fn finish(mut self) -> io::Result<Option<HashMap<(String, String), u64>>> {
+        self.tx = None;
+        self.counting
+            .join()
+            .map_err(|_| io::Error::other("the row counting thread panicked"))?
+    }
 }
 
 /// A reader that also sends what it reads to a channel.
@@ -554,5 +596,25 @@ mod tests {
         let mut compressed = bytes.clone();
         compressed[12] = 6; // the compression level, after the sign byte
         assert!(count_rows(io::Cursor::new(compressed)).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_row_counter_fed_in_pieces_counts_as_the_reader_does() {
+        let bytes = archive(
+            &[(20, "TABLE DATA", "core", "comic")],
+            &[(20, vec![b"1\ta\n2\tb\n", b"3\tc\n", b"\\.\n\n\n"])],
+        );
+        let mut counter = RowCounter::start();
+        for piece in bytes.chunks(5) {
+            counter.feed(piece);
+        }
+        let counts = counter.finish().unwrap().unwrap();
+        assert_eq!(counts.get(&("core".into(), "comic".into())), Some(&3));
+        // Not an archive: the counter gives up, and feeding it more neither blocks nor fails.
+        let mut counter = RowCounter::start();
+        for _ in 0..1000 {
+            counter.feed(b"not an archive at all");
+        }
+        assert!(counter.finish().is_err());
     }
 }

@@ -1,13 +1,20 @@
-//! Logical restore: download, verify, decrypt, decompress, `pg_restore`, then check row counts.
+//! Logical restore: download, verify, decrypt, decompress, `pg_restore`, with row counts taken
+//! from the archive on its way.
 //!
-//! With one job the archive streams straight into `pg_restore --single-transaction`; the
-//! pipeline withholds the last bytes until the stored hash is verified, so a damaged backup
-//! rolls back instead of committing ([`stream`]). With more jobs (parallel restore needs a
-//! seekable file) the verified archive is spooled to an unnamed file ([`spooled`]). Single
-//! tables are chosen precisely through a `pg_restore -L` list built from the archive's table
-//! of contents ([`toc`]), so `--table a.t` never also restores `b.t` ([`selection`]).
+//! A restore streams straight into `pg_restore --single-transaction` (or, for `--clean`,
+//! through `psql` in one transaction), as the archive arrives: download, decoding, loading and
+//! index builds overlap, and nothing commits until the stored hash is verified and every
+//! table's rows counted in the stream match the backup's, because the archive's last bytes
+//! are withheld until then ([`stream`], [`checked`]). `--jobs N` gives each index build N-1
+//! parallel workers and sizes `maintenance_work_mem` from the server ([`settings`]). With
+//! `--spool`, the verified archive is spooled to an unnamed file instead and `pg_restore
+//! --jobs` loads tables in parallel, without one transaction ([`spooled`]). Single tables are
+//! chosen precisely through a `pg_restore -L` list built from the archive's table of contents
+//! ([`toc`]), so `--table a.t` never also restores `b.t` ([`selection`]).
 
+mod checked;
 mod selection;
+mod settings;
 mod spooled;
 mod stream;
 mod toc;
@@ -51,6 +58,9 @@ pub struct RestoreRequest {
     pub schema_only: bool,
     /// Identity file for encrypted backups (else the configured one).
     pub identity: Option<PathBuf>,
+    /// Spool the archive and let `pg_restore --jobs` load tables in parallel (no single
+    /// transaction).
+    pub spool: bool,
     /// Folder for the spooled archive of a parallel restore.
     pub spool_dir: Option<PathBuf>,
     /// Create the target database first, with the backup's owner, encoding, locale and
@@ -70,6 +80,11 @@ pub struct RestoreReport {
     pub tables_checked: usize,
     pub rows_checked: u64,
     pub spooled: bool,
+    /// Of `tables_checked`, those whose rows were counted in the archive as it passed (the
+    /// rest were counted in the database afterwards).
+    pub tables_counted_in_stream: usize,
+    /// Session settings the restore ran with.
+    pub settings: std::collections::BTreeMap<String, String>,
     pub seconds: f64,
     /// What `--globals` did to the roles.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,21 +155,31 @@ pub async fn restore_db(
     let roles = prepare_server(ctx, repo, &manifest, &target, request, identities.clone()).await?;
     // Reach the target before touching anything.
     let client = target.connect("target database").await?;
+    let server = settings::Server::read(&client).await?;
     drop(client);
     let jobs = request.jobs.max(1);
-    // A whole-database `--clean` drops the backup's schemas and restores them in one
-    // transaction (pg_restore's own --clean cannot drop partitions' inherited constraints).
-    let clean_script = request.clean && selection.tables.is_empty();
-    if clean_script && jobs > 1 {
+    let spooled = request.spool;
+    if spooled && jobs == 1 {
         return Err(Error::Usage(
-            "`--clean` restores in one transaction and cannot use `--jobs` above 1: drop `--jobs`, or restore into an empty database"
+            "`--spool` is for a parallel restore: add `--jobs N` (N above 1), or drop `--spool`"
                 .into(),
         ));
     }
+    // A whole-database `--clean` drops the backup's schemas and restores them in one
+    // transaction (pg_restore's own --clean cannot drop partitions' inherited constraints).
+    let clean_script = request.clean && selection.tables.is_empty();
+    if clean_script && spooled {
+        return Err(Error::Usage(
+            "`--clean` restores in one transaction, which `--spool` gives up: drop `--spool`, or restore into an empty database"
+                .into(),
+        ));
+    }
+    let session = settings::choose(server, jobs);
     let mut tool = ctx
         .tools
         .tool("pg_restore")
-        .args(["--exit-on-error", "--no-password"]);
+        .args(["--exit-on-error", "--no-password"])
+        .env("PGOPTIONS", settings::pgoptions(&session));
     if request.clean && !clean_script {
         tool = tool.args(["--clean", "--if-exists"]);
     }
@@ -172,7 +197,7 @@ pub async fn restore_db(
     } else {
         Some(toc::read_toc(ctx, &Archive::new(repo, &manifest, identities.clone())).await?)
     };
-    let _list_file = match &toc {
+    let list_file = match &toc {
         Some(toc) if !(selection.tables.is_empty() && selection.schemas.is_empty()) => {
             let list = if selection.tables.is_empty() {
                 toc::schema_list(toc, &selection.schemas, request.data_only)
@@ -192,9 +217,13 @@ pub async fn restore_db(
         _ => None,
     };
 
+    let to_check = if request.schema_only || manifest.options.schema_only {
+        Vec::new()
+    } else {
+        selection.restored_tables(&manifest)
+    };
     let mut archive = Archive::new(repo, &manifest, identities);
-    tracing::info!(backup = %manifest.id, target = target.redacted(), jobs, "restoring");
-    let spooled = jobs > 1;
+    tracing::info!(backup = %manifest.id, target = target.redacted(), jobs, spooled, settings = ?session, "restoring");
     archive.task = ctx
         .progress
         .start(&format!("restore {}", manifest.id), Some(manifest.raw_size));
@@ -206,30 +235,33 @@ pub async fn restore_db(
             tool,
             jobs,
             request.spool_dir.as_deref(),
+            &to_check,
         )
         .await
-    } else if clean_script {
-        let prelude = toc::clean_prelude(
-            toc.as_deref().unwrap_or_default(),
-            &selection.schemas,
-            request.schema_only,
-        );
-        stream::through_psql(ctx, &archive, &target, tool, &prelude).await
+    } else if clean_script || list_file.is_some() || request.schema_only {
+        // pg_restore may stop reading before the end (it has its tables, or needs no data):
+        // its script is committed only on the verdict of the whole archive.
+        let prelude = if clean_script {
+            toc::clean_prelude(
+                toc.as_deref().unwrap_or_default(),
+                &selection.schemas,
+                request.schema_only,
+            )
+        } else {
+            String::new()
+        };
+        let psql = settings::pgoptions(&session);
+        stream::through_psql(ctx, &archive, &target, tool, &prelude, &psql, &to_check).await
     } else {
         let tool = tool
             .arg(format!("--dbname={}", target.dbname()))
             .arg("--single-transaction");
-        stream::into_pg_restore(ctx, &archive, &target, tool).await
+        stream::into_pg_restore(ctx, &archive, &target, tool, &to_check).await
     };
     drop(archive);
-    restored?;
-
-    let to_check = if request.schema_only || manifest.options.schema_only {
-        Vec::new()
-    } else {
-        selection.restored_tables(&manifest)
-    };
-    check_counts(&manifest, &target, &to_check).await?;
+    let unchecked = restored?;
+    let unchecked: Vec<&TableRows> = unchecked.iter().collect();
+    check_counts(&manifest, &target, &unchecked).await?;
     Ok(RestoreReport {
         backup: manifest.id.clone(),
         database: manifest.database.clone(),
@@ -237,6 +269,8 @@ pub async fn restore_db(
         tables_checked: to_check.len(),
         rows_checked: to_check.iter().map(|t| t.rows).sum(),
         spooled,
+        tables_counted_in_stream: to_check.len() - unchecked.len(),
+        settings: session,
         seconds: round_secs(begun.elapsed()),
         roles,
         created: request.create,
@@ -269,46 +303,29 @@ pub(crate) async fn restore_listed(
     for section in sections {
         tool = tool.arg(format!("--section={section}"));
     }
-    stream::into_pg_restore(ctx, archive, target, tool).await
+    stream::into_pg_restore(ctx, archive, target, tool, &[])
+        .await
+        .map(drop)
 }
 
-/// Checks the restored tables' row counts against the backup's.
+/// Counts the restored tables the archive could not count, and checks them against the
+/// backup's.
 async fn check_counts(
     manifest: &Manifest,
     target: &ConnInfo,
     to_check: &[&TableRows],
 ) -> Result<()> {
-    let client = target.connect("target database").await?;
-    let counts = count_tables(&client, to_check).await?;
-    let mut problems = Vec::new();
-    for (table, (name, found)) in to_check.iter().zip(&counts) {
-        match found {
-            Some(rows) if *rows == table.rows => {}
-            Some(rows) => problems.push(format!(
-                "`{name}` has {rows} rows, the backup has {}",
-                table.rows
-            )),
-            None => problems.push(format!("`{name}` is missing")),
-        }
-    }
-    if problems.is_empty() {
+    if to_check.is_empty() {
         return Ok(());
     }
-    let shown = problems
+    let client = target.connect("target database").await?;
+    let counts = count_tables(&client, to_check).await?;
+    let found: Vec<(&TableRows, Option<u64>)> = to_check
         .iter()
-        .take(5)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    let more = problems.len().saturating_sub(5);
-    Err(Error::Mismatch {
-        id: manifest.id.clone(),
-        detail: if more > 0 {
-            format!("{shown} and {more} more")
-        } else {
-            shown
-        },
-    })
+        .zip(&counts)
+        .map(|(table, (_, rows))| (*table, *rows))
+        .collect();
+    checked::compare(&manifest.id, &found)
 }
 
 fn round_secs(d: Duration) -> f64 {

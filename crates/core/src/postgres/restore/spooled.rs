@@ -1,18 +1,21 @@
-//! Parallel restore: the verified archive is spooled to an unnamed file (gone whatever
-//! happens), its data offsets indexed, then `pg_restore --jobs` reads it.
+//! `--spool`: the verified archive is spooled to an unnamed file (gone whatever happens), its
+//! rows counted on the way, its data offsets indexed, then `pg_restore --jobs` reads it.
 
 use std::io::Write;
 use std::path::Path;
 
+use super::checked::Checked;
 use super::{Archive, ProgressWriter};
 use crate::error::{Error, Result};
 use crate::pipeline::Delivered;
 use crate::postgres::conn::ConnInfo;
 use crate::process::{Tool, Unnamed};
+use crate::repository::manifest::TableRows;
 use crate::Context;
 
 /// Restores `archive` into `target` with `jobs` workers, spooled in `spool_dir` (else the
-/// temporary folder).
+/// temporary folder), after checking the rows of `tables` in the archive; returns the tables
+/// the archive could not count.
 pub(super) async fn restore(
     ctx: &Context,
     archive: &Archive<'_>,
@@ -20,7 +23,8 @@ pub(super) async fn restore(
     tool: Tool,
     jobs: u32,
     spool_dir: Option<&Path>,
-) -> Result<()> {
+    tables: &[&TableRows],
+) -> Result<Vec<TableRows>> {
     let dir = spool_dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
     let manifest = archive.manifest;
     // A full folder is named, with the size needed and how to choose another.
@@ -49,25 +53,31 @@ pub(super) async fn restore(
         .map_err(|e| Error::io("opening the spool file", e))?;
     let delivered = archive
         .download(
-            ProgressWriter::new(
+            Checked::new(ProgressWriter::new(
                 std::io::BufWriter::with_capacity(1 << 20, file),
                 &archive.task,
-            ),
+            )),
             ctx,
         )
         .await
         .map_err(spool_error)?;
-    match delivered {
-        Delivered::Complete(mut w) => w
-            .flush()
-            .map_err(|e| spool_error(Error::io("writing the spool file", e)))?,
+    let unchecked = match delivered {
+        Delivered::Complete(checked) => {
+            let (mut w, unchecked) = checked
+                .settle(&manifest.id, tables)
+                .await
+                .map_err(|(_, e)| spool_error(e))?;
+            w.flush()
+                .map_err(|e| spool_error(Error::io("writing the spool file", e)))?;
+            unchecked
+        }
         Delivered::ConsumerClosed(_) => {
             return Err(Error::io(
                 "writing the spool file",
                 std::io::ErrorKind::BrokenPipe.into(),
             ))
         }
-    }
+    };
     // A streamed archive lacks data offsets; without them every parallel worker reads the
     // file from the top to find its table.
     let indexed = spool
@@ -106,5 +116,5 @@ pub(super) async fn restore(
     };
     drop(passfile);
     drop(spool);
-    outcome
+    outcome.map(|()| unchecked)
 }

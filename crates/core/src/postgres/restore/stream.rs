@@ -1,28 +1,47 @@
-//! One-job restores, streamed: into `pg_restore --single-transaction`, or (for `--clean`)
-//! through `psql` in one transaction that commits only on the download's verdict.
+//! Restores streamed as the archive arrives: into `pg_restore --single-transaction`, or (for
+//! `--clean`, and for a selection or `--schema-only`, where pg_restore stops reading before
+//! the archive's end) through `psql` in one transaction that commits only on the download's
+//! verdict on the whole archive.
+//! Either way the rows are counted on the way ([`super::checked`]) and a mismatch stops the
+//! restore before its end.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::checked::Checked;
 use super::{finish_child, Archive, ProgressWriter};
 use crate::error::{Error, Result};
 use crate::pipeline::Delivered;
 use crate::postgres::conn::ConnInfo;
 use crate::process::Tool;
+use crate::repository::manifest::TableRows;
 use crate::Context;
 
-/// Streams `archive` into `tool` (a `pg_restore` reading its standard input).
+/// Streams `archive` into `tool` (a `pg_restore` reading its standard input), checking the
+/// rows of `tables` on the way; returns those the archive could not count.
 pub(super) async fn into_pg_restore(
     ctx: &Context,
     archive: &Archive<'_>,
     target: &ConnInfo,
     tool: Tool,
-) -> Result<()> {
+    tables: &[&TableRows],
+) -> Result<Vec<TableRows>> {
     let (tool, _passfile) = target.apply_to(tool)?;
     let child = tool.spawn_writer()?;
-    match archive
-        .download(ProgressWriter::new(child, &archive.task), ctx)
-        .await
-    {
-        Ok(Delivered::Complete(w) | Delivered::ConsumerClosed(w)) => finish_child(w.inner).await,
-        Err(e) => Err(e),
+    let sink = Checked::new(ProgressWriter::new(child, &archive.task));
+    match archive.download(sink, ctx).await? {
+        Delivered::Complete(checked) => match checked.settle(&archive.manifest.id, tables).await {
+            Ok((w, unchecked)) => finish_child(w.inner).await.map(|()| unchecked),
+            Err((w, e)) => {
+                w.inner.kill();
+                Err(e)
+            }
+        },
+        // pg_restore ended early: it says why, or (a selection, read) the tables are counted
+        // in the database.
+        Delivered::ConsumerClosed(checked) => finish_child(checked.into_inner().inner)
+            .await
+            .map(|()| tables.iter().map(|t| (*t).clone()).collect()),
     }
 }
 
@@ -35,29 +54,32 @@ pub(super) async fn through_psql(
     target: &ConnInfo,
     pg_restore: Tool,
     prelude: &str,
-) -> Result<()> {
+    pgoptions: &str,
+    tables: &[&TableRows],
+) -> Result<Vec<TableRows>> {
     let (stdin, mut script) = pg_restore.arg("--file=-").spawn_filter()?;
-    let psql = ctx
-        .tools
-        .tool("psql")
-        .args([
-            "-X",
-            "-q",
-            "--single-transaction",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-        ])
-        .arg(prelude)
-        .args(["-f", "-"]);
+    let mut psql =
+        ctx.tools
+            .tool("psql")
+            .args(["-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1"]);
+    if !prelude.is_empty() {
+        psql = psql.arg("-c").arg(prelude);
+    }
+    let psql = psql.args(["-f", "-"]).env("PGOPTIONS", pgoptions);
     let (psql, passfile) = target.apply_to(psql)?;
     let mut psql = psql.spawn_writer()?;
-    // The download's verdict: whether every stored byte was read and matched its hash. psql
-    // may commit only then, and pg_restore can end before the download has said so (it has
-    // what it needs once the held-back end is released), so the feeding side waits for it.
+    // The download's verdict: whether every stored byte was read and matched its hash, and
+    // the rows counted matched the backup's. psql may commit only then, and pg_restore can
+    // end before the download has said so (it has what it needs once the held-back end is
+    // released), so the feeding side waits for it.
     let (verdict, verdict_in_thread) = std::sync::mpsc::channel::<bool>();
+    let failed = Arc::new(AtomicBool::new(false));
+    let failed_in_thread = Arc::clone(&failed);
     let feeding = tokio::task::spawn_blocking(move || -> Result<()> {
         let copied = std::io::copy(&mut script, &mut psql);
+        if copied.is_err() {
+            failed_in_thread.store(true, Ordering::SeqCst);
+        }
         match copied {
             Ok(_) if verdict_in_thread.recv().unwrap_or(false) => psql.finish(),
             Ok(_) => {
@@ -81,26 +103,37 @@ pub(super) async fn through_psql(
             }
         }
     });
-    let delivered = archive
-        .download(ProgressWriter::new(stdin, &archive.task), ctx)
-        .await;
-    let delivered = match delivered {
-        Ok(Delivered::Complete(stdin)) => {
-            drop(stdin);
-            let _ = verdict.send(true);
-            Ok(())
+    let sink = Checked::draining(ProgressWriter::new(stdin, &archive.task), failed);
+    let delivered = match archive.download(sink, ctx).await {
+        Ok(Delivered::Complete(checked)) => {
+            match checked.settle(&archive.manifest.id, tables).await {
+                Ok((stdin, unchecked)) => {
+                    drop(stdin);
+                    let _ = verdict.send(true);
+                    Ok(unchecked)
+                }
+                Err((stdin, e)) => {
+                    let _ = verdict.send(false);
+                    drop(stdin);
+                    Err(e)
+                }
+            }
         }
-        Ok(Delivered::ConsumerClosed(stdin)) => {
-            drop(stdin);
+        Ok(Delivered::ConsumerClosed(checked)) => {
+            drop(checked);
             let _ = verdict.send(false);
-            Ok(())
+            Ok(tables.iter().map(|t| (*t).clone()).collect())
         }
         Err(e) => {
             let _ = verdict.send(false);
             Err(e)
         }
     };
-    let fed = feeding.await.map_err(|e| Error::thread("restore", e))?;
+    let fed = feeding.await.map_err(|e| Error::thread("restore", e));
     drop(passfile);
-    delivered.and(fed)
+    match (delivered, fed) {
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e) | Ok(Err(e))) => Err(e),
+        (Ok(unchecked), Ok(Ok(()))) => Ok(unchecked),
+    }
 }
