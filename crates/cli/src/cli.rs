@@ -54,6 +54,12 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
 
+    /// Read from copy NAME of the repository (`[repository.copies.NAME]`) instead of the
+    /// repository: for `list`, `show`, `status`, `restore`, `verify`, `wal-fetch` and `prune`
+    /// (with the copy's retention).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub from: Option<String>,
+
     /// Commands that write (`backup`, `prune`, `run`): wait up to this long for another run's
     /// lock on the repository instead of failing at once.
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 0)]
@@ -135,6 +141,16 @@ pub enum Command {
         /// age identity file for an encrypted backup [default: `encryption.identity_file`].
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
+    },
+    /// Copy committed backups and the WAL archive to the repository's copies
+    /// (`[repository.copies.NAME]`), each object checked by hash there, manifests last; then
+    /// prune each copy with its own retention.
+    Copy {
+        /// Only this copy [default: every one].
+        name: Option<String>,
+        /// Show what would be copied, copy nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Apply the retention policy: show the plan, then delete, promote and expire what it says.
     Prune {

@@ -83,7 +83,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let config = Config::load(args.config.as_deref())?;
+        let mut config = Config::load(args.config.as_deref())?;
+        if let Some(copy) = &args.from {
+            reads_from_copy(&args.command)?;
+            config = config.for_copy(copy)?;
+        }
         let mut ctx = Context::new(config);
         sweep_leftovers(&args, &ctx);
         ctx.lock_wait = std::time::Duration::from_secs(args.wait);
@@ -114,6 +118,25 @@ fn main() -> ExitCode {
             }
             ExitCode::from(code)
         }
+    }
+}
+
+/// Refuses `--from` for a command that does not read backups.
+fn reads_from_copy(command: &cli::Command) -> lifeboat_core::Result<()> {
+    use cli::{Command, RestoreCommand};
+    match command {
+        Command::List { .. }
+        | Command::Show { .. }
+        | Command::Status { .. }
+        | Command::Restore(RestoreCommand::Db(_) | RestoreCommand::Pitr(_) | RestoreCommand::Table(_))
+        | Command::Verify { .. }
+        | Command::WalFetch { .. }
+        | Command::WalPrefetch { .. }
+        | Command::Prune { .. } => Ok(()),
+        _ => Err(lifeboat_core::Error::Usage(
+            "`--from` reads from a copy of the repository: it is for `list`, `show`, `status`, `restore db|pitr|table`, `verify`, `wal-fetch` and `prune`; drop it here"
+                .into(),
+        )),
     }
 }
 

@@ -39,6 +39,14 @@ impl Context {
         env
     }
 
+    /// The same context with another configuration (a copy's: [`config::Config::for_copy`]).
+    pub fn with_config(&self, config: config::Config) -> Context {
+        Context {
+            config,
+            ..self.with_cancel(self.cancel.clone())
+        }
+    }
+
     /// The same context, stopped by `cancel` (a child of this one's).
     pub fn with_cancel(&self, cancel: CancellationToken) -> Context {
         Context {

@@ -9,6 +9,7 @@ pub mod automation;
 pub mod backup;
 pub mod config;
 mod context;
+pub mod copies;
 pub mod crypto;
 pub mod error;
 pub mod objects;

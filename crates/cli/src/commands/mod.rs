@@ -3,6 +3,7 @@
 
 mod backup;
 mod config;
+mod copy;
 mod drill;
 mod init;
 mod key;
@@ -58,6 +59,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         Command::Prune { dry_run, at, force } => {
             prune::prune(ctx, *dry_run, *force, at.as_deref(), json).await
         }
+        Command::Copy { name, dry_run } => copy::copy(ctx, name.as_deref(), *dry_run, json).await,
         Command::Lifecycle { apply } => lifecycle::lifecycle(ctx, *apply, json).await,
         Command::WalPush { path } => wal::push(ctx, args, path).await,
         Command::WalPushAhead { path } => wal::push_ahead(ctx, path).await,

@@ -22,8 +22,18 @@ pub async fn push_ahead(ctx: &Context, path: &Path) -> Result<()> {
 }
 
 pub async fn fetch(ctx: &Context, args: &Cli, name: &str, dest: &Path) -> Result<()> {
-    let repo = Repository::open(ctx).await?;
-    let fetched = wal::fetch(ctx, &repo, name, dest).await?;
+    let from_primary = async {
+        let repo = Repository::open(ctx).await?;
+        wal::fetch(ctx, &repo, name, dest).await
+    };
+    let fetched = match from_primary.await {
+        Ok(fetched) => fetched,
+        // The repository failed (not: lacks the file): a copy may have it.
+        Err(e) if args.from.is_none() && !ctx.cancel.is_cancelled() => {
+            from_a_copy(ctx, name, dest, &e).await.ok_or(e)?
+        }
+        Err(e) => return Err(e),
+    };
     if !fetched.found {
         tracing::debug!(wal = %name, "not in the archive");
         std::process::exit(1);
@@ -34,6 +44,40 @@ pub async fn fetch(ctx: &Context, args: &Cli, name: &str, dest: &Path) -> Result
         start_background(args, &command);
     }
     Ok(())
+}
+
+/// `name` from the first copy that has it, after the repository failed with `failure`.
+async fn from_a_copy(
+    ctx: &Context,
+    name: &str,
+    dest: &Path,
+    failure: &lifeboat_core::Error,
+) -> Option<wal::Fetched> {
+    for copy in ctx.config.repository.copies.keys() {
+        let Ok(config) = ctx.config.for_copy(copy) else {
+            continue;
+        };
+        let copy_ctx = ctx.with_config(config);
+        let fetched = async {
+            let repo = Repository::open(&copy_ctx).await?;
+            wal::fetch(&copy_ctx, &repo, name, dest).await
+        };
+        match fetched.await {
+            Ok(fetched) if fetched.found => {
+                tracing::warn!(
+                    "fetched `{name}` from copy `{copy}`: the repository failed: {failure}"
+                );
+                // The prefetch reads the repository, which just failed: none.
+                return Some(wal::Fetched {
+                    ahead: Vec::new(),
+                    ..fetched
+                });
+            }
+            Ok(_) => tracing::warn!("copy `{copy}` does not have `{name}` either"),
+            Err(e) => tracing::warn!("copy `{copy}` failed too: {e}"),
+        }
+    }
+    None
 }
 
 pub async fn prefetch(ctx: &Context, names: &[String]) -> Result<()> {
@@ -52,6 +96,9 @@ fn start_background(args: &Cli, command: &[std::ffi::OsString]) {
     let mut cmd = std::process::Command::new(exe);
     if let Some(config) = &args.config {
         cmd.arg("--config").arg(config);
+    }
+    if let Some(copy) = &args.from {
+        cmd.arg("--from").arg(copy);
     }
     cmd.arg("-q")
         .args(command)

@@ -3,6 +3,7 @@
 
 mod automation;
 mod conventions;
+mod copies;
 mod deploy;
 mod disaster;
 mod drill;

@@ -97,6 +97,26 @@ pub async fn run_step(ctx: &Context, repo: &Repository, step: &Step) -> Vec<Step
                 );
             }
         }
+        Step::Copy(name) => {
+            for copy in pick(name, config.repository.copies.keys().cloned().collect()) {
+                out.push(
+                    timed(format!("copy {copy}"), async {
+                        let report = crate::copies::copy(ctx, repo, &copy, false).await?;
+                        Ok(Done {
+                            detail: format!(
+                                "{} backups and {} WAL files copied to `{}`; {}",
+                                report.backups_copied.len(),
+                                report.wal_copied,
+                                report.location,
+                                report.pruned.unwrap_or_default()
+                            ),
+                            bytes: Some(report.bytes_copied),
+                        })
+                    })
+                    .await,
+                );
+            }
+        }
         Step::Prune => out.push(timed("prune".into(), prune(ctx, repo)).await),
         Step::Verify(kind) => out.extend(verify(ctx, repo, *kind).await),
     }

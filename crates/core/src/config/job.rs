@@ -24,6 +24,8 @@ pub enum Step {
     BackupBase(Option<String>),
     BackupObjects(Option<String>),
     BackupRedis,
+    /// Copy to every copy of the repository (or the one named).
+    Copy(Option<String>),
     Prune,
     Verify(Option<StepKind>),
 }
@@ -37,12 +39,13 @@ impl Step {
             ["backup", "base", ..] if words.len() <= 3 => Ok(Step::BackupBase(name(2))),
             ["backup", "objects", ..] if words.len() <= 3 => Ok(Step::BackupObjects(name(2))),
             ["backup", "redis"] => Ok(Step::BackupRedis),
+            ["copy", ..] if words.len() <= 2 => Ok(Step::Copy(name(1))),
             ["prune"] => Ok(Step::Prune),
             ["verify"] => Ok(Step::Verify(None)),
             ["verify", "db"] => Ok(Step::Verify(Some(StepKind::Db))),
             ["verify", "base"] => Ok(Step::Verify(Some(StepKind::Base))),
             _ => Err(format!(
-                "unknown step `{text}`: use `backup db [NAME]`, `backup base [NAME]`, `backup objects [NAME]`, `backup redis`, `prune` or `verify [db|base]`"
+                "unknown step `{text}`: use `backup db [NAME]`, `backup base [NAME]`, `backup objects [NAME]`, `backup redis`, `copy [NAME]`, `prune` or `verify [db|base]`"
             )),
         }
     }
@@ -59,6 +62,7 @@ impl fmt::Display for Step {
             Step::BackupBase(name) => named(f, "backup base", name),
             Step::BackupObjects(name) => named(f, "backup objects", name),
             Step::BackupRedis => f.write_str("backup redis"),
+            Step::Copy(name) => named(f, "copy", name),
             Step::Prune => f.write_str("prune"),
             Step::Verify(None) => f.write_str("verify"),
             Step::Verify(Some(StepKind::Db)) => f.write_str("verify db"),
@@ -84,15 +88,15 @@ impl Serialize for Step {
 #[serde(deny_unknown_fields)]
 pub struct JobConfig {
     /// `backup db [NAME]`, `backup base [NAME]`, `backup objects [NAME]`, `backup redis`,
-    /// `prune`, `verify [db|base]`.
+    /// `copy [NAME]`, `prune`, `verify [db|base]`.
     pub steps: Vec<Step>,
     /// Cron schedule for the daemon.
     #[serde(default)]
     pub schedule: Option<Schedule>,
 }
 
-/// The guide's jobs: `daily` (every backup, then prune) at 02:00, `weekly` (verify) on
-/// Sundays at 03:00.
+/// The guide's jobs: `daily` (every backup, the copies, then prune) at 02:00, `weekly`
+/// (verify) on Sundays at 03:00. A `copy` step without copies configured does nothing.
 pub fn default_jobs() -> BTreeMap<String, JobConfig> {
     let job = |steps: &[Step], schedule: &str| JobConfig {
         steps: steps.to_vec(),
@@ -107,6 +111,7 @@ pub fn default_jobs() -> BTreeMap<String, JobConfig> {
                     Step::BackupBase(None),
                     Step::BackupObjects(None),
                     Step::BackupRedis,
+                    Step::Copy(None),
                     Step::Prune,
                 ],
                 "0 2 * * *",

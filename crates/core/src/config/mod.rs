@@ -125,10 +125,14 @@ impl Config {
         };
         let mut config: Config =
             parsed.map_err(|e| Error::Config(Self::located(&e, text, path)))?;
-        if let RepositoryUrl::Local(local) = &config.repository.url {
-            if local.is_relative() {
-                let base = path.parent().unwrap_or(Path::new(""));
-                config.repository.url = RepositoryUrl::Local(base.join(local));
+        let base = path.parent().unwrap_or(Path::new(""));
+        let urls = std::iter::once(&mut config.repository.url)
+            .chain(config.repository.copies.values_mut().map(|c| &mut c.url));
+        for url in urls {
+            if let RepositoryUrl::Local(local) = url {
+                if local.is_relative() {
+                    *url = RepositoryUrl::Local(base.join(&*local));
+                }
             }
         }
         config.source = ConfigSource::File(path.to_path_buf());
@@ -157,6 +161,9 @@ impl Config {
     fn take_secret_files(&mut self) -> std::result::Result<(), String> {
         use secrets::one_secret;
         self.repository.take_secret_files("repository")?;
+        for (name, copy) in &mut self.repository.copies {
+            copy.take_secret_files(&format!("repository.copies.{name}"))?;
+        }
         for (name, objects) in &mut self.objects {
             objects
                 .source
@@ -260,6 +267,32 @@ impl Config {
                 names()
             ))),
         }
+    }
+
+    /// The configuration as seen from copy `name`: its location is the repository, its
+    /// retention (else `[retention]`) the retention; it has no object backups and no copies
+    /// of its own.
+    pub fn for_copy(&self, name: &str) -> Result<Config> {
+        let copy = self.repository.copies.get(name).ok_or_else(|| {
+            let names: Vec<String> = self
+                .repository
+                .copies
+                .keys()
+                .map(|k| format!("`{k}`"))
+                .collect();
+            Error::Config(format!(
+                "copy `{name}` is not configured in `{}`: configured are {} (`[repository.copies.NAME]`)",
+                self.source_name(),
+                if names.is_empty() { "none".into() } else { names.join(", ") }
+            ))
+        })?;
+        let mut config = self.clone();
+        config.repository = copy.repository();
+        if let Some(retention) = &copy.retention {
+            config.retention = retention.clone();
+        }
+        config.objects.clear();
+        Ok(config)
     }
 
     /// The jobs: the configured ones, else the guide's `daily` and `weekly`.

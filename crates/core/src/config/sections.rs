@@ -28,6 +28,50 @@ reaches_s3! {
         /// Parts uploaded at once.
         #[serde(default = "four")]
         pub upload_concurrency: usize,
+        /// Copies of the repository elsewhere (another account or region):
+        /// `[repository.copies.NAME]`, filled by `lifeboat copy` and the `copy` step.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        pub copies: std::collections::BTreeMap<String, CopyConfig>,
+    }
+}
+
+reaches_s3! {
+    /// `[repository.copies.NAME]`: a copy of the repository, with its own location,
+    /// credentials and (if given) retention.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct CopyConfig {
+        pub url: RepositoryUrl,
+        /// Storage class per kind of backup in the copy; unset: the bucket default.
+        #[serde(default)]
+        pub storage_class: StorageClasses,
+        /// Multipart part size in MiB; unset: 16.
+        #[serde(default)]
+        pub part_size_mib: Option<u64>,
+        /// The copy's own retention; unset: `[retention]`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub retention: Option<RetentionConfig>,
+    }
+}
+
+impl CopyConfig {
+    /// The copy as a repository of its own (to open, list, restore from, prune).
+    pub fn repository(&self) -> RepositoryConfig {
+        RepositoryConfig {
+            url: self.url.clone(),
+            storage_class: self.storage_class.clone(),
+            part_size_mib: self.part_size_mib,
+            upload_concurrency: four(),
+            copies: Default::default(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            access_key_id_file: None,
+            secret_access_key_file: None,
+            path_style: self.path_style,
+            timeouts: self.timeouts,
+        }
     }
 }
 
@@ -42,6 +86,7 @@ impl Default for RepositoryConfig {
             storage_class: StorageClasses::default(),
             part_size_mib: None,
             upload_concurrency: four(),
+            copies: Default::default(),
             endpoint: None,
             region: None,
             access_key_id: None,

@@ -180,7 +180,7 @@ fn defaults_fill_what_is_not_written() {
     );
     assert_eq!(config.retention.time_zone.name(), "UTC");
     let jobs = config.jobs();
-    assert_eq!(jobs["daily"].steps.len(), 5);
+    assert_eq!(jobs["daily"].steps.len(), 6);
     assert_eq!(jobs["weekly"].steps, vec![Step::Verify(None)]);
     // A section with a required key says so.
     let err = parse("[repository]\nendpoint = \"http://x\"\n")
