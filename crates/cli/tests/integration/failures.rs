@@ -313,14 +313,10 @@ fn an_interrupted_damaged_or_miscounted_restore_leaves_the_target_as_it_was() {
     let env = Env::new(Repo::Local, false);
     // A table whose rows load slowly where the target database says so: a restore is still
     // loading it when it is stopped.
+    env.add_slow_table(2000, 0.01);
     env.sql(
         "yomira",
-        "CREATE FUNCTION public.slowly(int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ \
-         BEGIN IF current_setting('lifeboat.slow', true) = 'on' THEN PERFORM pg_sleep(0.01); END IF; \
-         RETURN true; END $$; \
-         CREATE TABLE public.slow (id int CHECK (public.slowly(id))); \
-         INSERT INTO public.slow SELECT generate_series(1, 2000); \
-         CREATE TABLE public.bulk AS SELECT g AS id, md5(g::text) || md5((g + 1)::text) AS t \
+        "CREATE TABLE public.bulk AS SELECT g AS id, md5(g::text) || md5((g + 1)::text) AS t \
          FROM generate_series(1, 60000) g",
     );
     let id = env.backup(&[]);
@@ -377,36 +373,23 @@ fn an_interrupted_damaged_or_miscounted_restore_leaves_the_target_as_it_was() {
     let at = damaged.len() - 10;
     damaged[at] ^= 0x01;
     std::fs::write(&data, &damaged).unwrap();
-    for jobs in ["1", "4"] {
-        let out = env.restore(&id, "target", &["--jobs", jobs]);
-        assert_eq!(out.code, 3, "--jobs {jobs}: {}", out.stderr);
-        assert!(
-            out.error_line().contains("is damaged"),
-            "{}",
-            out.error_line()
-        );
-        assert_eq!(
-            target_state(&env, "target"),
-            before,
-            "--jobs {jobs} damaged"
-        );
-    }
     // pg_restore of one early table, or of the definitions only, has what it needs long
     // before the damaged end (megabytes of `public.bulk` come after `Audit.EventLog`): it
     // must not commit before the whole archive is verified.
-    for selection in [&["--table", "Audit.EventLog"][..], &["--schema-only"]] {
-        let out = env.restore(&id, "target", selection);
-        assert_eq!(out.code, 3, "{selection:?}: {}", out.stderr);
-        assert!(
-            out.error_line().contains("is damaged"),
-            "{}",
-            out.error_line()
-        );
-        assert_eq!(
-            target_state(&env, "target"),
-            before,
-            "{selection:?} damaged"
-        );
+    let ways: [&[&str]; 4] = [
+        &["--jobs", "1"],
+        &["--jobs", "4"],
+        &["--table", "Audit.EventLog"],
+        &["--schema-only"],
+    ];
+    let refused = |args: &[&str], why: &str| {
+        let out = env.restore(&id, "target", args);
+        assert_eq!(out.code, 3, "{args:?}: {}", out.stderr);
+        assert!(out.error_line().contains(why), "{}", out.error_line());
+        assert_eq!(target_state(&env, "target"), before, "{args:?}: {why}");
+    };
+    for args in ways {
+        refused(args, "is damaged");
     }
     std::fs::write(&data, &original).unwrap();
 
@@ -420,20 +403,8 @@ fn an_interrupted_damaged_or_miscounted_restore_leaves_the_target_as_it_was() {
         }
     }
     std::fs::write(&manifest_path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
-    for jobs in ["1", "4"] {
-        let out = env.restore(&id, "target", &["--jobs", jobs]);
-        assert_eq!(out.code, 3, "--jobs {jobs}: {}", out.stderr);
-        assert!(
-            out.error_line()
-                .contains("`core.comic` has 200 rows, the backup has 199"),
-            "{}",
-            out.error_line()
-        );
-        assert_eq!(
-            target_state(&env, "target"),
-            before,
-            "--jobs {jobs} miscounted"
-        );
+    for args in &ways[..2] {
+        refused(args, "`core.comic` has 200 rows, the backup has 199");
     }
     // And with --clean over a restored copy that has drifted: the drift stays, nothing dropped.
     std::fs::write(&manifest_path, &text).unwrap();

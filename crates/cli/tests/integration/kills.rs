@@ -110,14 +110,7 @@ fn a_killed_parallel_restore_leaves_no_spool_and_no_workers() {
     let mut env = Env::new(Repo::Local, true);
     // A table whose rows load slowly in a database that says so, so that pg_restore's workers
     // are mid-load when lifeboat is killed.
-    env.sql(
-        "yomira",
-        "CREATE FUNCTION public.slowly(int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ \
-         BEGIN IF current_setting('lifeboat.slow', true) = 'on' THEN PERFORM pg_sleep(0.02); END IF; \
-         RETURN true; END $$; \
-         CREATE TABLE public.slow (id int CHECK (public.slowly(id))); \
-         INSERT INTO public.slow SELECT generate_series(1, 800)",
-    );
+    env.add_slow_table(800, 0.02);
     let id = env.backup(&[]);
     let tmp = private_tmp(&mut env);
     // Spooled then loaded by pg_restore's workers, and streamed into one transaction.

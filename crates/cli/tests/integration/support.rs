@@ -388,6 +388,22 @@ impl Env {
     /// the run lock; the run goes on when the returned table lock is dropped.
     /// `backup db` started while a lock (held by the caller) blocks its pg_dump; returns once
     /// pg_dump waits.
+    /// `public.slow`: `rows` rows, each taking `sleep` seconds to load into a database whose
+    /// `lifeboat.slow` setting is `on` (its CHECK calls a function that sleeps then), so that
+    /// a restore is caught mid-load.
+    pub fn add_slow_table(&self, rows: u32, sleep: f64) {
+        self.sql(
+            "yomira",
+            &format!(
+                "CREATE FUNCTION public.slowly(int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ \
+                 BEGIN IF current_setting('lifeboat.slow', true) = 'on' THEN PERFORM pg_sleep({sleep}); END IF; \
+                 RETURN true; END $$; \
+                 CREATE TABLE public.slow (id int CHECK (public.slowly(id))); \
+                 INSERT INTO public.slow SELECT generate_series(1, {rows})"
+            ),
+        );
+    }
+
     pub fn blocked_backup(&self) -> std::process::Child {
         let child = self
             .command(&["backup", "db"])
