@@ -18,7 +18,8 @@ use crate::storage::backend::CopyOptions;
 use crate::storage::Storage;
 use crate::Context;
 
-/// Bytes per part when an object streams through this machine into the copy.
+/// Bytes per part when an object streams through this machine into the copy, unless the
+/// copy's `part_size_mib` says otherwise.
 const PART_SIZE: usize = 16 << 20;
 /// WAL objects copied at once (each held in memory: at most a segment).
 const WAL_AT_ONCE: usize = 4;
@@ -211,6 +212,11 @@ async fn copy_locked(
         return Ok(report);
     }
     let classes = &ctx.config.repository.storage_class;
+    let part_size = ctx
+        .config
+        .repository
+        .part_size_mib
+        .map_or(PART_SIZE, |mib| (mib as usize) << 20);
     // Data first, each object checked by hash once in the copy.
     let mut whole = Vec::new();
     for backup in &plan.backups {
@@ -218,7 +224,15 @@ async fn copy_locked(
             BackupKind::Db | BackupKind::Redis => classes.db.clone(),
             BackupKind::Base => classes.base.clone(),
         };
-        match copy_backup(primary.storage(), target.storage(), backup, class.clone()).await {
+        match copy_backup(
+            primary.storage(),
+            target.storage(),
+            backup,
+            class.clone(),
+            part_size,
+        )
+        .await
+        {
             Ok(bytes) => {
                 report.bytes_copied += bytes;
                 whole.push((backup, class));
@@ -299,10 +313,11 @@ async fn copy_backup(
     to: &Storage,
     backup: &PlannedBackup,
     storage_class: Option<String>,
+    part_size: usize,
 ) -> Result<u64> {
     let mut bytes = 0;
     for object in &backup.objects {
-        let copied = copy_checked(from, to, object, storage_class.clone()).await;
+        let copied = copy_checked(from, to, object, storage_class.clone(), part_size).await;
         if let Err(e) = copied {
             for done in &backup.objects {
                 let _ = to.without_cancel().delete(&done.key).await;
@@ -319,12 +334,13 @@ async fn copy_checked(
     to: &Storage,
     object: &Object,
     storage_class: Option<String>,
+    part_size: usize,
 ) -> Result<()> {
     let options = CopyOptions {
         size: object.size,
         etag: None,
         storage_class,
-        part_size: PART_SIZE,
+        part_size,
     };
     if to
         .copy_from(from, &object.key, &object.key, &options)

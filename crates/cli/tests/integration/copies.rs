@@ -94,6 +94,30 @@ fn a_copy_in_another_account_holds_committed_backups_checked_and_restores() {
         "only committed backups: {keys:?}"
     );
 
+    // `status` (and its metrics) shows the copy.
+    let metrics = env.dir.path().join("lifeboat.prom");
+    let out = env.lifeboat(&[
+        "status",
+        "--json",
+        "--prometheus",
+        metrics.to_str().unwrap(),
+    ]);
+    let assets: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    let copy = assets
+        .iter()
+        .find(|a| a["kind"] == "copy" && a["name"] == "offsite")
+        .unwrap_or_else(|| panic!("no copy in {assets:?}"));
+    assert_eq!(copy["ok"], true, "{copy}");
+    assert!(
+        copy["notes"][0].as_str().unwrap().starts_with("2 backups"),
+        "{copy}"
+    );
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.contains("lifeboat_last_success_timestamp_seconds{kind=\"copy\",name=\"offsite\"}"),
+        "{text}"
+    );
+
     // Read back from the copy: listed the same, restored the same.
     let out = env.lifeboat(&["list", "--from", "offsite", "--json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);

@@ -15,7 +15,7 @@ use crate::{wal, Context};
 /// One asset's state. Every duration is in seconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct AssetStatus {
-    /// `db`, `wal`, `base`, `objects`, `redis` or `repository`.
+    /// `db`, `wal`, `base`, `objects`, `copy`, `redis` or `repository`.
     pub kind: String,
     /// The configured name (`main`, `media`); empty for `redis` and `repository`.
     pub name: String,
@@ -123,6 +123,52 @@ fn minutes(m: i64) -> String {
     }
 }
 
+/// Copy `name` of the repository: its newest backup against the dump objective, and the
+/// repository's backups it lacks.
+async fn copy_status(
+    ctx: &Context,
+    manifests: &[Manifest],
+    name: &str,
+    now: Timestamp,
+) -> AssetStatus {
+    let mut asset = AssetStatus::new("copy", name);
+    let read = async {
+        let copy_ctx = ctx.with_config(ctx.config.for_copy(name)?);
+        let repo = Repository::open(&copy_ctx).await?;
+        repo.list().await
+    };
+    match read.await {
+        Ok(copied) => {
+            let newest = copied.iter().max_by_key(|m| m.started_at);
+            asset.judge_age(
+                newest.map(|m| m.started_at),
+                ctx.config.objectives.dump_rpo_minutes,
+                now,
+                "backup in the copy",
+            );
+            asset.size_bytes = newest.map(|m| m.stored_size);
+            let have: std::collections::HashSet<&str> =
+                copied.iter().map(|m| m.id.as_str()).collect();
+            let missing: Vec<&str> = manifests
+                .iter()
+                .map(|m| m.id.as_str())
+                .filter(|id| !have.contains(id))
+                .collect();
+            asset
+                .notes
+                .push(format!("{} backups in the copy", copied.len()));
+            if let Some(oldest) = missing.first() {
+                asset.notes.push(format!(
+                    "{} backups of the repository not copied yet, the oldest `{oldest}`: `lifeboat copy {name}`",
+                    missing.len()
+                ));
+            }
+        }
+        Err(e) => asset.problems.push(format!("cannot read the copy: {e}")),
+    }
+    asset
+}
+
 /// The status of every configured asset at `now`.
 pub async fn status(ctx: &Context, repo: &Repository, now: Timestamp) -> Result<Vec<AssetStatus>> {
     let objectives = &ctx.config.objectives;
@@ -210,6 +256,9 @@ pub async fn status(ctx: &Context, repo: &Repository, now: Timestamp) -> Result<
             Err(e) => asset.problems.push(format!("cannot read its runs: {e}")),
         }
         out.push(asset);
+    }
+    for name in ctx.config.repository.copies.keys() {
+        out.push(copy_status(ctx, &manifests, name, now).await);
     }
     if let Some(redis) = &ctx.config.redis {
         let mut asset = AssetStatus::new("redis", "");

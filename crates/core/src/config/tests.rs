@@ -276,3 +276,45 @@ fn secrets_from_files_are_used_and_never_shown() {
         "{err}"
     );
 }
+
+#[test]
+fn copies_are_elsewhere_anchored_secret_and_seen_as_repositories() {
+    let text = "[repository]\nurl = \"repo\"\n[retention]\ndaily_days = 30\n\
+                [repository.copies.near]\nurl = \"near-copy\"\n\
+                [repository.copies.offsite]\nurl = \"s3://other/lifeboat\"\n\
+                endpoint = \"https://acct.r2.cloudflarestorage.com\"\n\
+                access_key_id = \"AKIA\"\nsecret_access_key = \"copysecret\"\n\
+                [repository.copies.offsite.retention]\ndaily_days = 60\n";
+    let config = parse(text).unwrap();
+    let near = config.for_copy("near").unwrap();
+    assert_eq!(
+        near.repository.url,
+        RepositoryUrl::Local(PathBuf::from("/etc/lifeboat/near-copy"))
+    );
+    assert_eq!(near.retention.daily_days, 30, "unset: [retention]");
+    let offsite = config.for_copy("offsite").unwrap();
+    assert_eq!(offsite.retention.daily_days, 60);
+    assert!(offsite.repository.copies.is_empty());
+    let shown = format!("{config:?}{offsite:?}{}", config.to_redacted_toml());
+    assert!(!shown.contains("copysecret"), "{shown}");
+    let err = config.for_copy("nope").unwrap_err().to_string();
+    assert!(
+        err.contains("copy `nope` is not configured") && err.contains("`near`, `offsite`"),
+        "{err}"
+    );
+    // A copy where the repository is, or where another copy is, is refused.
+    let err = parse("[repository]\nurl = \"repo\"\n[repository.copies.same]\nurl = \"repo\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`repository.copies.same.url`") && err.contains("the repository"),
+        "{err}"
+    );
+    let err = parse(
+        "[repository]\nurl = \"repo\"\n[repository.copies.a]\nurl = \"s3://x/y\"\n\
+         [repository.copies.b]\nurl = \"s3://x/y\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("copy `a`"), "{err}");
+}

@@ -36,6 +36,7 @@ pub(super) fn validate(config: &Config) -> Result<(), String> {
             ));
         }
     }
+    copies_elsewhere(config)?;
     one_archive_per_repository(config)?;
     for (name, db) in &config.postgres {
         for table in &db.critical_tables {
@@ -45,6 +46,37 @@ pub(super) fn validate(config: &Config) -> Result<(), String> {
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// Each copy is a location of its own: a copy at the repository's location (or another
+/// copy's) would be pruned with the wrong retention, or copied onto itself.
+fn copies_elsewhere(config: &Config) -> Result<(), String> {
+    let repository = &config.repository;
+    let mut seen = vec![(
+        "the repository".to_string(),
+        repository.url.to_string(),
+        repository.endpoint.clone(),
+    )];
+    for (name, copy) in &repository.copies {
+        let url = copy.url.to_string();
+        if let Some((other, _, _)) = seen
+            .iter()
+            .find(|(_, u, endpoint)| *u == url && *endpoint == copy.endpoint)
+        {
+            return Err(format!(
+                "`repository.copies.{name}.url` is `{url}`, the location of {other}: a copy must be somewhere else (another bucket, account or region)"
+            ));
+        }
+        if let Some(size) = copy.part_size_mib {
+            if !(5..=5120).contains(&size) {
+                return Err(format!(
+                    "`repository.copies.{name}.part_size_mib` is `{size}`: use 5 to 5120"
+                ));
+            }
+        }
+        seen.push((format!("copy `{}`", name), url, copy.endpoint.clone()));
     }
     Ok(())
 }

@@ -278,13 +278,17 @@ pub async fn restore_db(
 }
 
 /// Restores the entries of `list` (a `pg_restore -L` list) in `sections` of dump `manifest`
-/// into `target`, streamed, in one transaction: the throwaway copies of `restore table`.
+/// into `target`, streamed, in one transaction: the scratch copies of `restore table
+/// --from-dump`. With `verified`, it commits only once the whole archive is verified (pg_restore
+/// stops reading after the listed entries); without, as soon as pg_restore is done (for
+/// definitions a later `verified` call of the same archive vouches for).
 pub(crate) async fn restore_listed(
     ctx: &Context,
     archive: &Archive<'_>,
     target: &ConnInfo,
     list: &str,
     sections: &[&str],
+    verified: bool,
 ) -> Result<()> {
     let file = Unnamed::memory("lifeboat-restore-list", list.as_bytes())
         .map_err(|e| Error::io("writing the restore list", e))?;
@@ -297,13 +301,22 @@ pub(crate) async fn restore_listed(
             "--no-owner",
             "--no-privileges",
         ])
-        .arg(format!("--use-list={}", file.path().display()))
-        .arg(format!("--dbname={}", target.dbname()))
-        .arg("--single-transaction");
+        .arg(format!("--use-list={}", file.path().display()));
     for section in sections {
         tool = tool.arg(format!("--section={section}"));
     }
-    stream::into_pg_restore(ctx, archive, target, tool, &[])
+    if !verified {
+        let tool = tool
+            .arg(format!("--dbname={}", target.dbname()))
+            .arg("--single-transaction");
+        return stream::into_pg_restore(ctx, archive, target, tool, &[])
+            .await
+            .map(drop);
+    }
+    // pg_restore stops reading once it has the listed entries: what it wrote commits only on
+    // the verdict of the whole archive.
+    let pgoptions = settings::pgoptions(&Default::default());
+    stream::through_psql(ctx, archive, target, tool, "", &pgoptions, &[])
         .await
         .map(drop)
 }

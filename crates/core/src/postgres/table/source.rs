@@ -127,7 +127,15 @@ pub(super) async fn from_dump(
     let identities = identities_for(&ctx.config, dump, request.identity.as_deref())?;
     let archive = Archive::new(repo, dump, identities);
     let toc = read_toc(ctx, &archive).await?;
-    restore_listed(ctx, &archive, &target, &copy_list(&toc, &[]), &["pre-data"]).await?;
+    restore_listed(
+        ctx,
+        &archive,
+        &target,
+        &copy_list(&toc, &[]),
+        &["pre-data"],
+        false,
+    )
+    .await?;
     // The partitions are known once the definitions are in.
     let client = target.connect("the scratch cluster").await?;
     let mut data_of = Vec::new();
@@ -147,7 +155,9 @@ pub(super) async fn from_dump(
     }
     drop(client);
     let list = copy_list(&toc, &data_of);
-    restore_listed(ctx, &archive, &target, &list, &["data", "post-data"]).await?;
+    // The archive is verified whole before the data commits: the definitions above were
+    // read from it unverified, on this throwaway server only.
+    restore_listed(ctx, &archive, &target, &list, &["data", "post-data"], true).await?;
     Ok(Source {
         socket: cluster.socket_dir().to_path_buf(),
         port: cluster.port(),
