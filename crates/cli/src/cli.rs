@@ -60,8 +60,9 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     pub from: Option<String>,
 
-    /// Commands that write (`backup`, `prune`, `run`): wait up to this long for another run's
-    /// lock on the repository instead of failing at once.
+    /// Wait up to this long for what is not ready yet instead of failing at once: another
+    /// run's lock on the repository (`backup`, `prune`, `run`), an archived backup's restore
+    /// request (`restore db`, `verify`).
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 0)]
     pub wait: u64,
 
@@ -141,6 +142,8 @@ pub enum Command {
         /// age identity file for an encrypted backup [default: `encryption.identity_file`].
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
+        #[command(flatten)]
+        thaw: ThawArgs,
     },
     /// Copy committed backups and the WAL archive to the repository's copies
     /// (`[repository.copies.NAME]`), each object checked by hash there, manifests last; then
@@ -394,6 +397,37 @@ pub struct RestorePitrArgs {
     pub identity: Option<PathBuf>,
 }
 
+/// How a backup that retention moved to an archive tier (GLACIER, DEEP_ARCHIVE) is read back.
+#[derive(Debug, Args)]
+pub struct ThawArgs {
+    /// Restore-request tier for an archived backup: expedited (minutes, dearest), standard
+    /// (hours) or bulk (cheapest, slowest). `--wait SECONDS` waits for it.
+    #[arg(long, value_enum, default_value = "standard")]
+    pub tier: TierArg,
+}
+
+impl ThawArgs {
+    /// With `wait`, the global `--wait`: how long to wait for the restore request.
+    pub fn thaw(&self, wait: std::time::Duration) -> lifeboat_core::storage::tiers::Thaw {
+        lifeboat_core::storage::tiers::Thaw {
+            tier: match self.tier {
+                TierArg::Expedited => "Expedited",
+                TierArg::Standard => "Standard",
+                TierArg::Bulk => "Bulk",
+            }
+            .into(),
+            wait,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TierArg {
+    Expedited,
+    Standard,
+    Bulk,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum TargetActionArg {
     Promote,
@@ -452,4 +486,6 @@ pub struct RestoreDbArgs {
     /// Folder for the spooled archive of --spool [default: the temp folder].
     #[arg(long, value_name = "DIR", requires = "spool")]
     pub spool_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub thaw: ThawArgs,
 }

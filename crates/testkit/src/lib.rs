@@ -21,10 +21,12 @@ use s3s::service::S3ServiceBuilder;
 use tokio::sync::oneshot;
 
 pub mod faults;
+pub mod moto;
 
 pub use faults::{Fault, FaultProxy, Rule};
 pub use lifeboat_core::postgres::cluster::{ClusterOptions, ScratchCluster};
 pub use lifeboat_core::postgres::tools::PgTools;
+pub use moto::MotoServer;
 
 /// Requests the server refuses on purpose, to test how clients cope.
 #[derive(Debug, Clone, Default)]

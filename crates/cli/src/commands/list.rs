@@ -3,6 +3,7 @@
 //! every object backup.
 
 use lifeboat_core::repository::{Catalog, Repository};
+use lifeboat_core::storage::tiers;
 use lifeboat_core::units::human_bytes;
 use lifeboat_core::{verify, wal, Context, Result};
 
@@ -24,6 +25,15 @@ async fn backups(ctx: &Context, json: bool) -> Result<()> {
         tracing::warn!("{}", damaged.describe());
     }
     let verifications = verify::list_verifications(&repo).await?;
+    // Backups in an archive tier: whether they can be read now (one request each).
+    let mut readiness = std::collections::BTreeMap::new();
+    for m in &catalog.manifests {
+        if m.storage_class.as_deref().is_some_and(tiers::needs_restore) {
+            if let Some(state) = repo.storage().readiness(&m.data).await? {
+                readiness.insert(m.id.clone(), state);
+            }
+        }
+    }
     if json {
         // A damaged manifest is listed too, as `{"id", "damaged": reason, "manifest"}`.
         let mut listed: Vec<(String, serde_json::Value)> = catalog
@@ -34,6 +44,9 @@ async fn backups(ctx: &Context, json: bool) -> Result<()> {
                 if let Some(v) = verifications.iter().find(|v| v.backup == m.id) {
                     value["verification"] =
                         serde_json::to_value(v).expect("verifications serialize");
+                }
+                if let Some(state) = readiness.get(&m.id) {
+                    value["readiness"] = serde_json::to_value(state).expect("states serialize");
                 }
                 (m.id.clone(), value)
             })
@@ -48,7 +61,7 @@ async fn backups(ctx: &Context, json: bool) -> Result<()> {
         let listed: Vec<serde_json::Value> = listed.into_iter().map(|(_, v)| v).collect();
         return print_json(&listed);
     }
-    emit(&list_table(&catalog, &verifications))
+    emit(&list_table(&catalog, &verifications, &readiness))
 }
 
 async fn archive(ctx: &Context, json: bool) -> Result<()> {
@@ -60,7 +73,11 @@ async fn archive(ctx: &Context, json: bool) -> Result<()> {
     emit(&wal_report_text(&report))
 }
 
-fn list_table(catalog: &Catalog, verifications: &[verify::Verification]) -> String {
+fn list_table(
+    catalog: &Catalog,
+    verifications: &[verify::Verification],
+    readiness: &std::collections::BTreeMap<String, tiers::Readiness>,
+) -> String {
     if catalog.manifests.is_empty() && catalog.damaged.is_empty() {
         return "no backups\n".into();
     }
@@ -78,6 +95,19 @@ fn list_table(catalog: &Catalog, verifications: &[verify::Verification]) -> Stri
         }
         if let Some(tier) = &m.tier {
             notes.push(tier.clone());
+        }
+        match readiness.get(&m.id) {
+            Some(tiers::Readiness::Archived { class }) => {
+                notes.push(format!("{class}: archived, `restore` requests it back"));
+            }
+            Some(tiers::Readiness::Restoring { class }) => {
+                notes.push(format!("{class}: restore under way"));
+            }
+            Some(tiers::Readiness::Restored { class, until }) => notes.push(format!(
+                "{class}: restored, readable until {}",
+                until.as_deref().unwrap_or("?")
+            )),
+            _ => {}
         }
         if let Some(v) = verifications.iter().find(|v| v.backup == m.id) {
             notes.push(match (v.passed, v.recovery_seconds) {

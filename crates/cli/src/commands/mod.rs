@@ -46,8 +46,10 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             quick,
             jobs,
             identity,
+            thaw,
         } => {
-            let request = verify::request(id, *kind, *quick, *jobs, identity.clone());
+            let mut request = verify::request(id, *kind, *quick, *jobs, identity.clone());
+            request.thaw = thaw.thaw(ctx.lock_wait);
             verify::verify(ctx, &request, json).await
         }
         Command::Run { job } => run::run(ctx, job, json).await,

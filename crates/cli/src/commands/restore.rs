@@ -246,6 +246,7 @@ fn restore_request(ctx: &Context, r: &RestoreDbArgs) -> Result<RestoreRequest> {
         identity: r.identity.clone(),
         spool: r.spool,
         spool_dir: r.spool_dir.clone(),
+        thaw: r.thaw.thaw(ctx.lock_wait),
         create: r.create,
         globals: r.globals,
         replace_roles: r.replace_roles,

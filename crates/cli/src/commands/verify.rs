@@ -26,6 +26,7 @@ pub fn request(
         quick,
         identity,
         jobs,
+        ..Default::default()
     }
 }
 

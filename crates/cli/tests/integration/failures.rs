@@ -193,6 +193,19 @@ fn bad_inputs_are_one_line_and_change_nothing() {
     );
 }
 
+/// Makes the manifest at `path` say `core.comic` has 199 rows (it has 200); its text before.
+fn miscount_comics(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for table in value["tables"].as_array_mut().unwrap() {
+        if table["name"] == "comic" {
+            table["rows"] = serde_json::json!(199);
+        }
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+    text
+}
+
 #[test]
 fn damaged_or_mismatching_backups_fail_and_roll_back() {
     let env = Env::new(Repo::Local, false);
@@ -224,14 +237,7 @@ fn damaged_or_mismatching_backups_fail_and_roll_back() {
     std::fs::write(&data, &original).unwrap();
 
     // A manifest whose row count does not match what restores.
-    let text = std::fs::read_to_string(&manifest_path).unwrap();
-    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
-    for table in value["tables"].as_array_mut().unwrap() {
-        if table["name"] == "comic" {
-            table["rows"] = serde_json::json!(199);
-        }
-    }
-    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+    miscount_comics(&manifest_path);
     let out = env.restore(&id, "target", &[]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     let line = out.error_line();
@@ -395,14 +401,8 @@ fn an_interrupted_damaged_or_miscounted_restore_leaves_the_target_as_it_was() {
 
     // An archive whose rows differ from what the backup recorded: found before the commit.
     let manifest_path = env.repo_path(&format!("manifests/{id}.json"));
-    let text = std::fs::read_to_string(&manifest_path).unwrap();
-    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
-    for table in value["tables"].as_array_mut().unwrap() {
-        if table["name"] == "comic" {
-            table["rows"] = serde_json::json!(199);
-        }
-    }
-    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+    let text = miscount_comics(&manifest_path);
+    let miscounted = std::fs::read(&manifest_path).unwrap();
     for args in &ways[..2] {
         refused(args, "`core.comic` has 200 rows, the backup has 199");
     }
@@ -412,7 +412,7 @@ fn an_interrupted_damaged_or_miscounted_restore_leaves_the_target_as_it_was() {
     assert_eq!(env.restore(&id, "drifted", &[]).code, 0);
     env.sql("drifted", "UPDATE users.account SET email = 'x' || email");
     let drifted = env.fingerprints("drifted");
-    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&value).unwrap()).unwrap();
+    std::fs::write(&manifest_path, &miscounted).unwrap();
     let out = env.restore(&id, "drifted", &["--clean", "--jobs", "2"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert_eq!(

@@ -21,5 +21,6 @@ mod roundtrip;
 mod secrets;
 mod support;
 mod table;
+mod tiers;
 mod verify;
 mod wal;

@@ -182,4 +182,18 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// The bucket's lifecycle configuration (XML), replaced first by `replace` when given;
     /// `None` when it has none.
     async fn lifecycle(&self, replace: Option<String>) -> Result<Option<String>>;
+
+    /// Whether an object can be read now (archive tiers); `None` if it does not exist. Where
+    /// there are no archive tiers, every object is readable.
+    async fn readiness(&self, key: &str) -> Result<Option<super::tiers::Readiness>> {
+        Ok(self
+            .stat(key)
+            .await?
+            .map(|_| super::tiers::Readiness::Readable))
+    }
+
+    /// Asks for a readable copy of an archived object for `days` days, served at `tier`.
+    async fn request_restore(&self, _key: &str, _days: u32, _tier: &str) -> Result<()> {
+        Ok(())
+    }
 }

@@ -230,6 +230,19 @@ impl Backend for Guard {
         )
         .await
     }
+
+    async fn readiness(&self, key: &str) -> Result<Option<super::tiers::Readiness>> {
+        self.bound("checking", key, self.inner.readiness(key)).await
+    }
+
+    async fn request_restore(&self, key: &str, days: u32, tier: &str) -> Result<()> {
+        self.bound(
+            "requesting the restore of",
+            key,
+            self.inner.request_restore(key, days, tier),
+        )
+        .await
+    }
 }
 
 struct GuardedUpload {
@@ -364,6 +377,18 @@ impl Backend for DryRun {
             );
         }
         self.inner.lifecycle(None).await
+    }
+
+    async fn readiness(&self, key: &str) -> Result<Option<super::tiers::Readiness>> {
+        self.inner.readiness(key).await
+    }
+
+    async fn request_restore(&self, key: &str, _days: u32, tier: &str) -> Result<()> {
+        tracing::info!(
+            "dry run: would request the restore of `{}` ({tier})",
+            self.display(key)
+        );
+        Ok(())
     }
 }
 

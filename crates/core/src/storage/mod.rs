@@ -23,6 +23,7 @@ pub mod opendal;
 mod parts;
 pub mod retry;
 pub mod s3;
+pub mod tiers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -360,6 +361,16 @@ impl Storage {
         self.backend
             .copy_from(&source.backend, from, to, options)
             .await
+    }
+
+    /// Whether an object can be read now (archive tiers); `None` if it does not exist.
+    pub async fn readiness(&self, path: &str) -> Result<Option<tiers::Readiness>> {
+        self.backend.readiness(path).await
+    }
+
+    /// Asks for a readable copy of an archived object for `days` days, served at `tier`.
+    pub async fn request_restore(&self, path: &str, days: u32, tier: &str) -> Result<()> {
+        self.backend.request_restore(path, days, tier).await
     }
 
     /// Moves an object to another storage class.

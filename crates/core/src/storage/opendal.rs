@@ -419,6 +419,23 @@ impl Backend for OpendalBackend {
         s3.copy_object(account, key, key, &options, true).await
     }
 
+    async fn readiness(&self, key: &str) -> Result<Option<super::tiers::Readiness>> {
+        match &self.s3 {
+            Some(s3) => s3.readiness(key).await,
+            None => Ok(self
+                .stat(key)
+                .await?
+                .map(|_| super::tiers::Readiness::Readable)),
+        }
+    }
+
+    async fn request_restore(&self, key: &str, days: u32, tier: &str) -> Result<()> {
+        match &self.s3 {
+            Some(s3) => s3.request_restore(key, days, tier).await,
+            None => Ok(()),
+        }
+    }
+
     async fn lifecycle(&self, replace: Option<String>) -> Result<Option<String>> {
         match &self.s3 {
             Some(s3) => s3.lifecycle(replace).await,

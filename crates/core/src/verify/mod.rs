@@ -39,6 +39,8 @@ pub struct VerifyRequest {
     pub identity: Option<PathBuf>,
     /// pg_restore jobs for a dump.
     pub jobs: u32,
+    /// How a backup in an archive tier is read back.
+    pub thaw: crate::storage::tiers::Thaw,
 }
 
 /// Verifies one backup and records the result (a failed check is a result, not an error).
@@ -54,6 +56,16 @@ pub async fn verify(
             ..Selector::default()
         })
         .await?;
+    // An archived backup is restored by the storage first (or said not to be ready): not a
+    // failed verification.
+    crate::storage::tiers::ensure_readable(
+        repo.storage(),
+        &manifest.id,
+        &[manifest.data.as_str()],
+        &request.thaw,
+        &ctx.cancel,
+    )
+    .await?;
     let database = ctx.config.postgres.get(&manifest.database).cloned();
     let mut checks = Vec::new();
     let mut recovery_seconds = None;

@@ -70,6 +70,8 @@ pub struct RestoreRequest {
     pub globals: bool,
     /// With `globals`: also alter the roles that exist to match the backup.
     pub replace_roles: bool,
+    /// How a backup in an archive tier is read back.
+    pub thaw: crate::storage::tiers::Thaw,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -150,6 +152,18 @@ pub async fn restore_db(
         })
         .await?;
     let selection = Selection::new(&manifest, request)?;
+    let mut keys = vec![manifest.data.as_str()];
+    if let Some(globals) = manifest.globals.as_ref().filter(|_| request.globals) {
+        keys.push(globals.key.as_str());
+    }
+    crate::storage::tiers::ensure_readable(
+        repo.storage(),
+        &manifest.id,
+        &keys,
+        &request.thaw,
+        &ctx.cancel,
+    )
+    .await?;
     let identities = identities_for(&ctx.config, &manifest, request.identity.as_deref())?;
     let target = ConnInfo::new(&request.into, request.into_password.as_ref())?;
     let roles = prepare_server(ctx, repo, &manifest, &target, request, identities.clone()).await?;

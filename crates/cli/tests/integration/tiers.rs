@@ -1,0 +1,88 @@
+//! Cold tiers against a server that implements them (moto): a monthly dump that `prune` moved
+//! to GLACIER cannot be read until restored; `restore db` and `verify` request it back, say so,
+//! and with `--wait SECONDS` wait for it; `list` says where it stands.
+
+use lifeboat_testkit::MotoServer;
+
+use crate::support::{Env, Repo};
+
+const BUCKET: &str = "yomira-tiers";
+
+fn readiness(env: &Env, id: &str) -> String {
+    let out = env.lifeboat(&["list", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    let entry = listed.iter().find(|m| m["id"] == id).unwrap();
+    entry["readiness"]["state"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string()
+}
+
+#[test]
+fn an_archived_monthly_dump_is_requested_back_then_restores() {
+    let moto = MotoServer::start();
+    moto.create_bucket(BUCKET);
+    let mut env = Env::new(Repo::Local, false);
+    // The same environment, its repository on moto, with monthly dumps moved to GLACIER.
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let (_, rest) = text.split_once("[postgres.main]").unwrap();
+    env.write_config(&format!(
+        "[repository]\nurl = \"s3://{BUCKET}/lifeboat\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
+         access_key_id = \"moto\"\nsecret_access_key = \"moto-secret\"\n\
+         [retention]\nmonthly_class = \"GLACIER\"\n[postgres.main]{rest}",
+        moto.endpoint
+    ));
+    assert_eq!(env.lifeboat(&["init"]).code, 0);
+    let first = env.backup(&[]);
+    let _second = env.backup(&[]);
+    let before = env.fingerprints("yomira");
+    // Forty days on, the first is kept only as its month's first: promoted to GLACIER.
+    let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 40)).to_string();
+    let out = env.lifeboat(&["prune", "--at", &later]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let key = format!("lifeboat/data/db/{first}.dump.zst");
+    assert_eq!(moto.storage_class(BUCKET, &key), "GLACIER");
+    assert_eq!(readiness(&env, &first), "archived");
+    let out = env.lifeboat(&["list"]);
+    assert!(out.stdout.contains("GLACIER: archived"), "{}", out.stdout);
+
+    // Without --wait: the restore request is made, and the command says when to come back.
+    env.new_database("thawed");
+    let out = env.restore(&first, "thawed", &["--tier", "expedited"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = out.error_line();
+    assert!(
+        line.contains(&format!("backup `{first}` is in `GLACIER`"))
+            && line.contains("tier Expedited")
+            && line.contains("within 1 to 5 minutes")
+            && line.contains("--wait"),
+        "{line}"
+    );
+    assert!(
+        out.stderr.contains("requested a restore of"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.table_count("thawed"), 0);
+    // moto serves restore requests at once: readable now, and listed so.
+    assert_eq!(readiness(&env, &first), "restored");
+    let out = env.restore(&first, "thawed", &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(env.fingerprints("thawed"), before);
+
+    // Archived again: `verify --wait` requests it back, waits, and verifies.
+    moto.python(&format!(
+        "s3.copy_object(Bucket='{BUCKET}', Key='{key}', CopySource={{'Bucket': '{BUCKET}', 'Key': '{key}'}}, \
+         StorageClass='GLACIER', MetadataDirective='COPY')"
+    ));
+    assert_eq!(readiness(&env, &first), "archived");
+    let out = env.lifeboat(&["verify", &first, "--wait", "600", "--tier", "bulk"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("waiting for the restore of backup"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(readiness(&env, &first), "restored");
+}

@@ -1,0 +1,265 @@
+//! Archive tiers (S3 Glacier Flexible Retrieval, Glacier Deep Archive): whether an object can
+//! be read now, and the restore request that makes a readable copy of it for some days.
+
+use serde::Serialize;
+
+use super::s3::{name, Request, S3Api};
+use crate::error::{Error, Result};
+
+/// Storage classes whose objects must be restored before they can be read (Glacier Instant
+/// Retrieval and the infrequent-access classes read at once).
+pub fn needs_restore(class: &str) -> bool {
+    matches!(class, "GLACIER" | "DEEP_ARCHIVE")
+}
+
+/// Whether an object can be read now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum Readiness {
+    /// In a class read at once (or not on S3).
+    Readable,
+    /// In an archive class, with no restored copy and none on the way.
+    Archived { class: String },
+    /// A restore was requested and is not done.
+    Restoring { class: String },
+    /// A restored copy can be read until `until` (as S3 gives it).
+    Restored {
+        class: String,
+        until: Option<String>,
+    },
+}
+
+impl Readiness {
+    pub fn readable(&self) -> bool {
+        matches!(self, Readiness::Readable | Readiness::Restored { .. })
+    }
+
+    /// From an object's `x-amz-storage-class` and `x-amz-restore` headers.
+    pub fn from_headers(class: Option<&str>, restore: Option<&str>) -> Readiness {
+        let Some(class) = class.filter(|c| needs_restore(c)) else {
+            return Readiness::Readable;
+        };
+        let class = class.to_string();
+        let Some(restore) = restore else {
+            return Readiness::Archived { class };
+        };
+        // `ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"`
+        if restore.contains("ongoing-request=\"true\"") {
+            return Readiness::Restoring { class };
+        }
+        let until = restore
+            .split_once("expiry-date=\"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(date, _)| date.to_string());
+        Readiness::Restored { class, until }
+    }
+}
+
+/// How fast a restore request is served, and at what price.
+pub const TIERS: [&str; 3] = ["Expedited", "Standard", "Bulk"];
+
+/// What a tier usually takes, for messages (AWS's figures for Glacier Flexible Retrieval).
+pub fn usual_wait(tier: &str, class: &str) -> &'static str {
+    match (tier, class) {
+        (_, "DEEP_ARCHIVE") if tier == "Bulk" => "within 48 hours",
+        (_, "DEEP_ARCHIVE") => "within 12 hours",
+        ("Expedited", _) => "within 1 to 5 minutes",
+        ("Bulk", _) => "within 5 to 12 hours",
+        _ => "within 3 to 5 hours",
+    }
+}
+
+/// Days a restored copy stays readable: enough for a restore that waited a day, and its retry.
+pub const RESTORE_DAYS: u32 = 2;
+
+/// How a backup in an archive tier is read back.
+#[derive(Debug, Clone)]
+pub struct Thaw {
+    /// `Expedited`, `Standard` or `Bulk`.
+    pub tier: String,
+    /// How long to wait for the restore before failing with "not ready" (zero: at once).
+    pub wait: std::time::Duration,
+}
+
+impl Default for Thaw {
+    fn default() -> Self {
+        Thaw {
+            tier: "Standard".into(),
+            wait: std::time::Duration::ZERO,
+        }
+    }
+}
+
+/// Makes the objects `keys` of backup `id` readable: an archived one gets a restore request;
+/// then this waits up to `thaw.wait` (checking again after 5 s, then twice as long each time,
+/// at most 5 min) until every one is restored, and otherwise fails with "not ready", saying
+/// what was asked and when it should be done. An object that does not exist is left to the
+/// download to report.
+pub async fn ensure_readable(
+    storage: &super::Storage,
+    id: &str,
+    keys: &[&str],
+    thaw: &Thaw,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<()> {
+    let mut pause = std::time::Duration::from_secs(5);
+    let until = std::time::Instant::now() + thaw.wait;
+    loop {
+        let mut pending = Vec::new();
+        for key in keys {
+            match storage.readiness(key).await? {
+                Some(Readiness::Archived { class }) => {
+                    storage
+                        .request_restore(key, RESTORE_DAYS, &thaw.tier)
+                        .await?;
+                    tracing::info!(
+                        "requested a restore of `{}` ({class}, tier {}, readable for {RESTORE_DAYS} days)",
+                        storage.display(key),
+                        thaw.tier
+                    );
+                    pending.push(class);
+                }
+                Some(Readiness::Restoring { class }) => pending.push(class),
+                _ => {}
+            }
+        }
+        let Some(class) = pending.first() else {
+            return Ok(());
+        };
+        let when = usual_wait(&thaw.tier, class);
+        let now = std::time::Instant::now();
+        if now >= until {
+            return Err(Error::NotReady(format!(
+                "backup `{id}` is in `{class}`: a restore of {} objects (tier {}) is under way, usually done {when}; run this again then, or wait for it with `--wait SECONDS`",
+                pending.len(),
+                thaw.tier
+            )));
+        }
+        let pause_now = pause.min(until - now);
+        tracing::info!(
+            "waiting for the restore of backup `{id}` from `{class}` (tier {}, usually done {when})",
+            thaw.tier
+        );
+        tokio::select! {
+            () = tokio::time::sleep(pause_now) => {}
+            () = cancel.cancelled() => {
+                return Err(Error::Interrupted(format!("stopped waiting for the restore of backup `{id}`")));
+            }
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(300));
+    }
+}
+
+impl S3Api {
+    /// Whether an object can be read now; `None` if it does not exist.
+    pub async fn readiness(&self, key: &str) -> Result<Option<Readiness>> {
+        let display = self.display(key);
+        let request = Request {
+            op: "checking",
+            display: &display,
+            method: reqwest::Method::HEAD,
+            url: self.object_url(key)?,
+            headers: &[],
+            body: None,
+        };
+        let response = match self.send(&request).await {
+            Ok(response) => response,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Ok(Some(Readiness::from_headers(
+            header("x-amz-storage-class").as_deref(),
+            header("x-amz-restore").as_deref(),
+        )))
+    }
+
+    /// Asks for a readable copy of an archived object for `days` days, served at `tier`; one
+    /// already on its way is no error.
+    pub async fn request_restore(&self, key: &str, days: u32, tier: &str) -> Result<()> {
+        let display = self.display(key);
+        let mut url = self.object_url(key)?;
+        url.set_query(Some("restore"));
+        let body = format!(
+            "<RestoreRequest xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Days>{days}</Days>\
+             <GlacierJobParameters><Tier>{tier}</Tier></GlacierJobParameters></RestoreRequest>"
+        );
+        let md5 = base64_md5(body.as_bytes());
+        let headers = [
+            (name("content-type"), "application/xml".to_string()),
+            (name("content-md5"), md5),
+        ];
+        let request = Request {
+            op: "requesting the restore of",
+            display: &display,
+            method: reqwest::Method::POST,
+            url,
+            headers: &headers,
+            body: Some(body.into()),
+        };
+        match self.send(&request).await {
+            Ok(_) => Ok(()),
+            Err(Error::Storage { message, .. }) if message.contains("RestoreAlreadyInProgress") => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Content-MD5 of a request body (S3 asks for it on a restore request).
+fn base64_md5(body: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_comes_from_the_class_and_the_restore_header() {
+        assert_eq!(Readiness::from_headers(None, None), Readiness::Readable);
+        assert_eq!(
+            Readiness::from_headers(Some("STANDARD_IA"), None),
+            Readiness::Readable
+        );
+        assert_eq!(
+            Readiness::from_headers(Some("GLACIER_IR"), None),
+            Readiness::Readable
+        );
+        assert_eq!(
+            Readiness::from_headers(Some("GLACIER"), None),
+            Readiness::Archived {
+                class: "GLACIER".into()
+            }
+        );
+        assert_eq!(
+            Readiness::from_headers(Some("DEEP_ARCHIVE"), Some("ongoing-request=\"true\"")),
+            Readiness::Restoring {
+                class: "DEEP_ARCHIVE".into()
+            }
+        );
+        let restored = Readiness::from_headers(
+            Some("GLACIER"),
+            Some("ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\""),
+        );
+        assert_eq!(
+            restored,
+            Readiness::Restored {
+                class: "GLACIER".into(),
+                until: Some("Fri, 21 Dec 2012 00:00:00 GMT".into())
+            }
+        );
+        assert!(restored.readable());
+        assert_eq!(usual_wait("Expedited", "GLACIER"), "within 1 to 5 minutes");
+        assert_eq!(usual_wait("Standard", "DEEP_ARCHIVE"), "within 12 hours");
+    }
+}
