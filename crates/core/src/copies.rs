@@ -161,8 +161,12 @@ pub async fn copy(
         }
         Err(e) => return Err(e),
     };
+    if dry_run {
+        // Nothing is written: no lock to take (as `prune --dry-run`).
+        return copy_locked(&copy_ctx, primary, &target, name, true).await;
+    }
     crate::automation::jobs::with_run_lock(&copy_ctx, &target, "copy", async |locked| {
-        copy_locked(locked, primary, &target, name, dry_run).await
+        copy_locked(locked, primary, &target, name, false).await
     })
     .await
 }

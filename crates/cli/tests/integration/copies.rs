@@ -135,7 +135,16 @@ fn a_copy_in_another_account_holds_committed_backups_checked_and_restores() {
         out.error_line()
     );
 
-    // Nothing new: nothing copied.
+    // Nothing new: nothing planned (a dry run takes no lock: nothing to say about one), nothing
+    // copied.
+    let out = env.lifeboat(&["copy", "--dry-run"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("would copy 0 backups"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stderr.contains("lock"), "{}", out.stderr);
     let out = env.lifeboat(&["copy", "--json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let reports: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();

@@ -100,7 +100,12 @@ fn the_jobs_run_in_the_units_sandbox() {
             ..Default::default()
         },
     );
-    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // Outside `/tmp`, which the sandbox makes read-only (a checkout under `/tmp` builds there).
+    let base = match env!("CARGO_TARGET_TMPDIR") {
+        dir if std::path::Path::new(dir).starts_with("/tmp") => "/var/tmp",
+        dir => dir,
+    };
+    let root = tempfile::tempdir_in(base).unwrap();
     let (state, cache) = (root.path().join("state"), root.path().join("cache"));
     for dir in [&state, &cache] {
         std::fs::create_dir(dir).unwrap();
