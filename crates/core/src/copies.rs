@@ -8,7 +8,6 @@
 use std::collections::HashSet;
 
 use futures::{StreamExt, TryStreamExt};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::repository::layout::Area;
@@ -372,13 +371,13 @@ async fn copy_checked(
 /// The size and sha256 of a stored object, read whole.
 pub async fn stored_hash(storage: &Storage, key: &str) -> Result<(u64, String)> {
     let mut body = storage.download(key).await?;
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
+    let mut hashing = crate::pipeline::HashingWriter::new(std::io::sink());
     while let Some(chunk) = body.try_next().await? {
-        hasher.update(&chunk);
-        size += chunk.len() as u64;
+        std::io::Write::write_all(&mut hashing, &chunk)
+            .map_err(|e| Error::io("hashing the copy", e))?;
     }
-    Ok((size, hex::encode(hasher.finalize())))
+    let (_, size, sha256) = hashing.finish();
+    Ok((size, sha256))
 }
 
 /// Copies a small object (a WAL file) through memory and checks it in the copy against what

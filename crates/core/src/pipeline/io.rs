@@ -20,14 +20,14 @@ pub fn sha256_hex(data: &[u8]) -> String {
 pub(super) const HOLD_BACK: usize = 256 * 1024;
 
 /// Counts and hashes what passes through.
-pub(super) struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     size: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    pub(super) fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         HashingWriter {
             inner,
             hasher: Sha256::new(),
@@ -35,7 +35,7 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
-    pub(super) fn finish(self) -> (W, u64, String) {
+    pub(crate) fn finish(self) -> (W, u64, String) {
         (self.inner, self.size, hex::encode(self.hasher.finalize()))
     }
 }

@@ -19,7 +19,7 @@ mod upload;
 
 pub use download::{download, download_sealed, Delivered, Expected};
 pub use io::sha256_hex;
-pub(crate) use io::{ChannelReader, HoldBack};
+pub(crate) use io::{ChannelReader, HashingWriter, HoldBack};
 pub use seal::{open_bytes, seal_bytes, Framing, SealOptions};
 pub use upload::{upload, StreamStats, UploadTarget};
 

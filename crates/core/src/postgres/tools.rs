@@ -41,6 +41,18 @@ impl PgTools {
         Tool::new(self.path(name))
     }
 
+    /// `psql` running `prelude` (if any), then the script on its standard input, all in one
+    /// transaction that stops at the first error.
+    pub fn psql_one_transaction(&self, prelude: &str) -> Tool {
+        let mut psql =
+            self.tool("psql")
+                .args(["-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1"]);
+        if !prelude.is_empty() {
+            psql = psql.arg("-c").arg(prelude);
+        }
+        psql.args(["-f", "-"])
+    }
+
     /// The version a program reports, e.g. `15.18`.
     pub fn version(&self, name: &str) -> Result<String> {
         let out = self.tool(name).arg("--version").output()?;

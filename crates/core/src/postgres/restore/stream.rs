@@ -58,14 +58,10 @@ pub(super) async fn through_psql(
     tables: &[&TableRows],
 ) -> Result<Vec<TableRows>> {
     let (stdin, mut script) = pg_restore.arg("--file=-").spawn_filter()?;
-    let mut psql =
-        ctx.tools
-            .tool("psql")
-            .args(["-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1"]);
-    if !prelude.is_empty() {
-        psql = psql.arg("-c").arg(prelude);
-    }
-    let psql = psql.args(["-f", "-"]).env("PGOPTIONS", pgoptions);
+    let psql = ctx
+        .tools
+        .psql_one_transaction(prelude)
+        .env("PGOPTIONS", pgoptions);
     let (psql, passfile) = target.apply_to(psql)?;
     let mut psql = psql.spawn_writer()?;
     // The download's verdict: whether every stored byte was read and matched its hash, and

@@ -369,14 +369,7 @@ pub(super) async fn load(
         ));
     }
     let reader = dump.spawn_reader()?;
-    let mut psql =
-        ctx.tools
-            .tool("psql")
-            .args(["-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1"]);
-    if !prelude.is_empty() {
-        psql = psql.arg("-c").arg(prelude);
-    }
-    let (psql, passfile) = live.apply_to(psql.args(["-f", "-"]))?;
+    let (psql, passfile) = live.apply_to(ctx.tools.psql_one_transaction(prelude))?;
     let mut psql = psql.spawn_writer()?;
     let cancel = ctx.cancel.clone();
     let counted = tokio::task::spawn_blocking(move || -> Result<BTreeMap<Qualified, u64>> {
