@@ -172,6 +172,22 @@ pub enum Command {
         /// Set the rules on the repository's bucket, keeping its other rules.
         #[arg(long)]
         apply: bool,
+        /// Print the Cloudflare R2 bucket lock rules that match the policy instead (for
+        /// `wrangler r2 bucket lock set BUCKET --file FILE`).
+        #[arg(long, conflicts_with = "apply")]
+        locks: bool,
+        /// Check a bucket's R2 lock rules (JSON, as `--locks` prints them or Cloudflare's API
+        /// gives them) against the policy.
+        #[arg(long, value_name = "FILE", conflicts_with = "apply")]
+        check_locks: Option<PathBuf>,
+    },
+    /// Show again the backups a leaked key hid: in a bucket that keeps versions (Object Lock),
+    /// a delete without a version only hides an object behind a delete marker; this finds
+    /// the repository's hidden objects and removes their markers.
+    Undelete {
+        /// Show what is hidden, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Disaster-recovery drill on throwaway parts: sample database, backup, restore, verify,
     /// point-in-time recovery, each step timed.
@@ -395,6 +411,8 @@ pub struct RestorePitrArgs {
     /// age identity file for an encrypted repository.
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    #[command(flatten)]
+    pub thaw: ThawArgs,
 }
 
 /// How a backup that retention moved to an archive tier (GLACIER, DEEP_ARCHIVE) is read back.

@@ -132,9 +132,10 @@ fn reads_from_copy(command: &cli::Command) -> lifeboat_core::Result<()> {
         | Command::Verify { .. }
         | Command::WalFetch { .. }
         | Command::WalPrefetch { .. }
-        | Command::Prune { .. } => Ok(()),
+        | Command::Prune { .. }
+        | Command::Undelete { .. } => Ok(()),
         _ => Err(lifeboat_core::Error::Usage(
-            "`--from` reads from a copy of the repository: it is for `list`, `show`, `status`, `restore db|pitr|table`, `verify`, `wal-fetch` and `prune`; drop it here"
+            "`--from` reads from a copy of the repository: it is for `list`, `show`, `status`, `restore db|pitr|table`, `verify`, `wal-fetch`, `prune` and `undelete`; drop it here"
                 .into(),
         )),
     }

@@ -134,10 +134,10 @@ pub async fn copy(
     } else {
         copy_ctx.storage_env()
     };
-    let target = match Repository::open_with(&copy_ctx.config.repository, &env).await {
+    let target = match Repository::open_in(&copy_ctx, &env).await {
         Ok(repo) => repo,
         Err(Error::NotARepository { .. }) if !dry_run => {
-            let repo = Repository::init_with(&copy_ctx.config.repository, &env).await?;
+            let repo = Repository::init_in(&copy_ctx, &env).await?;
             tracing::info!(
                 copy = name,
                 "marked `{}` as a copy of the repository",
@@ -248,12 +248,25 @@ async fn copy_locked(
         }
     }
     // Then the WAL archive (a base backup in the copy needs its WAL there).
+    // Each locked (`object_lock`) from when it was pushed, as in the repository.
+    let pushed: std::collections::HashMap<&str, jiff::Timestamp> = wal
+        .iter()
+        .filter_map(|e| Some((e.path.as_str(), e.modified?)))
+        .collect();
     let wal_results: Vec<(String, Result<u64>)> = futures::stream::iter(plan.wal.iter())
-        .map(|key| async move {
-            (
-                key.clone(),
-                copy_small(primary.storage(), target.storage(), key).await,
-            )
+        .map(|key| {
+            let pushed = pushed.get(key.as_str()).copied();
+            async move {
+                let copied = copy_small(primary.storage(), target.storage(), key).await;
+                let locked = match (&copied, target.object_lock()) {
+                    (Ok(_), Some(lock)) => {
+                        let until = lock.wal(pushed.unwrap_or_else(jiff::Timestamp::now));
+                        target.lock_new(&[key], until).await
+                    }
+                    _ => Ok(()),
+                };
+                (key.clone(), locked.and(copied))
+            }
         })
         .buffer_unordered(WAL_AT_ONCE)
         .collect()

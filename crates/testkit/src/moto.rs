@@ -64,6 +64,32 @@ impl MotoServer {
         self.python(&format!("s3.create_bucket(Bucket='{bucket}')"));
     }
 
+    /// A bucket with Object Lock enabled (and so versions kept).
+    pub fn create_locked_bucket(&self, bucket: &str) {
+        self.python(&format!(
+            "s3.create_bucket(Bucket='{bucket}', ObjectLockEnabledForBucket=True)"
+        ));
+    }
+
+    /// An object's lock, as `MODE UNTIL` (RFC 3339), or `none`.
+    pub fn lock(&self, bucket: &str, key: &str) -> String {
+        self.python(&format!(
+            "h = s3.head_object(Bucket='{bucket}', Key='{key}')\n\
+             print(h['ObjectLockMode'] + ' ' + h['ObjectLockRetainUntilDate'].strftime('%Y-%m-%dT%H:%M:%SZ') if 'ObjectLockMode' in h else 'none')"
+        ))
+    }
+
+    /// Every version of `key` (delete markers as `marker:ID`), newest first.
+    pub fn versions(&self, bucket: &str, key: &str) -> Vec<String> {
+        let out = self.python(&format!(
+            "r = s3.list_object_versions(Bucket='{bucket}', Prefix='{key}')\n\
+             entries = [(v['LastModified'], v['VersionId']) for v in r.get('Versions', []) if v['Key'] == '{key}']\n\
+             entries += [(m['LastModified'], 'marker:' + m['VersionId']) for m in r.get('DeleteMarkers', []) if m['Key'] == '{key}']\n\
+             print(' '.join(v for _, v in sorted(entries, reverse=True)))"
+        ));
+        out.split_whitespace().map(str::to_string).collect()
+    }
+
     /// The storage class of an object, as the server keeps it (`STANDARD` when unset).
     pub fn storage_class(&self, bucket: &str, key: &str) -> String {
         self.python(&format!(

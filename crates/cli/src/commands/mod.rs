@@ -62,7 +62,15 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             prune::prune(ctx, *dry_run, *force, at.as_deref(), json).await
         }
         Command::Copy { name, dry_run } => copy::copy(ctx, name.as_deref(), *dry_run, json).await,
-        Command::Lifecycle { apply } => lifecycle::lifecycle(ctx, *apply, json).await,
+        Command::Lifecycle {
+            apply,
+            locks,
+            check_locks,
+        } => match (locks, check_locks) {
+            (false, None) => lifecycle::lifecycle(ctx, *apply, json).await,
+            (_, check) => lifecycle::locks(ctx, check.as_deref(), json),
+        },
+        Command::Undelete { dry_run } => lifecycle::undelete(ctx, *dry_run, json).await,
         Command::WalPush { path } => wal::push(ctx, args, path).await,
         Command::WalPushAhead { path } => wal::push_ahead(ctx, path).await,
         Command::WalFetch { name, dest } => wal::fetch(ctx, args, name, dest).await,

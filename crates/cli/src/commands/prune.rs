@@ -22,7 +22,7 @@ pub async fn prune(
         // The plan is carried out against storage that shows each deletion and promotion
         // instead of making it.
         let env = ctx.storage_env().dry();
-        let repo = Repository::open_with(&ctx.config.repository, &env).await?;
+        let repo = Repository::open_in(ctx, &env).await?;
         return prune_locked(ctx, &repo, at, force, json).await;
     }
     let repo = Repository::open(ctx).await?;
@@ -48,13 +48,15 @@ async fn prune_locked(
     let outcome = prune::execute(ctx, repo, &plan).await?;
     let dry_run = repo.storage().backend().info().dry_run;
     tracing::info!(
-        "{}: {} backups deleted, {} promoted, {} WAL files deleted, {} leftovers removed, {} damaged backups removed{}",
+        "{}: {} backups deleted, {} promoted, {} WAL files deleted, {} leftovers removed, {} damaged backups removed, {} kept by a lock, {} objects locked{}",
         if dry_run { "dry run, would have pruned" } else { "pruned" },
         outcome.backups_deleted,
         outcome.promoted,
         outcome.wal_deleted,
         outcome.leftovers_deleted,
         outcome.damaged_deleted,
+        outcome.locked,
+        outcome.locks_set,
         outcome
             .objects
             .iter()
@@ -76,7 +78,9 @@ fn show_plan(plan: &PrunePlan) -> String {
         out.push_str("  no backups\n");
     }
     for d in &plan.backups {
+        let locked = plan.locked.iter().any(|l| l.id == d.id);
         let action = match (d.keep, d.promote) {
+            _ if locked => "keep, locked".to_string(),
             (false, _) => "delete".to_string(),
             (true, Some(tier)) => format!("keep, to {}", tier.as_str()),
             (true, None) => "keep".to_string(),
@@ -120,6 +124,15 @@ fn show_plan(plan: &PrunePlan) -> String {
             } else {
                 ": restore the manifest, or remove the backup with `prune --force`"
             }
+        ));
+    }
+    for l in &plan.locks {
+        out.push_str(&format!(
+            "  lock {:<11} {:<22} until {} ({} objects)\n",
+            "",
+            l.id,
+            l.until,
+            l.keys.len()
         ));
     }
     for o in &plan.objects {

@@ -30,7 +30,7 @@ pub async fn db(ctx: &Context, r: &RestoreDbArgs, json: bool) -> Result<()> {
 
 pub async fn pitr(ctx: &Context, p: &RestorePitrArgs, json: bool) -> Result<()> {
     let repo = Repository::open(ctx).await?;
-    let request = pitr_request(p)?;
+    let request = pitr_request(ctx, p)?;
     let report = pitr::restore_pitr(ctx, &repo, &request).await?;
     match (&report.reached, report.recovery_seconds) {
         (reached, Some(secs)) => tracing::info!(
@@ -52,7 +52,7 @@ pub async fn pitr(ctx: &Context, p: &RestorePitrArgs, json: bool) -> Result<()> 
     print_json_or(json, &report, || report.base_backup.clone())
 }
 
-fn pitr_request(p: &RestorePitrArgs) -> Result<pitr::PitrRequest> {
+fn pitr_request(ctx: &Context, p: &RestorePitrArgs) -> Result<pitr::PitrRequest> {
     let target = if let Some(time) = &p.target_time {
         pitr::Target::Time(parse_time(time)?)
     } else if let Some(lsn) = &p.target_lsn {
@@ -91,6 +91,7 @@ fn pitr_request(p: &RestorePitrArgs) -> Result<pitr::PitrRequest> {
         throwaway: false,
         identity: p.identity.clone(),
         base: None,
+        thaw: p.thaw.thaw(ctx.lock_wait),
     })
 }
 

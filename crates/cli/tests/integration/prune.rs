@@ -233,3 +233,66 @@ fn lifecycle_prints_rules_and_refuses_local_repositories() {
         out.stderr
     );
 }
+
+/// Against a server that keeps lifecycle rules (moto): `--apply` writes lifeboat's rules
+/// beside the bucket's own, which stay as they were; a rule that expires WAL by age is
+/// warned about; a second `--apply` changes nothing.
+#[test]
+fn lifecycle_rules_are_applied_beside_the_bucket_s_own() {
+    let moto = lifeboat_testkit::MotoServer::start();
+    let bucket = "yomira-lifecycle";
+    moto.create_bucket(bucket);
+    moto.python(&format!(
+        "s3.put_bucket_lifecycle_configuration(Bucket='{bucket}', LifecycleConfiguration={{'Rules': [\
+         {{'ID': 'media-expire', 'Filter': {{'Prefix': 'media/'}}, 'Status': 'Enabled', 'Expiration': {{'Days': 30}}}},\
+         {{'ID': 'wal-7-days', 'Filter': {{'Prefix': 'lifeboat/wal/'}}, 'Status': 'Enabled', 'Expiration': {{'Days': 7}}}}]}})"
+    ));
+    let mut env = Env::new(Repo::Local, false);
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let (_, rest) = text.split_once("[postgres.main]").unwrap();
+    env.write_config(&format!(
+        "[repository]\nurl = \"s3://{bucket}/lifeboat\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
+         access_key_id = \"moto\"\nsecret_access_key = \"moto-secret\"\n[postgres.main]{rest}",
+        moto.endpoint
+    ));
+    let rules = || -> Vec<Value> {
+        let out = moto.python(&format!(
+            "import json\nprint(json.dumps(s3.get_bucket_lifecycle_configuration(Bucket='{bucket}')['Rules']))"
+        ));
+        let mut rules: Vec<Value> = serde_json::from_str(&out).unwrap();
+        rules.sort_by_key(|r| r["ID"].as_str().unwrap_or_default().to_string());
+        rules
+    };
+    let before = rules();
+    let out = env.lifeboat(&["lifecycle"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("wal-7-days"),
+        "the WAL rule is not warned about: {}",
+        out.stderr
+    );
+    assert_eq!(rules(), before, "printing changed the bucket");
+    for _ in 0..2 {
+        let out = env.lifeboat(&["lifecycle", "--apply"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let after = rules();
+        let ids: Vec<&str> = after.iter().map(|r| r["ID"].as_str().unwrap()).collect();
+        assert_eq!(
+            ids,
+            [
+                "lifeboat-abort-incomplete-uploads",
+                "lifeboat-noncurrent-versions",
+                "media-expire",
+                "wal-7-days"
+            ]
+        );
+        assert_eq!(after[2], before[0], "the bucket's own rule changed");
+        assert_eq!(after[3], before[1], "the bucket's own rule changed");
+        assert_eq!(after[0]["Filter"]["Prefix"], "lifeboat/");
+        assert_eq!(
+            after[0]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"],
+            2
+        );
+        assert_eq!(after[1]["NoncurrentVersionExpiration"]["NoncurrentDays"], 7);
+    }
+}

@@ -42,6 +42,33 @@ pub async fn doctor(ctx: &Context) -> Vec<Finding> {
         detail: format!("read from {}", config.source_name()),
     }];
     out.push(finding("repository", repository(ctx).await));
+    if config.repository.object_lock.is_some() {
+        out.push(finding("object lock", object_lock(ctx).await));
+    }
+    for name in config.repository.copies.keys() {
+        let outcome = async {
+            let copy_ctx = ctx.with_config(config.for_copy(name)?);
+            let copied = match Repository::open(&copy_ctx).await {
+                Ok(repo) => format!(
+                    "`{}` holds {} backups",
+                    repo.location(),
+                    repo.list().await?.len()
+                ),
+                Err(Error::NotARepository { location }) => {
+                    format!(
+                        "`{location}` is not a copy yet: the first `lifeboat copy` makes it one"
+                    )
+                }
+                Err(e) => return Err(e),
+            };
+            if copy_ctx.config.repository.object_lock.is_some() {
+                object_lock(&copy_ctx).await?;
+            }
+            Ok(copied)
+        }
+        .await;
+        out.push(finding(format!("copy {name}"), outcome));
+    }
     if let Some(enc) = &config.encryption {
         out.push(finding("encryption keys", keys(enc)));
     }
@@ -123,6 +150,30 @@ async fn repository(ctx: &Context) -> Result<String> {
     Ok(format!(
         "`{}`: write, read and delete work",
         repo.location()
+    ))
+}
+
+/// The bucket of a repository with `object_lock` set has Object Lock enabled (R2 has none:
+/// its bucket lock rules are shown by `lifecycle --locks`).
+async fn object_lock(ctx: &Context) -> Result<String> {
+    let config = &ctx.config.repository;
+    let storage = crate::storage::Storage::open(config, false, &ctx.storage_env())?;
+    if config.is_r2() {
+        return Err(Error::Config(format!(
+            "`{}` is on Cloudflare R2, which has no S3 Object Lock: remove `object_lock` and set R2 bucket lock rules instead (`lifeboat lifecycle --locks`)",
+            storage.location()
+        )));
+    }
+    if !storage.backend().lock_enabled().await? {
+        return Err(Error::Config(format!(
+            "bucket `{}` has no Object Lock: nothing can be locked; create the bucket with it enabled (`aws s3api create-bucket --object-lock-enabled-for-bucket`), or remove `object_lock`",
+            storage.location()
+        )));
+    }
+    let mode = config.object_lock.map(|m| m.as_s3()).unwrap_or_default();
+    Ok(format!(
+        "`{}` has Object Lock: backups are locked ({mode}) until retention lets them go",
+        storage.location()
     ))
 }
 

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::expand::{expand_opt, expand_vec};
 use super::secrets::secret_file;
 use super::values::{
-    reaches_s3, storage_class_opt, BucketUrl, PgUrl, RepositoryUrl, Secret, TimeZone, Timeouts,
+    reaches_s3, storage_class_opt, BucketUrl, LockMode, PgUrl, RepositoryUrl, Secret, TimeZone,
+    Timeouts,
 };
 
 reaches_s3! {
@@ -32,6 +33,11 @@ reaches_s3! {
         /// `[repository.copies.NAME]`, filled by `lifeboat copy` and the `copy` step.
         #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
         pub copies: std::collections::BTreeMap<String, CopyConfig>,
+        /// S3 Object Lock: every backup, WAL file and manifest locked (`governance` or
+        /// `compliance`) until the date retention keeps it to; the bucket must have Object
+        /// Lock enabled. Unset: nothing is locked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub object_lock: Option<LockMode>,
     }
 }
 
@@ -51,6 +57,9 @@ reaches_s3! {
         /// The copy's own retention; unset: `[retention]`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub retention: Option<RetentionConfig>,
+        /// S3 Object Lock in the copy (`governance` or `compliance`), dated by its retention.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub object_lock: Option<LockMode>,
     }
 }
 
@@ -63,6 +72,7 @@ impl CopyConfig {
             part_size_mib: self.part_size_mib,
             upload_concurrency: four(),
             copies: Default::default(),
+            object_lock: self.object_lock,
             endpoint: self.endpoint.clone(),
             region: self.region.clone(),
             access_key_id: self.access_key_id.clone(),
@@ -87,6 +97,7 @@ impl Default for RepositoryConfig {
             part_size_mib: None,
             upload_concurrency: four(),
             copies: Default::default(),
+            object_lock: None,
             endpoint: None,
             region: None,
             access_key_id: None,
@@ -100,6 +111,13 @@ impl Default for RepositoryConfig {
 }
 
 impl RepositoryConfig {
+    /// On Cloudflare R2 (by its endpoint), which locks by bucket rules, not per object.
+    pub fn is_r2(&self) -> bool {
+        self.endpoint
+            .as_deref()
+            .is_some_and(|e| e.contains(".r2.cloudflarestorage.com"))
+    }
+
     /// The repository's bucket, for requests the storage layer does not make (storage class
     /// changes, lifecycle rules); `None` for a local folder.
     pub fn bucket(&self) -> Option<BucketConfig> {

@@ -37,6 +37,7 @@ pub(super) fn validate(config: &Config) -> Result<(), String> {
         }
     }
     copies_elsewhere(config)?;
+    locks_on_s3(config)?;
     one_archive_per_repository(config)?;
     for (name, db) in &config.postgres {
         for table in &db.critical_tables {
@@ -77,6 +78,31 @@ fn copies_elsewhere(config: &Config) -> Result<(), String> {
             }
         }
         seen.push((format!("copy `{}`", name), url, copy.endpoint.clone()));
+    }
+    Ok(())
+}
+
+/// Object Lock is S3's: a local folder cannot keep a lock.
+fn locks_on_s3(config: &Config) -> Result<(), String> {
+    let repository = &config.repository;
+    let places = std::iter::once((
+        "repository".to_string(),
+        &repository.url,
+        repository.object_lock,
+    ))
+    .chain(repository.copies.iter().map(|(name, copy)| {
+        (
+            format!("repository.copies.{name}"),
+            &copy.url,
+            copy.object_lock,
+        )
+    }));
+    for (section, url, lock) in places {
+        if let (Some(_), crate::config::RepositoryUrl::Local(_)) = (lock, url) {
+            return Err(format!(
+                "`{section}.object_lock` is set but `{url}` is a local folder: Object Lock needs an S3 bucket created with it enabled; remove `object_lock` or use an `s3://` URL"
+            ));
+        }
     }
     Ok(())
 }

@@ -230,6 +230,25 @@ pub fn storage_class_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Strin
     }
 }
 
+/// S3 Object Lock's retention modes: `governance` locks can be lifted by an account holding
+/// `s3:BypassGovernanceRetention`; `compliance` locks by nobody, the account's root included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    Governance,
+    Compliance,
+}
+
+impl LockMode {
+    /// As S3 spells it (`GOVERNANCE`, `COMPLIANCE`).
+    pub fn as_s3(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
 /// An IANA time zone, by name.
 #[derive(Clone, PartialEq)]
 pub struct TimeZone {

@@ -164,6 +164,13 @@ impl Manifest {
         self.encryption.is_some()
     }
 
+    /// The keys of the backup's stored objects: its data, and a dump's roles.
+    pub fn objects(&self) -> Vec<&str> {
+        std::iter::once(self.data.as_str())
+            .chain(self.globals.as_ref().map(|g| g.key.as_str()))
+            .collect()
+    }
+
     /// Total rows recorded.
     pub fn total_rows(&self) -> u64 {
         self.tables.iter().map(|t| t.rows).sum()

@@ -35,6 +35,8 @@ pub struct Repository {
     /// The run lock this process holds (its id) and what to stop if it is found taken over:
     /// every commit checks it first.
     held_lock: std::sync::Mutex<Option<(String, tokio_util::sync::CancellationToken)>>,
+    /// S3 Object Lock: how what is committed here is locked (`object_lock`), if at all.
+    object_lock: Option<crate::retention::lock::ObjectLock>,
 }
 
 /// Every manifest of a repository.
@@ -78,12 +80,92 @@ pub struct Selector<'a> {
 impl Repository {
     /// Marks the configured location as a repository; refuses one that already is.
     pub async fn init(ctx: &crate::Context) -> Result<Repository> {
-        Self::init_with(&ctx.config.repository, &ctx.storage_env()).await
+        Self::init_in(ctx, &ctx.storage_env()).await
     }
 
     /// Opens the configured repository; a location without the marker is refused.
     pub async fn open(ctx: &crate::Context) -> Result<Repository> {
-        Self::open_with(&ctx.config.repository, &ctx.storage_env()).await
+        Self::open_in(ctx, &ctx.storage_env()).await
+    }
+
+    /// Opens the configured repository through `env` (a dry run's), with its Object Lock.
+    pub async fn open_in(ctx: &crate::Context, env: &crate::storage::Env) -> Result<Repository> {
+        let repo = Self::open_with(&ctx.config.repository, env).await?;
+        Ok(repo.locking(crate::retention::lock::ObjectLock::from_config(&ctx.config)))
+    }
+
+    /// Marks the configured location as a repository through `env`; with Object Lock
+    /// configured, the bucket must have it, and the marker is locked.
+    pub async fn init_in(ctx: &crate::Context, env: &crate::storage::Env) -> Result<Repository> {
+        let lock = crate::retention::lock::ObjectLock::from_config(&ctx.config);
+        let storage = Storage::open(&ctx.config.repository, true, env)?;
+        if lock.is_some() && !storage.backend().lock_enabled().await? {
+            return Err(Error::Config(format!(
+                "`object_lock` is set but bucket `{}` has no Object Lock: create the bucket with it enabled (`aws s3api create-bucket --object-lock-enabled-for-bucket`), or remove `object_lock`",
+                storage.location()
+            )));
+        }
+        let repo = Self::init_on(storage).await?.locking(lock);
+        repo.renew_marker_lock(jiff::Timestamp::now()).await?;
+        Ok(repo)
+    }
+
+    /// Locks what is committed from now on (`None`: nothing).
+    pub fn locking(mut self, lock: Option<crate::retention::lock::ObjectLock>) -> Repository {
+        self.object_lock = lock;
+        self
+    }
+
+    /// How what is committed here is locked, if it is.
+    pub fn object_lock(&self) -> Option<&crate::retention::lock::ObjectLock> {
+        self.object_lock.as_ref()
+    }
+
+    /// Locks `keys` (just written) until `until`, when the repository locks.
+    pub async fn lock_new(
+        &self,
+        keys: &[&str],
+        until: crate::retention::lock::Until,
+    ) -> Result<()> {
+        let Some(lock) = &self.object_lock else {
+            return Ok(());
+        };
+        for key in keys {
+            self.storage
+                .backend()
+                .set_retention(key, lock.mode, until.date)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Locks `keys` until `until` where they are not locked that long yet; the keys it
+    /// (re)locked.
+    pub async fn lock_at_least(
+        &self,
+        keys: &[&str],
+        until: crate::retention::lock::Until,
+    ) -> Result<Vec<String>> {
+        let mut locked = Vec::new();
+        let Some(lock) = &self.object_lock else {
+            return Ok(locked);
+        };
+        let backend = self.storage.backend();
+        for key in keys {
+            let current = backend.retention(key).await?.map(|r| r.until);
+            if until.extends(current) && backend.stat(key).await?.is_some() {
+                backend.set_retention(key, lock.mode, until.date).await?;
+                locked.push(key.to_string());
+            }
+        }
+        Ok(locked)
+    }
+
+    /// Keeps the marker locked (a year on, renewed monthly), when the repository locks.
+    pub async fn renew_marker_lock(&self, at: jiff::Timestamp) -> Result<()> {
+        self.lock_at_least(&[MARKER], crate::retention::lock::Until::rolling(at))
+            .await
+            .map(|_| ())
     }
 
     /// Marks a location as a repository; refuses one that already is.
@@ -113,6 +195,7 @@ impl Repository {
             storage,
             created_at: marker.created_at,
             held_lock: Default::default(),
+            object_lock: None,
         })
     }
 
@@ -135,6 +218,7 @@ impl Repository {
                 storage,
                 created_at: marker.created_at,
                 held_lock: Default::default(),
+                object_lock: None,
             }),
         }
     }
@@ -216,7 +300,10 @@ impl Repository {
                 }),
             }
         }
-        catalog.manifests.sort_by(|a, b| a.id.cmp(&b.id));
+        // By start: ids name only the second, and two backups can start within one.
+        catalog
+            .manifests
+            .sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
         catalog.damaged.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(catalog)
     }
@@ -337,11 +424,32 @@ impl Repository {
         Ok(())
     }
 
-    /// Commits a backup by writing its manifest; never replaces an existing one.
+    /// Commits a backup by writing its manifest; never replaces an existing one. With Object
+    /// Lock, its data is locked first (a backup whose data cannot be locked is not
+    /// committed), and the manifest after (a failure there is left to `prune` to mend:
+    /// the backup is committed).
     pub async fn commit(&self, manifest: &Manifest) -> Result<()> {
         self.check_lock().await?;
+        let until = self.object_lock.as_ref().map(|lock| {
+            lock.backup(
+                manifest.kind,
+                manifest.started_at,
+                manifest.finished_at,
+                None,
+                jiff::Timestamp::now(),
+            )
+        });
+        if let Some(until) = until {
+            let data: Vec<&str> = manifest.objects();
+            self.lock_new(&data, until).await?;
+        }
         let path = layout::manifest(&manifest.id);
         if self.storage.write_new(&path, manifest.to_json()).await? {
+            if let Some(until) = until {
+                if let Err(e) = self.lock_new(&[&path], until).await {
+                    tracing::warn!("backup `{}` is committed but its manifest is not locked yet (prune will lock it): {e}", manifest.id);
+                }
+            }
             Ok(())
         } else {
             Err(Error::Internal(format!(
@@ -349,5 +457,55 @@ impl Repository {
                 self.storage.display(&path)
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Env, Storage};
+
+    fn dump(id: &str, started: &str) -> Manifest {
+        serde_json::from_value(serde_json::json!({
+            "format": 1, "id": id, "kind": "db", "database": "main", "dbname": "yomira",
+            "options": {"schema_only": false, "schemas": []},
+            "server_version": "15", "client_version": "15",
+            "started_at": started, "finished_at": started,
+            "data": layout::data(BackupKind::Db, id, false),
+            "raw_size": 3, "stored_size": 3, "sha256": "x",
+            "compression": {"algorithm": "zstd", "level": 3},
+            "encryption": null, "storage_class": null, "tool_version": "0",
+            "tables": []
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn backups_started_within_one_second_list_in_the_order_they_started() {
+        let repo = Repository::init_on(Storage::memory("repo", &Env::default()))
+            .await
+            .unwrap();
+        // The later one's random suffix sorts first.
+        let earlier = dump("20261202T053341Z-f000", "2026-12-02T05:33:41.100Z");
+        let later = dump("20261202T053341Z-0001", "2026-12-02T05:33:41.900Z");
+        for m in [&later, &earlier] {
+            repo.commit(m).await.unwrap();
+        }
+        let ids: Vec<String> = repo
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, [earlier.id.clone(), later.id.clone()]);
+        let latest = repo
+            .find(&Selector {
+                id: "latest",
+                ..Selector::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(latest.id, later.id);
     }
 }

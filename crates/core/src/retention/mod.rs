@@ -12,9 +12,12 @@
 //! needed by any kept base backup. With no base backup, no WAL is deleted.
 //!
 //! The planner ([`plan`]) is pure; [`prune`] lists the repository, plans and deletes;
-//! [`lifecycle`] writes the bucket rules that do the same for what lifeboat does not list.
+//! [`lifecycle`] writes the bucket rules that do the same for what lifeboat does not list;
+//! [`lock`] dates Object Lock locks and R2's lock rules, and `held` brings them into `prune`.
 
+mod held;
 pub mod lifecycle;
+pub mod lock;
 mod plan;
 pub mod prune;
 

@@ -17,6 +17,8 @@ use crate::error::Result;
 use crate::objects::history::{self, HistoryOutcome, HistoryPlan};
 use crate::repository::manifest::Manifest;
 use crate::repository::{DamagedManifest, Repository};
+use crate::retention::held::{hold_locked, plan_locks, remove};
+pub use crate::retention::held::{LockPlan, LockedPlan};
 use crate::retention::{self, Decision, Item, Tier, WalPlan};
 use crate::storage::LOCAL_STAGING_DIR;
 use crate::{wal, Context};
@@ -34,6 +36,12 @@ pub struct PrunePlan {
     /// Backups whose manifest cannot be read: kept with their data, unless `--force`.
     pub damaged: Vec<DamagedPlan>,
     pub objects: Vec<ObjectsPlan>,
+    /// Backups retention lets go that a lock still holds: kept (and their WAL with them)
+    /// until the lock ends.
+    pub locked: Vec<LockedPlan>,
+    /// Objects of kept backups whose lock is set or moved on (`object_lock`): after a
+    /// promotion, a yearly dump's yearly renewal, or a lock that was never set.
+    pub locks: Vec<LockPlan>,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,6 +69,10 @@ pub struct PruneOutcome {
     pub leftovers_deleted: u64,
     pub damaged_deleted: u64,
     pub objects: Vec<(String, HistoryOutcome)>,
+    /// Backups, WAL files and leftovers a lock kept from being deleted.
+    pub locked: u64,
+    /// Objects whose lock was set or moved on.
+    pub locks_set: u64,
 }
 
 /// The series a backup competes in for keeping: its kind, database and dump options.
@@ -99,7 +111,12 @@ pub async fn plan(
     let catalog = repo.catalog().await?;
     let manifests = catalog.manifests;
     let items: Vec<Item> = manifests.iter().map(item).collect();
-    let backups = retention::plan_backups(&items, &policy, at);
+    let mut backups = retention::plan_backups(&items, &policy, at);
+    let locked = hold_locked(repo, &manifests, &mut backups, at).await?;
+    let locks = match repo.object_lock() {
+        Some(lock) => plan_locks(repo, lock, &manifests, &backups, at).await?,
+        None => Vec::new(),
+    };
     let names = wal::archived_names(repo).await?;
     let wal = retention::plan_wal(&items, &backups, &names);
     let data: Vec<String> = repo
@@ -140,6 +157,8 @@ pub async fn plan(
         leftovers,
         damaged,
         objects,
+        locked,
+        locks,
     })
 }
 
@@ -159,12 +178,7 @@ async fn leftovers(
     data: &[String],
     at: Timestamp,
 ) -> Result<Vec<String>> {
-    let known: HashSet<&str> = manifests
-        .iter()
-        .flat_map(|m| {
-            std::iter::once(m.data.as_str()).chain(m.globals.as_ref().map(|g| g.key.as_str()))
-        })
-        .collect();
+    let known: HashSet<&str> = manifests.iter().flat_map(Manifest::objects).collect();
     let kept: HashSet<&str> = damaged.iter().map(|d| d.manifest.id.as_str()).collect();
     let cutoff = at
         .checked_sub(SignedDuration::from_hours(LEFTOVER_AGE_HOURS))
@@ -214,10 +228,14 @@ pub async fn execute(ctx: &Context, repo: &Repository, plan: &PrunePlan) -> Resu
         let Some(manifest) = manifests.iter().find(|m| m.id == decision.id) else {
             continue;
         };
-        storage
-            .delete(&crate::repository::layout::manifest(&manifest.id))
-            .await?;
-        storage.delete(&manifest.data).await?;
+        // The manifest first: a backup whose manifest a lock keeps keeps its data too.
+        if !remove(repo, &crate::repository::layout::manifest(&manifest.id)).await? {
+            outcome.locked += 1;
+            continue;
+        }
+        for key in manifest.objects() {
+            remove(repo, key).await?;
+        }
         tracing::info!(
             "deleted backup `{}`: {}",
             manifest.id,
@@ -234,22 +252,34 @@ pub async fn execute(ctx: &Context, repo: &Repository, plan: &PrunePlan) -> Resu
             .await?;
         for entry in entries {
             if wal::name_of_key(&entry.path).is_some_and(|n| doomed.contains(n)) {
-                storage.delete(&entry.path).await?;
-                outcome.wal_deleted += 1;
+                if remove(repo, &entry.path).await? {
+                    outcome.wal_deleted += 1;
+                } else {
+                    outcome.locked += 1;
+                }
             }
         }
     }
     for path in &plan.leftovers {
-        storage.delete(path).await?;
-        outcome.leftovers_deleted += 1;
+        if remove(repo, path).await? {
+            outcome.leftovers_deleted += 1;
+        } else {
+            outcome.locked += 1;
+        }
     }
     for damaged in plan.damaged.iter().filter(|d| d.delete) {
         repo.check_lock().await?;
-        storage
-            .delete(&crate::repository::layout::manifest(&damaged.manifest.id))
-            .await?;
+        if !remove(
+            repo,
+            &crate::repository::layout::manifest(&damaged.manifest.id),
+        )
+        .await?
+        {
+            outcome.locked += 1;
+            continue;
+        }
         for key in &damaged.data {
-            storage.delete(key).await?;
+            remove(repo, key).await?;
         }
         tracing::info!(
             "removed backup `{}`, whose manifest was damaged (`--force`)",
@@ -266,6 +296,20 @@ pub async fn execute(ctx: &Context, repo: &Repository, plan: &PrunePlan) -> Resu
         };
         promote(ctx, repo, manifest, tier).await?;
         outcome.promoted += 1;
+    }
+    outcome.locked += plan.locked.len() as u64;
+    if let Some(lock) = repo.object_lock() {
+        for planned in &plan.locks {
+            for key in &planned.keys {
+                storage
+                    .backend()
+                    .set_retention(key, lock.mode, planned.until)
+                    .await?;
+                outcome.locks_set += 1;
+            }
+            tracing::info!("backup `{}` is locked until {}", planned.id, planned.until);
+        }
+        repo.renew_marker_lock(plan.at).await?;
     }
     // Object history goes the way the repository does: for real, or as a dry run.
     let env = if repo.storage().backend().info().dry_run {

@@ -12,7 +12,8 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use jiff::Timestamp;
 
-use crate::config::S3Access;
+pub use super::object_lock::{Deletion, Retention};
+use crate::config::{LockMode, S3Access};
 use crate::error::Result;
 
 /// A stream of an object's bytes.
@@ -195,5 +196,35 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Asks for a readable copy of an archived object for `days` days, served at `tier`.
     async fn request_restore(&self, _key: &str, _days: u32, _tier: &str) -> Result<()> {
         Ok(())
+    }
+
+    /// Whether the bucket has S3 Object Lock enabled (nothing else has it).
+    async fn lock_enabled(&self) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// An object's lock; `None` when it has none.
+    async fn retention(&self, _key: &str) -> Result<Option<Retention>> {
+        Ok(None)
+    }
+
+    /// Locks an object until `until`.
+    async fn set_retention(&self, key: &str, _mode: LockMode, _until: Timestamp) -> Result<()> {
+        Err(crate::error::Error::Config(format!(
+            "`{}/{key}` cannot be locked: Object Lock needs an S3 bucket",
+            self.info().location.trim_end_matches('/')
+        )))
+    }
+
+    /// Deletes an object for good: where versions are kept, every version of it; a locked
+    /// version stops it (what is left is as it was) and is reported.
+    async fn delete_versions(&self, key: &str) -> Result<Deletion> {
+        self.delete(key).await.map(|()| Deletion::Deleted)
+    }
+
+    /// Keys below `prefix` hidden behind a delete marker (their versions kept); with `show`,
+    /// the markers are removed.
+    async fn hidden(&self, _prefix: &str, _show: bool) -> Result<Vec<String>> {
+        Ok(Vec::new())
     }
 }

@@ -17,10 +17,12 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{
-    Backend, BackendInfo, ByteStream, CopyOptions, ListStream, ObjectMeta, Upload, UploadOptions,
-    WriteOptions, Written,
+    Backend, BackendInfo, ByteStream, CopyOptions, Deletion, ListStream, ObjectMeta, Retention,
+    Upload, UploadOptions, WriteOptions, Written,
 };
+use crate::config::LockMode;
 use crate::error::{Error, Result, StorageFailure};
+use jiff::Timestamp;
 
 /// Ends every operation of `inner` within `deadline`, or at once on `cancel`.
 #[derive(Debug)]
@@ -243,6 +245,38 @@ impl Backend for Guard {
         )
         .await
     }
+    async fn lock_enabled(&self) -> Result<bool> {
+        self.bound(
+            "reading the Object Lock configuration of",
+            "",
+            self.inner.lock_enabled(),
+        )
+        .await
+    }
+
+    async fn retention(&self, key: &str) -> Result<Option<Retention>> {
+        self.bound("checking the lock of", key, self.inner.retention(key))
+            .await
+    }
+
+    async fn set_retention(&self, key: &str, mode: LockMode, until: Timestamp) -> Result<()> {
+        self.bound("locking", key, self.inner.set_retention(key, mode, until))
+            .await
+    }
+
+    async fn delete_versions(&self, key: &str) -> Result<Deletion> {
+        self.bound("deleting", key, self.inner.delete_versions(key))
+            .await
+    }
+
+    async fn hidden(&self, prefix: &str, show: bool) -> Result<Vec<String>> {
+        self.bound(
+            "listing the versions of",
+            prefix,
+            self.inner.hidden(prefix, show),
+        )
+        .await
+    }
 }
 
 struct GuardedUpload {
@@ -389,6 +423,45 @@ impl Backend for DryRun {
             self.display(key)
         );
         Ok(())
+    }
+
+    async fn lock_enabled(&self) -> Result<bool> {
+        self.inner.lock_enabled().await
+    }
+
+    async fn retention(&self, key: &str) -> Result<Option<Retention>> {
+        self.inner.retention(key).await
+    }
+
+    async fn set_retention(&self, key: &str, mode: LockMode, until: Timestamp) -> Result<()> {
+        tracing::info!(
+            "dry run: would lock `{}` until {until} ({})",
+            self.display(key),
+            mode.as_s3()
+        );
+        Ok(())
+    }
+
+    async fn delete_versions(&self, key: &str) -> Result<Deletion> {
+        tracing::info!(
+            "dry run: would delete every version of `{}`",
+            self.display(key)
+        );
+        // What a real run would meet: a lock, if the current version has one.
+        Ok(match self.inner.retention(key).await? {
+            Some(r) if r.until > Timestamp::now() => Deletion::Locked { until: r.until },
+            _ => Deletion::Deleted,
+        })
+    }
+
+    async fn hidden(&self, prefix: &str, show: bool) -> Result<Vec<String>> {
+        if show {
+            tracing::info!(
+                "dry run: would show again what is hidden below `{}`",
+                self.display(prefix)
+            );
+        }
+        self.inner.hidden(prefix, false).await
     }
 }
 

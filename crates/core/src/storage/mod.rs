@@ -19,6 +19,7 @@ mod copy;
 pub mod layers;
 pub mod local;
 pub mod memory;
+pub mod object_lock;
 pub mod opendal;
 mod parts;
 pub mod retry;

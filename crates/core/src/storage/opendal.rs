@@ -436,6 +436,52 @@ impl Backend for OpendalBackend {
         }
     }
 
+    async fn lock_enabled(&self) -> Result<bool> {
+        match &self.s3 {
+            Some(s3) => s3.lock_enabled().await,
+            None => Ok(false),
+        }
+    }
+
+    async fn retention(&self, key: &str) -> Result<Option<super::backend::Retention>> {
+        match &self.s3 {
+            Some(s3) => s3.retention(key, None).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn set_retention(
+        &self,
+        key: &str,
+        mode: crate::config::LockMode,
+        until: jiff::Timestamp,
+    ) -> Result<()> {
+        match &self.s3 {
+            Some(s3) => s3.set_retention(key, mode, until).await,
+            None => Err(Error::Config(format!(
+                "`{}` cannot be locked: Object Lock needs an S3 bucket",
+                self.display(key)
+            ))),
+        }
+    }
+
+    async fn delete_versions(&self, key: &str) -> Result<super::backend::Deletion> {
+        match &self.s3 {
+            Some(s3) => s3.delete_versions(key).await,
+            None => self
+                .delete(key)
+                .await
+                .map(|()| super::backend::Deletion::Deleted),
+        }
+    }
+
+    async fn hidden(&self, prefix: &str, show: bool) -> Result<Vec<String>> {
+        match &self.s3 {
+            Some(s3) => s3.hidden(prefix, show).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
     async fn lifecycle(&self, replace: Option<String>) -> Result<Option<String>> {
         match &self.s3 {
             Some(s3) => s3.lifecycle(replace).await,

@@ -49,7 +49,7 @@ fn error_code(body: &str) -> Option<(String, Option<String>)> {
 }
 
 /// Percent-encodes a key for an S3 path, keeping `/`.
-fn encode_key(key: &str) -> String {
+pub(super) fn encode_key(key: &str) -> String {
     const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'_')
@@ -76,13 +76,35 @@ impl S3Api {
         }
     }
 
+    pub(super) fn bucket(&self) -> &str {
+        &self.account.bucket
+    }
+
+    /// A key below the prefix, as the bucket names it.
+    pub(super) fn full_key(&self, key: &str) -> String {
+        self.account.full_key(key)
+    }
+
+    /// A bucket's key as the repository names it (below the prefix).
+    pub(super) fn relative_key(&self, full: &str) -> String {
+        let prefix = &self.account.prefix;
+        if prefix.is_empty() {
+            full.to_string()
+        } else {
+            full.strip_prefix(prefix.as_str())
+                .map(|k| k.trim_start_matches('/'))
+                .unwrap_or(full)
+                .to_string()
+        }
+    }
+
     pub(super) fn display(&self, key: &str) -> String {
         format!("{}/{key}", self.location.trim_end_matches('/'))
     }
 
     /// A URL of the bucket: the endpoint with the bucket as the path's first part, or in the
     /// host name.
-    fn url(&self, path_and_query: &str) -> Result<reqwest::Url> {
+    pub(super) fn url(&self, path_and_query: &str) -> Result<reqwest::Url> {
         let bucket = &self.account.bucket;
         let access = &self.account.access;
         let text = match (&access.endpoint, access.path_style) {
@@ -114,6 +136,42 @@ impl S3Api {
 
     pub(super) fn object_url(&self, key: &str) -> Result<reqwest::Url> {
         self.url(&format!("/{}", encode_key(&self.account.full_key(key))))
+    }
+
+    /// An object's response headers (of `version`, else the current one), by a HEAD;
+    /// `None` if it does not exist. `op` names the request in errors.
+    pub(super) async fn head(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        op: &'static str,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        let display = self.display(key);
+        let mut url = self.object_url(key)?;
+        if let Some(version) = version {
+            url.set_query(Some(&format!("versionId={}", encode_query(version))));
+        }
+        let request = Request {
+            op,
+            display: &display,
+            method: reqwest::Method::HEAD,
+            url,
+            headers: &[],
+            body: None,
+        };
+        match self.send(&request).await {
+            Ok(response) => Ok(Some(
+                response
+                    .headers()
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))
+                    })
+                    .collect(),
+            )),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends a request, retrying what may pass (signed anew for each try).

@@ -153,30 +153,12 @@ pub async fn ensure_readable(
 impl S3Api {
     /// Whether an object can be read now; `None` if it does not exist.
     pub async fn readiness(&self, key: &str) -> Result<Option<Readiness>> {
-        let display = self.display(key);
-        let request = Request {
-            op: "checking",
-            display: &display,
-            method: reqwest::Method::HEAD,
-            url: self.object_url(key)?,
-            headers: &[],
-            body: None,
-        };
-        let response = match self.send(&request).await {
-            Ok(response) => response,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
+        let Some(headers) = self.head(key, None, "checking").await? else {
+            return Ok(None);
         };
         Ok(Some(Readiness::from_headers(
-            header("x-amz-storage-class").as_deref(),
-            header("x-amz-restore").as_deref(),
+            headers.get("x-amz-storage-class").map(String::as_str),
+            headers.get("x-amz-restore").map(String::as_str),
         )))
     }
 
@@ -213,8 +195,8 @@ impl S3Api {
     }
 }
 
-/// Content-MD5 of a request body (S3 asks for it on a restore request).
-fn base64_md5(body: &[u8]) -> String {
+/// Content-MD5 of a request body (S3 asks for it on restore and retention requests).
+pub(super) fn base64_md5(body: &[u8]) -> String {
     use base64::Engine;
     use md5::Digest;
     base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body))

@@ -348,6 +348,7 @@ async fn pitr_part(
             throwaway: true,
             identity: None,
             base: None,
+            thaw: Default::default(),
         },
     )
     .await;

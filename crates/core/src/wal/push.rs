@@ -266,7 +266,13 @@ async fn push_one(
     };
     let size = sealed.len();
     let storage = repo.storage();
+    // Locked (`object_lock`) for the PITR window; a push whose lock failed fails, and its
+    // retry locks what it finds archived.
+    let until = repo.object_lock().map(|l| l.wal(jiff::Timestamp::now()));
     if storage.write_new(&key, sealed).await? {
+        if let Some(until) = until {
+            repo.lock_new(&[&key], until).await?;
+        }
         tracing::info!(wal = name, bytes = raw.len(), stored = size, "archived");
         return Ok(());
     }
@@ -275,6 +281,9 @@ async fn push_one(
     let identities = identities(ctx, encrypted)?;
     let archived = stored::open(name, &existing, identities.as_ref())?;
     if sha256_hex(&archived) == sha256_hex(&raw) {
+        if let Some(until) = until {
+            repo.lock_at_least(&[&key], until).await?;
+        }
         tracing::info!(wal = name, "already archived with the same content");
         Ok(())
     } else {

@@ -81,6 +81,8 @@ pub struct PitrRequest {
     pub base: Option<String>,
     /// The started server is a throwaway (verification, drill): it dies with lifeboat.
     pub throwaway: bool,
+    /// How a base backup in an archive class is read back.
+    pub thaw: crate::storage::tiers::Thaw,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,6 +120,14 @@ pub async fn restore_pitr(
     folder::check_empty(&request.pgdata)?;
     let plan = plan(ctx, repo, request).await?;
     let base = &plan.base;
+    crate::storage::tiers::ensure_readable(
+        repo.storage(),
+        &base.id,
+        &base.objects(),
+        &request.thaw,
+        &ctx.cancel,
+    )
+    .await?;
     tracing::info!(base = %base.id, target = %describe(&request.target), "restoring a base backup");
     folder::unpack(ctx, repo, base, request).await?;
     folder::write_recovery_settings(request, &config_file)?;

@@ -163,7 +163,7 @@ pub fn choose_base<'a>(
             Target::Latest => true,
         })
         .filter(|m| path_to(m, timeline, histories).is_some())
-        .max_by(|a, b| a.id.cmp(&b.id))
+        .max_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)))
 }
 
 /// The timeline recovery from `base` ends on, following `timeline`, with that timeline's

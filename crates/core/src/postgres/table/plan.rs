@@ -85,6 +85,7 @@ pub async fn plan_table(
                 identity: None,
                 base: None,
                 throwaway: true,
+                thaw: Default::default(),
             },
         )
         .await
