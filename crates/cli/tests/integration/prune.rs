@@ -2,6 +2,7 @@
 //! backup under older ids), a dry run that changes nothing, a prune that deletes, promotes and
 //! cleans up leftovers and old WAL, and the state a cut-off prune leaves behind.
 
+use lifeboat_testkit::{Fault, Rule};
 use serde_json::Value;
 
 use crate::support::{Env, Repo};
@@ -295,4 +296,47 @@ fn lifecycle_rules_are_applied_beside_the_bucket_s_own() {
         );
         assert_eq!(after[1]["NoncurrentVersionExpiration"]["NoncurrentDays"], 7);
     }
+}
+
+/// A deletion the storage refuses (403: an R2 bucket lock rule, or a key without the right
+/// to delete) keeps what was refused: the backup stays listed with its data, the rest of the
+/// prune is done, and the prune fails naming it; once allowed, the next prune deletes it.
+#[test]
+fn a_refused_deletion_keeps_the_backup_and_fails_the_prune() {
+    let mut env = Env::new(Repo::S3, false);
+    let mut config = std::fs::read_to_string(&env.config).unwrap();
+    config.push_str("[retention]\nmonthly_months = 0\nyearly_years = 0\n");
+    std::fs::write(&env.config, config).unwrap();
+    let today = env.backup(&[]);
+    let listed: Value = serde_json::from_str(&env.lifeboat(&["list", "--json"]).stdout).unwrap();
+    let old = fabricate(&env, &listed[0], "2025-06-03T02:00:00Z", "db");
+    let stale = env.repo_path("data/db/20250101T000000Z-dead.dump.zst");
+    std::fs::write(&stale, b"half").unwrap();
+    let proxy = env.behind_proxy(2, 10);
+    proxy.set(vec![Rule::all(Fault::Status(403, "AccessDenied"))
+        .method("DELETE")
+        .path("manifests/")]);
+    let out = env.lifeboat(&["prune"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = out.error_line();
+    assert!(
+        line.contains("refused to delete 1 objects")
+            && line.contains(&format!("manifests/{old}.json"))
+            && line.contains("--check-locks"),
+        "{line}"
+    );
+    // Kept whole; the rest (the leftover) done.
+    let ids: Vec<String> =
+        serde_json::from_str::<Vec<Value>>(&env.lifeboat(&["list", "--json"]).stdout)
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect();
+    assert_eq!(ids, [old.clone(), today.clone()]);
+    assert!(env.repo_path(&format!("data/db/{old}.dump.zst")).exists());
+    assert!(!stale.exists(), "the rest of the prune was not done");
+    proxy.clear();
+    let out = env.lifeboat(&["prune"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!env.repo_path(&format!("data/db/{old}.dump.zst")).exists());
 }

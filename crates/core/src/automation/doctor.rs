@@ -153,17 +153,10 @@ async fn repository(ctx: &Context) -> Result<String> {
     ))
 }
 
-/// The bucket of a repository with `object_lock` set has Object Lock enabled (R2 has none:
-/// its bucket lock rules are shown by `lifecycle --locks`).
+/// The bucket of a repository with `object_lock` set has Object Lock enabled.
 async fn object_lock(ctx: &Context) -> Result<String> {
     let config = &ctx.config.repository;
     let storage = crate::storage::Storage::open(config, false, &ctx.storage_env())?;
-    if config.is_r2() {
-        return Err(Error::Config(format!(
-            "`{}` is on Cloudflare R2, which has no S3 Object Lock: remove `object_lock` and set R2 bucket lock rules instead (`lifeboat lifecycle --locks`)",
-            storage.location()
-        )));
-    }
     if !storage.backend().lock_enabled().await? {
         return Err(Error::Config(format!(
             "bucket `{}` has no Object Lock: nothing can be locked; create the bucket with it enabled (`aws s3api create-bucket --object-lock-enabled-for-bucket`), or remove `object_lock`",

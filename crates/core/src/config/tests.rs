@@ -318,3 +318,38 @@ fn copies_are_elsewhere_anchored_secret_and_seen_as_repositories() {
     .to_string();
     assert!(err.contains("copy `a`"), "{err}");
 }
+
+#[test]
+fn object_lock_is_refused_where_it_cannot_be() {
+    let err = parse("[repository]\nurl = \"repo\"\nobject_lock = \"governance\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`repository.object_lock`") && err.contains("is a local folder"),
+        "{err}"
+    );
+    let err = parse(
+        "[repository]\nurl = \"s3://b/p\"\n[repository.copies.r2]\nurl = \"s3://c/p\"\n\
+         endpoint = \"https://acct.r2.cloudflarestorage.com\"\nobject_lock = \"compliance\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`repository.copies.r2.object_lock`")
+            && err.contains("Cloudflare R2")
+            && err.contains("lifecycle --locks"),
+        "{err}"
+    );
+    let err = parse("[repository]\nurl = \"s3://b/p\"\nobject_lock = \"forever\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("forever") && err.contains("governance"),
+        "{err}"
+    );
+    let config = parse("[repository]\nurl = \"s3://b/p\"\nobject_lock = \"compliance\"\n").unwrap();
+    assert_eq!(
+        config.repository.object_lock,
+        Some(crate::config::LockMode::Compliance)
+    );
+}

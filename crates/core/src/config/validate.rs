@@ -82,25 +82,30 @@ fn copies_elsewhere(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Object Lock is S3's: a local folder cannot keep a lock.
+/// Object Lock is S3's: a local folder cannot keep a lock, and Cloudflare R2 locks by bucket
+/// rules instead.
 fn locks_on_s3(config: &Config) -> Result<(), String> {
     let repository = &config.repository;
-    let places = std::iter::once((
-        "repository".to_string(),
-        &repository.url,
-        repository.object_lock,
-    ))
-    .chain(repository.copies.iter().map(|(name, copy)| {
-        (
-            format!("repository.copies.{name}"),
-            &copy.url,
-            copy.object_lock,
-        )
-    }));
-    for (section, url, lock) in places {
-        if let (Some(_), crate::config::RepositoryUrl::Local(_)) = (lock, url) {
+    let places = std::iter::once(("repository".to_string(), repository.clone())).chain(
+        repository
+            .copies
+            .iter()
+            .map(|(name, copy)| (format!("repository.copies.{name}"), copy.repository())),
+    );
+    for (section, place) in places {
+        if place.object_lock.is_none() {
+            continue;
+        }
+        if let crate::config::RepositoryUrl::Local(_) = place.url {
             return Err(format!(
-                "`{section}.object_lock` is set but `{url}` is a local folder: Object Lock needs an S3 bucket created with it enabled; remove `object_lock` or use an `s3://` URL"
+                "`{section}.object_lock` is set but `{}` is a local folder: Object Lock needs an S3 bucket created with it enabled; remove `object_lock` or use an `s3://` URL",
+                place.url
+            ));
+        }
+        if place.is_r2() {
+            return Err(format!(
+                "`{section}.object_lock` is set but `{}` is on Cloudflare R2, which has no S3 Object Lock: remove it and set R2 bucket lock rules (`lifeboat lifecycle --locks`)",
+                place.url
             ));
         }
     }

@@ -5,7 +5,7 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result, StorageFailure};
 use crate::repository::manifest::Manifest;
 use crate::repository::Repository;
 use crate::retention::{self, Decision, Tier};
@@ -113,22 +113,40 @@ pub(super) async fn plan_locks(
     Ok(out)
 }
 
-/// Deletes an object for good (every version, where the bucket keeps versions); `false`
-/// when a lock kept it.
-pub(super) async fn remove(repo: &Repository, key: &str) -> Result<bool> {
+/// What became of a deletion.
+pub(super) enum Removed {
+    Deleted,
+    /// An Object Lock holds it until then.
+    Locked(Timestamp),
+    /// The storage refused it (403) for a reason it does not give: an R2 bucket lock rule,
+    /// or a key without the right to delete.
+    Refused,
+}
+
+/// Deletes an object for good (every version, where the bucket keeps versions).
+pub(super) async fn remove(repo: &Repository, key: &str) -> Result<Removed> {
     let storage = repo.storage();
-    if repo.object_lock().is_none() {
-        storage.delete(key).await?;
-        return Ok(true);
-    }
-    match storage.backend().delete_versions(key).await? {
-        crate::storage::backend::Deletion::Deleted => Ok(true),
-        crate::storage::backend::Deletion::Locked { until } => {
-            tracing::warn!(
-                "`{}` is locked until {until}: kept until then",
-                storage.display(key)
-            );
-            Ok(false)
+    let deleted = if repo.object_lock().is_none() {
+        storage.delete(key).await.map(|()| Removed::Deleted)
+    } else {
+        storage
+            .backend()
+            .delete_versions(key)
+            .await
+            .map(|deletion| match deletion {
+                crate::storage::backend::Deletion::Deleted => Removed::Deleted,
+                crate::storage::backend::Deletion::Locked { until } => Removed::Locked(until),
+            })
+    };
+    match deleted {
+        Err(Error::Storage {
+            kind: StorageFailure::Denied,
+            message,
+            ..
+        }) => {
+            tracing::warn!("deleting `{}` was refused: {message}", storage.display(key));
+            Ok(Removed::Refused)
         }
+        other => other,
     }
 }

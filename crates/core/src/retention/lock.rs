@@ -10,7 +10,9 @@
 //! - the repository's marker: a year from now, renewed like a yearly dump.
 //!
 //! Cloudflare R2 has no per-object lock: its buckets lock by key prefix and age
-//! ([`r2_rules`]), which lifeboat shows and checks ([`r2_conflicts`]) but cannot set.
+//! ([`r2_rules`]), which lifeboat shows and checks ([`r2_conflicts`]) but cannot set. A rule
+//! must not outlast retention in any part of its area: R2 refuses the deletion, and `prune`
+//! fails on what it was refused (it cannot tell a lock rule from a key without rights).
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -201,10 +203,13 @@ fn lockable(policy: &Policy) -> [(&'static str, &'static str, u32); 5] {
         ("lifeboat-db", "data/db/", policy.daily_days),
         ("lifeboat-redis", "data/redis/", policy.daily_days),
         ("lifeboat-base", "data/base/", policy.pitr_days),
-        // A dump's manifest is rewritten when prune keeps it for its month, after
-        // `daily_days`; a base backup's manifest stays locked that long too (prune keeps the
-        // base backup until then, and says so).
-        ("lifeboat-manifests", "manifests/", policy.daily_days),
+        // Base backups' manifests are here too, deleted after `pitr_days`; a dump's manifest
+        // is rewritten when prune keeps it for its month, after `daily_days`.
+        (
+            "lifeboat-manifests",
+            "manifests/",
+            policy.daily_days.min(policy.pitr_days),
+        ),
         ("lifeboat-wal", "wal/0", policy.pitr_days),
     ]
 }
@@ -241,8 +246,8 @@ pub fn r2_rules(policy: &Policy, prefix: &str) -> R2Rules {
 }
 
 /// What is wrong with a bucket's R2 lock rules for a repository below `prefix`: problems
-/// (lifeboat breaks, or can never prune) and notes (locks longer than retention, areas
-/// left unlocked).
+/// (lifeboat's rewrites refused, locks longer than retention, which fail `prune`) and notes
+/// (locks until a date, areas left unlocked).
 pub fn r2_conflicts(rules: &R2Rules, policy: &Policy, prefix: &str) -> (Vec<String>, Vec<String>) {
     let mut problems = Vec::new();
     let mut notes = Vec::new();
@@ -273,31 +278,23 @@ pub fn r2_conflicts(rules: &R2Rules, policy: &Policy, prefix: &str) -> (Vec<Stri
             let days = match &rule.condition {
                 R2Condition::Indefinite => {
                     problems.push(format!(
-                        "R2 lock rule `{}` locks `{key}` forever: prune can never delete what retention lets go; give it an age of {keep_days} days",
+                        "R2 lock rule `{}` locks `{key}` forever: prune would be refused what retention lets go, and fail; give it an age of {keep_days} days",
                         rule.id
                     ));
                     continue;
                 }
                 R2Condition::Date { date } => {
                     notes.push(format!(
-                        "R2 lock rule `{}` locks `{key}` until {date}: prune keeps what it cannot delete until then",
+                        "R2 lock rule `{}` locks `{key}` until {date}: prune fails on what retention lets go before then",
                         rule.id
                     ));
                     continue;
                 }
                 R2Condition::Age { max_age_seconds } => max_age_seconds.div_ceil(86_400),
             };
-            if days <= u64::from(keep_days) {
-                continue;
-            }
-            if area == "manifests/" {
+            if days > u64::from(keep_days) {
                 problems.push(format!(
-                    "R2 lock rule `{}` locks `{key}` for {days} days: prune rewrites a dump's manifest when it keeps it for its month, after {} days; use at most {keep_days} days",
-                    rule.id, policy.daily_days
-                ));
-            } else {
-                notes.push(format!(
-                    "R2 lock rule `{}` locks `{key}` for {days} days, retention keeps it {keep_days}: prune keeps what it cannot delete until then",
+                    "R2 lock rule `{}` locks `{key}` for {days} days, but retention lets some of it go after {keep_days}: prune would be refused and fail; use at most {keep_days} days",
                     rule.id
                 ));
             }
@@ -376,7 +373,7 @@ mod tests {
         assert_eq!(json["rules"][0]["condition"]["type"], "Age");
         assert_eq!(json["rules"][0]["condition"]["maxAgeSeconds"], 30 * 86_400);
         assert_eq!(json["rules"][3]["prefix"], "lifeboat/manifests/");
-        assert_eq!(json["rules"][3]["condition"]["maxAgeSeconds"], 30 * 86_400);
+        assert_eq!(json["rules"][3]["condition"]["maxAgeSeconds"], 7 * 86_400);
         assert_eq!(json["rules"][4]["prefix"], "lifeboat/wal/0");
         // The rules lifeboat shows conflict with nothing and leave nothing unlocked.
         let (problems, notes) = r2_conflicts(&wanted, &policy, "lifeboat");
@@ -406,8 +403,8 @@ mod tests {
             problems.iter().any(|p| p.contains("forever")),
             "{problems:?}"
         );
-        // Manifests locked past the daily window: promotions would fail. Data locked longer
-        // than kept: a note. WAL left unlocked: a note. A disabled rule counts for nothing.
+        // Manifests and data locked longer than retention keeps them: prune would fail. WAL
+        // left unlocked: a note. A disabled rule counts for nothing.
         let some = R2Rules::parse(
             r#"{"rules": [
                 {"id": "m", "prefix": "lifeboat/manifests/", "condition": {"type": "Age", "maxAgeSeconds": 7776000}},
@@ -417,19 +414,27 @@ mod tests {
         )
         .unwrap();
         let (problems, notes) = r2_conflicts(&some, &policy, "lifeboat");
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].contains("rule `m`") && problems[0].contains("at most 30 days"));
-        assert!(
-            notes
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        let found = |rule: &str, area: &str, at_most: &str| {
+            problems
                 .iter()
-                .any(|n| n.contains("`lifeboat/data/db/` for 90 days")),
-            "{notes:?}"
+                .any(|p| p.contains(rule) && p.contains(area) && p.contains(at_most))
+        };
+        assert!(
+            found("rule `m`", "`lifeboat/manifests/` for 90", "at most 7 days"),
+            "{problems:?}"
         );
         assert!(
-            notes
-                .iter()
-                .any(|n| n.contains("nothing locks `lifeboat/wal/0`")),
-            "{notes:?}"
+            found("rule `d`", "`lifeboat/data/db/` for 90", "at most 30 days"),
+            "{problems:?}"
+        );
+        assert!(
+            found("rule `d`", "`lifeboat/data/base/` for 90", "at most 7 days"),
+            "{problems:?}"
+        );
+        assert_eq!(
+            notes,
+            ["nothing locks `lifeboat/wal/0`: a leaked key can delete what is there"]
         );
     }
 }

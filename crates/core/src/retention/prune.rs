@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::objects::history::{self, HistoryOutcome, HistoryPlan};
 use crate::repository::manifest::Manifest;
 use crate::repository::{DamagedManifest, Repository};
-use crate::retention::held::{hold_locked, plan_locks, remove};
+use crate::retention::held::{hold_locked, plan_locks, remove, Removed};
 pub use crate::retention::held::{LockPlan, LockedPlan};
 use crate::retention::{self, Decision, Item, Tier, WalPlan};
 use crate::storage::LOCAL_STAGING_DIR;
@@ -73,6 +73,8 @@ pub struct PruneOutcome {
     pub locked: u64,
     /// Objects whose lock was set or moved on.
     pub locks_set: u64,
+    /// Objects the storage refused to delete (kept): the prune fails, naming them.
+    pub refused: Vec<String>,
 }
 
 /// The series a backup competes in for keeping: its kind, database and dump options.
@@ -228,13 +230,32 @@ pub async fn execute(ctx: &Context, repo: &Repository, plan: &PrunePlan) -> Resu
         let Some(manifest) = manifests.iter().find(|m| m.id == decision.id) else {
             continue;
         };
-        // The manifest first: a backup whose manifest a lock keeps keeps its data too.
-        if !remove(repo, &crate::repository::layout::manifest(&manifest.id)).await? {
-            outcome.locked += 1;
-            continue;
+        // The manifest first: a backup whose manifest is kept keeps its data too.
+        let manifest_key = crate::repository::layout::manifest(&manifest.id);
+        match remove(repo, &manifest_key).await? {
+            Removed::Deleted => {}
+            Removed::Locked(until) => {
+                tracing::warn!(
+                    "backup `{}` is locked until {until}: kept until then",
+                    manifest.id
+                );
+                outcome.locked += 1;
+                continue;
+            }
+            Removed::Refused => {
+                outcome.refused.push(manifest_key);
+                continue;
+            }
         }
         for key in manifest.objects() {
-            remove(repo, key).await?;
+            match remove(repo, key).await? {
+                Removed::Deleted => {}
+                Removed::Locked(until) => tracing::warn!(
+                    "`{}` is locked until {until}: it goes with the first prune after that",
+                    storage.display(key)
+                ),
+                Removed::Refused => outcome.refused.push(key.to_string()),
+            }
         }
         tracing::info!(
             "deleted backup `{}`: {}",
@@ -250,36 +271,57 @@ pub async fn execute(ctx: &Context, repo: &Repository, plan: &PrunePlan) -> Resu
             .await?
             .try_collect()
             .await?;
+        let mut locked: Option<(u64, Timestamp)> = None;
         for entry in entries {
             if wal::name_of_key(&entry.path).is_some_and(|n| doomed.contains(n)) {
-                if remove(repo, &entry.path).await? {
-                    outcome.wal_deleted += 1;
-                } else {
-                    outcome.locked += 1;
+                match remove(repo, &entry.path).await? {
+                    Removed::Deleted => outcome.wal_deleted += 1,
+                    Removed::Locked(until) => {
+                        let (count, last) = locked.get_or_insert((0, until));
+                        *count += 1;
+                        *last = (*last).max(until);
+                    }
+                    Removed::Refused => outcome.refused.push(entry.path.clone()),
                 }
             }
         }
+        if let Some((count, last)) = locked {
+            tracing::warn!("{count} WAL files are locked (the last until {last}): kept until then");
+            outcome.locked += count;
+        }
     }
     for path in &plan.leftovers {
-        if remove(repo, path).await? {
-            outcome.leftovers_deleted += 1;
-        } else {
-            outcome.locked += 1;
+        match remove(repo, path).await? {
+            Removed::Deleted => outcome.leftovers_deleted += 1,
+            Removed::Locked(until) => {
+                tracing::warn!("leftover `{path}` is locked until {until}: kept until then");
+                outcome.locked += 1;
+            }
+            Removed::Refused => outcome.refused.push(path.clone()),
         }
     }
     for damaged in plan.damaged.iter().filter(|d| d.delete) {
         repo.check_lock().await?;
-        if !remove(
-            repo,
-            &crate::repository::layout::manifest(&damaged.manifest.id),
-        )
-        .await?
-        {
-            outcome.locked += 1;
-            continue;
+        let manifest = crate::repository::layout::manifest(&damaged.manifest.id);
+        match remove(repo, &manifest).await? {
+            Removed::Deleted => {}
+            Removed::Locked(until) => {
+                tracing::warn!(
+                    "backup `{}` (damaged manifest) is locked until {until}: kept until then",
+                    damaged.manifest.id
+                );
+                outcome.locked += 1;
+                continue;
+            }
+            Removed::Refused => {
+                outcome.refused.push(manifest);
+                continue;
+            }
         }
         for key in &damaged.data {
-            remove(repo, key).await?;
+            if let Removed::Refused = remove(repo, key).await? {
+                outcome.refused.push(key.clone());
+            }
         }
         tracing::info!(
             "removed backup `{}`, whose manifest was damaged (`--force`)",
@@ -322,6 +364,14 @@ pub async fn execute(ctx: &Context, repo: &Repository, plan: &PrunePlan) -> Resu
         let dest = crate::storage::Storage::bucket(&config.destination, &env)?;
         let done = history::execute(&dest, &objects.plan, plan.at, config.checkers).await?;
         outcome.objects.push((objects.name.clone(), done));
+    }
+    if let Some(first) = outcome.refused.first() {
+        return Err(crate::error::Error::Incomplete(format!(
+            "prune did the rest, but the storage refused to delete {} objects, which are kept (`{}`{}): an R2 bucket lock rule longer than retention (check them with `lifeboat lifecycle --check-locks`), or a key without the right to delete",
+            outcome.refused.len(),
+            storage.display(first),
+            if outcome.refused.len() > 1 { ", ..." } else { "" }
+        )));
     }
     Ok(outcome)
 }
