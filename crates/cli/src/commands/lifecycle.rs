@@ -1,5 +1,7 @@
-//! `lifecycle`: the bucket lifecycle rules lifeboat wants, printed; with `--apply`, merged
-//! with the bucket's own rules (kept as they are) and written.
+//! The bucket's own rules: `lifecycle`, the lifecycle rules lifeboat wants, printed (with
+//! `--apply`, merged with the bucket's own rules, kept as they are, and written); `lifecycle
+//! --locks` / `--check-locks`, R2's bucket lock rules from the policy, and a bucket's checked;
+//! `undelete`, what a leaked key hid behind delete markers in a bucket that keeps versions.
 
 use lifeboat_core::config::RepositoryUrl;
 use lifeboat_core::retention::{lifecycle, lock};
