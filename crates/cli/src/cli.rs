@@ -55,14 +55,14 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// Read from copy NAME of the repository (`[repository.copies.NAME]`) instead of the
-    /// repository: for `list`, `show`, `status`, `restore`, `verify`, `wal-fetch` and `prune`
-    /// (with the copy's retention).
+    /// repository: for `list`, `show`, `status`, `restore`, `verify`, `wal-fetch`, `prune`
+    /// (with the copy's retention) and `undelete`.
     #[arg(long, global = true, value_name = "NAME")]
     pub from: Option<String>,
 
     /// Wait up to this long for what is not ready yet instead of failing at once: another
     /// run's lock on the repository (`backup`, `prune`, `run`), an archived backup's restore
-    /// request (`restore db`, `verify`).
+    /// request (`restore db`, `restore pitr`, `verify`).
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 0)]
     pub wait: u64,
 
@@ -167,7 +167,8 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Print the S3 lifecycle rules that match the repository and the policy (`--apply` sets them).
+    /// Print the S3 lifecycle rules that match the repository and the policy (`--apply` sets
+    /// them), or R2's bucket lock rules (`--locks`, `--check-locks FILE`).
     Lifecycle {
         /// Set the rules on the repository's bucket, keeping its other rules.
         #[arg(long)]
