@@ -9,7 +9,7 @@ use lifeboat_testkit::ClusterOptions;
 
 use crate::support::{tools, wait_until, Env, Repo, Run};
 
-fn open_to_server(path: &Path, mode: u32) {
+pub fn open_to_server(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
@@ -40,9 +40,9 @@ pub fn sql_at(socket: &Path, port: u16, sql: &str) -> String {
 }
 
 /// A recovered server: its data folder and port; stopped when dropped.
-struct Server {
+pub struct Server {
     pgdata: PathBuf,
-    port: u16,
+    pub port: u16,
 }
 
 impl Drop for Server {
@@ -59,7 +59,7 @@ impl Drop for Server {
 
 /// `restore pitr ARGS --start` into the new folder `name`, the server on a free port and
 /// `socket`.
-fn recover_and_start(env: &Env, name: &str, socket: &Path, args: &[&str]) -> (Run, Server) {
+pub fn recover_and_start(env: &Env, name: &str, socket: &Path, args: &[&str]) -> (Run, Server) {
     let server = Server {
         pgdata: env.dir.path().join(name),
         port: free_port(),

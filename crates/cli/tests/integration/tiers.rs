@@ -4,6 +4,7 @@
 
 use lifeboat_testkit::MotoServer;
 
+use crate::pitr::{open_to_server, recover_and_start, sql_at, switch_and_archive};
 use crate::support::{Env, Repo};
 
 const BUCKET: &str = "yomira-tiers";
@@ -85,4 +86,85 @@ fn an_archived_monthly_dump_is_requested_back_then_restores() {
         out.stderr
     );
     assert_eq!(readiness(&env, &first), "restored");
+}
+
+/// A base backup stored in GLACIER: `restore pitr` requests it back and says when to come
+/// back; with `--wait` it waits, then recovers to the last archived segment.
+#[test]
+fn an_archived_base_backup_is_requested_back_then_recovers() {
+    let moto = MotoServer::start();
+    let bucket = "yomira-cold-base";
+    moto.create_bucket(bucket);
+    let options = lifeboat_testkit::ClusterOptions {
+        settings: vec![
+            "wal_level = replica".into(),
+            "archive_mode = on".into(),
+            "archive_command = 'false'".into(),
+        ],
+        ..lifeboat_testkit::ClusterOptions::default()
+    };
+    let mut env = Env::with_cluster(Repo::Local, false, options);
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let (_, rest) = text.split_once("[postgres.main]").unwrap();
+    env.write_config(&format!(
+        "[repository]\nurl = \"s3://{bucket}/lifeboat\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
+         access_key_id = \"moto\"\nsecret_access_key = \"moto-secret\"\n\
+         [repository.storage_class]\nbase = \"GLACIER\"\n[postgres.main]{rest}",
+        moto.endpoint
+    ));
+    open_to_server(env.dir.path(), 0o755);
+    open_to_server(&env.config, 0o644);
+    assert_eq!(env.lifeboat(&["init"]).code, 0);
+    let command = format!(
+        "{} --config {} -q wal-push %p",
+        env!("CARGO_BIN_EXE_lifeboat"),
+        env.config.display()
+    );
+    env.sql(
+        "yomira",
+        &format!("ALTER SYSTEM SET archive_command = '{command}'"),
+    );
+    env.sql("yomira", "SELECT pg_reload_conf()");
+    let (socket, port) = (env.cluster.socket_dir().to_path_buf(), env.cluster.port());
+    let out = env.lifeboat(&["backup", "base"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let base = out.last_line();
+    env.sql("yomira", "CREATE TABLE public.after_base (id int)");
+    env.sql("yomira", "INSERT INTO public.after_base VALUES (7)");
+    switch_and_archive(&socket, port);
+    let key = format!("lifeboat/data/base/{base}.tar.zst");
+    assert_eq!(moto.storage_class(bucket, &key), "GLACIER");
+
+    let (out, _server) = recover_and_start(
+        &env,
+        "thawing",
+        &socket,
+        &["--latest", "--tier", "expedited"],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = out.error_line();
+    assert!(
+        line.contains(&format!("backup `{base}` is in `GLACIER`")) && line.contains("--wait"),
+        "{line}"
+    );
+    assert!(
+        !env.dir.path().join("thawing").join("PG_VERSION").exists(),
+        "unpacked before it was readable"
+    );
+    // Archived again (moto serves requests at once): --wait waits for it, then recovers.
+    moto.python(&format!(
+        "s3.copy_object(Bucket='{bucket}', Key='{key}', CopySource={{'Bucket': '{bucket}', 'Key': '{key}'}}, \
+         StorageClass='GLACIER', MetadataDirective='COPY')"
+    ));
+    let (out, server) = recover_and_start(&env, "thawed", &socket, &["--latest", "--wait", "600"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("requested a restore of"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        sql_at(&socket, server.port, "SELECT id FROM public.after_base"),
+        "7"
+    );
 }
