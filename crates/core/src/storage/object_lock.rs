@@ -185,57 +185,75 @@ impl S3Api {
 
     /// Every version and delete marker below `prefix` (full keys), in the server's order.
     async fn list_versions(&self, full_prefix: &str) -> Result<Vec<Version>> {
-        let display = format!("s3://{}/{full_prefix}?versions", self.bucket());
         let mut out = Vec::new();
-        let mut markers: Option<(String, String)> = None;
+        let mut next = None;
         loop {
-            let mut query = format!("?versions&prefix={}", encode_query(full_prefix));
-            if let Some((key, version)) = &markers {
-                query.push_str(&format!(
-                    "&key-marker={}&version-id-marker={}",
-                    encode_query(key),
-                    encode_query(version)
-                ));
+            let (page, after) = self.versions_page(full_prefix, next.as_ref()).await?;
+            out.extend(page);
+            match after {
+                Some(markers) => next = Some(markers),
+                None => return Ok(out),
             }
-            let request = Request {
-                op: "listing the versions of",
-                display: &display,
-                method: reqwest::Method::GET,
-                url: self.url(&query)?,
-                headers: &[],
-                body: None,
-            };
-            let response = self.send(&request).await?;
-            let text = response.text().await.unwrap_or_default();
-            let page: ListVersions =
-                quick_xml::de::from_str(&text).map_err(|e| Error::Storage {
-                    op: "listing the versions of",
-                    path: display.clone(),
-                    kind: StorageFailure::Refused,
-                    message: format!("the listing cannot be read: {e}"),
-                })?;
-            for entry in page.entries {
+        }
+    }
+
+    /// One page of the versions below `prefix`, and where the next one starts, if any.
+    async fn versions_page(
+        &self,
+        full_prefix: &str,
+        from: Option<&(String, String)>,
+    ) -> Result<(Vec<Version>, Option<(String, String)>)> {
+        let display = format!("s3://{}/{full_prefix}?versions", self.bucket());
+        let mut query = format!("?versions&prefix={}", encode_query(full_prefix));
+        if let Some((key, version)) = from {
+            query.push_str(&format!(
+                "&key-marker={}&version-id-marker={}",
+                encode_query(key),
+                encode_query(version)
+            ));
+        }
+        let request = Request {
+            op: "listing the versions of",
+            display: &display,
+            method: reqwest::Method::GET,
+            url: self.url(&query)?,
+            headers: &[],
+            body: None,
+        };
+        let response = self.send(&request).await?;
+        let text = response.text().await.unwrap_or_default();
+        let page: ListVersions = quick_xml::de::from_str(&text).map_err(|e| Error::Storage {
+            op: "listing the versions of",
+            path: display.clone(),
+            kind: StorageFailure::Refused,
+            message: format!("the listing cannot be read: {e}"),
+        })?;
+        let versions = page
+            .entries
+            .into_iter()
+            .filter_map(|entry| {
                 let (v, delete_marker) = match entry {
                     VersionEntry::Version(v) => (v, false),
                     VersionEntry::DeleteMarker(v) => (v, true),
-                    VersionEntry::Other => continue,
+                    VersionEntry::Other => return None,
                 };
-                out.push(Version {
+                Some(Version {
                     key: v.key,
                     version_id: v.version_id,
                     latest: v.is_latest,
                     delete_marker,
-                });
-            }
-            match (
-                page.is_truncated,
-                page.next_key_marker,
-                page.next_version_id_marker,
-            ) {
-                (true, Some(key), Some(version)) => markers = Some((key, version)),
-                _ => return Ok(out),
-            }
-        }
+                })
+            })
+            .collect();
+        let next = match (
+            page.is_truncated,
+            page.next_key_marker,
+            page.next_version_id_marker,
+        ) {
+            (true, Some(key), Some(version)) => Some((key, version)),
+            _ => None,
+        };
+        Ok((versions, next))
     }
 
     /// Deletes one version of an object (or a delete marker).
@@ -289,27 +307,49 @@ impl S3Api {
     /// not gone. With `show`, the delete markers are removed so that they are seen again.
     pub async fn hidden(&self, prefix: &str, show: bool) -> Result<Vec<String>> {
         let full = self.full_key(prefix);
-        let versions = self.list_versions(&full).await?;
-        // By key (servers differ in how they interleave versions and delete markers).
-        let mut by_key: std::collections::BTreeMap<&str, Vec<&Version>> = Default::default();
-        for v in &versions {
-            by_key.entry(v.key.as_str()).or_default().push(v);
-        }
+        // Page by page, so that memory stays bounded whatever the archive's size: a key is
+        // judged once no later page can hold more of it (pages come in key order; within a
+        // page, servers differ in how they interleave versions and delete markers).
+        let mut pending: std::collections::BTreeMap<String, Vec<Version>> = Default::default();
         let mut hidden = Vec::new();
-        for (key, group) in by_key {
-            let latest_is_marker = group.iter().any(|v| v.latest && v.delete_marker);
-            if !latest_is_marker || !group.iter().any(|v| !v.delete_marker) {
-                continue;
+        let mut next = None;
+        loop {
+            let (page, after) = self.versions_page(&full, next.as_ref()).await?;
+            for v in page {
+                pending.entry(v.key.clone()).or_default().push(v);
             }
-            if show {
-                for marker in group.iter().filter(|v| v.delete_marker) {
-                    self.delete_version(&marker.key, &marker.version_id).await?;
+            let complete: Vec<String> = match &after {
+                Some((last_key, _)) => pending
+                    .keys()
+                    .filter(|k| k.as_str() < last_key.as_str())
+                    .cloned()
+                    .collect(),
+                None => pending.keys().cloned().collect(),
+            };
+            for key in complete {
+                let group = pending.remove(&key).unwrap_or_default();
+                if !is_hidden(&group) {
+                    continue;
                 }
+                if show {
+                    for marker in group.iter().filter(|v| v.delete_marker) {
+                        self.delete_version(&marker.key, &marker.version_id).await?;
+                    }
+                }
+                hidden.push(self.relative_key(&key));
             }
-            hidden.push(self.relative_key(key));
+            match after {
+                Some(markers) => next = Some(markers),
+                None => return Ok(hidden),
+            }
         }
-        Ok(hidden)
     }
+}
+
+/// Whether one key's versions are hidden: its newest entry is a delete marker, over kept
+/// versions.
+fn is_hidden(group: &[Version]) -> bool {
+    group.iter().any(|v| v.latest && v.delete_marker) && group.iter().any(|v| !v.delete_marker)
 }
 
 #[cfg(test)]
@@ -328,6 +368,24 @@ mod tests {
 </ListVersionsResult>"#;
         let page: ListVersions = quick_xml::de::from_str(xml).unwrap();
         assert!(page.is_truncated);
+        let version = |id: &str, latest: bool, delete_marker: bool| Version {
+            key: "k".into(),
+            version_id: id.into(),
+            latest,
+            delete_marker,
+        };
+        assert!(is_hidden(&[
+            version("m", true, true),
+            version("v", false, false)
+        ]));
+        assert!(!is_hidden(&[
+            version("v", true, false),
+            version("m", false, true)
+        ]));
+        assert!(
+            !is_hidden(&[version("m", true, true)]),
+            "only markers: nothing to show"
+        );
         assert_eq!(page.next_version_id_marker.as_deref(), Some("v1"));
         // Elements other than versions and markers (the name, the prefix) are skipped.
         let entries: Vec<&VersionEntry> = page
