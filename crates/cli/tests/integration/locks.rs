@@ -153,6 +153,20 @@ fn locked_backups_survive_a_leaked_key_and_prune_works_around_locks() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let (_, until) = lock_of(&moto, BUCKET, &format!("lifeboat/wal/{segment}.zst"));
     assert!(near(until, Timestamp::now() + days(7)), "{until}");
+    // An older backup (40 days, the only one of its series, so kept only as its newest),
+    // never locked in the repository: in the copy its lock would already have ended, and
+    // S3 refuses a lock in the past; it is copied unlocked.
+    let old = moto.python(&format!(
+        "import json, datetime\n\
+         m = json.loads(s3.get_object(Bucket='{BUCKET}', Key='{manifest}')['Body'].read())\n\
+         t = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=40)\n\
+         old = t.strftime('%Y%m%dT%H%M%SZ') + '-0abc'\n\
+         m.update(id=old, started_at=t.strftime('%Y-%m-%dT%H:%M:%SZ'), finished_at=t.strftime('%Y-%m-%dT%H:%M:%SZ'), \
+         data='data/db/' + old + '.dump.zst', globals=None, options={{'schema_only': True, 'schemas': []}})\n\
+         s3.copy_object(Bucket='{BUCKET}', Key='lifeboat/' + m['data'], CopySource={{'Bucket': '{BUCKET}', 'Key': '{data}'}})\n\
+         s3.put_object(Bucket='{BUCKET}', Key='lifeboat/manifests/' + old + '.json', Body=json.dumps(m))\n\
+         print(old)"
+    ));
     // The copy in the other account: locked in COMPLIANCE mode.
     let out = env.lifeboat(&["copy"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -162,6 +176,22 @@ fn locked_backups_survive_a_leaked_key_and_prune_works_around_locks() {
         format!("copy/wal/{segment}.zst"),
     ] {
         assert_eq!(lock_of(&moto, OFFSITE, &key).0, "COMPLIANCE", "{key}");
+    }
+    for key in [
+        format!("copy/data/db/{old}.dump.zst"),
+        format!("copy/manifests/{old}.json"),
+    ] {
+        assert_eq!(moto.lock(OFFSITE, &key), "none", "{key}");
+    }
+    for key in [
+        format!("lifeboat/data/db/{old}.dump.zst"),
+        format!("lifeboat/manifests/{old}.json"),
+    ] {
+        for version in moto.versions(BUCKET, &key) {
+            moto.python(&format!(
+                "s3.delete_object(Bucket='{BUCKET}', Key='{key}', VersionId='{version}')"
+            ));
+        }
     }
 
     // The leaked key cannot delete a locked version...

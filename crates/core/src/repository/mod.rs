@@ -121,7 +121,8 @@ impl Repository {
         self.object_lock.as_ref()
     }
 
-    /// Locks `keys` (just written) until `until`, when the repository locks.
+    /// Locks `keys` (just written) until `until`, when the repository locks; a date already
+    /// past locks nothing (a copy of an old backup, or of an old WAL file).
     pub async fn lock_new(
         &self,
         keys: &[&str],
@@ -130,6 +131,9 @@ impl Repository {
         let Some(lock) = &self.object_lock else {
             return Ok(());
         };
+        if until.date <= jiff::Timestamp::now() {
+            return Ok(());
+        }
         for key in keys {
             self.storage
                 .backend()
@@ -430,12 +434,16 @@ impl Repository {
     /// the backup is committed).
     pub async fn commit(&self, manifest: &Manifest) -> Result<()> {
         self.check_lock().await?;
+        // A copy's manifest carries the tier the repository kept it for.
         let until = self.object_lock.as_ref().map(|lock| {
             lock.backup(
                 manifest.kind,
                 manifest.started_at,
                 manifest.finished_at,
-                None,
+                manifest
+                    .tier
+                    .as_deref()
+                    .and_then(crate::retention::Tier::parse),
                 jiff::Timestamp::now(),
             )
         });

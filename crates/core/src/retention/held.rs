@@ -94,6 +94,10 @@ pub(super) async fn plan_locks(
             .promote
             .or_else(|| m.tier.as_deref().and_then(Tier::parse));
         let until = lock.backup(m.kind, m.started_at, m.finished_at, tier, at);
+        // A lock that would already have ended protects nothing (and S3 refuses it).
+        if until.date <= at.max(Timestamp::now()) {
+            continue;
+        }
         let manifest_key = crate::repository::layout::manifest(&m.id);
         let mut keys = Vec::new();
         for key in keys_of(m) {
