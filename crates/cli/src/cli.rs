@@ -345,7 +345,7 @@ pub struct RestoreTableArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// Folder for the throwaway server [default: the temp folder]; it needs room for the base
-    /// backup.
+    /// backup (with `--from-dump`, for the tables restored).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
     /// age identity file for an encrypted repository.

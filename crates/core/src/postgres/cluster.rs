@@ -26,6 +26,8 @@ pub struct ClusterOptions {
     /// With `tcp_password`: TCP connections must use TLS (a self-signed certificate made with
     /// `openssl`; `hostssl` only in pg_hba.conf).
     pub tls: bool,
+    /// Where the cluster's folder goes (`--work-dir`); unset: `$TMPDIR`.
+    pub parent: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -43,10 +45,22 @@ pub struct ScratchCluster {
 
 impl ScratchCluster {
     pub fn start(tools: &PgTools, options: &ClusterOptions) -> Result<ScratchCluster> {
-        let dir = tempfile::Builder::new()
-            .prefix("lifeboat-pg-")
-            .tempdir()
-            .map_err(|e| Error::io("creating a folder for a scratch cluster", e))?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("lifeboat-pg-");
+        let dir = match &options.parent {
+            Some(parent) => builder.tempdir_in(parent).map_err(|e| {
+                Error::io(
+                    format!(
+                        "creating a folder for a scratch cluster in `{}` (--work-dir)",
+                        parent.display()
+                    ),
+                    e,
+                )
+            })?,
+            None => builder
+                .tempdir()
+                .map_err(|e| Error::io("creating a folder for a scratch cluster", e))?,
+        };
         let data = dir.path().join("data");
         let socket_dir = dir.path().join("sock");
         std::fs::create_dir(&socket_dir)

@@ -116,11 +116,13 @@ pub(super) async fn from_dump(
 ) -> Result<Source> {
     let begun = std::time::Instant::now();
     let tools = ctx.tools.clone();
-    let cluster = tokio::task::spawn_blocking(move || {
-        ScratchCluster::start(&tools, &ClusterOptions::default())
-    })
-    .await
-    .map_err(|e| Error::thread("scratch cluster", e))??;
+    let options = ClusterOptions {
+        parent: request.work_dir.clone(),
+        ..ClusterOptions::default()
+    };
+    let cluster = tokio::task::spawn_blocking(move || ScratchCluster::start(&tools, &options))
+        .await
+        .map_err(|e| Error::thread("scratch cluster", e))??;
     let dbname = "lifeboat_table";
     cluster.create_database(dbname)?;
     let target = ConnInfo::new(&cluster.url(dbname), None)?;
