@@ -356,20 +356,23 @@ fn partitioned_and_quoted_tables_and_the_dump_fallback() {
     );
     // Its scratch server goes where `--work-dir` says: a file there is refused, naming it;
     // a folder is used, and left empty.
+    let from_dump_in = |name: &str, work: &Path| {
+        restore_table(
+            &env,
+            &["core.\"Comic Pages.v2\""],
+            &at,
+            &[
+                "--from-dump",
+                "--as",
+                name,
+                "--work-dir",
+                work.to_str().unwrap(),
+            ],
+        )
+    };
     let not_a_folder = env.dir.path().join("not-a-folder");
     std::fs::write(&not_a_folder, b"").unwrap();
-    let out = restore_table(
-        &env,
-        &["core.\"Comic Pages.v2\""],
-        &at,
-        &[
-            "--from-dump",
-            "--as",
-            "core.pages_nowhere",
-            "--work-dir",
-            not_a_folder.to_str().unwrap(),
-        ],
-    );
+    let out = from_dump_in("core.pages_nowhere", &not_a_folder);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.error_line()
@@ -379,18 +382,7 @@ fn partitioned_and_quoted_tables_and_the_dump_fallback() {
     );
     let work = env.dir.path().join("dump-work");
     std::fs::create_dir(&work).unwrap();
-    let out = restore_table(
-        &env,
-        &["core.\"Comic Pages.v2\""],
-        &at,
-        &[
-            "--from-dump",
-            "--as",
-            "core.pages_in_work",
-            "--work-dir",
-            work.to_str().unwrap(),
-        ],
-    );
+    let out = from_dump_in("core.pages_in_work", &work);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0);
 }
