@@ -15,14 +15,11 @@ const OFFSITE: &str = "yomira-offsite";
 /// The environment's configuration with its repository on moto, `object_lock` set, and
 /// `extra` TOML (retention, copies) after it.
 fn on_moto(env: &mut Env, moto: &MotoServer, bucket: &str, extra: &str) {
-    let text = std::fs::read_to_string(&env.config).unwrap();
-    let (_, rest) = text.split_once("[postgres.main]").unwrap();
-    env.write_config(&format!(
-        "[repository]\nurl = \"s3://{bucket}/lifeboat\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
-         access_key_id = \"moto\"\nsecret_access_key = \"moto-secret\"\nobject_lock = \"governance\"\n\
-         {extra}\n[postgres.main]{rest}",
-        moto.endpoint
-    ));
+    env.repository_on_moto(
+        &moto.endpoint,
+        bucket,
+        &format!("object_lock = \"governance\"\n{extra}"),
+    );
 }
 
 fn lock_of(moto: &MotoServer, bucket: &str, key: &str) -> (String, Timestamp) {

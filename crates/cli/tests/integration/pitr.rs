@@ -9,7 +9,7 @@ use lifeboat_testkit::ClusterOptions;
 
 use crate::support::{tools, wait_until, Env, Repo, Run};
 
-pub fn open_to_server(path: &Path, mode: u32) {
+fn open_to_server(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
@@ -109,25 +109,30 @@ pub fn switch_and_archive(socket: &Path, port: u16) -> String {
     segment
 }
 
-/// An environment whose cluster archives its WAL to the repository through `lifeboat wal-push`.
-pub fn archiving_env() -> Env {
-    let options = ClusterOptions {
+/// A cluster that archives, with `archive_command` set later ([`archive_through_lifeboat`]).
+pub fn archiving_cluster() -> ClusterOptions {
+    ClusterOptions {
         settings: vec![
             "wal_level = replica".into(),
             "archive_mode = on".into(),
             "archive_command = 'false'".into(),
         ],
         ..ClusterOptions::default()
-    };
-    let env = Env::with_cluster(Repo::S3, true, options);
+    }
+}
+
+/// Makes `env`'s cluster archive through `lifeboat wal-push` with `env`'s configuration;
+/// `environment` (`NAME=value `) goes before the command, as the server's environment lacks
+/// the test's.
+pub fn archive_through_lifeboat(env: &Env, environment: &str) {
     // The server (another user when the tests run as root) reads the config and the key.
     open_to_server(env.dir.path(), 0o755);
     open_to_server(&env.config, 0o644);
-    open_to_server(env.identity.as_ref().unwrap(), 0o644);
-    // The server's environment lacks the test's: the S3 secret goes with the command.
+    if let Some(identity) = &env.identity {
+        open_to_server(identity, 0o644);
+    }
     let command = format!(
-        "LB_TEST_S3_SECRET={} {} --config {} -q wal-push %p",
-        crate::support::S3_SECRET,
+        "{environment}{} --config {} -q wal-push %p",
         env!("CARGO_BIN_EXE_lifeboat"),
         env.config.display()
     );
@@ -136,6 +141,16 @@ pub fn archiving_env() -> Env {
         &format!("ALTER SYSTEM SET archive_command = '{command}'"),
     );
     env.sql("yomira", "SELECT pg_reload_conf()");
+}
+
+/// An environment whose cluster archives its WAL to the repository through `lifeboat wal-push`.
+pub fn archiving_env() -> Env {
+    let env = Env::with_cluster(Repo::S3, true, archiving_cluster());
+    // The S3 secret goes with the command.
+    archive_through_lifeboat(
+        &env,
+        &format!("LB_TEST_S3_SECRET={} ", crate::support::S3_SECRET),
+    );
     env
 }
 

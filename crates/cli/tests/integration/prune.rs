@@ -249,13 +249,7 @@ fn lifecycle_rules_are_applied_beside_the_bucket_s_own() {
          {{'ID': 'wal-7-days', 'Filter': {{'Prefix': 'lifeboat/wal/'}}, 'Status': 'Enabled', 'Expiration': {{'Days': 7}}}}]}})"
     ));
     let mut env = Env::new(Repo::Local, false);
-    let text = std::fs::read_to_string(&env.config).unwrap();
-    let (_, rest) = text.split_once("[postgres.main]").unwrap();
-    env.write_config(&format!(
-        "[repository]\nurl = \"s3://{bucket}/lifeboat\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
-         access_key_id = \"moto\"\nsecret_access_key = \"moto-secret\"\n[postgres.main]{rest}",
-        moto.endpoint
-    ));
+    env.repository_on_moto(&moto.endpoint, bucket, "");
     let rules = || -> Vec<Value> {
         let out = moto.python(&format!(
             "import json\nprint(json.dumps(s3.get_bucket_lifecycle_configuration(Bucket='{bucket}')['Rules']))"

@@ -141,6 +141,19 @@ impl Env {
         env
     }
 
+    /// Moves the repository to `bucket` of the moto server at `endpoint`, with `extra` TOML
+    /// after `[repository]`'s keys (more keys, then other sections); the rest of the
+    /// configuration stays.
+    pub fn repository_on_moto(&mut self, endpoint: &str, bucket: &str, extra: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let (_, rest) = text.split_once("[postgres.main]").unwrap();
+        let rest = rest.to_string();
+        self.write_config(&format!(
+            "[repository]\nurl = \"s3://{bucket}/lifeboat\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"moto\"\nsecret_access_key = \"moto-secret\"\n{extra}\n[postgres.main]{rest}"
+        ));
+    }
+
     pub fn write_config(&mut self, text: &str) {
         self.config = self.dir.path().join("lifeboat.toml");
         std::fs::write(&self.config, text).unwrap();

@@ -4,7 +4,9 @@
 
 use lifeboat_testkit::MotoServer;
 
-use crate::pitr::{open_to_server, recover_and_start, sql_at, switch_and_archive};
+use crate::pitr::{
+    archive_through_lifeboat, archiving_cluster, recover_and_start, sql_at, switch_and_archive,
+};
 use crate::support::{Env, Repo};
 
 const BUCKET: &str = "yomira-tiers";
@@ -26,14 +28,11 @@ fn an_archived_monthly_dump_is_requested_back_then_restores() {
     moto.create_bucket(BUCKET);
     let mut env = Env::new(Repo::Local, false);
     // The same environment, its repository on moto, with monthly dumps moved to GLACIER.
-    let text = std::fs::read_to_string(&env.config).unwrap();
-    let (_, rest) = text.split_once("[postgres.main]").unwrap();
-    env.write_config(&format!(
-        "[repository]\nurl = \"s3://{BUCKET}/lifeboat\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
-         access_key_id = \"moto\"\nsecret_access_key = \"moto-secret\"\n\
-         [retention]\nmonthly_class = \"GLACIER\"\n[postgres.main]{rest}",
-        moto.endpoint
-    ));
+    env.repository_on_moto(
+        &moto.endpoint,
+        BUCKET,
+        "[retention]\nmonthly_class = \"GLACIER\"\n",
+    );
     assert_eq!(env.lifeboat(&["init"]).code, 0);
     let first = env.backup(&[]);
     let _second = env.backup(&[]);
@@ -95,36 +94,14 @@ fn an_archived_base_backup_is_requested_back_then_recovers() {
     let moto = MotoServer::start();
     let bucket = "yomira-cold-base";
     moto.create_bucket(bucket);
-    let options = lifeboat_testkit::ClusterOptions {
-        settings: vec![
-            "wal_level = replica".into(),
-            "archive_mode = on".into(),
-            "archive_command = 'false'".into(),
-        ],
-        ..lifeboat_testkit::ClusterOptions::default()
-    };
-    let mut env = Env::with_cluster(Repo::Local, false, options);
-    let text = std::fs::read_to_string(&env.config).unwrap();
-    let (_, rest) = text.split_once("[postgres.main]").unwrap();
-    env.write_config(&format!(
-        "[repository]\nurl = \"s3://{bucket}/lifeboat\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
-         access_key_id = \"moto\"\nsecret_access_key = \"moto-secret\"\n\
-         [repository.storage_class]\nbase = \"GLACIER\"\n[postgres.main]{rest}",
-        moto.endpoint
-    ));
-    open_to_server(env.dir.path(), 0o755);
-    open_to_server(&env.config, 0o644);
+    let mut env = Env::with_cluster(Repo::Local, false, archiving_cluster());
+    env.repository_on_moto(
+        &moto.endpoint,
+        bucket,
+        "[repository.storage_class]\nbase = \"GLACIER\"\n",
+    );
     assert_eq!(env.lifeboat(&["init"]).code, 0);
-    let command = format!(
-        "{} --config {} -q wal-push %p",
-        env!("CARGO_BIN_EXE_lifeboat"),
-        env.config.display()
-    );
-    env.sql(
-        "yomira",
-        &format!("ALTER SYSTEM SET archive_command = '{command}'"),
-    );
-    env.sql("yomira", "SELECT pg_reload_conf()");
+    archive_through_lifeboat(&env, "");
     let (socket, port) = (env.cluster.socket_dir().to_path_buf(), env.cluster.port());
     let out = env.lifeboat(&["backup", "base"]);
     assert_eq!(out.code, 0, "{}", out.stderr);

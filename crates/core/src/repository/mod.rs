@@ -143,33 +143,29 @@ impl Repository {
         Ok(())
     }
 
-    /// Locks `keys` until `until` where they are not locked that long yet; the keys it
-    /// (re)locked.
+    /// Locks `keys` until `until` where they are not locked that long yet.
     pub async fn lock_at_least(
         &self,
         keys: &[&str],
         until: crate::retention::lock::Until,
-    ) -> Result<Vec<String>> {
-        let mut locked = Vec::new();
+    ) -> Result<()> {
         let Some(lock) = &self.object_lock else {
-            return Ok(locked);
+            return Ok(());
         };
         let backend = self.storage.backend();
         for key in keys {
             let current = backend.retention(key).await?.map(|r| r.until);
             if until.extends(current) && backend.stat(key).await?.is_some() {
                 backend.set_retention(key, lock.mode, until.date).await?;
-                locked.push(key.to_string());
             }
         }
-        Ok(locked)
+        Ok(())
     }
 
     /// Keeps the marker locked (a year on, renewed monthly), when the repository locks.
     pub async fn renew_marker_lock(&self, at: jiff::Timestamp) -> Result<()> {
         self.lock_at_least(&[MARKER], crate::retention::lock::Until::rolling(at))
             .await
-            .map(|_| ())
     }
 
     /// Marks a location as a repository; refuses one that already is.

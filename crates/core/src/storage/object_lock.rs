@@ -11,7 +11,7 @@
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use super::s3::{encode_query, name, Request, S3Api};
+use super::s3::{encode_query, Request, S3Api};
 use crate::config::LockMode;
 use crate::error::{Error, Result, StorageFailure};
 
@@ -145,22 +145,10 @@ impl S3Api {
         let mut url = self.object_url(key)?;
         url.set_query(Some("retention"));
         let body = retention_xml(mode, until);
-        let headers = [
-            (name("content-type"), "application/xml".to_string()),
-            (
-                name("content-md5"),
-                super::tiers::base64_md5(body.as_bytes()),
-            ),
-        ];
-        let request = Request {
-            op: "locking",
-            display: &display,
-            method: reqwest::Method::PUT,
-            url,
-            headers: &headers,
-            body: Some(body.into()),
-        };
-        match self.send(&request).await {
+        match self
+            .send_xml("locking", &display, reqwest::Method::PUT, url, body)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(Error::Storage { message, .. })
                 if message.contains("missing ObjectLockConfiguration")

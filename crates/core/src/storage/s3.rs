@@ -174,6 +174,36 @@ impl S3Api {
         }
     }
 
+    /// Sends an XML body (a configuration, a restore or retention request) with the
+    /// Content-MD5 S3 asks for on such requests.
+    pub(super) async fn send_xml(
+        &self,
+        op: &'static str,
+        display: &str,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        body: String,
+    ) -> Result<reqwest::Response> {
+        use base64::Engine;
+        use md5::Digest;
+        let headers = [
+            (name("content-type"), "application/xml".to_string()),
+            (
+                name("content-md5"),
+                base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body.as_bytes())),
+            ),
+        ];
+        self.send(&Request {
+            op,
+            display,
+            method,
+            url,
+            headers: &headers,
+            body: Some(Bytes::from(body)),
+        })
+        .await
+    }
+
     /// Sends a request, retrying what may pass (signed anew for each try).
     pub(super) async fn send(&self, request: &Request<'_>) -> Result<reqwest::Response> {
         self.policy
@@ -390,22 +420,8 @@ impl S3Api {
         let display = format!("s3://{}?lifecycle", self.account.bucket);
         let url = self.url("?lifecycle")?;
         if let Some(xml) = replace {
-            use base64::Engine;
-            use md5::Digest;
-            let digest = md5::Md5::digest(xml.as_bytes());
-            let headers = [(
-                name("content-md5"),
-                base64::engine::general_purpose::STANDARD.encode(digest),
-            )];
-            self.send(&Request {
-                op: "writing",
-                display: &display,
-                method: reqwest::Method::PUT,
-                url: url.clone(),
-                headers: &headers,
-                body: Some(Bytes::from(xml)),
-            })
-            .await?;
+            self.send_xml("writing", &display, reqwest::Method::PUT, url.clone(), xml)
+                .await?;
         }
         match self.send(&Request::get(&display, url, &[])).await {
             Ok(response) => Ok(Some(response.text().await.unwrap_or_default())),

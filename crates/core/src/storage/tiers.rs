@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::s3::{name, Request, S3Api};
+use super::s3::S3Api;
 use crate::error::{Error, Result};
 
 /// Storage classes whose objects must be restored before they can be read (Glacier Instant
@@ -172,20 +172,16 @@ impl S3Api {
             "<RestoreRequest xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Days>{days}</Days>\
              <GlacierJobParameters><Tier>{tier}</Tier></GlacierJobParameters></RestoreRequest>"
         );
-        let md5 = base64_md5(body.as_bytes());
-        let headers = [
-            (name("content-type"), "application/xml".to_string()),
-            (name("content-md5"), md5),
-        ];
-        let request = Request {
-            op: "requesting the restore of",
-            display: &display,
-            method: reqwest::Method::POST,
-            url,
-            headers: &headers,
-            body: Some(body.into()),
-        };
-        match self.send(&request).await {
+        match self
+            .send_xml(
+                "requesting the restore of",
+                &display,
+                reqwest::Method::POST,
+                url,
+                body,
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(Error::Storage { message, .. }) if message.contains("RestoreAlreadyInProgress") => {
                 Ok(())
@@ -193,13 +189,6 @@ impl S3Api {
             Err(e) => Err(e),
         }
     }
-}
-
-/// Content-MD5 of a request body (S3 asks for it on restore and retention requests).
-pub(super) fn base64_md5(body: &[u8]) -> String {
-    use base64::Engine;
-    use md5::Digest;
-    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body))
 }
 
 #[cfg(test)]
