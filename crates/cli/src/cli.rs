@@ -466,8 +466,9 @@ pub struct RestoreDbArgs {
     #[arg(long, default_value_t = 1)]
     pub jobs: u32,
     /// Spool the archive to a temporary file and load tables in parallel with `pg_restore
-    /// --jobs`: faster on many cores with many large tables, but not one transaction (a failed
-    /// restore leaves part of the backup behind) and needs disk for the whole archive.
+    /// --jobs`: faster on many cores with many large tables, and needs disk for the whole
+    /// archive. Not one transaction: into an existing database a failed restore leaves part of
+    /// the backup behind; with --create the database appears only once whole.
     #[arg(long)]
     pub spool: bool,
     /// Drop objects before recreating them.
@@ -476,8 +477,9 @@ pub struct RestoreDbArgs {
     /// Do not restore ownership and privileges (for a target without the same roles).
     #[arg(long)]
     pub no_owner: bool,
-    /// Create the target database first (it must not exist), with the backup's owner,
-    /// encoding, locale and `ALTER DATABASE ... SET` settings: for an empty server.
+    /// Create the target database (it must not exist), with the backup's owner, encoding,
+    /// locale and `ALTER DATABASE ... SET` settings: for an empty server. It is restored as
+    /// NAME_lifeboat_partial and renamed once whole and checked; a failed restore drops it.
     #[arg(long)]
     pub create: bool,
     /// Create the roles and memberships of the backup's cluster that the server lacks, before

@@ -1,11 +1,12 @@
 //! The lost server: a database whose objects belong to an application role and are granted to
 //! a read-only one is restored onto a server just made by initdb, roles and database included.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use lifeboat_testkit::{ClusterOptions, ScratchCluster};
 
-use crate::support::{tools, Env, Repo};
+use crate::support::{tools, wait_until, Env, Repo};
 
 /// Ownership, privileges, memberships, role attributes and database settings, as the catalogs
 /// say them, for comparing two servers.
@@ -167,4 +168,187 @@ fn a_database_is_restored_onto_an_empty_server_with_its_roles() {
         "{report}"
     );
     assert!(log_in(&fresh, "again", "app-new-pw").starts_with("yomira_app "));
+}
+
+/// The databases of the cluster whose name starts with `prefix`.
+fn databases(env: &Env, prefix: &str) -> String {
+    env.sql(
+        "postgres",
+        &format!(
+            "SELECT coalesce(string_agg(datname, ',' ORDER BY datname), '') FROM pg_database \
+             WHERE datname LIKE '{prefix}%'"
+        ),
+    )
+}
+
+/// `restore db ID --into URL` and `args`.
+fn restore_args<'a>(id: &'a str, url: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    [&["restore", "db", id, "--into", url][..], args].concat()
+}
+
+/// lifeboat's sessions in databases whose name starts with `prefix`.
+fn sessions(env: &Env, prefix: &str) -> String {
+    env.sql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE '{prefix}%' \
+             AND application_name = 'lifeboat'"
+        ),
+    )
+}
+
+/// `--create` makes the database appear under its name only once it is whole: a restore that
+/// is stopped, killed or finds its archive damaged leaves no database (in particular not a
+/// half-loaded one from the parallel `--spool` path, which commits table by table), the next
+/// run drops what a killed one left, and two restores of one name never both run.
+#[test]
+fn a_created_database_appears_only_when_whole() {
+    let env = Env::new(Repo::Local, false);
+    // A table that loads slowly while lifeboat's role says so.
+    env.add_slow_table(1000, 0.01);
+    let id = env.backup(&[]);
+    let slow = |on: bool| {
+        env.sql(
+            "postgres",
+            if on {
+                "ALTER ROLE lifeboat SET lifeboat.slow = 'on'"
+            } else {
+                "ALTER ROLE lifeboat RESET lifeboat.slow"
+            },
+        );
+    };
+    let source = env.fingerprints("yomira");
+    let url = env.cluster.url("fresh");
+    let spool: &[&str] = &["--create", "--jobs", "2", "--spool"];
+    let streamed: &[&str] = &["--create", "--jobs", "1"];
+    // Waits until the slow table is loading into database `db`.
+    let loading = |db: &str| {
+        wait_until(Duration::from_secs(60), "the slow table loading", || {
+            env.sql(
+                "postgres",
+                &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' AND query LIKE 'COPY public.slow%'"),
+            ) != "0"
+        })
+    };
+    let start = |url: &str, args: &[&str]| {
+        env.command(&restore_args(&id, url, args))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // Stopped (SIGTERM) while loading, streamed and parallel: nothing left.
+    slow(true);
+    for args in [streamed, spool] {
+        let child = start(&url, args);
+        loading("fresh_lifeboat_partial");
+        let out = crate::support::terminate(child);
+        assert_eq!(out.code, 130, "{args:?}: {}", out.stderr);
+        // Stopped at once, cleaned up, not cut off when the grace ran out.
+        assert!(
+            !out.stderr.contains("clean-up did not end"),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert_eq!(databases(&env, "fresh"), "", "{args:?}: {}", out.stderr);
+    }
+
+    // Killed while loading: the half-restored database is there under its staging name only,
+    // and the next restore drops it and restores whole.
+    let mut child = start(&url, spool);
+    loading("fresh_lifeboat_partial");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(databases(&env, "fresh"), "fresh_lifeboat_partial");
+
+    // The session holding the lock is closed under a long restore (an idle timeout, an
+    // administrator): the restore reconnects to give the database its name.
+    let idle = env.cluster.url("idle");
+    let child = start(&idle, spool);
+    loading("idle_lifeboat_partial");
+    assert_eq!(
+        env.sql(
+            "postgres",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        ),
+        "1"
+    );
+    let out = crate::support::run_of(child.wait_with_output().unwrap());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(databases(&env, "idle"), "idle");
+    slow(false);
+    let out = env.lifeboat(&restore_args(&id, &url, spool));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("dropped database `fresh_lifeboat_partial`, left half-restored"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(databases(&env, "fresh"), "fresh");
+    assert_eq!(env.fingerprints("fresh"), source);
+    assert_eq!(env.sql("fresh", "SELECT count(*) FROM public.slow"), "1000");
+
+    // A database that exists is refused in one line and left alone.
+    let out = env.lifeboat(&restore_args(&id, &url, streamed));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line().contains("database `fresh` exists already"),
+        "{}",
+        out.error_line()
+    );
+    assert_eq!(env.fingerprints("fresh"), source);
+
+    // Two restores of one name started together, five times: one restores, the other is
+    // refused (by the lock while the first runs, or because the database then exists).
+    for round in 0..5 {
+        let name = format!("race{round}");
+        let url = env.cluster.url(&name);
+        let children: Vec<_> = (0..2).map(|_| start(&url, spool)).collect();
+        let outs: Vec<_> = children
+            .into_iter()
+            .map(|c| crate::support::run_of(c.wait_with_output().unwrap()))
+            .collect();
+        let said: Vec<String> = outs
+            .iter()
+            .map(|o| format!("{}: {}", o.code, o.stderr))
+            .collect();
+        assert_eq!(
+            outs.iter().filter(|o| o.code == 0).count(),
+            1,
+            "round {round}: {said:?}"
+        );
+        let refused = outs.iter().find(|o| o.code != 0).unwrap();
+        let line = refused.error_line();
+        assert!(
+            line.contains(&format!(
+                "another restore into database `{name}` is running"
+            )) || line.contains(&format!("database `{name}` exists already")),
+            "round {round}: {line}"
+        );
+        assert_eq!(databases(&env, &name), name);
+        assert_eq!(env.fingerprints(&name), source, "round {round}");
+    }
+
+    // A damaged archive: refused before anything is committed, nothing left.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&env.lifeboat(&["show", &id, "--json"]).stdout).unwrap();
+    let data = env.repo_path(manifest["data"].as_str().unwrap());
+    let mut damaged = std::fs::read(&data).unwrap();
+    let at = damaged.len() - 10;
+    damaged[at] ^= 0x01;
+    std::fs::write(&data, &damaged).unwrap();
+    let url = env.cluster.url("broken");
+    for args in [streamed, spool] {
+        let out = env.lifeboat(&restore_args(&id, &url, args));
+        assert_eq!(out.code, 3, "{args:?}: {}", out.stderr);
+        assert!(
+            out.error_line().contains("is damaged"),
+            "{}",
+            out.error_line()
+        );
+        assert_eq!(databases(&env, "broken"), "", "{args:?}");
+    }
+    assert_eq!(sessions(&env, "broken"), "0");
 }

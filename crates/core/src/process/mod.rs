@@ -182,7 +182,7 @@ impl Tool {
         let stderr = StderrTail::drain(&mut child);
         Ok(ChildWriter {
             name: self.name(),
-            child: Some(child),
+            child: Arc::new(Mutex::new(Some(child))),
             stdin: Some(stdin),
             stderr,
         })
@@ -327,7 +327,8 @@ pub struct ChildReader {
 /// A child that another thread may kill while its output is being read.
 type SharedChild = Arc<Mutex<Option<Child>>>;
 
-/// Kills a [`ChildReader`]'s process from elsewhere (its reader may be blocked in `read`).
+/// Kills a [`ChildReader`]'s or [`ChildWriter`]'s process from elsewhere (its reader may be
+/// blocked in `read`, its writer in `write`).
 #[derive(Clone)]
 pub struct Killer(SharedChild);
 
@@ -336,6 +337,25 @@ impl Killer {
         if let Some(child) = self.0.lock().expect("child poisoned").as_mut() {
             watchdog::kill_group(child.id());
         }
+    }
+
+    /// Kills the child when `cancel` fires, for as long as the guard lives: a thread blocked
+    /// feeding or reading it then returns, and a stop is not held up by a slow child.
+    pub fn on_cancel(self, cancel: &tokio_util::sync::CancellationToken) -> KillOnCancel {
+        let cancel = cancel.clone();
+        KillOnCancel(tokio::spawn(async move {
+            cancel.cancelled().await;
+            self.kill();
+        }))
+    }
+}
+
+/// See [`Killer::on_cancel`].
+pub struct KillOnCancel(tokio::task::JoinHandle<()>);
+
+impl Drop for KillOnCancel {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -389,6 +409,18 @@ impl Drop for ChildReader {
     }
 }
 
+/// Waits until process `pid`, a child, has ended, without reaping it.
+fn await_exit(pid: u32) {
+    use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
+    let Some(pid) = Pid::from_raw(pid as i32) else {
+        return;
+    };
+    while let Err(rustix::io::Errno::INTR) = waitid(
+        WaitId::Pid(pid),
+        WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+    ) {}
+}
+
 /// Waits for a child and releases its group from the watchdog.
 fn reap(child: &mut Child) -> io::Result<ExitStatus> {
     let status = child.wait();
@@ -406,7 +438,7 @@ fn kill_and_reap(child: &mut Child) {
 /// dropping it unfinished kills the child, so a half-fed restore never commits.
 pub struct ChildWriter {
     name: String,
-    child: Option<Child>,
+    child: SharedChild,
     stdin: Option<ChildStdin>,
     stderr: StderrTail,
 }
@@ -415,18 +447,38 @@ impl ChildWriter {
     /// Closes stdin and waits for the child; its failure is an error carrying its stderr.
     pub fn finish(mut self) -> Result<()> {
         self.stdin = None;
-        let mut child = self.child.take().expect("child present until finished");
+        // Ended but not reaped, the child keeps its pid: a killer can still stop it meanwhile.
+        let pid = self
+            .child
+            .lock()
+            .expect("child poisoned")
+            .as_ref()
+            .map(Child::id);
+        if let Some(pid) = pid {
+            await_exit(pid);
+        }
+        let mut child = self
+            .child
+            .lock()
+            .expect("child poisoned")
+            .take()
+            .expect("child present until finished");
         let status =
             reap(&mut child).map_err(|e| Error::io(format!("waiting for `{}`", self.name), e))?;
         check_status(&self.name, status, &self.stderr.finish())
     }
 
     /// Kills the child (it must not finish its work) and returns what it said.
-    pub fn kill(mut self) -> String {
-        if let Some(mut child) = self.child.take() {
+    pub fn kill(self) -> String {
+        if let Some(mut child) = self.child.lock().expect("child poisoned").take() {
             kill_and_reap(&mut child);
         }
         summarize_stderr(&self.stderr.finish())
+    }
+
+    /// Kills the child from elsewhere: a `write` blocked on it then fails.
+    pub fn killer(&self) -> Killer {
+        Killer(Arc::clone(&self.child))
     }
 }
 
@@ -448,7 +500,7 @@ impl Write for ChildWriter {
 
 impl Drop for ChildWriter {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut child) = self.child.lock().expect("child poisoned").take() {
             kill_and_reap(&mut child);
         }
     }
@@ -457,6 +509,7 @@ impl Drop for ChildWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn reader_reports_failure_at_end_of_stream() {
@@ -495,5 +548,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`/nonexistent/pg_dump` not found"), "{err}");
+    }
+
+    /// A writer blocked on a child that reads nothing, and one waiting for a child to end,
+    /// both return once the child is killed from elsewhere.
+    #[test]
+    fn a_killed_writer_child_unblocks_its_writer_and_its_finish() {
+        for finishing in [false, true] {
+            let mut w = Tool::new("sleep").arg("60").spawn_writer().unwrap();
+            let killer = w.killer();
+            let (done, said) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let outcome = if finishing {
+                    w.finish().map_err(|e| e.to_string())
+                } else {
+                    // More than a pipe holds: blocks until the child is gone.
+                    w.write_all(&vec![0u8; 4 << 20]).map_err(|e| e.to_string())
+                };
+                let _ = done.send(outcome);
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(said.try_recv().is_err(), "returned before the kill");
+            killer.kill();
+            let outcome = said
+                .recv_timeout(Duration::from_secs(20))
+                .expect("still blocked after the kill");
+            assert!(outcome.is_err(), "finishing {finishing}: {outcome:?}");
+        }
     }
 }

@@ -8,11 +8,15 @@
 //! are withheld until then ([`stream`], [`checked`]). `--jobs N` gives each index build N-1
 //! parallel workers and sizes `maintenance_work_mem` from the server ([`settings`]). With
 //! `--spool`, the verified archive is spooled to an unnamed file instead and `pg_restore
-//! --jobs` loads tables in parallel, without one transaction ([`spooled`]). Single tables are
-//! chosen precisely through a `pg_restore -L` list built from the archive's table of contents
-//! ([`toc`]), so `--table a.t` never also restores `b.t` ([`selection`]).
+//! --jobs` loads tables in parallel, without one transaction ([`spooled`]). With `--create`, the
+//! database is restored under a staging name and renamed only once whole and checked, so a
+//! parallel restore onto an empty server loses the one-transaction guarantee in nothing
+//! ([`created`]). Single tables are chosen precisely through a `pg_restore -L` list built from
+//! the archive's table of contents ([`toc`]), so `--table a.t` never also restores `b.t`
+//! ([`selection`]).
 
 mod checked;
+mod created;
 mod selection;
 mod settings;
 mod spooled;
@@ -38,6 +42,7 @@ use crate::repository::manifest::{BackupKind, Manifest, TableRows};
 use crate::repository::{Repository, Selector};
 use crate::Context;
 
+use created::Staged;
 use selection::Selection;
 pub use toc::{clean_prelude, copy_list, schema_list, use_list};
 
@@ -164,13 +169,6 @@ pub async fn restore_db(
         &ctx.cancel,
     )
     .await?;
-    let identities = identities_for(&ctx.config, &manifest, request.identity.as_deref())?;
-    let target = ConnInfo::new(&request.into, request.into_password.as_ref())?;
-    let roles = prepare_server(ctx, repo, &manifest, &target, request, identities.clone()).await?;
-    // Reach the target before touching anything.
-    let client = target.connect("target database").await?;
-    let server = settings::Server::read(&client).await?;
-    drop(client);
     let jobs = request.jobs.max(1);
     let spooled = request.spool;
     if spooled && jobs == 1 {
@@ -184,10 +182,76 @@ pub async fn restore_db(
     let clean_script = request.clean && selection.tables.is_empty();
     if clean_script && spooled {
         return Err(Error::Usage(
-            "`--clean` restores in one transaction, which `--spool` gives up: drop `--spool`, or restore into an empty database"
+            "`--clean` restores in one transaction, which `--spool` gives up: drop `--spool`, or restore into a new database with `--create`"
                 .into(),
         ));
     }
+    let identities = identities_for(&ctx.config, &manifest, request.identity.as_deref())?;
+    let target = ConnInfo::new(&request.into, request.into_password.as_ref())?;
+    let (roles, staged) =
+        prepare_server(ctx, repo, &manifest, &target, request, identities.clone()).await?;
+    let into = staged.as_ref().map_or(&target, |staged| &staged.conn);
+    let loaded = load(ctx, repo, &manifest, &selection, into, request, identities).await;
+    let (session, checked) = match (loaded, staged) {
+        (Ok(loaded), None) => loaded,
+        (Ok(loaded), Some(staged)) => {
+            staged.commit().await?;
+            tracing::info!(
+                "created database `{}` (owner `{}`)",
+                target.dbname(),
+                manifest
+                    .globals
+                    .as_ref()
+                    .map_or("", |g| g.database.owner.as_str())
+            );
+            loaded
+        }
+        (Err(e), Some(staged)) => {
+            staged.abandon().await;
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+    };
+    Ok(RestoreReport {
+        backup: manifest.id.clone(),
+        database: manifest.database.clone(),
+        target: target.redacted().to_string(),
+        tables_checked: checked.tables,
+        rows_checked: checked.rows,
+        spooled,
+        tables_counted_in_stream: checked.in_stream,
+        settings: session,
+        seconds: round_secs(begun.elapsed()),
+        roles,
+        created: request.create,
+    })
+}
+
+/// What a restore checked: tables, their rows, and how many were counted in the stream.
+struct CheckedRows {
+    tables: usize,
+    rows: u64,
+    in_stream: usize,
+}
+
+/// Loads `manifest`'s archive into `target` as `request` says, and checks its rows; returns
+/// the session settings it ran with and what it checked.
+async fn load(
+    ctx: &Context,
+    repo: &Repository,
+    manifest: &Manifest,
+    selection: &Selection,
+    target: &ConnInfo,
+    request: &RestoreRequest,
+    identities: Option<Arc<Identities>>,
+) -> Result<(std::collections::BTreeMap<String, String>, CheckedRows)> {
+    // Reach the target before touching anything.
+    let client = target.connect("target database").await?;
+    let server = settings::Server::read(&client).await?;
+    drop(client);
+    let jobs = request.jobs.max(1);
+    let spooled = request.spool;
+    let clean_script = request.clean && selection.tables.is_empty();
     let session = settings::choose(server, jobs);
     let mut tool = ctx
         .tools
@@ -209,7 +273,7 @@ pub async fn restore_db(
     let toc = if selection.tables.is_empty() && selection.schemas.is_empty() && !clean_script {
         None
     } else {
-        Some(toc::read_toc(ctx, &Archive::new(repo, &manifest, identities.clone())).await?)
+        Some(toc::read_toc(ctx, &Archive::new(repo, manifest, identities.clone())).await?)
     };
     let list_file = match &toc {
         Some(toc) if !(selection.tables.is_empty() && selection.schemas.is_empty()) => {
@@ -234,9 +298,9 @@ pub async fn restore_db(
     let to_check = if request.schema_only || manifest.options.schema_only {
         Vec::new()
     } else {
-        selection.restored_tables(&manifest)
+        selection.restored_tables(manifest)
     };
-    let mut archive = Archive::new(repo, &manifest, identities);
+    let mut archive = Archive::new(repo, manifest, identities);
     tracing::info!(backup = %manifest.id, target = target.redacted(), jobs, spooled, settings = ?session, "restoring");
     archive.task = ctx
         .progress
@@ -245,7 +309,7 @@ pub async fn restore_db(
         spooled::restore(
             ctx,
             &archive,
-            &target,
+            target,
             tool,
             jobs,
             request.spool_dir.as_deref(),
@@ -265,30 +329,28 @@ pub async fn restore_db(
             String::new()
         };
         let psql = settings::pgoptions(&session);
-        stream::through_psql(ctx, &archive, &target, tool, &prelude, &psql, &to_check).await
+        stream::through_psql(ctx, &archive, target, tool, &prelude, &psql, &to_check).await
     } else {
         let tool = tool
             .arg(format!("--dbname={}", target.dbname()))
             .arg("--single-transaction");
-        stream::into_pg_restore(ctx, &archive, &target, tool, &to_check).await
+        stream::into_pg_restore(ctx, &archive, target, tool, &to_check).await
     };
     drop(archive);
-    let unchecked = restored?;
+    // A stop kills the tools: what they then say is about the stop.
+    let unchecked = restored.map_err(|e| match e {
+        Error::Interrupted(_) => e,
+        _ if ctx.cancel.is_cancelled() => Error::Interrupted("restore stopped".into()),
+        _ => e,
+    })?;
     let unchecked: Vec<&TableRows> = unchecked.iter().collect();
-    check_counts(&manifest, &target, &unchecked).await?;
-    Ok(RestoreReport {
-        backup: manifest.id.clone(),
-        database: manifest.database.clone(),
-        target: target.redacted().to_string(),
-        tables_checked: to_check.len(),
-        rows_checked: to_check.iter().map(|t| t.rows).sum(),
-        spooled,
-        tables_counted_in_stream: to_check.len() - unchecked.len(),
-        settings: session,
-        seconds: round_secs(begun.elapsed()),
-        roles,
-        created: request.create,
-    })
+    check_counts(manifest, target, &unchecked).await?;
+    let checked = CheckedRows {
+        tables: to_check.len(),
+        rows: to_check.iter().map(|t| t.rows).sum(),
+        in_stream: to_check.len() - unchecked.len(),
+    };
+    Ok((session, checked))
 }
 
 /// Restores the entries of `list` (a `pg_restore -L` list) in `sections` of dump `manifest`
@@ -394,7 +456,8 @@ impl<W: Write> Write for ProgressWriter<W> {
 }
 
 /// `--globals` and `--create`: the roles the server lacks, then the database, made as the
-/// backup recorded them, through the server's `postgres` database.
+/// backup recorded them under its staging name ([`created`]), through the server's `postgres`
+/// database.
 async fn prepare_server(
     ctx: &Context,
     repo: &Repository,
@@ -402,10 +465,10 @@ async fn prepare_server(
     target: &ConnInfo,
     request: &RestoreRequest,
     identities: Option<Arc<Identities>>,
-) -> Result<Option<crate::postgres::globals::RolePlan>> {
+) -> Result<(Option<crate::postgres::globals::RolePlan>, Option<Staged>)> {
     use crate::postgres::globals;
     if !request.globals && !request.create {
-        return Ok(None);
+        return Ok((None, None));
     }
     let info = manifest.globals.as_ref().ok_or_else(|| {
         Error::Missing(format!(
@@ -455,21 +518,12 @@ async fn prepare_server(
         );
         plan = Some(roles);
     }
-    if request.create {
-        for statement in globals::create_database_sql(target.dbname(), &info.database) {
-            client.batch_execute(&statement).await.map_err(|e| {
-                Error::postgres(format!("creating database `{}`", target.dbname()), &e)
-            })?;
-        }
-        tracing::info!(
-            "created database `{}` (owner `{}`, {}, {})",
-            target.dbname(),
-            info.database.owner,
-            info.database.encoding,
-            info.database.collate
-        );
-    }
-    Ok(plan)
+    let staged = if request.create {
+        Some(Staged::create(client, &server, target, &info.database).await?)
+    } else {
+        None
+    };
+    Ok((plan, staged))
 }
 
 fn list_or_none(names: &[String]) -> String {

@@ -28,6 +28,8 @@ pub(super) async fn into_pg_restore(
 ) -> Result<Vec<TableRows>> {
     let (tool, _passfile) = target.apply_to(tool)?;
     let child = tool.spawn_writer()?;
+    // A stop kills pg_restore: the download may be blocked feeding it.
+    let _stop = child.killer().on_cancel(&ctx.cancel);
     let sink = Checked::new(ProgressWriter::new(child, &archive.task));
     match archive.download(sink, ctx).await? {
         Delivered::Complete(checked) => match checked.settle(&archive.manifest.id, tables).await {
@@ -64,6 +66,9 @@ pub(super) async fn through_psql(
         .env("PGOPTIONS", pgoptions);
     let (psql, passfile) = target.apply_to(psql)?;
     let mut psql = psql.spawn_writer()?;
+    // A stop kills psql: the feeding thread, and through it pg_restore and the download, may
+    // be blocked on it.
+    let _stop = psql.killer().on_cancel(&ctx.cancel);
     // The download's verdict: whether every stored byte was read and matched its hash, and
     // the rows counted matched the backup's. psql may commit only then, and pg_restore can
     // end before the download has said so (it has what it needs once the held-back end is

@@ -1,0 +1,212 @@
+//! `--create`: the database appears under its name only when it is whole. It is made under a
+//! staging name (`NAME_lifeboat_partial`), restored and checked there, then renamed; a restore
+//! that fails or is stopped drops it. A run holds an advisory lock named after the target on the
+//! server's `postgres` database throughout, so a second restore of the same name is refused
+//! rather than raced, and a staging database found by a run that holds the lock was left by one
+//! that was killed: it is dropped.
+//!
+//! This is what makes a parallel restore (`--spool --jobs N`, which loads in many transactions)
+//! as safe as a streamed one onto an empty server, where the time to recover matters most.
+
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+use crate::postgres::conn::{quote_ident, ConnInfo};
+use crate::postgres::globals::{create_database_sql, DbProperties};
+
+/// What a staging database's name ends with.
+const SUFFIX: &str = "_lifeboat_partial";
+/// PostgreSQL's longest identifier, in bytes.
+const NAME_MAX: usize = 63;
+
+/// The staging database of a restore into `target`: `target` cut to fit, then [`SUFFIX`].
+pub fn staging_name(target: &str) -> String {
+    let mut end = NAME_MAX - SUFFIX.len();
+    if end >= target.len() {
+        end = target.len();
+    }
+    while !target.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{SUFFIX}", &target[..end])
+}
+
+/// The text whose `hashtext` keys the advisory lock of restores into `target`.
+fn lock_text(target: &str) -> String {
+    format!("lifeboat restore {target}")
+}
+
+/// A database being restored under its staging name, and the session holding the lock.
+pub(super) struct Staged {
+    server: Client,
+    /// How `server` was reached, to reach it again if an idle timeout closed it.
+    server_conn: ConnInfo,
+    target: String,
+    staging: String,
+    /// Where the restore loads: the target's connection, to the staging database.
+    pub conn: ConnInfo,
+}
+
+impl Staged {
+    /// Takes the lock of `target`'s restores through `server` (a session to the `postgres`
+    /// database reached through `server_conn`, kept until the end), refuses a database that
+    /// exists, drops a killed run's staging database, and creates the staging database with
+    /// `properties`.
+    pub async fn create(
+        server: Client,
+        server_conn: &ConnInfo,
+        target: &ConnInfo,
+        properties: &DbProperties,
+    ) -> Result<Staged> {
+        let name = target.dbname().to_string();
+        let staging = staging_name(&name);
+        let failed = |what: &str| {
+            let what = what.to_string();
+            move |e: tokio_postgres::Error| Error::postgres(what, &e)
+        };
+        let locked: bool = server
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtext($1))",
+                &[&lock_text(&name)],
+            )
+            .await
+            .map_err(failed("taking the restore lock"))?
+            .get(0);
+        if !locked {
+            return Err(Error::NotReady(format!(
+                "another restore into database `{name}` is running on this server: wait for it to end (a restore holds the advisory lock `hashtext('{}')` on database `postgres` while it runs)",
+                lock_text(&name)
+            )));
+        }
+        let exists = |db: &str| {
+            let db = db.to_string();
+            let server = &server;
+            async move {
+                server
+                    .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+                    .await
+                    .map(|row| row.is_some())
+                    .map_err(failed("listing the server's databases"))
+            }
+        };
+        if exists(&name).await? {
+            return Err(Error::NotReady(format!(
+                "database `{name}` exists already: restore into it without `--create` (with `--clean` to replace what the backup holds), or drop it first"
+            )));
+        }
+        if exists(&staging).await? {
+            // Nobody else restores `name` (the lock is ours): a killed restore left it.
+            drop_database(&server, &staging).await?;
+            tracing::warn!(
+                "dropped database `{staging}`, left half-restored by a restore into `{name}` that was stopped"
+            );
+        }
+        let staged = Staged {
+            conn: target.with_dbname(&staging),
+            server,
+            server_conn: server_conn.clone(),
+            target: name,
+            staging,
+        };
+        for statement in create_database_sql(&staged.staging, properties) {
+            if let Err(e) = staged.server.batch_execute(&statement).await {
+                let e = Error::postgres(format!("creating database `{}`", staged.staging), &e);
+                staged.abandon().await;
+                return Err(e);
+            }
+        }
+        tracing::info!(
+            "restoring into database `{}`, renamed `{}` once restored and checked",
+            staged.staging,
+            staged.target
+        );
+        Ok(staged)
+    }
+
+    /// The session to the server, again if it was closed while the restore ran (by an idle
+    /// timeout: the lock went with it, and the name is checked again).
+    async fn reconnect(&mut self) -> Result<()> {
+        if self.server.is_closed() {
+            self.server = self.server_conn.connect("the target server").await?;
+        }
+        Ok(())
+    }
+
+    /// Gives the restored database its name (its sessions must have ended).
+    pub async fn commit(mut self) -> Result<()> {
+        let sql = format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(&self.staging),
+            quote_ident(&self.target)
+        );
+        self.reconnect().await?;
+        self.server.batch_execute(&sql).await.map_err(|e| {
+            Error::postgres(
+                format!(
+                    "renaming the restored database `{}` to `{}` (it is whole: rename it by hand)",
+                    self.staging, self.target
+                ),
+                &e,
+            )
+        })
+    }
+
+    /// Drops the staging database after a failure; a failure to drop is warned about (the
+    /// next restore of the same name drops it).
+    pub async fn abandon(mut self) {
+        let dropped = match self.reconnect().await {
+            Ok(()) => drop_database(&self.server, &self.staging).await,
+            Err(e) => Err(e),
+        };
+        match dropped {
+            Ok(()) => tracing::info!(
+                "dropped database `{}`: the restore did not complete",
+                self.staging
+            ),
+            Err(e) => tracing::warn!(
+                "could not drop database `{}` after a failed restore ({e}): the next restore into `{}` drops it",
+                self.staging,
+                self.target
+            ),
+        }
+    }
+}
+
+/// Drops database `name`, ending its sessions (a killed restore's workers may linger).
+async fn drop_database(server: &Client, name: &str) -> Result<()> {
+    let version: i32 = server
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(|e| Error::postgres("reading the server's version", &e))?
+        .get(0);
+    let force = if version >= 130_000 {
+        " WITH (FORCE)"
+    } else {
+        ""
+    };
+    server
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {}{force}",
+            quote_ident(name)
+        ))
+        .await
+        .map_err(|e| Error::postgres(format!("dropping database `{name}`"), &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_names_fit_postgres_identifiers() {
+        assert_eq!(staging_name("yomira"), "yomira_lifeboat_partial");
+        let long = "d".repeat(70);
+        let name = staging_name(&long);
+        assert_eq!(name.len(), NAME_MAX);
+        assert!(name.ends_with(SUFFIX));
+        // Cut at a character, never inside one.
+        let wide = format!("a{}", "é".repeat(30));
+        let name = staging_name(&wide);
+        assert_eq!(name, format!("a{}{SUFFIX}", "é".repeat(22)));
+    }
+}
