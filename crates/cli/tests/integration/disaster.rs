@@ -288,6 +288,25 @@ fn a_created_database_appears_only_when_whole() {
     );
     assert_eq!(databases(&env, "fresh"), "fresh");
     assert_eq!(env.fingerprints("fresh"), source);
+    // The mark that let it drop the leftover is not left on the restored database.
+    assert_eq!(
+        env.sql(
+            "postgres",
+            "SELECT coalesce(shobj_description(oid, 'pg_database'), 'none') FROM pg_database WHERE datname = 'fresh'"
+        ),
+        "none"
+    );
+    // A database that only has the staging name, without lifeboat's mark, is not dropped.
+    env.new_database("mine_lifeboat_partial");
+    let out = env.lifeboat(&restore_args(&id, &env.cluster.url("mine"), streamed));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line()
+            .contains("database `mine_lifeboat_partial` exists and is not a restore lifeboat left"),
+        "{}",
+        out.error_line()
+    );
+    assert_eq!(databases(&env, "mine"), "mine_lifeboat_partial");
     assert_eq!(env.sql("fresh", "SELECT count(*) FROM public.slow"), "1000");
 
     // A database that exists is refused in one line and left alone.

@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 use crate::postgres::conn::{quote_ident, ConnInfo};
 use crate::postgres::globals::{create_database_sql, DbProperties};
 
+/// How a staging database's comment starts: what a later run may drop.
+const MARK: &str = "lifeboat:";
 /// What a staging database's name ends with.
 const SUFFIX: &str = "_lifeboat_partial";
 /// PostgreSQL's longest identifier, in bytes.
@@ -95,7 +97,21 @@ impl Staged {
             )));
         }
         if exists(&staging).await? {
-            // Nobody else restores `name` (the lock is ours): a killed restore left it.
+            // Nobody else restores `name` (the lock is ours): a killed restore left it, if it
+            // carries lifeboat's mark; a database of that name that does not is not touched.
+            let comment: Option<String> = server
+                .query_one(
+                    "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+                    &[&staging],
+                )
+                .await
+                .map_err(failed("reading a database's comment"))?
+                .get(0);
+            if !comment.is_some_and(|c| c.starts_with(MARK)) {
+                return Err(Error::NotReady(format!(
+                    "database `{staging}` exists and is not a restore lifeboat left: rename or drop it (a restore into `{name}` with `--create` goes through that name)"
+                )));
+            }
             drop_database(&server, &staging).await?;
             tracing::warn!(
                 "dropped database `{staging}`, left half-restored by a restore into `{name}` that was stopped"
@@ -108,8 +124,14 @@ impl Staged {
             target: name,
             staging,
         };
-        for statement in create_database_sql(&staged.staging, properties) {
-            if let Err(e) = staged.server.batch_execute(&statement).await {
+        let mark = format!(
+            "COMMENT ON DATABASE {} IS '{MARK} restore into `{}`, dropped by the next one if left'",
+            quote_ident(&staged.staging),
+            staged.target.replace('\'', "''")
+        );
+        let statements = create_database_sql(&staged.staging, properties);
+        for statement in statements.iter().chain([&mark]) {
+            if let Err(e) = staged.server.batch_execute(statement).await {
                 let e = Error::postgres(format!("creating database `{}`", staged.staging), &e);
                 staged.abandon().await;
                 return Err(e);
@@ -148,7 +170,16 @@ impl Staged {
                 ),
                 &e,
             )
-        })
+        })?;
+        let unmark = format!("COMMENT ON DATABASE {} IS NULL", quote_ident(&self.target));
+        if let Err(e) = self.server.batch_execute(&unmark).await {
+            tracing::warn!(
+                "database `{}` keeps lifeboat's comment: {}",
+                self.target,
+                Error::postgres("removing it", &e)
+            );
+        }
+        Ok(())
     }
 
     /// Drops the staging database after a failure; a failure to drop is warned about (the
