@@ -45,6 +45,8 @@ pub(super) struct Staged {
     server_conn: ConnInfo,
     target: String,
     staging: String,
+    /// The database's owner, as the backup recorded it.
+    owner: String,
     /// Where the restore loads: the target's connection, to the staging database.
     pub conn: ConnInfo,
 }
@@ -80,34 +82,27 @@ impl Staged {
                 lock_text(&name)
             )));
         }
-        let exists = |db: &str| {
-            let db = db.to_string();
-            let server = &server;
-            async move {
-                server
-                    .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
-                    .await
-                    .map(|row| row.is_some())
-                    .map_err(failed("listing the server's databases"))
-            }
-        };
-        if exists(&name).await? {
+        // The target and the staging name, with the staging database's comment.
+        let found: Vec<(String, Option<String>)> = server
+            .query(
+                "SELECT datname::text, shobj_description(oid, 'pg_database') FROM pg_database \
+                 WHERE datname IN ($1, $2)",
+                &[&name, &staging],
+            )
+            .await
+            .map_err(failed("listing the server's databases"))?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        if found.iter().any(|(db, _)| *db == name) {
             return Err(Error::NotReady(format!(
                 "database `{name}` exists already: restore into it without `--create` (with `--clean` to replace what the backup holds), or drop it first"
             )));
         }
-        if exists(&staging).await? {
+        if let Some((_, comment)) = found.first() {
             // Nobody else restores `name` (the lock is ours): a killed restore left it, if it
             // carries lifeboat's mark; a database of that name that does not is not touched.
-            let comment: Option<String> = server
-                .query_one(
-                    "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
-                    &[&staging],
-                )
-                .await
-                .map_err(failed("reading a database's comment"))?
-                .get(0);
-            if !comment.is_some_and(|c| c.starts_with(MARK)) {
+            if !comment.as_deref().is_some_and(|c| c.starts_with(MARK)) {
                 return Err(Error::NotReady(format!(
                     "database `{staging}` exists and is not a restore lifeboat left: rename or drop it (a restore into `{name}` with `--create` goes through that name)"
                 )));
@@ -123,6 +118,7 @@ impl Staged {
             server_conn: server_conn.clone(),
             target: name,
             staging,
+            owner: properties.owner.clone(),
         };
         let mark = format!(
             "COMMENT ON DATABASE {} IS '{MARK} restore into `{}`, dropped by the next one if left'",
@@ -179,6 +175,11 @@ impl Staged {
                 Error::postgres("removing it", &e)
             );
         }
+        tracing::info!(
+            "created database `{}` (owner `{}`)",
+            self.target,
+            self.owner
+        );
         Ok(())
     }
 

@@ -169,41 +169,17 @@ pub async fn restore_db(
         &ctx.cancel,
     )
     .await?;
-    let jobs = request.jobs.max(1);
-    let spooled = request.spool;
-    if spooled && jobs == 1 {
-        return Err(Error::Usage(
-            "`--spool` is for a parallel restore: add `--jobs N` (N above 1), or drop `--spool`"
-                .into(),
-        ));
-    }
-    // A whole-database `--clean` drops the backup's schemas and restores them in one
-    // transaction (pg_restore's own --clean cannot drop partitions' inherited constraints).
-    let clean_script = request.clean && selection.tables.is_empty();
-    if clean_script && spooled {
-        return Err(Error::Usage(
-            "`--clean` restores in one transaction, which `--spool` gives up: drop `--spool`, or restore into a new database with `--create`"
-                .into(),
-        ));
-    }
+    let mode = Mode::new(request, selection)?;
     let identities = identities_for(&ctx.config, &manifest, request.identity.as_deref())?;
     let target = ConnInfo::new(&request.into, request.into_password.as_ref())?;
     let (roles, staged) =
         prepare_server(ctx, repo, &manifest, &target, request, identities.clone()).await?;
     let into = staged.as_ref().map_or(&target, |staged| &staged.conn);
-    let loaded = load(ctx, repo, &manifest, &selection, into, request, identities).await;
+    let loaded = load(ctx, repo, &manifest, &mode, into, request, identities).await;
     let (session, checked) = match (loaded, staged) {
         (Ok(loaded), None) => loaded,
         (Ok(loaded), Some(staged)) => {
             staged.commit().await?;
-            tracing::info!(
-                "created database `{}` (owner `{}`)",
-                target.dbname(),
-                manifest
-                    .globals
-                    .as_ref()
-                    .map_or("", |g| g.database.owner.as_str())
-            );
             loaded
         }
         (Err(e), Some(staged)) => {
@@ -218,13 +194,49 @@ pub async fn restore_db(
         target: target.redacted().to_string(),
         tables_checked: checked.tables,
         rows_checked: checked.rows,
-        spooled,
+        spooled: mode.spooled,
         tables_counted_in_stream: checked.in_stream,
         settings: session,
         seconds: round_secs(begun.elapsed()),
         roles,
         created: request.create,
     })
+}
+
+/// How a restore loads, as its options say.
+struct Mode {
+    /// What of the backup it restores.
+    selection: Selection,
+    jobs: u32,
+    spooled: bool,
+    /// A whole-database `--clean`: the backup's schemas dropped and restored in one
+    /// transaction (pg_restore's own --clean cannot drop partitions' inherited constraints).
+    clean_script: bool,
+}
+
+impl Mode {
+    /// The mode of `request`, refused when its options contradict each other.
+    fn new(request: &RestoreRequest, selection: Selection) -> Result<Mode> {
+        let mode = Mode {
+            jobs: request.jobs.max(1),
+            spooled: request.spool,
+            clean_script: request.clean && selection.tables.is_empty(),
+            selection,
+        };
+        if mode.spooled && mode.jobs == 1 {
+            return Err(Error::Usage(
+                "`--spool` is for a parallel restore: add `--jobs N` (N above 1), or drop `--spool`"
+                    .into(),
+            ));
+        }
+        if mode.clean_script && mode.spooled {
+            return Err(Error::Usage(
+                "`--clean` restores in one transaction, which `--spool` gives up: drop `--spool`, or restore into a new database with `--create`"
+                    .into(),
+            ));
+        }
+        Ok(mode)
+    }
 }
 
 /// What a restore checked: tables, their rows, and how many were counted in the stream.
@@ -240,7 +252,7 @@ async fn load(
     ctx: &Context,
     repo: &Repository,
     manifest: &Manifest,
-    selection: &Selection,
+    mode: &Mode,
     target: &ConnInfo,
     request: &RestoreRequest,
     identities: Option<Arc<Identities>>,
@@ -249,9 +261,12 @@ async fn load(
     let client = target.connect("target database").await?;
     let server = settings::Server::read(&client).await?;
     drop(client);
-    let jobs = request.jobs.max(1);
-    let spooled = request.spool;
-    let clean_script = request.clean && selection.tables.is_empty();
+    let Mode {
+        ref selection,
+        jobs,
+        spooled,
+        clean_script,
+    } = *mode;
     let session = settings::choose(server, jobs);
     let mut tool = ctx
         .tools
