@@ -57,11 +57,18 @@ async fn backups(ctx: &Context, json: bool) -> Result<()> {
             });
             (d.id.clone(), value)
         }));
-        listed.sort_by(|a, b| a.0.cmp(&b.0));
+        listed.sort_by(|a, b| started_second(&a.0).cmp(started_second(&b.0)));
         let listed: Vec<serde_json::Value> = listed.into_iter().map(|(_, v)| v).collect();
         return print_json(&listed);
     }
     emit(&list_table(&catalog, &verifications, &readiness))
+}
+
+/// The second a backup id names (`20261202T105654Z` of `20261202T105654Z-356e`): damaged
+/// manifests go among the backups by it, and a stable sort keeps the catalog's order (by start
+/// time) within a second, which the random suffix does not follow.
+fn started_second(id: &str) -> &str {
+    id.split('-').next().unwrap_or(id)
 }
 
 async fn archive(ctx: &Context, json: bool) -> Result<()> {
@@ -140,7 +147,7 @@ fn list_table(
             ),
         ));
     }
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows.sort_by(|a, b| started_second(&a.0).cmp(started_second(&b.0)));
     let mut out = format!(
         "{:<22} {:<5} {:<12} {:<20} {:>10} {:>10} {:>7} {}\n",
         "ID", "KIND", "DATABASE", "FINISHED (UTC)", "RAW", "STORED", "TABLES", "NOTES"

@@ -546,3 +546,42 @@ fn a_full_spool_folder_is_named() {
         "{line}"
     );
 }
+
+/// Two backups started within one second are listed in the order they started, whatever their
+/// ids' random suffixes (`list` used to sort by id, undoing the catalog's order).
+#[test]
+fn backups_of_one_second_are_listed_in_the_order_they_started() {
+    let env = Env::new(Repo::Local, false);
+    let real = env.backup(&[]);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.repo_path(&format!("manifests/{real}.json"))).unwrap(),
+    )
+    .unwrap();
+    // The earlier one's suffix sorts last.
+    let made = [
+        ("20260101T020000Z-ffff", "2026-01-01T02:00:00.1Z"),
+        ("20260101T020000Z-0000", "2026-01-01T02:00:00.9Z"),
+    ];
+    for (id, at) in made {
+        let mut m = manifest.clone();
+        m["id"] = id.into();
+        m["started_at"] = at.into();
+        std::fs::write(
+            env.repo_path(&format!("manifests/{id}.json")),
+            serde_json::to_vec_pretty(&m).unwrap(),
+        )
+        .unwrap();
+    }
+    let out = env.lifeboat(&["list", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out.stdout).unwrap();
+    let ids: Vec<&str> = listed.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [made[0].0, made[1].0, real.as_str()]);
+    let out = env.lifeboat(&["list"]);
+    let at = |id: &str| {
+        out.stdout
+            .find(id)
+            .unwrap_or_else(|| panic!("{id}: {}", out.stdout))
+    };
+    assert!(at(made[0].0) < at(made[1].0), "{}", out.stdout);
+}
