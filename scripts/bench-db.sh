@@ -5,8 +5,10 @@
 #   (c) pg_dump --format=custom --compress=0 | zstd -3 -T0 > /dev/null: the floor
 # and for restore: (d) `aws s3 cp` down then pg_restore --jobs 4, against
 #   (e) lifeboat restore db --jobs 4 (streamed into one transaction, parallel index builds) and
-#   (f) lifeboat restore db --create --jobs 4 --spool (spooled, then pg_restore --jobs 4 into a
-#   staging database renamed when whole); (d2) is (d)'s pg_restore alone, the server's share.
+#   (f) lifeboat restore db --create --jobs 4 --spool (pipelined into a staging database renamed
+#   when whole: pre-data as soon as the table of contents arrives, each table's COPY data
+#   loaded by 4 sessions from the spool as it arrives, then the rest by pg_restore --jobs 4);
+#   (d2) is (d)'s pg_restore alone, the server's share.
 # Against a real S3 server on loopback (lifeboat-s3-server, s3s-fs), on two databases: pgbench's
 # (whose filler compresses to almost nothing) and scripts/realistic.sql's (text that compresses
 # like user content, about 2.5x with gzip -9).
@@ -126,15 +128,17 @@ measure() { # DB LABEL
   # Parallel and still all or nothing: a database created under a staging name, renamed
   # when whole.
   t0=$(now)
-  "$LIFEBOAT" -q restore db "$id" --into "postgresql:///${db}_spooled?host=$WORK&port=$PORT&user=bench" \
+  /usr/bin/time -f "%M" -o "$WORK/rss3" "$LIFEBOAT" -q restore db "$id" \
+    --into "postgresql:///${db}_spooled?host=$WORK&port=$PORT&user=bench" \
     --create --jobs 4 --spool --spool-dir "$WORK" >/dev/null
   t1=$(now)
   local srest; srest=$(secs "$t0" "$t1")
+  local rss3; rss3=$(cat "$WORK/rss3")
 
-  python3 - "$label" "$dbsize" "$floor" "$guide" "$guide_size" "$lb" "$lb_size" "$rss" "$grest" "$lrest" "$rss2" "$srest" "$gload" <<'PY'
+  python3 - "$label" "$dbsize" "$floor" "$guide" "$guide_size" "$lb" "$lb_size" "$rss" "$grest" "$lrest" "$rss2" "$srest" "$gload" "$rss3" <<'PY'
 import sys
-label, dbsize, floor, guide, gsize, lb, lsize, rss, grest, lrest, rss2, srest, gload = sys.argv[1:]
-dbsize, gsize, lsize, rss, rss2 = int(dbsize), int(gsize), int(lsize), int(rss), int(rss2)
+label, dbsize, floor, guide, gsize, lb, lsize, rss, grest, lrest, rss2, srest, gload, rss3 = sys.argv[1:]
+dbsize, gsize, lsize, rss, rss2, rss3 = int(dbsize), int(gsize), int(lsize), int(rss), int(rss2), int(rss3)
 floor, guide, lb, grest, lrest, srest, gload = map(float, (floor, guide, lb, grest, lrest, srest, gload))
 print(f"{label}, database {dbsize/2**20:.0f} MiB")
 print(f"| backup | wall time | stored size |")
@@ -150,7 +154,7 @@ print(f"| (d) aws s3 cp + pg_restore --jobs 4 | {grest:.1f} s |")
 print(f"| (e) lifeboat restore db --jobs 4 | {lrest:.1f} s |")
 print(f"| (f) lifeboat restore db --create --jobs 4 --spool | {srest:.1f} s |")
 print(f"| (d2) of (d), pg_restore --jobs 4 of the local file alone | {gload:.1f} s |")
-print(f"lifeboat / guide restore time = {lrest/grest:.2f} (target <= 0.8), with --create --spool {srest/grest:.2f}; lifeboat peak RSS {rss2/1024:.0f} MiB")
+print(f"lifeboat / guide restore time = {lrest/grest:.2f} (target <= 0.8), with --create --spool {srest/grest:.2f}; lifeboat peak RSS {rss2/1024:.0f} MiB, with --create --spool {rss3/1024:.0f} MiB")
 print(f"the server's share of the guide's restore (d2 / d) = {gload/grest:.2f}: no restore overlapping the download goes below it")
 print()
 PY

@@ -462,13 +462,14 @@ pub struct RestoreDbArgs {
     #[arg(long, value_name = "URL|NAME")]
     pub into: String,
     /// Parallel workers: each index build gets N-1 (the restore stays one transaction);
-    /// with --spool, N pg_restore jobs loading tables in parallel.
+    /// with --spool, N sessions loading tables in parallel.
     #[arg(long, default_value_t = 1)]
     pub jobs: u32,
-    /// Spool the archive to a temporary file and load tables in parallel with `pg_restore
-    /// --jobs`: faster on many cores with many large tables, and needs disk for the whole
-    /// archive. Not one transaction: into an existing database a failed restore leaves part of
-    /// the backup behind; with --create the database appears only once whole.
+    /// Spool the archive to a temporary file and load tables in parallel: faster on many
+    /// cores with many large tables, and needs disk for the whole archive. With --create,
+    /// tables load on N sessions while the archive still arrives, into a database that
+    /// appears only once whole; into an existing database, `pg_restore --jobs` loads once the
+    /// archive is verified, not in one transaction (a failure leaves part of the backup).
     #[arg(long)]
     pub spool: bool,
     /// Drop objects before recreating them.

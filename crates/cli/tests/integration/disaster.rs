@@ -371,3 +371,57 @@ fn a_created_database_appears_only_when_whole() {
     }
     assert_eq!(sessions(&env, "broken"), "0");
 }
+
+/// A table that a session fails to load stops a `--create` restore at once, streamed or
+/// loaded in parallel while the archive arrives: exit 1 with what the server said, no
+/// database and no session left, the spool file removed. Five rounds each, as the failure
+/// races the other sessions and the download.
+#[test]
+fn a_table_that_fails_to_load_stops_a_created_restore() {
+    let env = Env::new(Repo::Local, false);
+    env.sql(
+        "yomira",
+        "CREATE FUNCTION public.refuse(int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ \
+         BEGIN IF current_setting('lifeboat.refuse', true) = 'on' AND $1 = 5000 THEN \
+         RAISE EXCEPTION 'row % refused', $1; END IF; RETURN true; END $$; \
+         CREATE TABLE public.picky (id int CHECK (public.refuse(id))); \
+         INSERT INTO public.picky SELECT generate_series(1, 10000)",
+    );
+    let id = env.backup(&[]);
+    env.sql("postgres", "ALTER ROLE lifeboat SET lifeboat.refuse = 'on'");
+    let spool = env.dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let url = env.cluster.url("fresh");
+    let pipelined = [
+        "--create",
+        "--jobs",
+        "2",
+        "--spool",
+        "--spool-dir",
+        spool.to_str().unwrap(),
+    ];
+    for args in [&["--create", "--jobs", "1"][..], &pipelined[..]] {
+        for round in 0..5 {
+            let out = env.lifeboat(&restore_args(&id, &url, args));
+            assert_eq!(out.code, 1, "{args:?} round {round}: {}", out.stderr);
+            // What the server said, and which table.
+            let line = out.error_line();
+            assert!(
+                line.contains("row 5000 refused") && line.contains("COPY picky"),
+                "{args:?} round {round}: {}",
+                out.stderr
+            );
+            assert_eq!(databases(&env, "fresh"), "", "{args:?} round {round}");
+            assert_eq!(sessions(&env, "fresh"), "0", "{args:?} round {round}");
+            assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+        }
+    }
+    // Without the refusal, the same restore succeeds.
+    env.sql("postgres", "ALTER ROLE lifeboat RESET lifeboat.refuse");
+    let out = env.lifeboat(&restore_args(&id, &url, &pipelined));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        env.sql("fresh", "SELECT count(*) FROM public.picky"),
+        "10000"
+    );
+}

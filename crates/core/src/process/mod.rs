@@ -245,13 +245,20 @@ fn check_status(name: &str, status: ExitStatus, stderr: &str) -> Result<()> {
     })
 }
 
-/// The lines of a tool's stderr that say what went wrong, as one line.
+/// The lines of a tool's stderr that say what went wrong, as one line: errors, and which
+/// table's `COPY` they stopped (psql's `CONTEXT:  COPY t, line 3: "row"`, without the row,
+/// which may hold private data).
 fn summarize_stderr(stderr: &str) -> String {
     let wanted: Vec<&str> = stderr
         .lines()
-        .filter(|l| {
-            let l = l.to_lowercase();
-            l.contains("error") || l.contains("fatal") || l.contains("failed")
+        .filter_map(|line| {
+            let l = line.to_lowercase();
+            if l.contains("error") || l.contains("fatal") || l.contains("failed") {
+                return Some(line);
+            }
+            let copy = line.trim_start_matches("CONTEXT:").trim_start();
+            (copy.starts_with("COPY ") && copy.contains(", line "))
+                .then(|| copy.split_once(": \"").map_or(copy, |(at, _row)| at))
         })
         .collect();
     let text = if wanted.is_empty() {
@@ -510,6 +517,25 @@ impl Drop for ChildWriter {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_failed_copy_names_its_table_and_line_but_not_the_row() {
+        let said = "psql:<stdin>:5: ERROR:  new row for relation \"pk\" violates check constraint \"pk_id_check\"\n\
+                    DETAIL:  Failing row contains (secret@example.com).\n\
+                    CONTEXT:  COPY pk, line 3: \"secret@example.com\"\n";
+        let summary = summarize_stderr(said);
+        assert!(summary.contains("violates check constraint"), "{summary}");
+        assert!(summary.ends_with("; COPY pk, line 3"), "{summary}");
+        assert!(!summary.contains("secret"), "{summary}");
+        // Raised in a function: the COPY is on a line of its own.
+        let said = "psql:<stdin>:9: ERROR:  row 5000 refused\n\
+                    CONTEXT:  PL/pgSQL function refuse(integer) line 1 at RAISE\n\
+                    COPY picky, line 5000: \"5000\"\n";
+        assert_eq!(
+            summarize_stderr(said),
+            "psql:<stdin>:9: ERROR:  row 5000 refused; COPY picky, line 5000"
+        );
+    }
 
     #[test]
     fn reader_reports_failure_at_end_of_stream() {

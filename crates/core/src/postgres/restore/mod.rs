@@ -11,12 +11,15 @@
 //! --jobs` loads tables in parallel, without one transaction ([`spooled`]). With `--create`, the
 //! database is restored under a staging name and renamed only once whole and checked, so a
 //! parallel restore onto an empty server loses the one-transaction guarantee in nothing
-//! ([`created`]). Single tables are chosen precisely through a `pg_restore -L` list built from
-//! the archive's table of contents ([`toc`]), so `--table a.t` never also restores `b.t`
-//! ([`selection`]).
+//! ([`created`]); there `--spool` loads each table on one of N sessions while the archive
+//! still arrives ([`pipelined`]). Single tables are chosen precisely through a `pg_restore -L`
+//! list built from the archive's table of contents ([`toc`]), so `--table a.t` never also
+//! restores `b.t` ([`selection`]).
 
+mod arrival;
 mod checked;
 mod created;
+mod pipelined;
 mod selection;
 mod settings;
 mod spooled;
@@ -87,6 +90,8 @@ pub struct RestoreReport {
     pub tables_checked: usize,
     pub rows_checked: u64,
     pub spooled: bool,
+    /// Whether tables were loaded while the archive arrived (`--create --spool`).
+    pub pipelined: bool,
     /// Of `tables_checked`, those whose rows were counted in the archive as it passed (the
     /// rest were counted in the database afterwards).
     pub tables_counted_in_stream: usize,
@@ -195,6 +200,7 @@ pub async fn restore_db(
         tables_checked: checked.tables,
         rows_checked: checked.rows,
         spooled: mode.spooled,
+        pipelined: mode.pipelined,
         tables_counted_in_stream: checked.in_stream,
         settings: session,
         seconds: round_secs(begun.elapsed()),
@@ -209,6 +215,9 @@ struct Mode {
     selection: Selection,
     jobs: u32,
     spooled: bool,
+    /// A spooled restore of a whole database into the staging database of `--create`:
+    /// tables loaded while the archive arrives ([`pipelined`]).
+    pipelined: bool,
     /// A whole-database `--clean`: the backup's schemas dropped and restored in one
     /// transaction (pg_restore's own --clean cannot drop partitions' inherited constraints).
     clean_script: bool,
@@ -217,9 +226,15 @@ struct Mode {
 impl Mode {
     /// The mode of `request`, refused when its options contradict each other.
     fn new(request: &RestoreRequest, selection: Selection) -> Result<Mode> {
+        let whole = selection.tables.is_empty()
+            && selection.schemas.is_empty()
+            && !request.data_only
+            && !request.schema_only
+            && !request.clean;
         let mode = Mode {
             jobs: request.jobs.max(1),
             spooled: request.spool,
+            pipelined: request.spool && request.create && whole,
             clean_script: request.clean && selection.tables.is_empty(),
             selection,
         };
@@ -265,9 +280,15 @@ async fn load(
         ref selection,
         jobs,
         spooled,
+        pipelined,
         clean_script,
     } = *mode;
-    let session = settings::choose(server, jobs);
+    let mut session = settings::choose(server, jobs);
+    if pipelined {
+        // Nobody sees the staging database before the restore ends: its commits need not
+        // wait for the disk.
+        session.insert("synchronous_commit".into(), "off".into());
+    }
     let mut tool = ctx
         .tools
         .tool("pg_restore")
@@ -316,21 +337,15 @@ async fn load(
         selection.restored_tables(manifest)
     };
     let mut archive = Archive::new(repo, manifest, identities);
-    tracing::info!(backup = %manifest.id, target = target.redacted(), jobs, spooled, settings = ?session, "restoring");
+    tracing::info!(backup = %manifest.id, target = target.redacted(), jobs, spooled, pipelined, settings = ?session, "restoring");
     archive.task = ctx
         .progress
         .start(&format!("restore {}", manifest.id), Some(manifest.raw_size));
-    let restored = if spooled {
-        spooled::restore(
-            ctx,
-            &archive,
-            target,
-            tool,
-            jobs,
-            request.spool_dir.as_deref(),
-            &to_check,
-        )
-        .await
+    let spool_dir = request.spool_dir.as_deref();
+    let restored = if pipelined {
+        pipelined::restore(ctx, &archive, target, tool, jobs, spool_dir, &to_check).await
+    } else if spooled {
+        spooled::restore(ctx, &archive, target, tool, jobs, spool_dir, &to_check).await
     } else if clean_script || list_file.is_some() || request.schema_only {
         // pg_restore may stop reading before the end (it has its tables, or needs no data):
         // its script is committed only on the verdict of the whole archive.

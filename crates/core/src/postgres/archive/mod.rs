@@ -7,12 +7,17 @@
 //! every worker read the file from the top to find its table: on a large database that costs
 //! more than the restore. Once the archive is spooled to a file, [`index_data_offsets`] walks
 //! its data blocks and writes their offsets into the table of contents in place, exactly as
-//! `pg_dump` does when it writes to a file (the offset fields have a fixed size).
+//! `pg_dump` does when it writes to a file (the offset fields have a fixed size). [`Blocks`]
+//! reads an archive block by block as it arrives, for a restore that loads the tables itself.
 //!
 //! Format (pg_backup_archiver.c, pg_backup_custom.c): a header, the table of contents (entries
 //! of integers and length-prefixed strings, each ending with a data-offset field), then data
 //! blocks: a type byte, the entry's dump id, and length-prefixed chunks ending with a zero
 //! length (large-object blocks hold several such runs, each after its oid, ending with oid 0).
+
+mod blocks;
+
+pub use blocks::{copy_chunks, BlockHead, Blocks, Entry};
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,6 +27,8 @@ const MAGIC: &[u8; 5] = b"PGDMP";
 const BLK_DATA: u8 = 1;
 const BLK_BLOBS: u8 = 3;
 const OFFSET_NOT_SET: u8 = 1;
+/// Entries whose SQL sets up a restoring session (`pg_restore` runs them on every connection).
+const SESSION_ENTRIES: [&[u8]; 3] = [b"ENCODING", b"STDSTRINGS", b"SEARCHPATH"];
 const OFFSET_SET: u8 = 2;
 /// Archive versions this reader knows: 1.12 (PostgreSQL 10) to 1.15 (PostgreSQL 16).
 const KNOWN_MINORS: std::ops::RangeInclusive<u8> = 12..=15;
@@ -139,9 +146,11 @@ impl<R: Read> Cursor<R> {
             let tag = self.string()?.unwrap_or_default();
             let desc = self.string()?.unwrap_or_default();
             self.int()?; // section
-            self.string()?; // definition
+            let definition = self.string()?;
+            // Only the session settings' definitions are kept: they are short.
+            let definition = definition.filter(|_| SESSION_ENTRIES.contains(&desc.as_slice()));
             self.string()?; // drop statement
-            self.string()?; // copy statement
+            let copy_stmt = self.string()?;
             let namespace = self.string()?.unwrap_or_default();
             self.string()?; // tablespace
             if minor >= 14 {
@@ -158,6 +167,8 @@ impl<R: Read> Cursor<R> {
                 tag,
                 desc,
                 namespace,
+                definition,
+                copy_stmt,
                 offset_field,
                 offset_set: flag != OFFSET_NOT_SET,
             });
@@ -197,6 +208,10 @@ struct TocEntry {
     tag: Vec<u8>,
     desc: Vec<u8>,
     namespace: Vec<u8>,
+    /// The SQL of a session-setting entry ([`SESSION_ENTRIES`]).
+    definition: Option<Vec<u8>>,
+    /// `COPY ... FROM stdin;`, for a `TABLE DATA` entry.
+    copy_stmt: Option<Vec<u8>>,
     /// Where the entry's data-offset field is.
     offset_field: u64,
     offset_set: bool,
@@ -454,167 +469,4 @@ impl Read for Channel {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A custom-format archive (version 1.14, as pg_dump 15 writes it) with the given TOC
-    /// entries `(dump id, desc, schema, tag)` and data blocks `(dump id, chunks)`.
-    fn archive(entries: &[(i64, &str, &str, &str)], blocks: &[(i64, Vec<&[u8]>)]) -> Vec<u8> {
-        let mut out = b"PGDMP".to_vec();
-        let int = |out: &mut Vec<u8>, v: i64| {
-            out.push(u8::from(v < 0));
-            out.extend_from_slice(&(v.unsigned_abs() as u32).to_le_bytes());
-        };
-        let string = |out: &mut Vec<u8>, s: Option<&str>| match s {
-            None => int(out, -1),
-            Some(s) => {
-                int(out, s.len() as i64);
-                out.extend_from_slice(s.as_bytes());
-            }
-        };
-        out.extend_from_slice(&[1, 14, 0, 4, 8, 1]);
-        int(&mut out, 0); // compression level
-        for _ in 0..7 {
-            int(&mut out, 1);
-        }
-        for s in ["yomira", "15.0", "15.0"] {
-            string(&mut out, Some(s));
-        }
-        int(&mut out, entries.len() as i64);
-        for (id, desc, schema, tag) in entries {
-            int(&mut out, *id);
-            int(&mut out, 1);
-            string(&mut out, Some("0"));
-            string(&mut out, Some("0"));
-            string(&mut out, Some(tag));
-            string(&mut out, Some(desc));
-            int(&mut out, 2);
-            for s in ["", "", ""] {
-                string(&mut out, Some(s));
-            }
-            string(&mut out, Some(schema));
-            string(&mut out, Some(""));
-            string(&mut out, Some("heap"));
-            string(&mut out, Some("lifeboat"));
-            string(&mut out, Some("false"));
-            string(&mut out, None); // no dependencies
-            out.push(OFFSET_NOT_SET);
-            out.extend_from_slice(&[0; 8]);
-        }
-        for (id, chunks) in blocks {
-            out.push(BLK_DATA);
-            int(&mut out, *id);
-            for chunk in chunks {
-                int(&mut out, chunk.len() as i64);
-                out.extend_from_slice(chunk);
-            }
-            int(&mut out, 0);
-        }
-        out
-    }
-
-    #[test]
-    fn a_spooled_archive_gets_its_data_offsets() {
-        let bytes = archive(
-            &[
-                (20, "TABLE DATA", "core", "comic"),
-                (21, "TABLE DATA", "core", "chapter"),
-            ],
-            &[(20, vec![b"1\n", b"\\.\n\n\n"]), (21, vec![b"2\n"])],
-        );
-        // As the spool leaves it: written, its position at the end.
-        let mut file = tempfile::tempfile().unwrap();
-        file.write_all(&bytes).unwrap();
-        assert_eq!(index_data_offsets(&file).unwrap(), 2);
-        let mut indexed = Vec::new();
-        file.seek(SeekFrom::Start(0)).unwrap();
-        file.read_to_end(&mut indexed).unwrap();
-        assert_eq!(indexed.len(), bytes.len());
-        let mut cur = Cursor {
-            inner: io::Cursor::new(indexed.clone()),
-            pos: 0,
-            int_size: 4,
-            off_size: 8,
-            scratch: Vec::new(),
-        };
-        let toc = cur.header_and_toc().unwrap().unwrap();
-        for entry in &toc.entries {
-            assert!(entry.offset_set);
-            let at = entry.offset_field as usize + 1;
-            let offset = u64::from_le_bytes(indexed[at..at + 8].try_into().unwrap()) as usize;
-            // The block there is the entry's: its type, then its dump id.
-            assert_eq!(indexed[offset], BLK_DATA);
-            assert_eq!(indexed[offset + 2] as i64, entry.dump_id);
-        }
-    }
-
-    #[test]
-    fn rows_are_counted_as_the_archive_streams_by() {
-        let long = format!("1\t{}\n", "x".repeat(100_000));
-        let bytes = archive(
-            &[
-                (10, "TABLE", "core", "comic"),
-                (20, "TABLE DATA", "core", "comic"),
-                (21, "TABLE DATA", "core", "Odd Name"),
-                (22, "SEQUENCE SET", "core", "comic_id_seq"),
-                (23, "TABLE DATA", "public", "empty"),
-            ],
-            &[
-                (
-                    20,
-                    vec![long.as_bytes(), b"2\tb\n", b"3\tc\\nd\n", b"\\.\n\n\n"],
-                ),
-                (21, vec![b"\\\\.\n", b"\\.\n\n\n"]),
-                (23, vec![b"\\.\n\n\n"]),
-            ],
-        );
-        // Through the tee, read in small pieces as a pipe would give them.
-        let (mut tee, counting) = count_alongside(io::Cursor::new(bytes.clone()));
-        let mut passed = Vec::new();
-        let mut buf = [0u8; 7];
-        loop {
-            let n = tee.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            passed.extend_from_slice(&buf[..n]);
-        }
-        drop(tee);
-        assert_eq!(passed, bytes, "the tee changes nothing");
-        let counts = counting.join().unwrap().unwrap().unwrap();
-        let rows =
-            |schema: &str, name: &str| counts.get(&(schema.to_string(), name.to_string())).copied();
-        assert_eq!(rows("core", "comic"), Some(3));
-        assert_eq!(
-            rows("core", "Odd Name"),
-            Some(1),
-            "a row holding a backslash and a dot"
-        );
-        assert_eq!(rows("public", "empty"), Some(0));
-        assert_eq!(counts.len(), 3);
-        // Data compressed by pg_dump cannot be counted this way.
-        let mut compressed = bytes.clone();
-        compressed[12] = 6; // the compression level, after the sign byte
-        assert!(count_rows(io::Cursor::new(compressed)).unwrap().is_none());
-    }
-
-    #[test]
-    fn a_row_counter_fed_in_pieces_counts_as_the_reader_does() {
-        let bytes = archive(
-            &[(20, "TABLE DATA", "core", "comic")],
-            &[(20, vec![b"1\ta\n2\tb\n", b"3\tc\n", b"\\.\n\n\n"])],
-        );
-        let mut counter = RowCounter::start();
-        for piece in bytes.chunks(5) {
-            counter.feed(piece);
-        }
-        let counts = counter.finish().unwrap().unwrap();
-        assert_eq!(counts.get(&("core".into(), "comic".into())), Some(&3));
-        // Not an archive: the counter gives up, and feeding it more neither blocks nor fails.
-        let mut counter = RowCounter::start();
-        for _ in 0..1000 {
-            counter.feed(b"not an archive at all");
-        }
-        assert!(counter.finish().is_err());
-    }
-}
+mod tests;

@@ -1,0 +1,121 @@
+//! An archive read block by block as it arrives, for a restore that loads each table's
+//! `COPY` data itself: the table of contents, then each data block's head (what it holds,
+//! where its chunks start), and a block's `COPY` text passed on from where its chunks start.
+
+use std::io::{self, BufReader, Read, Write};
+
+use super::{block_head, Cursor, BLK_DATA};
+
+/// A table-of-contents entry, as a pipelined restore needs it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub dump_id: i64,
+    pub desc: String,
+    /// `COPY ... FROM stdin;`, for a `TABLE DATA` entry.
+    pub copy_stmt: Option<String>,
+    /// The SQL of an entry that sets up a restoring session (encoding, standard strings,
+    /// search path).
+    pub definition: Option<String>,
+}
+
+/// Where a data block is: its entry, whether it holds `COPY` data (else large objects), and
+/// where its chunks start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockHead {
+    pub dump_id: i64,
+    pub copy_data: bool,
+    pub chunks_at: u64,
+}
+
+/// An archive read from its start as it arrives: its table of contents, then its data blocks
+/// one by one, each skipped once its head is seen.
+pub struct Blocks<R> {
+    cur: Cursor<BufReader<R>>,
+    pub entries: Vec<Entry>,
+    /// Where the first data block starts: the header and table of contents end there.
+    pub data_start: u64,
+}
+
+impl<R: Read> Blocks<R> {
+    /// Reads the header and table of contents; `None` for an archive whose data blocks this
+    /// reader cannot pass on (a version it does not know, or data compressed by pg_dump).
+    pub fn open(input: R) -> io::Result<Option<Blocks<R>>> {
+        let mut cur = Cursor {
+            inner: BufReader::with_capacity(1 << 16, input),
+            pos: 0,
+            int_size: 4,
+            off_size: 8,
+            scratch: Vec::new(),
+        };
+        let toc = match cur.header_and_toc()? {
+            Some(toc) if !toc.compressed => toc,
+            _ => return Ok(None),
+        };
+        let text = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+        let entries = toc
+            .entries
+            .into_iter()
+            .map(|e| Entry {
+                dump_id: e.dump_id,
+                desc: String::from_utf8_lossy(&e.desc).into_owned(),
+                copy_stmt: text(e.copy_stmt).filter(|s| !s.is_empty()),
+                definition: text(e.definition),
+            })
+            .collect();
+        Ok(Some(Blocks {
+            data_start: cur.pos,
+            entries,
+            cur,
+        }))
+    }
+
+    /// The size of the archive's integers, which [`copy_chunks`] needs.
+    pub fn int_size(&self) -> usize {
+        self.cur.int_size
+    }
+
+    /// The next data block's head, its chunks not yet read; `None` at the archive's end.
+    pub fn next_head(&mut self) -> io::Result<Option<BlockHead>> {
+        Ok(block_head(&mut self.cur)?.map(|(kind, dump_id)| BlockHead {
+            dump_id,
+            copy_data: kind == BLK_DATA,
+            chunks_at: self.cur.pos,
+        }))
+    }
+
+    /// Reads past the block whose head [`Blocks::next_head`] just gave.
+    pub fn skip(&mut self, head: &BlockHead) -> io::Result<()> {
+        if head.copy_data {
+            self.cur.read_chunks(|_| {})
+        } else {
+            while self.cur.int()? != 0 {
+                self.cur.read_chunks(|_| {})?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes the bytes of a `COPY` data block's chunks, read from `input` (at the block's
+/// [`BlockHead::chunks_at`]), to `out`: the `COPY` text, with its end marker.
+pub fn copy_chunks(input: impl Read, int_size: usize, out: &mut impl Write) -> io::Result<()> {
+    let mut cur = Cursor {
+        inner: BufReader::with_capacity(1 << 16, input),
+        pos: 0,
+        int_size,
+        off_size: 8,
+        scratch: Vec::new(),
+    };
+    let mut buf = vec![0u8; 1 << 16];
+    while let Some(len) = cur.chunk_len()? {
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            cur.inner.read_exact(&mut buf[..n])?;
+            // A consumer that fails stops the copy at once.
+            out.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+    }
+    Ok(())
+}

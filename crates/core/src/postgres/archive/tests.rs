@@ -1,0 +1,207 @@
+//! The archive reader against archives built byte by byte.
+use super::*;
+
+/// A custom-format archive (version 1.14, as pg_dump 15 writes it) with the given TOC
+/// entries `(dump id, desc, schema, tag)` and data blocks `(dump id, chunks)`.
+fn archive(entries: &[(i64, &str, &str, &str)], blocks: &[(i64, Vec<&[u8]>)]) -> Vec<u8> {
+    let mut out = b"PGDMP".to_vec();
+    let int = |out: &mut Vec<u8>, v: i64| {
+        out.push(u8::from(v < 0));
+        out.extend_from_slice(&(v.unsigned_abs() as u32).to_le_bytes());
+    };
+    let string = |out: &mut Vec<u8>, s: Option<&str>| match s {
+        None => int(out, -1),
+        Some(s) => {
+            int(out, s.len() as i64);
+            out.extend_from_slice(s.as_bytes());
+        }
+    };
+    out.extend_from_slice(&[1, 14, 0, 4, 8, 1]);
+    int(&mut out, 0); // compression level
+    for _ in 0..7 {
+        int(&mut out, 1);
+    }
+    for s in ["yomira", "15.0", "15.0"] {
+        string(&mut out, Some(s));
+    }
+    int(&mut out, entries.len() as i64);
+    for (id, desc, schema, tag) in entries {
+        int(&mut out, *id);
+        int(&mut out, 1);
+        string(&mut out, Some("0"));
+        string(&mut out, Some("0"));
+        string(&mut out, Some(tag));
+        string(&mut out, Some(desc));
+        int(&mut out, 2);
+        for s in ["", "", ""] {
+            string(&mut out, Some(s));
+        }
+        string(&mut out, Some(schema));
+        string(&mut out, Some(""));
+        string(&mut out, Some("heap"));
+        string(&mut out, Some("lifeboat"));
+        string(&mut out, Some("false"));
+        string(&mut out, None); // no dependencies
+        out.push(OFFSET_NOT_SET);
+        out.extend_from_slice(&[0; 8]);
+    }
+    for (id, chunks) in blocks {
+        out.push(BLK_DATA);
+        int(&mut out, *id);
+        for chunk in chunks {
+            int(&mut out, chunk.len() as i64);
+            out.extend_from_slice(chunk);
+        }
+        int(&mut out, 0);
+    }
+    out
+}
+
+#[test]
+fn a_spooled_archive_gets_its_data_offsets() {
+    let bytes = archive(
+        &[
+            (20, "TABLE DATA", "core", "comic"),
+            (21, "TABLE DATA", "core", "chapter"),
+        ],
+        &[(20, vec![b"1\n", b"\\.\n\n\n"]), (21, vec![b"2\n"])],
+    );
+    // As the spool leaves it: written, its position at the end.
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(&bytes).unwrap();
+    assert_eq!(index_data_offsets(&file).unwrap(), 2);
+    let mut indexed = Vec::new();
+    file.seek(SeekFrom::Start(0)).unwrap();
+    file.read_to_end(&mut indexed).unwrap();
+    assert_eq!(indexed.len(), bytes.len());
+    let mut cur = Cursor {
+        inner: io::Cursor::new(indexed.clone()),
+        pos: 0,
+        int_size: 4,
+        off_size: 8,
+        scratch: Vec::new(),
+    };
+    let toc = cur.header_and_toc().unwrap().unwrap();
+    for entry in &toc.entries {
+        assert!(entry.offset_set);
+        let at = entry.offset_field as usize + 1;
+        let offset = u64::from_le_bytes(indexed[at..at + 8].try_into().unwrap()) as usize;
+        // The block there is the entry's: its type, then its dump id.
+        assert_eq!(indexed[offset], BLK_DATA);
+        assert_eq!(indexed[offset + 2] as i64, entry.dump_id);
+    }
+}
+
+#[test]
+fn blocks_are_found_as_the_archive_arrives_and_their_copy_data_passed_on() {
+    let bytes = archive(
+        &[
+            (10, "TABLE", "core", "comic"),
+            (20, "TABLE DATA", "core", "comic"),
+            (21, "TABLE DATA", "core", "chapter"),
+        ],
+        &[
+            (20, vec![b"1\ta\n", b"2\tb\n", b"\\.\n\n\n"]),
+            (21, vec![b"\\.\n\n\n"]),
+        ],
+    );
+    let mut blocks = Blocks::open(io::Cursor::new(bytes.clone()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(blocks.entries.len(), 3);
+    assert_eq!(blocks.entries[1].desc, "TABLE DATA");
+    assert_eq!(bytes[blocks.data_start as usize], BLK_DATA);
+    let mut heads = Vec::new();
+    while let Some(head) = blocks.next_head().unwrap() {
+        blocks.skip(&head).unwrap();
+        heads.push(head);
+    }
+    assert_eq!(
+        heads.iter().map(|h| h.dump_id).collect::<Vec<_>>(),
+        [20, 21]
+    );
+    assert!(heads.iter().all(|h| h.copy_data));
+    // From where a block's chunks start: its COPY text, the end marker included, and
+    // nothing of the next block.
+    let mut copied = Vec::new();
+    let from = &bytes[heads[0].chunks_at as usize..];
+    copy_chunks(from, 4, &mut copied).unwrap();
+    assert_eq!(copied, b"1\ta\n2\tb\n\\.\n\n\n");
+    // A block cut short is an error, not a short table.
+    let cut = &bytes[heads[0].chunks_at as usize..heads[0].chunks_at as usize + 8];
+    assert!(copy_chunks(cut, 4, &mut Vec::new()).is_err());
+    // Data compressed by pg_dump is not passed on this way.
+    let mut compressed = bytes;
+    compressed[12] = 6;
+    assert!(Blocks::open(io::Cursor::new(compressed)).unwrap().is_none());
+}
+
+#[test]
+fn rows_are_counted_as_the_archive_streams_by() {
+    let long = format!("1\t{}\n", "x".repeat(100_000));
+    let bytes = archive(
+        &[
+            (10, "TABLE", "core", "comic"),
+            (20, "TABLE DATA", "core", "comic"),
+            (21, "TABLE DATA", "core", "Odd Name"),
+            (22, "SEQUENCE SET", "core", "comic_id_seq"),
+            (23, "TABLE DATA", "public", "empty"),
+        ],
+        &[
+            (
+                20,
+                vec![long.as_bytes(), b"2\tb\n", b"3\tc\\nd\n", b"\\.\n\n\n"],
+            ),
+            (21, vec![b"\\\\.\n", b"\\.\n\n\n"]),
+            (23, vec![b"\\.\n\n\n"]),
+        ],
+    );
+    // Through the tee, read in small pieces as a pipe would give them.
+    let (mut tee, counting) = count_alongside(io::Cursor::new(bytes.clone()));
+    let mut passed = Vec::new();
+    let mut buf = [0u8; 7];
+    loop {
+        let n = tee.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        passed.extend_from_slice(&buf[..n]);
+    }
+    drop(tee);
+    assert_eq!(passed, bytes, "the tee changes nothing");
+    let counts = counting.join().unwrap().unwrap().unwrap();
+    let rows =
+        |schema: &str, name: &str| counts.get(&(schema.to_string(), name.to_string())).copied();
+    assert_eq!(rows("core", "comic"), Some(3));
+    assert_eq!(
+        rows("core", "Odd Name"),
+        Some(1),
+        "a row holding a backslash and a dot"
+    );
+    assert_eq!(rows("public", "empty"), Some(0));
+    assert_eq!(counts.len(), 3);
+    // Data compressed by pg_dump cannot be counted this way.
+    let mut compressed = bytes.clone();
+    compressed[12] = 6; // the compression level, after the sign byte
+    assert!(count_rows(io::Cursor::new(compressed)).unwrap().is_none());
+}
+
+#[test]
+fn a_row_counter_fed_in_pieces_counts_as_the_reader_does() {
+    let bytes = archive(
+        &[(20, "TABLE DATA", "core", "comic")],
+        &[(20, vec![b"1\ta\n2\tb\n", b"3\tc\n", b"\\.\n\n\n"])],
+    );
+    let mut counter = RowCounter::start();
+    for piece in bytes.chunks(5) {
+        counter.feed(piece);
+    }
+    let counts = counter.finish().unwrap().unwrap();
+    assert_eq!(counts.get(&("core".into(), "comic".into())), Some(&3));
+    // Not an archive: the counter gives up, and feeding it more neither blocks nor fails.
+    let mut counter = RowCounter::start();
+    for _ in 0..1000 {
+        counter.feed(b"not an archive at all");
+    }
+    assert!(counter.finish().is_err());
+}

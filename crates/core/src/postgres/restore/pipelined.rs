@@ -1,0 +1,370 @@
+//! `--create --spool`: a restore whose stages overlap. The archive is spooled to an unnamed
+//! file as it arrives; meanwhile lifeboat reads it from the spool as far as it has arrived:
+//! the table of contents first, whose pre-data (schemas, types, tables) `pg_restore
+//! --section=pre-data` restores at once in one transaction, then each table's `COPY` data,
+//! handed to one of N `psql` sessions that load it while later tables are still arriving.
+//! Once the archive is verified and its rows counted, `pg_restore -L --jobs N` restores the
+//! rest (sequences' values, large objects, indexes, constraints, materialized views) from the
+//! spool.
+//!
+//! Tables commit one by one, before the archive is verified: this path is taken only into the
+//! staging database of `--create` ([`super::created`]), which nobody sees and which is dropped
+//! unless the whole restore succeeds.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::arrival::{is_stop, Arrival, Frontier, Phase, Tail};
+use super::checked::Checked;
+use super::spooled::Spool;
+use super::{Archive, ProgressWriter};
+use crate::error::{Error, Result};
+use crate::pipeline::Delivered;
+use crate::postgres::archive::{copy_chunks, Blocks, Entry};
+use crate::postgres::conn::ConnInfo;
+use crate::process::{ChildWriter, Tool, Unnamed};
+use crate::repository::manifest::TableRows;
+use crate::Context;
+
+/// Settings of the sessions that load tables, after the archive's own (encoding, standard
+/// strings, search path), as `pg_restore` sets its own sessions up; commits need not wait for
+/// the disk, as nobody sees the database before the restore ends.
+const SESSION: &str = "SET statement_timeout = 0;\nSET lock_timeout = 0;\n\
+SET idle_in_transaction_session_timeout = 0;\nSET check_function_bodies = false;\n\
+SET xmloption = content;\nSET client_min_messages = warning;\nSET row_security = off;\n\
+SET synchronous_commit = off;\n";
+
+/// Restores `archive` into `target` (a staging database) with `jobs` sessions, spooled in
+/// `spool_dir`, checking the rows of `tables` in the archive; returns the tables the archive
+/// could not count. `pg_restore` is the tool with the restore's options.
+pub(super) async fn restore(
+    ctx: &Context,
+    archive: &Archive<'_>,
+    target: &ConnInfo,
+    pg_restore: Tool,
+    jobs: u32,
+    spool_dir: Option<&Path>,
+    tables: &[&TableRows],
+) -> Result<Vec<TableRows>> {
+    let begun = std::time::Instant::now();
+    let spool = Spool::create(spool_dir, archive.manifest.raw_size)?;
+    let frontier = Arc::new(Frontier::default());
+    let (pre_data, _pre_pass) = target.apply_to(
+        pg_restore
+            .clone()
+            .arg("--section=pre-data")
+            .arg("--single-transaction")
+            .arg(format!("--dbname={}", target.dbname())),
+    )?;
+    let psql = ctx
+        .tools
+        .tool("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
+    let (psql, _psql_pass) = target.apply_to(psql)?;
+    let sessions = (0..jobs)
+        .map(|_| psql.spawn_writer())
+        .collect::<Result<Vec<_>>>()?;
+    // A stop kills the sessions: the loading threads may be blocked feeding them.
+    let _stops: Vec<_> = sessions
+        .iter()
+        .map(|s| s.killer().on_cancel(&ctx.cancel))
+        .collect();
+    let loader = Loader {
+        spool: Arc::new(spool.handle()?),
+        frontier: Arc::clone(&frontier),
+        pre_data,
+        lister: ctx.tools.tool("pg_restore"),
+        sessions,
+        cancel: ctx.cancel.clone(),
+    };
+    let loading = tokio::task::spawn_blocking(move || loader.run());
+
+    let arrival = Arrival {
+        file: spool.handle()?,
+        frontier: Arc::clone(&frontier),
+    };
+    let sink = Checked::new(ProgressWriter::new(
+        BufWriter::with_capacity(1 << 20, arrival),
+        &archive.task,
+    ));
+    let downloaded = match archive.download(sink, ctx).await {
+        Ok(Delivered::Complete(checked)) => {
+            match checked.settle(&archive.manifest.id, tables).await {
+                Ok((mut w, unchecked)) => w
+                    .flush()
+                    .map(|()| unchecked)
+                    .map_err(|e| Error::io("writing the spool file", e)),
+                Err((_, e)) => Err(e),
+            }
+        }
+        // The loading stopped: it says why.
+        Ok(Delivered::ConsumerClosed(_)) => Err(Error::Interrupted("the load stopped".into())),
+        Err(e) => Err(e),
+    };
+    frontier.end(if downloaded.is_ok() {
+        Phase::Complete
+    } else {
+        Phase::Failed
+    });
+    let loaded = loading.await.map_err(|e| Error::thread("restore", e))?;
+    let (unchecked, loaded) = match (downloaded, loaded) {
+        // The download ended because the loading failed: the loading says why.
+        (Err(Error::Interrupted(_)), Err(e)) if !ctx.cancel.is_cancelled() => {
+            return Err(spool.error(e))
+        }
+        (Err(e), _) | (Ok(_), Err(e)) => return Err(spool.error(e)),
+        (Ok(unchecked), Ok(loaded)) => (unchecked, loaded),
+    };
+    match loaded {
+        // An archive lifeboat cannot read block by block: pg_restore restores all of it.
+        None => {
+            spool
+                .pg_restore(ctx, target, pg_restore, jobs, true)
+                .await?
+        }
+        Some(Loaded { rest, data_left }) => {
+            tracing::info!(
+                seconds = (begun.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+                "tables loaded and checked; restoring indexes, constraints and the rest"
+            );
+            let list = Unnamed::memory("lifeboat-restore-list", rest.as_bytes())
+                .map_err(|e| Error::io("writing the restore list", e))?;
+            let tool = pg_restore.arg(format!("--use-list={}", list.path().display()));
+            spool.pg_restore(ctx, target, tool, jobs, data_left).await?;
+        }
+    }
+    Ok(unchecked)
+}
+
+/// What the loader left to `pg_restore`: the `-L` list of entries neither in the pre-data nor
+/// loaded, and whether any of them has data in the archive (large objects).
+struct Loaded {
+    rest: String,
+    data_left: bool,
+}
+
+/// The reading side: pre-data, then each table's data to a session.
+struct Loader {
+    spool: Arc<File>,
+    frontier: Arc<Frontier>,
+    /// `pg_restore --section=pre-data` into the target, to be given the archive's head.
+    pre_data: Tool,
+    /// `pg_restore`, to list the archive's pre-data entries.
+    lister: Tool,
+    /// `psql` sessions into the target, one per job.
+    sessions: Vec<ChildWriter>,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+/// A table's data to load: its `COPY` statement, and where its chunks start in the spool.
+struct Job {
+    copy: String,
+    at: u64,
+}
+
+impl Loader {
+    /// `None` when the archive cannot be read block by block (pg_restore then restores it
+    /// whole once spooled).
+    fn run(self) -> Result<Option<Loaded>> {
+        let frontier = Arc::clone(&self.frontier);
+        let done = self.load();
+        if done.is_err() {
+            // The download and every session stop.
+            frontier.end(Phase::Abandoned);
+        }
+        done
+    }
+
+    fn load(self) -> Result<Option<Loaded>> {
+        let tail = Tail {
+            file: Arc::clone(&self.spool),
+            pos: 0,
+            frontier: Arc::clone(&self.frontier),
+        };
+        let Some(mut blocks) = Blocks::open(tail).map_err(read_error)? else {
+            for session in self.sessions {
+                session.finish()?;
+            }
+            return Ok(None);
+        };
+        let pre_data = self.restore_pre_data(blocks.data_start)?;
+        tracing::info!("schema restored; loading tables as they arrive");
+        let entries = std::mem::take(&mut blocks.entries);
+        let mut prelude = String::new();
+        for entry in &entries {
+            if let Some(sql) = &entry.definition {
+                prelude.push_str(sql);
+                prelude.push('\n');
+            }
+        }
+        prelude.push_str(SESSION);
+        let copies: HashMap<i64, &Entry> = entries
+            .iter()
+            .filter(|e| e.desc == "TABLE DATA" && e.copy_stmt.is_some())
+            .map(|e| (e.dump_id, e))
+            .collect();
+        let int_size = blocks.int_size();
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Mutex::new(rx);
+        let (dispatched, loaded) = std::thread::scope(|scope| {
+            let workers: Vec<_> = self
+                .sessions
+                .into_iter()
+                .map(|session| {
+                    let (rx, spool, frontier, prelude) =
+                        (&rx, &self.spool, &self.frontier, &prelude);
+                    scope
+                        .spawn(move || load_tables(session, prelude, rx, spool, frontier, int_size))
+                })
+                .collect();
+            let dispatched = dispatch(&mut blocks, &copies, &tx);
+            drop(tx);
+            if dispatched.is_err() {
+                self.frontier.end(Phase::Abandoned);
+            }
+            let loaded: Vec<Result<()>> = workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect();
+            (dispatched, loaded)
+        });
+        // The first failure that is not the stop others caused.
+        let mut failures: Vec<Error> = loaded.into_iter().filter_map(Result::err).collect();
+        failures.extend(
+            dispatched
+                .as_ref()
+                .err()
+                .map(|e| Error::Interrupted(e.to_string())),
+        );
+        failures.sort_by_key(|e| matches!(e, Error::Interrupted(_)));
+        if let Some(e) = failures.into_iter().next() {
+            return Err(e);
+        }
+        let (loaded_ids, data_left) = dispatched?;
+        let rest = entries
+            .iter()
+            .map(|e| e.dump_id)
+            .filter(|id| !pre_data.contains(id) && !loaded_ids.contains(id))
+            .map(|id| format!("{id}\n"))
+            .collect();
+        Ok(Some(Loaded { rest, data_left }))
+    }
+
+    /// Restores the pre-data of the archive whose head (header and table of contents) is
+    /// the first `len` bytes of the spool, in one transaction; returns the entries restored.
+    fn restore_pre_data(&self, len: u64) -> Result<HashSet<i64>> {
+        let mut head = vec![0u8; len as usize];
+        self.spool
+            .read_exact_at(&mut head, 0)
+            .map_err(|e| Error::io("reading the spool file", e))?;
+        let head = Unnamed::memory("lifeboat-archive-head", &head)
+            .map_err(|e| Error::io("writing the archive's head", e))?;
+        let listed = self
+            .lister
+            .clone()
+            .args(["--list", "--section=pre-data"])
+            .arg(head.path())
+            .output()?;
+        let ids = String::from_utf8_lossy(&listed)
+            .lines()
+            .filter_map(|line| line.split_once(';')?.0.trim().parse().ok())
+            .collect();
+        let mut child = self.pre_data.clone().arg(head.path()).spawn_reader()?;
+        let _stop = child.killer().on_cancel(&self.cancel);
+        std::io::copy(&mut child, &mut std::io::sink())
+            .map_err(|e| crate::pipeline::from_io(e, "restoring the pre-data"))?;
+        Ok(ids)
+    }
+}
+
+/// Walks the archive's data blocks as they arrive, handing each table's to the sessions;
+/// returns the entries handed over and whether other data (large objects) was passed by.
+fn dispatch<R: Read>(
+    blocks: &mut Blocks<R>,
+    copies: &HashMap<i64, &Entry>,
+    jobs: &mpsc::Sender<Job>,
+) -> Result<(HashSet<i64>, bool)> {
+    let mut loaded = HashSet::new();
+    let mut data_left = false;
+    while let Some(head) = blocks.next_head().map_err(read_error)? {
+        match copies.get(&head.dump_id).filter(|_| head.copy_data) {
+            Some(entry) => {
+                let job = Job {
+                    copy: entry.copy_stmt.clone().unwrap_or_default(),
+                    at: head.chunks_at,
+                };
+                if jobs.send(job).is_err() {
+                    // Every session has failed: they say why.
+                    return Err(Error::Interrupted("the sessions stopped".into()));
+                }
+                loaded.insert(head.dump_id);
+            }
+            None => data_left = true,
+        }
+        blocks.skip(&head).map_err(read_error)?;
+    }
+    Ok((loaded, data_left))
+}
+
+/// One session: its settings, then a `COPY` for each table it is given, its data read from
+/// the spool as it arrives; each table commits on its own.
+fn load_tables(
+    mut session: ChildWriter,
+    prelude: &str,
+    jobs: &Mutex<Receiver<Job>>,
+    spool: &Arc<File>,
+    frontier: &Arc<Frontier>,
+    int_size: usize,
+) -> Result<()> {
+    let fed = (|| -> io::Result<()> {
+        let mut out = BufWriter::with_capacity(1 << 18, &mut session);
+        out.write_all(prelude.as_bytes())?;
+        loop {
+            let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+            let Ok(job) = job else { break };
+            out.write_all(job.copy.as_bytes())?;
+            let tail = Tail {
+                file: Arc::clone(spool),
+                pos: job.at,
+                frontier: Arc::clone(frontier),
+            };
+            copy_chunks(tail, int_size, &mut out)?;
+            // The table commits now, not when the next one has arrived.
+            out.flush()?;
+        }
+        out.flush()
+    })();
+    let failed = match fed {
+        Ok(()) => match session.finish() {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        },
+        Err(e) => {
+            let said = session.kill();
+            match e {
+                e if is_stop(&e) => Error::Interrupted("the restore stopped".into()),
+                e if e.kind() == io::ErrorKind::BrokenPipe => Error::Tool {
+                    tool: "psql".into(),
+                    outcome: "stopped".into(),
+                    stderr: said,
+                },
+                e => read_error(e),
+            }
+        }
+    };
+    frontier.end(Phase::Abandoned);
+    Err(failed)
+}
+
+fn read_error(e: io::Error) -> Error {
+    if is_stop(&e) {
+        Error::Interrupted("the restore stopped".into())
+    } else {
+        crate::pipeline::from_io(e, "reading the spooled archive")
+    }
+}
