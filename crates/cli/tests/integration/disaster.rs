@@ -296,8 +296,10 @@ fn a_created_database_appears_only_when_whole() {
         ),
         "none"
     );
-    // A database that only has the staging name, without lifeboat's mark, is not dropped.
+    // A database that only has the staging name, without lifeboat's mark and not empty, is
+    // not dropped.
     env.new_database("mine_lifeboat_partial");
+    env.sql("mine_lifeboat_partial", "CREATE TABLE mine (x int)");
     let out = env.lifeboat(&restore_args(&id, &env.cluster.url("mine"), streamed));
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(

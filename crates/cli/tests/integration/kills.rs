@@ -180,6 +180,71 @@ fn a_killed_parallel_restore_leaves_no_spool_and_no_workers() {
     }
 }
 
+/// A pipelined restore (`--create --spool`) killed at several moments (restoring the schema,
+/// loading tables while the archive arrives): no spool, no psql or pg_restore carrying on, no
+/// session; at most its staging database, which the next run drops before restoring whole.
+#[test]
+fn a_killed_pipelined_restore_leaves_only_its_staging_database() {
+    let mut env = Env::new(Repo::Local, true);
+    env.add_slow_table(800, 0.02);
+    let id = env.backup(&[]);
+    let tmp = private_tmp(&mut env);
+    env.sql("postgres", "ALTER ROLE lifeboat SET lifeboat.slow = 'on'");
+    let url = env.cluster.url("fresh");
+    let args = [
+        "restore", "db", &id, "--into", &url, "--create", "--jobs", "2", "--spool",
+    ];
+    for moment in ["after 100 ms", "after 300 ms", "loading", "loading"] {
+        let mut child = env
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        match moment {
+            "after 100 ms" => std::thread::sleep(Duration::from_millis(100)),
+            "after 300 ms" => std::thread::sleep(Duration::from_millis(300)),
+            _ => wait_until(
+                Duration::from_secs(60),
+                "a session loading the slow table",
+                || {
+                    env.sql(
+                    "postgres",
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lifeboat' AND query LIKE 'COPY public.slow%'",
+                ) != "0"
+                },
+            ),
+        }
+        kill_9(&mut child);
+        assert!(entries(&tmp).is_empty(), "{moment}: {:?}", entries(&tmp));
+        wait_until(
+            Duration::from_secs(5),
+            "psql and pg_restore to be gone",
+            || {
+                tool_processes(&env, "psql").is_empty()
+                    && tool_processes(&env, "pg_restore").is_empty()
+            },
+        );
+        wait_until(Duration::from_secs(120), "their sessions to end", || {
+            tool_sessions(&env) == 0
+        });
+        // Never the database under its own name.
+        let left = env.sql(
+            "postgres",
+            "SELECT coalesce(string_agg(datname, ','), '') FROM pg_database WHERE datname LIKE 'fresh%'",
+        );
+        assert!(
+            left.is_empty() || left == "fresh_lifeboat_partial",
+            "{moment}: {left}"
+        );
+    }
+    env.sql("postgres", "ALTER ROLE lifeboat RESET lifeboat.slow");
+    let out = env.lifeboat(&args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(env.sql("fresh", "SELECT count(*) FROM public.slow"), "800");
+    assert_eq!(env.fingerprints("fresh"), env.fingerprints("yomira"));
+}
+
 #[test]
 fn a_killed_verification_leaves_no_server_running() {
     let mut env = Env::new(Repo::Local, false);

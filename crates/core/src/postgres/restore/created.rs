@@ -3,7 +3,8 @@
 //! that fails or is stopped drops it. A run holds an advisory lock named after the target on the
 //! server's `postgres` database throughout, so a second restore of the same name is refused
 //! rather than raced, and a staging database found by a run that holds the lock was left by one
-//! that was killed: it is dropped.
+//! that was killed: it is dropped if it carries lifeboat's mark, or is empty (killed between
+//! `CREATE DATABASE` and the mark).
 //!
 //! This is what makes a parallel restore (`--spool --jobs N`, which loads in many transactions)
 //! as safe as a streamed one onto an empty server, where the time to recover matters most.
@@ -101,8 +102,11 @@ impl Staged {
         }
         if let Some((_, comment)) = found.first() {
             // Nobody else restores `name` (the lock is ours): a killed restore left it, if it
-            // carries lifeboat's mark; a database of that name that does not is not touched.
-            if !comment.as_deref().is_some_and(|c| c.starts_with(MARK)) {
+            // carries lifeboat's mark, or if it is empty (killed after `CREATE DATABASE`,
+            // which the server completes without its client, and before the mark); any other
+            // database of that name is not touched.
+            let marked = comment.as_deref().is_some_and(|c| c.starts_with(MARK));
+            if !marked && !is_empty(&target.with_dbname(&staging)).await {
                 return Err(Error::NotReady(format!(
                     "database `{staging}` exists and is not a restore lifeboat left: rename or drop it (a restore into `{name}` with `--create` goes through that name)"
                 )));
@@ -125,8 +129,10 @@ impl Staged {
             quote_ident(&staged.staging),
             staged.target.replace('\'', "''")
         );
-        let statements = create_database_sql(&staged.staging, properties);
-        for statement in statements.iter().chain([&mark]) {
+        // Marked as soon as it exists; its settings after.
+        let mut statements = create_database_sql(&staged.staging, properties);
+        statements.insert(1, mark);
+        for statement in &statements {
             if let Err(e) = staged.server.batch_execute(statement).await {
                 let e = Error::postgres(format!("creating database `{}`", staged.staging), &e);
                 staged.abandon().await;
@@ -201,6 +207,24 @@ impl Staged {
                 self.target
             ),
         }
+    }
+}
+
+/// Whether the database `conn` reaches holds nothing but what `CREATE DATABASE ... TEMPLATE
+/// template0` puts there: no schema, relation, function, type or large object of its own (all
+/// such objects get OIDs from 16384 on). One that cannot be reached counts as not empty.
+async fn is_empty(conn: &ConnInfo) -> bool {
+    const SQL: &str = "SELECT (SELECT count(*) FROM pg_namespace WHERE oid >= 16384) \
+        + (SELECT count(*) FROM pg_class WHERE oid >= 16384) \
+        + (SELECT count(*) FROM pg_proc WHERE oid >= 16384) \
+        + (SELECT count(*) FROM pg_type WHERE oid >= 16384) \
+        + (SELECT count(*) FROM pg_largeobject_metadata)";
+    let Ok(client) = conn.connect("the staging database").await else {
+        return false;
+    };
+    match client.query_one(SQL, &[]).await {
+        Ok(row) => row.get::<_, i64>(0) == 0,
+        Err(_) => false,
     }
 }
 
