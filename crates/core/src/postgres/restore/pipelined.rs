@@ -233,19 +233,7 @@ impl Loader {
                 .collect();
             (dispatched, loaded)
         });
-        // The first failure that is not the stop others caused.
-        let mut failures: Vec<Error> = loaded.into_iter().filter_map(Result::err).collect();
-        failures.extend(
-            dispatched
-                .as_ref()
-                .err()
-                .map(|e| Error::Interrupted(e.to_string())),
-        );
-        failures.sort_by_key(|e| matches!(e, Error::Interrupted(_)));
-        if let Some(e) = failures.into_iter().next() {
-            return Err(e);
-        }
-        let (loaded_ids, data_left) = dispatched?;
+        let (loaded_ids, data_left) = first_failure(dispatched, loaded)?;
         let rest = entries
             .iter()
             .map(|e| e.dump_id)
@@ -279,6 +267,27 @@ impl Loader {
         std::io::copy(&mut child, &mut std::io::sink())
             .map_err(|e| crate::pipeline::from_io(e, "restoring the pre-data"))?;
         Ok(ids)
+    }
+}
+
+/// What the reading side and the sessions did, as one result: the first failure that is not
+/// a stop another failure caused (the reader's own, such as an archive it cannot read, kept
+/// as it is), else what the reader found.
+fn first_failure<T>(dispatched: Result<T>, sessions: Vec<Result<()>>) -> Result<T> {
+    let mut failures: Vec<Error> = sessions.into_iter().filter_map(Result::err).collect();
+    let dispatched = match dispatched {
+        Ok(found) => Some(found),
+        Err(e) => {
+            failures.push(e);
+            None
+        }
+    };
+    // Stable: the sessions' failures first, then the reader's, stops last.
+    failures.sort_by_key(|e| matches!(e, Error::Interrupted(_)));
+    match (failures.into_iter().next(), dispatched) {
+        (Some(e), _) => Err(e),
+        (None, Some(found)) => Ok(found),
+        (None, None) => Err(Error::Internal("the load failed without a reason".into())),
     }
 }
 
@@ -366,5 +375,35 @@ fn read_error(e: io::Error) -> Error {
         Error::Interrupted("the restore stopped".into())
     } else {
         crate::pipeline::from_io(e, "reading the spooled archive")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_of_a_failed_load_is_reported_not_the_stops_it_caused() {
+        let stop = || Err(Error::Interrupted("the restore stopped".into()));
+        let unreadable = || {
+            Err::<u32, _>(read_error(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a readable custom-format archive: unknown block type",
+            )))
+        };
+        // The reader could not read the archive; the sessions were stopped by it.
+        let e = first_failure(unreadable(), vec![stop(), Ok(())]).unwrap_err();
+        assert!(!matches!(e, Error::Interrupted(_)), "{e}");
+        assert!(e.to_string().contains("unknown block type"), "{e}");
+        // A session failed; the reader and the other session were stopped by it.
+        let psql = Err(Error::Tool {
+            tool: "psql".into(),
+            outcome: "exited with status 3".into(),
+            stderr: "ERROR:  row 5000 refused; COPY picky, line 5000".into(),
+        });
+        let stopped = Err::<u32, _>(Error::Interrupted("the sessions stopped".into()));
+        let e = first_failure(stopped, vec![stop(), psql]).unwrap_err();
+        assert!(e.to_string().contains("row 5000 refused"), "{e}");
+        assert_eq!(first_failure(Ok(7), vec![Ok(()), Ok(())]).unwrap(), 7);
     }
 }
