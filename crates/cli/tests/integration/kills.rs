@@ -58,6 +58,20 @@ fn tool_processes(env: &Env, name: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Waits until one of lifeboat's sessions is loading the slow table.
+fn wait_for_slow_load(env: &Env) {
+    wait_until(
+        Duration::from_secs(60),
+        "a session loading the slow table",
+        || {
+            env.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lifeboat' AND query LIKE 'COPY public.slow%'",
+        ) != "0"
+        },
+    );
+}
+
 fn kill_9(child: &mut std::process::Child) {
     child.kill().unwrap();
     child.wait().unwrap();
@@ -138,16 +152,7 @@ fn a_killed_parallel_restore_leaves_no_spool_and_no_workers() {
         if *moment == "spooling" {
             std::thread::sleep(Duration::from_millis(150));
         } else {
-            wait_until(
-                Duration::from_secs(60),
-                "a worker loading the slow table",
-                || {
-                    env.sql(
-                    "postgres",
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lifeboat' AND query LIKE 'COPY public.slow%'",
-                ) != "0"
-                },
-            );
+            wait_for_slow_load(&env);
         }
         kill_9(&mut child);
         assert!(
@@ -204,16 +209,7 @@ fn a_killed_pipelined_restore_leaves_only_its_staging_database() {
         match moment {
             "after 100 ms" => std::thread::sleep(Duration::from_millis(100)),
             "after 300 ms" => std::thread::sleep(Duration::from_millis(300)),
-            _ => wait_until(
-                Duration::from_secs(60),
-                "a session loading the slow table",
-                || {
-                    env.sql(
-                    "postgres",
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'lifeboat' AND query LIKE 'COPY public.slow%'",
-                ) != "0"
-                },
-            ),
+            _ => wait_for_slow_load(&env),
         }
         kill_9(&mut child);
         assert!(entries(&tmp).is_empty(), "{moment}: {:?}", entries(&tmp));

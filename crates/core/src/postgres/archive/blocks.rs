@@ -40,13 +40,7 @@ impl<R: Read> Blocks<R> {
     /// Reads the header and table of contents; `None` for an archive whose data blocks this
     /// reader cannot pass on (a version it does not know, or data compressed by pg_dump).
     pub fn open(input: R) -> io::Result<Option<Blocks<R>>> {
-        let mut cur = Cursor {
-            inner: BufReader::with_capacity(1 << 16, input),
-            pos: 0,
-            int_size: 4,
-            off_size: 8,
-            scratch: Vec::new(),
-        };
+        let mut cur = Cursor::buffered(input);
         let toc = match cur.header_and_toc()? {
             Some(toc) if !toc.compressed => toc,
             _ => return Ok(None),
@@ -99,13 +93,8 @@ impl<R: Read> Blocks<R> {
 /// Writes the bytes of a `COPY` data block's chunks, read from `input` (at the block's
 /// [`BlockHead::chunks_at`]), to `out`: the `COPY` text, with its end marker.
 pub fn copy_chunks(input: impl Read, int_size: usize, out: &mut impl Write) -> io::Result<()> {
-    let mut cur = Cursor {
-        inner: BufReader::with_capacity(1 << 16, input),
-        pos: 0,
-        int_size,
-        off_size: 8,
-        scratch: Vec::new(),
-    };
+    let mut cur = Cursor::buffered(input);
+    cur.int_size = int_size;
     let mut buf = vec![0u8; 1 << 16];
     while let Some(len) = cur.chunk_len()? {
         let mut left = len;

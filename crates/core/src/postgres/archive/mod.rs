@@ -41,6 +41,20 @@ struct Cursor<R> {
     scratch: Vec<u8>,
 }
 
+impl<R: Read> Cursor<BufReader<R>> {
+    /// A cursor at the start of `input`, read through a buffer (integer sizes as the
+    /// header will say; 4 and 8 until then).
+    fn buffered(input: R) -> Self {
+        Cursor {
+            inner: BufReader::with_capacity(1 << 16, input),
+            pos: 0,
+            int_size: 4,
+            off_size: 8,
+            scratch: Vec::new(),
+        }
+    }
+}
+
 impl<R: Read> Cursor<R> {
     fn byte(&mut self) -> io::Result<u8> {
         let mut b = [0u8; 1];
@@ -231,13 +245,7 @@ pub fn index_data_offsets(file: &File) -> io::Result<usize> {
     let mut file = file.try_clone()?;
     // The clone shares the file's position, which the spooling left at the end.
     file.seek(SeekFrom::Start(0))?;
-    let mut cur = Cursor {
-        inner: BufReader::with_capacity(1 << 16, file.try_clone()?),
-        pos: 0,
-        int_size: 4,
-        off_size: 8,
-        scratch: Vec::new(),
-    };
+    let mut cur = Cursor::buffered(file.try_clone()?);
     let Some(toc) = cur.header_and_toc()? else {
         return Ok(0);
     };
@@ -296,13 +304,7 @@ fn block_head<R: Read>(cur: &mut Cursor<R>) -> io::Result<Option<(u8, i64)>> {
 /// of its `COPY` data (one per row). `Ok(None)` when the archive cannot be read this way (a
 /// version this reader does not know, or data compressed by pg_dump itself).
 pub fn count_rows(input: impl Read) -> io::Result<Option<HashMap<(String, String), u64>>> {
-    let mut cur = Cursor {
-        inner: io::BufReader::with_capacity(1 << 16, input),
-        pos: 0,
-        int_size: 4,
-        off_size: 8,
-        scratch: Vec::new(),
-    };
+    let mut cur = Cursor::buffered(input);
     let Some(toc) = cur.header_and_toc()? else {
         return Ok(None);
     };
