@@ -467,9 +467,10 @@ pub struct RestoreDbArgs {
     pub jobs: u32,
     /// Spool the archive to a temporary file and load tables in parallel: faster on many
     /// cores with many large tables, and needs disk for the whole archive. With --create,
-    /// tables load on N sessions while the archive still arrives, into a database that
-    /// appears only once whole; into an existing database, `pg_restore --jobs` loads once the
-    /// archive is verified, not in one transaction (a failure leaves part of the backup).
+    /// tables load in pieces on N sessions while the archive still arrives (a large table on
+    /// all of them), into a database that appears only once whole; into an existing
+    /// database, `pg_restore --jobs` loads once the archive is verified, not in one
+    /// transaction (a failure leaves part of the backup).
     #[arg(long)]
     pub spool: bool,
     /// Drop objects before recreating them.

@@ -375,19 +375,20 @@ fn a_created_database_appears_only_when_whole() {
 }
 
 /// A table that a session fails to load stops a `--create` restore at once, streamed or
-/// loaded in parallel while the archive arrives: exit 1 with what the server said, no
-/// database and no session left, the spool file removed. Five rounds each, as the failure
-/// races the other sessions and the download.
+/// loaded in parallel while the archive arrives (the refused row in a later piece of a table
+/// the pipeline cuts up): exit 1 with what the server said, no database and no session left,
+/// the spool file removed. Five rounds each, as the failure races the other sessions and the
+/// download.
 #[test]
 fn a_table_that_fails_to_load_stops_a_created_restore() {
     let env = Env::new(Repo::Local, false);
     env.sql(
         "yomira",
         "CREATE FUNCTION public.refuse(int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ \
-         BEGIN IF current_setting('lifeboat.refuse', true) = 'on' AND $1 = 5000 THEN \
+         BEGIN IF current_setting('lifeboat.refuse', true) = 'on' AND $1 = 30000 THEN \
          RAISE EXCEPTION 'row % refused', $1; END IF; RETURN true; END $$; \
-         CREATE TABLE public.picky (id int CHECK (public.refuse(id))); \
-         INSERT INTO public.picky SELECT generate_series(1, 10000)",
+         CREATE TABLE public.picky (id int CHECK (public.refuse(id)), pad text); \
+         INSERT INTO public.picky SELECT g, repeat('x', 80) FROM generate_series(1, 40000) g",
     );
     let id = env.backup(&[]);
     env.sql("postgres", "ALTER ROLE lifeboat SET lifeboat.refuse = 'on'");
@@ -409,7 +410,7 @@ fn a_table_that_fails_to_load_stops_a_created_restore() {
             // What the server said, and which table.
             let line = out.error_line();
             assert!(
-                line.contains("row 5000 refused") && line.contains("COPY picky"),
+                line.contains("row 30000 refused") && line.contains("COPY picky"),
                 "{args:?} round {round}: {}",
                 out.stderr
             );
@@ -418,12 +419,24 @@ fn a_table_that_fails_to_load_stops_a_created_restore() {
             assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
         }
     }
-    // Without the refusal, the same restore succeeds.
+    // Without the refusal, the same restore succeeds, the table loaded in pieces.
     env.sql("postgres", "ALTER ROLE lifeboat RESET lifeboat.refuse");
-    let out = env.lifeboat(&restore_args(&id, &url, &pipelined));
+    let out = env.lifeboat(&restore_args(
+        &id,
+        &url,
+        &[&pipelined[..], &["--json"]].concat(),
+    ));
     assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert!(
+        report["pieces"].as_u64().unwrap() > report["tables_checked"].as_u64().unwrap(),
+        "{report}"
+    );
     assert_eq!(
-        env.sql("fresh", "SELECT count(*) FROM public.picky"),
-        "10000"
+        env.sql(
+            "fresh",
+            "SELECT count(*), count(DISTINCT id) FROM public.picky"
+        ),
+        "40000|40000"
     );
 }

@@ -4,12 +4,18 @@ use crate::support::{Env, Repo};
 
 fn round_trip(repo: Repo, encrypted: bool) {
     let env = Env::new(repo, encrypted);
-    // A comment and a privilege, which restores apply apart from the tables'.
+    // A comment and a privilege, which restores apply apart from the tables'; a table of
+    // about 3 MiB (rows with tabs, newlines and backslashes among them), which the pipelined
+    // restore cuts into pieces that load on both sessions.
     env.sql(
         "yomira",
-        "COMMENT ON TABLE core.comic IS 'the comics'; GRANT SELECT ON core.comic TO PUBLIC",
+        "COMMENT ON TABLE core.comic IS 'the comics'; GRANT SELECT ON core.comic TO PUBLIC; \
+         CREATE TABLE core.page_text AS SELECT g AS id, CASE WHEN g % 997 = 0 \
+         THEN E'a\\tb\\nc\\\\d' ELSE repeat(md5(g::text), 2) END AS body \
+         FROM generate_series(1, 40000) g",
     );
     let before = env.fingerprints("yomira");
+    let page_text = env.fingerprint("yomira", "core.page_text");
     let id = env.backup(&[]);
 
     let list = env.lifeboat(&["list"]);
@@ -110,6 +116,23 @@ fn round_trip(repo: Repo, encrypted: bool) {
     assert!(report["tables_checked"].as_u64().unwrap() > 0);
     assert_eq!(report["tables_counted_in_stream"], report["tables_checked"]);
     assert_eq!(env.fingerprints("created_parallel"), before);
+    // The large table was loaded in pieces, exactly.
+    let pieces = report["pieces"].as_u64().unwrap();
+    assert!(
+        pieces > report["tables_checked"].as_u64().unwrap(),
+        "no table was cut into pieces: {report}"
+    );
+    assert_eq!(
+        env.fingerprint("created_parallel", "core.page_text"),
+        page_text
+    );
+    assert_eq!(
+        env.sql(
+            "created_parallel",
+            "SELECT count(*) FROM core.page_text WHERE body LIKE E'%\\n%'"
+        ),
+        "40"
+    );
     assert_eq!(
         schema_of(&env, "created_parallel"),
         schema_of(&env, "yomira")

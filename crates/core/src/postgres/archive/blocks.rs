@@ -1,10 +1,11 @@
 //! An archive read block by block as it arrives, for a restore that loads each table's
 //! `COPY` data itself: the table of contents, then each data block's head (what it holds,
-//! where its chunks start), and a block's `COPY` text passed on from where its chunks start.
+//! where its chunks start), a block cut into pieces of whole rows that load on their own, and
+//! a piece's `COPY` text passed on from where its chunks start.
 
 use std::io::{self, BufReader, Read, Write};
 
-use super::{block_head, Cursor, BLK_DATA};
+use super::{block_head, invalid, Cursor, BLK_DATA};
 
 /// A table-of-contents entry, as a pipelined restore needs it.
 #[derive(Debug, Clone)]
@@ -77,6 +78,39 @@ impl<R: Read> Blocks<R> {
         }))
     }
 
+    /// Reads through the `COPY` data block whose head [`Blocks::next_head`] just gave,
+    /// handing each piece to `cut` as soon as it has been read: a piece ends after the first
+    /// row that makes it `size` bytes or more (a chunk that ends with a newline, which in
+    /// `COPY` text only ends a row), the last runs to the block's end.
+    pub fn cut(
+        &mut self,
+        head: &BlockHead,
+        size: u64,
+        mut cut: impl FnMut(Piece) -> io::Result<()>,
+    ) -> io::Result<()> {
+        debug_assert!(head.copy_data);
+        let mut start = head.chunks_at;
+        while let Some(len) = self.cur.chunk_len()? {
+            let (mut marker, mut last) = (None, 0u8);
+            self.cur.read_through(len, |bytes| {
+                marker.get_or_insert_with(|| bytes.starts_with(b"\\."));
+                last = bytes.last().copied().unwrap_or(last);
+            })?;
+            // Never after pg_dump's end marker: the last piece must keep it.
+            if last == b'\n' && marker != Some(true) && self.cur.pos - start >= size {
+                cut(Piece {
+                    at: start,
+                    len: Some(self.cur.pos - start),
+                })?;
+                start = self.cur.pos;
+            }
+        }
+        cut(Piece {
+            at: start,
+            len: None,
+        })
+    }
+
     /// Reads past the block whose head [`Blocks::next_head`] just gave.
     pub fn skip(&mut self, head: &BlockHead) -> io::Result<()> {
         if head.copy_data {
@@ -90,21 +124,50 @@ impl<R: Read> Blocks<R> {
     }
 }
 
-/// Writes the bytes of a `COPY` data block's chunks, read from `input` (at the block's
-/// [`BlockHead::chunks_at`]), to `out`: the `COPY` text, with its end marker.
-pub fn copy_chunks(input: impl Read, int_size: usize, out: &mut impl Write) -> io::Result<()> {
+/// A run of whole rows of one `COPY` data block: where its chunks start in the archive, and
+/// how many bytes of chunks it spans (`None`: up to the block's end, end marker included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    pub at: u64,
+    pub len: Option<u64>,
+}
+
+/// Writes the bytes of a piece's chunks, read from `input` (at [`Piece::at`]), to `out`: its
+/// `COPY` text, ended with an end marker (the archive's own, if it has one, for the block's
+/// last piece). A row never starts with `\.`: `COPY` escapes backslashes.
+pub fn copy_chunks(
+    input: impl Read,
+    int_size: usize,
+    len: Option<u64>,
+    out: &mut impl Write,
+) -> io::Result<()> {
     let mut cur = Cursor::buffered(input);
     cur.int_size = int_size;
     let mut buf = vec![0u8; 1 << 16];
-    while let Some(len) = cur.chunk_len()? {
-        let mut left = len;
+    // Whether the last chunk was an end marker.
+    let mut ended = false;
+    loop {
+        if len.is_some_and(|len| cur.pos >= len) {
+            return out.write_all(b"\\.\n");
+        }
+        let Some(chunk) = cur.chunk_len()? else {
+            return match len {
+                None if ended => Ok(()),
+                None => out.write_all(b"\\.\n"),
+                Some(_) => Err(invalid("a piece runs past the end of its data block")),
+            };
+        };
+        let mut left = chunk;
         while left > 0 {
             let n = left.min(buf.len() as u64) as usize;
             cur.inner.read_exact(&mut buf[..n])?;
+            if left == chunk {
+                ended = buf[..n].starts_with(b"\\.");
+            }
+            cur.pos += n as u64;
             // A consumer that fails stops the copy at once.
             out.write_all(&buf[..n])?;
             left -= n as u64;
         }
     }
-    Ok(())
 }

@@ -17,7 +17,7 @@
 
 mod blocks;
 
-pub use blocks::{copy_chunks, BlockHead, Blocks, Entry};
+pub use blocks::{copy_chunks, BlockHead, Blocks, Entry, Piece};
 
 use std::collections::HashMap;
 use std::fs::File;

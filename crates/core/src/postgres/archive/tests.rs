@@ -125,15 +125,115 @@ fn blocks_are_found_as_the_archive_arrives_and_their_copy_data_passed_on() {
     // nothing of the next block.
     let mut copied = Vec::new();
     let from = &bytes[heads[0].chunks_at as usize..];
-    copy_chunks(from, 4, &mut copied).unwrap();
+    copy_chunks(from, 4, None, &mut copied).unwrap();
     assert_eq!(copied, b"1\ta\n2\tb\n\\.\n\n\n");
     // A block cut short is an error, not a short table.
     let cut = &bytes[heads[0].chunks_at as usize..heads[0].chunks_at as usize + 8];
-    assert!(copy_chunks(cut, 4, &mut Vec::new()).is_err());
+    assert!(copy_chunks(cut, 4, None, &mut Vec::new()).is_err());
     // Data compressed by pg_dump is not passed on this way.
     let mut compressed = bytes;
     compressed[12] = 6;
     assert!(Blocks::open(io::Cursor::new(compressed)).unwrap().is_none());
+}
+
+#[test]
+fn a_table_is_cut_into_pieces_of_whole_rows_that_load_on_their_own() {
+    // Rows of 10 bytes, one a chunk, as pg_dump writes them; one row spread over two chunks
+    // (a writer that splits a row); the end marker as a chunk of its own.
+    let rows: Vec<Vec<u8>> = (0..8).map(|i| format!("{i:08}\t\n").into_bytes()).collect();
+    let mut chunks: Vec<&[u8]> = rows.iter().map(Vec::as_slice).collect();
+    chunks.insert(4, b"split ro");
+    chunks.insert(5, b"w\n");
+    chunks.push(b"\\.\n\n\n");
+    let bytes = archive(
+        &[
+            (20, "TABLE DATA", "core", "page"),
+            (21, "TABLE DATA", "core", "empty"),
+        ],
+        &[(20, chunks), (21, vec![b"\\.\n\n\n"])],
+    );
+    let mut blocks = Blocks::open(io::Cursor::new(bytes.clone()))
+        .unwrap()
+        .unwrap();
+    let mut pieces = Vec::new();
+    while let Some(head) = blocks.next_head().unwrap() {
+        let mut of_block = Vec::new();
+        // 25 bytes: a piece ends after the row that reaches 25 bytes of chunks and their
+        // lengths (three rows of 15 bytes each, chunk length included).
+        blocks
+            .cut(&head, 25, |p| {
+                of_block.push(p);
+                Ok(())
+            })
+            .unwrap();
+        pieces.push(of_block);
+    }
+    let text = |p: &Piece| {
+        let mut out = Vec::new();
+        copy_chunks(&bytes[p.at as usize..], 4, p.len, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let page: Vec<String> = pieces[0].iter().map(text).collect();
+    // Every piece is whole rows and ends with an end marker; the last keeps pg_dump's (a
+    // piece reaches 25 bytes with it, but is not cut after it); a split row stays whole.
+    assert_eq!(
+        page,
+        [
+            "00000000\t\n00000001\t\n\\.\n",
+            "00000002\t\n00000003\t\n\\.\n",
+            "split row\n00000004\t\n\\.\n",
+            "00000005\t\n00000006\t\n\\.\n",
+            "00000007\t\n\\.\n\n\n",
+        ]
+    );
+    assert!(pieces[0].last().unwrap().len.is_none());
+    // Together, the table's rows as one piece gives them.
+    let whole = text(&Piece {
+        at: pieces[0][0].at,
+        len: None,
+    });
+    let joined: String = page
+        .iter()
+        .map(|p| p.trim_end_matches("\\.\n\n\n").trim_end_matches("\\.\n"))
+        .collect();
+    assert_eq!(format!("{joined}\\.\n\n\n"), whole);
+    // An empty table is one piece: its end marker.
+    assert_eq!(pieces[1].len(), 1);
+    assert_eq!(text(&pieces[1][0]), "\\.\n\n\n");
+    // A piece never larger than the data: one piece when the size is the whole block.
+    let mut blocks = Blocks::open(io::Cursor::new(bytes.clone()))
+        .unwrap()
+        .unwrap();
+    let head = blocks.next_head().unwrap().unwrap();
+    let mut one = Vec::new();
+    blocks
+        .cut(&head, 1 << 20, |p| {
+            one.push(p);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        one,
+        [Piece {
+            at: head.chunks_at,
+            len: None
+        }]
+    );
+    // A piece that runs past its block (an archive other than the one cut) is an error.
+    let past = Piece {
+        at: pieces[0][4].at,
+        len: Some(1000),
+    };
+    assert!(copy_chunks(&bytes[past.at as usize..], 4, past.len, &mut Vec::new()).is_err());
+    // A block without pg_dump's end marker still ends its COPY.
+    let bare = archive(&[(20, "TABLE DATA", "core", "page")], &[(20, vec![b"1\n"])]);
+    let mut blocks = Blocks::open(io::Cursor::new(bare.clone()))
+        .unwrap()
+        .unwrap();
+    let head = blocks.next_head().unwrap().unwrap();
+    let mut out = Vec::new();
+    copy_chunks(&bare[head.chunks_at as usize..], 4, None, &mut out).unwrap();
+    assert_eq!(out, b"1\n\\.\n");
 }
 
 #[test]

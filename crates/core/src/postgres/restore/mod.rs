@@ -95,6 +95,10 @@ pub struct RestoreReport {
     /// Of `tables_checked`, those whose rows were counted in the archive as it passed (the
     /// rest were counted in the database afterwards).
     pub tables_counted_in_stream: usize,
+    /// How many `COPY` transactions the pipelined restore loaded the tables' data in (a table
+    /// larger than a piece is loaded by every session at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<u64>,
     /// Session settings the restore ran with.
     pub settings: std::collections::BTreeMap<String, String>,
     pub seconds: f64,
@@ -202,6 +206,7 @@ pub async fn restore_db(
         spooled: mode.spooled,
         pipelined: mode.pipelined,
         tables_counted_in_stream: checked.in_stream,
+        pieces: checked.pieces,
         settings: session,
         seconds: round_secs(begun.elapsed()),
         roles,
@@ -259,6 +264,8 @@ struct CheckedRows {
     tables: usize,
     rows: u64,
     in_stream: usize,
+    /// Of a pipelined restore: the pieces the data was loaded in.
+    pieces: Option<u64>,
 }
 
 /// Loads `manifest`'s archive into `target` as `request` says, and checks its rows; returns
@@ -342,8 +349,14 @@ async fn load(
         .progress
         .start(&format!("restore {}", manifest.id), Some(manifest.raw_size));
     let spool_dir = request.spool_dir.as_deref();
+    let mut pieces = None;
     let restored = if pipelined {
-        pipelined::restore(ctx, &archive, target, tool, jobs, spool_dir, &to_check).await
+        pipelined::restore(ctx, &archive, target, tool, jobs, spool_dir, &to_check)
+            .await
+            .map(|(unchecked, loaded_in)| {
+                pieces = loaded_in;
+                unchecked
+            })
     } else if spooled {
         spooled::restore(ctx, &archive, target, tool, jobs, spool_dir, &to_check).await
     } else if clean_script || list_file.is_some() || request.schema_only {
@@ -379,6 +392,7 @@ async fn load(
         tables: to_check.len(),
         rows: to_check.iter().map(|t| t.rows).sum(),
         in_stream: to_check.len() - unchecked.len(),
+        pieces,
     };
     Ok((session, checked))
 }
