@@ -280,3 +280,89 @@ fn a_killed_verification_leaves_no_server_running() {
         },
     );
 }
+
+/// SIGKILL for `child` and for the watchdog it started, together (as `killall -9 lifeboat`
+/// or the OOM killer's choice of both do): nobody is left to kill what it ran.
+fn kill_9_with_watchdog(child: &mut std::process::Child) {
+    let parent = child.id().to_string();
+    let watchdogs: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat.rsplit(") ").next().unwrap_or("").split(' ').collect();
+            stat.contains("(lifeboat)") && fields.get(1) == Some(&parent.as_str())
+        })
+        .map(|pid| pid.to_string())
+        .collect();
+    assert!(!watchdogs.is_empty(), "no watchdog under lifeboat {parent}");
+    let killed = std::process::Command::new("kill")
+        .arg("-KILL")
+        .args(&watchdogs)
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    kill_9(child);
+}
+
+/// A restore that loads through `psql` in one transaction (`restore db --clean`), killed with
+/// its watchdog while a table loads and the archive's end has not yet been read: `psql`,
+/// reading the end of its input in the middle of the script (even of a `COPY`, which it then
+/// ends as if complete), must not take it for the end of the script and commit what it has.
+/// The target stays as it was. Three rounds.
+#[test]
+fn a_one_transaction_restore_killed_with_its_watchdog_commits_nothing() {
+    let env = Env::new(Repo::Local, false);
+    env.add_slow_table(800, 0.02);
+    // After the slow table in the archive, more than the pipes hold: its end cannot have
+    // been read while the slow table loads.
+    env.sql(
+        "yomira",
+        "CREATE TABLE public.tail AS SELECT g AS id, md5(g::text) || md5((-g)::text) AS pad \
+         FROM generate_series(1, 100000) g",
+    );
+    let id = env.backup(&[]);
+    let url = env.cluster.url("target");
+    let out = env.lifeboat(&["restore", "db", &id, "--into", &url, "--create"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    env.sql(
+        "target",
+        "UPDATE core.comic SET title = 'drifted' WHERE id = 1; DELETE FROM public.tail",
+    );
+    let state = || {
+        let mut all = env.fingerprints("target");
+        all.push(env.sql("target", "SELECT count(*) FROM public.slow"));
+        all.push(env.sql("target", "SELECT count(*) FROM public.tail"));
+        all
+    };
+    let before = state();
+    env.sql("postgres", "ALTER ROLE lifeboat SET lifeboat.slow = 'on'");
+    for round in 0..3 {
+        let mut child = env
+            .command(&["restore", "db", &id, "--into", &url, "--clean"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_slow_load(&env);
+        kill_9_with_watchdog(&mut child);
+        // psql is left to itself: it ends when its input has ended, committing or not.
+        wait_until(Duration::from_secs(60), "psql to end", || {
+            tool_processes(&env, "psql").is_empty()
+        });
+        wait_until(Duration::from_secs(60), "its session to end", || {
+            tool_sessions(&env) == 0
+        });
+        assert_eq!(state(), before, "round {round}: a killed restore committed");
+    }
+    // Not killed, the same restore puts the backup back.
+    env.sql("postgres", "ALTER ROLE lifeboat RESET lifeboat.slow");
+    let out = env.lifeboat(&["restore", "db", &id, "--into", &url, "--clean"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(env.fingerprints("target"), env.fingerprints("yomira"));
+    assert_eq!(
+        env.sql("target", "SELECT count(*) FROM public.tail"),
+        "100000"
+    );
+}

@@ -41,16 +41,12 @@ impl PgTools {
         Tool::new(self.path(name))
     }
 
-    /// `psql` running `prelude` (if any), then the script on its standard input, all in one
-    /// transaction that stops at the first error.
-    pub fn psql_one_transaction(&self, prelude: &str) -> Tool {
-        let mut psql =
-            self.tool("psql")
-                .args(["-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1"]);
-        if !prelude.is_empty() {
-            psql = psql.arg("-c").arg(prelude);
-        }
-        psql.args(["-f", "-"])
+    /// `psql` running the script on its standard input, stopping at the first error. In one
+    /// transaction only as the script says (`restore::script`): not `--single-transaction`,
+    /// which commits when the input ends, whatever ended it.
+    pub fn psql_script(&self) -> Tool {
+        self.tool("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
     }
 
     /// The version a program reports, e.g. `15.18`.

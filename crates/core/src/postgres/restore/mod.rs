@@ -20,6 +20,7 @@ mod arrival;
 mod checked;
 mod created;
 mod pipelined;
+pub(crate) mod script;
 mod selection;
 mod settings;
 mod spooled;

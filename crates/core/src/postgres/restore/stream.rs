@@ -5,11 +5,12 @@
 //! Either way the rows are counted on the way ([`super::checked`]) and a mismatch stops the
 //! restore before its end.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::checked::Checked;
-use super::{finish_child, Archive, ProgressWriter};
+use super::{finish_child, script, Archive, ProgressWriter};
 use crate::error::{Error, Result};
 use crate::pipeline::Delivered;
 use crate::postgres::conn::ConnInfo;
@@ -47,9 +48,11 @@ pub(super) async fn into_pg_restore(
     }
 }
 
-/// A restore that first runs `prelude` (drops), all in one transaction: pg_restore writes the
-/// SQL, lifeboat passes it to psql, and psql is allowed to commit only when the archive was
-/// verified and pg_restore succeeded; otherwise psql is killed and everything rolls back.
+/// A restore that first runs `prelude` (drops), all in one transaction: pg_restore (with
+/// `--single-transaction`) writes the SQL, lifeboat passes it to psql in a transaction of its
+/// own ([`script`]), and commits only when the archive was verified and pg_restore succeeded;
+/// otherwise psql is killed, and if lifeboat is, psql's input ends without a commit: either
+/// way everything rolls back.
 pub(super) async fn through_psql(
     ctx: &Context,
     archive: &Archive<'_>,
@@ -59,11 +62,13 @@ pub(super) async fn through_psql(
     pgoptions: &str,
     tables: &[&TableRows],
 ) -> Result<Vec<TableRows>> {
-    let (stdin, mut script) = pg_restore.arg("--file=-").spawn_filter()?;
-    let psql = ctx
-        .tools
-        .psql_one_transaction(prelude)
-        .env("PGOPTIONS", pgoptions);
+    // Its BEGIN and COMMIT around the whole script (none around large objects), which
+    // lifeboat replaces with its own.
+    let (stdin, mut sql) = pg_restore
+        .args(["--single-transaction", "--file=-"])
+        .spawn_filter()?;
+    let psql = ctx.tools.psql_script().env("PGOPTIONS", pgoptions);
+    let prelude = prelude.to_string();
     let (psql, passfile) = target.apply_to(psql)?;
     let mut psql = psql.spawn_writer()?;
     // A stop kills psql: the feeding thread, and through it pg_restore and the download, may
@@ -77,13 +82,22 @@ pub(super) async fn through_psql(
     let failed = Arc::new(AtomicBool::new(false));
     let failed_in_thread = Arc::clone(&failed);
     let feeding = tokio::task::spawn_blocking(move || -> Result<()> {
-        let copied = std::io::copy(&mut script, &mut psql);
+        let copied = script::feed(&mut sql, &prelude, &mut psql);
         if copied.is_err() {
             failed_in_thread.store(true, Ordering::SeqCst);
         }
         match copied {
-            Ok(_) if verdict_in_thread.recv().unwrap_or(false) => psql.finish(),
-            Ok(_) => {
+            Ok(()) if verdict_in_thread.recv().unwrap_or(false) => {
+                match psql.write_all(script::COMMIT) {
+                    Ok(()) => psql.finish(),
+                    Err(_) => Err(Error::Tool {
+                        tool: "psql".into(),
+                        outcome: "stopped before the commit".into(),
+                        stderr: psql.kill(),
+                    }),
+                }
+            }
+            Ok(()) => {
                 psql.kill();
                 Err(Error::Interrupted(
                     "the restore was stopped before it could commit".into(),

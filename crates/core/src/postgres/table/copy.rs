@@ -13,6 +13,7 @@ use super::names::{companion, CopyCounter, Naming, Qualified};
 use super::source::Source;
 use crate::error::{Error, Result};
 use crate::postgres::conn::{quote_ident, ConnInfo};
+use crate::postgres::restore::script;
 use crate::Context;
 
 /// A table found on the source, with its partitions.
@@ -339,7 +340,9 @@ async fn rename_and_move(
 }
 
 /// `pg_dump` of `tables` on the source, through `psql` into `live` in one transaction that
-/// first runs `prelude`; returns the rows loaded into each table `COPY` named.
+/// first runs `prelude`, and commits only once all of the dump has been passed on (a killed
+/// lifeboat commits nothing: [`crate::postgres::restore::script`]); returns the rows loaded
+/// into each table `COPY` named.
 pub(super) async fn load(
     ctx: &Context,
     source: &Source,
@@ -369,12 +372,16 @@ pub(super) async fn load(
         ));
     }
     let reader = dump.spawn_reader()?;
-    let (psql, passfile) = live.apply_to(ctx.tools.psql_one_transaction(prelude))?;
+    let (psql, passfile) = live.apply_to(ctx.tools.psql_script())?;
     let mut psql = psql.spawn_writer()?;
+    let begin = script::begin(prelude);
     let cancel = ctx.cancel.clone();
     let counted = tokio::task::spawn_blocking(move || -> Result<BTreeMap<Qualified, u64>> {
         let mut reader = std::io::BufReader::with_capacity(1 << 20, reader);
         let mut counter = CopyCounter::default();
+        if let Err(e) = psql.write_all(begin.as_bytes()) {
+            return Err(stopped(e, psql.kill()));
+        }
         let mut line = Vec::new();
         loop {
             line.clear();
@@ -396,13 +403,12 @@ pub(super) async fn load(
             }
             counter.line(&line);
             if let Err(e) = psql.write_all(&line) {
-                let said = psql.kill();
-                return Err(Error::Tool {
-                    tool: "psql".into(),
-                    outcome: format!("stopped ({e})"),
-                    stderr: said,
-                });
+                return Err(stopped(e, psql.kill()));
             }
+        }
+        // Only now may psql commit.
+        if let Err(e) = psql.write_all(script::COMMIT) {
+            return Err(stopped(e, psql.kill()));
         }
         psql.finish()?;
         Ok(counter.rows)
@@ -411,4 +417,13 @@ pub(super) async fn load(
     .map_err(|e| Error::thread("copy", e))?;
     drop(passfile);
     counted
+}
+
+/// psql, which could not be written to, stopped; it `said` why.
+fn stopped(e: std::io::Error, said: String) -> Error {
+    Error::Tool {
+        tool: "psql".into(),
+        outcome: format!("stopped ({e})"),
+        stderr: said,
+    }
 }
