@@ -2,7 +2,8 @@
 //! from the archive on its way.
 //!
 //! A restore streams straight into `pg_restore --single-transaction` (or, for `--clean`,
-//! through `psql` in one transaction), as the archive arrives: download, decoding, loading and
+//! through `psql` in one transaction that lifeboat opens and commits, [`script`]), as the
+//! archive arrives: download, decoding, loading and
 //! index builds overlap, and nothing commits until the stored hash is verified and every
 //! table's rows counted in the stream match the backup's, because the archive's last bytes
 //! are withheld until then ([`stream`], [`checked`]). `--jobs N` gives each index build N-1
@@ -11,7 +12,7 @@
 //! --jobs` loads tables in parallel, without one transaction ([`spooled`]). With `--create`, the
 //! database is restored under a staging name and renamed only once whole and checked, so a
 //! parallel restore onto an empty server loses the one-transaction guarantee in nothing
-//! ([`created`]); there `--spool` loads each table on one of N sessions while the archive
+//! ([`created`]); there `--spool` loads each table in pieces on N sessions while the archive
 //! still arrives ([`pipelined`]). Single tables are chosen precisely through a `pg_restore -L`
 //! list built from the archive's table of contents ([`toc`]), so `--table a.t` never also
 //! restores `b.t` ([`selection`]).
