@@ -475,6 +475,16 @@ impl ChildWriter {
         check_status(&self.name, status, &self.stderr.finish())
     }
 
+    /// Kills the child, which stopped taking its input, and says so with what it said.
+    pub fn stopped(self, outcome: impl Into<String>) -> Error {
+        let tool = self.name.clone();
+        Error::Tool {
+            tool,
+            outcome: outcome.into(),
+            stderr: self.kill(),
+        }
+    }
+
     /// Kills the child (it must not finish its work) and returns what it said.
     pub fn kill(self) -> String {
         if let Some(mut child) = self.child.lock().expect("child poisoned").take() {

@@ -403,17 +403,12 @@ fn load_tables(
             Ok(()) => return Ok(()),
             Err(e) => e,
         },
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe && !is_stop(&e) => {
+            session.stopped("stopped")
+        }
         Err(e) => {
-            let said = session.kill();
-            match e {
-                e if is_stop(&e) => Error::Interrupted("the restore stopped".into()),
-                e if e.kind() == io::ErrorKind::BrokenPipe => Error::Tool {
-                    tool: "psql".into(),
-                    outcome: "stopped".into(),
-                    stderr: said,
-                },
-                e => read_error(e),
-            }
+            session.kill();
+            read_error(e)
         }
     };
     frontier.end(Phase::Abandoned);

@@ -90,11 +90,7 @@ pub(super) async fn through_psql(
             Ok(()) if verdict_in_thread.recv().unwrap_or(false) => {
                 match psql.write_all(script::COMMIT) {
                     Ok(()) => psql.finish(),
-                    Err(_) => Err(Error::Tool {
-                        tool: "psql".into(),
-                        outcome: "stopped before the commit".into(),
-                        stderr: psql.kill(),
-                    }),
+                    Err(_) => Err(psql.stopped("stopped before the commit")),
                 }
             }
             Ok(()) => {
@@ -103,19 +99,15 @@ pub(super) async fn through_psql(
                     "the restore was stopped before it could commit".into(),
                 ))
             }
-            Err(e) => {
-                let said = psql.kill();
-                match crate::pipeline::from_io(e, "restoring") {
-                    Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe => {
-                        Err(Error::Tool {
-                            tool: "psql".into(),
-                            outcome: "stopped".into(),
-                            stderr: said,
-                        })
-                    }
-                    other => Err(other),
+            Err(e) => match crate::pipeline::from_io(e, "restoring") {
+                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe => {
+                    Err(psql.stopped("stopped"))
                 }
-            }
+                other => {
+                    psql.kill();
+                    Err(other)
+                }
+            },
         }
     });
     let sink = Checked::draining(ProgressWriter::new(stdin, &archive.task), failed);

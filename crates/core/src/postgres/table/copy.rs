@@ -380,7 +380,7 @@ pub(super) async fn load(
         let mut reader = std::io::BufReader::with_capacity(1 << 20, reader);
         let mut counter = CopyCounter::default();
         if let Err(e) = psql.write_all(begin.as_bytes()) {
-            return Err(stopped(e, psql.kill()));
+            return Err(psql.stopped(format!("stopped ({e})")));
         }
         let mut line = Vec::new();
         loop {
@@ -403,12 +403,12 @@ pub(super) async fn load(
             }
             counter.line(&line);
             if let Err(e) = psql.write_all(&line) {
-                return Err(stopped(e, psql.kill()));
+                return Err(psql.stopped(format!("stopped ({e})")));
             }
         }
         // Only now may psql commit.
         if let Err(e) = psql.write_all(script::COMMIT) {
-            return Err(stopped(e, psql.kill()));
+            return Err(psql.stopped(format!("stopped ({e})")));
         }
         psql.finish()?;
         Ok(counter.rows)
@@ -417,13 +417,4 @@ pub(super) async fn load(
     .map_err(|e| Error::thread("copy", e))?;
     drop(passfile);
     counted
-}
-
-/// psql, which could not be written to, stopped; it `said` why.
-fn stopped(e: std::io::Error, said: String) -> Error {
-    Error::Tool {
-        tool: "psql".into(),
-        outcome: format!("stopped ({e})"),
-        stderr: said,
-    }
 }
