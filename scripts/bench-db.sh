@@ -19,35 +19,17 @@ set -euo pipefail
 SCALE=${1:-${SCALE:-100}}
 ROWS=${2:-${ROWS:-1000000}}
 cd "$(dirname "$0")/.."
-BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 command -v aws >/dev/null || { echo "error: awscli is needed for the guide's pipeline: pip install awscli" >&2; exit 1; }
 command -v zstd >/dev/null || { echo "error: zstd is needed for the floor: apt-get install zstd" >&2; exit 1; }
 
 cargo build --profile bench-release -q -p lifeboat -p lifeboat-testkit
 LIFEBOAT=$PWD/target/bench-release/lifeboat
 
-WORK=$(mktemp -d /tmp/lifeboat-bench.XXXXXX)
-AS=()
-if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"; AS=(runuser -u postgres --); fi
-PORT=$((20000 + RANDOM % 20000))
+# shellcheck source=scripts/cluster.sh
+. scripts/cluster.sh
 S3PORT=$((PORT + 1))
-export PGHOST=$WORK PGPORT=$PORT PGUSER=bench
-cleanup() {
-  "${AS[@]}" "$BIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
-  [ -n "${S3PID:-}" ] && kill "$S3PID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-"${AS[@]}" "$BIN/initdb" -D "$WORK/data" -U bench --auth=trust --no-sync >/dev/null
-cat >>"$WORK/data/postgresql.conf" <<CONF
-port = $PORT
-unix_socket_directories = '$WORK'
-listen_addresses = ''
-shared_buffers = 256MB
-max_wal_size = 4GB
-CONF
-"${AS[@]}" "$BIN/pg_ctl" -D "$WORK/data" -l "$WORK/server.log" -w start >/dev/null
+cluster_cleanup() { [ -n "${S3PID:-}" ] && kill "$S3PID" 2>/dev/null || true; }
+start_cluster "max_wal_size = 4GB"
 "$BIN/createdb" bench
 echo "building a pgbench database at scale $SCALE..." >&2
 "$BIN/pgbench" -i -q -s "$SCALE" bench 2>/dev/null

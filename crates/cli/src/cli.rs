@@ -468,7 +468,8 @@ pub struct RestoreDbArgs {
     /// Spool the archive to a temporary file and load tables in parallel: faster on many
     /// cores with many large tables, and needs disk for the whole archive. With --create,
     /// tables load in pieces on N sessions while the archive still arrives (a large table on
-    /// all of them), into a database that appears only once whole; into an existing
+    /// all of them), each table's indexes built as soon as it is in, into a database that
+    /// appears only once whole; into an existing
     /// database, `pg_restore --jobs` loads once the archive is verified, not in one
     /// transaction (a failure leaves part of the backup).
     #[arg(long)]

@@ -15,8 +15,21 @@ pub struct Entry {
     /// `COPY ... FROM stdin;`, for a `TABLE DATA` entry.
     pub copy_stmt: Option<String>,
     /// The SQL of an entry that sets up a restoring session (encoding, standard strings,
-    /// search path).
+    /// search path), or of an index or a primary key, unique or exclusion constraint.
     pub definition: Option<String>,
+    /// Whether it is in the post-data section.
+    pub post_data: bool,
+    /// Whether it goes into a tablespace of its own (not the database's default).
+    pub tablespace: bool,
+    /// The dump ids of the entries it depends on.
+    pub deps: Vec<i64>,
+}
+
+impl Entry {
+    /// Whether its SQL sets up a restoring session.
+    pub fn sets_up_session(&self) -> bool {
+        super::SESSION_ENTRIES.contains(&self.desc.as_bytes())
+    }
 }
 
 /// Where a data block is: its entry, whether it holds `COPY` data (else large objects), and
@@ -55,6 +68,9 @@ impl<R: Read> Blocks<R> {
                 desc: String::from_utf8_lossy(&e.desc).into_owned(),
                 copy_stmt: text(e.copy_stmt).filter(|s| !s.is_empty()),
                 definition: text(e.definition),
+                post_data: e.section == 4,
+                tablespace: !e.tablespace.is_empty(),
+                deps: e.deps,
             })
             .collect();
         Ok(Some(Blocks {

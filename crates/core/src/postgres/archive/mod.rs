@@ -29,6 +29,9 @@ const BLK_BLOBS: u8 = 3;
 const OFFSET_NOT_SET: u8 = 1;
 /// Entries whose SQL sets up a restoring session (`pg_restore` runs them on every connection).
 const SESSION_ENTRIES: [&[u8]; 3] = [b"ENCODING", b"STDSTRINGS", b"SEARCHPATH"];
+/// Post-data entries a restore may run as soon as their table is loaded: an index, or a
+/// primary key, unique or exclusion constraint (each one statement on one table).
+const TABLE_INDEXES: [&[u8]; 2] = [b"INDEX", b"CONSTRAINT"];
 const OFFSET_SET: u8 = 2;
 /// Archive versions this reader knows: 1.12 (PostgreSQL 10) to 1.15 (PostgreSQL 16).
 const KNOWN_MINORS: std::ops::RangeInclusive<u8> = 12..=15;
@@ -159,20 +162,28 @@ impl<R: Read> Cursor<R> {
             self.string()?; // oid
             let tag = self.string()?.unwrap_or_default();
             let desc = self.string()?.unwrap_or_default();
-            self.int()?; // section
+            let section = self.int()?;
             let definition = self.string()?;
-            // Only the session settings' definitions are kept: they are short.
-            let definition = definition.filter(|_| SESSION_ENTRIES.contains(&desc.as_slice()));
+            // Only the definitions of session settings and of indexes are kept: they are
+            // short, and as many as the schema's objects.
+            let definition = definition.filter(|_| {
+                SESSION_ENTRIES.contains(&desc.as_slice())
+                    || TABLE_INDEXES.contains(&desc.as_slice())
+            });
             self.string()?; // drop statement
             let copy_stmt = self.string()?;
             let namespace = self.string()?.unwrap_or_default();
-            self.string()?; // tablespace
+            let tablespace = self.string()?.unwrap_or_default();
             if minor >= 14 {
                 self.string()?; // table access method
             }
             self.string()?; // owner
             self.string()?; // "false" (with oids)
-            while self.string()?.is_some() {} // dependencies
+            let mut deps = Vec::new();
+            while let Some(dep) = self.string()? {
+                let dep = std::str::from_utf8(&dep).ok().and_then(|d| d.parse().ok());
+                deps.push(dep.ok_or_else(|| invalid("a dependency that is not a dump id"))?);
+            }
             let offset_field = self.pos;
             let flag = self.byte()?;
             self.read_through(self.off_size as u64, |_| {})?;
@@ -181,8 +192,11 @@ impl<R: Read> Cursor<R> {
                 tag,
                 desc,
                 namespace,
+                section,
                 definition,
                 copy_stmt,
+                tablespace,
+                deps,
                 offset_field,
                 offset_set: flag != OFFSET_NOT_SET,
             });
@@ -222,10 +236,17 @@ struct TocEntry {
     tag: Vec<u8>,
     desc: Vec<u8>,
     namespace: Vec<u8>,
-    /// The SQL of a session-setting entry ([`SESSION_ENTRIES`]).
+    /// pg_dump's section: 1 none, 2 pre-data, 3 data, 4 post-data.
+    section: i64,
+    /// The SQL of a session-setting entry ([`SESSION_ENTRIES`]) or of an index
+    /// ([`TABLE_INDEXES`]).
     definition: Option<Vec<u8>>,
     /// `COPY ... FROM stdin;`, for a `TABLE DATA` entry.
     copy_stmt: Option<Vec<u8>>,
+    /// The entry's tablespace; empty for the database's default.
+    tablespace: Vec<u8>,
+    /// The dump ids of the entries it depends on.
+    deps: Vec<i64>,
     /// Where the entry's data-offset field is.
     offset_field: u64,
     offset_set: bool,

@@ -27,6 +27,7 @@ mod settings;
 mod spooled;
 mod stream;
 mod toc;
+mod work;
 
 pub(crate) use toc::read_toc;
 
@@ -101,6 +102,10 @@ pub struct RestoreReport {
     /// larger than a piece is loaded by every session at once).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pieces: Option<u64>,
+    /// How many indexes (and primary key, unique and exclusion constraints) the pipelined
+    /// restore built as soon as their table was loaded, while later tables loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indexes_while_loading: Option<u64>,
     /// Session settings the restore ran with.
     pub settings: std::collections::BTreeMap<String, String>,
     pub seconds: f64,
@@ -208,7 +213,8 @@ pub async fn restore_db(
         spooled: mode.spooled,
         pipelined: mode.pipelined,
         tables_counted_in_stream: checked.in_stream,
-        pieces: checked.pieces,
+        pieces: checked.loading.map(|l| l.pieces),
+        indexes_while_loading: checked.loading.map(|l| l.indexes),
         settings: session,
         seconds: round_secs(begun.elapsed()),
         roles,
@@ -266,8 +272,8 @@ struct CheckedRows {
     tables: usize,
     rows: u64,
     in_stream: usize,
-    /// Of a pipelined restore: the pieces the data was loaded in.
-    pieces: Option<u64>,
+    /// Of a pipelined restore: what its sessions did.
+    loading: Option<pipelined::Loading>,
 }
 
 /// Loads `manifest`'s archive into `target` as `request` says, and checks its rows; returns
@@ -351,14 +357,17 @@ async fn load(
         .progress
         .start(&format!("restore {}", manifest.id), Some(manifest.raw_size));
     let spool_dir = request.spool_dir.as_deref();
-    let mut pieces = None;
+    let mut loading = None;
     let restored = if pipelined {
-        pipelined::restore(ctx, &archive, target, tool, jobs, spool_dir, &to_check)
-            .await
-            .map(|(unchecked, loaded_in)| {
-                pieces = loaded_in;
-                unchecked
-            })
+        let psql = settings::pgoptions(&session);
+        pipelined::restore(
+            ctx, &archive, target, tool, &psql, jobs, spool_dir, &to_check,
+        )
+        .await
+        .map(|(unchecked, loaded)| {
+            loading = loaded;
+            unchecked
+        })
     } else if spooled {
         spooled::restore(ctx, &archive, target, tool, jobs, spool_dir, &to_check).await
     } else if clean_script || list_file.is_some() || request.schema_only {
@@ -394,7 +403,7 @@ async fn load(
         tables: to_check.len(),
         rows: to_check.iter().map(|t| t.rows).sum(),
         in_stream: to_check.len() - unchecked.len(),
-        pieces,
+        loading,
     };
     Ok((session, checked))
 }

@@ -4,10 +4,12 @@
 //! --section=pre-data` restores at once in one transaction, then each table's `COPY` data,
 //! cut into pieces of whole rows, each handed as soon as it has arrived to one of N `psql`
 //! sessions that load it while later rows are still arriving: a large table loads on every
-//! session, not on one as with `pg_restore --jobs`.
+//! session, not on one as with `pg_restore --jobs`. As soon as every piece of a table is
+//! in, its indexes and its primary key, unique and exclusion constraints are built by the
+//! sessions too, ahead of the pieces still waiting, while later tables load ([`super::work`]).
 //! Once the archive is verified and its rows counted, `pg_restore -L --jobs N` restores the
-//! rest (sequences' values, large objects, indexes, constraints, materialized views) from the
-//! spool.
+//! rest (sequences' values, large objects, foreign keys, triggers, materialized views,
+//! comments, privileges) from the spool.
 //!
 //! Pieces commit one by one, before the archive is verified: this path is taken only into the
 //! staging database of `--create` ([`super::created`]), which nobody sees and which is dropped
@@ -18,16 +20,16 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use super::arrival::{is_stop, Arrival, Frontier, Phase, Tail};
 use super::checked::Checked;
 use super::spooled::Spool;
+use super::work::{Index, Job, Work};
 use super::{Archive, ProgressWriter};
 use crate::error::{Error, Result};
 use crate::pipeline::Delivered;
-use crate::postgres::archive::{copy_chunks, Blocks, Entry, Piece};
+use crate::postgres::archive::{copy_chunks, Blocks, Entry};
 use crate::postgres::conn::ConnInfo;
 use crate::process::{ChildWriter, Tool, Unnamed};
 use crate::repository::manifest::TableRows;
@@ -39,7 +41,7 @@ use crate::Context;
 const SESSION: &str = "SET statement_timeout = 0;\nSET lock_timeout = 0;\n\
 SET idle_in_transaction_session_timeout = 0;\nSET check_function_bodies = false;\n\
 SET xmloption = content;\nSET client_min_messages = warning;\nSET row_security = off;\n\
-SET synchronous_commit = off;\n";
+SET default_tablespace = '';\nSET synchronous_commit = off;\n";
 
 /// The bytes of `COPY` data a piece holds at least (but its last): an archive's raw size
 /// shared out four pieces per session, within 1 and 64 MiB, so that the sessions share even a
@@ -49,19 +51,30 @@ pub(super) fn piece_size(raw_size: u64, jobs: u32) -> u64 {
     (raw_size / (4 * u64::from(jobs.max(1)))).clamp(MIB, 64 * MIB)
 }
 
+/// What the sessions did while the archive arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Loading {
+    /// The `COPY` transactions the tables' data was loaded in.
+    pub pieces: u64,
+    /// The indexes (and primary key, unique and exclusion constraints) built.
+    pub indexes: u64,
+}
+
 /// Restores `archive` into `target` (a staging database) with `jobs` sessions, spooled in
 /// `spool_dir`, checking the rows of `tables` in the archive; returns the tables the archive
-/// could not count, and the pieces the data was loaded in (`None`: by `pg_restore` alone).
-/// `pg_restore` is the tool with the restore's options.
+/// could not count, and what the sessions did (`None`: `pg_restore` did it all).
+/// `pg_restore` is the tool with the restore's options; the sessions get `pgoptions`.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn restore(
     ctx: &Context,
     archive: &Archive<'_>,
     target: &ConnInfo,
     pg_restore: Tool,
+    pgoptions: &str,
     jobs: u32,
     spool_dir: Option<&Path>,
     tables: &[&TableRows],
-) -> Result<(Vec<TableRows>, Option<u64>)> {
+) -> Result<(Vec<TableRows>, Option<Loading>)> {
     let begun = std::time::Instant::now();
     let spool = Spool::create(spool_dir, archive.manifest.raw_size)?;
     let frontier = Arc::new(Frontier::default());
@@ -75,7 +88,8 @@ pub(super) async fn restore(
     let psql = ctx
         .tools
         .tool("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+        .env("PGOPTIONS", pgoptions);
     let (psql, _psql_pass) = target.apply_to(psql)?;
     let sessions = (0..jobs)
         .map(|_| psql.spawn_writer())
@@ -143,29 +157,30 @@ pub(super) async fn restore(
         Some(Loaded {
             rest,
             data_left,
-            pieces,
+            loading,
         }) => {
             tracing::info!(
                 seconds = (begun.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-                pieces,
-                "tables loaded and checked; restoring indexes, constraints and the rest"
+                pieces = loading.pieces,
+                indexes = loading.indexes,
+                "tables loaded and checked, indexes built; restoring the rest"
             );
             let list = Unnamed::memory("lifeboat-restore-list", rest.as_bytes())
                 .map_err(|e| Error::io("writing the restore list", e))?;
             let tool = pg_restore.arg(format!("--use-list={}", list.path().display()));
             spool.pg_restore(ctx, target, tool, jobs, data_left).await?;
-            Ok((unchecked, Some(pieces)))
+            Ok((unchecked, Some(loading)))
         }
     }
 }
 
 /// What the loader left to `pg_restore`: the `-L` list of entries neither in the pre-data nor
-/// loaded, and whether any of them has data in the archive (large objects); and the pieces
-/// it loaded.
+/// loaded nor built, and whether any of them has data in the archive (large objects); and
+/// what the sessions did.
 struct Loaded {
     rest: String,
     data_left: bool,
-    pieces: u64,
+    loading: Loading,
 }
 
 /// The reading side: pre-data, then each table's data to a session.
@@ -181,13 +196,6 @@ struct Loader {
     /// The size of a piece of a table's data ([`piece_size`]).
     piece: u64,
     cancel: tokio_util::sync::CancellationToken,
-}
-
-/// A piece of a table's data to load: its `COPY` statement, and where its chunks are in the
-/// spool.
-struct Job {
-    copy: Arc<str>,
-    piece: Piece,
 }
 
 impl Loader {
@@ -219,7 +227,7 @@ impl Loader {
         tracing::info!("schema restored; loading tables as they arrive");
         let entries = std::mem::take(&mut blocks.entries);
         let mut prelude = String::new();
-        for entry in &entries {
+        for entry in entries.iter().filter(|e| e.sets_up_session()) {
             if let Some(sql) = &entry.definition {
                 prelude.push_str(sql);
                 prelude.push('\n');
@@ -231,25 +239,26 @@ impl Loader {
             .filter(|e| e.desc == "TABLE DATA" && e.copy_stmt.is_some())
             .map(|e| (e.dump_id, e))
             .collect();
+        let work = Work::new(table_indexes(&entries, &pre_data, &copies));
         let int_size = blocks.int_size();
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Mutex::new(rx);
         let (dispatched, loaded) = std::thread::scope(|scope| {
             let workers: Vec<_> = self
                 .sessions
                 .into_iter()
                 .map(|session| {
-                    let (rx, spool, frontier, prelude) =
-                        (&rx, &self.spool, &self.frontier, &prelude);
-                    scope
-                        .spawn(move || load_tables(session, prelude, rx, spool, frontier, int_size))
+                    let (work, spool, frontier, prelude) =
+                        (&work, &self.spool, &self.frontier, &prelude);
+                    scope.spawn(move || {
+                        load_tables(session, prelude, work, spool, frontier, int_size)
+                    })
                 })
                 .collect();
-            let dispatched = dispatch(&mut blocks, &copies, self.piece, &tx);
-            drop(tx);
+            let dispatched = dispatch(&mut blocks, &copies, self.piece, &work);
             if dispatched.is_err() {
+                work.fail();
                 self.frontier.end(Phase::Abandoned);
             }
+            work.close();
             let loaded: Vec<Result<()>> = workers
                 .into_iter()
                 .map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
@@ -261,16 +270,20 @@ impl Loader {
             data_left,
             pieces,
         } = first_failure(dispatched, loaded)?;
+        let built = work.built();
         let rest = entries
             .iter()
             .map(|e| e.dump_id)
-            .filter(|id| !pre_data.contains(id) && !loaded_ids.contains(id))
+            .filter(|id| !pre_data.contains(id) && !loaded_ids.contains(id) && !built.contains(id))
             .map(|id| format!("{id}\n"))
             .collect();
         Ok(Some(Loaded {
             rest,
             data_left,
-            pieces,
+            loading: Loading {
+                pieces,
+                indexes: built.len() as u64,
+            },
         }))
     }
 
@@ -299,6 +312,43 @@ impl Loader {
             .map_err(|e| crate::pipeline::from_io(e, "restoring the pre-data"))?;
         Ok(ids)
     }
+}
+
+/// The indexes (and primary key, unique and exclusion constraints) of `entries` the sessions
+/// build as soon as their table is loaded: those that depend on nothing but the `pre_data`
+/// restored, are on at least one table whose data is in `copies` and on no table whose data
+/// `pg_restore` loads, and go into the default tablespace. The rest (an index on a
+/// partitioned table, which holds no data, say) is left to `pg_restore`.
+fn table_indexes(
+    entries: &[Entry],
+    pre_data: &HashSet<i64>,
+    copies: &HashMap<i64, &Entry>,
+) -> Vec<Index> {
+    // The `TABLE DATA` entry of each table (which it depends on).
+    let data_of: HashMap<i64, i64> = entries
+        .iter()
+        .filter(|e| e.desc == "TABLE DATA")
+        .flat_map(|e| e.deps.iter().map(|table| (*table, e.dump_id)))
+        .collect();
+    entries
+        .iter()
+        .filter(|e| e.post_data && !e.tablespace && matches!(&*e.desc, "INDEX" | "CONSTRAINT"))
+        .filter(|e| e.deps.iter().all(|d| pre_data.contains(d)))
+        .filter_map(|e| {
+            let tables: Vec<i64> = e
+                .deps
+                .iter()
+                .filter_map(|d| data_of.get(d).copied())
+                .collect();
+            let loaded = !tables.is_empty() && tables.iter().all(|t| copies.contains_key(t));
+            Some(Index {
+                dump_id: e.dump_id,
+                sql: e.definition.as_deref()?.into(),
+                tables,
+            })
+            .filter(|_| loaded)
+        })
+        .collect()
 }
 
 /// What the reading side and the sessions did, as one result: the first failure that is not
@@ -338,7 +388,7 @@ fn dispatch<R: Read>(
     blocks: &mut Blocks<R>,
     copies: &HashMap<i64, &Entry>,
     piece: u64,
-    jobs: &mpsc::Sender<Job>,
+    work: &Work,
 ) -> Result<Dispatched> {
     let mut found = Dispatched::default();
     while let Some(head) = blocks.next_head().map_err(read_error)? {
@@ -351,31 +401,30 @@ fn dispatch<R: Read>(
         let mut stopped = false;
         let cut = blocks.cut(&head, piece, |piece| {
             found.pieces += 1;
-            let job = Job {
-                copy: Arc::clone(&copy),
-                piece,
-            };
-            jobs.send(job).map_err(|_| {
+            if work.piece(head.dump_id, &copy, piece) {
+                Ok(())
+            } else {
                 stopped = true;
-                io::ErrorKind::BrokenPipe.into()
-            })
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
         });
         if stopped {
-            // Every session has failed: they say why.
+            // A session has failed: it says why.
             return Err(Error::Interrupted("the sessions stopped".into()));
         }
         cut.map_err(read_error)?;
+        work.cut(head.dump_id);
         found.loaded.insert(head.dump_id);
     }
     Ok(found)
 }
 
-/// One session: its settings, then a `COPY` for each piece it is given, its data read from
-/// the spool; each piece commits on its own.
+/// One session: its settings, then the work it is given: a `COPY` for a piece, its data read
+/// from the spool (each piece commits on its own), or an index's statement.
 fn load_tables(
     mut session: ChildWriter,
     prelude: &str,
-    jobs: &Mutex<Receiver<Job>>,
+    work: &Work,
     spool: &Arc<File>,
     frontier: &Arc<Frontier>,
     int_size: usize,
@@ -383,18 +432,25 @@ fn load_tables(
     let fed = (|| -> io::Result<()> {
         let mut out = BufWriter::with_capacity(1 << 18, &mut session);
         out.write_all(prelude.as_bytes())?;
-        loop {
-            let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
-            let Ok(job) = job else { break };
-            out.write_all(job.copy.as_bytes())?;
-            let tail = Tail {
-                file: Arc::clone(spool),
-                pos: job.piece.at,
-                frontier: Arc::clone(frontier),
-            };
-            copy_chunks(tail, int_size, job.piece.len, &mut out)?;
-            // The piece commits now, not when the next one has arrived.
+        while let Some(job) = work.next() {
+            match &job {
+                Job::Piece { copy, piece, .. } => {
+                    out.write_all(copy.as_bytes())?;
+                    let tail = Tail {
+                        file: Arc::clone(spool),
+                        pos: piece.at,
+                        frontier: Arc::clone(frontier),
+                    };
+                    copy_chunks(tail, int_size, piece.len, &mut out)?;
+                }
+                Job::Index { sql, .. } => {
+                    out.write_all(sql.as_bytes())?;
+                    out.write_all(b"\n")?;
+                }
+            }
+            // It runs now, not when the next job comes.
             out.flush()?;
+            work.done(&job);
         }
         out.flush()
     })();
@@ -411,6 +467,7 @@ fn load_tables(
             read_error(e)
         }
     };
+    work.fail();
     frontier.end(Phase::Abandoned);
     Err(failed)
 }
@@ -435,6 +492,55 @@ mod tests {
         assert_eq!(piece_size(3 * MIB, 2), MIB);
         assert_eq!(piece_size(0, 0), MIB);
         assert_eq!(piece_size(500 << 30, 8), 64 * MIB);
+    }
+
+    #[test]
+    fn indexes_wait_for_tables_the_sessions_load_and_the_rest_is_left_to_pg_restore() {
+        let entry = |dump_id, desc: &str, deps: &[i64]| Entry {
+            dump_id,
+            desc: desc.into(),
+            copy_stmt: (desc == "TABLE DATA").then(|| "COPY x FROM stdin;".into()),
+            definition: matches!(desc, "INDEX" | "CONSTRAINT" | "FK CONSTRAINT")
+                .then(|| format!("-- {dump_id}")),
+            post_data: matches!(desc, "INDEX" | "CONSTRAINT" | "FK CONSTRAINT" | "COMMENT"),
+            tablespace: false,
+            deps: deps.to_vec(),
+        };
+        let entries = vec![
+            entry(1, "TABLE", &[]), // a
+            entry(2, "TABLE", &[]), // p, partitioned: no data
+            entry(3, "TABLE", &[]), // b, its data loaded by pg_restore
+            entry(4, "TABLE", &[]), // c
+            entry(11, "TABLE DATA", &[1]),
+            entry(13, "TABLE DATA", &[3]),
+            entry(14, "TABLE DATA", &[4]),
+            entry(21, "INDEX", &[1]),      // on a: built
+            entry(22, "CONSTRAINT", &[2]), // on p: left
+            entry(23, "INDEX", &[3]),      // on b: left
+            Entry {
+                tablespace: true,
+                ..entry(24, "INDEX", &[1])
+            }, // left
+            entry(25, "FK CONSTRAINT", &[4, 1, 21]), // left
+            entry(26, "INDEX", &[1, 21]),  // on a post-data entry: left
+            entry(27, "COMMENT", &[21]),   // left
+            entry(28, "CONSTRAINT", &[4, 1]), // on a and c (an exclusion, say): built
+        ];
+        let pre_data = HashSet::from([1, 2, 3, 4]);
+        let copies: HashMap<i64, &Entry> = entries
+            .iter()
+            .filter(|e| [11, 14].contains(&e.dump_id))
+            .map(|e| (e.dump_id, e))
+            .collect();
+        let indexes = table_indexes(&entries, &pre_data, &copies);
+        let found: Vec<(i64, &str, &[i64])> = indexes
+            .iter()
+            .map(|i| (i.dump_id, &*i.sql, i.tables.as_slice()))
+            .collect();
+        assert_eq!(
+            found,
+            [(21, "-- 21", &[11][..]), (28, "-- 28", &[14, 11][..])]
+        );
     }
 
     #[test]
