@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A/B of the pipelined restore (`restore db --create --jobs 4 --spool`, from a local repository)
-# between two lifeboat binaries, alternating, with `pg_restore --jobs 4` of an uncompressed local
+# between two lifeboat binaries, taking turns to go first, with `pg_restore --jobs 4` of an uncompressed local
 # dump (d2: the server's own share) as the yardstick measured in the same rounds. Databases:
 # pgbench's (scale 30), scripts/realistic.sql's (400,000 comments: one table holds most of the
 # data) and `multi` (six tables of about 20 MiB of that text, each with a primary key and three
@@ -53,8 +53,15 @@ for db in $DBS; do
     "$BIN/createdb" "${db}_d2"
     t0=$(now); "$BIN/pg_restore" --jobs=4 --dbname="${db}_d2" "$WORK/$db.dump"; t1=$(now)
     d2=$(echo "$t1 - $t0" | bc)
-    old=$(restore "$OLD" "$id" "${db}_old")
-    new=$(restore "$NEW" "$id" "${db}_new")
+    # Alternating which goes first: a restore runs slower right after another (the server
+    # still writes out the first one's data), by about 15% here.
+    if [ $((r % 2)) = 1 ]; then
+      old=$(restore "$OLD" "$id" "${db}_old")
+      new=$(restore "$NEW" "$id" "${db}_new")
+    else
+      new=$(restore "$NEW" "$id" "${db}_new")
+      old=$(restore "$OLD" "$id" "${db}_old")
+    fi
     echo "$db round $r: d2 ${d2} s, old ${old} s, new ${new} s; new / old $(ratio "$new" "$old"), old / d2 $(ratio "$old" "$d2"), new / d2 $(ratio "$new" "$d2")"
     for x in d2 old new; do "$BIN/dropdb" "${db}_$x"; done
   done
