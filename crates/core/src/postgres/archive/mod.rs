@@ -181,8 +181,9 @@ impl<R: Read> Cursor<R> {
             self.string()?; // "false" (with oids)
             let mut deps = Vec::new();
             while let Some(dep) = self.string()? {
+                // pg_dump writes dump ids (from 1); anything else names no entry: -1.
                 let dep = std::str::from_utf8(&dep).ok().and_then(|d| d.parse().ok());
-                deps.push(dep.ok_or_else(|| invalid("a dependency that is not a dump id"))?);
+                deps.push(dep.unwrap_or(-1));
             }
             let offset_field = self.pos;
             let flag = self.byte()?;

@@ -78,9 +78,8 @@ impl Work {
             for table in &index.tables {
                 state.tables.entry(*table).or_default().indexes.push(at);
             }
-            state
-                .waiting
-                .push((Some(index.clone()), index.tables.len()));
+            let left = index.tables.len();
+            state.waiting.push((Some(index), left));
         }
         Work {
             state: Mutex::new(state),
