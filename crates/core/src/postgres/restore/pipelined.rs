@@ -265,11 +265,8 @@ impl Loader {
                 .collect();
             (dispatched, loaded)
         });
-        let Dispatched {
-            loaded: loaded_ids,
-            data_left,
-            pieces,
-        } = first_failure(dispatched, loaded)?;
+        let data_left = first_failure(dispatched, loaded)?;
+        let (loaded_ids, pieces) = work.loaded();
         let built = work.built();
         let rest = entries
             .iter()
@@ -372,35 +369,25 @@ fn first_failure<T>(dispatched: Result<T>, sessions: Vec<Result<()>>) -> Result<
     }
 }
 
-/// What the reader handed to the sessions.
-#[derive(Debug, Default)]
-struct Dispatched {
-    /// The `TABLE DATA` entries.
-    loaded: HashSet<i64>,
-    /// Whether other data (large objects) was passed by.
-    data_left: bool,
-    pieces: u64,
-}
-
 /// Walks the archive's data blocks as they arrive, handing each table's data to the sessions
-/// in pieces of `piece` bytes, each as soon as it has arrived.
+/// in pieces of `piece` bytes, each as soon as it has arrived ([`Work`] keeps count); returns
+/// whether other data (large objects) was passed by.
 fn dispatch<R: Read>(
     blocks: &mut Blocks<R>,
     copies: &HashMap<i64, &Entry>,
     piece: u64,
     work: &Work,
-) -> Result<Dispatched> {
-    let mut found = Dispatched::default();
+) -> Result<bool> {
+    let mut data_left = false;
     while let Some(head) = blocks.next_head().map_err(read_error)? {
         let Some(entry) = copies.get(&head.dump_id).filter(|_| head.copy_data) else {
-            found.data_left = true;
+            data_left = true;
             blocks.skip(&head).map_err(read_error)?;
             continue;
         };
         let copy: Arc<str> = entry.copy_stmt.as_deref().unwrap_or_default().into();
         let mut stopped = false;
         let cut = blocks.cut(&head, piece, |piece| {
-            found.pieces += 1;
             if work.piece(head.dump_id, &copy, piece) {
                 Ok(())
             } else {
@@ -414,9 +401,8 @@ fn dispatch<R: Read>(
         }
         cut.map_err(read_error)?;
         work.cut(head.dump_id);
-        found.loaded.insert(head.dump_id);
     }
-    Ok(found)
+    Ok(data_left)
 }
 
 /// One session: its settings, then the work it is given: a `COPY` for a piece, its data read

@@ -55,6 +55,8 @@ struct State {
     closed: bool,
     /// A session or the reader failed: no more work.
     failed: bool,
+    /// The pieces handed out.
+    pieces: u64,
     /// The indexes done.
     built: HashSet<i64>,
 }
@@ -98,6 +100,7 @@ impl Work {
             return false;
         }
         state.tables.entry(table).or_default().pending += 1;
+        state.pieces += 1;
         state.queue.push_back(Job::Piece {
             table,
             copy: Arc::clone(copy),
@@ -172,6 +175,17 @@ impl Work {
     /// The indexes the sessions built.
     pub(super) fn built(&self) -> HashSet<i64> {
         self.lock().built.clone()
+    }
+
+    /// The tables whose data was handed out whole ([`Work::cut`]), and in how many pieces.
+    pub(super) fn loaded(&self) -> (HashSet<i64>, u64) {
+        let state = self.lock();
+        let cut = state
+            .tables
+            .iter()
+            .filter(|(_, t)| t.cut)
+            .map(|(id, _)| *id);
+        (cut.collect(), state.pieces)
     }
 }
 
