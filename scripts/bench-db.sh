@@ -13,8 +13,14 @@
 # (whose filler compresses to almost nothing) and scripts/realistic.sql's (text that compresses
 # like user content, about 2.5x with gzip -9).
 #
+# Loopback costs nothing per byte or per request, unlike the link to a real store (Cloudflare
+# R2 from a server): with LINK_MBIT set, the S3 server serves both lifeboat and awscli as
+# through a link of that many megabits per second each way, LINK_MS (default 20) milliseconds
+# before each request.
+#
 # Usage: scripts/bench-db.sh [SCALE] [ROWS]   (pgbench scale, default 100: about 1.5 GB; realistic
 # rows, default 1000000: about 0.5 GB; needs PostgreSQL, zstd and awscli)
+#        LINK_MBIT=400 scripts/bench-db.sh ...
 set -euo pipefail
 SCALE=${1:-${SCALE:-100}}
 ROWS=${2:-${ROWS:-1000000}}
@@ -38,6 +44,12 @@ echo "building a realistic database of $ROWS comments..." >&2
 "$BIN/psql" -Xq -v rows="$ROWS" -f scripts/realistic.sql real >/dev/null
 
 mkdir -p "$WORK/s3/bench"
+if [ -n "${LINK_MBIT:-}" ]; then
+  export S3_LINK_MBIT=$LINK_MBIT S3_LINK_MS=${LINK_MS:-20}
+  echo "S3 behind a link of $S3_LINK_MBIT Mbit/s each way, $S3_LINK_MS ms per request"
+else
+  echo "S3 on loopback"
+fi
 S3_ACCESS_KEY=bench S3_SECRET_KEY=bench-secret-key target/bench-release/lifeboat-s3-server "$WORK/s3" "$S3PORT" >/dev/null &
 S3PID=$!
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key AWS_DEFAULT_REGION=us-east-1

@@ -21,11 +21,13 @@ use s3s::service::S3ServiceBuilder;
 use tokio::sync::oneshot;
 
 pub mod faults;
+mod link;
 pub mod moto;
 
 pub use faults::{Fault, FaultProxy, Rule};
 pub use lifeboat_core::postgres::cluster::{ClusterOptions, ScratchCluster};
 pub use lifeboat_core::postgres::tools::PgTools;
+pub use link::LinkOptions;
 pub use moto::MotoServer;
 
 /// Requests the server refuses on purpose, to test how clients cope.
@@ -43,6 +45,8 @@ pub struct ServeOptions {
     pub faults: Faults,
     /// Appends `MILLIS METHOD PATH?QUERY` per request to this file.
     pub log: Option<PathBuf>,
+    /// Serves as through a link of this bandwidth and delay rather than loopback's.
+    pub link: Option<LinkOptions>,
 }
 
 /// Wraps the S3 service with the faults and the request log.
@@ -55,6 +59,8 @@ struct Wrapped {
     count: Arc<AtomicU64>,
     /// Held while a conditional PUT runs, so that its check and its write are one step.
     conditional: Arc<tokio::sync::Mutex<()>>,
+    /// The link's delay before each request is served.
+    latency: std::time::Duration,
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Wrapped {
@@ -105,7 +111,11 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Wrapped 
             && (req.headers().contains_key("if-none-match")
                 || req.headers().contains_key("if-match")))
         .then(|| self.conditional.clone());
+        let latency = self.latency;
         Box::pin(async move {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
             let _one_at_a_time = match &conditional {
                 Some(lock) => Some(lock.lock().await),
                 None => None,
@@ -182,7 +192,9 @@ impl S3Server {
             log,
             count: count.clone(),
             conditional: Arc::default(),
+            latency: options.link.map(|l| l.latency).unwrap_or_default(),
         };
+        let lanes = options.link.map(link::Lanes::new);
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let local = listener.local_addr()?;
@@ -204,6 +216,7 @@ impl S3Server {
                         },
                         _ = &mut stop_rx => break,
                     };
+                    let socket = link::Throttled::new(socket, lanes.clone());
                     let conn = http
                         .serve_connection(TokioIo::new(socket), service.clone())
                         .into_owned();

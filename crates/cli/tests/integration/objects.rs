@@ -31,7 +31,7 @@ impl Buckets {
             DST_SECRET,
             ServeOptions {
                 faults: dest_faults,
-                log: None,
+                ..Default::default()
             },
         );
         dest.create_bucket("media-backup");

@@ -255,3 +255,29 @@ fn multipart_upload_of_incompressible_data() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(env.fingerprint("restored", "public.blobs"), before);
 }
+
+#[test]
+fn a_backup_named_by_its_id_is_found_by_reading_its_own_manifest_alone() {
+    let env = Env::new(Repo::S3, false);
+    let ids: Vec<String> = (0..3).map(|_| env.backup(&["--schema-only"])).collect();
+    let s3 = env.s3.as_ref().unwrap();
+    let requests = |args: &[&str]| {
+        let before = s3.requests();
+        let run = env.lifeboat(args);
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        (s3.requests() - before, run.stdout)
+    };
+    // `latest` reads every manifest; an id, or the start of one, its own (one request each
+    // over S3, which says whether it is there with the first bytes).
+    let (latest, shown) = requests(&["show", "latest", "--json"]);
+    assert!(shown.contains(&ids[2]), "{shown}");
+    let (by_id, shown) = requests(&["show", &ids[0], "--json"]);
+    assert!(shown.contains(&ids[0]), "{shown}");
+    assert_eq!(
+        latest - by_id,
+        2,
+        "latest: {latest} requests, by id: {by_id}"
+    );
+    let (by_prefix, _) = requests(&["show", &ids[1][..ids[1].len() - 2], "--json"]);
+    assert_eq!(by_prefix, by_id);
+}

@@ -262,11 +262,21 @@ impl Repository {
     /// nothing that does not need them. A manifest that cannot be read from storage at all is
     /// an error.
     pub async fn catalog(&self) -> Result<Catalog> {
-        let entries = self.storage.list(Area::Manifests.dirname()).await?;
+        self.catalog_of("").await
+    }
+
+    /// [`Repository::catalog`] of the backups whose id starts with `prefix`: only their
+    /// manifests are read.
+    async fn catalog_of(&self, prefix: &str) -> Result<Catalog> {
+        let dir = Area::Manifests.dirname();
+        let entries = self.storage.list(dir).await?;
         let storage = &self.storage;
         let read: Vec<(String, std::result::Result<Manifest, String>)> =
             futures::stream::iter(entries)
-                .filter(|e| futures::future::ready(e.path.ends_with(".json")))
+                .filter(|e| {
+                    let id = e.path.strip_prefix(dir).unwrap_or(&e.path);
+                    futures::future::ready(e.path.ends_with(".json") && id.starts_with(prefix))
+                })
                 .map(|entry| async move {
                     let bytes = storage.read_opt(&entry.path).await?.ok_or_else(|| {
                         Error::Missing(format!(
@@ -314,7 +324,13 @@ impl Repository {
             id: selector.id.to_string(),
             location: self.location().to_string(),
         };
-        let catalog = self.catalog().await?;
+        // An id (or its start) names the manifests to read; `latest` needs them all.
+        let prefix = if selector.id == "latest" {
+            ""
+        } else {
+            selector.id
+        };
+        let catalog = self.catalog_of(prefix).await?;
         let candidates: Vec<Manifest> = catalog
             .manifests
             .into_iter()

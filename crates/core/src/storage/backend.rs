@@ -148,10 +148,9 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// What is known of an object; `None` if it does not exist.
     async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>>;
 
-    /// An object's bytes, streamed; `None` if it does not exist. With `with_meta`, the
-    /// object's content type and user metadata are filled in (from the same requests where
-    /// the backend can).
-    async fn read(&self, key: &str, with_meta: bool) -> Result<Option<(ObjectMeta, ByteStream)>>;
+    /// An object's bytes, streamed, and its metadata (content type and user metadata where
+    /// the backend keeps them, from the same requests); `None` if it does not exist.
+    async fn read(&self, key: &str) -> Result<Option<(ObjectMeta, ByteStream)>>;
 
     /// Writes a whole (small) object.
     async fn write(&self, key: &str, data: Bytes, options: &WriteOptions) -> Result<Written>;

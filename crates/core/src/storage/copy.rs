@@ -7,7 +7,7 @@ use super::backend::{Backend, CopyOptions, UploadOptions};
 use crate::error::{Error, Result, StorageFailure};
 
 /// A copy through this machine: the source read (with its headers) streams into an upload
-/// here, with its content type and user metadata.
+/// here, in parts of `options.part_size`, with its content type and user metadata.
 pub(super) async fn stream_copy(
     dest: &dyn Backend,
     source: &dyn Backend,
@@ -15,7 +15,7 @@ pub(super) async fn stream_copy(
     to: &str,
     options: &CopyOptions,
 ) -> Result<Option<u64>> {
-    let Some((meta, mut body)) = source.read(from, true).await? else {
+    let Some((meta, mut body)) = source.read(from).await? else {
         return Ok(None);
     };
     let mut upload = dest
@@ -30,11 +30,20 @@ pub(super) async fn stream_copy(
             },
         )
         .await?;
+    let part_size = options.part_size.max(1);
     let copied = async {
         let mut copied = 0u64;
+        // Parts of exactly `part_size` bytes but the last, whatever pieces the source gives.
+        let mut part = bytes::BytesMut::new();
         while let Some(chunk) = body.try_next().await? {
             copied += chunk.len() as u64;
-            upload.write(chunk).await?;
+            part.extend_from_slice(&chunk);
+            while part.len() >= part_size {
+                upload.write(part.split_to(part_size).freeze()).await?;
+            }
+        }
+        if !part.is_empty() {
+            upload.write(part.freeze()).await?;
         }
         if copied != meta.size {
             return Err(Error::Storage {

@@ -141,10 +141,8 @@ impl Backend for Guard {
         self.bound("checking", key, self.inner.stat(key)).await
     }
 
-    async fn read(&self, key: &str, with_meta: bool) -> Result<Option<(ObjectMeta, ByteStream)>> {
-        let opened = self
-            .bound("reading", key, self.inner.read(key, with_meta))
-            .await?;
+    async fn read(&self, key: &str) -> Result<Option<(ObjectMeta, ByteStream)>> {
+        let opened = self.bound("reading", key, self.inner.read(key)).await?;
         Ok(opened.map(|(meta, body)| {
             let body = bound_stream(
                 body,
@@ -354,8 +352,8 @@ impl Backend for DryRun {
         self.inner.stat(key).await
     }
 
-    async fn read(&self, key: &str, with_meta: bool) -> Result<Option<(ObjectMeta, ByteStream)>> {
-        self.inner.read(key, with_meta).await
+    async fn read(&self, key: &str) -> Result<Option<(ObjectMeta, ByteStream)>> {
+        self.inner.read(key).await
     }
 
     async fn write(&self, key: &str, data: Bytes, _options: &WriteOptions) -> Result<Written> {

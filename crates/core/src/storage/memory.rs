@@ -83,7 +83,7 @@ impl Backend for MemoryBackend {
             .map(|(meta, _)| meta.clone()))
     }
 
-    async fn read(&self, key: &str, _with_meta: bool) -> Result<Option<(ObjectMeta, ByteStream)>> {
+    async fn read(&self, key: &str) -> Result<Option<(ObjectMeta, ByteStream)>> {
         let found = self
             .objects
             .lock()
@@ -159,7 +159,7 @@ impl Backend for MemoryBackend {
         to: &str,
         _options: &CopyOptions,
     ) -> Result<Option<u64>> {
-        let Some((meta, body)) = source.read(from, true).await? else {
+        let Some((meta, body)) = source.read(from).await? else {
             return Ok(None);
         };
         let parts: Vec<Bytes> = body.try_collect().await?;

@@ -22,6 +22,7 @@ pub mod memory;
 pub mod object_lock;
 pub mod opendal;
 mod parts;
+mod ranges;
 pub mod retry;
 pub mod s3;
 pub mod tiers;
@@ -234,7 +235,7 @@ impl Storage {
 
     /// Reads a whole (small) object; `None` if it does not exist.
     pub async fn read_opt(&self, path: &str) -> Result<Option<Vec<u8>>> {
-        let Some((_, body)) = self.backend.read(path, false).await? else {
+        let Some((_, body)) = self.backend.read(path).await? else {
             return Ok(None);
         };
         let parts: Vec<Bytes> = body.try_collect().await?;
@@ -340,7 +341,7 @@ impl Storage {
 
     /// Streams an object's bytes; a missing object is an error.
     pub async fn download(&self, path: &str) -> Result<ByteStream> {
-        match self.backend.read(path, false).await? {
+        match self.backend.read(path).await? {
             Some((_, body)) => Ok(body),
             None => Err(Error::Storage {
                 op: "downloading",
@@ -470,7 +471,7 @@ mod tests {
             async fn stat(&self, _: &str) -> Result<Option<ObjectMeta>> {
                 futures::future::pending().await
             }
-            async fn read(&self, _: &str, _: bool) -> Result<Option<(ObjectMeta, ByteStream)>> {
+            async fn read(&self, _: &str) -> Result<Option<(ObjectMeta, ByteStream)>> {
                 futures::future::pending().await
             }
             async fn write(&self, _: &str, _: Bytes, _: &WriteOptions) -> Result<Written> {

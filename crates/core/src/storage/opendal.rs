@@ -22,6 +22,7 @@ use super::backend::{
 };
 use super::client::{Fetcher, Requests};
 use super::parts::{LocalUpload, S3Upload};
+use super::ranges::{read_ranges, READ_CONCURRENCY};
 use super::retry::RetryPolicy;
 use super::s3::{S3Api, MAX_SINGLE_COPY};
 use crate::error::{Error, Result, StorageFailure};
@@ -29,9 +30,6 @@ use crate::error::{Error, Result, StorageFailure};
 /// Folder (inside a local repository) where files are written before they are renamed or
 /// linked into place, so that an unfinished one is never seen at its final path.
 pub const LOCAL_STAGING_DIR: &str = ".staging";
-/// Bytes per ranged read.
-const READ_CHUNK: usize = 8 << 20;
-
 pub struct OpendalBackend {
     info: BackendInfo,
     op: Operator,
@@ -280,11 +278,10 @@ impl Backend for OpendalBackend {
         }
     }
 
-    async fn read(&self, key: &str, with_meta: bool) -> Result<Option<(ObjectMeta, ByteStream)>> {
-        if with_meta {
-            if let Some(s3) = &self.s3 {
-                return s3.get_object(key, READ_CHUNK as u64).await;
-            }
+    async fn read(&self, key: &str) -> Result<Option<(ObjectMeta, ByteStream)>> {
+        // On S3 the first range's answer says whether the object is there, and its size.
+        if let Some(s3) = &self.s3 {
+            return s3.get_object(key).await;
         }
         let meta = match self.op.stat(key).await {
             Ok(meta) => meta_of(key, &meta),
@@ -294,17 +291,22 @@ impl Backend for OpendalBackend {
         let display = self.display(key);
         let reader = self
             .op
-            .reader_with(key)
-            .chunk(READ_CHUNK)
-            .concurrent(4)
+            .reader(key)
             .await
             .map_err(|e| Error::storage("reading", &display, e))?;
-        let stream = reader
-            .into_bytes_stream(..meta.size)
-            .await
-            .map_err(|e| Error::storage("reading", &display, e))?;
-        let stream = stream
-            .map(move |chunk| chunk.map_err(|e| Error::storage_io("reading", &display, e)))
+        let stream = futures::stream::iter(read_ranges(meta.size))
+            .map(move |range| {
+                let (reader, display) = (reader.clone(), display.clone());
+                async move {
+                    let buffer = reader
+                        .read(range)
+                        .await
+                        .map_err(|e| Error::storage("reading", &display, e))?;
+                    Ok::<_, Error>(futures::stream::iter(Iterator::map(buffer, Ok)))
+                }
+            })
+            .buffered(READ_CONCURRENCY)
+            .try_flatten()
             .boxed();
         Ok(Some((meta, stream)))
     }

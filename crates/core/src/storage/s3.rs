@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::backend::{ByteStream, CopyOptions, ObjectMeta, S3Account};
 use super::client::Requests;
+use super::ranges::{read_ranges, FIRST_READ, READ_CONCURRENCY};
 use super::retry::{status_is_retryable, RetryPolicy};
 use crate::error::{one_line, Error, Result, StorageFailure};
 use http::HeaderName;
@@ -305,16 +306,13 @@ impl S3Api {
         Err(failed(kind, message.trim().to_string()))
     }
 
-    /// An object by ranges of `range` bytes, the first of which gives its headers; later
-    /// ranges must come from the same version (`If-Match`). `None` if it does not exist.
-    pub async fn get_object(
-        &self,
-        key: &str,
-        range: u64,
-    ) -> Result<Option<(ObjectMeta, ByteStream)>> {
+    /// An object by [`read_ranges`], [`READ_CONCURRENCY`] at a time, the first of which gives
+    /// its headers (one request for a small object); later ranges must come from the same
+    /// version (`If-Match`). `None` if it does not exist.
+    pub async fn get_object(&self, key: &str) -> Result<Option<(ObjectMeta, ByteStream)>> {
         let display = self.display(key);
         let url = self.object_url(key)?;
-        let first_range = [(name("range"), format!("bytes=0-{}", range - 1))];
+        let first_range = [(name("range"), format!("bytes=0-{}", FIRST_READ - 1))];
         let first = self
             .policy
             .run(&format!("reading `{display}`"), |_| async {
@@ -345,24 +343,25 @@ impl S3Api {
                 futures::stream::iter([Ok(first_bytes)]).boxed(),
             )));
         }
-        let rest = RangedRest {
+        let rest = Arc::new(RangedRest {
             api: self.clone(),
             url,
             display,
             etag: meta.etag.clone(),
-            next: got,
-            size,
-            range,
-        };
+        });
+        // After what the first request got (all of the first range, unless a server cut it).
+        let ranges = read_ranges(size)
+            .skip_while(move |r| r.end <= got)
+            .map(move |r| r.start.max(got)..r.end);
         let stream = futures::stream::iter([Ok(first_bytes)])
-            .chain(futures::stream::try_unfold(rest, |mut rest| async move {
-                if rest.next >= rest.size {
-                    return Ok(None);
-                }
-                let bytes = rest.fetch().await?;
-                rest.next += bytes.len() as u64;
-                Ok(Some((bytes, rest)))
-            }))
+            .chain(
+                futures::stream::iter(ranges)
+                    .map(move |range| {
+                        let rest = Arc::clone(&rest);
+                        async move { rest.fetch(range).await }
+                    })
+                    .buffered(READ_CONCURRENCY),
+            )
             .boxed();
         Ok(Some((meta, stream)))
     }
@@ -470,20 +469,19 @@ struct RangedRest {
     url: reqwest::Url,
     display: String,
     etag: Option<String>,
-    next: u64,
-    size: u64,
-    range: u64,
 }
 
 impl RangedRest {
-    /// The next range, whole: a range that breaks off or comes short is asked again.
-    async fn fetch(&self) -> Result<Bytes> {
-        let end = (self.next + self.range).min(self.size) - 1;
-        let mut headers = vec![(name("range"), format!("bytes={}-{end}", self.next))];
+    /// A range, whole: a range that breaks off or comes short is asked again.
+    async fn fetch(&self, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let mut headers = vec![(
+            name("range"),
+            format!("bytes={}-{}", range.start, range.end - 1),
+        )];
         if let Some(etag) = &self.etag {
             headers.push((name("if-match"), format!("\"{etag}\"")));
         }
-        let wanted = end + 1 - self.next;
+        let wanted = range.end - range.start;
         self.api
             .policy
             .run(&format!("reading `{}`", self.display), |_| async {
