@@ -22,7 +22,7 @@ use super::backend::{
 };
 use super::client::{Fetcher, Requests};
 use super::parts::{LocalUpload, S3Upload};
-use super::ranges::{read_ranges, READ_CONCURRENCY};
+use super::ranges::{pieces, read_ranges, READ_CONCURRENCY};
 use super::retry::RetryPolicy;
 use super::s3::{S3Api, MAX_SINGLE_COPY};
 use crate::error::{Error, Result, StorageFailure};
@@ -302,7 +302,9 @@ impl Backend for OpendalBackend {
                         .read(range)
                         .await
                         .map_err(|e| Error::storage("reading", &display, e))?;
-                    Ok::<_, Error>(futures::stream::iter(Iterator::map(buffer, Ok)))
+                    Ok::<_, Error>(futures::stream::iter(
+                        Iterator::flat_map(buffer, pieces).map(Ok),
+                    ))
                 }
             })
             .buffered(READ_CONCURRENCY)

@@ -6,6 +6,8 @@ pub(super) const READ_CHUNK: u64 = 8 << 20;
 pub(super) const FIRST_READ: u64 = 512 << 10;
 /// Ranges read at once.
 pub(super) const READ_CONCURRENCY: usize = 4;
+/// The pieces a range read is handed on in.
+const PIECE: usize = 256 << 10;
 
 /// The ranges an object of `size` bytes is read by: the first small, each next one twice the
 /// one before, up to [`READ_CHUNK`]. Read [`READ_CONCURRENCY`] at a time over a link they
@@ -21,6 +23,15 @@ pub(super) fn read_ranges(size: u64) -> impl Iterator<Item = std::ops::Range<u64
         len = (len * 2).min(READ_CHUNK);
         Some(range).filter(|r| !r.is_empty())
     })
+}
+
+/// A range read, handed on in pieces of [`PIECE`] bytes (views of it, not copies): a reader
+/// queueing a few pieces then holds a few of them, not a few whole ranges (a restore's peak
+/// memory went from 64 to 99 MiB when it queued four ranges of 8 MiB).
+pub(super) fn pieces(range: bytes::Bytes) -> impl Iterator<Item = bytes::Bytes> {
+    (0..range.len())
+        .step_by(PIECE)
+        .map(move |at| range.slice(at..range.len().min(at + PIECE)))
 }
 
 #[cfg(test)]
@@ -56,5 +67,15 @@ mod tests {
             at = range.end;
         }
         assert_eq!(at, size);
+    }
+
+    #[test]
+    fn a_range_is_handed_on_in_pieces_of_it() {
+        let range = bytes::Bytes::from((0..PIECE * 2 + 10).map(|i| i as u8).collect::<Vec<_>>());
+        let got: Vec<bytes::Bytes> = pieces(range.clone()).collect();
+        let lens: Vec<usize> = got.iter().map(|p| p.len()).collect();
+        assert_eq!(lens, [PIECE, PIECE, 10]);
+        assert_eq!(got.concat(), range);
+        assert_eq!(pieces(bytes::Bytes::new()).count(), 0);
     }
 }

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 
 use super::backend::{ByteStream, CopyOptions, ObjectMeta, S3Account};
 use super::client::Requests;
-use super::ranges::{read_ranges, FIRST_READ, READ_CONCURRENCY};
+use super::ranges::{pieces, read_ranges, FIRST_READ, READ_CONCURRENCY};
 use super::retry::{status_is_retryable, RetryPolicy};
 use crate::error::{one_line, Error, Result, StorageFailure};
 use http::HeaderName;
@@ -362,6 +362,8 @@ impl S3Api {
                     })
                     .buffered(READ_CONCURRENCY),
             )
+            .map_ok(|range| futures::stream::iter(pieces(range).map(Ok)))
+            .try_flatten()
             .boxed();
         Ok(Some((meta, stream)))
     }
