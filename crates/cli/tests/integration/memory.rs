@@ -9,8 +9,8 @@ use std::time::Duration;
 use crate::support::{run_of, Env, Repo};
 
 /// The limits: below the dump, above what the parts in flight need (5 MiB parts, four in
-/// flight, one filling) plus the binary itself; a restore also holds its download channel's
-/// ranges (four of 8 MiB) and the decompressor's window.
+/// flight, one filling) plus the binary itself; a restore also holds the ranges it reads at
+/// once (four of up to 8 MiB, and the one being handed on) and the decompressor's window.
 const BACKUP_LIMIT_MIB: u64 = 96;
 const RESTORE_LIMIT_MIB: u64 = 128;
 
