@@ -22,7 +22,7 @@ use super::backend::{
 };
 use super::client::{Fetcher, Requests};
 use super::parts::{LocalUpload, S3Upload};
-use super::ranges::{pieces, read_ranges, READ_CONCURRENCY};
+use super::ranges::{fetch_ranges, read_ranges};
 use super::retry::RetryPolicy;
 use super::s3::{S3Api, MAX_SINGLE_COPY};
 use crate::error::{Error, Result, StorageFailure};
@@ -294,22 +294,15 @@ impl Backend for OpendalBackend {
             .reader(key)
             .await
             .map_err(|e| Error::storage("reading", &display, e))?;
-        let stream = futures::stream::iter(read_ranges(meta.size))
-            .map(move |range| {
-                let (reader, display) = (reader.clone(), display.clone());
-                async move {
-                    let buffer = reader
-                        .read(range)
-                        .await
-                        .map_err(|e| Error::storage("reading", &display, e))?;
-                    Ok::<_, Error>(futures::stream::iter(
-                        Iterator::flat_map(buffer, pieces).map(Ok),
-                    ))
-                }
-            })
-            .buffered(READ_CONCURRENCY)
-            .try_flatten()
-            .boxed();
+        let stream = fetch_ranges(read_ranges(meta.size), move |range| {
+            let (reader, display) = (reader.clone(), display.clone());
+            async move {
+                reader
+                    .read(range)
+                    .await
+                    .map_err(|e| Error::storage("reading", &display, e))
+            }
+        });
         Ok(Some((meta, stream)))
     }
 

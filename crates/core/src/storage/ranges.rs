@@ -1,11 +1,20 @@
 //! The ranges a stored object is downloaded by, several at once.
 
+use std::future::Future;
+use std::ops::Range;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use super::backend::ByteStream;
+use crate::error::Result;
+
 /// Bytes per ranged read, at most.
 pub(super) const READ_CHUNK: u64 = 8 << 20;
 /// The first range read: small, so that the first bytes come soon.
 pub(super) const FIRST_READ: u64 = 512 << 10;
 /// Ranges read at once.
-pub(super) const READ_CONCURRENCY: usize = 4;
+const READ_CONCURRENCY: usize = 4;
 /// The pieces a range read is handed on in.
 const PIECE: usize = 256 << 10;
 
@@ -14,7 +23,7 @@ const PIECE: usize = 256 << 10;
 /// share, ranges all of [`READ_CHUNK`] would hold the first bytes back until 32 MiB had come
 /// (0.7 s at 400 Mbit/s), and with them everything a restore does with the first bytes (its
 /// schema, then its first rows); these let the first through once 2 MiB have come.
-pub(super) fn read_ranges(size: u64) -> impl Iterator<Item = std::ops::Range<u64>> {
+pub(super) fn read_ranges(size: u64) -> impl Iterator<Item = Range<u64>> {
     let mut at = 0;
     let mut len = FIRST_READ;
     std::iter::from_fn(move || {
@@ -28,10 +37,30 @@ pub(super) fn read_ranges(size: u64) -> impl Iterator<Item = std::ops::Range<u64
 /// A range read, handed on in pieces of [`PIECE`] bytes (views of it, not copies): a reader
 /// queueing a few pieces then holds a few of them, not a few whole ranges (a restore's peak
 /// memory went from 64 to 99 MiB when it queued four ranges of 8 MiB).
-pub(super) fn pieces(range: bytes::Bytes) -> impl Iterator<Item = bytes::Bytes> {
+fn pieces(range: Bytes) -> impl Iterator<Item = Bytes> {
     (0..range.len())
         .step_by(PIECE)
         .map(move |at| range.slice(at..range.len().min(at + PIECE)))
+}
+
+/// The bytes of `ranges`, each got by `fetch` (whole, in one or more buffers),
+/// [`READ_CONCURRENCY`] at a time, handed on in order in [`pieces`].
+pub(super) fn fetch_ranges<F, Fut, B>(
+    ranges: impl Iterator<Item = Range<u64>> + Send + 'static,
+    fetch: F,
+) -> ByteStream
+where
+    F: FnMut(Range<u64>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<B>> + Send + 'static,
+    B: IntoIterator<Item = Bytes> + Send + 'static,
+    B::IntoIter: Send + 'static,
+{
+    futures::stream::iter(ranges)
+        .map(fetch)
+        .buffered(READ_CONCURRENCY)
+        .map_ok(|got| futures::stream::iter(got.into_iter().flat_map(pieces).map(Ok)))
+        .try_flatten()
+        .boxed()
 }
 
 #[cfg(test)]
@@ -71,11 +100,11 @@ mod tests {
 
     #[test]
     fn a_range_is_handed_on_in_pieces_of_it() {
-        let range = bytes::Bytes::from((0..PIECE * 2 + 10).map(|i| i as u8).collect::<Vec<_>>());
-        let got: Vec<bytes::Bytes> = pieces(range.clone()).collect();
+        let range = Bytes::from((0..PIECE * 2 + 10).map(|i| i as u8).collect::<Vec<_>>());
+        let got: Vec<Bytes> = pieces(range.clone()).collect();
         let lens: Vec<usize> = got.iter().map(|p| p.len()).collect();
         assert_eq!(lens, [PIECE, PIECE, 10]);
         assert_eq!(got.concat(), range);
-        assert_eq!(pieces(bytes::Bytes::new()).count(), 0);
+        assert_eq!(pieces(Bytes::new()).count(), 0);
     }
 }

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::Deserialize;
 
 use super::backend::{ByteStream, CopyOptions, ObjectMeta, S3Account};
 use super::client::Requests;
-use super::ranges::{pieces, read_ranges, FIRST_READ, READ_CONCURRENCY};
+use super::ranges::{fetch_ranges, read_ranges, FIRST_READ};
 use super::retry::{status_is_retryable, RetryPolicy};
 use crate::error::{one_line, Error, Result, StorageFailure};
 use http::HeaderName;
@@ -306,7 +306,7 @@ impl S3Api {
         Err(failed(kind, message.trim().to_string()))
     }
 
-    /// An object by [`read_ranges`], [`READ_CONCURRENCY`] at a time, the first of which gives
+    /// An object by [`read_ranges`], several at a time ([`fetch_ranges`]), the first of which gives
     /// its headers (one request for a small object); later ranges must come from the same
     /// version (`If-Match`). `None` if it does not exist.
     pub async fn get_object(&self, key: &str) -> Result<Option<(ObjectMeta, ByteStream)>> {
@@ -353,17 +353,12 @@ impl S3Api {
         let ranges = read_ranges(size)
             .skip_while(move |r| r.end <= got)
             .map(move |r| r.start.max(got)..r.end);
-        let stream = futures::stream::iter([Ok(first_bytes)])
-            .chain(
-                futures::stream::iter(ranges)
-                    .map(move |range| {
-                        let rest = Arc::clone(&rest);
-                        async move { rest.fetch(range).await }
-                    })
-                    .buffered(READ_CONCURRENCY),
-            )
-            .map_ok(|range| futures::stream::iter(pieces(range).map(Ok)))
-            .try_flatten()
+        let first = futures::stream::iter([Ok(first_bytes)]);
+        let stream = first
+            .chain(fetch_ranges(ranges, move |range| {
+                let rest = Arc::clone(&rest);
+                async move { rest.fetch(range).await.map(std::iter::once) }
+            }))
             .boxed();
         Ok(Some((meta, stream)))
     }

@@ -30,6 +30,12 @@ impl Entry {
     pub fn sets_up_session(&self) -> bool {
         super::SESSION_ENTRIES.contains(&self.desc.as_bytes())
     }
+
+    /// Whether it is an index, or a primary key, unique or exclusion constraint: one
+    /// statement on one table's data, whose definition the reader keeps.
+    pub fn is_table_index(&self) -> bool {
+        super::TABLE_INDEXES.contains(&self.desc.as_bytes())
+    }
 }
 
 /// Where a data block is: its entry, whether it holds `COPY` data (else large objects), and

@@ -329,7 +329,7 @@ fn table_indexes(
         .collect();
     entries
         .iter()
-        .filter(|e| e.post_data && !e.tablespace && matches!(&*e.desc, "INDEX" | "CONSTRAINT"))
+        .filter(|e| e.post_data && !e.tablespace && e.is_table_index())
         .filter(|e| e.deps.iter().all(|d| pre_data.contains(d)))
         .filter_map(|e| {
             let tables: Vec<i64> = e
