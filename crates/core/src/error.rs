@@ -329,7 +329,15 @@ impl Error {
 
     pub fn postgres(context: impl fmt::Display, err: &tokio_postgres::Error) -> Self {
         let message = match err.as_db_error() {
-            Some(db) => format!("{}: {}", db.severity().to_lowercase(), db.message()),
+            // Where it happened (the row of a `COPY`, the line of a function), as psql says.
+            Some(db) => match db.where_() {
+                Some(at) => format!(
+                    "{}: {}; context: {at}",
+                    db.severity().to_lowercase(),
+                    db.message()
+                ),
+                None => format!("{}: {}", db.severity().to_lowercase(), db.message()),
+            },
             None => {
                 let mut text = err.to_string();
                 let mut source = std::error::Error::source(err);

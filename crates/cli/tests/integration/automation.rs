@@ -131,12 +131,7 @@ fn one_run_at_a_time_and_a_stale_lock_is_taken_over() {
 
     // A run blocked in its backup holds the lock; a second run says who holds it.
     let lock = TableLock::hold(&env, "core.comic");
-    let first = env
-        .command(&["run", "dump"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let first = env.start(&["run", "dump"]);
     wait_until(Duration::from_secs(30), "the run lock", || {
         lock_path.exists()
     });
@@ -207,12 +202,7 @@ fn the_daemon_stops_cleanly_in_the_middle_of_a_backup() {
     let env = Env::new(Repo::Local, false);
     let address = nightly_daemon(&env, "time_zone = \"Asia/Jakarta\"");
     let lock = TableLock::hold(&env, "core.comic");
-    let daemon = env
-        .command(&["daemon", "--run-at-start"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let daemon = env.start(&["daemon", "--run-at-start"]);
     let lock_path = env.repo_path("locks/run.json");
     wait_until(Duration::from_secs(30), "the nightly run", || {
         lock_path.exists()

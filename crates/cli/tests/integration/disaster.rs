@@ -1,7 +1,7 @@
 //! The lost server: a database whose objects belong to an application role and are granted to
 //! a read-only one is restored onto a server just made by initdb, roles and database included.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use lifeboat_testkit::{ClusterOptions, ScratchCluster};
@@ -186,6 +186,19 @@ fn restore_args<'a>(id: &'a str, url: &'a str, args: &[&'a str]) -> Vec<&'a str>
     [&["restore", "db", id, "--into", url][..], args].concat()
 }
 
+/// The options of a restore pipelined on two sessions (`--create --spool`), spooling in
+/// `spool`.
+fn pipelined(spool: &std::path::Path) -> [&str; 6] {
+    [
+        "--create",
+        "--jobs",
+        "2",
+        "--spool",
+        "--spool-dir",
+        spool.to_str().unwrap(),
+    ]
+}
+
 /// lifeboat's sessions in databases whose name starts with `prefix`.
 fn sessions(env: &Env, prefix: &str) -> String {
     env.sql(
@@ -230,13 +243,7 @@ fn a_created_database_appears_only_when_whole() {
             ) != "0"
         })
     };
-    let start = |url: &str, args: &[&str]| {
-        env.command(&restore_args(&id, url, args))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let start = |url: &str, args: &[&str]| env.start(&restore_args(&id, url, args));
 
     // Stopped (SIGTERM) while loading, streamed and parallel: nothing left.
     slow(true);
@@ -395,14 +402,7 @@ fn a_table_that_fails_to_load_stops_a_created_restore() {
     let spool = env.dir.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
     let url = env.cluster.url("fresh");
-    let pipelined = [
-        "--create",
-        "--jobs",
-        "2",
-        "--spool",
-        "--spool-dir",
-        spool.to_str().unwrap(),
-    ];
+    let pipelined = pipelined(&spool);
     for args in [&["--create", "--jobs", "1"][..], &pipelined[..]] {
         for round in 0..5 {
             let out = env.lifeboat(&restore_args(&id, &url, args));
@@ -439,4 +439,67 @@ fn a_table_that_fails_to_load_stops_a_created_restore() {
         ),
         "40000|40000"
     );
+}
+
+/// A pipelined restore (`--create --spool`) stopped with SIGTERM while its sessions load a
+/// table and while one builds an index that would take a minute: it stops within seconds
+/// (exit 130), and leaves no session, no database and no spool file. Three rounds of each.
+#[test]
+fn a_stopped_pipelined_restore_ends_its_sessions_at_once() {
+    let env = Env::new(Repo::Local, false);
+    env.add_slow_table(2000, 0.02);
+    env.sql(
+        "yomira",
+        "CREATE FUNCTION public.slow_key(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$ \
+         BEGIN IF current_setting('lifeboat.slow_index', true) = 'on' THEN \
+         PERFORM pg_sleep(0.05); END IF; RETURN $1; END $$; \
+         CREATE TABLE public.indexed (id int); \
+         INSERT INTO public.indexed SELECT generate_series(1, 1200); \
+         CREATE INDEX indexed_slowly ON public.indexed (public.slow_key(id))",
+    );
+    let id = env.backup(&[]);
+    let spool = env.dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let url = env.cluster.url("fresh");
+    let args = restore_args(&id, &url, &pipelined(&spool));
+    let running = |query: &str| {
+        env.sql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'fresh%' \
+                 AND application_name = 'lifeboat' AND query LIKE '{query}%'"
+            ),
+        ) != "0"
+    };
+    for (setting, query) in [
+        ("lifeboat.slow", "COPY public.slow"),
+        ("lifeboat.slow_index", "CREATE INDEX indexed_slowly"),
+    ] {
+        env.sql(
+            "postgres",
+            &format!("ALTER ROLE lifeboat SET {setting} = 'on'"),
+        );
+        for round in 0..3 {
+            let child = env.start(&args);
+            wait_until(Duration::from_secs(60), query, || running(query));
+            let stopped = std::time::Instant::now();
+            let out = crate::support::terminate(child);
+            assert_eq!(out.code, 130, "{query} round {round}: {}", out.stderr);
+            assert!(
+                stopped.elapsed() < Duration::from_secs(15),
+                "{query} round {round}: stopped in {:?}",
+                stopped.elapsed()
+            );
+            wait_until(Duration::from_secs(5), "the sessions to end", || {
+                sessions(&env, "fresh") == "0"
+            });
+            assert_eq!(databases(&env, "fresh"), "", "{query} round {round}");
+            assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+        }
+        env.sql("postgres", &format!("ALTER ROLE lifeboat RESET {setting}"));
+    }
+    // Then the same restore goes through, the slow index built.
+    let out = env.lifeboat(&args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(env.fingerprints("fresh"), env.fingerprints("yomira"));
 }

@@ -338,12 +338,7 @@ fn an_interrupted_damaged_or_miscounted_restore_leaves_the_target_as_it_was() {
     // Stopped while loading (SIGTERM), with and without parallel index builds.
     env.sql("postgres", "ALTER DATABASE target SET lifeboat.slow = 'on'");
     for jobs in ["1", "4"] {
-        let child = env
-            .command(&["restore", "db", &id, "--into", &url, "--jobs", jobs])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = env.start(&["restore", "db", &id, "--into", &url, "--jobs", jobs]);
         wait_until(Duration::from_secs(60), "the slow table loading", || {
             env.sql(
                 "postgres",

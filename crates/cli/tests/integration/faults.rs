@@ -2,7 +2,6 @@
 //! hangs, stalls, drips, breaks off, cuts short and refuses requests, and every command ends
 //! within its timeouts, retries what may pass, and commits nothing it is not sure of.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use lifeboat_testkit::{Fault, Rule};
@@ -151,12 +150,7 @@ fn a_stop_request_ends_a_hung_command_at_once() {
     })) {
         proxy.set(vec![fault]);
         let faulted = proxy.faulted();
-        let child = env
-            .command(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = env.start(&args);
         wait_until(Duration::from_secs(30), "a hung request", || {
             proxy.faulted() > faulted
         });

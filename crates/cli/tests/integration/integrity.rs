@@ -1,7 +1,6 @@
 //! Integrity: what is stored proves what it is, and no race loses a backup. Each race runs at
 //! least five times, on a local folder and on an S3 server.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::{fake_segment, run_of, Env, Repo, Run, TableLock, FAKE_SYSTEM_ID};
@@ -25,13 +24,7 @@ fn racing_pushes(repo: Repo) {
             .collect();
         let children: Vec<_> = paths
             .iter()
-            .map(|path| {
-                env.command(&["wal-push", path])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
+            .map(|path| env.start(&["wal-push", path]))
             .collect();
         let outcomes: Vec<Run> = children
             .into_iter()
@@ -82,15 +75,7 @@ fn racing_runs(repo: Repo) {
         // The backups block on a table lock, so a run that got the lock is still running when
         // the other one asks for it.
         let lock = TableLock::hold(&env, "core.comic");
-        let mut children: Vec<_> = (0..2)
-            .map(|_| {
-                env.command(&["run", "dump"])
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
+        let mut children: Vec<_> = (0..2).map(|_| env.start(&["run", "dump"])).collect();
         let begun = Instant::now();
         while begun.elapsed() < Duration::from_secs(15)
             && children.iter_mut().all(|c| c.try_wait().unwrap().is_none())
@@ -406,12 +391,7 @@ fn manual_backups_take_the_run_lock_and_can_wait_for_it() {
             out.stderr
         );
     }
-    let waiting = env
-        .command(&["--wait", "60", "backup", "db"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let waiting = env.start(&["--wait", "60", "backup", "db"]);
     std::thread::sleep(Duration::from_millis(1500));
     drop(lock);
     let first = run_of(run.wait_with_output().unwrap());

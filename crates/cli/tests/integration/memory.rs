@@ -3,7 +3,6 @@
 //! (`VmHWM`) is watched. (OpenDAL's writers used to keep every uploaded part until the end:
 //! 241 MB for a 1.3 GB database.)
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::{run_of, Env, Repo};
@@ -17,12 +16,7 @@ const RESTORE_LIMIT_MIB: u64 = 128;
 /// Runs lifeboat with `args` and returns its output and its peak resident memory in MiB, read
 /// from `/proc` until it exits (the high-water mark only grows).
 fn peak_of(env: &Env, args: &[&str]) -> (crate::support::Run, u64) {
-    let mut child = env
-        .command(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.start(args);
     let status = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0u64;
     loop {

@@ -34,12 +34,7 @@ fn processes_mentioning(secret: &str, skip_environ_of: u32) -> Vec<String> {
 /// password is in none of their arguments or environments, nor in the output.
 fn backup_never_showing(env: &Env, password: &str) {
     let lock = TableLock::hold(env, "users.account");
-    let child = env
-        .command(&["backup", "db", "-v"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = env.start(&["backup", "db", "-v"]);
     wait_for_blocked_dump(env);
     let seen = processes_mentioning(password, child.id());
     drop(lock);

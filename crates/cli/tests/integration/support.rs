@@ -172,6 +172,15 @@ impl Env {
         cmd
     }
 
+    /// lifeboat started with `args`, its output captured (for [`run_of`] once it ends).
+    pub fn start(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn lifeboat(&self, args: &[&str]) -> Run {
         let out = self.command(args).output().expect("lifeboat runs");
         run_of(out)
@@ -418,24 +427,14 @@ impl Env {
     }
 
     pub fn blocked_backup(&self) -> std::process::Child {
-        let child = self
-            .command(&["backup", "db"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = self.start(&["backup", "db"]);
         wait_for_blocked_dump(self);
         child
     }
 
     pub fn blocked_run(&self, job: &str) -> (std::process::Child, TableLock<'_>) {
         let lock = TableLock::hold(self, "core.comic");
-        let run = self
-            .command(&["run", job])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let run = self.start(&["run", job]);
         let lock_path = self.repo_path("locks/run.json");
         wait_until(Duration::from_secs(30), "the run lock", || {
             lock_path.exists()

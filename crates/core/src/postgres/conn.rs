@@ -104,14 +104,7 @@ impl ConnInfo {
         let failed = |e: tokio_postgres::Error| {
             Error::postgres(format!("cannot connect to {what} `{}`", self.redacted), &e)
         };
-        // TLS is for TCP: over a local socket there is none to negotiate (and a socket path is
-        // no name for a certificate).
-        let tcp = self
-            .config
-            .get_hosts()
-            .iter()
-            .any(|h| matches!(h, Host::Tcp(_)));
-        let client = if self.config.get_ssl_mode() == SslMode::Disable || !tcp {
+        let client = if !self.uses_tls() {
             let (client, connection) = self.config.connect(NoTls).await.map_err(failed)?;
             tokio::spawn(drive(connection));
             client
@@ -121,6 +114,49 @@ impl ConnInfo {
             client
         };
         Ok(client)
+    }
+
+    /// Connects as [`ConnInfo::connect`], with `options` (as libpq's `PGOPTIONS`: `-c
+    /// name=value ...`) after the URL's own, and named `lifeboat` in `pg_stat_activity` unless
+    /// the URL names the application.
+    pub async fn connect_with_options(&self, what: &str, options: &str) -> Result<Client> {
+        let mut with = self.clone();
+        let options = match self.config.get_options() {
+            Some(own) if !own.is_empty() => format!("{own} {options}"),
+            _ => options.to_string(),
+        };
+        if !options.trim().is_empty() {
+            with.config.options(options);
+        }
+        if with.config.get_application_name().is_none() {
+            with.config.application_name("lifeboat");
+        }
+        with.connect(what).await
+    }
+
+    /// Asks the server to cancel what `client` is running, over a connection of its own (as
+    /// `client` was made: with TLS or without); a failure is only logged.
+    pub async fn cancel(&self, client: &Client) {
+        let token = client.cancel_token();
+        let sent = if self.uses_tls() {
+            token.cancel_query(tls()).await
+        } else {
+            token.cancel_query(NoTls).await
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "could not cancel a query");
+        }
+    }
+
+    /// Whether connections are made with TLS: not with `sslmode=disable`, nor over a local
+    /// socket (which has no name for a certificate).
+    fn uses_tls(&self) -> bool {
+        self.config.get_ssl_mode() != SslMode::Disable
+            && self
+                .config
+                .get_hosts()
+                .iter()
+                .any(|h| matches!(h, Host::Tcp(_)))
     }
 
     /// Adds libpq environment for `tool` to reach this database, and returns the password file

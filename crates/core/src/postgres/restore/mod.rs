@@ -23,6 +23,7 @@ mod created;
 mod pipelined;
 pub(crate) mod script;
 mod selection;
+mod session;
 mod settings;
 mod spooled;
 mod stream;
@@ -359,9 +360,9 @@ async fn load(
     let spool_dir = request.spool_dir.as_deref();
     let mut loading = None;
     let restored = if pipelined {
-        let psql = settings::pgoptions(&session);
+        let options = settings::pgoptions(&session);
         pipelined::restore(
-            ctx, &archive, target, tool, &psql, jobs, spool_dir, &to_check,
+            ctx, &archive, target, tool, &options, jobs, spool_dir, &to_check,
         )
         .await
         .map(|(unchecked, loaded)| {

@@ -2,9 +2,9 @@
 //! file as it arrives; meanwhile lifeboat reads it from the spool as far as it has arrived:
 //! the table of contents first, whose pre-data (schemas, types, tables) `pg_restore
 //! --section=pre-data` restores at once in one transaction, then each table's `COPY` data,
-//! cut into pieces of whole rows, each handed as soon as it has arrived to one of N `psql`
-//! sessions that load it while later rows are still arriving: a large table loads on every
-//! session, not on one as with `pg_restore --jobs`. As soon as every piece of a table is
+//! cut into pieces of whole rows, each handed as soon as it has arrived to one of N sessions
+//! (connections of lifeboat's own, [`super::session`]) that load it while later rows are still
+//! arriving: a large table loads on every session, not on one as with `pg_restore --jobs`. As soon as every piece of a table is
 //! in, its indexes and its primary key, unique and exclusion constraints are built by the
 //! sessions too, ahead of the pieces still waiting, while later tables load ([`super::work`]).
 //! Once the archive is verified and its rows counted, `pg_restore -L --jobs N` restores the
@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use super::arrival::{is_stop, Arrival, Frontier, Phase, Tail};
 use super::checked::Checked;
+use super::session::Session;
 use super::spooled::Spool;
 use super::work::{Index, Job, Work};
 use super::{Archive, ProgressWriter};
@@ -31,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::Delivered;
 use crate::postgres::archive::{copy_chunks, Blocks, Entry};
 use crate::postgres::conn::ConnInfo;
-use crate::process::{ChildWriter, Tool, Unnamed};
+use crate::process::{Tool, Unnamed};
 use crate::repository::manifest::TableRows;
 use crate::Context;
 
@@ -85,20 +86,10 @@ pub(super) async fn restore(
             .arg("--single-transaction")
             .arg(format!("--dbname={}", target.dbname())),
     )?;
-    let psql = ctx
-        .tools
-        .tool("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
-        .env("PGOPTIONS", pgoptions);
-    let (psql, _psql_pass) = target.apply_to(psql)?;
-    let sessions = (0..jobs)
-        .map(|_| psql.spawn_writer())
-        .collect::<Result<Vec<_>>>()?;
-    // A stop kills the sessions: the loading threads may be blocked feeding them.
-    let _stops: Vec<_> = sessions
-        .iter()
-        .map(|s| s.killer().on_cancel(&ctx.cancel))
-        .collect();
+    let sessions = futures::future::try_join_all(
+        (0..jobs).map(|_| Session::connect(target, pgoptions, &ctx.cancel)),
+    )
+    .await?;
     let loader = Loader {
         spool: Arc::new(spool.handle()?),
         frontier: Arc::clone(&frontier),
@@ -191,8 +182,8 @@ struct Loader {
     pre_data: Tool,
     /// `pg_restore`, to list the archive's pre-data entries.
     lister: Tool,
-    /// `psql` sessions into the target, one per job.
-    sessions: Vec<ChildWriter>,
+    /// Sessions into the target, one per job.
+    sessions: Vec<Session>,
     /// The size of a piece of a table's data ([`piece_size`]).
     piece: u64,
     cancel: tokio_util::sync::CancellationToken,
@@ -218,9 +209,6 @@ impl Loader {
             frontier: Arc::clone(&self.frontier),
         };
         let Some(mut blocks) = Blocks::open(tail).map_err(read_error)? else {
-            for session in self.sessions {
-                session.finish()?;
-            }
             return Ok(None);
         };
         let pre_data = self.restore_pre_data(blocks.data_start)?;
@@ -408,54 +396,40 @@ fn dispatch<R: Read>(
 /// One session: its settings, then the work it is given: a `COPY` for a piece, its data read
 /// from the spool (each piece commits on its own), or an index's statement.
 fn load_tables(
-    mut session: ChildWriter,
+    session: Session,
     prelude: &str,
     work: &Work,
     spool: &Arc<File>,
     frontier: &Arc<Frontier>,
     int_size: usize,
 ) -> Result<()> {
-    let fed = (|| -> io::Result<()> {
-        let mut out = BufWriter::with_capacity(1 << 18, &mut session);
-        out.write_all(prelude.as_bytes())?;
+    let loaded = (|| -> Result<()> {
+        session.execute(prelude, "setting up a session")?;
         while let Some(job) = work.next() {
             match &job {
                 Job::Piece { copy, piece, .. } => {
-                    out.write_all(copy.as_bytes())?;
                     let tail = Tail {
                         file: Arc::clone(spool),
                         pos: piece.at,
                         frontier: Arc::clone(frontier),
                     };
-                    copy_chunks(tail, int_size, piece.len, &mut out)?;
+                    session.copy(
+                        copy,
+                        |out| copy_chunks(tail, int_size, piece.len, out),
+                        read_error,
+                    )?;
                 }
-                Job::Index { sql, .. } => {
-                    out.write_all(sql.as_bytes())?;
-                    out.write_all(b"\n")?;
-                }
+                Job::Index { sql, .. } => session.execute(sql, "building an index")?,
             }
-            // It runs now, not when the next job comes.
-            out.flush()?;
             work.done(&job);
         }
-        out.flush()
+        Ok(())
     })();
-    let failed = match fed {
-        Ok(()) => match session.finish() {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        },
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe && !is_stop(&e) => {
-            session.stopped("stopped")
-        }
-        Err(e) => {
-            session.kill();
-            read_error(e)
-        }
-    };
-    work.fail();
-    frontier.end(Phase::Abandoned);
-    Err(failed)
+    if loaded.is_err() {
+        work.fail();
+        frontier.end(Phase::Abandoned);
+    }
+    loaded
 }
 
 fn read_error(e: io::Error) -> Error {
@@ -543,13 +517,12 @@ mod tests {
         assert!(!matches!(e, Error::Interrupted(_)), "{e}");
         assert!(e.to_string().contains("unknown block type"), "{e}");
         // A session failed; the reader and the other session were stopped by it.
-        let psql = Err(Error::Tool {
-            tool: "psql".into(),
-            outcome: "exited with status 3".into(),
-            stderr: "ERROR:  row 5000 refused; COPY picky, line 5000".into(),
+        let refused = Err(Error::Postgres {
+            context: "loading a table".into(),
+            message: "error: row 5000 refused; context: COPY picky, line 5000".into(),
         });
         let stopped = Err::<u32, _>(Error::Interrupted("the sessions stopped".into()));
-        let e = first_failure(stopped, vec![stop(), psql]).unwrap_err();
+        let e = first_failure(stopped, vec![stop(), refused]).unwrap_err();
         assert!(e.to_string().contains("row 5000 refused"), "{e}");
         assert_eq!(first_failure(Ok(7), vec![Ok(()), Ok(())]).unwrap(), 7);
     }

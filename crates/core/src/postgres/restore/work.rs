@@ -4,11 +4,11 @@
 //! been handed to its session, ahead of the pieces still waiting, so that index builds overlap
 //! the loading of later tables instead of waiting for the last one.
 //!
-//! A piece is done when its session has written it out, not when the server has committed
-//! it: an index built on a table whose last `COPY` is still running waits for its lock (a
-//! `COPY` holds `ROW EXCLUSIVE`, which `CREATE INDEX` and `ALTER TABLE` wait for), and one
-//! that takes its lock first is kept up to date by the `COPY` that follows. Either way the
-//! index is whole; the order only makes it faster. None of this work waits on another
+//! An index is queued once its table's pieces are handed out, not once they are loaded: an
+//! index built on a table whose last `COPY` is still running waits for its lock (a `COPY`
+//! holds `ROW EXCLUSIVE`, which `CREATE INDEX` and `ALTER TABLE` wait for), and one that
+//! takes its lock first is kept up to date by the `COPY` that follows. Either way the index
+//! is whole; the order only makes it faster. None of this work waits on another
 //! session while holding a lock another waits for: no deadlock.
 
 use std::collections::{HashMap, HashSet, VecDeque};
