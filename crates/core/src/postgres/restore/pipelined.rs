@@ -3,13 +3,13 @@
 //! the table of contents first, whose pre-data (schemas, types, tables) `pg_restore
 //! --section=pre-data` restores at once in one transaction, then each table's `COPY` data,
 //! cut into pieces of whole rows, each handed as soon as it has arrived to one of N sessions
-//! (connections of lifeboat's own, [`super::session`]) that load it while later rows are still
-//! arriving: a large table loads on every session, not on one as with `pg_restore --jobs`. As soon as every piece of a table is
-//! in, its indexes and its primary key, unique and exclusion constraints are built by the
-//! sessions too, ahead of the pieces still waiting, while later tables load ([`super::work`]).
-//! Once the archive is verified and its rows counted, `pg_restore -L --jobs N` restores the
-//! rest (sequences' values, large objects, foreign keys, triggers, materialized views,
-//! comments, privileges) from the spool.
+//! (connections of lifeboat's own, [`super::session`]) that load it while later rows are
+//! still arriving: a large table loads on every session, not on one as with `pg_restore
+//! --jobs`. As soon as every piece of a table is in, its indexes and its primary key, unique
+//! and exclusion constraints are built by the sessions too, ahead of the pieces still
+//! waiting, while later tables load ([`super::work`]). Once the archive is verified and its
+//! rows counted, `pg_restore -L --jobs N` restores the rest (sequences' values, large
+//! objects, foreign keys, triggers, materialized views, comments, privileges) from the spool.
 //!
 //! Pieces commit one by one, before the archive is verified: this path is taken only into the
 //! staging database of `--create` ([`super::created`]), which nobody sees and which is dropped

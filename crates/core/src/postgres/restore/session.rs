@@ -56,14 +56,14 @@ impl Session {
     }
 
     /// Runs `copy` (a `COPY ... FROM stdin` statement) with the data `fill` writes, in a
-    /// transaction of its own; returns the rows the server loaded. A failure of `fill` that
-    /// is not the server's is passed to `unreadable`.
+    /// transaction of its own. A failure of `fill` that is not the server's is passed to
+    /// `unreadable`.
     pub(super) fn copy(
         &self,
         copy: &str,
         fill: impl FnOnce(&mut CopyWriter<'_>) -> io::Result<()>,
         unreadable: impl FnOnce(io::Error) -> Error,
-    ) -> Result<u64> {
+    ) -> Result<()> {
         const DOING: &str = "loading a table";
         let sink = self.wait(self.client.copy_in::<_, Bytes>(copy), DOING)?;
         let mut writer = CopyWriter {
@@ -80,7 +80,7 @@ impl Session {
                 if !buf.is_empty() {
                     self.wait(sink.send(buf.freeze()), DOING)?;
                 }
-                self.wait(sink.as_mut().finish(), DOING)
+                self.wait(sink.as_mut().finish(), DOING).map(|_rows| ())
             }
         }
     }
