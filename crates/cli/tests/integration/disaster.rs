@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lifeboat_testkit::{ClusterOptions, ScratchCluster};
 
-use crate::support::{tools, wait_until, Env, Repo};
+use crate::support::{pipelined, tools, wait_until, Env, Repo};
 
 /// Ownership, privileges, memberships, role attributes and database settings, as the catalogs
 /// say them, for comparing two servers.
@@ -184,19 +184,6 @@ fn databases(env: &Env, prefix: &str) -> String {
 /// `restore db ID --into URL` and `args`.
 fn restore_args<'a>(id: &'a str, url: &'a str, args: &[&'a str]) -> Vec<&'a str> {
     [&["restore", "db", id, "--into", url][..], args].concat()
-}
-
-/// The options of a restore pipelined on two sessions (`--create --spool`), spooling in
-/// `spool`.
-fn pipelined(spool: &std::path::Path) -> [&str; 6] {
-    [
-        "--create",
-        "--jobs",
-        "2",
-        "--spool",
-        "--spool-dir",
-        spool.to_str().unwrap(),
-    ]
 }
 
 /// lifeboat's sessions in databases whose name starts with `prefix`.

@@ -101,15 +101,7 @@ fn round_trip(repo: Repo, encrypted: bool) {
     let out = env.restore(
         &id,
         "created_parallel",
-        &[
-            "--create",
-            "--jobs",
-            "2",
-            "--spool",
-            "--spool-dir",
-            spool.to_str().unwrap(),
-            "--json",
-        ],
+        &[&crate::support::pipelined(&spool)[..], &["--json"]].concat(),
     );
     assert_eq!(out.code, 0, "pipelined restore failed: {}", out.stderr);
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();

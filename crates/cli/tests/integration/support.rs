@@ -283,6 +283,19 @@ pub fn terminate(child: std::process::Child) -> Run {
     run_of(child.wait_with_output().unwrap())
 }
 
+/// The options of a restore pipelined on two sessions (`--create --spool`), spooling in
+/// `spool`.
+pub fn pipelined(spool: &std::path::Path) -> [&str; 6] {
+    [
+        "--create",
+        "--jobs",
+        "2",
+        "--spool",
+        "--spool-dir",
+        spool.to_str().unwrap(),
+    ]
+}
+
 pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {
