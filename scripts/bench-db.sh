@@ -8,7 +8,8 @@
 #   (f) lifeboat restore db --create --jobs 4 --spool (pipelined into a staging database renamed
 #   when whole: pre-data as soon as the table of contents arrives, each table's COPY data
 #   loaded by 4 sessions from the spool as it arrives, then the rest by pg_restore --jobs 4);
-#   (d2) is (d)'s pg_restore alone, the server's share.
+#   (d2) is (d)'s pg_restore alone, the server's share; (d3) pg_restore --single-transaction of
+#   the same local file with (e)'s session settings, the floor of a one-transaction restore.
 # Against a real S3 server on loopback (lifeboat-s3-server, s3s-fs), on two databases: pgbench's
 # (whose filler compresses to almost nothing) and scripts/realistic.sql's (text that compresses
 # like user content, about 2.5x with gzip -9).
@@ -114,15 +115,26 @@ measure() { # DB LABEL
   # The server's part alone: what no restore from this server can go below, however it
   # overlaps the download.
   local gload; gload=$(secs "$tm" "$t1")
-  rm -f "$WORK/restore.dump"
 
   settle
   t0=$(now)
   /usr/bin/time -f "%M" -o "$WORK/rss2" "$LIFEBOAT" -q restore db "$id" \
-    --into "postgresql:///${db}_lifeboat?host=$WORK&port=$PORT&user=bench" --jobs 4 >/dev/null
+    --into "postgresql:///${db}_lifeboat?host=$WORK&port=$PORT&user=bench" --jobs 4 --json >"$WORK/e.json"
   t1=$(now)
   local lrest; lrest=$(secs "$t0" "$t1")
   local rss2; rss2=$(cat "$WORK/rss2")
+
+  # The floor of (e), which restores in one transaction: pg_restore --single-transaction of
+  # the local file, with the session settings (e) reported, no download at all.
+  local options
+  options=$(python3 -c 'import json,sys; print(" ".join(f"-c {k}={v}" for k, v in json.load(open(sys.argv[1]))["settings"].items()))' "$WORK/e.json")
+  "$BIN/createdb" "${db}_single"
+  settle
+  t0=$(now)
+  PGOPTIONS="$options" "$BIN/pg_restore" --single-transaction --dbname="${db}_single" "$WORK/restore.dump"
+  t1=$(now)
+  local sload; sload=$(secs "$t0" "$t1")
+  rm -f "$WORK/restore.dump"
 
   # Parallel and still all or nothing: a database created under a staging name, renamed
   # when whole.
@@ -135,11 +147,11 @@ measure() { # DB LABEL
   local srest; srest=$(secs "$t0" "$t1")
   local rss3; rss3=$(cat "$WORK/rss3")
 
-  python3 - "$label" "$dbsize" "$floor" "$guide" "$guide_size" "$lb" "$lb_size" "$rss" "$grest" "$lrest" "$rss2" "$srest" "$gload" "$rss3" <<'PY'
+  python3 - "$label" "$dbsize" "$floor" "$guide" "$guide_size" "$lb" "$lb_size" "$rss" "$grest" "$lrest" "$rss2" "$srest" "$gload" "$rss3" "$sload" <<'PY'
 import sys
-label, dbsize, floor, guide, gsize, lb, lsize, rss, grest, lrest, rss2, srest, gload, rss3 = sys.argv[1:]
+label, dbsize, floor, guide, gsize, lb, lsize, rss, grest, lrest, rss2, srest, gload, rss3, sload = sys.argv[1:]
 dbsize, gsize, lsize, rss, rss2, rss3 = int(dbsize), int(gsize), int(lsize), int(rss), int(rss2), int(rss3)
-floor, guide, lb, grest, lrest, srest, gload = map(float, (floor, guide, lb, grest, lrest, srest, gload))
+floor, guide, lb, grest, lrest, srest, gload, sload = map(float, (floor, guide, lb, grest, lrest, srest, gload, sload))
 print(f"{label}, database {dbsize/2**20:.0f} MiB")
 print(f"| backup | wall time | stored size |")
 print(f"|---|---|---|")
@@ -155,7 +167,9 @@ print(f"| (e) lifeboat restore db --jobs 4 | {lrest:.1f} s |")
 print(f"| (f) lifeboat restore db --create --jobs 4 --spool | {srest:.1f} s |")
 print(f"| (d2) of (d), pg_restore --jobs 4 of the local file alone | {gload:.1f} s |")
 print(f"lifeboat / guide restore time = {lrest/grest:.2f} (target <= 0.8), with --create --spool {srest/grest:.2f}; lifeboat peak RSS {rss2/1024:.0f} MiB, with --create --spool {rss3/1024:.0f} MiB")
+print(f"| (d3) pg_restore --single-transaction of the local file, (e)'s settings | {sload:.1f} s |")
 print(f"the server's share of the guide's restore (d2 / d) = {gload/grest:.2f}: no restore overlapping the download goes below it")
+print(f"the one-transaction floor of (e) (d3 / d) = {sload/grest:.2f}; (e) / (d3) = {lrest/sload:.2f}")
 print()
 PY
 }

@@ -132,6 +132,7 @@ impl FaultProxy {
                         },
                         _ = &mut stop_rx => break,
                     };
+                    let _ = socket.set_nodelay(true);
                     let (rules, faulted) = shared.clone();
                     let upstream = upstream.clone();
                     let client = client.clone();

@@ -216,6 +216,9 @@ impl S3Server {
                         },
                         _ = &mut stop_rx => break,
                     };
+                    // As S3 endpoints do: a small answer written in two pieces (headers, then
+                    // body) must not wait for the client's delayed ACK (40 ms).
+                    let _ = socket.set_nodelay(true);
                     let socket = link::Throttled::new(socket, lanes.clone());
                     let conn = http
                         .serve_connection(TokioIo::new(socket), service.clone())

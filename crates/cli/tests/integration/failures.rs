@@ -32,7 +32,7 @@ fn interrupted_backup_leaves_nothing_listed() {
     let child = env.blocked_backup();
     let pids = String::from_utf8(
         std::process::Command::new("pgrep")
-            .args(["-P", &child.id().to_string(), "pg_dump"])
+            .args(["-x", "-P", &child.id().to_string(), "pg_dump"])
             .output()
             .unwrap()
             .stdout,
@@ -72,6 +72,73 @@ fn interrupted_backup_leaves_nothing_listed() {
     env.new_database("after");
     let out = env.restore(&kept, "after", &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn a_failed_roles_dump_stops_the_backup_at_once_and_leaves_nothing() {
+    // The roles are taken while the dump streams: their failure must stop a dump that would
+    // take long (here: waiting for a lock held for minutes), not wait for its end.
+    let mut env = Env::new(Repo::S3, false);
+    let kept = env.backup(&[]);
+    let files_before = env.stored_files();
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = crate::support::tools().path("pg_dump");
+    for entry in std::fs::read_dir(real.parent().unwrap()).unwrap().flatten() {
+        if entry.file_name() != "pg_dumpall" {
+            std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name())).unwrap();
+        }
+    }
+    let fake = bin.join("pg_dumpall");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'pg_dumpall: error: query failed: permission denied for table pg_authid' >&2\nexit 1\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.extra_env
+        .push(("LIFEBOAT_PG_BIN_DIR".into(), bin.display().to_string()));
+    let lock = TableLock::hold(&env, "core.comic");
+    for round in 0..5 {
+        let started = std::time::Instant::now();
+        let mut child = env.start(&["backup", "db"]);
+        let ended = wait_until_ended(&mut child, Duration::from_secs(30));
+        if !ended {
+            let _ = child.kill();
+        }
+        let out = run_of(child.wait_with_output().unwrap());
+        assert!(
+            ended,
+            "round {round}: the backup waited for its dump: {}",
+            out.stderr
+        );
+        assert!(started.elapsed() < Duration::from_secs(20), "round {round}");
+        assert_eq!(out.code, 1, "round {round}: {}", out.stderr);
+        assert!(
+            out.error_line().contains("pg_dumpall")
+                && out
+                    .error_line()
+                    .contains("permission denied for table pg_authid"),
+            "round {round}: {}",
+            out.stderr
+        );
+        env.assert_only_backup(&kept, &files_before, "the backup whose roles failed");
+        env.end_waiting_backends();
+    }
+    drop(lock);
+}
+
+/// Waits up to `limit` for `child` to exit; whether it did.
+fn wait_until_ended(child: &mut std::process::Child, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 #[test]

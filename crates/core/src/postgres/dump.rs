@@ -38,9 +38,15 @@ pub async fn backup_db(
     let started_at = Timestamp::now();
     let id = manifest::new_backup_id(started_at);
     let conn = ConnInfo::new(pg.url.expose(), pg.password.as_ref())?;
-    let pg_dump_version = ctx.tools.version("pg_dump")?;
-
-    let mut client = conn.connect(&format!("database `{name}`")).await?;
+    // `pg_dump --version` runs while the connection opens; the first failure is the answer.
+    let version = async {
+        let tools = ctx.tools.clone();
+        tokio::task::spawn_blocking(move || tools.version("pg_dump"))
+            .await
+            .map_err(|e| Error::thread("pg_dump --version", e))?
+    };
+    let what = format!("database `{name}`");
+    let (pg_dump_version, mut client) = tokio::try_join!(version, conn.connect(&what))?;
     let txn = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -92,7 +98,7 @@ pub async fn backup_db(
     tracing::info!(backup = %id, database = name, "dumping `{dbname}` ({} estimated)", human_bytes(db_size.max(0) as u64));
     let task = ctx.progress.start(&format!("dump {name}"), None);
     let stop = ctx.cancel.child_token();
-    let uploaded = pipeline::upload(
+    let upload = pipeline::upload(
         repo.storage(),
         plan.target(),
         source,
@@ -100,8 +106,22 @@ pub async fn backup_db(
         plan.seal.clone(),
         task,
         &stop,
-    )
-    .await;
+    );
+    // The roles, for a restore onto a server that has none of them: the cluster's, outside
+    // any database's snapshot, so taken and stored while the dump streams rather than after
+    // it. A failure there stops the dump.
+    let roles = async {
+        let stored = async {
+            let (roles, role_passwords) = globals::dump_roles(&ctx.tools, &conn, &txn).await?;
+            store_globals(repo, &plan, &id, &roles, role_passwords, properties).await
+        }
+        .await;
+        if stored.is_err() {
+            stop.cancel();
+        }
+        stored
+    };
+    let (uploaded, globals) = tokio::join!(upload, roles);
     let counted = match &uploaded {
         Err(_) => Ok(Vec::new()),
         Ok(_) if request.schema_only => Ok(Vec::new()),
@@ -115,16 +135,15 @@ pub async fn backup_db(
         }
     };
     let outcome = async {
+        // A failure of the roles stopped the dump: it is the cause, the dump's error its echo.
+        let globals = globals?;
         let (stats, tables) = match (uploaded, counted) {
             (Ok(stats), Ok(tables)) => (stats, tables),
             (Err(e), _) | (_, Err(e)) => return Err(e),
         };
-        // The roles, for a restore onto a server that has none of them.
-        let (roles, role_passwords) = globals::dump_roles(&ctx.tools, &conn, &txn).await?;
         txn.commit()
             .await
             .map_err(|e| Error::postgres("closing the snapshot transaction", &e))?;
-        let globals = store_globals(repo, &plan, &id, &roles, role_passwords, properties).await?;
         let about = About {
             id: id.clone(),
             kind: BackupKind::Db,

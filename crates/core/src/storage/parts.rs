@@ -89,8 +89,15 @@ impl S3Api {
 
 /// A file written under the repository's staging folder, renamed into place when closed;
 /// removed (by `tempfile`) when aborted or dropped unfinished.
+///
+/// What is written is synced while later parts are written (one sync at a time, on a blocking
+/// thread), so that the sync that closes the upload has only its last parts left to write out
+/// rather than the whole file: the page cache can hold gigabytes of a large backup.
 pub(super) struct LocalUpload {
     staged: Option<(tokio::fs::File, tempfile::TempPath)>,
+    /// The same open file, for the syncs.
+    syncer: std::sync::Arc<std::fs::File>,
+    syncing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     target: PathBuf,
     display: String,
 }
@@ -111,8 +118,13 @@ impl LocalUpload {
         .map_err(|e| Error::thread("file", e))?
         .map_err(|e| Error::io(format!("uploading `{display}`"), e))?;
         let (file, path) = staged.into_parts();
+        let syncer = file
+            .try_clone()
+            .map_err(|e| Error::io(format!("uploading `{display}`"), e))?;
         Ok(LocalUpload {
             staged: Some((tokio::fs::File::from_std(file), path)),
+            syncer: std::sync::Arc::new(syncer),
+            syncing: None,
             target,
             display,
         })
@@ -120,6 +132,17 @@ impl LocalUpload {
 
     fn io(&self, what: &str, e: std::io::Error) -> Error {
         Error::io(format!("{what} `{}`", self.display), e)
+    }
+
+    /// Waits for the sync under way, if any; its failure is the upload's.
+    async fn synced(&mut self) -> Result<()> {
+        match self.syncing.take() {
+            Some(syncing) => syncing
+                .await
+                .map_err(|e| Error::thread("file sync", e))?
+                .map_err(|e| self.io("syncing", e)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -130,13 +153,20 @@ impl Upload for LocalUpload {
             return Err(over(&self.display));
         };
         let written = file.write_all(&chunk).await;
-        written.map_err(|e| self.io("uploading", e))
+        written.map_err(|e| self.io("uploading", e))?;
+        if self.syncing.as_ref().is_none_or(|s| s.is_finished()) {
+            self.synced().await?;
+            let file = self.syncer.clone();
+            self.syncing = Some(tokio::task::spawn_blocking(move || file.sync_data()));
+        }
+        Ok(())
     }
 
     async fn close(&mut self) -> Result<()> {
         let Some((mut file, path)) = self.staged.take() else {
             return Ok(());
         };
+        self.synced().await?;
         let done = async {
             file.flush().await?;
             file.sync_all().await?;

@@ -393,6 +393,7 @@ pub fn count_alongside<R: Read>(inner: R) -> (Tee<R>, StreamCounts) {
         Tee {
             inner,
             tx: Some(tx),
+            pending: Vec::new(),
         },
         counting,
     )
@@ -447,20 +448,37 @@ impl RowCounter {
     }
 }
 
-/// A reader that also sends what it reads to a channel.
+/// A reader that also sends what it reads to a channel, in batches of [`TEE_BATCH`] bytes
+/// (a pipe is read a few KiB at a time: one message, allocation and wake-up per read cost
+/// more than the counting), the last when its source ends.
 pub struct Tee<R> {
     inner: R,
     tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    pending: Vec<u8>,
+}
+
+const TEE_BATCH: usize = 256 << 10;
+
+impl<R> Tee<R> {
+    fn send_pending(&mut self) {
+        if let Some(tx) = &self.tx {
+            if !self.pending.is_empty() && tx.send(std::mem::take(&mut self.pending)).is_err() {
+                self.tx = None;
+            }
+        }
+    }
 }
 
 impl<R: Read> Read for Tee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        if n > 0 {
-            if let Some(tx) = &self.tx {
-                if tx.send(buf[..n].to_vec()).is_err() {
-                    self.tx = None;
-                }
+        if self.tx.is_some() {
+            if self.pending.capacity() == 0 {
+                self.pending.reserve_exact(TEE_BATCH);
+            }
+            self.pending.extend_from_slice(&buf[..n]);
+            if n == 0 || self.pending.len() >= TEE_BATCH {
+                self.send_pending();
             }
         }
         Ok(n)

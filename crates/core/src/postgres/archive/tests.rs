@@ -239,6 +239,8 @@ fn a_table_is_cut_into_pieces_of_whole_rows_that_load_on_their_own() {
 #[test]
 fn rows_are_counted_as_the_archive_streams_by() {
     let long = format!("1\t{}\n", "x".repeat(100_000));
+    // More than one of the tee's batches, and not a multiple of it.
+    let many: String = (0..100_001).map(|i| format!("{i}\n")).collect();
     let bytes = archive(
         &[
             (10, "TABLE", "core", "comic"),
@@ -246,6 +248,7 @@ fn rows_are_counted_as_the_archive_streams_by() {
             (21, "TABLE DATA", "core", "Odd Name"),
             (22, "SEQUENCE SET", "core", "comic_id_seq"),
             (23, "TABLE DATA", "public", "empty"),
+            (24, "TABLE DATA", "public", "many"),
         ],
         &[
             (
@@ -254,8 +257,10 @@ fn rows_are_counted_as_the_archive_streams_by() {
             ),
             (21, vec![b"\\\\.\n", b"\\.\n\n\n"]),
             (23, vec![b"\\.\n\n\n"]),
+            (24, vec![many.as_bytes(), b"\\.\n\n\n"]),
         ],
     );
+    assert!(bytes.len() > 2 * TEE_BATCH);
     // Through the tee, read in small pieces as a pipe would give them.
     let (mut tee, counting) = count_alongside(io::Cursor::new(bytes.clone()));
     let mut passed = Vec::new();
@@ -279,7 +284,8 @@ fn rows_are_counted_as_the_archive_streams_by() {
         "a row holding a backslash and a dot"
     );
     assert_eq!(rows("public", "empty"), Some(0));
-    assert_eq!(counts.len(), 3);
+    assert_eq!(rows("public", "many"), Some(100_001));
+    assert_eq!(counts.len(), 4);
     // Data compressed by pg_dump cannot be counted this way.
     let mut compressed = bytes.clone();
     compressed[12] = 6; // the compression level, after the sign byte
