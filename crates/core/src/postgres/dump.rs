@@ -4,8 +4,8 @@
 //! Sequence: open a REPEATABLE READ transaction and export its snapshot; start pg_dump on that
 //! snapshot; while the dump streams, count every table's rows in the archive as it passes (its
 //! `COPY` lines; [`crate::postgres::archive::count_alongside`]), without reading the tables a
-//! second time; a table the archive has no data for is counted in the same snapshot; then
-//! write the manifest (the commit). Any failure before the manifest removes what was written,
+//! second time, and take and store the cluster's roles beside it; a table the archive has no
+//! data for is counted in the same snapshot; then write the manifest (the commit). Any failure before the manifest removes what was written,
 //! so a failed or interrupted backup never shows up in `list`.
 
 use jiff::Timestamp;
