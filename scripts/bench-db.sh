@@ -124,18 +124,6 @@ measure() { # DB LABEL
   local lrest; lrest=$(secs "$t0" "$t1")
   local rss2; rss2=$(cat "$WORK/rss2")
 
-  # The floor of (e), which restores in one transaction: pg_restore --single-transaction of
-  # the local file, with the session settings (e) reported, no download at all.
-  local options
-  options=$(python3 -c 'import json,sys; print(" ".join(f"-c {k}={v}" for k, v in json.load(open(sys.argv[1]))["settings"].items()))' "$WORK/e.json")
-  "$BIN/createdb" "${db}_single"
-  settle
-  t0=$(now)
-  PGOPTIONS="$options" "$BIN/pg_restore" --single-transaction --dbname="${db}_single" "$WORK/restore.dump"
-  t1=$(now)
-  local sload; sload=$(secs "$t0" "$t1")
-  rm -f "$WORK/restore.dump"
-
   # Parallel and still all or nothing: a database created under a staging name, renamed
   # when whole.
   settle
@@ -146,6 +134,19 @@ measure() { # DB LABEL
   t1=$(now)
   local srest; srest=$(secs "$t0" "$t1")
   local rss3; rss3=$(cat "$WORK/rss3")
+
+  # The floor of (e), which restores in one transaction: pg_restore --single-transaction of
+  # the local file with the session settings (e) reported, no download at all. Last, so that
+  # (d), (e) and (f) run as they did before it was measured.
+  local options
+  options=$(python3 -c 'import json,sys; print(" ".join(f"-c {k}={v}" for k, v in json.load(open(sys.argv[1]))["settings"].items()))' "$WORK/e.json")
+  "$BIN/createdb" "${db}_single"
+  settle
+  t0=$(now)
+  PGOPTIONS="$options" "$BIN/pg_restore" --single-transaction --dbname="${db}_single" "$WORK/restore.dump"
+  t1=$(now)
+  local sload; sload=$(secs "$t0" "$t1")
+  rm -f "$WORK/restore.dump"
 
   python3 - "$label" "$dbsize" "$floor" "$guide" "$guide_size" "$lb" "$lb_size" "$rss" "$grest" "$lrest" "$rss2" "$srest" "$gload" "$rss3" "$sload" <<'PY'
 import sys
