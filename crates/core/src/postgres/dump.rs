@@ -5,8 +5,9 @@
 //! snapshot; while the dump streams, count every table's rows in the archive as it passes (its
 //! `COPY` lines; [`crate::postgres::archive::count_alongside`]), without reading the tables a
 //! second time, and take and store the cluster's roles beside it; a table the archive has no
-//! data for is counted in the same snapshot; then write the manifest (the commit). Any failure before the manifest removes what was written,
-//! so a failed or interrupted backup never shows up in `list`.
+//! data for is counted in the same snapshot; then write the manifest (the commit). Any
+//! failure before the manifest removes what was written, so a failed or interrupted backup
+//! never shows up in `list`.
 
 use jiff::Timestamp;
 
@@ -111,16 +112,10 @@ pub async fn backup_db(
     // any database's snapshot, so taken and stored while the dump streams rather than after
     // it. A failure there stops the dump.
     let roles = async {
-        let stored = async {
-            let (roles, role_passwords) = globals::dump_roles(&ctx.tools, &conn, &txn).await?;
-            store_globals(repo, &plan, &id, &roles, role_passwords, properties).await
-        }
-        .await;
-        if stored.is_err() {
-            stop.cancel();
-        }
-        stored
+        let (roles, role_passwords) = globals::dump_roles(&ctx.tools, &conn, &txn).await?;
+        store_globals(repo, &plan, &id, &roles, role_passwords, properties).await
     };
+    let roles = async { roles.await.inspect_err(|_| stop.cancel()) };
     let (uploaded, globals) = tokio::join!(upload, roles);
     let counted = match &uploaded {
         Err(_) => Ok(Vec::new()),
