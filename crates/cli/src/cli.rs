@@ -466,12 +466,13 @@ pub struct RestoreDbArgs {
     #[arg(long, default_value_t = 1)]
     pub jobs: u32,
     /// Spool the archive to a temporary file and load tables in parallel: faster on many
-    /// cores with many large tables, and needs disk for the whole archive. With --create,
-    /// tables load in pieces on N sessions while the archive still arrives (a large table on
-    /// all of them), each table's indexes built as soon as it is in, into a database that
-    /// appears only once whole; into an existing
-    /// database, `pg_restore --jobs` loads once the archive is verified, not in one
-    /// transaction (a failure leaves part of the backup).
+    /// cores with many large tables. With --create, tables load in pieces on N sessions
+    /// while the archive still arrives (a large table on all of them), each table's indexes
+    /// built as soon as it is in, into a database that appears only once whole, and the
+    /// spool holds only a window of the archive (N+1 pieces of at most 64 MiB); into an
+    /// existing database, it needs disk for the whole archive, and `pg_restore --jobs` loads
+    /// once the archive is verified, not in one transaction (a failure leaves part of the
+    /// backup).
     #[arg(long)]
     pub spool: bool,
     /// Drop objects before recreating them.

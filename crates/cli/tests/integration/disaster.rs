@@ -428,6 +428,141 @@ fn a_table_that_fails_to_load_stops_a_created_restore() {
     );
 }
 
+/// A pipelined restore (`--create --spool`) of a backup whose archive is over 100 MB keeps
+/// only a window of it on disk, not all of it: each piece of a table leaves the spool once
+/// loaded and the download waits for the sessions (from a local repository it would
+/// otherwise be whole on disk in a second), while large objects, which `pg_restore` reads
+/// after the load, are still there for it. What the spool file takes on disk is sampled from
+/// outside, through `/proc`, while the restore runs. Then, the sessions slowed down, the
+/// restore is stopped with SIGTERM while its download waits for them, three times: it ends
+/// at once and leaves nothing.
+#[test]
+fn a_pipelined_restore_spools_a_window_of_the_archive_not_all_of_it() {
+    let env = Env::new(Repo::Local, false);
+    env.sql(
+        "yomira",
+        "CREATE FUNCTION public.paced(int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$ \
+         BEGIN IF $1 % 1000 = 0 AND current_setting('lifeboat.paced', true) = 'on' THEN \
+         PERFORM pg_sleep(0.05); END IF; RETURN true; END $$; \
+         CREATE TABLE public.wide (id int PRIMARY KEY CHECK (public.paced(id)), pad text); \
+         INSERT INTO public.wide SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 1000000) g",
+    );
+    let out = env.lifeboat(&["backup", "db", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let manifest: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let (id, raw) = (
+        manifest["id"].as_str().unwrap().to_string(),
+        manifest["raw_size"].as_u64().unwrap(),
+    );
+    assert!(raw > 100 << 20, "{raw}");
+    let spool = env.dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let url = env.cluster.url("fresh");
+    let child = env.start(&restore_args(
+        &id,
+        &url,
+        &[&pipelined(&spool)[..], &["--json"]].concat(),
+    ));
+    let pid = child.id();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (out, sampled) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut most = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                most = most.max(spool_on_disk(pid, &spool));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        });
+        let out = crate::support::run_of(child.wait_with_output().unwrap());
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (out, sampler.join().unwrap())
+    });
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["pipelined"], true, "{report}");
+    eprintln!("archive {raw} bytes, spool seen at {sampled}, reported {report}");
+    // Seen, and bounded: about 3/8 of the archive (the window: a piece per session and one
+    // more), where the whole archive used to be spooled.
+    assert!(sampled > 0, "the spool file was never seen");
+    assert!(sampled < raw / 2, "the spool took {sampled} of {raw} bytes");
+    // The report says as much.
+    let peak = report["spool_peak_bytes"].as_u64().unwrap();
+    assert!(
+        sampled <= peak + (1 << 20),
+        "sampled {sampled}, reported {peak}"
+    );
+    assert!(peak < raw / 2, "reported {peak} of {raw} bytes");
+    assert_eq!(env.fingerprints("fresh"), env.fingerprints("yomira"));
+    assert_eq!(
+        env.fingerprint("fresh", "public.wide"),
+        env.fingerprint("yomira", "public.wide")
+    );
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+
+    // Loading at 20,000 rows a second: the download fills the window in a moment, then waits.
+    env.sql("postgres", "ALTER ROLE lifeboat SET lifeboat.paced = 'on'");
+    let url = env.cluster.url("paced");
+    let args = restore_args(&id, &url, &pipelined(&spool));
+    for round in 0..3 {
+        let child = env.start(&args);
+        let pid = child.id();
+        let mut seen = Vec::new();
+        wait_until(Duration::from_secs(60), "the spool to stop growing", || {
+            seen.push(spool_on_disk(pid, &spool));
+            std::thread::sleep(Duration::from_millis(100));
+            seen.len() > 5
+                && seen[seen.len() - 5..]
+                    .iter()
+                    .all(|s| *s > 0 && *s == seen[seen.len() - 1])
+        });
+        assert!(seen.iter().all(|s| *s < raw / 2), "round {round}: {seen:?}");
+        stopped_leaving_nothing(&env, child, "paced", &spool, &format!("round {round}"));
+    }
+    env.sql("postgres", "ALTER ROLE lifeboat RESET lifeboat.paced");
+}
+
+/// Stops a running restore into a database whose name starts with `prefix` with SIGTERM: it
+/// must end within seconds (exit 130), and leave no session, no database and no file in
+/// `spool`.
+fn stopped_leaving_nothing(
+    env: &Env,
+    child: std::process::Child,
+    prefix: &str,
+    spool: &std::path::Path,
+    what: &str,
+) {
+    let stopped = std::time::Instant::now();
+    let out = crate::support::terminate(child);
+    assert_eq!(out.code, 130, "{what}: {}", out.stderr);
+    assert!(
+        stopped.elapsed() < Duration::from_secs(15),
+        "{what}: stopped in {:?}",
+        stopped.elapsed()
+    );
+    wait_until(Duration::from_secs(5), "the sessions to end", || {
+        sessions(env, prefix) == "0"
+    });
+    assert_eq!(databases(env, prefix), "", "{what}");
+    assert_eq!(std::fs::read_dir(spool).unwrap().count(), 0, "{what}");
+}
+
+/// The disk taken by the files process `pid` has open in `dir` (its spool file, unnamed, open
+/// more than once), each counted once.
+fn spool_on_disk(pid: u32, dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let files: std::collections::HashMap<u64, u64> = fds
+        .flatten()
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|to| to.starts_with(dir)))
+        .filter_map(|fd| std::fs::metadata(fd.path()).ok())
+        .map(|meta| (meta.ino(), meta.blocks() * 512))
+        .collect();
+    files.values().sum()
+}
+
 /// A pipelined restore (`--create --spool`) stopped with SIGTERM while its sessions load a
 /// table and while one builds an index that would take a minute: it stops within seconds
 /// (exit 130), and leaves no session, no database and no spool file. Three rounds of each.
@@ -469,19 +604,13 @@ fn a_stopped_pipelined_restore_ends_its_sessions_at_once() {
         for round in 0..3 {
             let child = env.start(&args);
             wait_until(Duration::from_secs(60), query, || running(query));
-            let stopped = std::time::Instant::now();
-            let out = crate::support::terminate(child);
-            assert_eq!(out.code, 130, "{query} round {round}: {}", out.stderr);
-            assert!(
-                stopped.elapsed() < Duration::from_secs(15),
-                "{query} round {round}: stopped in {:?}",
-                stopped.elapsed()
+            stopped_leaving_nothing(
+                &env,
+                child,
+                "fresh",
+                &spool,
+                &format!("{query} round {round}"),
             );
-            wait_until(Duration::from_secs(5), "the sessions to end", || {
-                sessions(&env, "fresh") == "0"
-            });
-            assert_eq!(databases(&env, "fresh"), "", "{query} round {round}");
-            assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
         }
         env.sql("postgres", &format!("ALTER ROLE lifeboat RESET {setting}"));
     }

@@ -272,7 +272,6 @@ pub fn run_of(out: Output) -> Run {
     }
 }
 
-/// Polls `check` until it holds, for at most `limit`.
 /// Sends SIGTERM to a running lifeboat and waits for it to end.
 pub fn terminate(child: std::process::Child) -> Run {
     assert!(std::process::Command::new("kill")
@@ -296,6 +295,7 @@ pub fn pipelined(spool: &std::path::Path) -> [&str; 6] {
     ]
 }
 
+/// Polls `check` until it holds, for at most `limit`.
 pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while !check() {

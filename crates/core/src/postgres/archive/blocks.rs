@@ -38,10 +38,11 @@ impl Entry {
     }
 }
 
-/// Where a data block is: its entry, whether it holds `COPY` data (else large objects), and
-/// where its chunks start.
+/// Where a data block is: where it starts (the archive's data offset for its entry), its
+/// entry, whether it holds `COPY` data (else large objects), and where its chunks start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockHead {
+    pub at: u64,
     pub dump_id: i64,
     pub copy_data: bool,
     pub chunks_at: u64,
@@ -86,6 +87,11 @@ impl<R: Read> Blocks<R> {
         }))
     }
 
+    /// How far the archive has been read.
+    pub fn pos(&self) -> u64 {
+        self.cur.pos
+    }
+
     /// The size of the archive's integers, which [`copy_chunks`] needs.
     pub fn int_size(&self) -> usize {
         self.cur.int_size
@@ -93,7 +99,9 @@ impl<R: Read> Blocks<R> {
 
     /// The next data block's head, its chunks not yet read; `None` at the archive's end.
     pub fn next_head(&mut self) -> io::Result<Option<BlockHead>> {
+        let at = self.cur.pos;
         Ok(block_head(&mut self.cur)?.map(|(kind, dump_id)| BlockHead {
+            at,
             dump_id,
             copy_data: kind == BLK_DATA,
             chunks_at: self.cur.pos,
@@ -123,6 +131,7 @@ impl<R: Read> Blocks<R> {
                 cut(Piece {
                     at: start,
                     len: Some(self.cur.pos - start),
+                    span: self.cur.pos - start,
                 })?;
                 start = self.cur.pos;
             }
@@ -130,6 +139,7 @@ impl<R: Read> Blocks<R> {
         cut(Piece {
             at: start,
             len: None,
+            span: self.cur.pos - start,
         })
     }
 
@@ -147,11 +157,14 @@ impl<R: Read> Blocks<R> {
 }
 
 /// A run of whole rows of one `COPY` data block: where its chunks start in the archive, and
-/// how many bytes of chunks it spans (`None`: up to the block's end, end marker included).
+/// how many bytes of chunks it spans (`None`: up to the block's end, end marker included);
+/// `span` is the bytes of the archive it covers either way (the block's end, the zero length,
+/// included), which nothing else reads once it is loaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Piece {
     pub at: u64,
     pub len: Option<u64>,
+    pub span: u64,
 }
 
 /// Writes the bytes of a piece's chunks, read from `input` (at [`Piece::at`]), to `out`: its

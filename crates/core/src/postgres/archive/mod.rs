@@ -21,7 +21,8 @@ pub use blocks::{copy_chunks, BlockHead, Blocks, Entry, Piece};
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 
 const MAGIC: &[u8; 5] = b"PGDMP";
 const BLK_DATA: u8 = 1;
@@ -267,19 +268,11 @@ pub fn index_data_offsets(file: &File) -> io::Result<usize> {
     let mut file = file.try_clone()?;
     // The clone shares the file's position, which the spooling left at the end.
     file.seek(SeekFrom::Start(0))?;
-    let mut cur = Cursor::buffered(file.try_clone()?);
-    let Some(toc) = cur.header_and_toc()? else {
+    let mut cur = Cursor::buffered(file);
+    if cur.header_and_toc()?.is_none() {
         return Ok(0);
-    };
-    // dump id -> position of its offset field
-    let unset: HashMap<i64, u64> = toc
-        .entries
-        .iter()
-        .filter(|e| !e.offset_set)
-        .map(|e| (e.dump_id, e.offset_field))
-        .collect();
-
-    let mut found: Vec<(u64, u64)> = Vec::new();
+    }
+    let mut found: Vec<(i64, u64)> = Vec::new();
     loop {
         let block_start = cur.pos;
         let Some((kind, dump_id)) = block_head(&mut cur)? else {
@@ -293,20 +286,40 @@ pub fn index_data_offsets(file: &File) -> io::Result<usize> {
                 }
             }
         }
-        if let Some(field) = unset.get(&dump_id) {
-            found.push((*field, block_start));
-        }
+        found.push((dump_id, block_start));
     }
+    set_data_offsets(&cur.inner.into_inner(), &found)
+}
 
-    let mut out = file;
-    for (field, offset) in &found {
+/// Writes `blocks` (each a dump id and where its data block starts) into the table of
+/// contents of the spooled archive `file`, for the entries whose offset it lacks; returns how
+/// many it wrote (`Ok(0)` for an archive version this reader does not know).
+pub fn set_data_offsets(file: &File, blocks: &[(i64, u64)]) -> io::Result<usize> {
+    let mut file = file.try_clone()?;
+    file.seek(SeekFrom::Start(0))?;
+    let mut cur = Cursor::buffered(file.try_clone()?);
+    let Some(toc) = cur.header_and_toc()? else {
+        return Ok(0);
+    };
+    // dump id -> position of its offset field
+    let unset: HashMap<i64, u64> = toc
+        .entries
+        .iter()
+        .filter(|e| !e.offset_set)
+        .map(|e| (e.dump_id, e.offset_field))
+        .collect();
+    let mut written = 0;
+    for (dump_id, offset) in blocks {
+        let Some(field) = unset.get(dump_id) else {
+            continue;
+        };
         let mut bytes = vec![OFFSET_SET];
         bytes.extend_from_slice(&offset.to_le_bytes()[..cur.off_size]);
-        out.seek(SeekFrom::Start(*field))?;
-        out.write_all(&bytes)?;
+        file.write_all_at(&bytes, *field)?;
+        written += 1;
     }
-    out.sync_data()?;
-    Ok(found.len())
+    file.sync_data()?;
+    Ok(written)
 }
 
 /// A data block's type and dump id; `None` at the end of the archive.

@@ -1,5 +1,6 @@
 //! The archive reader against archives built byte by byte.
 use super::*;
+use std::io::Write;
 
 /// A custom-format archive (version 1.14, as pg_dump 15 writes it) with the given TOC
 /// entries `(dump id, desc, schema, tag)` and data blocks `(dump id, chunks)`.
@@ -90,6 +91,26 @@ fn a_spooled_archive_gets_its_data_offsets() {
         assert_eq!(indexed[offset], BLK_DATA);
         assert_eq!(indexed[offset + 2] as i64, entry.dump_id);
     }
+    // Offsets known beforehand (a pipelined restore's reader saw each block go by) are
+    // written as they are, for the entries given and lacking one, without a read of the data.
+    let mut file = tempfile::tempfile().unwrap();
+    file.write_all(&bytes).unwrap();
+    let second = toc.entries[1].offset_field as usize + 1;
+    let known = u64::from_le_bytes(indexed[second..second + 8].try_into().unwrap());
+    assert_eq!(set_data_offsets(&file, &[(21, known), (99, 7)]).unwrap(), 1);
+    let mut written = Vec::new();
+    file.seek(SeekFrom::Start(0)).unwrap();
+    file.read_to_end(&mut written).unwrap();
+    let first = toc.entries[0].offset_field as usize;
+    assert_eq!(
+        written[first], bytes[first],
+        "an entry not given was changed"
+    );
+    assert_eq!(
+        written[second - 1..second + 8],
+        indexed[second - 1..second + 8]
+    );
+    assert_eq!(written.len(), bytes.len());
 }
 
 #[test]
@@ -156,7 +177,9 @@ fn a_table_is_cut_into_pieces_of_whole_rows_that_load_on_their_own() {
         .unwrap()
         .unwrap();
     let mut pieces = Vec::new();
+    let mut heads = Vec::new();
     while let Some(head) = blocks.next_head().unwrap() {
+        heads.push(head);
         let mut of_block = Vec::new();
         // 25 bytes: a piece ends after the row that reaches 25 bytes of chunks and their
         // lengths (three rows of 15 bytes each, chunk length included).
@@ -187,10 +210,25 @@ fn a_table_is_cut_into_pieces_of_whole_rows_that_load_on_their_own() {
         ]
     );
     assert!(pieces[0].last().unwrap().len.is_none());
+    // A block starts where the one before ends (its data offset), and its pieces cover it
+    // from its chunks to its end, each byte once: nothing else is left to read there.
+    assert_eq!(heads[0].at, blocks.data_start);
+    assert_eq!(heads[0].chunks_at, heads[0].at + 1 + 5);
+    for (of_block, end) in pieces.iter().zip([heads[1].at, bytes.len() as u64]) {
+        let mut at = of_block[0].at;
+        for p in of_block {
+            assert_eq!(p.at, at, "{of_block:?}");
+            assert_eq!(p.len.unwrap_or(p.span), p.span);
+            at += p.span;
+        }
+        assert_eq!(at, end, "{of_block:?}");
+    }
+    assert_eq!(pieces[1][0].at, heads[1].chunks_at);
     // Together, the table's rows as one piece gives them.
     let whole = text(&Piece {
         at: pieces[0][0].at,
         len: None,
+        span: 0,
     });
     let joined: String = page
         .iter()
@@ -216,13 +254,15 @@ fn a_table_is_cut_into_pieces_of_whole_rows_that_load_on_their_own() {
         one,
         [Piece {
             at: head.chunks_at,
-            len: None
+            len: None,
+            span: pieces[0].iter().map(|p| p.span).sum(),
         }]
     );
     // A piece that runs past its block (an archive other than the one cut) is an error.
     let past = Piece {
         at: pieces[0][4].at,
         len: Some(1000),
+        span: 1000,
     };
     assert!(copy_chunks(&bytes[past.at as usize..], 4, past.len, &mut Vec::new()).is_err());
     // A block without pg_dump's end marker still ends its COPY.

@@ -2,17 +2,47 @@
 //! [`Arrival`], which moves the [`Frontier`] on; readers ([`Tail`]) read as far as it has
 //! arrived and wait for more. A failed download stops the readers, a failed load stops the
 //! download.
+//!
+//! The spool holds a window of the archive, not all of it. The table data arrived and not yet
+//! loaded is held: the bytes the reader has not passed yet, and each piece of a table it has
+//! handed to a session ([`Frontier::owe`]) until the session has loaded it, freed its bytes
+//! from the file ([`punch`]) and repaid them. The download waits while more than the window is
+//! held, unless nothing is owed and the reader waits for more: then nothing else could end
+//! the wait. The pieces owed have arrived whole, so the sessions load them without waiting
+//! for the download, and a reader that has not passed what arrived does so without it: the
+//! wait always ends. What the reader passes that is not table data (the table of contents,
+//! large objects) stays on disk and is not held.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
-/// How far the spool file is written, and whether it will grow further.
-#[derive(Default)]
+use tokio_util::sync::CancellationToken;
+
+/// How far the spool file is written, whether it will grow further, and how much of it is
+/// owed to the sessions.
 pub(super) struct Frontier {
-    state: Mutex<(u64, Phase)>,
+    state: Mutex<State>,
     grown: Condvar,
+    repaid: Condvar,
+    /// The bytes that may be owed before the download waits.
+    window: u64,
+}
+
+#[derive(Default)]
+struct State {
+    written: u64,
+    phase: Phase,
+    /// Bytes of pieces handed to sessions and not yet loaded.
+    owed: u64,
+    /// How far the reader has passed (handed out as pieces, or kept).
+    passed: u64,
+    /// Readers waiting for more to arrive.
+    readers_waiting: u32,
+    /// The most disk the spool file ever took.
+    disk_peak: u64,
 }
 
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,27 +74,34 @@ pub(super) fn is_stop(e: &io::Error) -> bool {
 }
 
 impl Frontier {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, Phase)> {
+    /// A frontier whose download waits while more than `window` bytes are owed.
+    pub(super) fn new(window: u64) -> Frontier {
+        Frontier {
+            state: Mutex::default(),
+            grown: Condvar::new(),
+            repaid: Condvar::new(),
+            window,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(super) fn stopped(&self) -> bool {
-        matches!(self.lock().1, Phase::Failed | Phase::Abandoned)
-    }
-
     pub(super) fn advance(&self, n: u64) {
-        self.lock().0 += n;
+        self.lock().written += n;
         self.grown.notify_all();
     }
 
     /// Ends the arrival (the first end said counts).
     pub(super) fn end(&self, phase: Phase) {
         let mut state = self.lock();
-        if state.1 == Phase::Arriving {
-            state.1 = phase;
+        if state.phase == Phase::Arriving {
+            state.phase = phase;
         }
         drop(state);
         self.grown.notify_all();
+        self.repaid.notify_all();
     }
 
     /// Waits until bytes beyond `pos` are written; returns how far the file is written,
@@ -72,19 +109,89 @@ impl Frontier {
     pub(super) fn wait_beyond(&self, pos: u64) -> io::Result<u64> {
         let mut state = self.lock();
         loop {
-            match state.1 {
+            match state.phase {
                 Phase::Failed | Phase::Abandoned => return Err(io::Error::other(Stopped)),
-                _ if state.0 > pos => return Ok(state.0),
-                Phase::Complete => return Ok(state.0),
+                _ if state.written > pos => return Ok(state.written),
+                Phase::Complete => return Ok(state.written),
                 Phase::Arriving => {
+                    state.readers_waiting += 1;
+                    self.repaid.notify_all();
                     state = self
                         .grown
                         .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    state.readers_waiting -= 1;
                 }
             }
         }
     }
+
+    /// The `len` bytes at `at` are handed to a session as a piece, to be freed once loaded.
+    pub(super) fn owe(&self, at: u64, len: u64) {
+        let mut state = self.lock();
+        state.owed += len;
+        state.passed = state.passed.max(at + len);
+    }
+
+    /// The reader has passed everything before `pos` (`u64::MAX`: it reads no more).
+    pub(super) fn pass(&self, pos: u64) {
+        let mut state = self.lock();
+        state.passed = state.passed.max(pos);
+        drop(state);
+        self.repaid.notify_all();
+    }
+
+    /// `n` bytes owed are loaded and freed.
+    pub(super) fn repay(&self, n: u64) {
+        let mut state = self.lock();
+        state.owed = state.owed.saturating_sub(n);
+        drop(state);
+        self.repaid.notify_all();
+    }
+
+    /// The most disk the spool file took, as its file system counted it after each write.
+    pub(super) fn disk_peak(&self) -> u64 {
+        self.lock().disk_peak
+    }
+
+    /// Waits while more than the window is held; an error once the restore has stopped.
+    fn wait_for_room(&self, cancel: &CancellationToken) -> io::Result<()> {
+        let mut state = self.lock();
+        loop {
+            if matches!(state.phase, Phase::Failed | Phase::Abandoned) || cancel.is_cancelled() {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            let held = state.written.saturating_sub(state.passed) + state.owed;
+            if held <= self.window || (state.owed == 0 && state.readers_waiting > 0) {
+                return Ok(());
+            }
+            // A stop is seen within a tenth of a second even if nothing is repaid.
+            state = self
+                .repaid
+                .wait_timeout(state, Duration::from_millis(100))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+/// Frees `piece`'s bytes of the spool `file` (whole pages inside them: the pages at its
+/// ends may hold bytes of the pieces beside it), keeping the file's size and every other
+/// offset in it; `false` if the file system cannot, which only keeps them on disk.
+pub(super) fn punch(file: &File, at: u64, len: u64) -> bool {
+    const PAGE: u64 = 4096;
+    let start = at.div_ceil(PAGE) * PAGE;
+    let end = (at + len) / PAGE * PAGE;
+    if end <= start {
+        return true;
+    }
+    rustix::fs::fallocate(
+        file,
+        rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+        start,
+        end - start,
+    )
+    .is_ok()
 }
 
 /// The spool file as the download writes it: each write moves the frontier on; once the
@@ -92,14 +199,18 @@ impl Frontier {
 pub(super) struct Arrival {
     pub(super) file: File,
     pub(super) frontier: Arc<Frontier>,
+    pub(super) cancel: CancellationToken,
 }
 
 impl Write for Arrival {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.frontier.stopped() {
-            return Err(io::ErrorKind::BrokenPipe.into());
-        }
+        self.frontier.wait_for_room(&self.cancel)?;
         let n = self.file.write(buf)?;
+        // Disk grows only by writes: the most it takes is seen right after one.
+        if let Ok(meta) = self.file.metadata() {
+            let mut state = self.frontier.lock();
+            state.disk_peak = state.disk_peak.max(meta.blocks() * 512);
+        }
         self.frontier.advance(n as u64);
         Ok(n)
     }
@@ -136,10 +247,11 @@ mod tests {
     #[test]
     fn a_tail_reads_what_arrives_waits_for_more_and_stops_with_the_arrival() {
         let file = Arc::new(tempfile::tempfile().unwrap());
-        let frontier = Arc::new(Frontier::default());
+        let frontier = Arc::new(Frontier::new(u64::MAX));
         let mut arrival = Arrival {
             file: file.try_clone().unwrap(),
             frontier: Arc::clone(&frontier),
+            cancel: CancellationToken::new(),
         };
         arrival.write_all(b"abc").unwrap();
         let mut tail = Tail {
@@ -158,7 +270,7 @@ mod tests {
         assert_eq!(reader.join().unwrap().unwrap(), b"bcdef");
 
         // A failed download stops a waiting reader; a failed load stops the download.
-        let frontier = Arc::new(Frontier::default());
+        let frontier = Arc::new(Frontier::new(u64::MAX));
         let mut tail = Tail {
             file: Arc::clone(&file),
             pos: 6,
@@ -168,10 +280,11 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         frontier.end(Phase::Failed);
         assert!(is_stop(&reader.join().unwrap().unwrap_err()));
-        let frontier = Arc::new(Frontier::default());
+        let frontier = Arc::new(Frontier::new(u64::MAX));
         let mut arrival = Arrival {
             file: file.try_clone().unwrap(),
             frontier: Arc::clone(&frontier),
+            cancel: CancellationToken::new(),
         };
         frontier.end(Phase::Abandoned);
         frontier.end(Phase::Complete);
@@ -179,5 +292,111 @@ mod tests {
             arrival.write(b"x").unwrap_err().kind(),
             io::ErrorKind::BrokenPipe
         );
+    }
+
+    #[test]
+    fn the_download_waits_while_more_than_the_window_is_owed_and_a_stop_ends_the_wait() {
+        let file = tempfile::tempfile().unwrap();
+        let arrival = |frontier: &Arc<Frontier>, cancel: &CancellationToken| Arrival {
+            file: file.try_clone().unwrap(),
+            frontier: Arc::clone(frontier),
+            cancel: cancel.clone(),
+        };
+        let frontier = Arc::new(Frontier::new(10));
+        let cancel = CancellationToken::new();
+        let mut writer = arrival(&frontier, &cancel);
+        writer.write_all(b"0123456789").unwrap();
+        // Ten bytes arrived, not passed yet: held, within the window.
+        writer.write_all(b"abcdef").unwrap();
+        let held = |writer: Arrival| {
+            let waiting = std::thread::spawn(move || writer_write(writer, b"y"));
+            std::thread::sleep(Duration::from_millis(150));
+            assert!(!waiting.is_finished(), "wrote past the window");
+            waiting
+        };
+        // Sixteen held: it waits, until the reader passes ten (kept: a large object, say).
+        let waiting = held(writer);
+        frontier.pass(10);
+        let mut writer = waiting.join().unwrap().unwrap();
+        // The next seven handed out as a piece: owed, still held.
+        frontier.owe(10, 7);
+        writer.write_all(b"12345").unwrap();
+        // Seven owed and five not passed: it waits, even with a reader waiting for more
+        // (the piece owed will be repaid), until the piece is loaded.
+        let waiting = held(writer);
+        let reader = {
+            let frontier = Arc::clone(&frontier);
+            std::thread::spawn(move || frontier.wait_beyond(100))
+        };
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            !waiting.is_finished(),
+            "wrote past the window, a piece owed"
+        );
+        frontier.repay(7);
+        let mut writer = waiting.join().unwrap().unwrap();
+        // Nothing owed and the reader waiting for more: on past the window, or it would wait
+        // for ever.
+        writer.write_all(&[b'z'; 10]).unwrap();
+        writer.write_all(b"w").unwrap();
+        assert_eq!(frontier.lock().written, 34);
+        assert!(frontier.disk_peak() >= 34, "{}", frontier.disk_peak());
+        frontier.end(Phase::Complete);
+        assert_eq!(reader.join().unwrap().unwrap(), 34);
+        // A failed load and a cancel each end a wait, with an error.
+        let frontier = Arc::new(Frontier::new(10));
+        writer.frontier = Arc::clone(&frontier);
+        frontier.owe(0, 20);
+        let waiting = std::thread::spawn(move || writer.write(b"z"));
+        std::thread::sleep(Duration::from_millis(50));
+        frontier.end(Phase::Abandoned);
+        let e = waiting.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        let frontier = Arc::new(Frontier::new(0));
+        let mut writer = arrival(&frontier, &cancel);
+        frontier.owe(0, 1);
+        let waiting = std::thread::spawn(move || writer.write(b"z"));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!waiting.is_finished());
+        cancel.cancel();
+        let e = waiting.join().unwrap().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+    }
+
+    fn writer_write(mut writer: Arrival, bytes: &[u8]) -> io::Result<Arrival> {
+        writer.write_all(bytes).map(|()| writer)
+    }
+
+    #[test]
+    fn a_punched_piece_leaves_the_disk_and_nothing_else_moves() {
+        let file = tempfile::tempfile().unwrap();
+        let bytes: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8 + 1).collect();
+        file.write_all_at(&bytes, 0).unwrap();
+        file.sync_all().unwrap();
+        let before = file.metadata().unwrap().blocks();
+        // A piece not on page bounds: only the whole pages inside it go.
+        let (at, len) = (1000, 600_000);
+        if !punch(&file, at, len) {
+            eprintln!("this file system cannot punch holes: skipped");
+            return;
+        }
+        let meta = file.metadata().unwrap();
+        assert_eq!(meta.len(), bytes.len() as u64);
+        // 512-byte blocks: about 600,000 bytes freed.
+        assert!(
+            before - meta.blocks() >= 1100,
+            "{before} -> {}",
+            meta.blocks()
+        );
+        let mut read = vec![0u8; bytes.len()];
+        file.read_exact_at(&mut read, 0).unwrap();
+        let (start, end) = (4096, (at + len) as usize / 4096 * 4096);
+        assert_eq!(read[..start], bytes[..start]);
+        assert!(read[start..end].iter().all(|b| *b == 0));
+        assert_eq!(read[end..], bytes[end..]);
+        // Less than a page: nothing to free, nothing changed.
+        assert!(punch(&file, 700_001, 4000));
+        file.read_exact_at(&mut read, 0).unwrap();
+        assert_eq!(read[end..], bytes[end..]);
     }
 }

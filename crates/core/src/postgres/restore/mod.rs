@@ -107,6 +107,10 @@ pub struct RestoreReport {
     /// restore built as soon as their table was loaded, while later tables loaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub indexes_while_loading: Option<u64>,
+    /// The most disk the pipelined restore's spool file took: a window of the archive, as
+    /// each piece leaves it once loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_peak_bytes: Option<u64>,
     /// Session settings the restore ran with.
     pub settings: std::collections::BTreeMap<String, String>,
     pub seconds: f64,
@@ -216,6 +220,7 @@ pub async fn restore_db(
         tables_counted_in_stream: checked.in_stream,
         pieces: checked.loading.map(|l| l.pieces),
         indexes_while_loading: checked.loading.map(|l| l.indexes),
+        spool_peak_bytes: checked.loading.map(|l| l.spool_peak),
         settings: session,
         seconds: round_secs(begun.elapsed()),
         roles,

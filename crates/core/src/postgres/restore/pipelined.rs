@@ -11,6 +11,11 @@
 //! rows counted, `pg_restore -L --jobs N` restores the rest (sequences' values, large
 //! objects, foreign keys, triggers, materialized views, comments, privileges) from the spool.
 //!
+//! The spool holds a window of the archive, not all of it ([`super::arrival`]): a piece's
+//! bytes leave the disk once it is loaded, and the download waits while the sessions are
+//! more than [`window`] behind. What `pg_restore` reads afterwards (the table of contents,
+//! large objects) stays; the reader tells it where each block it needs starts.
+//!
 //! Pieces commit one by one, before the archive is verified: this path is taken only into the
 //! staging database of `--create` ([`super::created`]), which nobody sees and which is dropped
 //! unless the whole restore succeeds.
@@ -22,7 +27,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::arrival::{is_stop, Arrival, Frontier, Phase, Tail};
+use super::arrival::{is_stop, punch, Arrival, Frontier, Phase, Tail};
 use super::checked::Checked;
 use super::session::Session;
 use super::spooled::Spool;
@@ -52,6 +57,15 @@ pub(super) fn piece_size(raw_size: u64, jobs: u32) -> u64 {
     (raw_size / (4 * u64::from(jobs.max(1)))).clamp(MIB, 64 * MIB)
 }
 
+/// The bytes of the archive's table data the spool may hold (arrived and not yet loaded)
+/// before the download waits: a piece per session and one more being read, and 32 MiB at
+/// least. With pieces of at most 64 MiB, a restore on 4 sessions holds at most
+/// 320 MiB of table data on disk whatever the size of the database; a smaller one, at most
+/// half its archive or 32 MiB.
+pub(super) fn window(piece: u64, jobs: u32) -> u64 {
+    (piece * (u64::from(jobs.max(1)) + 1)).max(32 << 20)
+}
+
 /// What the sessions did while the archive arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Loading {
@@ -59,6 +73,8 @@ pub(super) struct Loading {
     pub pieces: u64,
     /// The indexes (and primary key, unique and exclusion constraints) built.
     pub indexes: u64,
+    /// The most disk the spool file took.
+    pub spool_peak: u64,
 }
 
 /// Restores `archive` into `target` (a staging database) with `jobs` sessions, spooled in
@@ -77,8 +93,11 @@ pub(super) async fn restore(
     tables: &[&TableRows],
 ) -> Result<(Vec<TableRows>, Option<Loading>)> {
     let begun = std::time::Instant::now();
-    let spool = Spool::create(spool_dir, archive.manifest.raw_size)?;
-    let frontier = Arc::new(Frontier::default());
+    let piece = piece_size(archive.manifest.raw_size, jobs);
+    let window = window(piece, jobs);
+    // What a full folder is told is needed: the window and the piece being read.
+    let spool = Spool::create(spool_dir, archive.manifest.raw_size.min(window + piece))?;
+    let frontier = Arc::new(Frontier::new(window));
     let (pre_data, _pre_pass) = target.apply_to(
         pg_restore
             .clone()
@@ -96,7 +115,7 @@ pub(super) async fn restore(
         pre_data,
         lister: ctx.tools.tool("pg_restore"),
         sessions,
-        piece: piece_size(archive.manifest.raw_size, jobs),
+        piece,
         cancel: ctx.cancel.clone(),
     };
     let loading = tokio::task::spawn_blocking(move || loader.run());
@@ -104,6 +123,7 @@ pub(super) async fn restore(
     let arrival = Arrival {
         file: spool.handle()?,
         frontier: Arc::clone(&frontier),
+        cancel: ctx.cancel.clone(),
     };
     let sink = Checked::new(ProgressWriter::new(
         BufWriter::with_capacity(1 << 20, arrival),
@@ -148,29 +168,34 @@ pub(super) async fn restore(
         Some(Loaded {
             rest,
             data_left,
-            loading,
+            mut loading,
         }) => {
+            loading.spool_peak = frontier.disk_peak();
             tracing::info!(
                 seconds = (begun.elapsed().as_secs_f64() * 10.0).round() / 10.0,
                 pieces = loading.pieces,
                 indexes = loading.indexes,
+                spool_peak = %crate::units::human_bytes(loading.spool_peak),
                 "tables loaded and checked, indexes built; restoring the rest"
             );
             let list = Unnamed::memory("lifeboat-restore-list", rest.as_bytes())
                 .map_err(|e| Error::io("writing the restore list", e))?;
             let tool = pg_restore.arg(format!("--use-list={}", list.path().display()));
-            spool.pg_restore(ctx, target, tool, jobs, data_left).await?;
+            // The loaded tables' data is gone from the spool: pg_restore must not look for
+            // the blocks it reads, but be told where they start.
+            spool.set_offsets(&data_left).await?;
+            spool.pg_restore(ctx, target, tool, jobs, false).await?;
             Ok((unchecked, Some(loading)))
         }
     }
 }
 
 /// What the loader left to `pg_restore`: the `-L` list of entries neither in the pre-data nor
-/// loaded nor built, and whether any of them has data in the archive (large objects); and
-/// what the sessions did.
+/// loaded nor built, and the data blocks in the archive it did not load (large objects), as
+/// their dump id and where they start; and what the sessions did.
 struct Loaded {
     rest: String,
-    data_left: bool,
+    data_left: Vec<(i64, u64)>,
     loading: Loading,
 }
 
@@ -199,6 +224,9 @@ impl Loader {
             // The download and every session stop.
             frontier.end(Phase::Abandoned);
         }
+        // Nothing more is read from the spool as it arrives (an archive not read block by
+        // block is spooled whole for pg_restore).
+        frontier.pass(u64::MAX);
         done
     }
 
@@ -241,7 +269,8 @@ impl Loader {
                     })
                 })
                 .collect();
-            let dispatched = dispatch(&mut blocks, &copies, self.piece, &work);
+            self.frontier.pass(blocks.data_start);
+            let dispatched = dispatch(&mut blocks, &copies, self.piece, &work, &self.frontier);
             if dispatched.is_err() {
                 work.fail();
                 self.frontier.end(Phase::Abandoned);
@@ -268,6 +297,7 @@ impl Loader {
             loading: Loading {
                 pieces,
                 indexes: built.len() as u64,
+                spool_peak: 0,
             },
         }))
     }
@@ -358,24 +388,30 @@ fn first_failure<T>(dispatched: Result<T>, sessions: Vec<Result<()>>) -> Result<
 }
 
 /// Walks the archive's data blocks as they arrive, handing each table's data to the sessions
-/// in pieces of `piece` bytes, each as soon as it has arrived ([`Work`] keeps count); returns
-/// whether other data (large objects) was passed by.
+/// in pieces of `piece` bytes, each as soon as it has arrived ([`Work`] keeps count) and owed
+/// to the `frontier` until loaded, what it passes told to the `frontier`; returns the other data blocks passed by (large objects),
+/// as their dump id and where they start.
 fn dispatch<R: Read>(
     blocks: &mut Blocks<R>,
     copies: &HashMap<i64, &Entry>,
     piece: u64,
     work: &Work,
-) -> Result<bool> {
-    let mut data_left = false;
+    frontier: &Frontier,
+) -> Result<Vec<(i64, u64)>> {
+    let mut data_left = Vec::new();
     while let Some(head) = blocks.next_head().map_err(read_error)? {
+        frontier.pass(head.chunks_at);
         let Some(entry) = copies.get(&head.dump_id).filter(|_| head.copy_data) else {
-            data_left = true;
+            data_left.push((head.dump_id, head.at));
             blocks.skip(&head).map_err(read_error)?;
+            // Kept for pg_restore, not held.
+            frontier.pass(blocks.pos());
             continue;
         };
         let copy: Arc<str> = entry.copy_stmt.as_deref().unwrap_or_default().into();
         let mut stopped = false;
         let cut = blocks.cut(&head, piece, |piece| {
+            frontier.owe(piece.at, piece.span);
             if work.piece(head.dump_id, &copy, piece) {
                 Ok(())
             } else {
@@ -394,7 +430,8 @@ fn dispatch<R: Read>(
 }
 
 /// One session: its settings, then the work it is given: a `COPY` for a piece, its data read
-/// from the spool (each piece commits on its own), or an index's statement.
+/// from the spool (each piece commits on its own, then leaves the spool), or an index's
+/// statement.
 fn load_tables(
     session: Session,
     prelude: &str,
@@ -418,6 +455,9 @@ fn load_tables(
                         |out| copy_chunks(tail, int_size, piece.len, out),
                         read_error,
                     )?;
+                    // On a file system that cannot free it, it only stays on disk.
+                    punch(spool, piece.at, piece.span);
+                    frontier.repay(piece.span);
                 }
                 Job::Index { sql, .. } => session.execute(sql, "building an index")?,
             }
@@ -452,6 +492,12 @@ mod tests {
         assert_eq!(piece_size(3 * MIB, 2), MIB);
         assert_eq!(piece_size(0, 0), MIB);
         assert_eq!(piece_size(500 << 30, 8), 64 * MIB);
+        // The spool's window: a piece a session and one more, 32 MiB at least.
+        assert_eq!(window(piece_size(1024 * MIB, 4), 4), 320 * MIB);
+        assert_eq!(window(piece_size(500 << 30, 4), 4), 320 * MIB);
+        assert_eq!(window(MIB, 2), 32 * MIB);
+        assert_eq!(window(64 * MIB, 8), 576 * MIB);
+        assert_eq!(window(64 * MIB, 0), 128 * MIB);
     }
 
     #[test]

@@ -84,6 +84,27 @@ impl Spool {
         }
     }
 
+    /// Writes where the data `blocks` start (dump id, offset) into the spooled archive's
+    /// table of contents, as its reader saw them go by, for a `pg_restore` that reads them
+    /// where the rest of the data is no longer there to be scanned.
+    pub(super) async fn set_offsets(&self, blocks: &[(i64, u64)]) -> Result<()> {
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        let (file, blocks) = (self.handle()?, blocks.to_vec());
+        let written = tokio::task::spawn_blocking(move || {
+            crate::postgres::archive::set_data_offsets(&file, &blocks)
+        })
+        .await
+        .map_err(|e| Error::thread("restore", e))?
+        .map_err(|e| Error::io("writing data offsets into the spooled archive", e))?;
+        tracing::debug!(
+            entries = written,
+            "data offsets written into the spooled archive"
+        );
+        Ok(())
+    }
+
     /// Writes the archive's data offsets into its table of contents; a failure only slows
     /// the restore.
     async fn index(&self) {

@@ -222,7 +222,11 @@ mod tests {
     use super::*;
 
     fn piece(at: u64) -> Piece {
-        Piece { at, len: None }
+        Piece {
+            at,
+            len: None,
+            span: 100,
+        }
     }
 
     fn index(dump_id: i64, tables: &[i64]) -> Index {
