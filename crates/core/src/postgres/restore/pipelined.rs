@@ -389,8 +389,8 @@ fn first_failure<T>(dispatched: Result<T>, sessions: Vec<Result<()>>) -> Result<
 
 /// Walks the archive's data blocks as they arrive, handing each table's data to the sessions
 /// in pieces of `piece` bytes, each as soon as it has arrived ([`Work`] keeps count) and owed
-/// to the `frontier` until loaded, what it passes told to the `frontier`; returns the other data blocks passed by (large objects),
-/// as their dump id and where they start.
+/// to the `frontier` until loaded, telling it how far it has passed; returns the other data
+/// blocks passed by (large objects), as their dump id and where they start.
 fn dispatch<R: Read>(
     blocks: &mut Blocks<R>,
     copies: &HashMap<i64, &Entry>,
