@@ -461,18 +461,20 @@ pub struct RestoreDbArgs {
     /// $PGPASSWORD, not in the URL, so that `ps` does not show it).
     #[arg(long, value_name = "URL|NAME")]
     pub into: String,
-    /// Parallel workers: each index build gets N-1 (the restore stays one transaction);
-    /// with --spool, N sessions loading tables in parallel.
+    /// Parallel workers: into an existing database, each index build gets N-1 (the restore
+    /// stays one transaction); with --create or --spool, N sessions loading tables in
+    /// parallel (with --create, as the archive arrives, through a spool file that holds a
+    /// window of it).
     #[arg(long, default_value_t = 1)]
     pub jobs: u32,
-    /// Spool the archive to a temporary file and load tables in parallel: faster on many
-    /// cores with many large tables. With --create, tables load in pieces on N sessions
-    /// while the archive still arrives (a large table on all of them), each table's indexes
-    /// built as soon as it is in, into a database that appears only once whole, and the
-    /// spool holds only a window of the archive (N+1 pieces of at most 64 MiB); into an
-    /// existing database, it needs disk for the whole archive, and `pg_restore --jobs` loads
-    /// once the archive is verified, not in one transaction (a failure leaves part of the
-    /// backup).
+    /// Into an existing database: spool the archive to a temporary file (disk for all of
+    /// it) and, once it is verified, load tables in parallel with `pg_restore --jobs`, not in
+    /// one transaction (a failure leaves part of the backup). With --create (where --jobs N
+    /// does it anyway): tables load in pieces on N sessions while the archive still arrives
+    /// (a large table on all of them), each table's indexes built as soon as it is in, into
+    /// a database that appears only once whole; the spool holds a window of the archive (N+1
+    /// pieces of at most 64 MiB), and --spool makes a spool that cannot be made an error
+    /// instead of a restore in one stream.
     #[arg(long)]
     pub spool: bool,
     /// Drop objects before recreating them.
@@ -508,8 +510,9 @@ pub struct RestoreDbArgs {
     /// age identity file for an encrypted backup [default: `encryption.identity_file`].
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
-    /// Folder for the spooled archive of --spool [default: the temp folder].
-    #[arg(long, value_name = "DIR", requires = "spool")]
+    /// Folder for the spool file of --spool or of a parallel --create [default: the temp
+    /// folder].
+    #[arg(long, value_name = "DIR")]
     pub spool_dir: Option<PathBuf>,
     #[command(flatten)]
     pub thaw: ThawArgs,

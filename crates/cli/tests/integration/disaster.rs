@@ -428,12 +428,13 @@ fn a_table_that_fails_to_load_stops_a_created_restore() {
     );
 }
 
-/// A pipelined restore (`--create --spool`) of a backup whose archive is over 100 MB keeps
+/// A pipelined restore (`--create --jobs 2`) of a backup whose archive is over 100 MB keeps
 /// only a window of it on disk, not all of it: each piece of a table leaves the spool once
 /// loaded and the download waits for the sessions (from a local repository it would
 /// otherwise be whole on disk in a second), while large objects, which `pg_restore` reads
 /// after the load, are still there for it. What the spool file takes on disk is sampled from
-/// outside, through `/proc`, while the restore runs. Then, the sessions slowed down, the
+/// outside, through `/proc`, while the restore runs. Without a folder for a spool file, the
+/// same restore goes in one stream instead, and says so. Then, the sessions slowed down, the
 /// restore is stopped with SIGTERM while its download waits for them, three times: it ends
 /// at once and leaves nothing.
 #[test]
@@ -458,10 +459,18 @@ fn a_pipelined_restore_spools_a_window_of_the_archive_not_all_of_it() {
     let spool = env.dir.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
     let url = env.cluster.url("fresh");
+    // `--create --jobs N` is pipelined without `--spool`.
     let child = env.start(&restore_args(
         &id,
         &url,
-        &[&pipelined(&spool)[..], &["--json"]].concat(),
+        &[
+            "--create",
+            "--jobs",
+            "2",
+            "--spool-dir",
+            spool.to_str().unwrap(),
+            "--json",
+        ],
     ));
     let pid = child.id();
     let done = std::sync::atomic::AtomicBool::new(false);
@@ -499,6 +508,30 @@ fn a_pipelined_restore_spools_a_window_of_the_archive_not_all_of_it() {
         env.fingerprint("yomira", "public.wide")
     );
     assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+
+    // No folder to make a spool file in: restored in one stream instead, and said.
+    let out = crate::support::run_of(
+        env.command(&restore_args(
+            &id,
+            &env.cluster.url("streamed"),
+            &["--create", "--jobs", "2", "--json"],
+        ))
+        .env("TMPDIR", env.dir.path().join("gone"))
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["pipelined"], false, "{report}");
+    assert!(
+        out.stderr.contains("no spool file can be made") && out.stderr.contains("gone"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        env.fingerprint("streamed", "public.wide"),
+        env.fingerprint("yomira", "public.wide")
+    );
 
     // Loading at 20,000 rows a second: the download fills the window in a moment, then waits.
     env.sql("postgres", "ALTER ROLE lifeboat SET lifeboat.paced = 'on'");

@@ -16,6 +16,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,8 +28,10 @@ pub(super) struct Frontier {
     state: Mutex<State>,
     grown: Condvar,
     repaid: Condvar,
-    /// The bytes that may be owed before the download waits.
+    /// The bytes that may be held before the download waits.
     window: u64,
+    /// A piece could not be punched out of the file (said once).
+    cannot_free: AtomicBool,
 }
 
 #[derive(Default)]
@@ -81,6 +84,7 @@ impl Frontier {
             grown: Condvar::new(),
             repaid: Condvar::new(),
             window,
+            cannot_free: AtomicBool::new(false),
         }
     }
 
@@ -141,8 +145,20 @@ impl Frontier {
         self.repaid.notify_all();
     }
 
+    /// The piece of `len` bytes at `at` of the spool `file` is loaded: its bytes leave the
+    /// disk ([`punch`]) and are repaid. A file system that cannot free them keeps them, which
+    /// is said once: the spool then grows to the whole archive, as it did before windows.
+    pub(super) fn free(&self, file: &File, at: u64, len: u64) {
+        if !punch(file, at, len) && !self.cannot_free.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the spool's file system cannot free what is loaded (no hole punching): the spool file will take as much disk as the archive"
+            );
+        }
+        self.repay(len);
+    }
+
     /// `n` bytes owed are loaded and freed.
-    pub(super) fn repay(&self, n: u64) {
+    fn repay(&self, n: u64) {
         let mut state = self.lock();
         state.owed = state.owed.saturating_sub(n);
         drop(state);
@@ -178,7 +194,7 @@ impl Frontier {
 /// Frees `piece`'s bytes of the spool `file` (whole pages inside them: the pages at its
 /// ends may hold bytes of the pieces beside it), keeping the file's size and every other
 /// offset in it; `false` if the file system cannot, which only keeps them on disk.
-pub(super) fn punch(file: &File, at: u64, len: u64) -> bool {
+fn punch(file: &File, at: u64, len: u64) -> bool {
     const PAGE: u64 = 4096;
     let start = at.div_ceil(PAGE) * PAGE;
     let end = (at + len) / PAGE * PAGE;

@@ -190,7 +190,7 @@ pub async fn restore_db(
         &ctx.cancel,
     )
     .await?;
-    let mode = Mode::new(request, selection)?;
+    let mode = Mode::new(request, selection)?.or_streamed_without(request);
     let identities = identities_for(&ctx.config, &manifest, request.identity.as_deref())?;
     let target = ConnInfo::new(&request.into, request.into_password.as_ref())?;
     let (roles, staged) =
@@ -234,8 +234,10 @@ struct Mode {
     selection: Selection,
     jobs: u32,
     spooled: bool,
-    /// A spooled restore of a whole database into the staging database of `--create`:
-    /// tables loaded while the archive arrives ([`pipelined`]).
+    /// A parallel restore of a whole database into the staging database of `--create`
+    /// (with `--spool` or not): tables loaded while the archive arrives ([`pipelined`]),
+    /// through a spool that holds a window of it. The staging database is what makes it all
+    /// or nothing, not one transaction.
     pipelined: bool,
     /// A whole-database `--clean`: the backup's schemas dropped and restored in one
     /// transaction (pg_restore's own --clean cannot drop partitions' inherited constraints).
@@ -250,16 +252,24 @@ impl Mode {
             && !request.data_only
             && !request.schema_only
             && !request.clean;
+        let jobs = request.jobs.max(1);
+        let pipelined = request.create && whole && jobs > 1;
         let mode = Mode {
-            jobs: request.jobs.max(1),
-            spooled: request.spool,
-            pipelined: request.spool && request.create && whole,
+            jobs,
+            spooled: request.spool || pipelined,
+            pipelined,
             clean_script: request.clean && selection.tables.is_empty(),
             selection,
         };
         if mode.spooled && mode.jobs == 1 {
             return Err(Error::Usage(
                 "`--spool` is for a parallel restore: add `--jobs N` (N above 1), or drop `--spool`"
+                    .into(),
+            ));
+        }
+        if request.spool_dir.is_some() && !mode.spooled {
+            return Err(Error::Usage(
+                "`--spool-dir` is the folder of a spool file, which only `--spool` or `--create --jobs N` (N above 1, whole database) makes: drop it, or add `--spool`"
                     .into(),
             ));
         }
@@ -270,6 +280,26 @@ impl Mode {
             ));
         }
         Ok(mode)
+    }
+
+    /// Without `--spool`, a pipelined restore whose spool file cannot be made in its folder
+    /// (a read-only temporary folder, say) restores in one stream instead, which needs no
+    /// disk, and says so.
+    fn or_streamed_without(mut self, request: &RestoreRequest) -> Mode {
+        if !self.pipelined || request.spool {
+            return self;
+        }
+        let dir = request.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+        if let Err(e) = tempfile::tempfile_in(&dir) {
+            tracing::warn!(
+                folder = %dir.display(),
+                error = %e,
+                "no spool file can be made for a parallel restore: restoring in one stream, which needs none (give `--spool-dir DIR` for the faster one)"
+            );
+            self.pipelined = false;
+            self.spooled = false;
+        }
+        self
     }
 }
 
@@ -596,5 +626,87 @@ fn list_or_none(names: &[String]) -> String {
             .map(|n| format!("`{n}`"))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(request: RestoreRequest) -> Result<Mode> {
+        let selection = Selection {
+            tables: Vec::new(),
+            schemas: Vec::new(),
+        };
+        Mode::new(&request, selection)
+    }
+
+    fn paths(request: RestoreRequest) -> (bool, bool) {
+        let mode = mode(request).unwrap();
+        (mode.spooled, mode.pipelined)
+    }
+
+    #[test]
+    fn a_parallel_restore_into_a_new_database_is_pipelined_with_or_without_spool() {
+        let create = |jobs, spool| RestoreRequest {
+            create: true,
+            jobs,
+            spool,
+            ..RestoreRequest::default()
+        };
+        assert_eq!(paths(create(4, false)), (true, true));
+        assert_eq!(paths(create(4, true)), (true, true));
+        // One job: one stream, no spool.
+        assert_eq!(paths(create(1, false)), (false, false));
+        assert!(mode(create(1, true)).is_err());
+        // Into an existing database: one transaction unless --spool says otherwise.
+        let existing = |spool| RestoreRequest {
+            jobs: 4,
+            spool,
+            ..RestoreRequest::default()
+        };
+        assert_eq!(paths(existing(false)), (false, false));
+        assert_eq!(paths(existing(true)), (true, false));
+        // A part of the backup, or a clean, into a new database: one stream, as before.
+        let part = RestoreRequest {
+            schema_only: true,
+            ..create(4, false)
+        };
+        assert_eq!(paths(part), (false, false));
+        let clean = RestoreRequest {
+            clean: true,
+            ..create(4, false)
+        };
+        assert_eq!(paths(clean), (false, false));
+        // A folder for a spool that is not made: refused, saying what makes one.
+        let e = mode(RestoreRequest {
+            spool_dir: Some("/var/tmp".into()),
+            ..create(1, false)
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("`--spool-dir`") && e.contains("--spool"), "{e}");
+    }
+
+    #[test]
+    fn without_a_folder_for_its_spool_a_new_database_is_restored_in_one_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = |spool_dir: std::path::PathBuf, spool| {
+            let request = RestoreRequest {
+                create: true,
+                jobs: 4,
+                spool,
+                spool_dir: Some(spool_dir),
+                ..RestoreRequest::default()
+            };
+            let mode = mode(request.clone()).unwrap().or_streamed_without(&request);
+            (mode.spooled, mode.pipelined)
+        };
+        assert_eq!(paths(dir.path().into(), false), (true, true));
+        let missing = dir.path().join("no such folder");
+        assert_eq!(paths(missing.clone(), false), (false, false));
+        // Asked for with --spool: kept, and its failure to make the spool is the error.
+        assert_eq!(paths(missing, true), (true, true));
     }
 }

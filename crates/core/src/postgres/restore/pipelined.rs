@@ -27,7 +27,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::arrival::{is_stop, punch, Arrival, Frontier, Phase, Tail};
+use super::arrival::{is_stop, Arrival, Frontier, Phase, Tail};
 use super::checked::Checked;
 use super::session::Session;
 use super::spooled::Spool;
@@ -455,9 +455,7 @@ fn load_tables(
                         |out| copy_chunks(tail, int_size, piece.len, out),
                         read_error,
                     )?;
-                    // On a file system that cannot free it, it only stays on disk.
-                    punch(spool, piece.at, piece.span);
-                    frontier.repay(piece.span);
+                    frontier.free(spool, piece.at, piece.span);
                 }
                 Job::Index { sql, .. } => session.execute(sql, "building an index")?,
             }
