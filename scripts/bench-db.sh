@@ -5,9 +5,10 @@
 #   (c) pg_dump --format=custom --compress=0 | zstd -3 -T0 > /dev/null: the floor
 # and for restore: (d) `aws s3 cp` down then pg_restore --jobs 4, against
 #   (e) lifeboat restore db --jobs 4 (streamed into one transaction, parallel index builds) and
-#   (f) lifeboat restore db --create --jobs 4 --spool (pipelined into a staging database renamed
+#   (f) lifeboat restore db --create --jobs 4 (pipelined into a staging database renamed
 #   when whole: pre-data as soon as the table of contents arrives, each table's COPY data
-#   loaded by 4 sessions from the spool as it arrives, then the rest by pg_restore --jobs 4);
+#   loaded by 4 sessions from the spool as it arrives, then the rest by pg_restore --jobs 4;
+#   the spool holds a window of the archive, whose peak on disk is printed);
 #   (d2) is (d)'s pg_restore alone, the server's share; (d3) pg_restore --single-transaction of
 #   the same local file with (e)'s session settings, the floor of a one-transaction restore.
 # Against a real S3 server on loopback (lifeboat-s3-server, s3s-fs), on two databases: pgbench's
@@ -102,6 +103,7 @@ measure() { # DB LABEL
   local rss; rss=$(cat "$WORK/rss")
   local id; id=$(tail -n 1 "$WORK/id")
   local lb_size; lb_size=$("$LIFEBOAT" show "$id" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored_size"])')
+  local raw_size; raw_size=$("$LIFEBOAT" show "$id" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["raw_size"])')
 
   "$BIN/createdb" "${db}_guide"; "$BIN/createdb" "${db}_lifeboat"
   local tm
@@ -130,7 +132,7 @@ measure() { # DB LABEL
   t0=$(now)
   /usr/bin/time -f "%M" -o "$WORK/rss3" "$LIFEBOAT" -q restore db "$id" \
     --into "postgresql:///${db}_spooled?host=$WORK&port=$PORT&user=bench" \
-    --create --jobs 4 --spool --spool-dir "$WORK" >/dev/null
+    --create --jobs 4 --spool-dir "$WORK" --json >"$WORK/f.json"
   t1=$(now)
   local srest; srest=$(secs "$t0" "$t1")
   local rss3; rss3=$(cat "$WORK/rss3")
@@ -148,9 +150,10 @@ measure() { # DB LABEL
   local sload; sload=$(secs "$t0" "$t1")
   rm -f "$WORK/restore.dump"
 
-  python3 - "$label" "$dbsize" "$floor" "$guide" "$guide_size" "$lb" "$lb_size" "$rss" "$grest" "$lrest" "$rss2" "$srest" "$gload" "$rss3" "$sload" <<'PY'
-import sys
-label, dbsize, floor, guide, gsize, lb, lsize, rss, grest, lrest, rss2, srest, gload, rss3, sload = sys.argv[1:]
+  python3 - "$label" "$dbsize" "$floor" "$guide" "$guide_size" "$lb" "$lb_size" "$rss" "$grest" "$lrest" "$rss2" "$srest" "$gload" "$rss3" "$sload" "$raw_size" "$WORK/f.json" <<'PY'
+import json, sys
+label, dbsize, floor, guide, gsize, lb, lsize, rss, grest, lrest, rss2, srest, gload, rss3, sload, raw, fjson = sys.argv[1:]
+raw, spool = int(raw), json.load(open(fjson))["spool_peak_bytes"]
 dbsize, gsize, lsize, rss, rss2, rss3 = int(dbsize), int(gsize), int(lsize), int(rss), int(rss2), int(rss3)
 floor, guide, lb, grest, lrest, srest, gload, sload = map(float, (floor, guide, lb, grest, lrest, srest, gload, sload))
 print(f"{label}, database {dbsize/2**20:.0f} MiB")
@@ -165,9 +168,10 @@ print(f"| restore | wall time |")
 print(f"|---|---|")
 print(f"| (d) aws s3 cp + pg_restore --jobs 4 | {grest:.1f} s |")
 print(f"| (e) lifeboat restore db --jobs 4 | {lrest:.1f} s |")
-print(f"| (f) lifeboat restore db --create --jobs 4 --spool | {srest:.1f} s |")
+print(f"| (f) lifeboat restore db --create --jobs 4 (pipelined) | {srest:.1f} s |")
 print(f"| (d2) of (d), pg_restore --jobs 4 of the local file alone | {gload:.1f} s |")
-print(f"lifeboat / guide restore time = {lrest/grest:.2f} (target <= 0.8), with --create --spool {srest/grest:.2f}; lifeboat peak RSS {rss2/1024:.0f} MiB, with --create --spool {rss3/1024:.0f} MiB")
+print(f"lifeboat / guide restore time = {lrest/grest:.2f} (target <= 0.8), with --create {srest/grest:.2f}; lifeboat peak RSS {rss2/1024:.0f} MiB, with --create {rss3/1024:.0f} MiB")
+print(f"(f)'s spool took {spool/2**20:.0f} MiB of disk at most, for an archive of {raw/2**20:.0f} MiB ({spool/raw:.2f})")
 print(f"| (d3) pg_restore --single-transaction of the local file, (e)'s settings | {sload:.1f} s |")
 print(f"the server's share of the guide's restore (d2 / d) = {gload/grest:.2f}: no restore overlapping the download goes below it")
 print(f"the one-transaction floor of (e) (d3 / d) = {sload/grest:.2f}; (e) / (d3) = {lrest/sload:.2f}")
