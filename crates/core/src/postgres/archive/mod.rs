@@ -1,6 +1,6 @@
 //! The custom-format archive of `pg_dump`: just enough of it to restore fast in parallel, and
-//! to count each table's rows as the archive streams by ([`count_rows`]), instead of scanning
-//! every table a second time.
+//! to count each table's rows as the archive streams by ([`rows`]), instead of scanning every
+//! table a second time.
 //!
 //! `pg_dump` writing to a pipe cannot go back to record where each table's data starts, so a
 //! streamed archive has no data offsets in its table of contents. `pg_restore --jobs` then has
@@ -16,8 +16,10 @@
 //! length (large-object blocks hold several such runs, each after its oid, ending with oid 0).
 
 mod blocks;
+mod rows;
 
 pub use blocks::{copy_chunks, BlockHead, Blocks, Entry, Piece};
+pub use rows::{count_alongside, count_rows, Counts, RowCounter, StreamCounts, Tee};
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -46,20 +48,25 @@ struct Cursor<R> {
 }
 
 impl<R: Read> Cursor<BufReader<R>> {
-    /// A cursor at the start of `input`, read through a buffer (integer sizes as the
-    /// header will say; 4 and 8 until then).
+    /// A cursor at the start of `input`, read through a buffer.
     fn buffered(input: R) -> Self {
+        Cursor::over(BufReader::with_capacity(1 << 16, input))
+    }
+}
+
+impl<R: Read> Cursor<R> {
+    /// A cursor at the start of `input` (integer sizes as the header will say; 4 and 8 until
+    /// then).
+    fn over(input: R) -> Self {
         Cursor {
-            inner: BufReader::with_capacity(1 << 16, input),
+            inner: input,
             pos: 0,
             int_size: 4,
             off_size: 8,
             scratch: Vec::new(),
         }
     }
-}
 
-impl<R: Read> Cursor<R> {
     fn byte(&mut self) -> io::Result<u8> {
         let mut b = [0u8; 1];
         self.inner.read_exact(&mut b)?;
@@ -333,194 +340,6 @@ fn block_head<R: Read>(cur: &mut Cursor<R>) -> io::Result<Option<(u8, i64)>> {
         return Err(invalid("unknown block type"));
     }
     Ok(Some((kind, cur.int()?)))
-}
-
-/// Rows of each table whose data a streamed archive holds, by `(schema, table)`: the lines
-/// of its `COPY` data (one per row). `Ok(None)` when the archive cannot be read this way (a
-/// version this reader does not know, or data compressed by pg_dump itself).
-pub fn count_rows(input: impl Read) -> io::Result<Option<HashMap<(String, String), u64>>> {
-    let mut cur = Cursor::buffered(input);
-    let Some(toc) = cur.header_and_toc()? else {
-        return Ok(None);
-    };
-    if toc.compressed {
-        return Ok(None);
-    }
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let tables: HashMap<i64, (String, String)> = toc
-        .entries
-        .iter()
-        .filter(|e| e.desc == b"TABLE DATA")
-        .map(|e| (e.dump_id, (text(&e.namespace), text(&e.tag))))
-        .collect();
-    let mut counts = HashMap::new();
-    while let Some((kind, dump_id)) = block_head(&mut cur)? {
-        match (kind, tables.get(&dump_id)) {
-            (BLK_DATA, Some(table)) => {
-                *counts.entry(table.clone()).or_default() += count_copy_rows(&mut cur)?;
-            }
-            (BLK_DATA, None) => cur.read_chunks(|_| {})?,
-            _ => {
-                while cur.int()? != 0 {
-                    cur.read_chunks(|_| {})?;
-                }
-            }
-        }
-    }
-    Ok(Some(counts))
-}
-
-/// The rows of one `COPY` data block: its lines, leaving out the end marker pg_dump writes as
-/// a chunk of its own (`\.` and newlines; a row never reads so, as COPY escapes backslashes).
-fn count_copy_rows<R: Read>(cur: &mut Cursor<R>) -> io::Result<u64> {
-    let mut rows = 0u64;
-    while let Some(len) = cur.chunk_len()? {
-        if len <= 16 {
-            let mut small = [0u8; 16];
-            let chunk = &mut small[..len as usize];
-            cur.inner.read_exact(chunk)?;
-            cur.pos += len;
-            let end_marker = chunk.starts_with(b"\\.") && chunk[2..].iter().all(|b| *b == b'\n');
-            if !end_marker {
-                rows += memchr::memchr_iter(b'\n', chunk).count() as u64;
-            }
-        } else {
-            cur.read_through(len, |bytes| {
-                rows += memchr::memchr_iter(b'\n', bytes).count() as u64;
-            })?;
-        }
-    }
-    Ok(rows)
-}
-
-/// What [`count_alongside`] counted: rows by `(schema, table)`, or `None` when the archive
-/// could not be read that way.
-pub type StreamCounts = std::thread::JoinHandle<io::Result<Option<HashMap<(String, String), u64>>>>;
-
-/// Passes `inner` through, and hands a copy of every byte to a thread that counts rows with
-/// [`count_rows`]. At most 16 reads are in flight; if the counting thread stops early (an
-/// archive it cannot read), the copies stop and the stream goes on.
-pub fn count_alongside<R: Read>(inner: R) -> (Tee<R>, StreamCounts) {
-    let (tx, counting) = spawn_counter();
-    (
-        Tee {
-            inner,
-            tx: Some(tx),
-            pending: Vec::new(),
-        },
-        counting,
-    )
-}
-
-/// A thread counting rows with [`count_rows`] from the copies sent to it (at most 16 in
-/// flight); it ends when the sender is dropped.
-fn spawn_counter() -> (std::sync::mpsc::SyncSender<Vec<u8>>, StreamCounts) {
-    let (tx, rx) = std::sync::mpsc::sync_channel(16);
-    let counting = std::thread::spawn(move || {
-        count_rows(Channel {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        })
-    });
-    (tx, counting)
-}
-
-/// The writing side of [`count_alongside`]: fed the bytes of an archive as they are written
-/// somewhere, it counts their rows on a thread of its own.
-pub struct RowCounter {
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    counting: StreamCounts,
-}
-
-impl RowCounter {
-    pub fn start() -> Self {
-        let (tx, counting) = spawn_counter();
-        RowCounter {
-            tx: Some(tx),
-            counting,
-        }
-    }
-
-    /// Counts `bytes` too (copied); a counter that gave up is no longer fed.
-    pub fn feed(&mut self, bytes: &[u8]) {
-        if let Some(tx) = &self.tx {
-            if tx.send(bytes.to_vec()).is_err() {
-                self.tx = None;
-            }
-        }
-    }
-
-    /// The rows of each table of what was fed, once the counter has read all of it: `None`
-    /// when the archive cannot be counted this way.
-    pub fn finish(mut self) -> io::Result<Option<HashMap<(String, String), u64>>> {
-        self.tx = None;
-        self.counting
-            .join()
-            .map_err(|_| io::Error::other("the row counting thread panicked"))?
-    }
-}
-
-/// A reader that also sends what it reads to a channel, in batches of [`TEE_BATCH`] bytes
-/// (a pipe is read a few KiB at a time: one message, allocation and wake-up per read cost
-/// more than the counting), the last when its source ends.
-pub struct Tee<R> {
-    inner: R,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    pending: Vec<u8>,
-}
-
-const TEE_BATCH: usize = 256 << 10;
-
-impl<R> Tee<R> {
-    fn send_pending(&mut self) {
-        if let Some(tx) = &self.tx {
-            if !self.pending.is_empty() && tx.send(std::mem::take(&mut self.pending)).is_err() {
-                self.tx = None;
-            }
-        }
-    }
-}
-
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if self.tx.is_some() {
-            if self.pending.capacity() == 0 {
-                self.pending.reserve_exact(TEE_BATCH);
-            }
-            self.pending.extend_from_slice(&buf[..n]);
-            if n == 0 || self.pending.len() >= TEE_BATCH {
-                self.send_pending();
-            }
-        }
-        Ok(n)
-    }
-}
-
-/// The receiving end of a [`Tee`], as a reader that ends when the tee is dropped.
-struct Channel {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for Channel {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.buf.len() {
-            match self.rx.recv() {
-                Ok(buf) => {
-                    self.buf = buf;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

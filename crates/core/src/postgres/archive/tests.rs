@@ -1,4 +1,5 @@
 //! The archive reader against archives built byte by byte.
+use super::rows::TEE_BATCH;
 use super::*;
 use std::io::Write;
 
@@ -350,4 +351,55 @@ fn a_row_counter_fed_in_pieces_counts_as_the_reader_does() {
         counter.feed(b"not an archive at all");
     }
     assert!(counter.finish().is_err());
+}
+
+#[test]
+fn rows_are_counted_alike_whatever_pieces_the_archive_comes_in() {
+    // Rows whose chunk lengths hold a newline byte (10 = `\n`, 266 = 0x010a; a row's own
+    // newlines are escaped by COPY), rows of one byte, an end marker, a table's block after a
+    // block of large objects, whose bytes are newlines too, and a block of data no table of the
+    // contents owns.
+    let ten = "123456789\n";
+    let long = format!("{}\n", "y".repeat(265));
+    assert_eq!((ten.len(), long.len()), (10, 266));
+    let rows_a = [ten.as_bytes(), long.as_bytes(), b"\n", b"a\tb\n"];
+    let mut bytes = archive(
+        &[
+            (20, "TABLE DATA", "core", "a"),
+            (21, "TABLE DATA", "core", "b"),
+        ],
+        &[(20, [&rows_a[..], &[b"\\.\n\n\n"]].concat())],
+    );
+    let int = |out: &mut Vec<u8>, v: i64| {
+        out.push(u8::from(v < 0));
+        out.extend_from_slice(&(v.unsigned_abs() as u32).to_le_bytes());
+    };
+    bytes.push(BLK_BLOBS);
+    int(&mut bytes, 30);
+    for oid in [10, 16_394] {
+        int(&mut bytes, oid);
+        int(&mut bytes, 10);
+        bytes.extend_from_slice(b"\n\n\n\n\n\n\n\n\n\n");
+        int(&mut bytes, 0);
+    }
+    int(&mut bytes, 0);
+    for (id, chunk) in [(99, &b"x\ny\n"[..]), (21, b"1\n2\n3\n")] {
+        bytes.push(BLK_DATA);
+        int(&mut bytes, id);
+        int(&mut bytes, chunk.len() as i64);
+        bytes.extend_from_slice(chunk);
+        int(&mut bytes, 0);
+    }
+    for piece in [1, 2, 3, 5, 7, 11, 16, 17, 64, 300, bytes.len()] {
+        let input = io::BufReader::with_capacity(piece, io::Cursor::new(bytes.clone()));
+        let counts = rows::count_buffered(input).unwrap().unwrap();
+        let rows = |name: &str| counts.get(&("core".to_string(), name.to_string())).copied();
+        assert_eq!(rows("a"), Some(4), "in pieces of {piece}");
+        assert_eq!(rows("b"), Some(3), "in pieces of {piece}");
+        assert_eq!(counts.len(), 2, "in pieces of {piece}");
+    }
+    // Cut short inside a block: an error, not a count.
+    let short = &bytes[..bytes.len() - 3];
+    let err = count_rows(io::Cursor::new(short)).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
 }
