@@ -289,8 +289,9 @@ impl Mode {
         if !self.pipelined || request.spool {
             return self;
         }
-        let dir = request.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
-        if let Err(e) = tempfile::tempfile_in(&dir) {
+        // Made and dropped as the restore would make it: its folder, its kind of file.
+        let dir = spooled::Spool::folder(request.spool_dir.as_deref());
+        if let Err(e) = Unnamed::on_disk(&dir) {
             tracing::warn!(
                 folder = %dir.display(),
                 error = %e,

@@ -25,7 +25,7 @@ pub(super) struct Spool {
 impl Spool {
     /// A spool file in `dir` (else the temporary folder) for an archive of `needed` bytes.
     pub(super) fn create(dir: Option<&Path>, needed: u64) -> Result<Spool> {
-        let dir = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let dir = Spool::folder(dir);
         let file = Unnamed::on_disk(&dir).map_err(|e| {
             spool_error(
                 &dir,
@@ -34,6 +34,11 @@ impl Spool {
             )
         })?;
         Ok(Spool { file, dir, needed })
+    }
+
+    /// The folder a spool file goes in: `dir`, else the temporary folder.
+    pub(super) fn folder(dir: Option<&Path>) -> PathBuf {
+        dir.map_or_else(std::env::temp_dir, Path::to_path_buf)
     }
 
     /// Another handle on the file (its position shared with the others).
