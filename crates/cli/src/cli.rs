@@ -136,8 +136,8 @@ pub enum Command {
         /// Check the stored bytes and the table of contents only, without restoring.
         #[arg(long)]
         quick: bool,
-        /// Parallel pg_restore jobs for a dump.
-        #[arg(long, default_value_t = 2)]
+        /// Parallel pg_restore jobs for a dump (1 or more).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
         jobs: u32,
         /// age identity file for an encrypted backup [default: `encryption.identity_file`].
         #[arg(long, value_name = "FILE")]
@@ -191,8 +191,15 @@ pub enum Command {
         dry_run: bool,
     },
     /// Disaster-recovery drill on throwaway parts: sample database, backup, restore, verify,
-    /// point-in-time recovery, each step timed.
+    /// point-in-time recovery, each step timed. It touches no repository but its own.
     Drill,
+    /// Remove the repository's run lock left by a run that died (killed, its host lost);
+    /// refused while the holder is alive.
+    Unlock {
+        /// Show whose lock would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Archive one WAL file: PostgreSQL's `archive_command = 'lifeboat wal-push %p'`.
     WalPush {
         /// The file, as PostgreSQL gives it (`%p`, relative to the data folder).
@@ -406,8 +413,12 @@ pub struct RestorePitrArgs {
     /// Socket folder for the started server [default: the backup's].
     #[arg(long, value_name = "DIR")]
     pub socket_dir: Option<PathBuf>,
-    /// Do not let the recovered server archive WAL into the repository.
+    /// The recovered server is the new primary: it archives its new timeline into the
+    /// repository. Without it, archiving is off, and the recovery changes nothing there.
     #[arg(long)]
+    pub promote_as_primary: bool,
+    /// Archiving off (the default; kept for scripts that pass it).
+    #[arg(long, hide = true, conflicts_with = "promote_as_primary")]
     pub no_archive: bool,
     /// age identity file for an encrypted repository.
     #[arg(long, value_name = "FILE")]
@@ -465,7 +476,7 @@ pub struct RestoreDbArgs {
     /// stays one transaction); with --create or --spool, N sessions loading tables in
     /// parallel (with --create, as the archive arrives, through a spool file that holds a
     /// window of it).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: u32,
     /// Into an existing database: spool the archive to a temporary file (disk for all of
     /// it) and, once it is verified, load tables in parallel with `pg_restore --jobs`, not in

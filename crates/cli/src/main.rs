@@ -36,7 +36,8 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => {
             let _ = e.print();
-            let fetching = std::env::args().any(|a| a == "wal-fetch");
+            // (`args_os`: an argument that is not UTF-8 is clap's error to report, not a panic)
+            let fetching = std::env::args_os().any(|a| a == "wal-fetch");
             return ExitCode::from(if fetching && e.use_stderr() {
                 WAL_FETCH_FAILED
             } else {

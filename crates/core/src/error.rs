@@ -211,6 +211,8 @@ impl StorageFailure {
             K::PermissionDenied => StorageFailure::Denied,
             K::ConditionNotMatch | K::AlreadyExists => StorageFailure::Conflict,
             K::RateLimited => StorageFailure::Unavailable,
+            // A local folder read-only, full or out of reach stays so: not worth a retry.
+            _ if permanent_io(err) => StorageFailure::Refused,
             _ if err.is_temporary() => {
                 if timed_out(err) {
                     StorageFailure::Timeout
@@ -223,6 +225,29 @@ impl StorageFailure {
             _ => StorageFailure::Refused,
         }
     }
+}
+
+/// Whether an error, or one of its causes, is a file system's error that trying again does not
+/// mend: read-only, full, over quota, not allowed.
+fn permanent_io(err: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                K::ReadOnlyFilesystem
+                    | K::StorageFull
+                    | K::QuotaExceeded
+                    | K::PermissionDenied
+                    | K::NotADirectory
+                    | K::IsADirectory
+                    | K::FileTooLarge
+            );
+        }
+        current = e.source();
+    }
+    false
 }
 
 /// Whether an error, or one of its causes, is a timeout.

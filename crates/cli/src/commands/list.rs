@@ -205,5 +205,25 @@ fn wal_report_text(report: &wal::ArchiveReport) -> String {
             let _ = writeln!(out, "  gap: {from} .. {to} missing");
         }
     }
+    let left_behind = report.left_behind();
+    for fork in &report.forks {
+        let _ = writeln!(
+            out,
+            "fork: timeline {} branched off timeline {} at {} while timeline {} went on to {}{}",
+            fork.timeline,
+            fork.parent,
+            fork.at,
+            fork.parent,
+            fork.parent_went_on_to,
+            if left_behind.contains(&fork) {
+                format!(
+                    "; timeline {} stopped: a recovery to the latest moment follows the line archived last, not it",
+                    fork.timeline
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     out
 }

@@ -76,6 +76,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         Command::WalFetch { name, dest } => wal::fetch(ctx, args, name, dest).await,
         Command::WalPrefetch { names } => wal::prefetch(ctx, names).await,
         Command::Drill => drill::drill(ctx, json).await,
+        Command::Unlock { dry_run } => init::unlock(ctx, *dry_run, json).await,
         Command::Watchdog | Command::Completions { .. } | Command::Man { .. } => Ok(()),
     }
 }

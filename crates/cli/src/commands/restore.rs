@@ -32,6 +32,12 @@ pub async fn pitr(ctx: &Context, p: &RestorePitrArgs, json: bool) -> Result<()> 
     let repo = Repository::open(ctx).await?;
     let request = pitr_request(ctx, p)?;
     let report = pitr::restore_pitr(ctx, &repo, &request).await?;
+    if !report.archives {
+        tracing::info!(
+            "archiving is off in `{}`: this recovery writes nothing into the repository; to make it the new primary, recover with `--promote-as-primary`",
+            report.pgdata
+        );
+    }
     match (&report.reached, report.recovery_seconds) {
         (reached, Some(secs)) => tracing::info!(
             "recovered `{}` from base backup `{}` to {} (last transaction {}) in {:.1}s restore + {:.1}s recovery",
@@ -48,6 +54,19 @@ pub async fn pitr(ctx: &Context, p: &RestorePitrArgs, json: bool) -> Result<()> 
             report.pgdata,
             report.target
         ),
+    }
+    if report.archives {
+        match report.timeline {
+            Some(now) if now != report.timeline_followed => tracing::warn!(
+                "promoted as the new primary: forked timeline {now} off timeline {}, archived into the repository; `lifeboat backup base` now starts its line",
+                report.timeline_followed
+            ),
+            Some(_) => {}
+            None => tracing::warn!(
+                "once started and promoted, this server forks a new timeline off timeline {} and archives it into the repository as the new primary",
+                report.timeline_followed
+            ),
+        }
     }
     print_json_or(json, &report, || report.base_backup.clone())
 }
@@ -87,7 +106,7 @@ fn pitr_request(ctx: &Context, p: &RestorePitrArgs) -> Result<pitr::PitrRequest>
         start: p.start,
         port: p.port,
         socket_dir: p.socket_dir.clone(),
-        no_archive: p.no_archive,
+        as_primary: p.promote_as_primary,
         throwaway: false,
         identity: p.identity.clone(),
         base: None,

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::support::{run_of, Env, Repo};
 
-fn lifeboat(args: &[&str]) -> crate::support::Run {
+fn lifeboat<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> crate::support::Run {
     run_of(
         Command::new(env!("CARGO_BIN_EXE_lifeboat"))
             .args(args)
@@ -150,4 +150,67 @@ fn a_drill_without_the_server_programs_says_what_to_install() {
         line.contains("initdb` not found") && line.contains("apt install postgresql"),
         "{line}"
     );
+}
+
+/// Bad input of the command line's own: an argument that is not UTF-8 is a usage error, not a
+/// panic (also for `wal-fetch`, which must then exit above 125), and `--jobs 0` is refused.
+#[test]
+fn arguments_that_are_not_text_and_zero_jobs_are_usage_errors() {
+    use std::os::unix::ffi::OsStrExt;
+    let not_text = std::ffi::OsStr::from_bytes(b"\xff");
+    let out = lifeboat(&["show".as_ref(), not_text]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    let out = lifeboat(&["wal-fetch".as_ref(), not_text, "dest".as_ref()]);
+    assert_eq!(out.code, 255, "{}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    for args in [
+        vec!["verify", "latest", "--jobs", "0"],
+        vec!["restore", "db", "latest", "--into", "x", "--jobs", "0"],
+    ] {
+        let out = lifeboat(&args);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("--jobs"), "{}", out.stderr);
+    }
+}
+
+/// A repository on a read-only file system: `verify --quick` still gives its verdict (exit 0,
+/// with a warning that it could not be recorded), and a backup fails as a permanent error
+/// (1), not as one worth retrying unchanged (75).
+#[test]
+fn a_read_only_repository_is_a_permanent_error_and_verify_still_answers() {
+    let env = Env::new(Repo::Local, false);
+    let id = env.backup(&[]);
+    let repo = env.dir.path().join("repo");
+    let read_only = |args: &str| {
+        let script = format!(
+            "mount --bind '{repo}' '{repo}' && mount -o remount,bind,ro '{repo}' && exec '{exe}' --config '{config}' {args}",
+            repo = repo.display(),
+            exe = env!("CARGO_BIN_EXE_lifeboat"),
+            config = env.config.display(),
+        );
+        run_of(
+            Command::new("unshare")
+                .args(["-m", "sh", "-c", &script])
+                .env_remove("LIFEBOAT_CONFIG")
+                .output()
+                .unwrap(),
+        )
+    };
+    let probe = read_only("--version");
+    if probe.code != 0 {
+        eprintln!("skipped: no mount namespace here ({})", probe.stderr.trim());
+        return;
+    }
+    let out = read_only(&format!("verify --quick {id} --json"));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let verified: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(verified["passed"], true, "{verified}");
+    assert!(
+        out.stderr.contains("could not be recorded"),
+        "{}",
+        out.stderr
+    );
+    let out = read_only("backup db");
+    assert_eq!(out.code, 1, "{}", out.stderr);
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{fake_segment, run_of, Env, Repo, Run, TableLock, FAKE_SYSTEM_ID};
+use crate::support::{fake_segment, run_of, wait_until, Env, Repo, Run, TableLock, FAKE_SYSTEM_ID};
 
 /// Pushes of one name with different contents started at the same moment.
 const PUSHERS: u8 = 4;
@@ -66,6 +66,27 @@ fn racing_pushes_of_one_name_archive_one_content_s3() {
     racing_pushes(Repo::S3);
 }
 
+/// Two lifeboats started together with `args`, while a table lock blocks their backups, so
+/// that the one holding the run lock is still running when the other asks for it; the lock
+/// goes once one of them has ended (or after 15 s). Their outcomes and pids.
+fn two_together(env: &Env, args: &[&str]) -> (Vec<Run>, Vec<u32>) {
+    let lock = TableLock::hold(env, "core.comic");
+    let mut children: Vec<_> = (0..2).map(|_| env.start(args)).collect();
+    let pids = children.iter().map(|c| c.id()).collect();
+    let begun = Instant::now();
+    while begun.elapsed() < Duration::from_secs(15)
+        && children.iter_mut().all(|c| c.try_wait().unwrap().is_none())
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(lock);
+    let outcomes = children
+        .into_iter()
+        .map(|c| run_of(c.wait_with_output().unwrap()))
+        .collect();
+    (outcomes, pids)
+}
+
 fn racing_runs(repo: Repo) {
     let env = Env::new(repo, false);
     let mut config = std::fs::read_to_string(&env.config).unwrap();
@@ -74,19 +95,7 @@ fn racing_runs(repo: Repo) {
     for round in 1..=5 {
         // The backups block on a table lock, so a run that got the lock is still running when
         // the other one asks for it.
-        let lock = TableLock::hold(&env, "core.comic");
-        let mut children: Vec<_> = (0..2).map(|_| env.start(&["run", "dump"])).collect();
-        let begun = Instant::now();
-        while begun.elapsed() < Duration::from_secs(15)
-            && children.iter_mut().all(|c| c.try_wait().unwrap().is_none())
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        drop(lock);
-        let outcomes: Vec<Run> = children
-            .into_iter()
-            .map(|c| run_of(c.wait_with_output().unwrap()))
-            .collect();
+        let (outcomes, _) = two_together(&env, &["run", "dump"]);
         let ran: Vec<&Run> = outcomes.iter().filter(|o| o.code == 0).collect();
         assert_eq!(
             ran.len(),
@@ -115,6 +124,133 @@ fn runs_started_together_one_runs_local() {
 #[test]
 fn runs_started_together_one_runs_s3() {
     racing_runs(Repo::S3);
+}
+
+/// Two `backup db` started together against the S3 test server, whose conditional create is
+/// a check and then a write (both can pass the check), 50 rounds: exactly one commits, the
+/// other is refused as busy naming the other run, and no lock or heartbeat is left.
+#[test]
+fn backups_started_together_one_commits_and_no_lock_is_left_s3() {
+    let env = Env::new(Repo::S3, false);
+    for round in 1..=50 {
+        let (outcomes, pids) = two_together(&env, &["backup", "db"]);
+        let codes: Vec<i32> = outcomes.iter().map(|o| o.code).collect();
+        let stderrs: Vec<&String> = outcomes.iter().map(|o| &o.stderr).collect();
+        assert!(
+            codes == [0, 5] || codes == [5, 0],
+            "round {round}: exit codes {codes:?}: {stderrs:?}"
+        );
+        let (winner, loser) = if codes[0] == 0 { (0, 1) } else { (1, 0) };
+        assert!(
+            outcomes[loser]
+                .error_line()
+                .contains(&format!("(pid {})", pids[winner])),
+            "round {round}: the refused run names the other: {}",
+            outcomes[loser].stderr
+        );
+        env.end_waiting_backends();
+        let left: Vec<String> = env
+            .stored_files()
+            .into_iter()
+            .filter(|f| f.contains("locks/"))
+            .collect();
+        assert!(left.is_empty(), "round {round}: left behind: {left:?}");
+        let list = env.lifeboat(&["list", "--json"]);
+        let listed: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+        assert_eq!(listed.len(), round, "round {round}: one backup per round");
+    }
+}
+
+/// A run killed with SIGKILL at several moments leaves its lock; on the same host, whose
+/// process table says it is gone, the next run takes it over at once (and says so), without
+/// waiting `lock_stale_minutes`. `unlock` refuses a live holder, removes a dead one's lock.
+#[test]
+fn a_killed_holder_s_lock_is_taken_over_at_once_on_its_host() {
+    let env = Env::new(Repo::Local, false);
+    let lock_path = env.repo_path("locks/run.json");
+    let out = env.lifeboat(&["unlock"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("has no run lock"), "{}", out.stdout);
+    for round in 1..=3u64 {
+        let lock = TableLock::hold(&env, "core.comic");
+        let mut holder = env.start(&["backup", "db"]);
+        wait_until(Duration::from_secs(30), "the run lock", || {
+            lock_path.exists()
+        });
+        // Killed right after it took the lock, while its dump waits, a moment later.
+        match round {
+            1 => {}
+            2 => crate::support::wait_for_blocked_dump(&env),
+            _ => std::thread::sleep(Duration::from_millis(700)),
+        }
+        if round == 2 {
+            let out = env.lifeboat(&["unlock"]);
+            assert_eq!(out.code, 1, "{}", out.stderr);
+            assert!(
+                out.error_line().contains("which is alive"),
+                "{}",
+                out.stderr
+            );
+            assert!(lock_path.exists());
+        }
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        drop(lock);
+        env.end_waiting_backends();
+        assert!(
+            lock_path.exists(),
+            "round {round}: the killed run left no lock"
+        );
+        if round == 3 {
+            let out = env.lifeboat(&["unlock", "--dry-run"]);
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            assert!(
+                out.stdout.contains("would remove the run lock"),
+                "{}",
+                out.stdout
+            );
+            assert!(lock_path.exists());
+            let out = env.lifeboat(&["unlock"]);
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            assert!(!lock_path.exists());
+            continue;
+        }
+        let begun = Instant::now();
+        let out = env.lifeboat(&["backup", "db"]);
+        assert_eq!(out.code, 0, "round {round}: {}", out.stderr);
+        assert!(begun.elapsed() < Duration::from_secs(60));
+        assert!(
+            out.stderr.contains("that process no longer exists"),
+            "round {round}: {}",
+            out.stderr
+        );
+        assert!(!lock_path.exists());
+    }
+    // Another host's lock: alive while it beats, removable once it stops.
+    let other = serde_json::json!({
+        "id": "0123456789abcdef", "job": "daily", "host": "elsewhere", "pid": 4242,
+        "started": "2026-01-01T00:00:00Z"
+    });
+    std::fs::write(&lock_path, other.to_string()).unwrap();
+    let beat = env.repo_path("locks/run.0123456789abcdef.beat");
+    std::fs::write(
+        &beat,
+        serde_json::json!({ "heartbeat": jiff::Timestamp::now() }).to_string(),
+    )
+    .unwrap();
+    let out = env.lifeboat(&["unlock"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line().contains("on `elsewhere`"),
+        "{}",
+        out.stderr
+    );
+    std::fs::remove_file(&beat).unwrap();
+    let out = env.lifeboat(&["unlock", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["removed"]["host"], "elsewhere", "{report}");
+    assert!(!lock_path.exists());
 }
 
 fn wal_is_tied_to_its_name(repo: Repo) {

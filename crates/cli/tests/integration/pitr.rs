@@ -85,6 +85,17 @@ fn restore_into(env: &Env, name: &str, args: &[&str]) -> (Run, PathBuf) {
     (env.lifeboat(&all), pgdata)
 }
 
+/// `status` with the archive's database marked `pitr = true`: breached (exit 4).
+fn breached_status(env: &Env) -> Run {
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    if !config.ends_with("pitr = true\n") {
+        std::fs::write(&env.config, format!("{config}pitr = true\n")).unwrap();
+    }
+    let out = env.lifeboat(&["status"]);
+    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    out
+}
+
 /// Flips a byte in the middle of `file`; returns what it held.
 fn damage(file: &Path) -> Vec<u8> {
     let intact = std::fs::read(file).unwrap();
@@ -267,8 +278,12 @@ fn recovery_to_a_moment_and_across_timelines() {
     let sock2 = env.dir.path().join("sock2");
     std::fs::create_dir(&sock2).unwrap();
     open_to_server(&sock2, 0o777);
-    let (out, server2) =
-        recover_and_start(&env, "pitr", &sock2, &["--target-time", &target, "--json"]);
+    let (out, server2) = recover_and_start(
+        &env,
+        "pitr",
+        &sock2,
+        &["--target-time", &target, "--promote-as-primary", "--json"],
+    );
     let port2 = server2.port;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
@@ -287,7 +302,8 @@ fn recovery_to_a_moment_and_across_timelines() {
         "200"
     );
 
-    // The promoted server archives its new timeline; a second recovery follows it.
+    // Promoted as the new primary, the server archives its new timeline; a second recovery
+    // follows it.
     assert_eq!(
         sql_at(
             &sock2,
@@ -302,7 +318,7 @@ fn recovery_to_a_moment_and_across_timelines() {
     let list = env.lifeboat(&["list", "wal"]);
     assert!(list.stdout.contains("timeline 2:"), "{}", list.stdout);
 
-    let (out, server3) = recover_and_start(&env, "pitr3", &sock2, &["--latest", "--no-archive"]);
+    let (out, server3) = recover_and_start(&env, "pitr3", &sock2, &["--latest"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         sql_at(
@@ -319,7 +335,7 @@ fn recovery_to_a_moment_and_across_timelines() {
         &env,
         "pitr-tl1",
         &sock2,
-        &["--latest", "--target-timeline", "1", "--no-archive"],
+        &["--latest", "--target-timeline", "1"],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
@@ -360,7 +376,9 @@ fn recovery_to_a_moment_and_across_timelines() {
     let row3_file = env.archived_file(&row3_segment);
     let intact = damage(&row3_file);
     let (out, server5) = recover_and_start(&env, "pitr5", &sock2, &["--latest", "--no-archive"]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    // Damage exits 3, said once (the fetch's own `error: ` is not repeated inside).
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(!out.error_line().contains(": error: "), "{}", out.stderr);
     assert!(
         out.error_line()
             .contains(&format!("could not restore file \"{row3_segment}\""))
@@ -398,10 +416,7 @@ fn recovery_to_a_moment_and_across_timelines() {
         "{}",
         list.stdout
     );
-    let config = std::fs::read_to_string(&env.config).unwrap();
-    std::fs::write(&env.config, format!("{config}pitr = true\n")).unwrap();
-    let out = env.lifeboat(&["status"]);
-    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    let out = breached_status(&env);
     assert!(
         out.stdout.contains(&format!(
             "gap in the WAL archive on timeline 1: {row1_segment} .. {row1_segment} missing"
@@ -474,7 +489,7 @@ fn a_recovery_that_stops_short_of_the_archive_fails() {
     let sock = env.dir.path().join("sock-short");
     std::fs::create_dir(&sock).unwrap();
     open_to_server(&sock, 0o777);
-    let (out, server) = recover_and_start(&env, "short", &sock, &["--latest", "--no-archive"]);
+    let (out, server) = recover_and_start(&env, "short", &sock, &["--latest"]);
     assert_eq!(
         out.code, 3,
         "a recovery short of the archive succeeded: {}",
@@ -520,4 +535,154 @@ fn a_recovery_that_stops_short_of_the_archive_fails() {
     let verified: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(verified["passed"], false, "{verified}");
     assert_eq!(verified["quick"], false, "{verified}");
+}
+
+/// A practice recovery (`restore pitr --start`, no other flag) writes nothing into the archive,
+/// so a later `--latest` recovers everything. A recovery promoted as the primary while the
+/// production server goes on archiving forks a timeline that stops; `--latest` still follows
+/// the production line (the timeline archived last, not the highest number), says so, and
+/// `list wal` and `status` show the fork; a target that the timeline followed does not hold
+/// is refused before anything is unpacked.
+#[test]
+fn a_practice_recovery_changes_nothing_and_latest_follows_the_production_line() {
+    let env = archiving_env();
+    let (socket, port) = (env.cluster.socket_dir().to_path_buf(), env.cluster.port());
+    let out = env.lifeboat(&["backup", "base"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    env.sql(
+        "yomira",
+        "CREATE TABLE public.commits (id serial PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())",
+    );
+    let batch = || {
+        env.sql(
+            "yomira",
+            "INSERT INTO public.commits (at) SELECT clock_timestamp() FROM generate_series(1, 100)",
+        );
+        switch_and_archive(&socket, port);
+    };
+    let now = || {
+        env.sql(
+            "yomira",
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        )
+    };
+    let count = |sock: &Path, port: u16| sql_at(sock, port, "SELECT count(*) FROM public.commits");
+    batch();
+    std::thread::sleep(Duration::from_millis(1200));
+    let middle = now();
+    std::thread::sleep(Duration::from_millis(1200));
+    batch();
+    let sock2 = env.dir.path().join("sock2");
+    std::fs::create_dir(&sock2).unwrap();
+    open_to_server(&sock2, 0o777);
+
+    // The practice: recovered, promoted, written to and switched; the archive is untouched.
+    let archive_before = env.stored_files();
+    let (out, practice) = recover_and_start(
+        &env,
+        "practice",
+        &sock2,
+        &["--target-time", &middle, "--json"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["archives"], false, "{report}");
+    assert!(out.stderr.contains("archiving is off"), "{}", out.stderr);
+    assert_eq!(count(&sock2, practice.port), "100");
+    sql_at(
+        &sock2,
+        practice.port,
+        "INSERT INTO public.commits (at) VALUES (now())",
+    );
+    sql_at(&sock2, practice.port, "SELECT pg_switch_wal()");
+    std::thread::sleep(Duration::from_secs(2));
+    drop(practice);
+    assert_eq!(
+        env.stored_files(),
+        archive_before,
+        "a practice recovery changed the archive"
+    );
+    batch();
+    let (out, latest) = recover_and_start(&env, "latest", &sock2, &["--latest", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(count(&sock2, latest.port), "300");
+    drop(latest);
+
+    // Promoted as the primary beside production, which goes on: a fork.
+    let (out, primary) = recover_and_start(
+        &env,
+        "primary",
+        &sock2,
+        &["--target-time", &middle, "--promote-as-primary", "--json"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["archives"], true, "{report}");
+    assert_eq!(report["timeline"], 2, "{report}");
+    assert!(
+        out.stderr.contains("forked timeline 2 off timeline 1"),
+        "{}",
+        out.stderr
+    );
+    sql_at(
+        &sock2,
+        primary.port,
+        "INSERT INTO public.commits (at) VALUES (now())",
+    );
+    switch_and_archive(&sock2, primary.port);
+    drop(primary);
+    std::thread::sleep(Duration::from_millis(1200));
+    let late = now();
+    // (the S3 server keeps times to the second)
+    std::thread::sleep(Duration::from_millis(1500));
+    batch();
+
+    let (out, after) = recover_and_start(&env, "after-fork", &sock2, &["--latest", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(count(&sock2, after.port), "400", "{report}");
+    assert_eq!(report["timeline_followed"], 1, "{report}");
+    assert!(
+        out.stderr.contains("timeline 2 branched off and stopped")
+            && out
+                .stderr
+                .contains("following timeline 1, the production line"),
+        "{}",
+        out.stderr
+    );
+    drop(after);
+
+    let list = env.lifeboat(&["list", "wal"]);
+    assert!(
+        list.stdout
+            .contains("fork: timeline 2 branched off timeline 1 at")
+            && list.stdout.contains("timeline 2 stopped"),
+        "{}",
+        list.stdout
+    );
+    let out = breached_status(&env);
+    assert!(
+        out.stdout.contains("timeline 2 branched off timeline 1 at"),
+        "{}",
+        out.stdout
+    );
+
+    // Timeline 2 ended before `late`: following it there is refused before anything is
+    // unpacked, naming the timeline that holds it.
+    let (out, pgdata) = restore_into(
+        &env,
+        "on-the-fork",
+        &["--target-time", &late, "--target-timeline", "2"],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line()
+            .contains("after the newest archived WAL of timeline 2")
+            && out
+                .error_line()
+                .contains("`--target-timeline 1` follows it"),
+        "{}",
+        out.stderr
+    );
+    assert!(!pgdata.exists());
 }

@@ -317,6 +317,21 @@ async fn wal_status(
             ));
         }
     }
+    let left_behind = report.left_behind();
+    for fork in &report.forks {
+        let what = format!(
+            "timeline {} branched off timeline {} at {} while timeline {} went on to {}",
+            fork.timeline, fork.parent, fork.at, fork.parent, fork.parent_went_on_to
+        );
+        if left_behind.contains(&fork) {
+            asset.problems.push(format!(
+                "{what}, and stopped: a fork beside the production line (a recovery promoted while production archived, or two primaries); recoveries to the latest moment follow the timeline archived last, and PostgreSQL's own `latest` would follow timeline {}",
+                fork.timeline
+            ));
+        } else {
+            asset.notes.push(what);
+        }
+    }
     if let Some((segment, _)) = newest {
         asset.notes.push(format!("newest segment {segment}"));
     }

@@ -23,8 +23,6 @@ pub mod watchdog;
 
 pub use unnamed::Unnamed;
 
-/// This process's effective user id: from `/proc/self/status`, else as the owner of a
-/// temporary file it creates.
 /// This machine's name, for lock files and reports.
 pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -32,6 +30,54 @@ pub fn host_name() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// What tells a process apart on its host beyond its pid: the host's boot, its pid namespace
+/// (a container of the same host name has its own) and its start time, so that a record of
+/// it is judged dead from this machine only where that can be told, never for a reused pid.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProcessMark {
+    pub boot_id: String,
+    pub pid_namespace: String,
+    /// Clock ticks after boot at which it started (`/proc/PID/stat`, field 22).
+    pub start_ticks: u64,
+}
+
+impl ProcessMark {
+    /// This process's mark, where `/proc` tells it.
+    pub fn of_this_process() -> Option<ProcessMark> {
+        Some(ProcessMark {
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()?
+                .trim()
+                .to_string(),
+            pid_namespace: std::fs::read_link("/proc/self/ns/pid")
+                .ok()?
+                .display()
+                .to_string(),
+            start_ticks: start_ticks(std::process::id())?,
+        })
+    }
+
+    /// Whether process `pid`, which had this mark, is gone: `None` when that cannot be told
+    /// from here (another boot of the host, another pid namespace, no `/proc`).
+    pub fn is_gone(&self, pid: u32) -> Option<bool> {
+        let here = ProcessMark::of_this_process()?;
+        if here.boot_id != self.boot_id || here.pid_namespace != self.pid_namespace {
+            return None;
+        }
+        Some(start_ticks(pid) != Some(self.start_ticks))
+    }
+}
+
+/// When process `pid` started, in clock ticks after boot; `None` when there is no such process.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The name (field 2) is in parentheses and may hold anything: count from its end.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// This process's effective user id: from `/proc/self/status`, else as the owner of a
+/// temporary file it creates.
 pub fn effective_uid() -> Option<u32> {
     let from_proc = std::fs::read_to_string("/proc/self/status")
         .ok()

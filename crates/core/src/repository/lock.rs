@@ -2,10 +2,18 @@
 //! backups (`backup *`, `prune`).
 //!
 //! `locks/run.json` names the holder (a random id, the job, host, pid and start). It is created
-//! atomically (a hard link on a local folder, `If-None-Match` on S3), so of two runs starting
-//! together exactly one gets it, and it is never rewritten. The holder shows it is alive by
-//! writing its own `locks/run.<id>.beat` every 30 s; a lock whose last beat (or start) is older
-//! than `daemon.lock_stale_minutes` belongs to a run that died, and is taken over.
+//! only where none exists (a hard link on a local folder, `If-None-Match` on S3), and never
+//! rewritten. A store whose conditional write is a check and then a write (`s3s-fs`) can let
+//! two runs both "create" it, the later write winning; so the store's answer is not taken as
+//! the verdict: the lock is read back, and on a store that is not a local folder read again
+//! after [`SETTLE`], and only the run whose id it holds goes on. The others wait as for any
+//! held lock, leaving nothing behind (what they wrote was replaced).
+//!
+//! The holder shows it is alive by writing its own `locks/run.<id>.beat` every 30 s; a lock
+//! whose last beat (or start) is older than `daemon.lock_stale_minutes` belongs to a run that
+//! died, and is taken over. A holder on this host whose process is gone (killed) is known dead
+//! at once: its lock is taken over without waiting, and said so. `lifeboat unlock` removes a
+//! lock whose holder is not alive, and refuses one that is.
 //!
 //! A holder checks that the lock is still its own at every beat and before every commit. One
 //! that finds it taken over (it was judged dead while it was only slow) stops: what it has in
@@ -23,6 +31,9 @@ use crate::error::{Error, Result};
 use crate::storage::Storage;
 
 const HEARTBEAT: Duration = Duration::from_secs(30);
+/// How long a new lock on a remote store must stay this run's before the run goes on: longer
+/// than a competing write that passed the store's check before this one landed takes.
+const SETTLE: Duration = Duration::from_millis(500);
 /// How often a waiting command looks at the lock again.
 const WAIT_STEP: Duration = Duration::from_millis(500);
 
@@ -36,6 +47,9 @@ pub struct LockFile {
     /// Written by lifeboat before beats had objects of their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat: Option<Timestamp>,
+    /// What tells the holder's process apart on its host (absent in older locks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<crate::process::ProcessMark>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -44,6 +58,16 @@ struct Beat {
 }
 
 impl LockFile {
+    /// Whether the holder is a process of this host that no longer exists.
+    pub fn holder_is_gone(&self) -> bool {
+        self.host == crate::process::host_name()
+            && self
+                .process
+                .as_ref()
+                .and_then(|mark| mark.is_gone(self.pid))
+                .unwrap_or(false)
+    }
+
     /// The error a run that finds this lock in its place reports.
     pub fn taken_over(&self) -> Error {
         Error::LockLost {
@@ -96,6 +120,7 @@ impl RunLock {
             pid: std::process::id(),
             started: Timestamp::now(),
             heartbeat: None,
+            process: crate::process::ProcessMark::of_this_process(),
         };
         let json = serde_json::to_vec_pretty(&mine).expect("locks serialize");
         let waited = std::time::Instant::now();
@@ -114,7 +139,12 @@ impl RunLock {
                 }
                 Err(e) => return Err(e),
             };
-            if created {
+            // The content, not the store's answer, says whose the lock is.
+            let held = match created {
+                true => confirm(taking, &mine.id).await?,
+                false => read(taking).await?,
+            };
+            if held.as_ref().is_some_and(|held| held.id == mine.id) {
                 write_beat(&storage, &mine.id).await;
                 let beating =
                     tokio::spawn(heartbeat(storage.clone(), mine.id.clone(), lost.clone()));
@@ -125,19 +155,28 @@ impl RunLock {
                     lost,
                 });
             }
-            let Some(held) = read(taking).await? else {
+            let Some(held) = held else {
                 continue;
             };
             let last_sign = last_beat(&storage, &held).await;
             let age = Timestamp::now().duration_since(last_sign);
-            if age > stale_after && !taken_over {
-                tracing::warn!(
-                    "taking over the run lock of `{}` on `{}` (pid {}): its heartbeat is {} minutes old",
-                    held.job,
-                    held.host,
-                    held.pid,
-                    age.as_secs() / 60
-                );
+            let gone = held.holder_is_gone();
+            if (age > stale_after || gone) && !taken_over {
+                if gone {
+                    tracing::warn!(
+                        "taking over the run lock of `{}` (pid {} on this host): that process no longer exists",
+                        held.job,
+                        held.pid
+                    );
+                } else {
+                    tracing::warn!(
+                        "taking over the run lock of `{}` on `{}` (pid {}): its heartbeat is {} minutes old",
+                        held.job,
+                        held.host,
+                        held.pid,
+                        age.as_secs() / 60
+                    );
+                }
                 // Only the lock that was judged stale is removed.
                 if read(&storage)
                     .await?
@@ -201,6 +240,59 @@ impl RunLock {
             tracing::warn!("could not remove the run lock's heartbeat: {e}");
         }
     }
+}
+
+/// Who holds the lock just written as `id`: read back, and on a store other than a local
+/// folder read again after [`SETTLE`], so that a competing write the store let through lands
+/// before the verdict.
+async fn confirm(storage: &Storage, id: &str) -> Result<Option<LockFile>> {
+    let held = read(storage).await?;
+    if storage.is_local() || held.as_ref().is_none_or(|held| held.id != id) {
+        return Ok(held);
+    }
+    tokio::time::sleep(SETTLE).await;
+    read(storage).await
+}
+
+/// A lock's holder is alive: on this host, its process exists; elsewhere, it beat within
+/// two heartbeats.
+pub async fn holder_is_alive(storage: &Storage, held: &LockFile) -> bool {
+    if held.host == crate::process::host_name() && held.process.is_some() {
+        if let Some(gone) = held.process.as_ref().and_then(|m| m.is_gone(held.pid)) {
+            return !gone;
+        }
+    }
+    let age = Timestamp::now().duration_since(last_beat(storage, held).await);
+    age < SignedDuration::try_from(HEARTBEAT * 2 + Duration::from_secs(15)).unwrap_or_default()
+}
+
+/// `lifeboat unlock`: removes the run lock (and its heartbeat) when its holder is not alive;
+/// refuses when it is. Returns the lock removed (or that would be, with `dry_run`).
+pub async fn unlock(storage: &Storage, dry_run: bool) -> Result<Option<LockFile>> {
+    let Some(held) = read(storage).await? else {
+        return Ok(None);
+    };
+    if holder_is_alive(storage, &held).await {
+        let last = last_beat(storage, &held).await;
+        return Err(Error::NotReady(format!(
+            "the run lock is held by job `{}` on `{}` (pid {}), which is alive (last heartbeat {}): stop that run, or wait for it; `unlock` removes only a dead run's lock",
+            held.job,
+            held.host,
+            held.pid,
+            last.strftime("%H:%M:%S UTC")
+        )));
+    }
+    if !dry_run {
+        // Only the lock that was judged dead goes.
+        if read(storage)
+            .await?
+            .is_some_and(|again| again.id == held.id)
+        {
+            storage.delete(&layout::lock()).await?;
+        }
+        storage.delete(&layout::lock_beat(&held.id)).await?;
+    }
+    Ok(Some(held))
 }
 
 /// Who holds the lock now.

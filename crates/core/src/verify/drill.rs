@@ -1,19 +1,22 @@
 //! The disaster-recovery drill: everything on throwaway parts, timed step by step.
 //!
 //! A scratch cluster (archiving its WAL through `lifeboat wal-push`) gets the sample database;
-//! it is backed up into the configured repository (by default the local folder
-//! `./lifeboat-repo`, created if needed), restored into a fresh database, every table's
+//! it is backed up into a scratch repository, restored into a fresh database, every table's
 //! contents compared with the original, and the backup verified. Then the point-in-time part:
 //! a base backup, two commits a moment apart, and a recovery to the moment between them into
 //! a new data folder, started and checked to hold the first commit only; and the row a wrong
-//! `DELETE` removed, put back beside the live table by `restore table`. When the scratch
-//! server runs as another user (lifeboat runs as root), that part uses a repository inside the
-//! scratch folder, which that user can write. Nothing outside the scratch folder and the
-//! repository is touched.
+//! `DELETE` removed, put back beside the live table by `restore table`.
+//!
+//! The drill touches nothing it did not make, whoever runs it: its repository, WAL archive,
+//! configuration and spool are in the scratch folder (handed to the scratch server's user when
+//! lifeboat runs as root), and go with it. The configured repository is never opened; only the
+//! configured tools (`[tools] pg_bin_dir`) are used.
 
 use std::time::Instant;
 
 use serde::Serialize;
+
+use std::path::{Path, PathBuf};
 
 use crate::config::{PgUrl, PostgresConfig};
 use crate::error::{Error, Result};
@@ -26,6 +29,7 @@ use crate::Context;
 
 #[derive(Debug, Serialize)]
 pub struct DrillReport {
+    /// The scratch repository, removed with the scratch cluster.
     pub repository: String,
     pub backup: String,
     pub tables_compared: usize,
@@ -33,8 +37,6 @@ pub struct DrillReport {
     /// The measured recovery time of the logical backup (by `verify`).
     pub verified_recovery_seconds: Option<f64>,
     pub base_backup: String,
-    /// Where the point-in-time part archived its WAL.
-    pub pitr_repository: String,
     pub pitr_target: String,
     pub pitr_seconds: f64,
     pub steps: Vec<DrillStep>,
@@ -88,12 +90,17 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
         format!("{} tables", SAMPLE_TABLES.len()),
     );
 
-    let repo = match Repository::open(ctx).await {
-        Ok(repo) => repo,
-        Err(Error::NotARepository { .. }) => Repository::init(ctx).await?,
-        Err(e) => return Err(e),
-    };
-    timer.lap("open the repository", repo.location().to_string());
+    let scratch = ScratchRepository::create(ctx, cluster.root()).await?;
+    let repo = &scratch.repo;
+    timer.lap(
+        "create a scratch repository",
+        format!("{}, removed with the scratch cluster", repo.location()),
+    );
+    let mut drill_ctx = crate::Context::new(scratch.config.clone());
+    drill_ctx.tools = ctx.tools.clone();
+    drill_ctx.progress = ctx.progress.clone();
+    drill_ctx.cancel = ctx.cancel.clone();
+    let ctx = &drill_ctx;
 
     let source = PostgresConfig {
         url: PgUrl::parse(&cluster.url("yomira")).map_err(Error::Internal)?,
@@ -103,7 +110,7 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
         checks: vec!["SELECT NOT dirty FROM public.schema_migrations".into()],
         pitr: false,
     };
-    let manifest = backup_db(ctx, &repo, "drill", &source, &DumpRequest::default()).await?;
+    let manifest = backup_db(ctx, repo, "drill", &source, &DumpRequest::default()).await?;
     timer.lap(
         "logical backup",
         format!(
@@ -115,7 +122,7 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
     cluster.create_database("yomira_restored")?;
     let report = restore_db(
         ctx,
-        &repo,
+        repo,
         &RestoreRequest {
             backup: manifest.id.clone(),
             into: cluster.url("yomira_restored"),
@@ -155,16 +162,14 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
     );
 
     // Verify on its own throwaway cluster, as `lifeboat verify` does.
-    let mut verify_ctx = crate::Context::new(ctx.config.clone());
+    let mut verify_ctx = ctx.with_cancel(ctx.cancel.clone());
     verify_ctx
         .config
         .postgres
         .insert("drill".into(), source.clone());
-    verify_ctx.progress = ctx.progress.clone();
-    verify_ctx.cancel = ctx.cancel.clone();
     let verification = crate::verify::verify(
         &verify_ctx,
-        &repo,
+        repo,
         &crate::verify::VerifyRequest {
             backup: manifest.id.clone(),
             jobs: 2,
@@ -191,7 +196,7 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
         ),
     );
 
-    let pitr = pitr_part(ctx, &cluster, &repo, &source, &mut timer).await?;
+    let pitr = pitr_part(ctx, &cluster, &scratch, &source, &mut timer).await?;
     Ok(DrillReport {
         repository: repo.location().to_string(),
         backup: manifest.id,
@@ -199,7 +204,6 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
         rows_restored: report.rows_checked,
         verified_recovery_seconds: verification.recovery_seconds,
         base_backup: pitr.base_backup,
-        pitr_repository: pitr.repository,
         pitr_target: pitr.target,
         pitr_seconds: pitr.seconds,
         steps: timer.0,
@@ -208,56 +212,55 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
 
 struct PitrOutcome {
     base_backup: String,
-    repository: String,
     target: String,
     seconds: f64,
+}
+
+/// The drill's own repository and the configuration that names it, in the scratch folder.
+struct ScratchRepository {
+    repo: Repository,
+    config: crate::config::Config,
+    /// The configuration file the scratch server's `archive_command` and the recovered
+    /// server's `restore_command` name.
+    file: PathBuf,
+}
+
+impl ScratchRepository {
+    async fn create(ctx: &Context, scratch: &Path) -> Result<ScratchRepository> {
+        let file = scratch.join("drill.toml");
+        let quoted = |path: &str| toml::Value::String(path.to_string()).to_string();
+        let mut text = format!(
+            "[repository]\nurl = {}\n[wal]\nspool_dir = {}\n",
+            quoted(&scratch.join("repo").display().to_string()),
+            quoted(&scratch.join("wal-spool").display().to_string()),
+        );
+        if let Some(dir) = &ctx.config.tools.pg_bin_dir {
+            text.push_str(&format!("[tools]\npg_bin_dir = {}\n", quoted(dir)));
+        }
+        std::fs::write(&file, &text).map_err(|e| Error::io("writing the drill's config", e))?;
+        // Parsed back, so that the servers' commands name this very file.
+        let config = crate::config::Config::parse(&text, &file)?;
+        let repo = Repository::init_with(&config.repository, &ctx.storage_env()).await?;
+        if let Some((uid, gid)) = crate::postgres::cluster::unprivileged_user() {
+            hand_over(&scratch.join("repo"), uid, gid)?;
+            hand_over(&file, uid, gid)?;
+        }
+        Ok(ScratchRepository { repo, config, file })
+    }
 }
 
 /// Base backup, two commits a moment apart, recovery to the moment between them.
 async fn pitr_part(
     ctx: &Context,
     cluster: &ScratchCluster,
-    configured: &Repository,
+    scratch_repo: &ScratchRepository,
     source: &PostgresConfig,
     timer: &mut Timer,
 ) -> Result<PitrOutcome> {
-    use crate::config::{ConfigSource, RepositoryUrl};
     let server_user = crate::postgres::cluster::unprivileged_user();
     let scratch = cluster.root().to_path_buf();
-    // The repository and configuration the scratch server's archive_command uses.
-    let mut config = ctx.config.clone();
-    if server_user.is_some() {
-        let repo_dir = scratch.join("pitr-repo");
-        config = crate::config::Config::default();
-        config.repository.url = RepositoryUrl::Local(repo_dir);
-    }
-    let config_file = match (&config.source, server_user) {
-        (ConfigSource::File(path), None) => std::path::absolute(path)
-            .map_err(|e| Error::io(format!("finding `{}`", path.display()), e))?,
-        _ => {
-            let path = scratch.join("drill.toml");
-            let text = format!(
-                "[repository]\nurl = \"{}\"\n[wal]\nspool_dir = \"{}\"\n",
-                config.repository.url,
-                scratch.join("wal-spool").display()
-            );
-            std::fs::write(&path, &text).map_err(|e| Error::io("writing the drill's config", e))?;
-            // Parsed back, so that the recovered server's restore_command names this file.
-            config = crate::config::Config::parse(&text, &path)?;
-            path
-        }
-    };
-    let scratch_repo;
-    let repo = if server_user.is_some() {
-        scratch_repo = Repository::init_with(&config.repository, &ctx.storage_env()).await?;
-        &scratch_repo
-    } else {
-        configured
-    };
-    if let Some((uid, gid)) = server_user {
-        hand_over(&scratch.join("pitr-repo"), uid, gid)?;
-        hand_over(&scratch.join("drill.toml"), uid, gid)?;
-    }
+    let repo = &scratch_repo.repo;
+    let config_file = &scratch_repo.file;
     let exe = std::env::current_exe().map_err(|e| Error::io("finding the lifeboat program", e))?;
     let command = format!(
         "'{}' --config '{}' -q wal-push %p",
@@ -273,10 +276,11 @@ async fn pitr_part(
     )?;
     cluster.psql("yomira", "SELECT pg_reload_conf()")?;
     // The recovered server is reached as the role that took the backup.
-    config.postgres.insert("drill".into(), source.clone());
-    let mut pitr_ctx = crate::Context::new(config);
-    pitr_ctx.progress = ctx.progress.clone();
-    pitr_ctx.cancel = ctx.cancel.clone();
+    let mut pitr_ctx = ctx.with_cancel(ctx.cancel.clone());
+    pitr_ctx
+        .config
+        .postgres
+        .insert("drill".into(), source.clone());
     let base = crate::postgres::base::backup_base(&pitr_ctx, repo, "drill", source).await?;
     timer.lap(
         "base backup (WAL archived by wal-push)",
@@ -344,7 +348,7 @@ async fn pitr_part(
             start: true,
             port: Some(port),
             socket_dir: Some(socket.clone()),
-            no_archive: true,
+            as_primary: false,
             throwaway: true,
             identity: None,
             base: None,
@@ -440,11 +444,6 @@ async fn pitr_part(
     );
     Ok(PitrOutcome {
         base_backup: base.id,
-        repository: if server_user.is_some() {
-            format!("{}, removed with the scratch cluster", repo.location())
-        } else {
-            repo.location().to_string()
-        },
         target,
         seconds: (seconds * 10.0).round() / 10.0,
     })

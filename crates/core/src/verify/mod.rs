@@ -112,8 +112,19 @@ pub async fn verify(
         lifeboat: env!("CARGO_PKG_VERSION").into(),
     };
     let json = serde_json::to_vec_pretty(&verification).expect("verifications serialize");
-    repo.storage()
+    match repo
+        .storage()
         .write(&verification_path(&manifest.id), json)
-        .await?;
+        .await
+    {
+        Ok(()) => {}
+        // The verdict stands; only `status` will not know of it. A storage that does not
+        // answer is worth the retry, which then records it.
+        Err(e) if !e.is_temporary() => tracing::warn!(
+            "the verification of `{}` could not be recorded in the repository, so `status` will not see it: {e}",
+            manifest.id
+        ),
+        Err(e) => return Err(e),
+    }
     Ok(verification)
 }

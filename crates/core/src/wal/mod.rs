@@ -189,6 +189,35 @@ pub async fn stored_at(repo: &Repository, name: &str) -> Result<Option<jiff::Tim
     Ok(None)
 }
 
+/// For each archived timeline, when its newest file (segment or history) was stored: what
+/// [`production_line`] tells the production line by.
+pub async fn last_archived(
+    repo: &Repository,
+    names: &[String],
+    segment_size: u64,
+) -> Result<Vec<(u32, jiff::Timestamp)>> {
+    let mut newest: Vec<(u32, String)> = spans(names, segment_size)
+        .into_iter()
+        .map(|span| (span.timeline, span.last))
+        .collect();
+    for name in names {
+        if let Some(WalName::History { timeline }) = WalName::parse(name) {
+            newest.push((timeline, name.clone()));
+        }
+    }
+    let mut out: Vec<(u32, jiff::Timestamp)> = Vec::new();
+    for (timeline, name) in newest {
+        let Some(at) = stored_at(repo, &name).await? else {
+            continue;
+        };
+        match out.iter_mut().find(|(t, _)| *t == timeline) {
+            Some((_, seen)) => *seen = (*seen).max(at),
+            None => out.push((timeline, at)),
+        }
+    }
+    Ok(out)
+}
+
 /// Names of every archived WAL file, sorted.
 pub async fn archived_names(repo: &Repository) -> Result<Vec<String>> {
     let entries = repo

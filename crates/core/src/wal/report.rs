@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::{
-    archived_names, parse_lsn, reaches, read_histories, segment_of_name, spans, stored_at,
-    RecoveryStart, TimelineSpan, DEFAULT_SEGMENT_SIZE,
+    archived_names, forks, parse_lsn, reaches, read_histories, segment_of_name, spans, stored_at,
+    Fork, RecoveryStart, TimelineSpan, DEFAULT_SEGMENT_SIZE,
 };
 use crate::error::Result;
 use crate::repository::manifest::{BackupKind, Manifest};
@@ -22,6 +22,8 @@ use crate::Context;
 pub struct ArchiveReport {
     pub segment_size: u64,
     pub timelines: Vec<TimelineReport>,
+    /// Timelines that branched off while their parent went on.
+    pub forks: Vec<Fork>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +55,33 @@ impl ArchiveReport {
             .iter()
             .max_by_key(|t| (t.newest_archived_at, t.span.timeline))
             .map(|t| (t.span.last.as_str(), t.newest_archived_at))
+    }
+
+    /// The forks off the production line (the timeline archived last and its ancestors): a
+    /// timeline left behind while the line it branched off went on. PostgreSQL's own
+    /// `recovery_target_timeline = 'latest'` follows the highest number, so it would follow
+    /// such a timeline and lose the production line's later commits (lifeboat does not).
+    pub fn left_behind(&self) -> Vec<&Fork> {
+        let newest = self
+            .timelines
+            .iter()
+            .max_by_key(|t| (t.newest_archived_at, t.span.timeline))
+            .map(|t| t.span.timeline);
+        let mut line = Vec::new();
+        let mut next = newest;
+        while let Some(timeline) = next.filter(|t| !line.contains(t)) {
+            line.push(timeline);
+            next = self
+                .timelines
+                .iter()
+                .find(|t| t.span.timeline == timeline)
+                .and_then(|t| t.parent.as_ref())
+                .map(|(parent, _)| *parent);
+        }
+        self.forks
+            .iter()
+            .filter(|f| !line.contains(&f.timeline))
+            .collect()
     }
 }
 
@@ -134,6 +163,7 @@ pub async fn archive_report(
     }
     Ok(ArchiveReport {
         segment_size,
+        forks: forks(&names, &histories, segment_size),
         timelines,
     })
 }

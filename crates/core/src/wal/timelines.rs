@@ -79,16 +79,99 @@ pub fn latest_timeline_from(
     start_lsn: u64,
     histories: &[(u32, Vec<(u32, u64)>)],
 ) -> (u32, Vec<(u32, u64)>) {
-    histories
-        .iter()
-        .filter(|(tli, history)| {
-            *tli > timeline
-                && history
-                    .iter()
-                    .any(|(parent, switch)| *parent == timeline && *switch >= start_lsn)
-        })
+    reachable_from(timeline, start_lsn, histories)
+        .into_iter()
         .max_by_key(|(tli, _)| *tli)
-        .map_or((timeline, Vec::new()), |(tli, h)| (*tli, h.clone()))
+        .expect("a base backup's own timeline is always reachable")
+}
+
+/// The timelines recovery from a base backup that started at `start_lsn` on `timeline` can
+/// follow: its own, and each whose history passes through it after the start.
+fn reachable_from(
+    timeline: u32,
+    start_lsn: u64,
+    histories: &[(u32, Vec<(u32, u64)>)],
+) -> Vec<(u32, Vec<(u32, u64)>)> {
+    let mut out = vec![(timeline, Vec::new())];
+    out.extend(
+        histories
+            .iter()
+            .filter(|(tli, history)| {
+                *tli > timeline
+                    && history
+                        .iter()
+                        .any(|(parent, switch)| *parent == timeline && *switch >= start_lsn)
+            })
+            .cloned(),
+    );
+    out
+}
+
+/// The timeline a recovery to the latest moment follows from a base backup that started at
+/// `start_lsn` on `timeline`: of those it can reach, the one archived last (`last_archived`:
+/// each timeline's newest archived file, segment or history, and when it was stored), the
+/// ties to the higher number. That is the production line: a timeline that a practice
+/// recovery forked off and left behind has a higher number than the line that went on, and
+/// PostgreSQL's own `latest` would follow it, losing every later commit of the production line.
+pub fn production_line(
+    timeline: u32,
+    start_lsn: u64,
+    histories: &[(u32, Vec<(u32, u64)>)],
+    last_archived: &[(u32, jiff::Timestamp)],
+) -> (u32, Vec<(u32, u64)>) {
+    let archived = |tli: u32| {
+        last_archived
+            .iter()
+            .find(|(t, _)| *t == tli)
+            .map(|(_, at)| *at)
+    };
+    reachable_from(timeline, start_lsn, histories)
+        .into_iter()
+        .max_by_key(|(tli, _)| (archived(*tli), *tli))
+        .expect("a base backup's own timeline is always reachable")
+}
+
+/// A timeline that branched off its parent while the parent went on: the parent has archived
+/// segments after the one it branched off in. A failover leaves none (the old primary stops);
+/// a recovery promoted beside a production server that goes on archiving does.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Fork {
+    pub timeline: u32,
+    pub parent: u32,
+    /// Where it branched off the parent.
+    pub at: String,
+    /// The parent's newest archived segment.
+    pub parent_went_on_to: String,
+}
+
+/// The forks in an archive: each timeline whose parent went on past the branch point.
+pub fn forks(
+    names: &[String],
+    histories: &[(u32, Vec<(u32, u64)>)],
+    segment_size: u64,
+) -> Vec<Fork> {
+    let mut out = Vec::new();
+    for (timeline, history) in histories {
+        let Some((parent, switch)) = history.last() else {
+            continue;
+        };
+        let newest = names
+            .iter()
+            .filter_map(|n| segment_of_name(n, segment_size))
+            .filter(|(t, _)| t == parent)
+            .map(|(_, number)| number)
+            .max();
+        if let Some(newest) = newest.filter(|n| *n > switch / segment_size) {
+            out.push(Fork {
+                timeline: *timeline,
+                parent: *parent,
+                at: super::format_lsn(*switch),
+                parent_went_on_to: segment_name(*parent, newest, segment_size),
+            });
+        }
+    }
+    out.sort_by_key(|f| f.timeline);
+    out
 }
 
 /// The first segment missing on recovery's path from segment `first` of `timeline` to the
@@ -264,6 +347,64 @@ mod tests {
         assert_eq!(latest_timeline_from(1, 0x400_0000, &histories).0, 1);
         assert_eq!(latest_timeline_from(2, 0x400_0000, &histories).0, 3);
         assert_eq!(latest_timeline_from(3, 0x400_0000, &histories), (3, vec![]));
+    }
+
+    #[test]
+    fn the_latest_moment_follows_the_timeline_archived_last_not_the_highest_number() {
+        let at = |s: &str| -> jiff::Timestamp { s.parse().unwrap() };
+        // Timeline 2 branched off timeline 1 at 0/5000028 (a practice recovery, promoted),
+        // archived until 10:05; timeline 1 went on until 10:30.
+        let histories = vec![(2, vec![(1, 0x500_0028)])];
+        let forked = [
+            (1, at("2026-12-06T10:30:00Z")),
+            (2, at("2026-12-06T10:05:00Z")),
+        ];
+        assert_eq!(
+            production_line(1, 0x200_0028, &histories, &forked),
+            (1, vec![])
+        );
+        // PostgreSQL's `latest` would take timeline 2.
+        assert_eq!(latest_timeline_from(1, 0x200_0028, &histories).0, 2);
+        // A failover: the old line stopped before the new one was archived.
+        let failover = [
+            (1, at("2026-12-06T10:00:00Z")),
+            (2, at("2026-12-06T10:05:00Z")),
+        ];
+        assert_eq!(
+            production_line(1, 0x200_0028, &histories, &failover),
+            (2, vec![(1, 0x500_0028)])
+        );
+        // A timeline with nothing archived yet but its history comes after one with
+        // segments of the same moment only by number.
+        let same = [
+            (1, at("2026-12-06T10:05:00Z")),
+            (2, at("2026-12-06T10:05:00Z")),
+        ];
+        assert_eq!(production_line(1, 0x200_0028, &histories, &same).0, 2);
+        // A base backup taken on timeline 1 after the branch point cannot follow timeline 2.
+        assert_eq!(
+            production_line(1, 0x600_0028, &histories, &failover),
+            (1, vec![])
+        );
+    }
+
+    #[test]
+    fn a_fork_is_a_branch_whose_parent_went_on() {
+        let seg = DEFAULT_SEGMENT_SIZE;
+        let histories = vec![(2, vec![(1, 0x500_0028)])];
+        // The parent stopped in the segment of the switch: a failover, no fork.
+        let failover = archive_of(&[(1, 4), (1, 5), (2, 5), (2, 6)]);
+        assert_eq!(forks(&failover, &histories, seg), vec![]);
+        let forked = archive_of(&[(1, 4), (1, 5), (1, 6), (1, 7), (2, 5)]);
+        assert_eq!(
+            forks(&forked, &histories, seg),
+            vec![Fork {
+                timeline: 2,
+                parent: 1,
+                at: "0/5000028".into(),
+                parent_went_on_to: segment_name(1, 7, seg),
+            }]
+        );
     }
 
     #[test]

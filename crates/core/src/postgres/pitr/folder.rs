@@ -107,7 +107,14 @@ pub(super) fn check_empty(dir: &Path) -> Result<()> {
     }
 }
 
-pub(super) fn write_recovery_settings(request: &PitrRequest, config_file: &Path) -> Result<()> {
+/// `recovery.signal` and the settings of the recovery: how WAL is fetched, the target, the
+/// timeline (by number: the plan's, never PostgreSQL's own `latest`), and archiving off unless
+/// the server is to be the new primary.
+pub(super) fn write_recovery_settings(
+    request: &PitrRequest,
+    timeline: u32,
+    config_file: &Path,
+) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| Error::io("finding the lifeboat program", e))?;
     let quote = |s: &str| s.replace('\'', "''");
     let mut lines = vec![
@@ -118,7 +125,7 @@ pub(super) fn write_recovery_settings(request: &PitrRequest, config_file: &Path)
             quote(&exe.display().to_string()),
             quote(&config_file.display().to_string())
         ),
-        format!("recovery_target_timeline = '{}'", request.timeline),
+        format!("recovery_target_timeline = '{timeline}'"),
     ];
     match &request.target {
         Target::Time(t) => lines.push(format!(
@@ -137,7 +144,9 @@ pub(super) fn write_recovery_settings(request: &PitrRequest, config_file: &Path)
         };
         lines.push(format!("recovery_target_action = '{action}'"));
     }
-    if request.no_archive {
+    if !request.as_primary {
+        lines
+            .push("# a practice recovery: it never archives (`--promote-as-primary` would)".into());
         lines.push("archive_mode = 'off'".into());
     }
     if request.throwaway {

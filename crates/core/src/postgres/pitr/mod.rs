@@ -1,6 +1,10 @@
 //! Point-in-time recovery: a base backup unpacked into an empty folder, then WAL replayed from
 //! the archive (by `lifeboat wal-fetch` as `restore_command`) up to the target.
 //!
+//! A recovery practises unless it is told that it is the new primary (`as_primary`): its
+//! server has archiving off, so that promoting it forks a timeline in its own `pg_wal` only,
+//! never in the archive, where it would change what a later recovery finds.
+//!
 //! The base backup chosen is the newest that finished before the target; a target outside what
 //! the repository can recover (before the oldest base backup, after the newest archived WAL) is
 //! refused with the window in the message. With `start`, the server is started, recovery is
@@ -74,8 +78,9 @@ pub struct PitrRequest {
     /// Port and socket folder for the started server (else the backup's settings).
     pub port: Option<u16>,
     pub socket_dir: Option<PathBuf>,
-    /// Keep the recovered server from archiving WAL into the repository.
-    pub no_archive: bool,
+    /// The recovered server becomes the new primary: it keeps the backup's archiving, so its
+    /// new timeline goes into the repository. Otherwise archiving is off.
+    pub as_primary: bool,
     pub identity: Option<PathBuf>,
     /// Recover from this base backup (by id) instead of the newest before the target.
     pub base: Option<String>,
@@ -99,6 +104,13 @@ pub struct PitrReport {
     /// Where replay ended (the end of the last WAL record), when the server was started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replayed_to: Option<String>,
+    /// The timeline recovery followed (`recovery_target_timeline`).
+    pub timeline_followed: u32,
+    /// Why that is not the highest-numbered timeline the base backup leads to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fork: Option<String>,
+    /// Whether the recovered server archives into the repository (`as_primary`).
+    pub archives: bool,
 }
 
 pub async fn restore_pitr(
@@ -129,8 +141,11 @@ pub async fn restore_pitr(
     )
     .await?;
     tracing::info!(base = %base.id, target = %describe(&request.target), "restoring a base backup");
+    if let Some(fork) = &plan.fork {
+        tracing::warn!("{fork}");
+    }
     folder::unpack(ctx, repo, base, request).await?;
-    folder::write_recovery_settings(request, &config_file)?;
+    folder::write_recovery_settings(request, plan.timeline, &config_file)?;
     let owner = crate::postgres::cluster::unprivileged_user();
     folder::prepare_permissions(&request.pgdata, owner)?;
     let mut report = PitrReport {
@@ -143,10 +158,13 @@ pub async fn restore_pitr(
         restore_seconds: round(begun.elapsed().as_secs_f64()),
         recovery_seconds: None,
         replayed_to: None,
+        timeline_followed: plan.timeline,
+        fork: plan.fork.clone(),
+        archives: request.as_primary,
     };
     if request.start {
         let recovering = Instant::now();
-        let recovered = server::start_and_wait(ctx, request, base, owner).await?;
+        let recovered = server::start_and_wait(ctx, repo, request, base, owner).await?;
         if let (Target::Latest, Some(end)) = (&request.target, &plan.archive_end) {
             server::check_reached_end(ctx, request, owner, &recovered, end)?;
         }

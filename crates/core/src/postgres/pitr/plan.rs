@@ -1,6 +1,12 @@
 //! Choosing what a recovery starts from, and checking that it can get to its target: the
 //! newest base backup that ended before the target on a path to its timeline, the target
 //! within the window the repository can recover, and no archived segment missing on the way.
+//!
+//! The timeline followed is always named to PostgreSQL by its number. By default it is the
+//! production line: of the timelines the base backup leads to, the one archived last, not
+//! simply the highest number (which a recovery promoted beside the production server, then
+//! left behind, would have); the plan says so when the two differ. A target that the
+//! timeline followed does not hold is refused before anything is unpacked.
 
 use jiff::Timestamp;
 
@@ -19,6 +25,27 @@ pub struct Plan {
     /// Where a recovery to the latest moment must get to: the newest archived segment of the
     /// timeline it follows, as (timeline, segment number).
     pub archive_end: Option<ArchiveEnd>,
+    /// The timeline recovery ends on (`recovery_target_timeline`).
+    pub timeline: u32,
+    /// Why the timeline followed is not the highest-numbered one the base backup leads to.
+    pub fork: Option<String>,
+}
+
+/// What the archive says of its timelines: each one's history, and when its newest file was
+/// archived.
+#[derive(Debug, Clone, Default)]
+pub struct Lines {
+    pub histories: Vec<(u32, Vec<(u32, u64)>)>,
+    pub last_archived: Vec<(u32, Timestamp)>,
+}
+
+impl Lines {
+    fn archived_at(&self, timeline: u32) -> Option<Timestamp> {
+        self.last_archived
+            .iter()
+            .find(|(t, _)| *t == timeline)
+            .map(|(_, at)| *at)
+    }
 }
 
 /// The newest archived segment of a timeline.
@@ -61,20 +88,27 @@ pub async fn plan(ctx: &Context, repo: &Repository, request: &PitrRequest) -> Re
         ))
     })?;
     let names = wal::archived_names(repo).await?;
-    let histories = wal::read_histories(ctx, repo, &names).await?;
+    let newest_segment_size = bases
+        .last()
+        .and_then(|m| m.base.as_ref())
+        .map_or(wal::DEFAULT_SEGMENT_SIZE, |b| b.wal_segment_size);
+    let lines = Lines {
+        histories: wal::read_histories(ctx, repo, &names).await?,
+        last_archived: wal::last_archived(repo, &names, newest_segment_size).await?,
+    };
     let window = Window {
         from: oldest.finished_at,
-        to: newest_wal_time(repo, &names).await?,
+        // The newest of any timeline: the highest name may be a timeline that stopped early.
+        to: lines.last_archived.iter().map(|(_, at)| *at).max(),
     };
     let chosen = match &request.base {
         Some(id) => bases.iter().find(|m| &m.id == id),
-        None => choose_base(&bases, &request.target, request.timeline, &histories),
+        None => choose_base(&bases, &request.target, request.timeline, &lines),
     };
     let base = match (chosen, request.timeline) {
         (Some(base), _) => base,
         (None, TargetTimeline::Id(id))
-            if choose_base(&bases, &request.target, TargetTimeline::Latest, &histories)
-                .is_some() =>
+            if choose_base(&bases, &request.target, TargetTimeline::Latest, &lines).is_some() =>
         {
             return Err(Error::Missing(format!(
                 "no base backup before target `{}` leads to timeline {id}: `lifeboat list wal` shows each timeline and the moments it can recover",
@@ -102,54 +136,144 @@ pub async fn plan(ctx: &Context, repo: &Repository, request: &PitrRequest) -> Re
         .base
         .as_ref()
         .map_or(wal::DEFAULT_SEGMENT_SIZE, |b| b.wal_segment_size);
-    let segments = || {
-        names
-            .iter()
-            .filter_map(move |n| wal::segment_of_name(n, segment_size))
-    };
-    if let Target::Lsn(lsn) = request.target {
-        let archived_end = segments()
-            .map(|(_, number)| (number + 1) * segment_size)
-            .max()
-            .unwrap_or(0);
-        if lsn > archived_end {
-            return Err(Error::OutsideWindow {
-                target: wal::format_lsn(lsn),
-                problem: format!(
-                    "after the newest archived WAL (which ends at {})",
-                    wal::format_lsn(archived_end)
-                ),
-                window: window.to_string(),
-            });
-        }
-    }
-    check_wal_continuity(repo, base, request, &names, &histories).await?;
+    let (timeline, _) = path_to(base, request.timeline, &lines).ok_or_else(|| {
+        Error::Missing(format!(
+            "base backup `{}` does not lead to timeline {}: `lifeboat list wal` shows each timeline and the moments it can recover",
+            base.id, request.timeline
+        ))
+    })?;
+    check_target_on(
+        &request.target,
+        timeline,
+        &lines,
+        &names,
+        segment_size,
+        &window,
+    )?;
+    check_wal_continuity(repo, base, request, &names, &lines).await?;
     // The check above found no gap on the way to the newest segment of the timeline followed.
-    let archive_end = path_to(base, request.timeline, &histories).and_then(|(timeline, _)| {
-        segments()
-            .filter(|(t, _)| *t == timeline)
-            .map(|(_, number)| number)
-            .max()
-            .map(|segment| ArchiveEnd {
-                timeline,
-                segment,
-                segment_size,
+    let archive_end = names
+        .iter()
+        .filter_map(|n| wal::segment_of_name(n, segment_size))
+        .filter(|(t, _)| *t == timeline)
+        .map(|(_, number)| number)
+        .max()
+        .map(|segment| ArchiveEnd {
+            timeline,
+            segment,
+            segment_size,
+        });
+    let fork = match (request.timeline, &base.base) {
+        (TargetTimeline::Latest, Some(info)) => {
+            let start_lsn = wal::parse_lsn(&info.start_lsn).unwrap_or(0);
+            let (highest, _) =
+                wal::latest_timeline_from(info.timeline, start_lsn, &lines.histories);
+            (highest != timeline).then(|| {
+                let at = |t: u32| {
+                    lines
+                        .archived_at(t)
+                        .map_or("never".to_string(), |at| at.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+                };
+                format!(
+                    "timeline {highest} branched off and stopped (newest WAL archived {}) while timeline {timeline} went on (newest WAL archived {}): following timeline {timeline}, the production line; `--target-timeline {highest}` follows the other",
+                    at(highest),
+                    at(timeline)
+                )
             })
-    });
+        }
+        _ => None,
+    };
     Ok(Plan {
         base: base.clone(),
         window,
         archive_end,
+        timeline,
+        fork,
     })
 }
 
+/// Refuses a target that the timeline followed does not hold: a time after its newest
+/// archived WAL, a position past its newest segment. Another timeline that holds it is named.
+fn check_target_on(
+    target: &Target,
+    timeline: u32,
+    lines: &Lines,
+    names: &[String],
+    segment_size: u64,
+    window: &Window,
+) -> Result<()> {
+    let window_on = |to: Option<Timestamp>| Window {
+        from: window.from,
+        to,
+    };
+    match target {
+        Target::Time(t) => {
+            let Some(end) = lines.archived_at(timeline) else {
+                return Ok(());
+            };
+            if *t <= end {
+                return Ok(());
+            }
+            let other = lines
+                .last_archived
+                .iter()
+                .filter(|(tli, at)| *tli != timeline && *at >= *t)
+                .max_by_key(|(_, at)| *at)
+                .map_or(String::new(), |(tli, at)| {
+                    format!(
+                        " (timeline {tli} holds WAL until {}: `--target-timeline {tli}` follows it)",
+                        at.strftime("%Y-%m-%d %H:%M:%S UTC")
+                    )
+                });
+            Err(Error::OutsideWindow {
+                target: t.to_string(),
+                problem: format!(
+                    "after the newest archived WAL of timeline {timeline}, the one this recovery follows{other}"
+                ),
+                window: window_on(Some(end)).to_string(),
+            })
+        }
+        Target::Lsn(lsn) => {
+            let segments = || {
+                names
+                    .iter()
+                    .filter_map(|n| wal::segment_of_name(n, segment_size))
+            };
+            let on_line = segments()
+                .filter(|(t, _)| *t == timeline)
+                .map(|(_, number)| (number + 1) * segment_size)
+                .max();
+            let archived_end = on_line
+                .or_else(|| {
+                    segments()
+                        .map(|(_, number)| (number + 1) * segment_size)
+                        .max()
+                })
+                .unwrap_or(0);
+            if *lsn > archived_end {
+                return Err(Error::OutsideWindow {
+                    target: wal::format_lsn(*lsn),
+                    problem: format!(
+                        "after the newest archived WAL (which ends at {} on timeline {timeline})",
+                        wal::format_lsn(archived_end)
+                    ),
+                    window: window.to_string(),
+                });
+            }
+            Ok(())
+        }
+        Target::Latest => Ok(()),
+    }
+}
+
 /// Chooses the base backup for a target: the newest that ended before it and from which
-/// recovery can follow `timeline` (`histories`: each archived timeline's parsed history).
+/// recovery can follow `timeline` (`lines`: each archived timeline's history and when it was
+/// last archived).
 pub fn choose_base<'a>(
     bases: &'a [Manifest],
     target: &Target,
     timeline: TargetTimeline,
-    histories: &[(u32, Vec<(u32, u64)>)],
+    lines: &Lines,
 ) -> Option<&'a Manifest> {
     bases
         .iter()
@@ -162,7 +286,7 @@ pub fn choose_base<'a>(
                 .is_some_and(|end| end <= *lsn),
             Target::Latest => true,
         })
-        .filter(|m| path_to(m, timeline, histories).is_some())
+        .filter(|m| path_to(m, timeline, lines).is_some())
         .max_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)))
 }
 
@@ -171,15 +295,17 @@ pub fn choose_base<'a>(
 fn path_to(
     base: &Manifest,
     timeline: TargetTimeline,
-    histories: &[(u32, Vec<(u32, u64)>)],
+    lines: &Lines,
 ) -> Option<(u32, Vec<(u32, u64)>)> {
     let info = base.base.as_ref()?;
     let start_lsn = wal::parse_lsn(&info.start_lsn).unwrap_or(0);
+    let histories = &lines.histories;
     match timeline {
-        TargetTimeline::Latest => Some(wal::latest_timeline_from(
+        TargetTimeline::Latest => Some(wal::production_line(
             info.timeline,
             start_lsn,
             histories,
+            &lines.last_archived,
         )),
         TargetTimeline::Current => Some((info.timeline, Vec::new())),
         TargetTimeline::Id(id) if id == info.timeline => Some((id, Vec::new())),
@@ -196,14 +322,13 @@ fn path_to(
 /// Refuses a recovery that a hole in the archive would stop short of its target: WAL replays
 /// only in sequence, so a missing segment makes every later moment unrecoverable. The path
 /// checked is the one recovery takes: from the base backup's first segment along its timeline,
-/// and across each switch to the timeline it follows (by default the newest that branched off
-/// after the backup started, as `recovery_target_timeline = 'latest'` does).
+/// and across each switch to the timeline it follows (by default the production line).
 async fn check_wal_continuity(
     repo: &Repository,
     base: &Manifest,
     request: &PitrRequest,
     names: &[String],
-    histories: &[(u32, Vec<(u32, u64)>)],
+    lines: &Lines,
 ) -> Result<()> {
     let Some(info) = &base.base else {
         return Ok(());
@@ -216,7 +341,7 @@ async fn check_wal_continuity(
         )));
     };
     let (last_timeline, history) =
-        path_to(base, request.timeline, histories).ok_or_else(|| {
+        path_to(base, request.timeline, lines).ok_or_else(|| {
             Error::Missing(format!(
                 "base backup `{}` does not lead to timeline {}: `lifeboat list wal` shows each timeline and the moments it can recover",
                 base.id, request.timeline
@@ -248,18 +373,6 @@ async fn check_wal_continuity(
             "WAL segment `{missing}` is missing from the archive: recovery from base backup `{}` cannot pass it; `lifeboat list wal` shows the gaps",
             base.id
         )))
-    }
-}
-
-/// When the newest archived WAL segment among `names` was stored.
-async fn newest_wal_time(repo: &Repository, names: &[String]) -> Result<Option<Timestamp>> {
-    let newest = names
-        .iter()
-        .filter(|n| matches!(wal::WalName::parse(n), Some(wal::WalName::Segment { .. })))
-        .max();
-    match newest {
-        Some(name) => wal::stored_at(repo, name).await,
-        None => Ok(None),
     }
 }
 
@@ -316,7 +429,8 @@ mod tests {
         ];
         let at = |t: &str| Target::Time(t.parse().unwrap());
         let choose = |target: &Target| {
-            choose_base(&bases, target, TargetTimeline::Latest, &[]).map(|m| m.id.clone())
+            choose_base(&bases, target, TargetTimeline::Latest, &Lines::default())
+                .map(|m| m.id.clone())
         };
         assert_eq!(
             choose(&at("2026-01-01T12:00:00Z")),
@@ -341,21 +455,23 @@ mod tests {
             on_two,
         ];
         // Timeline 2 branched off timeline 1 at 0/4000000, after the first backup started.
-        let histories = vec![(2, vec![(1, 0x400_0000)])];
-        let choose = |timeline| {
-            choose_base(&bases, &Target::Latest, timeline, &histories).map(|m| m.id.clone())
+        let lines = Lines {
+            histories: vec![(2, vec![(1, 0x400_0000)])],
+            last_archived: Vec::new(),
         };
+        let choose =
+            |timeline| choose_base(&bases, &Target::Latest, timeline, &lines).map(|m| m.id.clone());
         assert_eq!(choose(TargetTimeline::Latest), Some(bases[1].id.clone()));
         assert_eq!(choose(TargetTimeline::Id(2)), Some(bases[1].id.clone()));
         // Back on timeline 1: only the backup taken on it.
         assert_eq!(choose(TargetTimeline::Id(1)), Some(bases[0].id.clone()));
         assert_eq!(choose(TargetTimeline::Id(3)), None);
         assert_eq!(
-            path_to(&bases[0], TargetTimeline::Latest, &histories),
+            path_to(&bases[0], TargetTimeline::Latest, &lines),
             Some((2, vec![(1, 0x400_0000)]))
         );
         assert_eq!(
-            path_to(&bases[0], TargetTimeline::Current, &histories),
+            path_to(&bases[0], TargetTimeline::Current, &lines),
             Some((1, vec![]))
         );
     }

@@ -11,6 +11,7 @@ use super::{PitrRequest, Target, TargetAction};
 use crate::error::{Error, Result};
 use crate::postgres::conn::ConnInfo;
 use crate::repository::manifest::Manifest;
+use crate::repository::Repository;
 use crate::wal;
 use crate::Context;
 
@@ -109,6 +110,7 @@ pub(super) fn why_recovery_ended(log: &Path) -> String {
 
 pub(super) async fn start_and_wait(
     ctx: &Context,
+    repo: &Repository,
     request: &PitrRequest,
     base: &Manifest,
     owner: Option<(u32, u32)>,
@@ -154,10 +156,15 @@ pub(super) async fn start_and_wait(
             &server_options,
             owner,
         )?;
-    } else {
-        start_for_use(cmd, &log)?;
+    } else if let Err(e) = start_for_use(cmd, &log) {
+        // The server stopped while `pg_ctl` waited for it: on a file it could not fetch, that
+        // file's own error.
+        return Err(match file_not_restored(&log) {
+            Some(_) => recovery_stopped(ctx, repo, request, &log).await,
+            None => e,
+        });
     }
-    wait_for_target(ctx, request, base, &log).await
+    wait_for_target(ctx, repo, request, base, &log).await
 }
 
 /// Starts a recovered server for use with `pg_ctl`: it outlives lifeboat.
@@ -178,6 +185,7 @@ pub(super) fn start_for_use(mut cmd: std::process::Command, log: &Path) -> Resul
 /// Waits until the started server has recovered to the target.
 pub(super) async fn wait_for_target(
     ctx: &Context,
+    repo: &Repository,
     request: &PitrRequest,
     base: &Manifest,
     log: &Path,
@@ -235,14 +243,7 @@ pub(super) async fn wait_for_target(
         }
         let stopped = !request.pgdata.join("postmaster.pid").exists();
         if stopped && std::fs::read_to_string(log).is_ok_and(|t| t.contains("FATAL")) {
-            return Err(Error::Tool {
-                tool: "postgres".into(),
-                outcome: format!(
-                    "stopped during recovery (fix the cause, then `pg_ctl start -D {}` resumes it)",
-                    request.pgdata.display()
-                ),
-                stderr: why_recovery_stopped(log),
-            });
+            return Err(recovery_stopped(ctx, repo, request, log).await);
         }
         if Instant::now() > deadline {
             return Err(Error::TimedOut {
@@ -261,13 +262,64 @@ pub(super) async fn wait_for_target(
     }
 }
 
+/// The error of a recovery whose server stopped. When its `restore_command` failed on a file,
+/// that file is fetched again here, so that the error has its kind (a damaged file exits 3, a
+/// storage outage 75) rather than being read from the log's text. A throwaway server's folder
+/// is gone with it: only a kept one is offered `pg_ctl start`.
+async fn recovery_stopped(
+    ctx: &Context,
+    repo: &Repository,
+    request: &PitrRequest,
+    log: &Path,
+) -> Error {
+    let why = why_recovery_stopped(log);
+    if let Some(name) = file_not_restored(log) {
+        match crate::wal::read_archived(ctx, repo, &name).await {
+            Err(Error::DamagedWal { name, detail }) => {
+                return Error::DamagedWal {
+                    name,
+                    detail: format!("{detail}; recovery stopped there (PostgreSQL: {why})"),
+                }
+            }
+            Err(e) if e.is_temporary() => return e,
+            _ => {}
+        }
+    }
+    let outcome = if request.throwaway {
+        "stopped during recovery".to_string()
+    } else {
+        format!(
+            "stopped during recovery (fix the cause, then `pg_ctl start -D {}` resumes it)",
+            request.pgdata.display()
+        )
+    };
+    Error::Tool {
+        tool: "postgres".into(),
+        outcome,
+        stderr: why,
+    }
+}
+
+/// The file whose `restore_command` failed, from the server's log
+/// (`could not restore file "000000010000000000000003" from archive`).
+fn file_not_restored(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("could not restore file \""))?;
+    let (_, rest) = line.split_once("could not restore file \"")?;
+    Some(rest.split('"').next()?.to_string())
+}
+
 /// The server log's account of a failed recovery: lifeboat's own errors (a `wal-fetch` that
-/// failed) and the server's FATAL lines, else its last lines.
+/// failed, without its `error: `) and the server's FATAL lines, else its last lines.
 pub(super) fn why_recovery_stopped(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut lines: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("error: ") || l.contains("FATAL"))
+        .map(|l| l.strip_prefix("error: ").unwrap_or(l))
         .collect();
     if lines.is_empty() {
         lines = text.lines().rev().take(3).collect();

@@ -105,7 +105,7 @@ pub async fn recover(
             start: true,
             port: Some(port),
             socket_dir: Some(socket.clone()),
-            no_archive: true,
+            as_primary: false,
             throwaway: true,
             identity: request.identity.clone(),
             base: request.base.clone(),

@@ -81,7 +81,7 @@ pub async fn plan_table(
                 start: true,
                 port: None,
                 socket_dir: None,
-                no_archive: true,
+                as_primary: false,
                 identity: None,
                 base: None,
                 throwaway: true,
