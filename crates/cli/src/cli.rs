@@ -160,7 +160,7 @@ pub enum Command {
         /// Show the plan only.
         #[arg(long)]
         dry_run: bool,
-        /// Plan as at this moment instead of now (RFC 3339).
+        /// Plan as at this moment instead of now (RFC 3339; without an offset, in `[daemon] time_zone` (else the system's zone)).
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
         /// Also remove backups whose manifest is damaged (unreadable), with their data.
@@ -324,7 +324,8 @@ pub struct RestoreTableArgs {
     /// quote: core."Comic Pages").
     #[arg(required = true, value_name = "SCHEMA.TABLE")]
     pub tables: Vec<String>,
-    /// The moment (RFC 3339, e.g. 2026-12-01T14:04:00+07:00, or `2026-12-01 07:04:00` for UTC).
+    /// The moment: 2026-12-01T14:04:00+07:00, 2026-12-01T14:04[Asia/Jakarta], or
+    /// `2026-12-01 14:04` without an offset, in `[daemon] time_zone` (else the system's zone).
     #[arg(long, value_name = "TIME")]
     pub as_of: String,
     /// The live database the copies go into: a configured name or a `postgresql://` URL.
@@ -388,7 +389,8 @@ pub struct RestorePitrArgs {
     /// The data folder to create (it must be empty or absent).
     #[arg(long, value_name = "DIR")]
     pub pgdata: PathBuf,
-    /// Recover up to this moment (RFC 3339, e.g. 2026-02-22T01:00:00+07:00).
+    /// Recover up to this moment: 2026-02-22T01:00:00+07:00, 2026-02-22T01:00[Asia/Jakarta],
+    /// or `2026-02-22 01:00` without an offset, in `[daemon] time_zone` (else the system's zone).
     #[arg(long, value_name = "TIME")]
     pub target_time: Option<String>,
     /// Recover up to this WAL position (e.g. 0/3000060).

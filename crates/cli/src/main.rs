@@ -95,7 +95,10 @@ fn main() -> ExitCode {
         ctx.progress =
             progress::for_stderr(args.quiet || args.json && !std::io::stderr().is_terminal());
         watch_signals(ctx.cancel.clone());
-        commands::run(&ctx, &args).await
+        match archive_deadline(&ctx, &args.command) {
+            Some(limit) => within(&ctx, limit, commands::run(&ctx, &args)).await,
+            None => commands::run(&ctx, &args).await,
+        }
     });
     // Whatever this command leaves running is meant to outlive it.
     lifeboat_core::process::watchdog::finish();
@@ -120,6 +123,41 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// The deadline of PostgreSQL's archive commands (`[wal] push_timeout_secs`,
+/// `fetch_timeout_secs`): the whole command, retries included.
+fn archive_deadline(ctx: &Context, command: &cli::Command) -> Option<(&'static str, u64)> {
+    match command {
+        cli::Command::WalPush { .. } => Some(("wal-push", ctx.config.wal.push_timeout_secs)),
+        cli::Command::WalFetch { .. } => Some(("wal-fetch", ctx.config.wal.fetch_timeout_secs)),
+        _ => None,
+    }
+}
+
+/// Runs `work` for at most `limit`; past it, stops it as a signal would (uploads aborted,
+/// nothing committed), gives it [`STOP_GRACE`] to clean up, and fails naming the deadline.
+async fn within(
+    ctx: &Context,
+    (what, seconds): (&'static str, u64),
+    work: impl std::future::Future<Output = lifeboat_core::Result<()>>,
+) -> lifeboat_core::Result<()> {
+    let mut work = std::pin::pin!(work);
+    tokio::select! {
+        done = &mut work => return done,
+        () = tokio::time::sleep(std::time::Duration::from_secs(seconds)) => {}
+    }
+    ctx.cancel.cancel();
+    let _ = tokio::time::timeout(STOP_GRACE, &mut work).await;
+    Err(lifeboat_core::Error::TimedOut {
+        what: format!("`{what}`"),
+        seconds,
+        hint: match what {
+            "wal-push" => "the storage did not answer in time: nothing was stored, and PostgreSQL tries the segment again (`[wal] push_timeout_secs`)",
+            _ => "the storage did not answer in time: recovery stops here instead of ending (`[wal] fetch_timeout_secs`)",
+        }
+        .into(),
+    })
 }
 
 /// Refuses `--from` for a command that does not read backups.

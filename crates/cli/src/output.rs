@@ -3,7 +3,8 @@
 
 use std::io::Write;
 
-use lifeboat_core::{Error, Result};
+use lifeboat_core::config::TimeZone;
+use lifeboat_core::{Context, Error, Result};
 
 /// Writes to stdout; a closed stdout (`| head`) is not an error worth a message.
 pub fn emit(text: &str) -> Result<()> {
@@ -37,18 +38,53 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
 }
 
 /// A moment: RFC 3339 with an offset, or `YYYY-MM-DD HH:MM:SS` taken as UTC.
-pub fn parse_time(text: &str) -> Result<jiff::Timestamp> {
-    text.parse::<jiff::Timestamp>()
-        .or_else(|_| {
-            text.parse::<jiff::civil::DateTime>()
-                .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC))
-                .map(|z| z.timestamp())
-        })
-        .map_err(|_| {
-            Error::Usage(format!(
-                "`{text}` is not a moment: write it as `2026-02-22T01:00:00+07:00` (or `2026-02-21 18:00:00` for UTC)"
-            ))
-        })
+/// A moment as the user typed it, a moment without an offset in the configured zone
+/// ([`parse_time_in`]).
+pub fn parse_time(ctx: &Context, text: &str) -> Result<jiff::Timestamp> {
+    parse_time_in(text, &ctx.config.typed_time_zone())
+}
+
+/// A moment as the user typed it: with an offset or `Z` (RFC 3339), with a zone in brackets
+/// (`2026-12-06T10:00[Asia/Jakarta]`), or without either, which is taken in `zone` (the
+/// configured zone, else the system's: an operator types local time). What it resolved to is
+/// said, in UTC and in that zone, before anything starts.
+pub fn parse_time_in(text: &str, zone: &TimeZone) -> Result<jiff::Timestamp> {
+    let (at, how) = resolve_time(text, zone)?;
+    if let Some(how) = how {
+        tracing::info!("`{text}` {how}: {at}");
+    }
+    Ok(at)
+}
+
+/// The moment `text` names, and how a moment without an offset was resolved.
+fn resolve_time(text: &str, zone: &TimeZone) -> Result<(jiff::Timestamp, Option<String>)> {
+    if let Ok(at) = text.parse::<jiff::Timestamp>() {
+        return Ok((at, None));
+    }
+    if let Ok(zoned) = text.parse::<jiff::Zoned>() {
+        return Ok((zoned.timestamp(), None));
+    }
+    let civil = text.parse::<jiff::civil::DateTime>().or_else(|_| {
+        text.parse::<jiff::civil::Date>()
+            .map(|d| d.to_datetime(jiff::civil::Time::midnight()))
+    });
+    let zoned = civil.and_then(|dt| dt.to_zoned(zone.zone().clone())).map_err(|_| {
+        Error::Usage(format!(
+            "`{text}` is not a moment: write it as `2026-02-22 01:00:00` (in {}), `2026-02-22T01:00:00+07:00` or `2026-02-22T01:00[Asia/Jakarta]`",
+            zone.name()
+        ))
+    })?;
+    let how = format!(
+        "is taken in {} ({}, {})",
+        zone.name(),
+        if zone.is_configured() {
+            "the configured zone"
+        } else {
+            "no zone configured: the system's"
+        },
+        zoned.strftime("%Y-%m-%d %H:%M:%S%.f %:z")
+    );
+    Ok((zoned.timestamp(), Some(how)))
 }
 
 #[cfg(test)]
@@ -56,12 +92,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn moments_with_an_offset_or_in_utc() {
-        assert_eq!(
-            parse_time("2026-02-22T01:00:00+07:00").unwrap(),
-            parse_time("2026-02-21 18:00:00").unwrap()
+    fn moments_with_an_offset_a_zone_or_in_the_given_zone() {
+        let utc = TimeZone::utc();
+        let jakarta = TimeZone::get("Asia/Jakarta").unwrap();
+        let at = |text: &str, zone: &TimeZone| resolve_time(text, zone).unwrap();
+        let expected: jiff::Timestamp = "2026-02-21T18:00:00Z".parse().unwrap();
+        assert_eq!(at("2026-02-22T01:00:00+07:00", &utc), (expected, None));
+        assert_eq!(at("2026-02-22T01:00[Asia/Jakarta]", &utc).0, expected);
+        // Without an offset: the zone given, and said.
+        assert_eq!(at("2026-02-21 18:00:00", &utc).0, expected);
+        let (local, how) = at("2026-02-22 01:00:00", &jakarta);
+        assert_eq!(local, expected);
+        let how = how.unwrap();
+        assert!(
+            how.contains("Asia/Jakarta") && how.contains("+07:00") && how.contains("configured"),
+            "{how}"
         );
-        let err = parse_time("yesterday").unwrap_err().to_string();
-        assert!(err.contains("`yesterday` is not a moment"), "{err}");
+        assert_eq!(at("2026-02-22T01:00", &jakarta).0, expected);
+        let err = resolve_time("yesterday", &jakarta).unwrap_err().to_string();
+        assert!(
+            err.contains("`yesterday` is not a moment") && err.contains("Asia/Jakarta"),
+            "{err}"
+        );
     }
 }

@@ -76,7 +76,7 @@ pub async fn restore(ctx: &Context, r: &RestoreObjectsArgs, json: bool) -> Resul
         None => None,
     };
     let options = RestoreOptions {
-        as_of: r.as_of.as_deref().map(parse_time).transpose()?,
+        as_of: r.as_of.as_deref().map(|t| parse_time(ctx, t)).transpose()?,
         to,
         prefix: r.prefix.clone(),
         dry_run: r.dry_run,

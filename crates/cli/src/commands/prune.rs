@@ -15,7 +15,7 @@ pub async fn prune(
     json: bool,
 ) -> Result<()> {
     let at = match at {
-        Some(text) => parse_time(text)?,
+        Some(text) => parse_time(ctx, text)?,
         None => jiff::Timestamp::now(),
     };
     if dry_run {

@@ -73,7 +73,7 @@ pub async fn pitr(ctx: &Context, p: &RestorePitrArgs, json: bool) -> Result<()> 
 
 fn pitr_request(ctx: &Context, p: &RestorePitrArgs) -> Result<pitr::PitrRequest> {
     let target = if let Some(time) = &p.target_time {
-        pitr::Target::Time(parse_time(time)?)
+        pitr::Target::Time(parse_time(ctx, time)?)
     } else if let Some(lsn) = &p.target_lsn {
         pitr::Target::Lsn(wal::parse_lsn(lsn).ok_or_else(|| {
             Error::Usage(format!(
@@ -149,7 +149,7 @@ pub async fn table(ctx: &Context, t: &RestoreTableArgs, json: bool) -> Result<()
             .iter()
             .map(|name| Qualified::parse(name))
             .collect::<Result<_>>()?,
-        as_of: parse_time(&t.as_of)?,
+        as_of: parse_time(ctx, &t.as_of)?,
         into,
         into_password,
         database: t.database.clone().or_else(|| {

@@ -83,6 +83,46 @@ fn wal_push_and_fetch_end_within_their_timeout_and_retry_what_may_pass() {
     assert!(data.unwrap() == fake_segment(second, FAKE_SYSTEM_ID, 2));
 }
 
+/// With the storage timeouts at their defaults (60 s without a byte, 300 s a request), an
+/// endpoint that accepts and never answers would hold PostgreSQL's archiver for minutes:
+/// `wal-push` and `wal-fetch` have their own deadline for the whole command, retries included
+/// (`[wal] push_timeout_secs`, `fetch_timeout_secs`), and nothing is stored.
+#[test]
+fn wal_push_and_fetch_end_within_their_own_deadline_whatever_the_storage_timeouts() {
+    let mut env = Env::new(Repo::S3, false);
+    let proxy = env.behind_proxy(60, 300);
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    env.write_config(&format!(
+        "{config}[wal]\nprefetch = 0\npush_timeout_secs = 3\nfetch_timeout_secs = 3\n"
+    ));
+    let name = "000000010000000000000001";
+    let path = env.wal_file("a", name, &fake_segment(name, FAKE_SYSTEM_ID, 1));
+    proxy.set(vec![Rule::all(Fault::Hang)]);
+    let begun = Instant::now();
+    let out = env.lifeboat(&["wal-push", &path]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line()
+            .contains("`wal-push` did not happen within 3 s")
+            && out.error_line().contains("push_timeout_secs"),
+        "{}",
+        out.stderr
+    );
+    elapsed_below(begun, 15, "wal-push against a hung endpoint");
+    let begun = Instant::now();
+    let (out, data) = env.fetch_wal(name);
+    assert_eq!(out.code, 255, "{}", out.stderr);
+    assert!(data.is_none());
+    elapsed_below(begun, 15, "wal-fetch against a hung endpoint");
+    proxy.clear();
+    assert!(
+        !env.stored_files().iter().any(|f| f.contains(name)),
+        "a push stopped at its deadline stored the segment"
+    );
+    let out = env.lifeboat(&["wal-push", &path]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
 #[test]
 fn a_backup_whose_upload_stalls_fails_cleanly_and_the_next_one_succeeds() {
     let mut env = Env::new(Repo::S3, false);

@@ -668,13 +668,37 @@ fn a_practice_recovery_changes_nothing_and_latest_follows_the_production_line() 
     );
 
     // Timeline 2 ended before `late`: following it there is refused before anything is
-    // unpacked, naming the timeline that holds it.
+    // unpacked, naming the timeline that holds it. (`late` typed as an operator in Jakarta
+    // would, without an offset, in the configured zone.)
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        format!("[daemon]\ntime_zone = \"Asia/Jakarta\"\n{config}"),
+    )
+    .unwrap();
+    let jakarta = jiff::tz::TimeZone::get("Asia/Jakarta").unwrap();
+    let late_there = late
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .to_zoned(jakarta)
+        .strftime("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string();
     let (out, pgdata) = restore_into(
         &env,
         "on-the-fork",
-        &["--target-time", &late, "--target-timeline", "2"],
+        &["--target-time", &late_there, "--target-timeline", "2"],
     );
     assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("`{late_there}` is taken in Asia/Jakarta"))
+            && out.error_line().contains(&format!(
+                "target `{}`",
+                late.parse::<jiff::Timestamp>().unwrap()
+            )),
+        "{}",
+        out.stderr
+    );
     assert!(
         out.error_line()
             .contains("after the newest archived WAL of timeline 2")

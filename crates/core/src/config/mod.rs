@@ -68,6 +68,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The zone a moment typed without an offset is taken in: `[daemon] time_zone`, else
+    /// `[retention] time_zone`, where the configuration names one; else the system's.
+    pub fn typed_time_zone(&self) -> TimeZone {
+        [&self.daemon.time_zone, &self.retention.time_zone]
+            .into_iter()
+            .find(|zone| zone.is_configured())
+            .cloned()
+            .unwrap_or_else(TimeZone::system)
+    }
+
     /// Finds and reads the configuration: `explicit` (from `--config`), else `$LIFEBOAT_CONFIG`,
     /// else `./lifeboat.toml`, else the embedded default.
     pub fn load(explicit: Option<&Path>) -> Result<Config> {

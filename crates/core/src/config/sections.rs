@@ -233,6 +233,13 @@ pub struct WalConfig {
     /// server runs as; unset: `lifeboat-wal-<uid>` in the temporary folder.
     #[serde(deserialize_with = "expand_opt")]
     pub spool_dir: Option<String>,
+    /// The most one `wal-push` may take in all, retries included (pgBackRest's
+    /// `archive-timeout`): past it the push is stopped, stores nothing, and fails, so that a
+    /// storage endpoint that never answers cannot hold PostgreSQL's archiver (and with it a
+    /// fast shutdown or a failover).
+    pub push_timeout_secs: u64,
+    /// The same for one `wal-fetch` (which then exits 255: recovery stops, it does not end).
+    pub fetch_timeout_secs: u64,
 }
 
 impl Default for WalConfig {
@@ -241,6 +248,8 @@ impl Default for WalConfig {
             push_ahead: 4,
             prefetch: 4,
             spool_dir: None,
+            push_timeout_secs: 60,
+            fetch_timeout_secs: 60,
         }
     }
 }

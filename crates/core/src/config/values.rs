@@ -254,6 +254,8 @@ impl LockMode {
 pub struct TimeZone {
     name: String,
     zone: jiff::tz::TimeZone,
+    /// Named in the configuration (not the default).
+    configured: bool,
 }
 
 impl TimeZone {
@@ -264,14 +266,32 @@ impl TimeZone {
         Ok(TimeZone {
             name: name.to_string(),
             zone,
+            configured: true,
         })
     }
 
+    /// The default: UTC, not named in the configuration.
     pub fn utc() -> TimeZone {
         TimeZone {
             name: "UTC".into(),
             zone: jiff::tz::TimeZone::UTC,
+            configured: false,
         }
+    }
+
+    /// The system's zone (`TZ`, else `/etc/localtime`), not named in the configuration.
+    pub fn system() -> TimeZone {
+        let zone = jiff::tz::TimeZone::system();
+        TimeZone {
+            name: zone.iana_name().unwrap_or("the system's zone").to_string(),
+            zone,
+            configured: false,
+        }
+    }
+
+    /// Whether the configuration named it.
+    pub fn is_configured(&self) -> bool {
+        self.configured
     }
 
     pub fn zone(&self) -> &jiff::tz::TimeZone {
