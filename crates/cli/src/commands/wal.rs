@@ -3,14 +3,45 @@
 
 use std::path::Path;
 
+use lifeboat_core::automation::notify;
 use lifeboat_core::repository::Repository;
 use lifeboat_core::{wal, Context, Result};
 
 use crate::cli::Cli;
 
 pub async fn push(ctx: &Context, args: &Cli, path: &Path) -> Result<()> {
+    // Measured before the repository is opened: the storage may be what is down.
+    let queue = wal::queue::Queue::of(path);
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if let Some(max) = queue.over(name, ctx.config.wal.queue_max_mib) {
+        let dropped = wal::queue::drop_segment(ctx, name, queue, max).await?;
+        let message = dropped.describe();
+        let notice = notify::alert(&ctx.config.notify, &message);
+        if tokio::time::timeout(std::time::Duration::from_secs(10), notice)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the notification of the dropped segment did not go out in time");
+        }
+        return Ok(());
+    }
+    if queue.segments > 1 {
+        tracing::info!(
+            segments = queue.segments,
+            bytes = queue.bytes,
+            "WAL waiting to be archived"
+        );
+    }
     let repo = Repository::open(ctx).await?;
-    if wal::push(ctx, &repo, path).await?.ahead {
+    let pushed = wal::push(ctx, &repo, path).await?;
+    // Gaps journalled while the storage was down go into the repository now that it answers.
+    if let Err(e) = wal::queue::flush(ctx, &repo).await {
+        tracing::warn!("could not record the journalled gaps in the repository yet: {e}");
+    }
+    if pushed.ahead {
         start_background(args, &["wal-push-ahead".into(), path.into()]);
     }
     Ok(())

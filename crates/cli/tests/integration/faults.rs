@@ -315,3 +315,169 @@ fn an_archiving_cluster_rides_out_a_storage_outage() {
         "{report}"
     );
 }
+
+/// Storage refused (expired keys) for long enough that the WAL waiting in `pg_wal` passes
+/// `[wal] queue_max_mib`: `wal-push` lets PostgreSQL drop the oldest segments instead of
+/// filling its disk, the server keeps running, the gap is journalled, recorded in the
+/// repository once the storage answers, notified and breaches `status`; after a new base
+/// backup, a recovery to the latest moment is exact, and one into the gap is refused.
+#[test]
+fn past_the_queue_limit_segments_are_dropped_and_the_server_runs_on() {
+    use crate::pitr::{recover_and_start, sql_at, switch_and_archive};
+    let mut env = crate::pitr::archiving_env();
+    let proxy = env.behind_proxy(2, 5);
+    let hook = crate::automation::Receiver::start();
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    env.write_config(&format!(
+        "[wal]\nqueue_max_mib = 40\npush_timeout_secs = 10\n[notify]\nwebhook = \"{}/hook\"\n{config}",
+        hook.url
+    ));
+    let (socket, port) = (env.cluster.socket_dir().to_path_buf(), env.cluster.port());
+    env.sql("yomira", "CREATE TABLE public.outage (id int)");
+    switch_and_archive(&socket, port);
+    let archived = || {
+        sql_at(
+            &socket,
+            port,
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        )
+    };
+    let ready = || -> u64 {
+        sql_at(
+            &socket,
+            port,
+            "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'",
+        )
+        .parse()
+        .unwrap()
+    };
+
+    proxy.set(vec![Rule::all(Fault::Status(403, "AccessDenied"))]);
+    let mut written = Vec::new();
+    let begun = Instant::now();
+    // Writes go on; the first segment of the outage is dropped once the queue passes 40 MiB.
+    while written
+        .first()
+        .is_none_or(|first: &String| archived() < *first)
+    {
+        assert!(
+            begun.elapsed() < Duration::from_secs(120),
+            "no segment was dropped: {} ready",
+            ready()
+        );
+        env.sql(
+            "yomira",
+            &format!("INSERT INTO public.outage VALUES ({})", written.len()),
+        );
+        written.push(sql_at(
+            &socket,
+            port,
+            "SELECT pg_walfile_name(pg_switch_wal())",
+        ));
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    assert!(ready() <= 3, "{} segments wait, past the limit", ready());
+    assert_eq!(sql_at(&socket, port, "SELECT 1"), "1", "the server stopped");
+    assert!(
+        !env.stored_files().iter().any(|f| f.contains(&written[0])),
+        "the storage refused everything, yet `{}` is stored",
+        written[0]
+    );
+    let alerts = hook.requests();
+    assert!(
+        alerts.iter().any(
+            |(_, body)| body.contains("point-in-time recovery is broken")
+                && body.contains(&written[0])
+        ),
+        "{alerts:?}"
+    );
+
+    // doctor says archiving fails, with the server's own count.
+    let finding = |name: &str| {
+        let out = env.lifeboat(&["doctor", "--json"]);
+        let findings: Vec<serde_json::Value> = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}\n{}", out.stdout, out.stderr));
+        let found = findings
+            .into_iter()
+            .find(|f| f["check"] == name)
+            .unwrap_or_else(|| panic!("no `{name}` in {}", out.stdout));
+        (out.code, found)
+    };
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let config = config.replace("[postgres.main]\n", "[postgres.main]\npitr = true\n");
+    std::fs::write(&env.config, config).unwrap();
+    let (code, archiving) = finding("archiving main");
+    assert_ne!(code, 0);
+    assert_eq!(archiving["ok"], false, "{archiving}");
+    let failures: i64 = sql_at(&socket, port, "SELECT failed_count FROM pg_stat_archiver")
+        .parse()
+        .unwrap();
+    assert!(
+        archiving["detail"]
+            .as_str()
+            .unwrap()
+            .contains("archive_command is failing"),
+        "{archiving}"
+    );
+    assert!(failures > 0);
+
+    // Back: the next push records the journalled gaps in the repository.
+    proxy.clear();
+    switch_and_archive(&socket, port);
+    assert!(
+        env.stored_files()
+            .iter()
+            .any(|f| f.contains(&format!("wal/dropped/{}.json", written[0]))),
+        "{:?}",
+        env.stored_files()
+    );
+    // doctor proves archiving again: a segment switched, archived and read back.
+    let (_, archiving) = finding("archiving main");
+    assert_eq!(archiving["ok"], true, "{archiving}");
+    assert!(
+        archiving["detail"]
+            .as_str()
+            .unwrap()
+            .contains("archived in"),
+        "{archiving}"
+    );
+    let out = env.lifeboat(&["status"]);
+    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&format!(
+            "wal-push let PostgreSQL drop `{}` unarchived",
+            written[0]
+        )),
+        "{}",
+        out.stdout
+    );
+
+    // A base backup after the gap, then more writes: the latest moment recovers exactly.
+    let out = env.lifeboat(&["backup", "base"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    env.sql("yomira", "INSERT INTO public.outage VALUES (1000)");
+    switch_and_archive(&socket, port);
+    let expected = env.sql(
+        "yomira",
+        "SELECT count(*) || ' ' || sum(id) FROM public.outage",
+    );
+    let sock2 = env.dir.path().join("sock2");
+    std::fs::create_dir(&sock2).unwrap();
+    std::fs::set_permissions(&sock2, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let (out, server) = recover_and_start(&env, "after-outage", &sock2, &["--latest"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        sql_at(
+            &sock2,
+            server.port,
+            "SELECT count(*) || ' ' || sum(id) FROM public.outage"
+        ),
+        expected
+    );
+    let out = env.lifeboat(&["status"]);
+    assert!(
+        out.stdout.contains("recoverable again from base backup"),
+        "{}",
+        out.stdout
+    );
+}

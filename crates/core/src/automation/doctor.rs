@@ -77,6 +77,12 @@ pub async fn doctor(ctx: &Context) -> Vec<Finding> {
             format!("database {name}"),
             database(ctx, name, pg).await,
         ));
+        if pg.pitr {
+            out.push(finding(
+                format!("archiving {name}"),
+                archiving(ctx, pg).await,
+            ));
+        }
     }
     for (name, objects) in &config.objects {
         let outcome = async {
@@ -194,6 +200,89 @@ fn keys(enc: &crate::config::EncryptionConfig) -> Result<String> {
             "identity `{path}` matches none of `encryption.recipients`: backups could not be restored with it"
         )))
     }
+}
+
+/// How long doctor waits for a switched segment to reach the repository.
+const ARCHIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Archiving proven end to end, as pgBackRest's `check` does: the server's own failures
+/// (`pg_stat_archiver`), then a segment switched (after a WAL record, so that there is one to
+/// switch), awaited in the repository and read back; and a `[wal] queue_max_mib` to set,
+/// sized from the free space of `pg_wal`'s file system.
+async fn archiving(ctx: &Context, pg: &crate::config::PostgresConfig) -> Result<String> {
+    let state = crate::postgres::archiver::read(pg, ctx.config.wal.queue_max_mib).await?;
+    if state.failing() {
+        return Err(Error::NotReady(format!(
+            "the server's archive_command is failing: {} failed attempts (pg_stat_archiver), the last on `{}` at {}; PostgreSQL's log says why",
+            state.failed_count,
+            state.last_failed_wal.as_deref().unwrap_or("?"),
+            state.last_failed_time.as_deref().unwrap_or("?")
+        )));
+    }
+    let client = ConnInfo::new(pg.url.expose(), pg.password.as_ref())?
+        .connect("the server, to switch a WAL segment")
+        .await?;
+    let segment: String = client
+        .query_one(
+            "SELECT pg_walfile_name(lsn) FROM (SELECT pg_logical_emit_message(false, 'lifeboat', 'doctor') AS m, pg_switch_wal() AS lsn) s",
+            &[],
+        )
+        .await
+        .map_err(|e| {
+            Error::NotReady(format!(
+                "cannot switch a WAL segment to prove archiving ({}): run doctor as a role that may (a superuser, or `GRANT EXECUTE ON FUNCTION pg_switch_wal(), pg_logical_emit_message(boolean, text, text) TO ...`)",
+                crate::error::one_line(&e.to_string())
+            ))
+        })?
+        .get(0);
+    let repo = Repository::open(ctx).await?;
+    let begun = std::time::Instant::now();
+    while crate::wal::stored_at(&repo, &segment).await?.is_none() {
+        if begun.elapsed() > ARCHIVE_WAIT {
+            return Err(Error::TimedOut {
+                what: format!("segment `{segment}`, switched now, reaching the repository"),
+                seconds: ARCHIVE_WAIT.as_secs(),
+                hint: format!(
+                    "archive_command does not archive into `{}`: check it, and PostgreSQL's log",
+                    repo.location()
+                ),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let took = begun.elapsed().as_secs_f64();
+    crate::wal::read_archived(ctx, &repo, &segment).await?;
+    let mut detail = format!(
+        "segment `{segment}` switched, archived in {took:.1}s and read back; {} archived, {} failed attempts",
+        state.archived_count, state.failed_count
+    );
+    match (ctx.config.wal.queue_max_mib, free_in_pg_wal(&client).await) {
+        (None, Some(free)) => detail.push_str(&format!(
+            "; `[wal] queue_max_mib` is unset: a storage outage fills pg_wal ({} free) and stops the server; set queue_max_mib = {}",
+            crate::units::human_bytes(free),
+            (free / 2 / (1024 * 1024)).max(64)
+        )),
+        (None, None) => detail.push_str(
+            "; `[wal] queue_max_mib` is unset: a storage outage fills pg_wal and stops the server; set it to about half of pg_wal's free space",
+        ),
+        (Some(max), Some(free)) if max * 1024 * 1024 > free => detail.push_str(&format!(
+            "; `[wal] queue_max_mib` ({max}) is more than pg_wal's free space ({}): lower it",
+            crate::units::human_bytes(free)
+        )),
+        (Some(max), _) => detail.push_str(&format!("; WAL waiting in pg_wal limited to {max} MiB")),
+    }
+    Ok(detail)
+}
+
+/// The free space of the file system `pg_wal` is on, where doctor runs beside the server.
+async fn free_in_pg_wal(client: &tokio_postgres::Client) -> Option<u64> {
+    let dir: String = client
+        .query_one("SELECT current_setting('data_directory')", &[])
+        .await
+        .ok()?
+        .get(0);
+    let stat = rustix::fs::statvfs(std::path::Path::new(&dir).join("pg_wal")).ok()?;
+    Some(stat.f_bavail * stat.f_frsize)
 }
 
 async fn database(ctx: &Context, name: &str, pg: &crate::config::PostgresConfig) -> Result<String> {

@@ -108,6 +108,21 @@ pub async fn send(config: &NotifyConfig, report: &RunReport) {
     }
 }
 
+/// An alert outside any run (a segment `wal-push` let PostgreSQL drop): always sent, to Slack
+/// and the webhook (`{"alert": ..., "host": ...}`).
+pub async fn alert(config: &NotifyConfig, message: &str) {
+    let client = client();
+    let host = crate::process::host_name();
+    if let Some(url) = &config.slack_webhook {
+        let body = serde_json::json!({ "text": format!(":rotating_light: lifeboat on `{host}`: {message}") });
+        deliver(&client, url, &body, "Slack").await;
+    }
+    if let Some(url) = &config.webhook {
+        let body = serde_json::json!({ "alert": message, "host": host, "summary": message });
+        deliver(&client, url, &body, "webhook").await;
+    }
+}
+
 async fn deliver(client: &reqwest::Client, url: &Secret, body: &serde_json::Value, what: &str) {
     let outcome = client
         .post(url.expose())

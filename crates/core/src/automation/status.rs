@@ -30,6 +30,9 @@ pub struct AssetStatus {
     pub last_verification_passed: Option<bool>,
     pub verified_recovery_seconds: Option<f64>,
     pub rto_seconds: Option<u64>,
+    /// WAL archiving as the server sees it (`wal` assets, when the server answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archiver: Option<crate::postgres::archiver::Archiver>,
     /// What breaches an objective.
     pub problems: Vec<String>,
     /// Anything else worth knowing.
@@ -51,6 +54,7 @@ impl AssetStatus {
             last_verification_passed: None,
             verified_recovery_seconds: None,
             rto_seconds: None,
+            archiver: None,
             problems: Vec::new(),
             notes: Vec::new(),
         }
@@ -223,7 +227,9 @@ pub async fn status(ctx: &Context, repo: &Repository, now: Timestamp) -> Result<
             objectives.pitr_rto_minutes,
         );
         out.push(base);
-        out.push(wal_status(ctx, repo, &manifests, name, now).await?);
+        let mut wal = wal_status(ctx, repo, &manifests, name, now).await?;
+        archiver_status(ctx, pg, &mut wal).await;
+        out.push(wal);
     }
     for (name, config) in &ctx.config.objects {
         let mut asset = AssetStatus::new("objects", name);
@@ -291,6 +297,42 @@ pub async fn status(ctx: &Context, repo: &Repository, now: Timestamp) -> Result<
     Ok(out)
 }
 
+/// What the server says of its archiving: WAL waiting in `pg_wal` (against `[wal]
+/// queue_max_mib`, where set: more than half of it is a problem), and failed attempts.
+async fn archiver_status(
+    ctx: &Context,
+    pg: &crate::config::PostgresConfig,
+    asset: &mut AssetStatus,
+) {
+    let state = match crate::postgres::archiver::read(pg, ctx.config.wal.queue_max_mib).await {
+        Ok(state) => state,
+        Err(e) => {
+            asset
+                .notes
+                .push(format!("the server's archiver could not be read: {e}"));
+            return;
+        }
+    };
+    if let (Some(waiting), Some(max)) = (state.waiting_bytes, state.queue_max_bytes) {
+        if waiting * 2 > max {
+            asset.problems.push(format!(
+                "{} of WAL wait in pg_wal to be archived, more than half of `[wal] queue_max_mib` ({}): past it, segments are dropped unarchived",
+                crate::units::human_bytes(waiting),
+                crate::units::human_bytes(max)
+            ));
+        }
+    }
+    if state.failing() {
+        asset.problems.push(format!(
+            "the server's archive_command is failing: {} failures, the last on `{}` at {} (PostgreSQL's log says why)",
+            state.failed_count,
+            state.last_failed_wal.as_deref().unwrap_or("?"),
+            state.last_failed_time.as_deref().unwrap_or("?")
+        ));
+    }
+    asset.archiver = Some(state);
+}
+
 /// The WAL archive of a database: age of the segment archived last, gaps, and the newest
 /// window of moments it can recover.
 async fn wal_status(
@@ -315,6 +357,23 @@ async fn wal_status(
                 "gap in the WAL archive on timeline {}: {from} .. {to} missing; no moment after it can be recovered until the next base backup",
                 timeline.span.timeline
             ));
+        }
+    }
+    // Segments `wal-push` let PostgreSQL drop (`[wal] queue_max_mib`): PITR is broken from
+    // each until a base backup starts after it.
+    for dropped in wal::queue::list_dropped(repo).await? {
+        let mended = manifests
+            .iter()
+            .filter(|m| m.kind == BackupKind::Base && m.database == name)
+            .find(|m| m.started_at > dropped.at);
+        match mended {
+            None => asset.problems.push(dropped.describe()),
+            Some(base) => asset.notes.push(format!(
+                "`{}` was dropped unarchived at {}; recoverable again from base backup {}",
+                dropped.name,
+                dropped.at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                base.id
+            )),
         }
     }
     let left_behind = report.left_behind();

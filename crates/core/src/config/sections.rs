@@ -240,6 +240,12 @@ pub struct WalConfig {
     pub push_timeout_secs: u64,
     /// The same for one `wal-fetch` (which then exits 255: recovery stops, it does not end).
     pub fetch_timeout_secs: u64,
+    /// The most WAL, in MiB, that may wait in `pg_wal` to be archived (pgBackRest's
+    /// `archive-push-queue-max`): past it, `wal-push` reports a segment archived without
+    /// storing it, so that PostgreSQL drops it instead of filling its disk and stopping. The
+    /// gap is recorded, `status` is breached until the next base backup, and a notification
+    /// says so. Unset: no limit (a storage outage long enough fills `pg_wal`).
+    pub queue_max_mib: Option<u64>,
 }
 
 impl Default for WalConfig {
@@ -250,6 +256,7 @@ impl Default for WalConfig {
             spool_dir: None,
             push_timeout_secs: 60,
             fetch_timeout_secs: 60,
+            queue_max_mib: None,
         }
     }
 }

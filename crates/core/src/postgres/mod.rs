@@ -2,6 +2,7 @@
 //! tables as they were (`table`), scratch clusters.
 
 pub mod archive;
+pub mod archiver;
 pub mod base;
 pub mod cluster;
 pub mod conn;

@@ -94,6 +94,11 @@ pub fn wal_refused() -> String {
     format!("{}refused.json", Area::Wal.dirname())
 }
 
+/// The record of a segment `wal-push` let PostgreSQL drop (`[wal] queue_max_mib`).
+pub fn wal_dropped(name: &str) -> String {
+    format!("{}dropped/{name}.json", Area::Wal.dirname())
+}
+
 /// The run lock.
 pub fn lock() -> String {
     format!("{}run.json", Area::Locks.dirname())

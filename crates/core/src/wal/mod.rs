@@ -12,6 +12,7 @@ pub mod cluster;
 mod fetch;
 mod names;
 mod push;
+pub mod queue;
 mod report;
 pub mod segment;
 pub mod stored;
@@ -37,6 +38,15 @@ use crate::Context;
 /// may write to it. In it, each repository has a folder of its own, so that two never share
 /// files, not even a repository and one created after it at the same location.
 fn spool_dir(ctx: &Context, repo: &Repository) -> Result<PathBuf> {
+    let (base, uid) = spool_base(ctx)?;
+    let digest = crate::pipeline::sha256_hex(repo.instance().as_bytes());
+    let dir = base.join(&digest[..16]);
+    private_folder(&dir, uid)?;
+    Ok(dir)
+}
+
+/// The spool's own folder (made private), and the user it belongs to.
+fn spool_base(ctx: &Context) -> Result<(PathBuf, u32)> {
     let uid = crate::process::effective_uid()
         .ok_or_else(|| Error::Internal("cannot tell which user lifeboat runs as".into()))?;
     let base = match &ctx.config.wal.spool_dir {
@@ -44,10 +54,7 @@ fn spool_dir(ctx: &Context, repo: &Repository) -> Result<PathBuf> {
         None => std::env::temp_dir().join(format!("lifeboat-wal-{uid}")),
     };
     private_folder(&base, uid)?;
-    let digest = crate::pipeline::sha256_hex(repo.instance().as_bytes());
-    let dir = base.join(&digest[..16]);
-    private_folder(&dir, uid)?;
-    Ok(dir)
+    Ok((base, uid))
 }
 
 /// Creates `dir` (mode 0700) if needed and checks that only user `uid` can write to it.
@@ -138,7 +145,7 @@ async fn download(
 
 /// Writes `data` to a temporary file beside `dest`, syncs it when `sync`, and renames it
 /// into place.
-fn write_atomically(dest: &Path, data: &[u8], sync: bool) -> Result<()> {
+pub(crate) fn write_atomically(dest: &Path, data: &[u8], sync: bool) -> Result<()> {
     use std::io::Write;
     let dir = dest
         .parent()

@@ -286,6 +286,35 @@ pub fn render(what: &Render<'_>) -> String {
         assets,
         |a| a.rto_seconds.map(|s| (asset(a), s as i64)),
     );
+    let archiver = |a: &AssetStatus| a.archiver.clone();
+    gauges(
+        &mut registry,
+        "lifeboat_wal_waiting_segments",
+        "Segments waiting in pg_wal to be archived (.ready files), as the server says",
+        assets,
+        |a| archiver(a)?.waiting_segments.map(|n| (asset(a), n as i64)),
+    );
+    gauges(
+        &mut registry,
+        "lifeboat_wal_waiting_bytes",
+        "Bytes of WAL waiting in pg_wal to be archived",
+        assets,
+        |a| archiver(a)?.waiting_bytes.map(|n| (asset(a), n as i64)),
+    );
+    gauges(
+        &mut registry,
+        "lifeboat_wal_queue_max_bytes",
+        "[wal] queue_max_mib: past it, wal-push lets PostgreSQL drop segments unarchived",
+        assets,
+        |a| archiver(a)?.queue_max_bytes.map(|n| (asset(a), n as i64)),
+    );
+    gauges(
+        &mut registry,
+        "lifeboat_archive_failed_count",
+        "Failed archive_command attempts since the server's statistics were reset",
+        assets,
+        |a| archiver(a).map(|s| (asset(a), s.failed_count)),
+    );
     gauges(
         &mut registry,
         "lifeboat_objective_breached",
