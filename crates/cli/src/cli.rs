@@ -193,6 +193,15 @@ pub enum Command {
     /// Disaster-recovery drill on throwaway parts: sample database, backup, restore, verify,
     /// point-in-time recovery, each step timed. It touches no repository but its own.
     Drill,
+    /// Create a restore point on the server (`pg_create_restore_point`) and record it, for
+    /// `restore pitr --target-name NAME` (before a migration, a bulk change).
+    Mark {
+        /// The restore point's name.
+        name: String,
+        /// The database (`[postgres.NAME]`) [default: the only one].
+        #[arg(long)]
+        db: Option<String>,
+    },
     /// Remove the repository's run lock left by a run that died (killed, its host lost);
     /// refused while the holder is alive.
     Unlock {
@@ -384,7 +393,7 @@ pub struct RestoreObjectsArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["target_time", "target_lsn", "latest"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["target_time", "target_lsn", "latest", "target_immediate", "target_name"])))]
 pub struct RestorePitrArgs {
     /// The data folder to create (it must be empty or absent).
     #[arg(long, value_name = "DIR")]
@@ -399,6 +408,12 @@ pub struct RestorePitrArgs {
     /// Recover everything archived.
     #[arg(long)]
     pub latest: bool,
+    /// Recover only to the base backup's consistent end: the fastest recovery.
+    #[arg(long)]
+    pub target_immediate: bool,
+    /// Recover to a restore point made with `lifeboat mark NAME` (`list wal` shows them).
+    #[arg(long, value_name = "NAME")]
+    pub target_name: Option<String>,
     /// The timeline to follow: `latest` (the newest that branched off the base backup's),
     /// `current` (the base backup's), or a timeline's number (`lifeboat list wal` shows them).
     #[arg(long, value_name = "latest|current|N", default_value = "latest")]

@@ -74,10 +74,24 @@ fn started_second(id: &str) -> &str {
 async fn archive(ctx: &Context, json: bool) -> Result<()> {
     let repo = Repository::open(ctx).await?;
     let report = wal::archive_report(ctx, &repo, &repo.list().await?).await?;
+    let marks = wal::marks::list(&repo).await?;
     if json {
-        return print_json(&report);
+        let mut value = serde_json::to_value(&report).expect("reports serialize");
+        value["restore_points"] = serde_json::to_value(&marks).expect("marks serialize");
+        return print_json(&value);
     }
-    emit(&wal_report_text(&report))
+    let mut text = wal_report_text(&report);
+    for mark in &marks {
+        text.push_str(&format!(
+            "restore point `{}`: {} on `{}`, made {} (`restore pitr --target-name {}`)\n",
+            mark.name,
+            mark.lsn,
+            mark.database,
+            mark.at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            mark.name
+        ));
+    }
+    emit(&text)
 }
 
 fn list_table(

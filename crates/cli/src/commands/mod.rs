@@ -77,6 +77,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         Command::WalPrefetch { names } => wal::prefetch(ctx, names).await,
         Command::Drill => drill::drill(ctx, json).await,
         Command::Unlock { dry_run } => init::unlock(ctx, *dry_run, json).await,
+        Command::Mark { name, db } => wal::mark(ctx, name, db.as_deref(), json).await,
         Command::Watchdog | Command::Completions { .. } | Command::Man { .. } => Ok(()),
     }
 }

@@ -30,7 +30,7 @@ pub async fn db(ctx: &Context, r: &RestoreDbArgs, json: bool) -> Result<()> {
 
 pub async fn pitr(ctx: &Context, p: &RestorePitrArgs, json: bool) -> Result<()> {
     let repo = Repository::open(ctx).await?;
-    let request = pitr_request(ctx, p)?;
+    let request = pitr_request(ctx, &repo, p).await?;
     let report = pitr::restore_pitr(ctx, &repo, &request).await?;
     if !report.archives {
         tracing::info!(
@@ -71,7 +71,11 @@ pub async fn pitr(ctx: &Context, p: &RestorePitrArgs, json: bool) -> Result<()> 
     print_json_or(json, &report, || report.base_backup.clone())
 }
 
-fn pitr_request(ctx: &Context, p: &RestorePitrArgs) -> Result<pitr::PitrRequest> {
+async fn pitr_request(
+    ctx: &Context,
+    repo: &Repository,
+    p: &RestorePitrArgs,
+) -> Result<pitr::PitrRequest> {
     let target = if let Some(time) = &p.target_time {
         pitr::Target::Time(parse_time(ctx, time)?)
     } else if let Some(lsn) = &p.target_lsn {
@@ -80,6 +84,17 @@ fn pitr_request(ctx: &Context, p: &RestorePitrArgs) -> Result<pitr::PitrRequest>
                 "`--target-lsn {lsn}` is not an LSN: write it as `0/3000060`"
             ))
         })?)
+    } else if p.target_immediate {
+        pitr::Target::Immediate
+    } else if let Some(name) = &p.target_name {
+        let mark = wal::marks::find(repo, name).await?.ok_or_else(|| {
+            Error::Missing(format!(
+                "restore point `{name}` is not recorded in the repository: `lifeboat list wal` shows those `lifeboat mark` made"
+            ))
+        })?;
+        let lsn = wal::parse_lsn(&mark.lsn)
+            .ok_or_else(|| Error::Internal(format!("restore point `{name}` at `{}`", mark.lsn)))?;
+        pitr::Target::Name(mark.name, lsn)
     } else {
         pitr::Target::Latest
     };

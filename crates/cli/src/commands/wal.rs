@@ -141,3 +141,17 @@ fn start_background(args: &Cli, command: &[std::ffi::OsString]) {
         tracing::debug!(error = %e, "background work not started");
     }
 }
+
+/// `mark NAME`: a restore point on the server, recorded in the repository.
+pub async fn mark(ctx: &Context, name: &str, db: Option<&str>, json: bool) -> Result<()> {
+    let (database, pg) = ctx.config.database(db)?;
+    let repo = Repository::open(ctx).await?;
+    let mark = wal::marks::mark(&repo, database, pg, name).await?;
+    tracing::info!(
+        "restore point `{}` at {} on `{database}`: `restore pitr --target-name {}` recovers to it once its WAL is archived",
+        mark.name,
+        mark.lsn,
+        mark.name
+    );
+    crate::output::print_json_or(json, &mark, || mark.lsn.clone())
+}

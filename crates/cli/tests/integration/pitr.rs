@@ -602,11 +602,48 @@ fn a_practice_recovery_changes_nothing_and_latest_follows_the_production_line() 
         archive_before,
         "a practice recovery changed the archive"
     );
+    // A restore point before the third batch.
+    let out = env.lifeboat(&["mark", "before-batch-3"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = env.lifeboat(&["mark", "before-batch-3"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line().contains("already recorded"),
+        "{}",
+        out.stderr
+    );
     batch();
+    let list = env.lifeboat(&["list", "wal"]);
+    assert!(
+        list.stdout.contains("restore point `before-batch-3`"),
+        "{}",
+        list.stdout
+    );
+    let (out, marked) =
+        recover_and_start(&env, "marked", &sock2, &["--target-name", "before-batch-3"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(count(&sock2, marked.port), "200");
+    drop(marked);
     let (out, latest) = recover_and_start(&env, "latest", &sock2, &["--latest", "--json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(count(&sock2, latest.port), "300");
     drop(latest);
+    // The fastest recovery: to the base backup's end, before the table was made.
+    let (out, immediate) = recover_and_start(&env, "immediate", &sock2, &["--target-immediate"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        sql_at(
+            &sock2,
+            immediate.port,
+            "SELECT count(*) FROM pg_class WHERE relname = 'commits'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        sql_at(&sock2, immediate.port, "SELECT count(*) FROM core.comic"),
+        "200"
+    );
+    drop(immediate);
 
     // Promoted as the primary beside production, which goes on: a fork.
     let (out, primary) = recover_and_start(

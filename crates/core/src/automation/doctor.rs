@@ -73,11 +73,11 @@ pub async fn doctor(ctx: &Context) -> Vec<Finding> {
         out.push(finding("encryption keys", keys(enc)));
     }
     for (name, pg) in &config.postgres {
-        out.push(finding(
-            format!("database {name}"),
-            database(ctx, name, pg).await,
-        ));
-        if pg.pitr {
+        let reached = finding(format!("database {name}"), database(ctx, name, pg).await);
+        // Archiving is proven only where the server archives through lifeboat at all.
+        let archives = pg.pitr && reached.ok;
+        out.push(reached);
+        if archives {
             out.push(finding(
                 format!("archiving {name}"),
                 archiving(ctx, pg).await,

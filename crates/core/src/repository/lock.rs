@@ -357,3 +357,49 @@ async fn heartbeat(storage: Arc<Storage>, id: String, lost: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::memory::MemoryBackend;
+
+    /// On a store whose conditional create is a check and then a write, a competitor's lock
+    /// can land on ours after the store said ours was created: the lock is its, and this run
+    /// waits (here: is refused as busy, naming the competitor), never runs beside it.
+    #[tokio::test]
+    async fn a_lock_that_a_competing_write_replaced_is_not_taken() {
+        let backend = MemoryBackend::new("race");
+        let theirs = LockFile {
+            id: "0123456789abcdef".into(),
+            job: "daily".into(),
+            host: "elsewhere".into(),
+            pid: 4242,
+            started: Timestamp::now(),
+            heartbeat: None,
+            process: None,
+        };
+        backend.replace_after_create(&layout::lock(), serde_json::to_vec(&theirs).unwrap());
+        let env = crate::storage::Env::new(CancellationToken::new());
+        let storage = Storage::layered(Arc::new(backend), None, &env);
+        let taken = RunLock::acquire(
+            &storage,
+            LockRequest {
+                job: "backup",
+                wait: Duration::ZERO,
+                stale_minutes: 10,
+                cancel: CancellationToken::new(),
+                lost: CancellationToken::new(),
+            },
+        )
+        .await;
+        match taken {
+            Err(Error::Busy { host, pid, .. }) => {
+                assert_eq!((host.as_str(), pid), ("elsewhere", 4242))
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("the lock was taken although the competitor's write is in its place"),
+        }
+        // The competitor's lock is left as it is.
+        assert_eq!(read(&storage).await.unwrap().unwrap().id, theirs.id);
+    }
+}

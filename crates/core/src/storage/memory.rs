@@ -21,6 +21,9 @@ pub struct MemoryBackend {
     info: BackendInfo,
     objects: Objects,
     lifecycle: Mutex<Option<String>>,
+    /// A store whose conditional create is a check and then a write (s3s-fs): once a create
+    /// of this key succeeds, a competitor's write that passed the same check lands on it.
+    competing_create: Mutex<Option<(String, Bytes)>>,
 }
 
 impl MemoryBackend {
@@ -34,7 +37,14 @@ impl MemoryBackend {
             },
             objects: Arc::default(),
             lifecycle: Mutex::new(None),
+            competing_create: Mutex::new(None),
         }
+    }
+
+    /// The next create of `key` is reported done, then replaced by `theirs` (see
+    /// `competing_create`).
+    pub fn replace_after_create(&self, key: &str, theirs: Vec<u8>) {
+        *self.competing_create.lock().expect("poisoned") = Some((key.to_string(), theirs.into()));
     }
 }
 
@@ -112,6 +122,11 @@ impl Backend for MemoryBackend {
             options.content_type.clone(),
             options.user_metadata.clone(),
         );
+        let mut competing = self.competing_create.lock().expect("poisoned");
+        if options.if_absent && competing.as_ref().is_some_and(|(k, _)| k == key) {
+            let (_, theirs) = competing.take().expect("checked above");
+            put(&mut objects, key, theirs, None, BTreeMap::new());
+        }
         Ok(Written::Created)
     }
 

@@ -10,6 +10,7 @@
 
 pub mod cluster;
 mod fetch;
+pub mod marks;
 mod names;
 mod push;
 pub mod queue;

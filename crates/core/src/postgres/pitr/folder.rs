@@ -136,6 +136,8 @@ pub(super) fn write_recovery_settings(
             lines.push(format!("recovery_target_lsn = '{}'", wal::format_lsn(*lsn)))
         }
         Target::Latest => {}
+        Target::Immediate => lines.push("recovery_target = 'immediate'".into()),
+        Target::Name(name, _) => lines.push(format!("recovery_target_name = '{}'", quote(name))),
     }
     if !matches!(request.target, Target::Latest) {
         let action = match request.action {

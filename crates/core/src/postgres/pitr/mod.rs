@@ -39,6 +39,10 @@ pub enum Target {
     Time(Timestamp),
     Lsn(u64),
     Latest,
+    /// The base backup's consistent end: the fastest recovery (`recovery_target = 'immediate'`).
+    Immediate,
+    /// A restore point recorded by `lifeboat mark` (its name, and its position).
+    Name(String, u64),
 }
 
 /// The timeline recovery follows (`recovery_target_timeline`).
@@ -186,5 +190,7 @@ fn describe(target: &Target) -> String {
         Target::Time(t) => t.to_string(),
         Target::Lsn(lsn) => wal::format_lsn(*lsn),
         Target::Latest => "latest".into(),
+        Target::Immediate => "immediate (the base backup's end)".into(),
+        Target::Name(name, _) => format!("restore point `{name}`"),
     }
 }

@@ -233,7 +233,7 @@ fn check_target_on(
                 window: window_on(Some(end)).to_string(),
             })
         }
-        Target::Lsn(lsn) => {
+        Target::Lsn(lsn) | Target::Name(_, lsn) => {
             let segments = || {
                 names
                     .iter()
@@ -262,7 +262,7 @@ fn check_target_on(
             }
             Ok(())
         }
-        Target::Latest => Ok(()),
+        Target::Latest | Target::Immediate => Ok(()),
     }
 }
 
@@ -279,12 +279,12 @@ pub fn choose_base<'a>(
         .iter()
         .filter(|m| match target {
             Target::Time(t) => m.finished_at <= *t,
-            Target::Lsn(lsn) => m
+            Target::Lsn(lsn) | Target::Name(_, lsn) => m
                 .base
                 .as_ref()
                 .and_then(|b| wal::parse_lsn(&b.end_lsn))
                 .is_some_and(|end| end <= *lsn),
-            Target::Latest => true,
+            Target::Latest | Target::Immediate => true,
         })
         .filter(|m| path_to(m, timeline, lines).is_some())
         .max_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)))
@@ -358,9 +358,17 @@ async fn check_wal_continuity(
         return Ok(());
     };
     let target = &request.target;
+    let needed_to = match target {
+        Target::Lsn(lsn) | Target::Name(_, lsn) => Some(*lsn),
+        Target::Immediate => wal::parse_lsn(&info.end_lsn),
+        _ => None,
+    };
     let reachable = match (target, &before_gap) {
-        (Target::Lsn(lsn), _) => wal::segment_of_name(&missing, info.wal_segment_size)
-            .is_some_and(|(_, number)| lsn / info.wal_segment_size < number),
+        (Target::Lsn(_) | Target::Immediate | Target::Name(..), _) => {
+            wal::segment_of_name(&missing, info.wal_segment_size).is_some_and(|(_, number)| {
+                needed_to.is_some_and(|lsn| lsn / info.wal_segment_size < number)
+            })
+        }
         (Target::Time(t), Some(last)) => wal::stored_at(repo, last)
             .await?
             .is_some_and(|until| *t <= until),

@@ -1,0 +1,94 @@
+//! Restore points: `lifeboat mark NAME` creates one on the server (`pg_create_restore_point`)
+//! and records where and when in the repository (`wal/marks/NAME.json`), so that
+//! `restore pitr --target-name NAME` can choose the base backup before it and `list wal` can
+//! show it. A name is recorded once: PostgreSQL would stop at the first point of that name.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::config::PostgresConfig;
+use crate::error::{Error, Result};
+use crate::postgres::conn::ConnInfo;
+use crate::repository::Repository;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Mark {
+    pub name: String,
+    /// The restore point's position in the WAL.
+    pub lsn: String,
+    pub at: Timestamp,
+    pub database: String,
+}
+
+fn key(name: &str) -> String {
+    format!(
+        "{}marks/{name}.json",
+        crate::repository::layout::Area::Wal.dirname()
+    )
+}
+
+/// Creates restore point `name` on the server of `database` and records it.
+pub async fn mark(
+    repo: &Repository,
+    database: &str,
+    pg: &PostgresConfig,
+    name: &str,
+) -> Result<Mark> {
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(Error::Usage(format!(
+            "`{name}` is not a restore point name: use up to 63 letters, digits, `-`, `_` or `.`"
+        )));
+    }
+    if find(repo, name).await?.is_some() {
+        return Err(Error::Usage(format!(
+            "restore point `{name}` is already recorded: recovery would stop at the first of that name; choose another"
+        )));
+    }
+    let client = ConnInfo::new(pg.url.expose(), pg.password.as_ref())?
+        .connect(&format!("database `{database}`"))
+        .await?;
+    let lsn: String = client
+        .query_one("SELECT pg_create_restore_point($1)::text", &[&name])
+        .await
+        .map_err(|e| Error::postgres(format!("creating restore point `{name}`"), &e))?
+        .get(0);
+    let mark = Mark {
+        name: name.to_string(),
+        lsn,
+        at: Timestamp::now(),
+        database: database.to_string(),
+    };
+    let json = serde_json::to_vec_pretty(&mark).expect("marks serialize");
+    repo.storage().write(&key(name), json).await?;
+    Ok(mark)
+}
+
+/// The recorded restore point `name`.
+pub async fn find(repo: &Repository, name: &str) -> Result<Option<Mark>> {
+    Ok(repo
+        .storage()
+        .read_opt(&key(name))
+        .await?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+}
+
+/// Every recorded restore point, oldest first.
+pub async fn list(repo: &Repository) -> Result<Vec<Mark>> {
+    let prefix = key("");
+    let prefix = prefix.trim_end_matches(".json");
+    let mut out = Vec::new();
+    for entry in repo.storage().list(prefix).await? {
+        if let Some(bytes) = repo.storage().read_opt(&entry.path).await? {
+            if let Ok(mark) = serde_json::from_slice::<Mark>(&bytes) {
+                out.push(mark);
+            }
+        }
+    }
+    out.sort_by_key(|m| m.at);
+    Ok(out)
+}
