@@ -146,7 +146,9 @@ fn start_background(args: &Cli, command: &[std::ffi::OsString]) {
 pub async fn mark(ctx: &Context, name: &str, db: Option<&str>, json: bool) -> Result<()> {
     let (database, pg) = ctx.config.database(db)?;
     let repo = Repository::open(ctx).await?;
-    let mark = wal::marks::mark(&repo, database, pg, name).await?;
+    wal::marks::check_new(&repo, name).await?;
+    let lsn = lifeboat_core::postgres::archiver::restore_point(pg, name).await?;
+    let mark = wal::marks::record(&repo, database, name, lsn).await?;
     tracing::info!(
         "restore point `{}` at {} on `{database}`: `restore pitr --target-name {}` recovers to it once its WAL is archived",
         mark.name,

@@ -1,6 +1,7 @@
 //! What a server says of its own WAL archiving: `pg_stat_archiver` (archived and failed
 //! attempts) and the WAL waiting in `pg_wal` to be archived (`pg_ls_archive_statusdir()`,
-//! which needs `pg_monitor` or a superuser; without it, the waiting WAL is unknown).
+//! which needs `pg_monitor` or a superuser; without it, the waiting WAL is unknown); and the
+//! restore points made on it.
 
 use serde::Serialize;
 
@@ -70,4 +71,16 @@ pub async fn read(pg: &PostgresConfig, queue_max_mib: Option<u64>) -> Result<Arc
         waiting_bytes: waiting.map(|w| w.1),
         queue_max_bytes: queue_max_mib.map(|m| m * 1024 * 1024),
     })
+}
+
+/// Creates restore point `name` on the server of `pg` (`pg_create_restore_point`); its LSN.
+pub async fn restore_point(pg: &PostgresConfig, name: &str) -> Result<String> {
+    let client = ConnInfo::new(pg.url.expose(), pg.password.as_ref())?
+        .connect("the server, for a restore point")
+        .await?;
+    Ok(client
+        .query_one("SELECT pg_create_restore_point($1)::text", &[&name])
+        .await
+        .map_err(|e| Error::postgres(format!("creating restore point `{name}`"), &e))?
+        .get(0))
 }

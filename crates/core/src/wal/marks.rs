@@ -1,14 +1,13 @@
-//! Restore points: `lifeboat mark NAME` creates one on the server (`pg_create_restore_point`)
-//! and records where and when in the repository (`wal/marks/NAME.json`), so that
+//! Restore points: `lifeboat mark NAME` creates one on the server
+//! ([`crate::postgres::archiver::restore_point`]) and records where and when in the
+//! repository (`wal/marks/NAME.json`), so that
 //! `restore pitr --target-name NAME` can choose the base backup before it and `list wal` can
 //! show it. A name is recorded once: PostgreSQL would stop at the first point of that name.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
-use crate::postgres::conn::ConnInfo;
 use crate::repository::Repository;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -27,13 +26,8 @@ fn key(name: &str) -> String {
     )
 }
 
-/// Creates restore point `name` on the server of `database` and records it.
-pub async fn mark(
-    repo: &Repository,
-    database: &str,
-    pg: &PostgresConfig,
-    name: &str,
-) -> Result<Mark> {
+/// Checks that `name` can be a new restore point: a plain name, not recorded yet.
+pub async fn check_new(repo: &Repository, name: &str) -> Result<()> {
     if name.is_empty()
         || name.len() > 63
         || !name
@@ -49,14 +43,11 @@ pub async fn mark(
             "restore point `{name}` is already recorded: recovery would stop at the first of that name; choose another"
         )));
     }
-    let client = ConnInfo::new(pg.url.expose(), pg.password.as_ref())?
-        .connect(&format!("database `{database}`"))
-        .await?;
-    let lsn: String = client
-        .query_one("SELECT pg_create_restore_point($1)::text", &[&name])
-        .await
-        .map_err(|e| Error::postgres(format!("creating restore point `{name}`"), &e))?
-        .get(0);
+    Ok(())
+}
+
+/// Records restore point `name`, made at `lsn` on the server of `database`.
+pub async fn record(repo: &Repository, database: &str, name: &str, lsn: String) -> Result<Mark> {
     let mark = Mark {
         name: name.to_string(),
         lsn,

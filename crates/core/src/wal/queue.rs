@@ -88,13 +88,10 @@ impl Dropped {
     }
 }
 
-/// The local journal of dropped segments not yet recorded in the repository.
+/// The local journal of dropped segments not yet recorded in the repository (made by the
+/// first drop).
 fn journal(ctx: &Context) -> Result<PathBuf> {
-    let (base, _) = spool_base(ctx)?;
-    let dir = base.join("dropped");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::io(format!("creating `{}`", dir.display()), e))?;
-    Ok(dir)
+    Ok(spool_base(ctx)?.0.join("dropped"))
 }
 
 /// Lets PostgreSQL drop segment `name`: journals the gap (durably, before PostgreSQL is told),
@@ -111,6 +108,8 @@ pub async fn drop_segment(ctx: &Context, name: &str, queue: Queue, max: u64) -> 
     };
     let json = serde_json::to_vec_pretty(&dropped).expect("records serialize");
     let dir = journal(ctx)?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::io(format!("creating `{}`", dir.display()), e))?;
     crate::wal::write_atomically(&dir.join(format!("{name}.json")), &json, true)?;
     tracing::error!("{}", dropped.describe());
     let record = async {
