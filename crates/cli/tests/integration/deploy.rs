@@ -60,6 +60,35 @@ fn the_shipped_units_verify_cleanly() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
+
+    // Hardened: each service scores 4 or below ("OK") in `systemd-analyze security`.
+    for copy in copies
+        .iter()
+        .filter(|c| c.extension().is_some_and(|e| e == "service"))
+    {
+        let name = copy.file_name().unwrap().to_str().unwrap();
+        // A template is scored as one of its instances.
+        let instance = dir.path().join(name.replace("@.", "@daily."));
+        if instance != *copy {
+            std::fs::copy(copy, &instance).unwrap();
+        }
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(&instance)
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let score: f64 = said
+            .lines()
+            .find_map(|l| l.split_once("exposure level for ")?.1.split_once(": "))
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no score: {said}"));
+        assert!(score <= 4.0, "{}: {score}: {said}", instance.display());
+    }
 }
 
 #[test]
