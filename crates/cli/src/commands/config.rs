@@ -13,6 +13,15 @@ pub fn check(ctx: &Context, json: bool) -> Result<()> {
         }));
     }
     let mut out = format!("# configuration: {}\n", ctx.config.source_name());
+    if let lifeboat_core::config::RepositoryUrl::S3 { .. } = &ctx.config.repository.url {
+        let access = ctx.config.repository.access();
+        out.push_str(
+            &match lifeboat_core::storage::credentials::source(&access) {
+                Some(source) => format!("# repository keys from {source}\n"),
+                None => "# repository keys: none from any source (see `lifeboat doctor`)\n".into(),
+            },
+        );
+    }
     out.push_str(&ctx.config.to_redacted_toml());
     emit(&out)
 }

@@ -190,3 +190,70 @@ fn secrets_from_credential_files_are_used_and_never_visible() {
         "{line}"
     );
 }
+
+/// An S3 repository whose keys are in the environment only (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`): every command works, OpenDAL's requests and lifeboat's own signed
+/// ones alike, and `config check` and `doctor` say where the keys come from (never the keys);
+/// with no source at all, the repository is refused in one line that names the sources.
+#[test]
+fn s3_keys_from_the_environment_serve_every_command_and_none_is_refused() {
+    let mut env = Env::new(Repo::S3, false);
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let without: String = config
+        .lines()
+        .filter(|l| !l.starts_with("access_key_id") && !l.starts_with("secret_access_key"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&env.config, without).unwrap();
+    let home = env.dir.path().display().to_string();
+    env.extra_env.extend([
+        (
+            "AWS_ACCESS_KEY_ID".to_string(),
+            crate::support::S3_KEY.to_string(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".into(),
+            crate::support::S3_SECRET.into(),
+        ),
+        // No instance metadata to ask here, and no profile of this machine's.
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ("HOME".into(), home),
+    ]);
+    let id = env.backup(&[]);
+    let out = env.lifeboat(&["list", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains(&id), "{}", out.stdout);
+    env.new_database("restored");
+    let out = env.restore(&id, "restored", &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(env.fingerprints("restored"), env.fingerprints("yomira"));
+    let out = env.lifeboat(&["verify", &id, "--quick"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = env.lifeboat(&["config", "check"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("# repository keys from the environment (AWS_ACCESS_KEY_ID)")
+            && !out.stdout.contains(crate::support::S3_SECRET),
+        "{}",
+        out.stdout
+    );
+    let out = env.lifeboat(&["doctor", "--json"]);
+    assert!(
+        out.stdout.contains("keys from the environment"),
+        "{}",
+        out.stdout
+    );
+
+    // No source gives keys: refused at once, in one line.
+    env.extra_env
+        .retain(|(k, _)| k != "AWS_ACCESS_KEY_ID" && k != "AWS_SECRET_ACCESS_KEY");
+    let out = env.lifeboat(&["list"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line().contains("no credentials for `s3://")
+            && out.error_line().contains("AWS_ACCESS_KEY_ID"),
+        "{}",
+        out.stderr
+    );
+}

@@ -452,6 +452,8 @@ impl Env {
         wait_until(Duration::from_secs(30), "the run lock", || {
             lock_path.exists()
         });
+        // Held, not only written: the run is past its lock and into its dump.
+        wait_for_blocked_dump(self);
         (run, lock)
     }
 }

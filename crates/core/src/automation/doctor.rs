@@ -153,8 +153,17 @@ async fn repository(ctx: &Context) -> Result<String> {
             "a deleted probe is still there: deletes do not work (check the credentials' permissions)".into(),
         ));
     }
+    let keys = match &ctx.config.repository.url {
+        crate::config::RepositoryUrl::S3 { .. } => {
+            match crate::storage::credentials::source(&ctx.config.repository.access()) {
+                Some(source) => format!(", keys from {source}"),
+                None => String::new(),
+            }
+        }
+        crate::config::RepositoryUrl::Local(_) => String::new(),
+    };
     Ok(format!(
-        "`{}`: write, read and delete work",
+        "`{}`: write, read and delete work{keys}",
         repo.location()
     ))
 }

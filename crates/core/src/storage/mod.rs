@@ -16,6 +16,7 @@
 pub mod backend;
 pub mod client;
 mod copy;
+pub mod credentials;
 pub mod layers;
 pub mod local;
 pub mod memory;

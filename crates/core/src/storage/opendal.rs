@@ -46,6 +46,7 @@ struct S3Build {
     account: S3Account,
     fetcher: Arc<Fetcher>,
     policy: RetryPolicy,
+    keys: Arc<super::credentials::Keys>,
 }
 
 impl std::fmt::Debug for OpendalBackend {
@@ -95,15 +96,25 @@ impl OpendalBackend {
             client: client.clone(),
             requests: requests.clone(),
         });
+        let keys =
+            super::credentials::Keys::for_account(&account.access, &location, client.clone())?;
         let build = S3Build {
             account: account.clone(),
             fetcher,
             policy,
+            keys: keys.clone(),
         };
         let op = build
             .operator(default_class)
             .map_err(|e| Error::storage("opening", &location, e))?;
-        let s3 = S3Api::new(account.clone(), client, requests, policy, location.clone());
+        let s3 = S3Api::new(
+            account.clone(),
+            client,
+            requests,
+            policy,
+            location.clone(),
+            keys,
+        );
         Ok(OpendalBackend {
             info: BackendInfo {
                 location,
@@ -188,16 +199,12 @@ impl S3Build {
         let mut builder = services::S3::default()
             .bucket(&self.account.bucket)
             .root(&format!("/{}", self.account.prefix))
-            .disable_ec2_metadata()
-            .region(a.signing_region());
+            .region(a.signing_region())
+            // One loader for OpenDAL's requests and lifeboat's own (`credentials`).
+            .customized_credential_load(Box::new(super::credentials::ForOpendal(self.keys.clone())))
+            .disable_config_load();
         if let Some(endpoint) = &a.endpoint {
             builder = builder.endpoint(endpoint);
-        }
-        if let (Some(id), Some(secret)) = (&a.access_key_id, &a.secret_access_key) {
-            builder = builder
-                .access_key_id(id.expose())
-                .secret_access_key(secret.expose())
-                .disable_config_load();
         }
         if !a.path_style {
             builder = builder.enable_virtual_host_style();

@@ -32,6 +32,7 @@ pub struct S3Api {
     policy: RetryPolicy,
     /// `s3://bucket/prefix`, for messages.
     location: String,
+    keys: Arc<super::credentials::Keys>,
 }
 
 /// An S3 error document (`<Error><Code>..</Code><Message>..</Message></Error>`).
@@ -67,6 +68,7 @@ impl S3Api {
         requests: Arc<Requests>,
         policy: RetryPolicy,
         location: String,
+        keys: Arc<super::credentials::Keys>,
     ) -> S3Api {
         S3Api {
             account,
@@ -74,7 +76,13 @@ impl S3Api {
             requests,
             policy,
             location,
+            keys,
         }
+    }
+
+    /// Where this account's keys come from.
+    pub fn key_source(&self) -> &super::credentials::KeySource {
+        self.keys.source()
     }
 
     pub(super) fn bucket(&self) -> &str {
@@ -243,24 +251,7 @@ impl S3Api {
             }
             None => {}
         }
-        let credential = reqsign::AwsCredential {
-            access_key_id: self
-                .account
-                .access
-                .access_key_id
-                .as_ref()
-                .map(|s| s.expose().to_string())
-                .unwrap_or_default(),
-            secret_access_key: self
-                .account
-                .access
-                .secret_access_key
-                .as_ref()
-                .map(|s| s.expose().to_string())
-                .unwrap_or_default(),
-            session_token: None,
-            expires_in: None,
-        };
+        let credential = self.keys.get().await?;
         reqsign::AwsV4Signer::new("s3", self.account.access.signing_region())
             .sign(&mut request, &credential)
             .map_err(|e| {
