@@ -164,7 +164,9 @@ impl Env {
         cmd.arg("--config").arg(&self.config).args(args);
         cmd.env_remove("LIFEBOAT_CONFIG")
             .env_remove("PGPASSWORD")
-            .env("LIFEBOAT_LOG", "info");
+            .env("LIFEBOAT_LOG", "info")
+            // Loopback only: never the instance metadata service.
+            .env("AWS_EC2_METADATA_DISABLED", "true");
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
