@@ -112,6 +112,56 @@ fn a_server_that_requires_tls_is_backed_up_over_tls() {
     let out = env.lifeboat(&["doctor"]);
     assert_eq!(out.code, 0, "{}", out.stdout);
 
+    // The server is authenticated on request: its certificate is signed by the test CA for
+    // 127.0.0.1 only. `verify-full` to 127.0.0.1 backs up (lifeboat's connection and
+    // pg_dump's); to `localhost` it is refused, which `verify-ca` (the signer only) accepts;
+    // against another CA, both are refused.
+    let ca = env.cluster.data_dir().join("ca.crt");
+    let other_ca = env.dir.path().join("other-ca.crt");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=another CA", "-keyout"])
+        .arg(env.dir.path().join("other-ca.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let with = |mode: &str, root: &std::path::Path, host: Option<&str>| {
+        let mut text = config.replace(
+            "/yomira\"",
+            &format!("/yomira?sslmode={mode}&sslrootcert={}\"", root.display()),
+        );
+        if let Some(host) = host {
+            text = text.replace("@127.0.0.1:", &format!("@{host}:"));
+        }
+        std::fs::write(&env.config, text).unwrap();
+    };
+    with("verify-full", &ca, None);
+    env.backup(&[]);
+    with("verify-full", &ca, Some("localhost"));
+    let out = env.lifeboat(&["backup", "db"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line().contains("certificate") && out.error_line().contains("cannot connect"),
+        "{}",
+        out.stderr
+    );
+    with("verify-ca", &ca, Some("localhost"));
+    env.backup(&[]);
+    for mode in ["verify-full", "verify-ca"] {
+        with(mode, &other_ca, None);
+        let out = env.lifeboat(&["backup", "db"]);
+        assert_eq!(out.code, 1, "{mode}: {}", out.stderr);
+        assert!(
+            out.error_line().contains("certificate"),
+            "{mode}: {}",
+            out.stderr
+        );
+    }
+
     // The password may come from a password file, as with libpq, for lifeboat's own
     // connection and for pg_dump's.
     let without: String = config

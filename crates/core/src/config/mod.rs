@@ -31,8 +31,8 @@ pub use sections::{
     ToolsConfig, WalConfig,
 };
 pub use values::{
-    redact_url, url_has_password, BucketUrl, LockMode, PgUrl, RepositoryUrl, S3Access, Secret,
-    TimeZone, Timeouts, STORAGE_CLASSES,
+    redact_url, split_tls_verification, url_has_password, BucketUrl, LockMode, PgUrl,
+    RepositoryUrl, S3Access, Secret, TimeZone, Timeouts, STORAGE_CLASSES,
 };
 
 /// Where the configuration came from, for messages and for resolving relative paths.

@@ -113,6 +113,36 @@ impl Serialize for BucketUrl {
     }
 }
 
+/// libpq's verifying TLS settings in a PostgreSQL URL (`sslmode=verify-ca|verify-full`,
+/// `sslrootcert=FILE`), which tokio-postgres does not know: the URL with `sslmode=require` in
+/// their place, and, where a verifying mode is asked for, whether it is `verify-full` and the
+/// CA file named.
+pub fn split_tls_verification(url: &str) -> (String, Option<(bool, Option<std::path::PathBuf>)>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None);
+    };
+    let mut kept = Vec::new();
+    let (mut full, mut root) = (None, None);
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("sslmode", "verify-ca")) => full = Some(false),
+            Some(("sslmode", "verify-full")) => full = Some(true),
+            Some(("sslrootcert", path)) => {
+                let path = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+                root = Some(std::path::PathBuf::from(path.as_ref()));
+            }
+            _ => kept.push(pair),
+        }
+    }
+    if full.is_some() {
+        kept.push("sslmode=require");
+    }
+    (
+        format!("{base}?{}", kept.join("&")),
+        full.map(|full| (full, root)),
+    )
+}
+
 /// A PostgreSQL connection URL whose password is never displayed.
 #[derive(Clone)]
 pub struct PgUrl(String);
@@ -127,7 +157,9 @@ impl PgUrl {
                 redact_url(text)
             ));
         }
-        text.parse::<tokio_postgres::Config>()
+        split_tls_verification(text)
+            .0
+            .parse::<tokio_postgres::Config>()
             .map_err(|e| format!("malformed postgres url `{}`: {e}", redact_url(text)))?;
         Ok(PgUrl(text.to_string()))
     }

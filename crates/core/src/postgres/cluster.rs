@@ -140,29 +140,72 @@ impl ScratchCluster {
         conf.extend(options.settings.iter().cloned());
         append(&self.data.join("postgresql.conf"), &conf.join("\n"))?;
         if self.tcp && options.tls {
-            let mut openssl = Command::new("openssl");
-            openssl
-                .args([
+            // A test CA (`ca.crt` in the data folder) and a server certificate it signed for
+            // the address 127.0.0.1 only (not for `localhost`): what `sslmode=verify-full`
+            // accepts and refuses.
+            let data = |name: &str| self.data.join(name).display().to_string();
+            std::fs::write(self.data.join("san.ext"), "subjectAltName=IP:127.0.0.1\n")
+                .map_err(|e| Error::io("writing a test certificate's extensions", e))?;
+            let steps: [Vec<String>; 3] = [
+                [
                     "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ]
+                .map(String::from)
+                .into_iter()
+                .chain(["-subj".into(), "/CN=lifeboat test CA".into()])
+                .chain([
+                    "-keyout".into(),
+                    data("ca.key"),
+                    "-out".into(),
+                    data("ca.crt"),
                 ])
-                .args(["-subj", "/CN=localhost", "-keyout"])
-                .arg(self.data.join("server.key"))
-                .arg("-out")
-                .arg(self.data.join("server.crt"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            if let Some((uid, gid)) = self.run_as {
-                openssl.uid(uid).gid(gid);
-            }
-            let status = openssl
-                .status()
-                .map_err(|e| Error::io("starting `openssl` for a test certificate", e))?;
-            if !status.success() {
-                return Err(Error::Tool {
-                    tool: "openssl".into(),
-                    outcome: format!("could not make a test certificate ({status})"),
-                    stderr: String::new(),
-                });
+                .collect(),
+                [
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-subj",
+                    "/CN=localhost",
+                ]
+                .map(String::from)
+                .into_iter()
+                .chain(["-keyout".into(), data("server.key")])
+                .chain(["-out".into(), data("server.csr")])
+                .collect(),
+                ["x509", "-req", "-days", "2", "-CAcreateserial"]
+                    .map(String::from)
+                    .into_iter()
+                    .chain(["-in".into(), data("server.csr")])
+                    .chain([
+                        "-CA".into(),
+                        data("ca.crt"),
+                        "-CAkey".into(),
+                        data("ca.key"),
+                    ])
+                    .chain(["-extfile".into(), data("san.ext")])
+                    .chain(["-out".into(), data("server.crt")])
+                    .collect(),
+            ];
+            for args in steps {
+                let mut openssl = Command::new("openssl");
+                openssl
+                    .args(&args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                if let Some((uid, gid)) = self.run_as {
+                    openssl.uid(uid).gid(gid);
+                }
+                let status = openssl
+                    .status()
+                    .map_err(|e| Error::io("starting `openssl` for a test certificate", e))?;
+                if !status.success() {
+                    return Err(Error::Tool {
+                        tool: "openssl".into(),
+                        outcome: format!("could not make a test certificate ({status})"),
+                        stderr: String::new(),
+                    });
+                }
             }
             append(&self.data.join("postgresql.conf"), "ssl = on")?;
         }

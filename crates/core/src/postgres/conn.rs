@@ -4,6 +4,12 @@
 //! through libpq's environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGSSLMODE`) and the
 //! password through a private password file (`PGPASSFILE`, mode 0600, removed afterwards), so
 //! it is never in a process's arguments or environment.
+//!
+//! TLS as libpq's `sslmode`: `prefer` and `require` encrypt without checking who answers;
+//! `verify-ca` checks that the server's certificate is signed by `sslrootcert` (a CA file),
+//! and `verify-full` also that it names the host connected to (its subject alternative
+//! names). tokio-postgres knows the first ones only, so the verifying modes and `sslrootcert`
+//! are taken out of the URL here, and the tools are given `PGSSLMODE` and `PGSSLROOTCERT`.
 
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, NoTls};
@@ -12,11 +18,39 @@ use crate::config::{redact_url, Secret};
 use crate::error::{Error, Result};
 use crate::process::{Tool, Unnamed};
 
+use super::tls;
+
 /// Where and how to connect: parsed from a URL plus an optional separate password.
 #[derive(Clone)]
 pub struct ConnInfo {
     config: tokio_postgres::Config,
     redacted: String,
+    /// `sslmode=verify-ca` or `verify-full`: the server's certificate is checked.
+    verify: Option<tls::Verify>,
+}
+
+/// Takes the verifying `sslmode` and `sslrootcert` out of a URL's query (tokio-postgres does
+/// not know them), giving the URL with `sslmode=require` in their place; without
+/// `sslrootcert`, libpq's `~/.postgresql/root.crt`.
+fn take_verification(url: &str) -> Result<(String, Option<tls::Verify>)> {
+    let (parsed, asked) = crate::config::split_tls_verification(url);
+    let Some((full, root)) = asked else {
+        return Ok((parsed, None));
+    };
+    let root = match root {
+        Some(root) => root,
+        None => std::env::var_os("HOME")
+            .map(|home| std::path::Path::new(&home).join(".postgresql/root.crt"))
+            .filter(|p| p.exists())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "`sslmode={}` in `{}` needs the CA that signed the server's certificate: add `sslrootcert=FILE` to the URL",
+                    if full { "verify-full" } else { "verify-ca" },
+                    redact_url(url)
+                ))
+            })?,
+    };
+    Ok((parsed, Some(tls::Verify { full, root })))
 }
 
 impl std::fmt::Debug for ConnInfo {
@@ -27,7 +61,8 @@ impl std::fmt::Debug for ConnInfo {
 
 impl ConnInfo {
     pub fn new(url: &str, password: Option<&Secret>) -> Result<ConnInfo> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+        let (parsed, verify) = take_verification(url)?;
+        let mut config: tokio_postgres::Config = parsed.parse().map_err(|e| {
             Error::Usage(format!("malformed postgres url `{}`: {e}", redact_url(url)))
         })?;
         if let Some(password) = password {
@@ -59,6 +94,7 @@ impl ConnInfo {
         Ok(ConnInfo {
             config,
             redacted: redact_url(url),
+            verify,
         })
     }
 
@@ -99,7 +135,8 @@ impl ConnInfo {
     ///
     /// With `sslmode=prefer` (the default) or `require` the connection is encrypted when the
     /// server offers TLS (required with `require`); as with libpq's `require`, the server's
-    /// certificate is not verified. Over a local socket there is no TLS.
+    /// certificate is not verified; with `verify-ca` it must be signed by `sslrootcert`, with
+    /// `verify-full` also name the host. Over a local socket there is no TLS.
     pub async fn connect(&self, what: &str) -> Result<Client> {
         let failed = |e: tokio_postgres::Error| {
             Error::postgres(format!("cannot connect to {what} `{}`", self.redacted), &e)
@@ -109,7 +146,11 @@ impl ConnInfo {
             tokio::spawn(drive(connection));
             client
         } else {
-            let (client, connection) = self.config.connect(tls()).await.map_err(failed)?;
+            let (client, connection) = self
+                .config
+                .connect(tls::connector(self.verify.as_ref())?)
+                .await
+                .map_err(failed)?;
             tokio::spawn(drive(connection));
             client
         };
@@ -139,7 +180,13 @@ impl ConnInfo {
     pub async fn cancel(&self, client: &Client) {
         let token = client.cancel_token();
         let sent = if self.uses_tls() {
-            token.cancel_query(tls()).await
+            match tls::connector(self.verify.as_ref()) {
+                Ok(tls) => token.cancel_query(tls).await,
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not cancel a query");
+                    return;
+                }
+            }
         } else {
             token.cancel_query(NoTls).await
         };
@@ -179,12 +226,17 @@ impl ConnInfo {
         if let Some(port) = self.config.get_ports().first() {
             tool = tool.env("PGPORT", port.to_string());
         }
-        let sslmode = match self.config.get_ssl_mode() {
-            SslMode::Disable => "disable",
-            SslMode::Require => "require",
+        let sslmode = match (&self.verify, self.config.get_ssl_mode()) {
+            (Some(v), _) if v.full => "verify-full",
+            (Some(_), _) => "verify-ca",
+            (None, SslMode::Disable) => "disable",
+            (None, SslMode::Require) => "require",
             _ => "prefer",
         };
         tool = tool.env("PGSSLMODE", sslmode);
+        if let Some(verify) = &self.verify {
+            tool = tool.env("PGSSLROOTCERT", verify.root.as_os_str());
+        }
         let passfile = match self.config.get_password() {
             None => None,
             Some(password) => {
@@ -256,6 +308,42 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o077, 0, "password file readable by others");
         assert!(!format!("{info:?}").contains("s3cr"));
+    }
+
+    #[test]
+    fn verifying_ssl_modes_are_taken_out_of_the_url() {
+        let (url, verify) = take_verification(
+            "postgresql://u@db.example:5432/yomira?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.crt&application_name=x",
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            "postgresql://u@db.example:5432/yomira?application_name=x&sslmode=require"
+        );
+        assert_eq!(
+            verify,
+            Some(tls::Verify {
+                full: true,
+                root: "/etc/ca.crt".into()
+            })
+        );
+        let (_, verify) =
+            take_verification("postgresql://h/d?sslmode=verify-ca&sslrootcert=/ca.pem").unwrap();
+        assert!(!verify.unwrap().full);
+        let (url, verify) = take_verification("postgresql://h/d?sslmode=require").unwrap();
+        assert_eq!(
+            (url.as_str(), verify),
+            ("postgresql://h/d?sslmode=require", None)
+        );
+        let info = ConnInfo::new(
+            "postgresql://u@h/d?sslmode=verify-full&sslrootcert=/ca.pem",
+            None,
+        )
+        .unwrap();
+        let (tool, _) = info.apply_to(Tool::new("pg_dump")).unwrap();
+        let env: std::collections::HashMap<_, _> = tool.env.iter().cloned().collect();
+        assert_eq!(env["PGSSLMODE"], "verify-full");
+        assert_eq!(env["PGSSLROOTCERT"], "/ca.pem");
     }
 
     #[test]
@@ -339,70 +427,6 @@ where
 {
     if let Err(e) = connection.await {
         tracing::debug!(error = %e, "postgres connection ended");
-    }
-}
-
-/// TLS for lifeboat's own connections: encryption without certificate verification, which
-/// is what libpq's `sslmode=require` (and `prefer`) give.
-fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
-    use std::sync::Arc;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports the default protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider)))
-        .with_no_client_auth();
-    tokio_postgres_rustls::MakeRustlsConnect::new(config)
-}
-
-/// Accepts the server's certificate (libpq's `require`), still checking the handshake's
-/// signatures so that the session key belongs to whoever holds that certificate.
-#[derive(Debug)]
-struct EncryptOnly(std::sync::Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -13,4 +13,5 @@ pub mod pitr;
 pub mod restore;
 pub mod sample;
 pub mod table;
+mod tls;
 pub mod tools;
