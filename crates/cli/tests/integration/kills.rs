@@ -88,19 +88,23 @@ fn a_killed_backup_leaves_no_password_and_no_dump_running() {
         },
     );
     let tmp = private_tmp(&mut env);
-    // Killed while pg_dump waits for a lock, and just after it starts.
+    // Killed while pg_dump waits for a lock, and as soon as pg_dump runs (the table lock
+    // keeps the backup from finishing first: the run lock the first kill leaves is taken over
+    // at once, its process being gone).
     for moment in ["blocked", "early"] {
-        let lock = (moment == "blocked").then(|| TableLock::hold(&env, "core.comic"));
+        let lock = TableLock::hold(&env, "core.comic");
         let mut child = env
             .command(&["backup", "db"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        if lock.is_some() {
+        if moment == "blocked" {
             wait_for_blocked_dump(&env);
         } else {
-            std::thread::sleep(Duration::from_millis(200));
+            wait_until(Duration::from_secs(10), "pg_dump to start", || {
+                !tool_processes(&env, "pg_dump").is_empty()
+            });
         }
         kill_9(&mut child);
         assert!(
