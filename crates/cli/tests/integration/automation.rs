@@ -402,3 +402,48 @@ fn redis_is_checked_and_snapshotted_only_when_asked() {
         down.stderr
     );
 }
+
+/// `status` asks an archiving database's server how its archiving goes; a server that accepts
+/// the connection and never answers holds it at most 10 s, and says so (the daemon's metrics
+/// go through the same).
+#[test]
+fn status_is_not_held_by_a_server_that_never_answers() {
+    let env = Env::new(Repo::Local, false);
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        // Accepts, reads nothing, answers nothing, until the test ends.
+        let streams: Vec<_> = silent.incoming().take(3).flatten().collect();
+        std::thread::sleep(Duration::from_secs(60));
+        drop(streams);
+    });
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let (head, _) = config.split_once("[postgres.main]").unwrap();
+    std::fs::write(
+        &env.config,
+        format!(
+            "{head}[postgres.main]\nurl = \"postgresql://lifeboat@127.0.0.1:{port}/yomira?sslmode=disable\"\npitr = true\n"
+        ),
+    )
+    .unwrap();
+    let begun = std::time::Instant::now();
+    let out = env.lifeboat(&["status", "--json"]);
+    assert!(
+        begun.elapsed() < Duration::from_secs(30),
+        "status took {:?}",
+        begun.elapsed()
+    );
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    let assets: Value = serde_json::from_str(&out.stdout).unwrap();
+    let wal = assets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "wal")
+        .unwrap();
+    assert!(
+        wal["notes"].to_string().contains("no answer within 10 s"),
+        "{wal}"
+    );
+    drop(held);
+}

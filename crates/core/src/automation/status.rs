@@ -297,6 +297,9 @@ pub async fn status(ctx: &Context, repo: &Repository, now: Timestamp) -> Result<
     Ok(out)
 }
 
+/// How long `status` waits for the server to say how its archiving goes.
+const ARCHIVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the server says of its archiving: WAL waiting in `pg_wal` (against `[wal]
 /// queue_max_mib`, where set: more than half of it is a problem), and failed attempts.
 async fn archiver_status(
@@ -304,12 +307,22 @@ async fn archiver_status(
     pg: &crate::config::PostgresConfig,
     asset: &mut AssetStatus,
 ) {
-    let state = match crate::postgres::archiver::read(pg, ctx.config.wal.queue_max_mib).await {
-        Ok(state) => state,
-        Err(e) => {
+    // Bounded: a server that accepts and never answers must not hold `status` (nor the
+    // daemon's metrics) with it.
+    let read = crate::postgres::archiver::read(pg, ctx.config.wal.queue_max_mib);
+    let state = match tokio::time::timeout(ARCHIVER_WAIT, read).await {
+        Ok(Ok(state)) => state,
+        Ok(Err(e)) => {
             asset
                 .notes
                 .push(format!("the server's archiver could not be read: {e}"));
+            return;
+        }
+        Err(_) => {
+            asset.notes.push(format!(
+                "the server's archiver could not be read: no answer within {} s",
+                ARCHIVER_WAIT.as_secs()
+            ));
             return;
         }
     };
