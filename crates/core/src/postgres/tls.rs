@@ -27,7 +27,10 @@ pub(crate) fn connector(
         .expect("the ring provider supports the default protocol versions")
         .dangerous();
     let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match verify {
-        None => Arc::new(EncryptOnly(provider)),
+        None => Arc::new(Lenient {
+            provider,
+            signer: None,
+        }),
         Some(verify) => {
             use rustls::pki_types::pem::PemObject;
             let mut roots = rustls::RootCertStore::empty();
@@ -48,14 +51,17 @@ pub(crate) fn connector(
             }
             let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
                 Arc::new(roots),
-                provider,
+                provider.clone(),
             )
             .build()
             .map_err(|e| Error::Config(format!("`sslrootcert`: {e}")))?;
             if verify.full {
                 webpki
             } else {
-                Arc::new(SignerOnly(webpki))
+                Arc::new(Lenient {
+                    provider,
+                    signer: Some(webpki),
+                })
             }
         }
     };
@@ -65,11 +71,16 @@ pub(crate) fn connector(
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
-/// libpq's `verify-ca`: the certificate must chain to the CA file, whatever name it holds.
+/// The certificate check of `require` (none: the handshake's signatures only, so that the
+/// session key belongs to whoever holds the certificate) and of `verify-ca` (`signer`: it must
+/// chain to the CA file, whatever name it holds).
 #[derive(Debug)]
-struct SignerOnly(std::sync::Arc<rustls::client::WebPkiServerVerifier>);
+struct Lenient {
+    provider: std::sync::Arc<rustls::crypto::CryptoProvider>,
+    signer: Option<std::sync::Arc<rustls::client::WebPkiServerVerifier>>,
+}
 
-impl rustls::client::danger::ServerCertVerifier for SignerOnly {
+impl rustls::client::danger::ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &rustls::pki_types::CertificateDer<'_>,
@@ -79,55 +90,17 @@ impl rustls::client::danger::ServerCertVerifier for SignerOnly {
         now: rustls::pki_types::UnixTime,
     ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         use rustls::{CertificateError, Error as TlsError};
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        let verified = rustls::client::danger::ServerCertVerified::assertion();
+        let Some(signer) = &self.signer else {
+            return Ok(verified);
+        };
+        match signer.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
         {
             Err(TlsError::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            )) => Ok(verified),
             other => other,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// Accepts the server's certificate (libpq's `require`), still checking the handshake's
-/// signatures so that the session key belongs to whoever holds that certificate.
-#[derive(Debug)]
-struct EncryptOnly(std::sync::Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -140,7 +113,7 @@ impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -154,11 +127,13 @@ impl rustls::client::danger::ServerCertVerifier for EncryptOnly {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
