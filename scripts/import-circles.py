@@ -1,19 +1,33 @@
 #!/usr/bin/env python3
-"""Import circles between the source files of a crate.
+"""Import circles between the source files of a crate, and imports that run up its floors.
 
-Usage: scripts/import-circles.py crates/core/src [crates/cli/src ...]
+Usage: scripts/import-circles.py [crates/core/src crates/cli/src]
 
 Every file is a module (`foo.rs` and `foo/mod.rs` are `foo`, `foo/bar.rs` is `foo::bar`). A file
 depends on every module it names through `crate::a::b`, `super::x` or `self::x` paths (in `use`
 lines and in code), resolved to the longest module path that exists; a `mod.rs` does not count
 as depending on its own submodules for declaring them (`mod x;`, `pub use x::...`), which is how
-it exposes them. Prints each circle (a strongly connected component of more than one file) and
-exits 1 if there is any.
+it exposes them. `super::` in `a/b.rs` (module `a::b`) is `a`; in `a/mod.rs` (module `a`) it is
+the crate root. A name the crate root re-exports (`crate::Context`) is the module it comes from.
+
+Prints each circle (a strongly connected component of more than one file) and each import from
+one top-level folder into one above it in FLOORS (bottom to top), and exits 1 if there is any.
 """
 
 import re
 import sys
 from pathlib import Path
+
+# The engine's top-level modules, bottom to top: a module may import from its own folder and
+# from folders below it, never from one above. (The crate root, `lib.rs`, is the top: the
+# front door re-exporting the verbs.)
+FLOORS = {
+    "crates/core/src": [
+        "error", "units", "version", "crypto", "config", "progress", "storage", "pipeline",
+        "tarchunk", "process", "context", "repository", "backup", "wal", "postgres", "redis",
+        "buckets", "retention", "verify", "copies", "automation", "",
+    ],
+}
 
 
 def modules(root: Path):
@@ -36,11 +50,26 @@ def strip(text: str) -> str:
     return text[: cut.start()] if cut else text
 
 
-def deps(name: str, path: Path, known: dict):
+def reexports(known: dict):
+    """Names the crate root re-exports (`pub use a::b::{X, Y}`), to the module they come from."""
+    root = known.get("")
+    out = {}
+    if root is None:
+        return out
+    for use in re.findall(r"\bpub\s+use\s+([^;]+);", strip(root.read_text())):
+        for p in expand(use.replace("\n", " ").replace(" ", "")):
+            segs = p.split("::")
+            if segs[0] == "crate":
+                segs = segs[1:]
+            out[segs[-1]] = segs[:-1]
+    return out
+
+
+def deps(name: str, path: Path, known: dict, roots: dict):
     text = strip(path.read_text())
     here = name.split("::") if name else []
     is_mod = path.name in ("mod.rs", "lib.rs", "main.rs")
-    base = here if is_mod else here[:-1]
+    base = here
     found = set()
     # Expand `use a::{b, c::{d}}` groups into paths.
     paths = []
@@ -51,6 +80,8 @@ def deps(name: str, path: Path, known: dict):
         segs = p.split("::")
         if segs[0] == "crate":
             target = segs[1:]
+            if target and target[0] in roots and target[0] not in known:
+                target = roots[target[0]] + target[1:]
         elif segs[0] in ("super", "self"):
             target = list(base)
             while segs and segs[0] == "super":
@@ -127,14 +158,37 @@ def circles(graph):
     return out
 
 
+def upward(graph, floors):
+    """Imports from a top-level folder into one above it."""
+    rank = {top: i for i, top in enumerate(floors)}
+    out = []
+    for a, targets in sorted(graph.items()):
+        top_a = a.split("::")[0]
+        for b in sorted(targets):
+            top_b = b.split("::")[0]
+            if top_a == top_b:
+                continue
+            if top_a not in rank or top_b not in rank:
+                out.append((a, b, f"`{top_a if top_a not in rank else top_b}` has no floor"))
+            elif rank[top_b] > rank[top_a]:
+                out.append((a, b, f"`{top_b}` is above `{top_a}`"))
+    return out
+
+
 def main():
     bad = False
-    for root in sys.argv[1:]:
+    for root in sys.argv[1:] or ["crates/core/src", "crates/cli/src"]:
         known = modules(Path(root))
-        graph = {name: deps(name, path, known) for name, path in known.items()}
+        roots = reexports(known)
+        graph = {name: deps(name, path, known, roots) for name, path in known.items()}
         found = circles(graph)
         edges = sum(len(d) for d in graph.values())
-        print(f"{root}: {len(known)} files, {edges} imports, {len(found)} circles")
+        floors = FLOORS.get(root.rstrip("/"))
+        up = upward(graph, floors) if floors else []
+        print(f"{root}: {len(known)} files, {edges} imports, {len(found)} circles, {len(up)} upward")
+        for a, b, why in up:
+            bad = True
+            print(f"  upward: {a or '(root)'} -> {b or '(root)'} ({why})")
         for comp in found:
             bad = True
             print(f"  circle of {len(comp)}: {', '.join(comp)}")

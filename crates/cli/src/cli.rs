@@ -455,8 +455,8 @@ pub struct ThawArgs {
 
 impl ThawArgs {
     /// With `wait`, the global `--wait`: how long to wait for the restore request.
-    pub fn thaw(&self, wait: std::time::Duration) -> lifeboat_core::storage::tiers::Thaw {
-        lifeboat_core::storage::tiers::Thaw {
+    pub fn thaw(&self, wait: std::time::Duration) -> lifeboat_core::storage::s3::tiers::Thaw {
+        lifeboat_core::storage::s3::tiers::Thaw {
             tier: match self.tier {
                 TierArg::Expedited => "Expedited",
                 TierArg::Standard => "Standard",

@@ -17,6 +17,8 @@ mod cli;
 mod commands;
 mod output;
 mod progress;
+#[cfg(test)]
+mod reference;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -52,8 +54,16 @@ fn main() -> ExitCode {
         }
         cli::Command::Completions { shell } => {
             let mut command = <cli::Cli as clap::CommandFactory>::command();
-            clap_complete::generate(*shell, &mut command, "lifeboat", &mut std::io::stdout());
-            return ExitCode::SUCCESS;
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command, "lifeboat", &mut script);
+            // A reader that stops early (`| head`) is no error.
+            return match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: writing the completion script: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            };
         }
         cli::Command::Man { out } => {
             let command = <cli::Cli as clap::CommandFactory>::command();
@@ -260,7 +270,7 @@ fn sweep_leftovers(args: &cli::Cli, ctx: &Context) {
     ) {
         return;
     }
-    let removed = lifeboat_core::process::leftovers::sweep(
+    let removed = lifeboat_core::postgres::leftovers::sweep(
         &std::env::temp_dir(),
         &ctx.tools,
         std::time::SystemTime::now(),

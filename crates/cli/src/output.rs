@@ -19,6 +19,45 @@ pub fn emit(text: &str) -> Result<()> {
     }
 }
 
+/// Rows in aligned columns (comfy-table: no borders, never wrapped, two spaces between
+/// columns), as lines without trailing spaces; the columns in `right` (numbers, sizes) are
+/// aligned right. Every table lifeboat prints goes through here.
+pub fn table(header: Option<&[&str]>, rows: Vec<Vec<String>>, right: &[usize]) -> Vec<String> {
+    use comfy_table::{presets, CellAlignment, ContentArrangement, Table};
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled);
+    if let Some(header) = header {
+        t.set_header(header.to_vec());
+    }
+    for row in rows {
+        t.add_row(row);
+    }
+    for (i, column) in t.column_iter_mut().enumerate() {
+        column.set_padding((0, 2));
+        if right.contains(&i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t.lines()
+        .map(|line| line.trim_end().to_string())
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+/// [`table`], as text: each line ending with a newline, indented by `indent`.
+pub fn table_text(
+    indent: &str,
+    header: Option<&[&str]>,
+    rows: Vec<Vec<String>>,
+    right: &[usize],
+) -> String {
+    table(header, rows, right)
+        .into_iter()
+        .map(|line| format!("{indent}{line}\n"))
+        .collect()
+}
+
 /// Prints `value` as JSON with `--json`, else the line `text` makes.
 pub fn print_json_or<T: serde::Serialize>(
     json: bool,
@@ -90,6 +129,34 @@ fn resolve_time(text: &str, zone: &TimeZone) -> Result<(jiff::Timestamp, Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_line_up_whatever_the_widths() {
+        let lines = table(
+            Some(&["ID", "SIZE", "NOTES"]),
+            vec![
+                vec![
+                    "a-long-step-name-that-is-longer-than-44-characters".into(),
+                    "1.5 KiB".into(),
+                    "x".into(),
+                ],
+                vec!["b".into(), "12 B".into(), String::new()],
+            ],
+            &[1],
+        );
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        // Every column starts at the same place on every line; sizes end at the same place.
+        let size_end = lines[1].find("KiB").unwrap() + 3;
+        assert_eq!(lines[2].find("12 B").unwrap() + 4, size_end, "{lines:?}");
+        assert_eq!(lines[0].find("SIZE").unwrap() + 4, size_end, "{lines:?}");
+        assert_eq!(lines[0].find("NOTES"), lines[1].find('x'), "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| !l.ends_with(' ') && !l.starts_with(' ')),
+            "{lines:?}"
+        );
+    }
 
     #[test]
     fn moments_with_an_offset_a_zone_or_in_the_given_zone() {

@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{config, postgres, progress, storage};
+use crate::{config, process, progress, storage};
 
 /// The configuration, tools, progress and stop request of one command.
 pub struct Context {
     pub config: config::Config,
-    pub tools: postgres::tools::PgTools,
+    pub tools: process::tools::PgTools,
     pub progress: Arc<dyn progress::Progress>,
     pub cancel: CancellationToken,
     /// How long a command that writes waits for another run's lock (`--wait`).
@@ -21,7 +21,7 @@ pub struct Context {
 
 impl Context {
     pub fn new(config: config::Config) -> Context {
-        let tools = postgres::tools::PgTools::locate(config.tools.pg_bin_dir.as_deref());
+        let tools = process::tools::PgTools::locate(config.tools.pg_bin_dir.as_deref());
         Context {
             config,
             tools,

@@ -79,7 +79,7 @@ pub struct CopyReport {
 }
 
 /// Plans what the copy lacks: pure, from both listings.
-pub fn plan(
+pub fn plan_copy(
     manifests: &[Manifest],
     in_copy: &HashSet<String>,
     wal: &[crate::storage::Entry],
@@ -122,7 +122,7 @@ pub fn plan(
 }
 
 /// Copies what copy `name` lacks into it (only shows it with `dry_run`), then prunes it.
-pub async fn copy(
+pub async fn copy_repository(
     ctx: &Context,
     primary: &Repository,
     name: &str,
@@ -149,7 +149,7 @@ pub async fn copy(
             // A dry run of a first copy: everything is missing.
             let manifests = primary.list().await?;
             let wal = primary.storage().list(Area::Wal.dirname()).await?;
-            let plan = plan(&manifests, &HashSet::new(), &wal, &HashSet::new());
+            let plan = plan_copy(&manifests, &HashSet::new(), &wal, &HashSet::new());
             return Ok(CopyReport {
                 copy: name.to_string(),
                 location: copy_ctx.config.repository.url.to_string(),
@@ -164,7 +164,7 @@ pub async fn copy(
         // Nothing is written: no lock to take (as `prune --dry-run`).
         return copy_locked(&copy_ctx, primary, &target, name, true).await;
     }
-    crate::automation::jobs::with_run_lock(&copy_ctx, &target, "copy", async |locked| {
+    crate::repository::lock::with_run_lock(&copy_ctx, &target, "copy", async |locked| {
         copy_locked(locked, primary, &target, name, false).await
     })
     .await
@@ -193,7 +193,7 @@ async fn copy_locked(
         .into_iter()
         .map(|e| e.path)
         .collect();
-    let plan = plan(&manifests, &in_copy, &wal, &wal_in_copy);
+    let plan = plan_copy(&manifests, &in_copy, &wal, &wal_in_copy);
     let mut report = CopyReport {
         copy: name.to_string(),
         location: target.location().to_string(),
@@ -258,10 +258,10 @@ async fn copy_locked(
             let pushed = pushed.get(key.as_str()).copied();
             async move {
                 let copied = copy_small(primary.storage(), target.storage(), key).await;
-                let locked = match (&copied, target.object_lock()) {
+                let locked = match (&copied, target.hold()) {
                     (Ok(_), Some(lock)) => {
                         let until = lock.wal(pushed.unwrap_or_else(jiff::Timestamp::now));
-                        target.lock_new(&[key], until).await
+                        target.hold_new(&[key], until).await
                     }
                     _ => Ok(()),
                 };
@@ -292,8 +292,8 @@ async fn copy_locked(
         report.backups_copied.push(backup.id.clone());
     }
     let retention_at = jiff::Timestamp::now();
-    let pruning = crate::retention::prune::plan(ctx, target, retention_at, false).await?;
-    let done = crate::retention::prune::execute(ctx, target, &pruning).await?;
+    let pruning = crate::retention::prune::plan_prune(ctx, target, retention_at, false).await?;
+    let done = crate::retention::prune::execute_prune(ctx, target, &pruning).await?;
     report.pruned = Some(format!(
         "{} backups deleted, {} promoted, {} WAL files and {} leftovers removed",
         done.backups_deleted, done.promoted, done.wal_deleted, done.leftovers_deleted
@@ -462,7 +462,7 @@ mod tests {
             entry("wal/refused.json", 4),
         ];
         let wal_in_copy = HashSet::from(["wal/000000010000000000000001.zst".to_string()]);
-        let plan = plan(&manifests, &in_copy, &wal, &wal_in_copy);
+        let plan = plan_copy(&manifests, &in_copy, &wal, &wal_in_copy);
         assert_eq!(plan.present, 1);
         assert_eq!(plan.backups.len(), 1);
         assert_eq!(plan.backups[0].id, b);

@@ -129,7 +129,11 @@ pub async fn check(config: &RedisConfig) -> Result<String> {
 }
 
 /// Takes an RDB snapshot into the repository; the backup's id and stored size.
-pub async fn backup(ctx: &Context, repo: &Repository, config: &RedisConfig) -> Result<Manifest> {
+pub async fn backup_redis(
+    ctx: &Context,
+    repo: &Repository,
+    config: &RedisConfig,
+) -> Result<Manifest> {
     let endpoint = Endpoint::parse(config)?;
     let started_at = jiff::Timestamp::now();
     let id = manifest::new_backup_id(started_at);

@@ -26,7 +26,7 @@ pub mod moto;
 
 pub use faults::{Fault, FaultProxy, Rule};
 pub use lifeboat_core::postgres::cluster::{ClusterOptions, ScratchCluster};
-pub use lifeboat_core::postgres::tools::PgTools;
+pub use lifeboat_core::process::tools::PgTools;
 pub use link::LinkOptions;
 pub use moto::MotoServer;
 

@@ -1,12 +1,11 @@
 //! `backup db`, `backup base` and `backup redis`, each under the repository's run lock
 //! (`backup objects` is in [`super::objects`]).
 
-use lifeboat_core::automation::jobs::with_run_lock;
-use lifeboat_core::postgres::base;
-use lifeboat_core::postgres::dump::{backup_db, DumpRequest};
+use lifeboat_core::repository::lock::with_run_lock;
 use lifeboat_core::repository::manifest::Manifest;
 use lifeboat_core::repository::Repository;
 use lifeboat_core::units::human_bytes;
+use lifeboat_core::{backup_base, backup_db, backup_redis, DumpRequest};
 use lifeboat_core::{Context, Error, Result};
 
 use crate::cli::BackupDbArgs;
@@ -38,7 +37,7 @@ pub async fn base(ctx: &Context, db: Option<&str>, json: bool) -> Result<()> {
     let (name, pg) = ctx.config.database(db)?;
     let repo = Repository::open(ctx).await?;
     let manifest = with_run_lock(ctx, &repo, "backup base", async |ctx| {
-        base::backup_base(ctx, &repo, name, pg).await
+        backup_base(ctx, &repo, name, pg).await
     })
     .await?;
     tracing::info!(
@@ -61,7 +60,7 @@ pub async fn redis(ctx: &Context, json: bool) -> Result<()> {
     }
     let repo = Repository::open(ctx).await?;
     let manifest = with_run_lock(ctx, &repo, "backup redis", async |ctx| {
-        lifeboat_core::redis::backup(ctx, &repo, redis).await
+        backup_redis(ctx, &repo, redis).await
     })
     .await?;
     tracing::info!(

@@ -1,8 +1,8 @@
 //! `copy`: the repository's committed backups and WAL archive into its copies, then each copy
 //! pruned with its own retention.
 
-use lifeboat_core::copies::{self, CopyReport};
 use lifeboat_core::repository::Repository;
+use lifeboat_core::{copy_repository, CopyReport};
 use lifeboat_core::{Context, Error, Result};
 
 use crate::output::{emit, print_json};
@@ -25,7 +25,7 @@ pub async fn copy(ctx: &Context, name: Option<&str>, dry_run: bool, json: bool) 
     let mut reports = Vec::new();
     let mut first_error = None;
     for name in &names {
-        match copies::copy(ctx, &primary, name, dry_run).await {
+        match copy_repository(ctx, &primary, name, dry_run).await {
             Ok(report) => {
                 if !json {
                     emit(&describe(&report))?;

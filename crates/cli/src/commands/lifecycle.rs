@@ -4,7 +4,8 @@
 //! `undelete`, what a leaked key hid behind delete markers in a bucket that keeps versions.
 
 use lifeboat_core::config::RepositoryUrl;
-use lifeboat_core::retention::{lifecycle, lock};
+use lifeboat_core::retention::r2;
+use lifeboat_core::storage::s3::lifecycle;
 use lifeboat_core::storage::Storage;
 use lifeboat_core::{Context, Error, Result};
 
@@ -81,7 +82,7 @@ pub fn locks(ctx: &Context, check: Option<&std::path::Path>, json: bool) -> Resu
         )));
     };
     let policy = lifeboat_core::retention::Policy::from(&ctx.config.retention);
-    let wanted = lock::r2_rules(&policy, prefix);
+    let wanted = r2::r2_rules(&policy, prefix);
     let Some(path) = check else {
         tracing::info!(
             "R2 bucket lock rules for `{}`: save them to a file and set them with `npx wrangler r2 bucket lock set {bucket} --file FILE` (this replaces the bucket's rules: merge any of your own first)",
@@ -91,13 +92,13 @@ pub fn locks(ctx: &Context, check: Option<&std::path::Path>, json: bool) -> Resu
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::io(format!("reading `{}` (--check-locks)", path.display()), e))?;
-    let rules = lock::R2Rules::parse(&text).map_err(|e| {
+    let rules = r2::R2Rules::parse(&text).map_err(|e| {
         Error::Usage(format!(
             "`{}` is {e}; save the output of the Cloudflare API's `GET .../r2/buckets/{bucket}/lock`",
             path.display()
         ))
     })?;
-    let (problems, notes) = lock::r2_conflicts(&rules, &policy, prefix);
+    let (problems, notes) = r2::r2_conflicts(&rules, &policy, prefix);
     for note in &notes {
         tracing::warn!("{note}");
     }

@@ -3,7 +3,7 @@
 //! every object backup.
 
 use lifeboat_core::repository::{Catalog, Repository};
-use lifeboat_core::storage::tiers;
+use lifeboat_core::storage::s3::tiers;
 use lifeboat_core::units::human_bytes;
 use lifeboat_core::{verify, wal, Context, Result};
 
@@ -102,7 +102,7 @@ fn list_table(
     if catalog.manifests.is_empty() && catalog.damaged.is_empty() {
         return "no backups\n".into();
     }
-    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     for m in &catalog.manifests {
         let mut notes = Vec::new();
         if m.is_encrypted() {
@@ -132,42 +132,47 @@ fn list_table(
         }
         if let Some(v) = verifications.iter().find(|v| v.backup == m.id) {
             notes.push(match (v.passed, v.recovery_seconds) {
-                (true, Some(secs)) => format!("verified, restores in {secs:.1}s"),
+                (true, Some(secs)) => format!(
+                    "verified, restores in {}",
+                    lifeboat_core::units::human_duration(secs)
+                ),
                 (true, None) => "verified (quick)".into(),
                 (false, _) => "VERIFICATION FAILED".into(),
             });
         }
         rows.push((
             m.id.clone(),
-            format!(
-                "{:<22} {:<5} {:<12} {:<20} {:>10} {:>10} {:>7} {}\n",
-                m.id,
-                m.kind.as_str(),
-                m.database,
-                m.finished_at.strftime("%Y-%m-%d %H:%M:%S"),
+            vec![
+                m.id.clone(),
+                m.kind.as_str().to_string(),
+                m.database.clone(),
+                m.finished_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
                 human_bytes(m.raw_size),
                 human_bytes(m.stored_size),
-                m.tables.len(),
-                notes.join("; ")
-            ),
+                m.tables.len().to_string(),
+                notes.join("; "),
+            ],
         ));
     }
     for d in &catalog.damaged {
-        rows.push((
-            d.id.clone(),
-            format!(
-                "{:<22} {:<5} {:<12} {:<20} {:>10} {:>10} {:>7} MANIFEST DAMAGED: {}\n",
-                d.id, "?", "?", "?", "?", "?", "?", d.reason
-            ),
-        ));
+        let mut row = vec![d.id.clone()];
+        row.extend(["?"; 6].map(String::from));
+        row.push(format!("MANIFEST DAMAGED: {}", d.reason));
+        rows.push((d.id.clone(), row));
     }
     rows.sort_by(|a, b| started_second(&a.0).cmp(started_second(&b.0)));
-    let mut out = format!(
-        "{:<22} {:<5} {:<12} {:<20} {:>10} {:>10} {:>7} {}\n",
-        "ID", "KIND", "DATABASE", "FINISHED (UTC)", "RAW", "STORED", "TABLES", "NOTES"
-    );
-    out.extend(rows.into_iter().map(|(_, row)| row));
-    out
+    let header = [
+        "ID",
+        "KIND",
+        "DATABASE",
+        "FINISHED (UTC)",
+        "RAW",
+        "STORED",
+        "TABLES",
+        "NOTES",
+    ];
+    let rows = rows.into_iter().map(|(_, row)| row).collect();
+    crate::output::table_text("", Some(&header), rows, &[4, 5, 6])
 }
 
 /// `list wal`: per timeline, its segments, where it branched off, the moments it can recover

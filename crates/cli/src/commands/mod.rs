@@ -53,9 +53,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             verify::verify(ctx, &request, json).await
         }
         Command::Run { job } => run::run(ctx, job, json).await,
-        Command::Daemon { run_at_start } => {
-            lifeboat_core::automation::daemon::run_daemon(ctx, *run_at_start).await
-        }
+        Command::Daemon { run_at_start } => lifeboat_core::run_daemon(ctx, *run_at_start).await,
         Command::Status { prometheus } => status::status(ctx, json, prometheus.as_deref()).await,
         Command::Doctor => status::doctor(ctx, json).await,
         Command::Prune { dry_run, at, force } => {

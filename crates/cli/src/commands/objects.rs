@@ -1,9 +1,10 @@
 //! The object backup commands: `backup objects`, `restore objects`, `list objects`.
 
+use lifeboat_core::buckets;
 use lifeboat_core::config::BucketUrl;
-use lifeboat_core::objects::{self, BackupOptions, RestoreOptions};
 use lifeboat_core::storage::Storage;
 use lifeboat_core::units::human_bytes;
+use lifeboat_core::{backup_bucket, restore_bucket, BucketBackupOptions, BucketRestoreOptions};
 use lifeboat_core::{Context, Error, Result};
 
 use crate::cli::RestoreObjectsArgs;
@@ -11,7 +12,7 @@ use crate::output::{emit, parse_time, print_json_or};
 
 pub async fn backup(ctx: &Context, name: Option<&str>, dry_run: bool, json: bool) -> Result<()> {
     let (name, config) = ctx.config.objects(name)?;
-    let options = BackupOptions {
+    let options = BucketBackupOptions {
         dry_run,
         now: jiff::Timestamp::now(),
     };
@@ -24,15 +25,15 @@ pub async fn backup(ctx: &Context, name: Option<&str>, dry_run: bool, json: bool
     };
     let report = match &repo {
         Some(repo) => {
-            lifeboat_core::automation::jobs::with_run_lock(
+            lifeboat_core::repository::lock::with_run_lock(
                 ctx,
                 repo,
                 "backup objects",
-                async |ctx| objects::backup_objects(ctx, name, config, &options).await,
+                async |ctx| backup_bucket(ctx, name, config, &options).await,
             )
             .await?
         }
-        None => objects::backup_objects(ctx, name, config, &options).await?,
+        None => backup_bucket(ctx, name, config, &options).await?,
     };
     let s = &report.summary;
     let what = if dry_run { "plan" } else { "done" };
@@ -75,14 +76,14 @@ pub async fn restore(ctx: &Context, r: &RestoreObjectsArgs, json: bool) -> Resul
         Some(url) => Some(BucketUrl::parse(url).map_err(|e| Error::Usage(format!("`--to`: {e}")))?),
         None => None,
     };
-    let options = RestoreOptions {
+    let options = BucketRestoreOptions {
         as_of: r.as_of.as_deref().map(|t| parse_time(ctx, t)).transpose()?,
         to,
         prefix: r.prefix.clone(),
         dry_run: r.dry_run,
         delete_extra: r.delete,
     };
-    let report = objects::restore_objects(ctx, name, config, &options).await?;
+    let report = restore_bucket(ctx, name, config, &options).await?;
     tracing::info!(
         "{} `{name}` as of run `{}` into `{}`: {} objects, {} already there, {} restored ({}), {} not in the run ({}), {} failed; {:.1}s",
         if report.dry_run { "restore plan of" } else { "restored" },
@@ -111,7 +112,7 @@ pub async fn list(ctx: &Context, json: bool) -> Result<()> {
     let mut all = Vec::new();
     for config in ctx.config.objects.values() {
         let dest = Storage::bucket(&config.destination, &ctx.storage_env())?;
-        all.extend(objects::list_runs(&dest).await?);
+        all.extend(buckets::list_bucket_runs(&dest).await?);
     }
     if json {
         return print_json_or(true, &all, String::new);
@@ -119,26 +120,39 @@ pub async fn list(ctx: &Context, json: bool) -> Result<()> {
     if all.is_empty() {
         return emit("no object backup runs\n");
     }
-    let mut out = format!(
-        "{:<22} {:<12} {:<20} {:>9} {:>10} {:>8} {:>8} {}\n",
-        "RUN", "NAME", "STARTED (UTC)", "OBJECTS", "SIZE", "COPIED", "HISTORY", "NOTES"
-    );
-    for run in &all {
-        out.push_str(&format!(
-            "{:<22} {:<12} {:<20} {:>9} {:>10} {:>8} {:>8} {}\n",
-            run.id,
-            run.name,
-            run.started.strftime("%Y-%m-%d %H:%M:%S"),
-            run.summary.objects,
-            human_bytes(run.summary.bytes),
-            run.summary.copied,
-            run.summary.to_history,
-            if run.complete {
-                String::new()
-            } else {
-                format!("incomplete: {} failed", run.summary.failed)
-            }
-        ));
-    }
-    emit(&out)
+    let header = [
+        "RUN",
+        "NAME",
+        "STARTED (UTC)",
+        "OBJECTS",
+        "SIZE",
+        "COPIED",
+        "HISTORY",
+        "NOTES",
+    ];
+    let rows = all
+        .iter()
+        .map(|run| {
+            vec![
+                run.id.clone(),
+                run.name.clone(),
+                run.started.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+                run.summary.objects.to_string(),
+                human_bytes(run.summary.bytes),
+                run.summary.copied.to_string(),
+                run.summary.to_history.to_string(),
+                if run.complete {
+                    String::new()
+                } else {
+                    format!("incomplete: {} failed", run.summary.failed)
+                },
+            ]
+        })
+        .collect();
+    emit(&crate::output::table_text(
+        "",
+        Some(&header),
+        rows,
+        &[3, 4, 5, 6],
+    ))
 }

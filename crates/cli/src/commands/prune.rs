@@ -2,7 +2,7 @@
 //! what it would do, with `--dry-run`).
 
 use lifeboat_core::repository::Repository;
-use lifeboat_core::retention::prune::{self, PrunePlan};
+use lifeboat_core::{execute_prune, plan_prune, PrunePlan};
 use lifeboat_core::{Context, Result};
 
 use crate::output::{emit, parse_time, print_json};
@@ -26,7 +26,7 @@ pub async fn prune(
         return prune_locked(ctx, &repo, at, force, json).await;
     }
     let repo = Repository::open(ctx).await?;
-    lifeboat_core::automation::jobs::with_run_lock(ctx, &repo, "prune", async |ctx| {
+    lifeboat_core::repository::lock::with_run_lock(ctx, &repo, "prune", async |ctx| {
         prune_locked(ctx, &repo, at, force, json).await
     })
     .await
@@ -41,11 +41,11 @@ async fn prune_locked(
     force: bool,
     json: bool,
 ) -> Result<()> {
-    let plan = prune::plan(ctx, repo, at, force).await?;
+    let plan = plan_prune(ctx, repo, at, force).await?;
     if !json {
         emit(&show_plan(&plan))?;
     }
-    let outcome = prune::execute(ctx, repo, &plan).await?;
+    let outcome = execute_prune(ctx, repo, &plan).await?;
     let dry_run = repo.storage().backend().info().dry_run;
     tracing::info!(
         "{}: {} backups deleted, {} promoted, {} WAL files deleted, {} leftovers removed, {} damaged backups removed, {} kept by a lock, {} objects locked{}",
@@ -77,23 +77,27 @@ fn show_plan(plan: &PrunePlan) -> String {
     if plan.backups.is_empty() {
         out.push_str("  no backups\n");
     }
-    for d in &plan.backups {
-        let locked = plan.locked.iter().any(|l| l.id == d.id);
-        let action = match (d.keep, d.promote) {
-            _ if locked => "keep, locked".to_string(),
-            (false, _) => "delete".to_string(),
-            (true, Some(tier)) => format!("keep, to {}", tier.as_str()),
-            (true, None) => "keep".to_string(),
-        };
-        out.push_str(&format!(
-            "  {:<16} {:<22} {:<20} {:<17} {}\n",
-            action,
-            d.id,
-            d.series,
-            d.started.strftime("%Y-%m-%d %H:%M"),
-            d.reasons.join("; ")
-        ));
-    }
+    let rows = plan
+        .backups
+        .iter()
+        .map(|d| {
+            let locked = plan.locked.iter().any(|l| l.id == d.id);
+            let action = match (d.keep, d.promote) {
+                _ if locked => "keep, locked".to_string(),
+                (false, _) => "delete".to_string(),
+                (true, Some(tier)) => format!("keep, to {}", tier.as_str()),
+                (true, None) => "keep".to_string(),
+            };
+            vec![
+                action,
+                d.id.clone(),
+                d.series.clone(),
+                d.started.strftime("%Y-%m-%d %H:%M").to_string(),
+                d.reasons.join("; "),
+            ]
+        })
+        .collect();
+    out.push_str(&crate::output::table_text("  ", None, rows, &[]));
     match &plan.wal.keep_from {
         Some((first, base)) => out.push_str(&format!(
             "  wal: keep {} files from {first} (needed by base backup {base}), delete {}\n",

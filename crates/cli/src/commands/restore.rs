@@ -4,8 +4,9 @@
 
 use lifeboat_core::config::{url_has_password, Secret};
 use lifeboat_core::postgres::pitr;
-use lifeboat_core::postgres::restore::{restore_db, RestoreRequest};
 use lifeboat_core::repository::Repository;
+use lifeboat_core::units::human_duration;
+use lifeboat_core::{plan_table, restore_db, restore_pitr, restore_table, RestoreRequest};
 use lifeboat_core::{wal, Context, Error, Result};
 
 use lifeboat_core::postgres::table::{self, Naming, Qualified, TableRequest};
@@ -31,7 +32,7 @@ pub async fn db(ctx: &Context, r: &RestoreDbArgs, json: bool) -> Result<()> {
 pub async fn pitr(ctx: &Context, p: &RestorePitrArgs, json: bool) -> Result<()> {
     let repo = Repository::open(ctx).await?;
     let request = pitr_request(ctx, &repo, p).await?;
-    let report = pitr::restore_pitr(ctx, &repo, &request).await?;
+    let report = restore_pitr(ctx, &repo, &request).await?;
     if !report.archives {
         tracing::info!(
             "archiving is off in `{}`: this recovery writes nothing into the repository; to make it the new primary, recover with `--promote-as-primary`",
@@ -40,13 +41,13 @@ pub async fn pitr(ctx: &Context, p: &RestorePitrArgs, json: bool) -> Result<()> 
     }
     match (&report.reached, report.recovery_seconds) {
         (reached, Some(secs)) => tracing::info!(
-            "recovered `{}` from base backup `{}` to {} (last transaction {}) in {:.1}s restore + {:.1}s recovery",
+            "recovered `{}` from base backup `{}` to {} (last transaction {}) in {} restore + {} recovery",
             report.pgdata,
             report.base_backup,
             report.target,
             reached.as_deref().unwrap_or("none replayed"),
-            report.restore_seconds,
-            secs
+            human_duration(report.restore_seconds),
+            human_duration(secs)
         ),
         _ => tracing::info!(
             "restored base backup `{}` into `{}`; start the server to recover to {}",
@@ -180,10 +181,10 @@ pub async fn table(ctx: &Context, t: &RestoreTableArgs, json: bool) -> Result<()
         work_dir: t.work_dir.clone(),
     };
     if t.dry_run {
-        let plan = table::plan_table(ctx, &repo, &request).await?;
+        let plan = plan_table(ctx, &repo, &request).await?;
         return print_json_or(json, &plan, || plan_text(&plan));
     }
-    let report = table::restore_table(ctx, &repo, &request).await?;
+    let report = restore_table(ctx, &repo, &request).await?;
     print_json_or(json, &report, || report_text(&report))
 }
 
@@ -205,7 +206,7 @@ fn plan_text(plan: &table::TablePlan) -> String {
         "download {}; estimated time {}",
         lifeboat_core::units::human_bytes(plan.download_bytes),
         match (plan.estimated_seconds, &plan.estimate_basis) {
-            (Some(s), Some(basis)) => format!("{s:.0}s (from the {basis})"),
+            (Some(s), Some(basis)) => format!("{} (from the {basis})", human_duration(s)),
             _ => "unknown (no verification has measured a recovery yet: `lifeboat verify`)".into(),
         }
     ));
@@ -215,7 +216,7 @@ fn plan_text(plan: &table::TablePlan) -> String {
     lines.join("\n")
 }
 
-fn report_text(report: &table::TableReport) -> String {
+fn report_text(report: &lifeboat_core::TableReport) -> String {
     let mut lines = vec![match report.from {
         "dump" => format!(
             "from dump `{}`: the data is as of {}, {:#} before the moment asked for ({}); later changes are not in the copy",

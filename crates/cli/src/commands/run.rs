@@ -1,7 +1,7 @@
 //! `run JOB`: a configured job's steps under the run lock, reported and notified; the command
 //! fails when a step did.
 
-use lifeboat_core::automation::{jobs, notify};
+use lifeboat_core::automation::notify;
 use lifeboat_core::{Context, Error, Result};
 
 use crate::output::{emit, print_json};
@@ -17,7 +17,7 @@ pub async fn run(ctx: &Context, job: &str, json: bool) -> Result<()> {
                 .join(", ")
         ))
     })?;
-    let report = jobs::run_job(ctx, job, config).await?;
+    let report = lifeboat_core::run_job(ctx, job, config).await?;
     if json {
         print_json(&report)?;
     } else {

@@ -99,8 +99,11 @@ fn describe(m: &Manifest) -> String {
         m.tables.len(),
         m.total_rows()
     ));
-    for t in &m.tables {
-        out.push_str(&format!("  {:<40} {:>12}\n", t.qualified(), t.rows));
-    }
+    let rows = m
+        .tables
+        .iter()
+        .map(|t| vec![t.qualified(), t.rows.to_string()])
+        .collect();
+    out.push_str(&crate::output::table_text("  ", None, rows, &[1]));
     out
 }

@@ -4,16 +4,17 @@
 use std::path::Path;
 
 use lifeboat_core::automation::metrics::{render, Render, Snapshot};
-use lifeboat_core::automation::{doctor, status};
 use lifeboat_core::repository::Repository;
 use lifeboat_core::{Context, Error, Result};
 
-use crate::output::{emit, print_json};
+use lifeboat_core::units::human_duration;
+
+use crate::output::{emit, print_json, table, table_text};
 
 pub async fn status(ctx: &Context, json: bool, prometheus: Option<&Path>) -> Result<()> {
     let read = async {
         let repo = Repository::open(ctx).await?;
-        status::status(ctx, &repo, jiff::Timestamp::now()).await
+        lifeboat_core::status(ctx, &repo, jiff::Timestamp::now()).await
     };
     let assets = match (read.await, prometheus) {
         (Ok(assets), Some(file)) => {
@@ -39,25 +40,40 @@ pub async fn status(ctx: &Context, json: bool, prometheus: Option<&Path>) -> Res
                 "nothing configured: add `[postgres.NAME]`, `[objects.NAME]` or `[redis]`\n",
             );
         }
-        for a in &assets {
-            out.push_str(&format!(
-                "{:<4} {:<24} last good {:<17} age {:>8} (RPO {:>6}){}\n",
-                if a.ok { "ok" } else { "FAIL" },
-                a.label(),
-                a.last_good
-                    .map(|t| t.strftime("%Y-%m-%d %H:%M").to_string())
-                    .unwrap_or_else(|| "never".into()),
-                a.age_seconds
-                    .map(|s| format!("{} min", s as u64 / 60))
-                    .unwrap_or_else(|| "-".into()),
-                a.rpo_seconds
-                    .map(|s| format!("{} min", s / 60))
-                    .unwrap_or_else(|| "-".into()),
-                match (a.verified_recovery_seconds, a.rto_seconds) {
-                    (Some(secs), Some(rto)) => format!(", restores in {secs:.0}s (RTO {rto}s)"),
-                    _ => String::new(),
-                }
-            ));
+        let rows = assets
+            .iter()
+            .map(|a| {
+                vec![
+                    if a.ok { "ok" } else { "FAIL" }.to_string(),
+                    a.label(),
+                    "last good".into(),
+                    a.last_good
+                        .map(|t| t.strftime("%Y-%m-%d %H:%M").to_string())
+                        .unwrap_or_else(|| "never".into()),
+                    "age".into(),
+                    a.age_seconds
+                        .map(human_duration)
+                        .unwrap_or_else(|| "-".into()),
+                    format!(
+                        "(RPO {})",
+                        a.rpo_seconds
+                            .map(|s| human_duration(s as f64))
+                            .unwrap_or_else(|| "-".into())
+                    ),
+                    match (a.verified_recovery_seconds, a.rto_seconds) {
+                        (Some(secs), Some(rto)) => format!(
+                            "restores in {} (RTO {})",
+                            human_duration(secs),
+                            human_duration(rto as f64)
+                        ),
+                        _ => String::new(),
+                    },
+                ]
+            })
+            .collect();
+        for (a, line) in assets.iter().zip(table(None, rows, &[5])) {
+            out.push_str(&line);
+            out.push('\n');
             for p in &a.problems {
                 out.push_str(&format!("       ! {p}\n"));
             }
@@ -79,20 +95,21 @@ pub async fn status(ctx: &Context, json: bool, prometheus: Option<&Path>) -> Res
 }
 
 pub async fn doctor(ctx: &Context, json: bool) -> Result<()> {
-    let findings = doctor::doctor(ctx).await;
+    let findings = lifeboat_core::doctor(ctx).await;
     if json {
         print_json(&findings)?;
     } else {
-        let mut out = String::new();
-        for f in &findings {
-            out.push_str(&format!(
-                "{:<4} {:<24} {}\n",
-                if f.ok { "ok" } else { "FAIL" },
-                f.check,
-                f.detail
-            ));
-        }
-        emit(&out)?;
+        let rows = findings
+            .iter()
+            .map(|f| {
+                vec![
+                    if f.ok { "ok" } else { "FAIL" }.to_string(),
+                    f.check.clone(),
+                    f.detail.clone(),
+                ]
+            })
+            .collect();
+        emit(&table_text("", None, rows, &[]))?;
     }
     let failed: Vec<&str> = findings
         .iter()

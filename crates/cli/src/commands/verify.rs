@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use lifeboat_core::repository::manifest::BackupKind;
 use lifeboat_core::repository::Repository;
+use lifeboat_core::units::human_duration;
 use lifeboat_core::{verify, Context, Error, Result};
 
 use crate::cli::KindArg;
@@ -32,7 +33,7 @@ pub fn request(
 
 pub async fn verify(ctx: &Context, request: &verify::VerifyRequest, json: bool) -> Result<()> {
     let repo = Repository::open(ctx).await?;
-    let v = verify::verify(ctx, &repo, request).await?;
+    let v = verify::verify_backup(ctx, &repo, request).await?;
     if json {
         print_json(&v)?;
     } else {
@@ -71,7 +72,9 @@ pub fn show_verification(v: &verify::Verification) -> String {
     );
     if let (Some(took), Some(rto)) = (v.recovery_seconds, v.rto_seconds) {
         out.push_str(&format!(
-            "  recovery time {took:.1}s, objective {rto}s: {}\n",
+            "  recovery time {}, objective {}: {}\n",
+            human_duration(took),
+            human_duration(rto as f64),
             if took <= rto as f64 {
                 "met"
             } else {

@@ -36,7 +36,7 @@ pub async fn push(ctx: &Context, args: &Cli, path: &Path) -> Result<()> {
         );
     }
     let repo = Repository::open(ctx).await?;
-    let pushed = wal::push(ctx, &repo, path).await?;
+    let pushed = wal::push_wal(ctx, &repo, path).await?;
     // Gaps journalled while the storage was down go into the repository now that it answers.
     if let Err(e) = wal::queue::flush(ctx, &repo).await {
         tracing::warn!("could not record the journalled gaps in the repository yet: {e}");
@@ -55,7 +55,7 @@ pub async fn push_ahead(ctx: &Context, path: &Path) -> Result<()> {
 pub async fn fetch(ctx: &Context, args: &Cli, name: &str, dest: &Path) -> Result<()> {
     let from_primary = async {
         let repo = Repository::open(ctx).await?;
-        wal::fetch(ctx, &repo, name, dest).await
+        wal::fetch_wal(ctx, &repo, name, dest).await
     };
     let fetched = match from_primary.await {
         Ok(fetched) => fetched,
@@ -91,7 +91,7 @@ async fn from_a_copy(
         let copy_ctx = ctx.with_config(config);
         let fetched = async {
             let repo = Repository::open(&copy_ctx).await?;
-            wal::fetch(&copy_ctx, &repo, name, dest).await
+            wal::fetch_wal(&copy_ctx, &repo, name, dest).await
         };
         match fetched.await {
             Ok(fetched) if fetched.found => {

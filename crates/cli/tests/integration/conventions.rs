@@ -54,6 +54,24 @@ fn version_completions_and_man_pages() {
 }
 
 #[test]
+fn completions_into_a_pipe_closed_early_end_quietly() {
+    // `lifeboat completions zsh | head -1`: the reader is gone before the script is written.
+    for _ in 0..5 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .args(["completions", "zsh"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{:?}: {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
 fn exit_codes_say_locked_missing_and_try_again() {
     let env = Env::new(Repo::Local, false);
     // Another run holds the lock: 5, and as JSON with --json.

@@ -69,6 +69,57 @@ fn the_drill_recovers_a_dump_and_a_point_in_time() {
     assert!(left.is_empty(), "left in the temp folder: {left:?}");
 }
 
+#[test]
+fn the_drill_prints_each_step_once_in_columns_that_line_up() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run_of(
+        Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .arg("drill")
+            .env_remove("LIFEBOAT_CONFIG")
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let both = format!("{}{}", out.stdout, out.stderr);
+    let steps: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("  ")).collect();
+    assert_eq!(
+        steps.len(),
+        12,
+        "eleven steps and the total: {}",
+        out.stdout
+    );
+    for name in [
+        "logical backup",
+        "compare contents",
+        "(restore table)",
+        "two commits",
+    ] {
+        assert_eq!(both.matches(name).count(), 1, "`{name}` once: {both}");
+    }
+    // The durations end in one column, whatever the length of a step's name.
+    let ends: Vec<usize> = steps
+        .iter()
+        .map(|l| {
+            let time = l
+                .split("  ")
+                .map(str::trim)
+                .find(|cell| cell.ends_with('s') && cell[..cell.len() - 1].parse::<f64>().is_ok())
+                .unwrap_or_else(|| panic!("no duration in `{l}`"));
+            l.find(time).unwrap() + time.len()
+        })
+        .collect();
+    assert!(ends.windows(2).all(|w| w[0] == w[1]), "{}", out.stdout);
+    // Sizes as `list` gives them.
+    let backup = steps.iter().find(|l| l.contains("logical backup")).unwrap();
+    assert!(
+        backup.contains(" KiB") || backup.contains(" MiB"),
+        "{backup}"
+    );
+}
+
 /// Every file under `dir` with its bytes.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut files = BTreeMap::new();

@@ -92,7 +92,7 @@ pub async fn run_daemon(ctx: &Context, run_at_start: bool) -> Result<()> {
         let started = Timestamp::now();
         match crate::automation::jobs::run_job(ctx, &name, job).await {
             Ok(report) => {
-                tracing::info!(job = %name, ok = report.ok, "finished in {:.1}s", report.seconds);
+                tracing::info!(job = %name, ok = report.ok, "finished in {}", crate::units::human_duration(report.seconds));
                 let stored = report
                     .steps
                     .iter()

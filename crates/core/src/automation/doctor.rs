@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::config::ConfigSource;
 use crate::error::{Error, Result};
 use crate::postgres::conn::ConnInfo;
-use crate::postgres::tools::major;
+use crate::process::tools::major;
 use crate::repository::Repository;
 use crate::Context;
 
@@ -43,7 +43,7 @@ pub async fn doctor(ctx: &Context) -> Vec<Finding> {
     }];
     out.push(finding("repository", repository(ctx).await));
     if config.repository.object_lock.is_some() {
-        out.push(finding("object lock", object_lock(ctx).await));
+        out.push(finding("object lock", object_hold(ctx).await));
     }
     for name in config.repository.copies.keys() {
         let outcome = async {
@@ -62,7 +62,7 @@ pub async fn doctor(ctx: &Context) -> Vec<Finding> {
                 Err(e) => return Err(e),
             };
             if copy_ctx.config.repository.object_lock.is_some() {
-                object_lock(&copy_ctx).await?;
+                object_hold(&copy_ctx).await?;
             }
             Ok(copied)
         }
@@ -92,7 +92,7 @@ pub async fn doctor(ctx: &Context) -> Vec<Finding> {
             let mut listing = source.list_level("").await?;
             listing.try_next().await?;
             let dest = crate::storage::Storage::bucket(&objects.destination, &env)?;
-            let runs = crate::objects::list_runs(&dest).await?;
+            let runs = crate::buckets::list_bucket_runs(&dest).await?;
             Ok(format!(
                 "source `{}` lists, destination `{}` holds {} runs",
                 objects.source.url,
@@ -169,10 +169,10 @@ async fn repository(ctx: &Context) -> Result<String> {
 }
 
 /// The bucket of a repository with `object_lock` set has Object Lock enabled.
-async fn object_lock(ctx: &Context) -> Result<String> {
+async fn object_hold(ctx: &Context) -> Result<String> {
     let config = &ctx.config.repository;
     let storage = crate::storage::Storage::open(config, false, &ctx.storage_env())?;
-    if !storage.backend().lock_enabled().await? {
+    if !storage.backend().hold_enabled().await? {
         return Err(Error::Config(format!(
             "bucket `{}` has no Object Lock: nothing can be locked; create the bucket with it enabled (`aws s3api create-bucket --object-lock-enabled-for-bucket`), or remove `object_lock`",
             storage.location()

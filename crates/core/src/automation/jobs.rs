@@ -64,12 +64,18 @@ pub async fn run_job(ctx: &Context, name: &str, job: &JobConfig) -> Result<RunRe
         {
             // A step stopped because the lock was taken over failed for that reason.
             let outcome = match outcome {
-                Err(Error::Interrupted(_)) if lost() => Err(lost_lock(&repo).await),
+                Err(Error::Interrupted(_)) if lost() => {
+                    Err(crate::repository::lock::lost_lock(&repo).await)
+                }
                 other => other,
             };
             steps.push(match outcome {
                 Ok(done) => {
-                    tracing::info!("{label}: ok in {seconds:.1}s: {}", done.detail);
+                    tracing::info!(
+                        "{label}: ok in {}: {}",
+                        crate::units::human_duration(seconds),
+                        done.detail
+                    );
                     StepReport {
                         step: label,
                         ok: true,
@@ -79,7 +85,10 @@ pub async fn run_job(ctx: &Context, name: &str, job: &JobConfig) -> Result<RunRe
                     }
                 }
                 Err(e) => {
-                    tracing::error!("{label}: failed after {seconds:.1}s: {e}");
+                    tracing::error!(
+                        "{label}: failed after {}: {e}",
+                        crate::units::human_duration(seconds)
+                    );
                     StepReport {
                         seconds: tenths(seconds),
                         ..failed_step(&label, &e)
@@ -92,7 +101,7 @@ pub async fn run_job(ctx: &Context, name: &str, job: &JobConfig) -> Result<RunRe
         }
     }
     if lost() {
-        let e = lost_lock(&repo).await;
+        let e = crate::repository::lock::lost_lock(&repo).await;
         if !steps.iter().any(|s| s.detail == e.to_string()) {
             tracing::error!("{e}");
             steps.push(failed_step("lock", &e));
@@ -115,38 +124,5 @@ fn failed_step(step: &str, e: &Error) -> StepReport {
         detail: e.to_string(),
         bytes: None,
         seconds: 0.0,
-    }
-}
-
-/// The error of a run whose lock was taken over, naming who took it.
-async fn lost_lock(repo: &Repository) -> Error {
-    match crate::repository::lock::read(repo.storage()).await {
-        Ok(Some(held)) => held.taken_over(),
-        _ => Error::LockLost {
-            job: "(none: the lock was removed)".into(),
-            host: "?".into(),
-            pid: 0,
-        },
-    }
-}
-
-/// Runs `work` under the repository's run lock, as a command that writes (`backup`, `prune`)
-/// does outside a job: refused while a run holds it, unless `--wait` gives time.
-pub async fn with_run_lock<T>(
-    ctx: &Context,
-    repo: &Repository,
-    what: &str,
-    work: impl AsyncFnOnce(&Context) -> Result<T>,
-) -> Result<T> {
-    let locked_ctx = ctx.with_cancel(ctx.cancel.child_token());
-    let lock = repo
-        .lock(&locked_ctx, what, locked_ctx.cancel.clone())
-        .await?;
-    let outcome = work(&locked_ctx).await;
-    let lost = lock.lost().is_cancelled() && !ctx.cancel.is_cancelled();
-    lock.release().await;
-    match outcome {
-        Err(Error::Interrupted(_)) if lost => Err(lost_lock(repo).await),
-        other => other,
     }
 }

@@ -59,8 +59,10 @@ pub fn summary(report: &RunReport) -> String {
     let failed = report.failed();
     let mut text = if failed.is_empty() {
         format!(
-            "lifeboat `{}` on `{}` succeeded in {:.0}s",
-            report.job, report.host, report.seconds
+            "lifeboat `{}` on `{}` succeeded in {}",
+            report.job,
+            report.host,
+            crate::units::human_duration(report.seconds)
         )
     } else {
         format!(
@@ -73,10 +75,10 @@ pub fn summary(report: &RunReport) -> String {
     };
     for step in &report.steps {
         text.push_str(&format!(
-            "\n{} {} ({:.1}s{}): {}",
+            "\n{} {} ({}{}): {}",
             if step.ok { "ok" } else { "FAILED" },
             step.step,
-            step.seconds,
+            crate::units::human_duration(step.seconds),
             step.bytes
                 .map(|b| format!(", {}", crate::units::human_bytes(b)))
                 .unwrap_or_default(),

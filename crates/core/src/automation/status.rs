@@ -111,7 +111,8 @@ impl AssetStatus {
         } else if let Some(secs) = v.recovery_seconds {
             if secs > (rto * 60) as f64 {
                 self.problems.push(format!(
-                    "verified recovery took {secs:.0}s, more than the {} objective",
+                    "verified recovery took {}, more than the {} objective",
+                    crate::units::human_duration(secs),
                     minutes(rto as i64)
                 ));
             }
@@ -120,11 +121,7 @@ impl AssetStatus {
 }
 
 fn minutes(m: i64) -> String {
-    if m >= 120 {
-        format!("{}h{:02}", m / 60, m % 60)
-    } else {
-        format!("{m} min")
-    }
+    crate::units::human_duration(m as f64 * 60.0)
 }
 
 /// Copy `name` of the repository: its newest backup against the dump objective, and the
@@ -235,7 +232,7 @@ pub async fn status(ctx: &Context, repo: &Repository, now: Timestamp) -> Result<
         let mut asset = AssetStatus::new("objects", name);
         match async {
             let dest = crate::storage::Storage::bucket(&config.destination, &ctx.storage_env())?;
-            crate::objects::list_runs(&dest).await
+            crate::buckets::list_bucket_runs(&dest).await
         }
         .await
         {

@@ -83,14 +83,14 @@ pub async fn run_step(ctx: &Context, repo: &Repository, step: &Step) -> Vec<Step
         Step::BackupObjects(name) => {
             for objects in pick(name, config.objects.keys().cloned().collect()) {
                 let label = format!("backup objects {objects}");
-                out.push(timed(label, backup_objects(ctx, &objects)).await);
+                out.push(timed(label, backup_bucket(ctx, &objects)).await);
             }
         }
         Step::BackupRedis => {
             if let Some(redis) = config.redis.as_ref().filter(|r| r.backup) {
                 out.push(
                     timed("backup redis".into(), async {
-                        let m = crate::redis::backup(ctx, repo, redis).await?;
+                        let m = crate::redis::backup_redis(ctx, repo, redis).await?;
                         Ok(Done::backup(&m))
                     })
                     .await,
@@ -101,7 +101,8 @@ pub async fn run_step(ctx: &Context, repo: &Repository, step: &Step) -> Vec<Step
             for copy in pick(name, config.repository.copies.keys().cloned().collect()) {
                 out.push(
                     timed(format!("copy {copy}"), async {
-                        let report = crate::copies::copy(ctx, repo, &copy, false).await?;
+                        let report =
+                            crate::copies::copy_repository(ctx, repo, &copy, false).await?;
                         Ok(Done {
                             detail: format!(
                                 "{} backups and {} WAL files copied to `{}`; {}",
@@ -123,13 +124,13 @@ pub async fn run_step(ctx: &Context, repo: &Repository, step: &Step) -> Vec<Step
     out
 }
 
-async fn backup_objects(ctx: &Context, objects: &str) -> Result<Done> {
+async fn backup_bucket(ctx: &Context, objects: &str) -> Result<Done> {
     let (name, cfg) = ctx.config.objects(Some(objects))?;
-    let options = crate::objects::BackupOptions {
+    let options = crate::buckets::BucketBackupOptions {
         dry_run: false,
         now: Timestamp::now(),
     };
-    let report = crate::objects::backup_objects(ctx, name, cfg, &options).await?;
+    let report = crate::buckets::backup_bucket(ctx, name, cfg, &options).await?;
     let s = &report.summary;
     let detail = format!(
         "run {}: {} objects, {} copied, {} moved to history",
@@ -151,8 +152,8 @@ async fn backup_objects(ctx: &Context, objects: &str) -> Result<Done> {
 }
 
 async fn prune(ctx: &Context, repo: &Repository) -> Result<Done> {
-    let plan = crate::retention::prune::plan(ctx, repo, Timestamp::now(), false).await?;
-    let done = crate::retention::prune::execute(ctx, repo, &plan).await?;
+    let plan = crate::retention::prune::plan_prune(ctx, repo, Timestamp::now(), false).await?;
+    let done = crate::retention::prune::execute_prune(ctx, repo, &plan).await?;
     Ok(Done {
         detail: format!(
             "{} backups deleted, {} promoted, {} WAL files and {} leftovers removed",
@@ -199,12 +200,12 @@ async fn verify_one(ctx: &Context, repo: &Repository, id: String) -> Result<Done
         jobs: 2,
         ..Default::default()
     };
-    let v = crate::verify::verify(ctx, repo, &request).await?;
+    let v = crate::verify::verify_backup(ctx, repo, &request).await?;
     match v.failures().first() {
         None => Ok(Done {
             detail: format!(
-                "{id} restores in {:.1}s",
-                v.recovery_seconds.unwrap_or_default()
+                "{id} restores in {}",
+                crate::units::human_duration(v.recovery_seconds.unwrap_or_default())
             ),
             bytes: None,
         }),

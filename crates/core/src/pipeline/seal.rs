@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::io::{ChunkSender, HashingWriter};
 use super::{from_io, StreamStats, READ_BUFFER};
-use crate::crypto::{self, Identities};
+use crate::crypto;
 use crate::error::{Error, Result};
 use crate::progress::Task;
 
@@ -65,7 +65,12 @@ pub fn seal_bytes(raw: &[u8], seal: &SealOptions) -> Result<Vec<u8>> {
 }
 
 /// Reverses [`seal_bytes`]; `what` names the object in errors.
-pub fn open_bytes(stored: &[u8], identities: Option<&Identities>, what: &str) -> Result<Vec<u8>> {
+#[cfg(test)]
+pub fn open_bytes(
+    stored: &[u8],
+    identities: Option<&crypto::Identities>,
+    what: &str,
+) -> Result<Vec<u8>> {
     let damaged = |e: io::Error| Error::Integrity {
         id: what.to_string(),
         detail: format!("cannot decode: {e}"),

@@ -13,7 +13,7 @@ use crate::backup::{About, DataPlan};
 use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
 use crate::postgres::conn::ConnInfo;
-use crate::postgres::tools::major;
+use crate::process::tools::major;
 use crate::repository::manifest::{self, BackupKind, BaseInfo, DumpOptions, Manifest};
 use crate::repository::Repository;
 use crate::wal;

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::postgres::tools::PgTools;
+use crate::process::tools::PgTools;
 
 /// The superuser every scratch cluster is created with.
 pub const SUPERUSER: &str = "lifeboat";
@@ -491,12 +491,27 @@ pub fn unprivileged_user() -> Option<(u32, u32)> {
     Some((65534, 65534))
 }
 
+/// A user's ids, through the C library (so NSS users, LDAP's included, are found).
 fn lookup_user(name: &str) -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split(':').collect();
-        (fields.len() > 3 && fields[0] == name)
-            .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
-            .flatten()
-    })
+    let user = uzers::get_user_by_name(name)?;
+    Some((user.uid(), user.primary_group_id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_are_found_through_the_c_library() {
+        assert_eq!(lookup_user("root"), Some((0, 0)));
+        assert_eq!(lookup_user("no-such-user-lifeboat"), None);
+        // The same answer as `id -u`.
+        let me = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
+        let name = String::from_utf8(me.stdout).unwrap();
+        let uid = crate::process::effective_uid().unwrap();
+        assert_eq!(lookup_user(name.trim()).map(|(u, _)| u), Some(uid));
+    }
 }

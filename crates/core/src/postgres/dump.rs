@@ -194,9 +194,9 @@ async fn store_globals(
 fn check_versions(
     server: &str,
     pg_dump: &str,
-    tools: &crate::postgres::tools::PgTools,
+    tools: &crate::process::tools::PgTools,
 ) -> Result<()> {
-    use crate::postgres::tools::major;
+    use crate::process::tools::major;
     if major(pg_dump) < major(server) {
         return Err(Error::ToolVersion {
             tool: tools.path("pg_dump").display().to_string(),

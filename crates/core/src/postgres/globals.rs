@@ -8,36 +8,14 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio_postgres::{Client, GenericClient};
 
 use crate::error::{Error, Result};
 use crate::postgres::conn::{quote_ident, ConnInfo};
-use crate::postgres::tools::PgTools;
+use crate::process::tools::PgTools;
 
-/// The database's own properties, read in the dump's snapshot.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DbProperties {
-    pub owner: String,
-    pub encoding: String,
-    pub collate: String,
-    pub ctype: String,
-    /// `name=value`, as `pg_db_role_setting` keeps them.
-    #[serde(default)]
-    pub settings: Vec<String>,
-}
-
-/// Where a backup's roles are, as its manifest records them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GlobalsInfo {
-    /// Key of the sealed SQL, relative to the repository root.
-    pub key: String,
-    pub stored_size: u64,
-    pub sha256: String,
-    /// Whether password hashes are in it (read as a superuser).
-    pub role_passwords: bool,
-    pub database: DbProperties,
-}
+pub use crate::repository::manifest::{DbProperties, GlobalsInfo};
 
 pub async fn read_properties(client: &impl GenericClient) -> Result<DbProperties> {
     let row = client

@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 
 use crate::error::{one_line, Error, Result};
 
-pub mod leftovers;
+pub mod tools;
 pub mod unnamed;
 pub mod watchdog;
 
@@ -76,20 +76,9 @@ fn start_ticks(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// This process's effective user id: from `/proc/self/status`, else as the owner of a
-/// temporary file it creates.
+/// This process's effective user id.
 pub fn effective_uid() -> Option<u32> {
-    let from_proc = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-            line.split_whitespace().nth(2)?.parse().ok()
-        });
-    from_proc.or_else(|| {
-        use std::os::unix::fs::MetadataExt;
-        let probe = tempfile::tempfile().ok()?;
-        Some(probe.metadata().ok()?.uid())
-    })
+    Some(rustix::process::geteuid().as_raw())
 }
 
 /// The most of a child's stderr that is kept (its tail).

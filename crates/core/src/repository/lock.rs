@@ -26,9 +26,10 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::layout;
+use super::{layout, Repository};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
+use crate::Context;
 
 const HEARTBEAT: Duration = Duration::from_secs(30);
 /// How long a new lock on a remote store must stay this run's before the run goes on: longer
@@ -355,6 +356,39 @@ async fn heartbeat(storage: Arc<Storage>, id: String, lost: CancellationToken) {
             }
             Err(e) => tracing::warn!("could not check the run lock: {e}"),
         }
+    }
+}
+
+/// The error of a run whose lock was taken over, naming who took it.
+pub async fn lost_lock(repo: &Repository) -> Error {
+    match read(repo.storage()).await {
+        Ok(Some(held)) => held.taken_over(),
+        _ => Error::LockLost {
+            job: "(none: the lock was removed)".into(),
+            host: "?".into(),
+            pid: 0,
+        },
+    }
+}
+
+/// Runs `work` under the repository's run lock, as a command that writes (`backup`, `prune`)
+/// does outside a job: refused while a run holds it, unless `--wait` gives time.
+pub async fn with_run_lock<T>(
+    ctx: &Context,
+    repo: &Repository,
+    what: &str,
+    work: impl AsyncFnOnce(&Context) -> Result<T>,
+) -> Result<T> {
+    let locked_ctx = ctx.with_cancel(ctx.cancel.child_token());
+    let lock = repo
+        .lock(&locked_ctx, what, locked_ctx.cancel.clone())
+        .await?;
+    let outcome = work(&locked_ctx).await;
+    let lost = lock.lost().is_cancelled() && !ctx.cancel.is_cancelled();
+    lock.release().await;
+    match outcome {
+        Err(Error::Interrupted(_)) if lost => Err(lost_lock(repo).await),
+        other => other,
     }
 }
 

@@ -85,7 +85,7 @@ pub struct Manifest {
     pub tier: Option<String>,
     /// For a dump: the cluster's roles and the database's properties, stored beside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub globals: Option<crate::postgres::globals::GlobalsInfo>,
+    pub globals: Option<GlobalsInfo>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +205,30 @@ pub fn is_backup_id(text: &str) -> bool {
         && text[..8].bytes().all(|b| b.is_ascii_digit())
         && text[9..15].bytes().all(|b| b.is_ascii_digit())
         && text[17..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The database's own properties, read in the dump's snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbProperties {
+    pub owner: String,
+    pub encoding: String,
+    pub collate: String,
+    pub ctype: String,
+    /// `name=value`, as `pg_db_role_setting` keeps them.
+    #[serde(default)]
+    pub settings: Vec<String>,
+}
+
+/// Where a backup's roles are, as its manifest records them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalsInfo {
+    /// Key of the sealed SQL, relative to the repository root.
+    pub key: String,
+    pub stored_size: u64,
+    pub sha256: String,
+    /// Whether password hashes are in it (read as a superuser).
+    pub role_passwords: bool,
+    pub database: DbProperties,
 }
 
 #[cfg(test)]

@@ -2,10 +2,12 @@
 //! a backup, and the run lock. Where each thing lives is [`layout`]'s; what a backup is,
 //! [`manifest`]'s; the keys that open encrypted backups, [`keys`]'.
 
+pub mod hold;
 pub mod keys;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod verifications;
 
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -35,8 +37,8 @@ pub struct Repository {
     /// The run lock this process holds (its id) and what to stop if it is found taken over:
     /// every commit checks it first.
     held_lock: std::sync::Mutex<Option<(String, tokio_util::sync::CancellationToken)>>,
-    /// S3 Object Lock: how what is committed here is locked (`object_lock`), if at all.
-    object_lock: Option<crate::retention::lock::ObjectLock>,
+    /// S3 Object Lock: how what is committed here is held (`object_lock`), if at all.
+    hold: Option<hold::Hold>,
 }
 
 /// Every manifest of a repository.
@@ -91,44 +93,40 @@ impl Repository {
     /// Opens the configured repository through `env` (a dry run's), with its Object Lock.
     pub async fn open_in(ctx: &crate::Context, env: &crate::storage::Env) -> Result<Repository> {
         let repo = Self::open_with(&ctx.config.repository, env).await?;
-        Ok(repo.locking(crate::retention::lock::ObjectLock::from_config(&ctx.config)))
+        Ok(repo.holding(hold::Hold::from_config(&ctx.config)))
     }
 
     /// Marks the configured location as a repository through `env`; with Object Lock
     /// configured, the bucket must have it, and the marker is locked.
     pub async fn init_in(ctx: &crate::Context, env: &crate::storage::Env) -> Result<Repository> {
-        let lock = crate::retention::lock::ObjectLock::from_config(&ctx.config);
+        let lock = hold::Hold::from_config(&ctx.config);
         let storage = Storage::open(&ctx.config.repository, true, env)?;
-        if lock.is_some() && !storage.backend().lock_enabled().await? {
+        if lock.is_some() && !storage.backend().hold_enabled().await? {
             return Err(Error::Config(format!(
                 "`object_lock` is set but bucket `{}` has no Object Lock: create the bucket with it enabled (`aws s3api create-bucket --object-lock-enabled-for-bucket`), or remove `object_lock`",
                 storage.location()
             )));
         }
-        let repo = Self::init_on(storage).await?.locking(lock);
-        repo.renew_marker_lock(jiff::Timestamp::now()).await?;
+        let repo = Self::init_on(storage).await?.holding(lock);
+        repo.renew_marker_hold(jiff::Timestamp::now()).await?;
         Ok(repo)
     }
 
     /// Locks what is committed from now on (`None`: nothing).
-    pub fn locking(mut self, lock: Option<crate::retention::lock::ObjectLock>) -> Repository {
-        self.object_lock = lock;
+    pub fn holding(mut self, lock: Option<hold::Hold>) -> Repository {
+        self.hold = lock;
         self
     }
 
     /// How what is committed here is locked, if it is.
-    pub fn object_lock(&self) -> Option<&crate::retention::lock::ObjectLock> {
-        self.object_lock.as_ref()
+    pub fn hold(&self) -> Option<&hold::Hold> {
+        self.hold.as_ref()
     }
 
     /// Locks `keys` (just written) until `until`, when the repository locks; a date already
     /// past locks nothing (a copy of an old backup, or of an old WAL file).
-    pub async fn lock_new(
-        &self,
-        keys: &[&str],
-        until: crate::retention::lock::Until,
-    ) -> Result<()> {
-        let Some(lock) = &self.object_lock else {
+    pub async fn hold_new(&self, keys: &[&str], until: hold::Until) -> Result<()> {
+        let Some(lock) = &self.hold else {
             return Ok(());
         };
         if until.date <= jiff::Timestamp::now() {
@@ -137,34 +135,30 @@ impl Repository {
         for key in keys {
             self.storage
                 .backend()
-                .set_retention(key, lock.mode, until.date)
+                .set_hold(key, lock.mode, until.date)
                 .await?;
         }
         Ok(())
     }
 
     /// Locks `keys` until `until` where they are not locked that long yet.
-    pub async fn lock_at_least(
-        &self,
-        keys: &[&str],
-        until: crate::retention::lock::Until,
-    ) -> Result<()> {
-        let Some(lock) = &self.object_lock else {
+    pub async fn hold_at_least(&self, keys: &[&str], until: hold::Until) -> Result<()> {
+        let Some(lock) = &self.hold else {
             return Ok(());
         };
         let backend = self.storage.backend();
         for key in keys {
-            let current = backend.retention(key).await?.map(|r| r.until);
+            let current = backend.hold(key).await?.map(|r| r.until);
             if until.extends(current) && backend.stat(key).await?.is_some() {
-                backend.set_retention(key, lock.mode, until.date).await?;
+                backend.set_hold(key, lock.mode, until.date).await?;
             }
         }
         Ok(())
     }
 
     /// Keeps the marker locked (a year on, renewed monthly), when the repository locks.
-    pub async fn renew_marker_lock(&self, at: jiff::Timestamp) -> Result<()> {
-        self.lock_at_least(&[MARKER], crate::retention::lock::Until::rolling(at))
+    pub async fn renew_marker_hold(&self, at: jiff::Timestamp) -> Result<()> {
+        self.hold_at_least(&[MARKER], hold::Until::rolling(at))
             .await
     }
 
@@ -195,7 +189,7 @@ impl Repository {
             storage,
             created_at: marker.created_at,
             held_lock: Default::default(),
-            object_lock: None,
+            hold: None,
         })
     }
 
@@ -218,7 +212,7 @@ impl Repository {
                 storage,
                 created_at: marker.created_at,
                 held_lock: Default::default(),
-                object_lock: None,
+                hold: None,
             }),
         }
     }
@@ -427,7 +421,7 @@ impl Repository {
     }
 
     /// Checks the run lock this process holds, if any, before something is committed.
-    pub async fn check_lock(&self) -> Result<()> {
+    pub async fn check_run_lock(&self) -> Result<()> {
         let held = self.held_lock.lock().expect("lock state poisoned").clone();
         if let Some((id, lost)) = held {
             if let Err(e) = lock::check_held(&self.storage, &id).await {
@@ -445,28 +439,25 @@ impl Repository {
     /// committed), and the manifest after (a failure there is left to `prune` to mend:
     /// the backup is committed).
     pub async fn commit(&self, manifest: &Manifest) -> Result<()> {
-        self.check_lock().await?;
+        self.check_run_lock().await?;
         // A copy's manifest carries the tier the repository kept it for.
-        let until = self.object_lock.as_ref().map(|lock| {
+        let until = self.hold.as_ref().map(|lock| {
             lock.backup(
                 manifest.kind,
                 manifest.started_at,
                 manifest.finished_at,
-                manifest
-                    .tier
-                    .as_deref()
-                    .and_then(crate::retention::Tier::parse),
+                manifest.tier.as_deref().and_then(hold::Tier::parse),
                 jiff::Timestamp::now(),
             )
         });
         if let Some(until) = until {
             let data: Vec<&str> = manifest.objects();
-            self.lock_new(&data, until).await?;
+            self.hold_new(&data, until).await?;
         }
         let path = layout::manifest(&manifest.id);
         if self.storage.write_new(&path, manifest.to_json()).await? {
             if let Some(until) = until {
-                if let Err(e) = self.lock_new(&[&path], until).await {
+                if let Err(e) = self.hold_new(&[&path], until).await {
                     tracing::warn!("backup `{}` is committed but its manifest is not locked yet (prune will lock it): {e}", manifest.id);
                 }
             }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::error::{Error, Result, StorageFailure};
 use crate::repository::manifest::Manifest;
 use crate::repository::Repository;
-use crate::retention::{self, Decision, Tier};
+use crate::retention::{Decision, Tier};
 
 #[derive(Debug, Serialize)]
 pub struct LockedPlan {
@@ -54,7 +54,7 @@ pub(super) async fn hold_locked(
         };
         let mut until: Option<Timestamp> = None;
         for key in keys_of(manifest) {
-            if let Some(r) = backend.retention(&key).await? {
+            if let Some(r) = backend.hold(&key).await? {
                 if r.until > at {
                     until = until.max(Some(r.until));
                 }
@@ -79,7 +79,7 @@ pub(super) async fn hold_locked(
 /// prune's promotions); a promoted backup's manifest, rewritten, always.
 pub(super) async fn plan_locks(
     repo: &Repository,
-    lock: &retention::lock::ObjectLock,
+    lock: &crate::repository::hold::Hold,
     manifests: &[Manifest],
     backups: &[Decision],
     at: Timestamp,
@@ -102,7 +102,7 @@ pub(super) async fn plan_locks(
         let mut keys = Vec::new();
         for key in keys_of(m) {
             let rewritten = decision.promote.is_some() && key == manifest_key;
-            if rewritten || until.extends(backend.retention(&key).await?.map(|r| r.until)) {
+            if rewritten || until.extends(backend.hold(&key).await?.map(|r| r.until)) {
                 keys.push(key);
             }
         }
@@ -130,7 +130,7 @@ pub(super) enum Removed {
 /// Deletes an object for good (every version, where the bucket keeps versions).
 pub(super) async fn remove(repo: &Repository, key: &str) -> Result<Removed> {
     let storage = repo.storage();
-    let deleted = if repo.object_lock().is_none() {
+    let deleted = if repo.hold().is_none() {
         storage.delete(key).await.map(|()| Removed::Deleted)
     } else {
         storage

@@ -11,17 +11,16 @@
 //! WAL: every segment from the oldest kept base backup's first segment on; nothing older is
 //! needed by any kept base backup. With no base backup, no WAL is deleted.
 //!
-//! The planner ([`plan`]) is pure; [`prune`] lists the repository, plans and deletes;
-//! [`lifecycle`] writes the bucket rules that do the same for what lifeboat does not list;
-//! [`lock`] dates Object Lock locks and R2's lock rules, and `held` brings them into `prune`.
+//! The planner ([`plan`]) is pure; [`prune`] lists the repository, plans and deletes; the
+//! bucket's lifecycle rules ([`crate::storage::s3::lifecycle`]) do the same for what lifeboat
+//! does not list; [`crate::repository::hold`] dates Object Lock holds, [`r2`] R2's bucket lock
+//! rules, and `held` brings both into `prune`.
 
 mod held;
-pub mod lifecycle;
-pub mod lock;
 mod plan;
 pub mod prune;
+pub mod r2;
 
-use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -30,41 +29,8 @@ use crate::repository::manifest::BackupKind;
 pub use plan::{plan_backups, plan_wal};
 
 /// The policy, as configured.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    pub time_zone: TimeZone,
-    pub daily_days: u32,
-    pub monthly_months: u32,
-    /// `None`: yearly backups are kept forever.
-    pub yearly_years: Option<u32>,
-    pub pitr_days: u32,
-}
+pub use crate::repository::hold::{Policy, Tier};
 
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            time_zone: TimeZone::UTC,
-            daily_days: 30,
-            monthly_months: 12,
-            yearly_years: None,
-            pitr_days: 7,
-        }
-    }
-}
-
-impl From<&crate::config::RetentionConfig> for Policy {
-    fn from(config: &crate::config::RetentionConfig) -> Self {
-        Policy {
-            time_zone: config.time_zone.zone().clone(),
-            daily_days: config.daily_days,
-            monthly_months: config.monthly_months,
-            yearly_years: config.yearly_years,
-            pitr_days: config.pitr_days,
-        }
-    }
-}
-
-/// One backup as the planner sees it.
 #[derive(Debug, Clone)]
 pub struct Item {
     pub id: String,
@@ -77,33 +43,6 @@ pub struct Item {
     pub tier: Option<Tier>,
     /// For a base backup: its first WAL segment.
     pub first_wal: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    Daily,
-    Monthly,
-    Yearly,
-}
-
-impl Tier {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Daily => "daily",
-            Tier::Monthly => "monthly",
-            Tier::Yearly => "yearly",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Tier> {
-        match text {
-            "daily" => Some(Tier::Daily),
-            "monthly" => Some(Tier::Monthly),
-            "yearly" => Some(Tier::Yearly),
-            _ => None,
-        }
-    }
 }
 
 /// What becomes of one backup.

@@ -13,8 +13,8 @@ use futures::TryStreamExt;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
+use crate::buckets::history::{self, HistoryOutcome, HistoryPlan};
 use crate::error::Result;
-use crate::objects::history::{self, HistoryOutcome, HistoryPlan};
 use crate::repository::manifest::Manifest;
 use crate::repository::{DamagedManifest, Repository};
 use crate::retention::held::{hold_locked, plan_locks, remove, Removed};
@@ -103,7 +103,7 @@ fn item(m: &Manifest) -> Item {
 
 /// Plans the prune as it would be at `at`; with `force`, damaged manifests and their data
 /// are removed too.
-pub async fn plan(
+pub async fn plan_prune(
     ctx: &Context,
     repo: &Repository,
     at: Timestamp,
@@ -115,7 +115,7 @@ pub async fn plan(
     let items: Vec<Item> = manifests.iter().map(item).collect();
     let mut backups = retention::plan_backups(&items, &policy, at);
     let locked = hold_locked(repo, &manifests, &mut backups, at).await?;
-    let locks = match repo.object_lock() {
+    let locks = match repo.hold() {
         Some(lock) => plan_locks(repo, lock, &manifests, &backups, at).await?,
         None => Vec::new(),
     };
@@ -220,9 +220,13 @@ async fn leftovers(
 }
 
 /// Carries out a plan.
-pub async fn execute(ctx: &Context, repo: &Repository, plan: &PrunePlan) -> Result<PruneOutcome> {
+pub async fn execute_prune(
+    ctx: &Context,
+    repo: &Repository,
+    plan: &PrunePlan,
+) -> Result<PruneOutcome> {
     // Nothing is deleted by a run whose lock was taken over.
-    repo.check_lock().await?;
+    repo.check_run_lock().await?;
     let mut outcome = PruneOutcome::default();
     let storage = repo.storage();
     let manifests = repo.list().await?;
@@ -301,7 +305,7 @@ pub async fn execute(ctx: &Context, repo: &Repository, plan: &PrunePlan) -> Resu
         }
     }
     for damaged in plan.damaged.iter().filter(|d| d.delete) {
-        repo.check_lock().await?;
+        repo.check_run_lock().await?;
         let manifest = crate::repository::layout::manifest(&damaged.manifest.id);
         match remove(repo, &manifest).await? {
             Removed::Deleted => {}
@@ -340,18 +344,18 @@ pub async fn execute(ctx: &Context, repo: &Repository, plan: &PrunePlan) -> Resu
         outcome.promoted += 1;
     }
     outcome.locked += plan.locked.len() as u64;
-    if let Some(lock) = repo.object_lock() {
+    if let Some(lock) = repo.hold() {
         for planned in &plan.locks {
             for key in &planned.keys {
                 storage
                     .backend()
-                    .set_retention(key, lock.mode, planned.until)
+                    .set_hold(key, lock.mode, planned.until)
                     .await?;
                 outcome.locks_set += 1;
             }
             tracing::info!("backup `{}` is locked until {}", planned.id, planned.until);
         }
-        repo.renew_marker_lock(plan.at).await?;
+        repo.renew_marker_hold(plan.at).await?;
     }
     // Object history goes the way the repository does: for real, or as a dry run.
     let env = if repo.storage().backend().info().dry_run {
@@ -460,7 +464,7 @@ mod tests {
             .await
             .unwrap();
         let at: Timestamp = "2026-03-10T00:00:00Z".parse().unwrap();
-        let plan = plan(&ctx, &repo, at, false).await.unwrap();
+        let plan = plan_prune(&ctx, &repo, at, false).await.unwrap();
         let deleted: Vec<&str> = plan
             .backups
             .iter()
@@ -473,7 +477,7 @@ mod tests {
         assert!(deleted.contains(&"20260115T020000Z-0015"));
         assert!(!deleted.contains(&"20260220T020000Z-0020"));
         assert_eq!(plan.leftovers, ["data/db/20260101T030000Z-dead.dump.zst"]);
-        let done = execute(&ctx, &repo, &plan).await.unwrap();
+        let done = execute_prune(&ctx, &repo, &plan).await.unwrap();
         assert_eq!(done.backups_deleted, deleted.len() as u64);
         let left = repo.list().await.unwrap();
         assert_eq!(left.len(), ids.len() - deleted.len());

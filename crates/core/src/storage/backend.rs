@@ -12,9 +12,9 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use jiff::Timestamp;
 
-pub use super::object_lock::{Deletion, Retention};
+pub use super::s3::call::{Deletion, Held, Readiness, S3Call, S3Reply};
 use crate::config::{LockMode, S3Access};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A stream of an object's bytes.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
@@ -176,54 +176,145 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         options: &CopyOptions,
     ) -> Result<Option<u64>>;
 
+    /// The S3 extras ([`S3Call`]): a backend that is no S3 bucket answers as a plain store
+    /// does ([`plain`]); a layer forwards the call, changing only what it must.
+    async fn s3(&self, call: S3Call) -> Result<S3Reply> {
+        plain(self, call).await
+    }
+}
+
+/// How a store that is no S3 bucket answers the S3 extras: one storage class, every object
+/// readable, no holds (setting one is refused), a deletion deletes the one version there is,
+/// nothing hidden, and no lifecycle rules (refused: `prune` keeps such a store tidy).
+pub async fn plain<B: Backend + ?Sized>(backend: &B, call: S3Call) -> Result<S3Reply> {
+    let location = backend.info().location.trim_end_matches('/').to_string();
+    Ok(match call {
+        S3Call::SetClass { .. } | S3Call::RequestRestore { .. } => S3Reply::Done,
+        S3Call::Lifecycle { .. } => {
+            return Err(Error::Usage(format!(
+                "lifecycle rules are for S3 repositories; `{location}` is a local folder (prune keeps it tidy)"
+            )))
+        }
+        S3Call::Readiness { key } => {
+            S3Reply::Readiness(backend.stat(&key).await?.map(|_| Readiness::Readable))
+        }
+        S3Call::HoldEnabled => S3Reply::Enabled(false),
+        S3Call::Hold { .. } => S3Reply::Hold(None),
+        S3Call::SetHold { key, .. } => {
+            return Err(Error::Config(format!(
+                "`{location}/{key}` cannot be locked: Object Lock needs an S3 bucket"
+            )))
+        }
+        S3Call::DeleteVersions { key } => {
+            backend.delete(&key).await?;
+            S3Reply::Deletion(Deletion::Deleted)
+        }
+        S3Call::Hidden { .. } => S3Reply::Keys(Vec::new()),
+    })
+}
+
+/// The S3 extras, one typed method per [`S3Call`].
+impl dyn Backend {
+    async fn ask(&self, call: S3Call) -> Result<S3Reply> {
+        self.s3(call).await
+    }
+
     /// Moves an object to another storage class (on S3, a copy onto itself).
-    async fn set_class(&self, key: &str, class: &str) -> Result<()>;
+    pub async fn set_class(&self, key: &str, class: &str) -> Result<()> {
+        let call = S3Call::SetClass {
+            key: key.into(),
+            class: class.into(),
+        };
+        match self.ask(call).await? {
+            S3Reply::Done => Ok(()),
+            other => Err(mismatch("set_class", &other)),
+        }
+    }
 
     /// The bucket's lifecycle configuration (XML), replaced first by `replace` when given;
     /// `None` when it has none.
-    async fn lifecycle(&self, replace: Option<String>) -> Result<Option<String>>;
+    pub async fn lifecycle(&self, replace: Option<String>) -> Result<Option<String>> {
+        match self.ask(S3Call::Lifecycle { replace }).await? {
+            S3Reply::Lifecycle(xml) => Ok(xml),
+            other => Err(mismatch("lifecycle", &other)),
+        }
+    }
 
-    /// Whether an object can be read now (archive tiers); `None` if it does not exist. Where
-    /// there are no archive tiers, every object is readable.
-    async fn readiness(&self, key: &str) -> Result<Option<super::tiers::Readiness>> {
-        Ok(self
-            .stat(key)
-            .await?
-            .map(|_| super::tiers::Readiness::Readable))
+    /// Whether an object can be read now (archive tiers); `None` if it does not exist.
+    pub async fn readiness(&self, key: &str) -> Result<Option<Readiness>> {
+        match self.ask(S3Call::Readiness { key: key.into() }).await? {
+            S3Reply::Readiness(r) => Ok(r),
+            other => Err(mismatch("readiness", &other)),
+        }
     }
 
     /// Asks for a readable copy of an archived object for `days` days, served at `tier`.
-    async fn request_restore(&self, _key: &str, _days: u32, _tier: &str) -> Result<()> {
-        Ok(())
+    pub async fn request_restore(&self, key: &str, days: u32, tier: &str) -> Result<()> {
+        let call = S3Call::RequestRestore {
+            key: key.into(),
+            days,
+            tier: tier.into(),
+        };
+        match self.ask(call).await? {
+            S3Reply::Done => Ok(()),
+            other => Err(mismatch("request_restore", &other)),
+        }
     }
 
     /// Whether the bucket has S3 Object Lock enabled (nothing else has it).
-    async fn lock_enabled(&self) -> Result<bool> {
-        Ok(false)
+    pub async fn hold_enabled(&self) -> Result<bool> {
+        match self.ask(S3Call::HoldEnabled).await? {
+            S3Reply::Enabled(on) => Ok(on),
+            other => Err(mismatch("hold_enabled", &other)),
+        }
     }
 
-    /// An object's lock; `None` when it has none.
-    async fn retention(&self, _key: &str) -> Result<Option<Retention>> {
-        Ok(None)
+    /// An object's hold; `None` when it has none.
+    pub async fn hold(&self, key: &str) -> Result<Option<Held>> {
+        match self.ask(S3Call::Hold { key: key.into() }).await? {
+            S3Reply::Hold(held) => Ok(held),
+            other => Err(mismatch("hold", &other)),
+        }
     }
 
-    /// Locks an object until `until`.
-    async fn set_retention(&self, key: &str, _mode: LockMode, _until: Timestamp) -> Result<()> {
-        Err(crate::error::Error::Config(format!(
-            "`{}/{key}` cannot be locked: Object Lock needs an S3 bucket",
-            self.info().location.trim_end_matches('/')
-        )))
+    /// Holds an object until `until`.
+    pub async fn set_hold(&self, key: &str, mode: LockMode, until: Timestamp) -> Result<()> {
+        let call = S3Call::SetHold {
+            key: key.into(),
+            mode,
+            until,
+        };
+        match self.ask(call).await? {
+            S3Reply::Done => Ok(()),
+            other => Err(mismatch("set_hold", &other)),
+        }
     }
 
-    /// Deletes an object for good: where versions are kept, every version of it; a locked
+    /// Deletes an object for good: where versions are kept, every version of it; a held
     /// version stops it (what is left is as it was) and is reported.
-    async fn delete_versions(&self, key: &str) -> Result<Deletion> {
-        self.delete(key).await.map(|()| Deletion::Deleted)
+    pub async fn delete_versions(&self, key: &str) -> Result<Deletion> {
+        match self.ask(S3Call::DeleteVersions { key: key.into() }).await? {
+            S3Reply::Deletion(d) => Ok(d),
+            other => Err(mismatch("delete_versions", &other)),
+        }
     }
 
     /// Keys below `prefix` hidden behind a delete marker (their versions kept); with `show`,
     /// the markers are removed.
-    async fn hidden(&self, _prefix: &str, _show: bool) -> Result<Vec<String>> {
-        Ok(Vec::new())
+    pub async fn hidden(&self, prefix: &str, show: bool) -> Result<Vec<String>> {
+        let call = S3Call::Hidden {
+            prefix: prefix.into(),
+            show,
+        };
+        match self.ask(call).await? {
+            S3Reply::Keys(keys) => Ok(keys),
+            other => Err(mismatch("hidden", &other)),
+        }
     }
+}
+
+fn mismatch(asked: &str, reply: &S3Reply) -> Error {
+    Error::Internal(format!(
+        "the S3 call `{asked}` was answered with `{reply:?}`"
+    ))
 }

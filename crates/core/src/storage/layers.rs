@@ -17,10 +17,9 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::backend::{
-    Backend, BackendInfo, ByteStream, CopyOptions, Deletion, ListStream, ObjectMeta, Retention,
-    Upload, UploadOptions, WriteOptions, Written,
+    Backend, BackendInfo, ByteStream, CopyOptions, Deletion, ListStream, ObjectMeta, S3Call,
+    S3Reply, Upload, UploadOptions, WriteOptions, Written,
 };
-use crate::config::LockMode;
 use crate::error::{Error, Result, StorageFailure};
 use jiff::Timestamp;
 
@@ -213,67 +212,9 @@ impl Backend for Guard {
         .await
     }
 
-    async fn set_class(&self, key: &str, class: &str) -> Result<()> {
-        self.bound(
-            "changing the storage class of",
-            key,
-            self.inner.set_class(key, class),
-        )
-        .await
-    }
-
-    async fn lifecycle(&self, replace: Option<String>) -> Result<Option<String>> {
-        self.bound(
-            "reading the lifecycle rules of",
-            "",
-            self.inner.lifecycle(replace),
-        )
-        .await
-    }
-
-    async fn readiness(&self, key: &str) -> Result<Option<super::tiers::Readiness>> {
-        self.bound("checking", key, self.inner.readiness(key)).await
-    }
-
-    async fn request_restore(&self, key: &str, days: u32, tier: &str) -> Result<()> {
-        self.bound(
-            "requesting the restore of",
-            key,
-            self.inner.request_restore(key, days, tier),
-        )
-        .await
-    }
-    async fn lock_enabled(&self) -> Result<bool> {
-        self.bound(
-            "reading the Object Lock configuration of",
-            "",
-            self.inner.lock_enabled(),
-        )
-        .await
-    }
-
-    async fn retention(&self, key: &str) -> Result<Option<Retention>> {
-        self.bound("checking the lock of", key, self.inner.retention(key))
-            .await
-    }
-
-    async fn set_retention(&self, key: &str, mode: LockMode, until: Timestamp) -> Result<()> {
-        self.bound("locking", key, self.inner.set_retention(key, mode, until))
-            .await
-    }
-
-    async fn delete_versions(&self, key: &str) -> Result<Deletion> {
-        self.bound("deleting", key, self.inner.delete_versions(key))
-            .await
-    }
-
-    async fn hidden(&self, prefix: &str, show: bool) -> Result<Vec<String>> {
-        self.bound(
-            "listing the versions of",
-            prefix,
-            self.inner.hidden(prefix, show),
-        )
-        .await
+    async fn s3(&self, call: S3Call) -> Result<S3Reply> {
+        let (op, key) = (call.op(), call.key().to_string());
+        self.bound(op, &key, self.inner.s3(call)).await
     }
 }
 
@@ -396,70 +337,65 @@ impl Backend for DryRun {
         Ok(Some(options.size))
     }
 
-    async fn set_class(&self, key: &str, class: &str) -> Result<()> {
-        tracing::info!("dry run: would move `{}` to `{class}`", self.display(key));
-        Ok(())
-    }
-
-    async fn lifecycle(&self, replace: Option<String>) -> Result<Option<String>> {
-        if replace.is_some() {
-            tracing::info!(
-                "dry run: would set the lifecycle rules of `{}`",
-                self.info.location
-            );
+    /// Reads go through; writes are shown, answered as a real run would find them.
+    async fn s3(&self, call: S3Call) -> Result<S3Reply> {
+        match call {
+            S3Call::SetClass { key, class } => {
+                tracing::info!("dry run: would move `{}` to `{class}`", self.display(&key));
+                Ok(S3Reply::Done)
+            }
+            S3Call::Lifecycle { replace } => {
+                if replace.is_some() {
+                    tracing::info!(
+                        "dry run: would set the lifecycle rules of `{}`",
+                        self.info.location
+                    );
+                }
+                self.inner.s3(S3Call::Lifecycle { replace: None }).await
+            }
+            S3Call::RequestRestore { key, tier, .. } => {
+                tracing::info!(
+                    "dry run: would request the restore of `{}` ({tier})",
+                    self.display(&key)
+                );
+                Ok(S3Reply::Done)
+            }
+            S3Call::SetHold { key, mode, until } => {
+                tracing::info!(
+                    "dry run: would lock `{}` until {until} ({})",
+                    self.display(&key),
+                    mode.as_s3()
+                );
+                Ok(S3Reply::Done)
+            }
+            S3Call::DeleteVersions { key } => {
+                tracing::info!(
+                    "dry run: would delete every version of `{}`",
+                    self.display(&key)
+                );
+                // What a real run would meet: a hold, if the current version has one.
+                Ok(S3Reply::Deletion(match self.inner.hold(&key).await? {
+                    Some(h) if h.until > Timestamp::now() => Deletion::Locked { until: h.until },
+                    _ => Deletion::Deleted,
+                }))
+            }
+            S3Call::Hidden { prefix, show } => {
+                if show {
+                    tracing::info!(
+                        "dry run: would show again what is hidden below `{}`",
+                        self.display(&prefix)
+                    );
+                }
+                let call = S3Call::Hidden {
+                    prefix,
+                    show: false,
+                };
+                self.inner.s3(call).await
+            }
+            read @ (S3Call::Readiness { .. } | S3Call::HoldEnabled | S3Call::Hold { .. }) => {
+                self.inner.s3(read).await
+            }
         }
-        self.inner.lifecycle(None).await
-    }
-
-    async fn readiness(&self, key: &str) -> Result<Option<super::tiers::Readiness>> {
-        self.inner.readiness(key).await
-    }
-
-    async fn request_restore(&self, key: &str, _days: u32, tier: &str) -> Result<()> {
-        tracing::info!(
-            "dry run: would request the restore of `{}` ({tier})",
-            self.display(key)
-        );
-        Ok(())
-    }
-
-    async fn lock_enabled(&self) -> Result<bool> {
-        self.inner.lock_enabled().await
-    }
-
-    async fn retention(&self, key: &str) -> Result<Option<Retention>> {
-        self.inner.retention(key).await
-    }
-
-    async fn set_retention(&self, key: &str, mode: LockMode, until: Timestamp) -> Result<()> {
-        tracing::info!(
-            "dry run: would lock `{}` until {until} ({})",
-            self.display(key),
-            mode.as_s3()
-        );
-        Ok(())
-    }
-
-    async fn delete_versions(&self, key: &str) -> Result<Deletion> {
-        tracing::info!(
-            "dry run: would delete every version of `{}`",
-            self.display(key)
-        );
-        // What a real run would meet: a lock, if the current version has one.
-        Ok(match self.inner.retention(key).await? {
-            Some(r) if r.until > Timestamp::now() => Deletion::Locked { until: r.until },
-            _ => Deletion::Deleted,
-        })
-    }
-
-    async fn hidden(&self, prefix: &str, show: bool) -> Result<Vec<String>> {
-        if show {
-            tracing::info!(
-                "dry run: would show again what is hidden below `{}`",
-                self.display(prefix)
-            );
-        }
-        self.inner.hidden(prefix, false).await
     }
 }
 

@@ -20,13 +20,11 @@ pub mod credentials;
 pub mod layers;
 pub mod local;
 pub mod memory;
-pub mod object_lock;
 pub mod opendal;
 mod parts;
 mod ranges;
 pub mod retry;
 pub mod s3;
-pub mod tiers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -367,7 +365,7 @@ impl Storage {
     }
 
     /// Whether an object can be read now (archive tiers); `None` if it does not exist.
-    pub async fn readiness(&self, path: &str) -> Result<Option<tiers::Readiness>> {
+    pub async fn readiness(&self, path: &str) -> Result<Option<s3::Readiness>> {
         self.backend.readiness(path).await
     }
 
@@ -496,10 +494,7 @@ mod tests {
             ) -> Result<Option<u64>> {
                 futures::future::pending().await
             }
-            async fn set_class(&self, _: &str, _: &str) -> Result<()> {
-                futures::future::pending().await
-            }
-            async fn lifecycle(&self, _: Option<String>) -> Result<Option<String>> {
+            async fn s3(&self, _: s3::S3Call) -> Result<s3::S3Reply> {
                 futures::future::pending().await
             }
         }

@@ -1,5 +1,5 @@
 //! Local folders and S3 buckets, through OpenDAL, with lifeboat's own S3 requests
-//! ([`super::s3`]) for what OpenDAL does not do.
+//! ([`super::s3::api`]) for what OpenDAL does not do.
 //!
 //! Whole objects go in one request, streamed uploads in equal-size multipart parts, reads by
 //! ranges; where no storage class is configured no storage-class header is sent at all, so
@@ -18,13 +18,13 @@ use opendal::{services, ErrorKind, Operator};
 
 use super::backend::{
     Backend, BackendInfo, ByteStream, CopyOptions, ListStream, Listed, ObjectMeta, S3Account,
-    Upload, UploadOptions, WriteOptions, Written,
+    S3Call, S3Reply, Upload, UploadOptions, WriteOptions, Written,
 };
 use super::client::{Fetcher, Requests};
 use super::parts::{LocalUpload, S3Upload};
 use super::ranges::{fetch_ranges, read_ranges};
 use super::retry::RetryPolicy;
-use super::s3::{S3Api, MAX_SINGLE_COPY};
+use super::s3::api::{S3Api, MAX_SINGLE_COPY};
 use crate::error::{Error, Result, StorageFailure};
 
 /// Folder (inside a local repository) where files are written before they are renamed or
@@ -410,89 +410,10 @@ impl Backend for OpendalBackend {
         super::copy::stream_copy(self, source.as_ref(), from, to, options).await
     }
 
-    async fn set_class(&self, key: &str, class: &str) -> Result<()> {
-        let (Some(s3), Some(account)) = (&self.s3, &self.info.s3) else {
-            return Ok(());
-        };
-        let options = CopyOptions {
-            size: 0,
-            etag: None,
-            storage_class: Some(class.to_string()),
-            part_size: 0,
-        };
-        s3.copy_object(account, key, key, &options, true).await
-    }
-
-    async fn readiness(&self, key: &str) -> Result<Option<super::tiers::Readiness>> {
-        match &self.s3 {
-            Some(s3) => s3.readiness(key).await,
-            None => Ok(self
-                .stat(key)
-                .await?
-                .map(|_| super::tiers::Readiness::Readable)),
-        }
-    }
-
-    async fn request_restore(&self, key: &str, days: u32, tier: &str) -> Result<()> {
-        match &self.s3 {
-            Some(s3) => s3.request_restore(key, days, tier).await,
-            None => Ok(()),
-        }
-    }
-
-    async fn lock_enabled(&self) -> Result<bool> {
-        match &self.s3 {
-            Some(s3) => s3.lock_enabled().await,
-            None => Ok(false),
-        }
-    }
-
-    async fn retention(&self, key: &str) -> Result<Option<super::backend::Retention>> {
-        match &self.s3 {
-            Some(s3) => s3.retention(key, None).await,
-            None => Ok(None),
-        }
-    }
-
-    async fn set_retention(
-        &self,
-        key: &str,
-        mode: crate::config::LockMode,
-        until: jiff::Timestamp,
-    ) -> Result<()> {
-        match &self.s3 {
-            Some(s3) => s3.set_retention(key, mode, until).await,
-            None => Err(Error::Config(format!(
-                "`{}` cannot be locked: Object Lock needs an S3 bucket",
-                self.display(key)
-            ))),
-        }
-    }
-
-    async fn delete_versions(&self, key: &str) -> Result<super::backend::Deletion> {
-        match &self.s3 {
-            Some(s3) => s3.delete_versions(key).await,
-            None => self
-                .delete(key)
-                .await
-                .map(|()| super::backend::Deletion::Deleted),
-        }
-    }
-
-    async fn hidden(&self, prefix: &str, show: bool) -> Result<Vec<String>> {
-        match &self.s3 {
-            Some(s3) => s3.hidden(prefix, show).await,
-            None => Ok(Vec::new()),
-        }
-    }
-
-    async fn lifecycle(&self, replace: Option<String>) -> Result<Option<String>> {
-        match &self.s3 {
-            Some(s3) => s3.lifecycle(replace).await,
-            None => Err(Error::Usage(format!(
-                "lifecycle rules are for S3 repositories; `{}` is a local folder (prune keeps it tidy)",
-                self.info.location
-            ))),
+    async fn s3(&self, call: S3Call) -> Result<S3Reply> {
+        match (&self.s3, &self.info.s3) {
+            (Some(api), Some(account)) => api.call(account, call).await,
+            _ => super::backend::plain(self, call).await,
         }
     }
 }

@@ -9,12 +9,12 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
 use super::backend::{Upload, UploadOptions};
-use super::s3::{encode_query, name, Request, S3Api};
+use super::s3::api::{encode_query, error_code, name, Request, S3Api};
 use crate::error::{Error, Result, StorageFailure};
 use http::HeaderName;
 
@@ -354,14 +354,7 @@ impl Upload for S3Upload {
             self.collect_one().await?;
         }
         self.stored.sort_by_key(|(number, _)| *number);
-        let mut xml = String::from("<CompleteMultipartUpload>");
-        for (number, etag) in &self.stored {
-            xml.push_str(&format!(
-                "<Part><PartNumber>{number}</PartNumber><ETag>\"{}\"</ETag></Part>",
-                etag.trim_matches('"')
-            ));
-        }
-        xml.push_str("</CompleteMultipartUpload>");
+        let xml = complete_xml(&self.stored)?;
         let answer = self
             .api
             .object_request(
@@ -374,12 +367,12 @@ impl Upload for S3Upload {
             )
             .await?;
         // S3 may answer 200 with an error document when completion fails late.
-        if answer.contains("<Error>") {
+        if let Some((code, message)) = error_code(&answer) {
             return Err(Error::Storage {
                 op: "completing",
                 path: self.display.clone(),
                 kind: StorageFailure::Unavailable,
-                message: crate::error::one_line(&answer),
+                message: format!("{code}: {}", message.unwrap_or_default()),
             });
         }
         Ok(())
@@ -403,5 +396,61 @@ impl Upload for S3Upload {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The body of `CompleteMultipartUpload`: every part, in order, with its ETag quoted.
+#[derive(Serialize)]
+#[serde(rename = "CompleteMultipartUpload")]
+struct CompleteXml {
+    #[serde(rename = "Part")]
+    parts: Vec<PartXml>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PartXml {
+    part_number: u32,
+    #[serde(rename = "ETag")]
+    etag: String,
+}
+
+fn complete_xml(stored: &[(u32, String)]) -> Result<String> {
+    let body = CompleteXml {
+        parts: stored
+            .iter()
+            .map(|(number, etag)| PartXml {
+                part_number: *number,
+                etag: format!("\"{}\"", etag.trim_matches('"')),
+            })
+            .collect(),
+    };
+    quick_xml::se::to_string(&body)
+        .map_err(|e| Error::Internal(format!("cannot write CompleteMultipartUpload: {e}")))
+}
+
+#[cfg(test)]
+mod complete_tests {
+    use super::*;
+
+    #[test]
+    fn completion_lists_the_parts_and_a_late_error_document_is_read() {
+        let xml = complete_xml(&[(1, "\"a&b\"".into()), (2, "c".into())]).unwrap();
+        assert_eq!(
+            xml,
+            "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>\"a&amp;b\"</ETag></Part>\
+             <Part><PartNumber>2</PartNumber><ETag>\"c\"</ETag></Part></CompleteMultipartUpload>"
+        );
+        let late = "<?xml version=\"1.0\"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error.</Message></Error>";
+        assert_eq!(
+            error_code(late),
+            Some((
+                "InternalError".into(),
+                Some("We encountered an internal error.".into())
+            ))
+        );
+        let ok =
+            "<CompleteMultipartUploadResult><ETag>\"x-2\"</ETag></CompleteMultipartUploadResult>";
+        assert_eq!(error_code(ok), None);
     }
 }

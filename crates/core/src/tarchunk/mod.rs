@@ -23,10 +23,10 @@ mod extract;
 mod format;
 mod unpack;
 
-pub use compress::{compress, TarChunks};
-pub use cut::{Cutter, RawChunk};
-pub use format::{ChunkMeta, Resume, CHUNK_TARGET};
-pub use unpack::{unpack, Unpacked};
+pub use compress::TarChunks;
+pub use unpack::unpack;
+#[cfg(test)]
+use {compress::compress, cut::Cutter, format::ChunkMeta};
 
 #[cfg(test)]
 mod tests;

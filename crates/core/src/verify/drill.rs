@@ -25,6 +25,7 @@ use crate::postgres::dump::{backup_db, DumpRequest};
 use crate::postgres::restore::{restore_db, RestoreRequest};
 use crate::postgres::sample::{fingerprint_sql, LARGE_OBJECTS_SQL, SAMPLE_SQL, SAMPLE_TABLES};
 use crate::repository::Repository;
+use crate::units::{human_bytes, human_duration};
 use crate::Context;
 
 #[derive(Debug, Serialize)]
@@ -54,7 +55,8 @@ struct Timer(Vec<DrillStep>, Instant);
 impl Timer {
     fn lap(&mut self, step: &str, detail: String) {
         let seconds = (self.1.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-        tracing::info!("drill: {step} ({seconds:.2}s) {detail}");
+        // The table at the end has every step: logged only when asked for (`-v`).
+        tracing::debug!("drill: {step} ({seconds:.2}s) {detail}");
         self.0.push(DrillStep {
             step: step.into(),
             seconds,
@@ -115,7 +117,9 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
         "logical backup",
         format!(
             "{} ({} raw, {} stored)",
-            manifest.id, manifest.raw_size, manifest.stored_size
+            manifest.id,
+            human_bytes(manifest.raw_size),
+            human_bytes(manifest.stored_size)
         ),
     );
 
@@ -167,7 +171,7 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
         .config
         .postgres
         .insert("drill".into(), source.clone());
-    let verification = crate::verify::verify(
+    let verification = crate::verify::verify_backup(
         &verify_ctx,
         repo,
         &crate::verify::VerifyRequest {
@@ -190,9 +194,9 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
     timer.lap(
         "verify (restore on a throwaway cluster)",
         format!(
-            "{} checks passed, recovery time {:.1}s",
+            "{} checks passed, recovery time {}",
             verification.checks.len(),
-            verification.recovery_seconds.unwrap_or_default()
+            human_duration(verification.recovery_seconds.unwrap_or_default())
         ),
     );
 
@@ -287,7 +291,7 @@ async fn pitr_part(
         format!(
             "{} ({} stored) into {}",
             base.id,
-            base.stored_size,
+            human_bytes(base.stored_size),
             repo.location()
         ),
     );
@@ -399,7 +403,10 @@ async fn pitr_part(
     }
     timer.lap(
         "point-in-time recovery, started and checked",
-        format!("recovered to {target}: the first commit and not the second, in {seconds:.1}s"),
+        format!(
+            "recovered to {target}: the first commit and not the second, in {}",
+            human_duration(seconds)
+        ),
     );
 
     // The deleted row, as it was at the target, beside the live table.
@@ -438,8 +445,9 @@ async fn pitr_part(
     timer.lap(
         "one table as it was, beside the live one (restore table)",
         format!(
-            "{} holds the deleted row; recovered in {:.1}s",
-            copy.restored_as, table.recovery_seconds
+            "{} holds the deleted row; recovered in {}",
+            copy.restored_as,
+            human_duration(table.recovery_seconds)
         ),
     );
     Ok(PitrOutcome {

@@ -11,11 +11,10 @@
 //! production.
 //!
 //! [`scratch`] restores onto throwaway parts; [`checks`] checks what was restored and runs the
-//! quick check; [`record`] keeps the results; [`drill`] rehearses a whole disaster.
+//! quick check; [`crate::repository::verifications`] keeps the results; [`drill`] rehearses a whole disaster.
 
 mod checks;
 pub mod drill;
-mod record;
 mod scratch;
 
 use std::path::PathBuf;
@@ -28,7 +27,9 @@ use crate::repository::manifest::BackupKind;
 use crate::repository::{Repository, Selector};
 use crate::Context;
 
-pub use record::{list_verifications, verification_path, Check, Verification, VERIFICATION_FORMAT};
+pub use crate::repository::verifications::{
+    list_verifications, verification_path, Check, Verification, VERIFICATION_FORMAT,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyRequest {
@@ -40,11 +41,11 @@ pub struct VerifyRequest {
     /// pg_restore jobs for a dump.
     pub jobs: u32,
     /// How a backup in an archive tier is read back.
-    pub thaw: crate::storage::tiers::Thaw,
+    pub thaw: crate::storage::s3::tiers::Thaw,
 }
 
 /// Verifies one backup and records the result (a failed check is a result, not an error).
-pub async fn verify(
+pub async fn verify_backup(
     ctx: &Context,
     repo: &Repository,
     request: &VerifyRequest,
@@ -58,7 +59,7 @@ pub async fn verify(
         .await?;
     // An archived backup is restored by the storage first (or said not to be ready): not a
     // failed verification.
-    crate::storage::tiers::ensure_readable(
+    crate::storage::s3::tiers::ensure_readable(
         repo.storage(),
         &manifest.id,
         &[manifest.data.as_str()],

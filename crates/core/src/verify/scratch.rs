@@ -19,7 +19,7 @@ pub(super) struct Restored {
     port: u16,
     dbname: String,
     user: Option<String>,
-    tools: crate::postgres::tools::PgTools,
+    tools: crate::process::tools::PgTools,
     /// Keeps the scratch cluster (dump) alive; dropped last.
     cluster: Option<ScratchCluster>,
     /// The recovered server (base backup), stopped and removed on drop.

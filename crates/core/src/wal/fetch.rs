@@ -28,7 +28,12 @@ pub struct Fetched {
 /// Restores one archived file to `dest`, atomically, from the spool when a prefetch put it
 /// there, else from the archive. `found` is false when the archive does not have it
 /// (PostgreSQL asks for files that may not exist).
-pub async fn fetch(ctx: &Context, repo: &Repository, name: &str, dest: &Path) -> Result<Fetched> {
+pub async fn fetch_wal(
+    ctx: &Context,
+    repo: &Repository,
+    name: &str,
+    dest: &Path,
+) -> Result<Fetched> {
     WalName::parse(name).ok_or_else(|| Error::Usage(format!("`{name}` is not a WAL file name")))?;
     let spool = spool_dir(ctx, repo)?.join("fetched");
     let prefetched = spool.join(name);

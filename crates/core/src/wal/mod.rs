@@ -19,9 +19,9 @@ pub mod segment;
 pub mod stored;
 mod timelines;
 
-pub use fetch::{fetch, prefetch, read_archived, Fetched};
+pub use fetch::{fetch_wal, prefetch, read_archived, Fetched};
 pub use names::*;
-pub use push::{last_refusal, push, push_ready, Pushed, Refusal};
+pub use push::{last_refusal, push_ready, push_wal, Pushed, Refusal};
 pub use report::{archive_report, ArchiveReport, RecoveryWindow, TimelineReport};
 pub use timelines::*;
 

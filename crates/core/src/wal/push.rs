@@ -44,7 +44,7 @@ pub struct Pushed {
 /// Archives one file (`path` as PostgreSQL gives it, relative to the data folder). A segment
 /// that a background [`push_ready`] has pushed (its marker in the spool) is done at once; one
 /// that it is about to push is waited for; anything else is pushed here.
-pub async fn push(ctx: &Context, repo: &Repository, path: &Path) -> Result<Pushed> {
+pub async fn push_wal(ctx: &Context, repo: &Repository, path: &Path) -> Result<Pushed> {
     let name = file_name(path)?;
     let spool = spool_dir(ctx, repo)?;
     let segment = matches!(WalName::parse(&name), Some(WalName::Segment { .. }));
@@ -268,10 +268,10 @@ async fn push_one(
     let storage = repo.storage();
     // Locked (`object_lock`) for the PITR window; a push whose lock failed fails, and its
     // retry locks what it finds archived.
-    let until = repo.object_lock().map(|l| l.wal(jiff::Timestamp::now()));
+    let until = repo.hold().map(|l| l.wal(jiff::Timestamp::now()));
     if storage.write_new(&key, sealed).await? {
         if let Some(until) = until {
-            repo.lock_new(&[&key], until).await?;
+            repo.hold_new(&[&key], until).await?;
         }
         tracing::info!(wal = name, bytes = raw.len(), stored = size, "archived");
         return Ok(());
@@ -282,7 +282,7 @@ async fn push_one(
     let archived = stored::open(name, &existing, identities.as_ref())?;
     if sha256_hex(&archived) == sha256_hex(&raw) {
         if let Some(until) = until {
-            repo.lock_at_least(&[&key], until).await?;
+            repo.hold_at_least(&[&key], until).await?;
         }
         tracing::info!(wal = name, "already archived with the same content");
         Ok(())

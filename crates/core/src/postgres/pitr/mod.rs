@@ -91,7 +91,7 @@ pub struct PitrRequest {
     /// The started server is a throwaway (verification, drill): it dies with lifeboat.
     pub throwaway: bool,
     /// How a base backup in an archive class is read back.
-    pub thaw: crate::storage::tiers::Thaw,
+    pub thaw: crate::storage::s3::tiers::Thaw,
 }
 
 #[derive(Debug, Serialize)]
@@ -136,7 +136,7 @@ pub async fn restore_pitr(
     folder::check_empty(&request.pgdata)?;
     let plan = plan(ctx, repo, request).await?;
     let base = &plan.base;
-    crate::storage::tiers::ensure_readable(
+    crate::storage::s3::tiers::ensure_readable(
         repo.storage(),
         &base.id,
         &base.objects(),

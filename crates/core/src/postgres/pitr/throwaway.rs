@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::{restore_pitr, PitrReport, PitrRequest, Target, TargetAction, TargetTimeline};
 use crate::error::{Error, Result};
 use crate::postgres::conn::connect_socket;
-use crate::postgres::tools::PgTools;
+use crate::process::tools::PgTools;
 use crate::repository::Repository;
 use crate::Context;
 

@@ -83,7 +83,7 @@ pub struct RestoreRequest {
     /// With `globals`: also alter the roles that exist to match the backup.
     pub replace_roles: bool,
     /// How a backup in an archive tier is read back.
-    pub thaw: crate::storage::tiers::Thaw,
+    pub thaw: crate::storage::s3::tiers::Thaw,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -182,7 +182,7 @@ pub async fn restore_db(
     if let Some(globals) = manifest.globals.as_ref().filter(|_| request.globals) {
         keys.push(globals.key.as_str());
     }
-    crate::storage::tiers::ensure_readable(
+    crate::storage::s3::tiers::ensure_readable(
         repo.storage(),
         &manifest.id,
         &keys,

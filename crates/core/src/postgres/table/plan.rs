@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::postgres::pitr::{self, PitrRequest, Target, TargetAction, TargetTimeline};
 use crate::repository::layout::Area;
 use crate::repository::manifest::{BackupKind, Manifest};
+use crate::repository::verifications::list_verifications;
 use crate::repository::Repository;
-use crate::verify::list_verifications;
 use crate::{wal, Context};
 
 #[derive(Debug, Serialize)]

@@ -11,26 +11,10 @@
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use super::s3::{encode_query, Request, S3Api};
+use super::api::{encode_query, Request, S3Api};
+use super::call::{Deletion, Held};
 use crate::config::LockMode;
 use crate::error::{Error, Result, StorageFailure};
-
-/// An object's lock.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Retention {
-    /// `GOVERNANCE` or `COMPLIANCE`.
-    pub mode: String,
-    pub until: Timestamp,
-}
-
-/// What became of a deletion of every version of an object.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Deletion {
-    /// No version is left (or there was none).
-    Deleted,
-    /// A version is locked until `until`: that one and the newer ones are left as they were.
-    Locked { until: Timestamp },
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -120,7 +104,7 @@ impl S3Api {
 
     /// An object's lock (of version `version`, else the current one); `None` when it has
     /// none or does not exist.
-    pub async fn retention(&self, key: &str, version: Option<&str>) -> Result<Option<Retention>> {
+    pub async fn retention(&self, key: &str, version: Option<&str>) -> Result<Option<Held>> {
         let Some(headers) = self.head(key, version, "checking the lock of").await? else {
             return Ok(None);
         };
@@ -136,7 +120,7 @@ impl S3Api {
             kind: StorageFailure::Refused,
             message: format!("the server's retain-until date `{until}` cannot be read: {e}"),
         })?;
-        Ok(Some(Retention { mode, until }))
+        Ok(Some(Held { mode, until }))
     }
 
     /// Locks the current version of an object until `until`.
@@ -249,7 +233,7 @@ impl S3Api {
         let display = format!("s3://{}/{full_key}", self.bucket());
         let url = self.url(&format!(
             "/{}?versionId={}",
-            super::s3::encode_key(full_key),
+            super::api::encode_key(full_key),
             encode_query(version)
         ))?;
         let request = Request {

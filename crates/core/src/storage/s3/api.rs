@@ -14,11 +14,12 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::Deserialize;
 
-use super::backend::{ByteStream, CopyOptions, ObjectMeta, S3Account};
-use super::client::Requests;
-use super::ranges::{fetch_ranges, read_ranges, FIRST_READ};
-use super::retry::{status_is_retryable, RetryPolicy};
+use super::call::{S3Call, S3Reply};
 use crate::error::{one_line, Error, Result, StorageFailure};
+use crate::storage::backend::{ByteStream, CopyOptions, ObjectMeta, S3Account};
+use crate::storage::client::Requests;
+use crate::storage::ranges::{fetch_ranges, read_ranges, FIRST_READ};
+use crate::storage::retry::{status_is_retryable, RetryPolicy};
 use http::HeaderName;
 
 /// S3's limit for a copy in one request.
@@ -32,7 +33,7 @@ pub struct S3Api {
     policy: RetryPolicy,
     /// `s3://bucket/prefix`, for messages.
     location: String,
-    keys: Arc<super::credentials::Keys>,
+    keys: Arc<crate::storage::credentials::Keys>,
 }
 
 /// An S3 error document (`<Error><Code>..</Code><Message>..</Message></Error>`).
@@ -44,14 +45,14 @@ struct ErrorXml {
     message: Option<String>,
 }
 
-fn error_code(body: &str) -> Option<(String, Option<String>)> {
+pub(crate) fn error_code(body: &str) -> Option<(String, Option<String>)> {
     quick_xml::de::from_str::<ErrorXml>(body)
         .ok()
         .map(|e| (e.code, e.message))
 }
 
 /// Percent-encodes a key for an S3 path, keeping `/`.
-pub(super) fn encode_key(key: &str) -> String {
+pub(crate) fn encode_key(key: &str) -> String {
     const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
         .remove(b'-')
         .remove(b'_')
@@ -68,7 +69,7 @@ impl S3Api {
         requests: Arc<Requests>,
         policy: RetryPolicy,
         location: String,
-        keys: Arc<super::credentials::Keys>,
+        keys: Arc<crate::storage::credentials::Keys>,
     ) -> S3Api {
         S3Api {
             account,
@@ -81,21 +82,21 @@ impl S3Api {
     }
 
     /// Where this account's keys come from.
-    pub fn key_source(&self) -> &super::credentials::KeySource {
+    pub fn key_source(&self) -> &crate::storage::credentials::KeySource {
         self.keys.source()
     }
 
-    pub(super) fn bucket(&self) -> &str {
+    pub(crate) fn bucket(&self) -> &str {
         &self.account.bucket
     }
 
     /// A key below the prefix, as the bucket names it.
-    pub(super) fn full_key(&self, key: &str) -> String {
+    pub(crate) fn full_key(&self, key: &str) -> String {
         self.account.full_key(key)
     }
 
     /// A bucket's key as the repository names it (below the prefix).
-    pub(super) fn relative_key(&self, full: &str) -> String {
+    pub(crate) fn relative_key(&self, full: &str) -> String {
         let prefix = &self.account.prefix;
         if prefix.is_empty() {
             full.to_string()
@@ -107,13 +108,13 @@ impl S3Api {
         }
     }
 
-    pub(super) fn display(&self, key: &str) -> String {
+    pub(crate) fn display(&self, key: &str) -> String {
         format!("{}/{key}", self.location.trim_end_matches('/'))
     }
 
     /// A URL of the bucket: the endpoint with the bucket as the path's first part, or in the
     /// host name.
-    pub(super) fn url(&self, path_and_query: &str) -> Result<reqwest::Url> {
+    pub(crate) fn url(&self, path_and_query: &str) -> Result<reqwest::Url> {
         let bucket = &self.account.bucket;
         let access = &self.account.access;
         let text = match (&access.endpoint, access.path_style) {
@@ -143,13 +144,13 @@ impl S3Api {
         })
     }
 
-    pub(super) fn object_url(&self, key: &str) -> Result<reqwest::Url> {
+    pub(crate) fn object_url(&self, key: &str) -> Result<reqwest::Url> {
         self.url(&format!("/{}", encode_key(&self.account.full_key(key))))
     }
 
     /// An object's response headers (of `version`, else the current one), by a HEAD;
     /// `None` if it does not exist. `op` names the request in errors.
-    pub(super) async fn head(
+    pub(crate) async fn head(
         &self,
         key: &str,
         version: Option<&str>,
@@ -185,7 +186,7 @@ impl S3Api {
 
     /// Sends an XML body (a configuration, a restore or retention request) with the
     /// Content-MD5 S3 asks for on such requests.
-    pub(super) async fn send_xml(
+    pub(crate) async fn send_xml(
         &self,
         op: &'static str,
         display: &str,
@@ -214,7 +215,7 @@ impl S3Api {
     }
 
     /// Sends a request, retrying what may pass (signed anew for each try).
-    pub(super) async fn send(&self, request: &Request<'_>) -> Result<reqwest::Response> {
+    pub(crate) async fn send(&self, request: &Request<'_>) -> Result<reqwest::Response> {
         self.policy
             .run(&format!("{} `{}`", request.op, request.display), |_| {
                 self.send_once(request)
@@ -419,7 +420,40 @@ impl S3Api {
 }
 
 /// One request to send.
-pub(super) struct Request<'a> {
+impl S3Api {
+    /// Answers one of the S3 extras for the bucket of `account`.
+    pub async fn call(&self, account: &S3Account, call: S3Call) -> Result<S3Reply> {
+        Ok(match call {
+            S3Call::SetClass { key, class } => {
+                let options = CopyOptions {
+                    size: 0,
+                    etag: None,
+                    storage_class: Some(class),
+                    part_size: 0,
+                };
+                self.copy_object(account, &key, &key, &options, true)
+                    .await?;
+                S3Reply::Done
+            }
+            S3Call::Lifecycle { replace } => S3Reply::Lifecycle(self.lifecycle(replace).await?),
+            S3Call::Readiness { key } => S3Reply::Readiness(self.readiness(&key).await?),
+            S3Call::RequestRestore { key, days, tier } => {
+                self.request_restore(&key, days, &tier).await?;
+                S3Reply::Done
+            }
+            S3Call::HoldEnabled => S3Reply::Enabled(self.lock_enabled().await?),
+            S3Call::Hold { key } => S3Reply::Hold(self.retention(&key, None).await?),
+            S3Call::SetHold { key, mode, until } => {
+                self.set_retention(&key, mode, until).await?;
+                S3Reply::Done
+            }
+            S3Call::DeleteVersions { key } => S3Reply::Deletion(self.delete_versions(&key).await?),
+            S3Call::Hidden { prefix, show } => S3Reply::Keys(self.hidden(&prefix, show).await?),
+        })
+    }
+}
+
+pub(crate) struct Request<'a> {
     pub op: &'static str,
     pub display: &'a str,
     pub method: reqwest::Method,
@@ -429,12 +463,12 @@ pub(super) struct Request<'a> {
 }
 
 /// A header name known to be valid.
-pub(super) fn name(text: &'static str) -> HeaderName {
+pub(crate) fn name(text: &'static str) -> HeaderName {
     HeaderName::from_static(text)
 }
 
 /// Percent-encodes a query value.
-pub(super) fn encode_query(value: &str) -> String {
+pub(crate) fn encode_query(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

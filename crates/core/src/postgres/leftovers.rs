@@ -2,7 +2,7 @@
 //! verifications and drills (a server may still be running in one), and temporary files of
 //! older versions (which named their password and spool files). Swept at the start of a
 //! command, when older than a day (a younger one may belong to a command still running), and
-//! reported. Files lifeboat creates now have no name at all ([`super::Unnamed`]).
+//! reported. Files lifeboat creates now have no name at all ([`crate::process::Unnamed`]).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -14,7 +14,7 @@ const STALE: Duration = Duration::from_secs(24 * 3600);
 
 /// Removes stale leftovers in `dir`, stopping a server still running in one with `pg_ctl`
 /// (`tools`); returns what was removed.
-pub fn sweep(dir: &Path, tools: &crate::postgres::tools::PgTools, now: SystemTime) -> Vec<PathBuf> {
+pub fn sweep(dir: &Path, tools: &crate::process::tools::PgTools, now: SystemTime) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -50,7 +50,7 @@ pub fn sweep(dir: &Path, tools: &crate::postgres::tools::PgTools, now: SystemTim
 }
 
 /// Stops (immediately) a server whose data folder is `dir` or `dir/data`.
-fn stop_servers_in(dir: &Path, tools: &crate::postgres::tools::PgTools) {
+fn stop_servers_in(dir: &Path, tools: &crate::process::tools::PgTools) {
     for data in [dir.to_path_buf(), dir.join("data")] {
         if !data.join("postmaster.pid").exists() {
             continue;
@@ -83,7 +83,7 @@ mod tests {
         ] {
             std::fs::create_dir(tmp.path().join(name)).unwrap();
         }
-        let tools = crate::postgres::tools::PgTools::locate(None);
+        let tools = crate::process::tools::PgTools::locate(None);
         let later = SystemTime::now() + Duration::from_secs(2 * 24 * 3600);
         // As seen two days later, everything of ours is stale; someone else's is not ours.
         let mut removed = sweep(tmp.path(), &tools, later);

@@ -1,59 +1,10 @@
 //! Archive tiers (S3 Glacier Flexible Retrieval, Glacier Deep Archive): whether an object can
 //! be read now, and the restore request that makes a readable copy of it for some days.
 
-use serde::Serialize;
-
-use super::s3::S3Api;
+use super::api::S3Api;
 use crate::error::{Error, Result};
 
-/// Storage classes whose objects must be restored before they can be read (Glacier Instant
-/// Retrieval and the infrequent-access classes read at once).
-pub fn needs_restore(class: &str) -> bool {
-    matches!(class, "GLACIER" | "DEEP_ARCHIVE")
-}
-
-/// Whether an object can be read now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "lowercase")]
-pub enum Readiness {
-    /// In a class read at once (or not on S3).
-    Readable,
-    /// In an archive class, with no restored copy and none on the way.
-    Archived { class: String },
-    /// A restore was requested and is not done.
-    Restoring { class: String },
-    /// A restored copy can be read until `until` (as S3 gives it).
-    Restored {
-        class: String,
-        until: Option<String>,
-    },
-}
-
-impl Readiness {
-    pub fn readable(&self) -> bool {
-        matches!(self, Readiness::Readable | Readiness::Restored { .. })
-    }
-
-    /// From an object's `x-amz-storage-class` and `x-amz-restore` headers.
-    pub fn from_headers(class: Option<&str>, restore: Option<&str>) -> Readiness {
-        let Some(class) = class.filter(|c| needs_restore(c)) else {
-            return Readiness::Readable;
-        };
-        let class = class.to_string();
-        let Some(restore) = restore else {
-            return Readiness::Archived { class };
-        };
-        // `ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"`
-        if restore.contains("ongoing-request=\"true\"") {
-            return Readiness::Restoring { class };
-        }
-        let until = restore
-            .split_once("expiry-date=\"")
-            .and_then(|(_, rest)| rest.split_once('"'))
-            .map(|(date, _)| date.to_string());
-        Readiness::Restored { class, until }
-    }
-}
+pub use super::call::{needs_restore, Readiness};
 
 /// How fast a restore request is served, and at what price.
 pub const TIERS: [&str; 3] = ["Expedited", "Standard", "Bulk"];
@@ -96,7 +47,7 @@ impl Default for Thaw {
 /// what was asked and when it should be done. An object that does not exist is left to the
 /// download to report.
 pub async fn ensure_readable(
-    storage: &super::Storage,
+    storage: &crate::storage::Storage,
     id: &str,
     keys: &[&str],
     thaw: &Thaw,

@@ -8,13 +8,13 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::index::{diff, Change};
-use super::{index_key, list_runs, read_index, Ends, Failure};
+use super::{index_key, list_bucket_runs, read_index, Ends, Failure};
 use crate::config::{BucketUrl, ObjectsConfig};
 use crate::error::{Error, Result};
 use crate::storage::{CopyOptions, RequestCounts, Storage};
 use crate::Context;
 
-pub struct RestoreOptions {
+pub struct BucketRestoreOptions {
     /// Restore as of the latest run not after this time; `None`: the latest run.
     pub as_of: Option<Timestamp>,
     /// Another bucket (same account and endpoint as the source) to restore into.
@@ -27,7 +27,7 @@ pub struct RestoreOptions {
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct ObjectsRestoreReport {
+pub struct BucketRestoreReport {
     pub name: String,
     pub run: String,
     pub run_started: Option<Timestamp>,
@@ -56,15 +56,15 @@ enum Done {
     Failed(Failure),
 }
 
-pub async fn restore_objects(
+pub async fn restore_bucket(
     ctx: &Context,
     name: &str,
     config: &ObjectsConfig,
-    options: &RestoreOptions,
-) -> Result<ObjectsRestoreReport> {
+    options: &BucketRestoreOptions,
+) -> Result<BucketRestoreReport> {
     let started = Instant::now();
     let ends = Ends::open(config, &ctx.storage_env())?;
-    let runs = list_runs(&ends.dest).await?;
+    let runs = list_bucket_runs(&ends.dest).await?;
     let run = match options.as_of {
         None => runs.last(),
         Some(at) => runs.iter().rev().find(|r| r.started <= at),
@@ -114,13 +114,13 @@ pub async fn restore_objects(
             .boxed()
     };
     let part_size = (config.part_size_mib as usize) << 20;
-    let mut report = ObjectsRestoreReport {
+    let mut report = BucketRestoreReport {
         name: name.to_string(),
         run: run.id.clone(),
         run_started: Some(run.started),
         target: target_config.url.to_string(),
         dry_run: options.dry_run,
-        ..ObjectsRestoreReport::default()
+        ..BucketRestoreReport::default()
     };
     let progress = ctx
         .progress

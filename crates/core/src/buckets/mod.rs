@@ -24,8 +24,8 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-pub use restore::{restore_objects, ObjectsRestoreReport, RestoreOptions};
-pub use run::{backup_between, backup_objects, BackupOptions, BackupReport};
+pub use restore::{restore_bucket, BucketRestoreOptions, BucketRestoreReport};
+pub use run::{backup_between, backup_bucket, BucketBackupOptions, BucketBackupReport};
 
 use crate::error::{Error, Result};
 use crate::storage::{RequestCounts, Storage};
@@ -100,7 +100,7 @@ pub fn new_run_id(started: Timestamp) -> String {
 }
 
 /// Every recorded run in a destination, oldest first.
-pub async fn list_runs(dest: &Storage) -> Result<Vec<RunRecord>> {
+pub async fn list_bucket_runs(dest: &Storage) -> Result<Vec<RunRecord>> {
     let listed = dest.list(RUNS).await?;
     let mut runs = Vec::new();
     for entry in listed {

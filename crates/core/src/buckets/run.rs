@@ -12,8 +12,8 @@ use tokio::sync::Semaphore;
 
 use super::index::{diff, version_key, Change, IndexEntry, IndexWriter, SourceObject};
 use super::{
-    index_key, list_runs, read_index, record_key, retired_key, Ends, Failure, RunRecord, Summary,
-    RUN_FORMAT,
+    index_key, list_bucket_runs, read_index, record_key, retired_key, Ends, Failure, RunRecord,
+    Summary, RUN_FORMAT,
 };
 use crate::config::ObjectsConfig;
 use crate::error::{Error, Result};
@@ -31,14 +31,14 @@ const STEP_WINDOW: usize = 8192;
 /// Compressed index bytes gathered before they are sent.
 const INDEX_FLUSH: usize = 1 << 20;
 
-pub struct BackupOptions {
+pub struct BucketBackupOptions {
     pub dry_run: bool,
     /// The run's time (injected so that tests can place runs in the past).
     pub now: Timestamp,
 }
 
 #[derive(Debug, Serialize)]
-pub struct BackupReport {
+pub struct BucketBackupReport {
     pub name: String,
     /// The run's id; `None` for a dry run.
     pub run: Option<String>,
@@ -56,7 +56,7 @@ enum ChangeKind {
     Removed,
 }
 
-impl BackupReport {
+impl BucketBackupReport {
     pub fn failed(&self) -> u64 {
         self.summary.failed
     }
@@ -72,12 +72,12 @@ struct Outcome {
 }
 
 /// Backs up the bucket of `[objects.NAME]`.
-pub async fn backup_objects(
+pub async fn backup_bucket(
     ctx: &Context,
     name: &str,
     config: &ObjectsConfig,
-    options: &BackupOptions,
-) -> Result<BackupReport> {
+    options: &BucketBackupOptions,
+) -> Result<BucketBackupReport> {
     // A dry run goes the whole way with storage that shows its writes instead of making them.
     let env = if options.dry_run {
         ctx.storage_env().dry()
@@ -94,10 +94,10 @@ pub async fn backup_between(
     name: &str,
     config: &ObjectsConfig,
     ends: &Ends,
-    options: &BackupOptions,
-) -> Result<BackupReport> {
+    options: &BucketBackupOptions,
+) -> Result<BucketBackupReport> {
     let started = Instant::now();
-    let runs = list_runs(&ends.dest).await?;
+    let runs = list_bucket_runs(&ends.dest).await?;
     let previous = match runs.last() {
         Some(run) => read_index(&ends.dest, &index_key(&run.id), false).await?,
         None => futures::stream::empty().boxed(),
@@ -117,7 +117,7 @@ pub async fn backup_between(
     summary.seconds = started.elapsed().as_secs_f64();
     summary.requests = ends.requests();
     if options.dry_run {
-        return Ok(BackupReport {
+        return Ok(BucketBackupReport {
             name: name.to_string(),
             run: None,
             dry_run: true,
@@ -149,7 +149,7 @@ pub async fn backup_between(
     if let Err(e) = retired.finish().await {
         tracing::warn!("run `{id}` is recorded but its list of retired versions is not: they will not be pruned ({e})");
     }
-    Ok(BackupReport {
+    Ok(BucketBackupReport {
         name: name.to_string(),
         run: Some(id),
         dry_run: false,
@@ -421,9 +421,9 @@ mod tests {
         (ctx, ends)
     }
 
-    async fn run(ctx: &Context, ends: &Ends, minute: u32) -> BackupReport {
+    async fn run(ctx: &Context, ends: &Ends, minute: u32) -> BucketBackupReport {
         let config = &ctx.config.objects["media"];
-        let options = BackupOptions {
+        let options = BucketBackupOptions {
             dry_run: false,
             now: format!("2026-11-01T02:{minute:02}:00Z").parse().unwrap(),
         };
@@ -477,7 +477,7 @@ mod tests {
                 .unwrap(),
             b"one"
         );
-        let runs = list_runs(&ends.dest).await.unwrap();
+        let runs = list_bucket_runs(&ends.dest).await.unwrap();
         assert_eq!(runs.len(), 3);
         assert!(runs.iter().all(|r| r.complete));
     }
@@ -492,7 +492,7 @@ mod tests {
             env: ends.env.clone(),
         };
         let config = &ctx.config.objects["media"];
-        let options = BackupOptions {
+        let options = BucketBackupOptions {
             dry_run: true,
             now: "2026-11-01T02:00:00Z".parse().unwrap(),
         };

@@ -15,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-use super::{list_runs, read_index, record_key, RUNS};
+use super::{list_bucket_runs, read_index, record_key, RUNS};
 use crate::error::Result;
 use crate::storage::Storage;
 
@@ -66,7 +66,7 @@ pub struct HistoryOutcome {
 
 /// Plans the history of an object backup (its destination `dest`) as it stands.
 pub async fn plan_for(dest: &Storage, history_days: u32, now: Timestamp) -> Result<HistoryPlan> {
-    let runs = list_runs(dest).await?;
+    let runs = list_bucket_runs(dest).await?;
     let ids: Vec<(String, Timestamp)> = runs.iter().map(|r| (r.id.clone(), r.started)).collect();
     Ok(plan(&ids, now, history_days))
 }
