@@ -53,7 +53,8 @@ mod tests {
         assert_eq!(human_duration(59.96), "1m00s");
         assert_eq!(human_duration(245.0), "4m05s");
         assert_eq!(human_duration(3600.0), "1h00");
-        assert_eq!(human_duration(25.0 * 3600.0 + 59.0), "25h01");
+        assert_eq!(human_duration(25.0 * 3600.0 + 59.0), "25h00");
+        assert_eq!(human_duration(25.0 * 3600.0 + 60.0), "25h01");
         assert_eq!(human_duration(f64::NAN), "?");
     }
 }
