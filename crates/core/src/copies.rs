@@ -178,22 +178,8 @@ async fn copy_locked(
     dry_run: bool,
 ) -> Result<CopyReport> {
     let manifests = primary.list().await?;
-    let in_copy: HashSet<String> = target
-        .catalog()
-        .await?
-        .manifests
-        .into_iter()
-        .map(|m| m.id)
-        .collect();
     let wal = primary.storage().list(Area::Wal.dirname()).await?;
-    let wal_in_copy: HashSet<String> = target
-        .storage()
-        .list(Area::Wal.dirname())
-        .await?
-        .into_iter()
-        .map(|e| e.path)
-        .collect();
-    let plan = plan_copy(&manifests, &in_copy, &wal, &wal_in_copy);
+    let plan = what_to_copy(target, &manifests, &wal).await?;
     let mut report = CopyReport {
         copy: name.to_string(),
         location: target.location().to_string(),
@@ -214,74 +200,11 @@ async fn copy_locked(
     if dry_run {
         return Ok(report);
     }
-    let classes = &ctx.config.repository.storage_class;
-    let part_size = ctx
-        .config
-        .repository
-        .part_size_mib
-        .map_or(PART_SIZE, |mib| (mib as usize) << 20);
-    // Data first, each object checked by hash once in the copy.
-    let mut whole = Vec::new();
-    for backup in &plan.backups {
-        let class = match backup.kind {
-            BackupKind::Db | BackupKind::Redis => classes.db.clone(),
-            BackupKind::Base => classes.base.clone(),
-        };
-        match copy_backup(
-            primary.storage(),
-            target.storage(),
-            backup,
-            class.clone(),
-            part_size,
-        )
-        .await
-        {
-            Ok(bytes) => {
-                report.bytes_copied += bytes;
-                whole.push((backup, class));
-            }
-            Err(e) if ctx.cancel.is_cancelled() => return Err(e),
-            Err(e) => {
-                tracing::warn!(copy = name, backup = %backup.id, error = %e, "not copied");
-                report.failed.push(format!("backup `{}`: {e}", backup.id));
-            }
-        }
-    }
-    // Then the WAL archive (a base backup in the copy needs its WAL there).
-    // Each locked (`object_lock`) from when it was pushed, as in the repository.
-    let pushed: std::collections::HashMap<&str, jiff::Timestamp> = wal
-        .iter()
-        .filter_map(|e| Some((e.path.as_str(), e.modified?)))
-        .collect();
-    let wal_results: Vec<(String, Result<u64>)> = futures::stream::iter(plan.wal.iter())
-        .map(|key| {
-            let pushed = pushed.get(key.as_str()).copied();
-            async move {
-                let copied = copy_small(primary.storage(), target.storage(), key).await;
-                let locked = match (&copied, target.hold()) {
-                    (Ok(_), Some(lock)) => {
-                        let until = lock.wal(pushed.unwrap_or_else(jiff::Timestamp::now));
-                        target.hold_new(&[key], until).await
-                    }
-                    _ => Ok(()),
-                };
-                (key.clone(), locked.and(copied))
-            }
-        })
-        .buffer_unordered(WAL_AT_ONCE)
-        .collect()
-        .await;
-    for (key, result) in wal_results {
-        match result {
-            Ok(bytes) => {
-                report.wal_copied += 1;
-                report.bytes_copied += bytes;
-            }
-            Err(e) if ctx.cancel.is_cancelled() => return Err(e),
-            Err(e) => report.failed.push(format!("`{key}`: {e}")),
-        }
-    }
-    // Manifests last: a backup is in the copy once all of it is.
+    // Data first, each object checked by hash once in the copy; then the WAL archive (a base
+    // backup in the copy needs its WAL there); manifests last: a backup is in the copy once
+    // all of it is.
+    let whole = copy_data(ctx, primary, target, name, &plan, &mut report).await?;
+    copy_wal(ctx, primary, target, &plan, &wal, &mut report).await?;
     for (backup, class) in whole {
         let Some(manifest) = manifests.iter().find(|m| m.id == backup.id) else {
             continue;
@@ -291,6 +214,7 @@ async fn copy_locked(
         target.commit(&manifest).await?;
         report.backups_copied.push(backup.id.clone());
     }
+    // The copy keeps its own retention.
     let retention_at = jiff::Timestamp::now();
     let pruning = crate::retention::prune::plan_prune(ctx, target, retention_at, false).await?;
     let done = crate::retention::prune::execute_prune(ctx, target, &pruning).await?;
@@ -321,6 +245,119 @@ async fn copy_locked(
         )));
     }
     Ok(report)
+}
+
+/// What the copy lacks: the committed backups and the WAL files it has not got.
+async fn what_to_copy(
+    target: &Repository,
+    manifests: &[Manifest],
+    wal: &[crate::storage::Entry],
+) -> Result<CopyPlan> {
+    let in_copy: HashSet<String> = target
+        .catalog()
+        .await?
+        .manifests
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    let wal_in_copy: HashSet<String> = target
+        .storage()
+        .list(Area::Wal.dirname())
+        .await?
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    Ok(plan_copy(manifests, &in_copy, wal, &wal_in_copy))
+}
+
+/// Each planned backup's data, in its storage class there; the backups copied whole, with
+/// their class. A backup that fails is reported and left out; a stop ends it all.
+async fn copy_data<'p>(
+    ctx: &Context,
+    primary: &Repository,
+    target: &Repository,
+    name: &str,
+    plan: &'p CopyPlan,
+    report: &mut CopyReport,
+) -> Result<Vec<(&'p PlannedBackup, Option<String>)>> {
+    let classes = &ctx.config.repository.storage_class;
+    let part_size = ctx
+        .config
+        .repository
+        .part_size_mib
+        .map_or(PART_SIZE, |mib| (mib as usize) << 20);
+    let mut whole = Vec::new();
+    for backup in &plan.backups {
+        let class = match backup.kind {
+            BackupKind::Db | BackupKind::Redis => classes.db.clone(),
+            BackupKind::Base => classes.base.clone(),
+        };
+        match copy_backup(
+            primary.storage(),
+            target.storage(),
+            backup,
+            class.clone(),
+            part_size,
+        )
+        .await
+        {
+            Ok(bytes) => {
+                report.bytes_copied += bytes;
+                whole.push((backup, class));
+            }
+            Err(e) if ctx.cancel.is_cancelled() => return Err(e),
+            Err(e) => {
+                tracing::warn!(copy = name, backup = %backup.id, error = %e, "not copied");
+                report.failed.push(format!("backup `{}`: {e}", backup.id));
+            }
+        }
+    }
+    Ok(whole)
+}
+
+/// The planned WAL files, a few at once, each held (`object_lock`) from when it was pushed,
+/// as in the repository.
+async fn copy_wal(
+    ctx: &Context,
+    primary: &Repository,
+    target: &Repository,
+    plan: &CopyPlan,
+    wal: &[crate::storage::Entry],
+    report: &mut CopyReport,
+) -> Result<()> {
+    let pushed: std::collections::HashMap<&str, jiff::Timestamp> = wal
+        .iter()
+        .filter_map(|e| Some((e.path.as_str(), e.modified?)))
+        .collect();
+    let wal_results: Vec<(String, Result<u64>)> = futures::stream::iter(plan.wal.iter())
+        .map(|key| {
+            let pushed = pushed.get(key.as_str()).copied();
+            async move {
+                let copied = copy_small(primary.storage(), target.storage(), key).await;
+                let held = match (&copied, target.hold()) {
+                    (Ok(_), Some(hold)) => {
+                        let until = hold.wal(pushed.unwrap_or_else(jiff::Timestamp::now));
+                        target.hold_new(&[key], until).await
+                    }
+                    _ => Ok(()),
+                };
+                (key.clone(), held.and(copied))
+            }
+        })
+        .buffer_unordered(WAL_AT_ONCE)
+        .collect()
+        .await;
+    for (key, result) in wal_results {
+        match result {
+            Ok(bytes) => {
+                report.wal_copied += 1;
+                report.bytes_copied += bytes;
+            }
+            Err(e) if ctx.cancel.is_cancelled() => return Err(e),
+            Err(e) => report.failed.push(format!("`{key}`: {e}")),
+        }
+    }
+    Ok(())
 }
 
 /// Copies a backup's objects and checks each in the copy; a failure removes what it copied.

@@ -3,12 +3,13 @@
 
 use std::time::{Duration, Instant};
 
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use serde::Serialize;
 
 use super::index::{diff, Change};
-use super::{index_key, list_bucket_runs, read_index, Ends, Failure};
+use super::{index_key, list_bucket_runs, read_index, Ends, Failure, RunRecord};
 use crate::config::{BucketUrl, ObjectsConfig};
 use crate::error::{Error, Result};
 use crate::storage::{CopyOptions, RequestCounts, Storage};
@@ -64,23 +65,7 @@ pub async fn restore_bucket(
 ) -> Result<BucketRestoreReport> {
     let started = Instant::now();
     let ends = Ends::open(config, &ctx.storage_env())?;
-    let runs = list_bucket_runs(&ends.dest).await?;
-    let run = match options.as_of {
-        None => runs.last(),
-        Some(at) => runs.iter().rev().find(|r| r.started <= at),
-    }
-    .ok_or_else(|| match (options.as_of, runs.first()) {
-        (_, None) => Error::Missing(format!(
-            "object backup `{name}` has no run in `{}`: run `lifeboat backup objects` first",
-            config.destination.url
-        )),
-        (Some(at), Some(first)) => Error::Missing(format!(
-            "no run of `{name}` at or before `{at}`: the oldest is `{}` at `{}`",
-            first.id, first.started
-        )),
-        (None, Some(_)) => unreachable!("a latest run exists when there is a first"),
-    })?
-    .clone();
+    let run = choose_run(&list_bucket_runs(&ends.dest).await?, name, config, options)?;
     let target_config = match &options.to {
         Some(url) => config.source.with_url(url.clone()),
         None => config.source.clone(),
@@ -92,10 +77,68 @@ pub async fn restore_bucket(
         ends.env.clone()
     };
     let target = Storage::bucket(&target_config, &target_env)?;
+    let changes = run_against_target(&ends.dest, &run, &target, options).await?;
+    let mut report = BucketRestoreReport {
+        name: name.to_string(),
+        run: run.id.clone(),
+        run_started: Some(run.started),
+        target: target_config.url.to_string(),
+        dry_run: options.dry_run,
+        ..BucketRestoreReport::default()
+    };
+    let part_size = (config.part_size_mib as usize) << 20;
+    let (dest, target) = (&ends.dest, &target);
+    let done = changes
+        .map(|change| async move {
+            put_back(change?, dest, target, part_size, options.delete_extra).await
+        })
+        .buffer_unordered(config.transfers)
+        .boxed();
+    let progress = ctx
+        .progress
+        .start(&format!("restoring `{name}` as of run `{}`", run.id), None);
+    tally(ctx, done, &mut report, &progress).await?;
+    report.seconds = started.elapsed().as_secs_f64();
+    report.requests = ends.requests();
+    Ok(report)
+}
+
+/// The run to restore: the latest, or the latest at or before `--as-of`.
+fn choose_run(
+    runs: &[RunRecord],
+    name: &str,
+    config: &ObjectsConfig,
+    options: &BucketRestoreOptions,
+) -> Result<RunRecord> {
+    let run = match options.as_of {
+        None => runs.last(),
+        Some(at) => runs.iter().rev().find(|r| r.started <= at),
+    };
+    run.cloned()
+        .ok_or_else(|| match (options.as_of, runs.first()) {
+            (_, None) => Error::Missing(format!(
+                "object backup `{name}` has no run in `{}`: run `lifeboat backup objects` first",
+                config.destination.url
+            )),
+            (Some(at), Some(first)) => Error::Missing(format!(
+                "no run of `{name}` at or before `{at}`: the oldest is `{}` at `{}`",
+                first.id, first.started
+            )),
+            (None, Some(_)) => unreachable!("a latest run exists when there is a first"),
+        })
+}
+
+/// The run's index (below `--prefix`) against what the target holds now, in key order.
+async fn run_against_target(
+    dest: &Storage,
+    run: &RunRecord,
+    target: &Storage,
+    options: &BucketRestoreOptions,
+) -> Result<BoxStream<'static, Result<Change>>> {
     let prefix = options.prefix.clone().unwrap_or_default();
     let snapshot = {
         let prefix = prefix.clone();
-        read_index(&ends.dest, &index_key(&run.id), false)
+        read_index(dest, &index_key(&run.id), false)
             .await?
             .try_filter(move |e| futures::future::ready(e.key.starts_with(&prefix)))
             .boxed()
@@ -106,130 +149,112 @@ pub async fn restore_bucket(
     } else {
         ""
     };
-    let listing = {
-        let prefix = prefix.clone();
-        super::listing::list_flat(&target, list_from)
-            .await?
-            .try_filter(move |l| futures::future::ready(l.key.starts_with(&prefix)))
-            .boxed()
-    };
-    let part_size = (config.part_size_mib as usize) << 20;
-    let mut report = BucketRestoreReport {
-        name: name.to_string(),
-        run: run.id.clone(),
-        run_started: Some(run.started),
-        target: target_config.url.to_string(),
-        dry_run: options.dry_run,
-        ..BucketRestoreReport::default()
-    };
-    let progress = ctx
-        .progress
-        .start(&format!("restoring `{name}` as of run `{}`", run.id), None);
-    let dest = &ends.dest;
-    let target = &target;
-    let delete_extra = options.delete_extra;
-    let mut done = diff(snapshot, listing, "target listing")
-        .map(|step| async move {
-            let step = step?;
-            Ok::<_, Error>(match step {
-                Change::Same(..) => Done::Unchanged,
-                Change::Added(extra) => {
-                    if !delete_extra {
-                        Done::Extra
-                    } else {
-                        match target.delete(&extra.key).await {
-                            Ok(()) => Done::Deleted,
-                            Err(e) => Done::Failed(Failure {
-                                key: extra.key,
-                                error: e.to_string(),
-                            }),
-                        }
-                    }
-                }
-                Change::Removed(entry) | Change::Changed(entry, _) => {
-                    let options = CopyOptions {
-                        size: entry.size,
-                        etag: None,
-                        storage_class: None,
-                        part_size,
-                    };
-                    let mut attempt = 0;
-                    loop {
-                        attempt += 1;
-                        match target
-                            .copy_from(dest, &entry.stored_key(), &entry.key, &options)
-                            .await
-                        {
-                            Ok(Some(bytes)) => break Done::Restored(bytes),
-                            Ok(None) => {
-                                break Done::Failed(Failure {
-                                    error: format!(
-                                        "its copy `{}` is missing from the backup",
-                                        dest.display(&entry.stored_key())
-                                    ),
-                                    key: entry.key,
-                                })
-                            }
-                            Err(e @ Error::Interrupted(_)) => return Err(e),
-                            Err(e) if attempt >= 3 => {
-                                break Done::Failed(Failure {
-                                    key: entry.key,
-                                    error: e.to_string(),
-                                })
-                            }
-                            Err(_) => {
-                                tokio::time::sleep(Duration::from_millis(250 << attempt)).await
-                            }
-                        }
-                    }
-                }
-            })
-        })
-        .buffer_unordered(config.transfers)
+    let listing = super::listing::list_flat(target, list_from)
+        .await?
+        .try_filter(move |l| futures::future::ready(l.key.starts_with(&prefix)))
         .boxed();
-    let mut last_note = Instant::now();
-    let result: Result<()> = async {
-        loop {
-            let next = tokio::select! {
-                next = done.next() => next,
-                () = ctx.cancel.cancelled() => {
-                    return Err(Error::Interrupted("object restore stopped".into()));
-                }
+    Ok(diff(snapshot, listing, "target listing").boxed())
+}
+
+/// Puts one object back as the run had it (three tries), or deletes one the run did not have
+/// (with `--delete`); a failure is reported, not fatal, but a stop is.
+async fn put_back(
+    change: Change,
+    dest: &Storage,
+    target: &Storage,
+    part_size: usize,
+    delete_extra: bool,
+) -> Result<Done> {
+    Ok(match change {
+        Change::Same(..) => Done::Unchanged,
+        Change::Added(_) if !delete_extra => Done::Extra,
+        Change::Added(extra) => match target.delete(&extra.key).await {
+            Ok(()) => Done::Deleted,
+            Err(e) => Done::Failed(Failure {
+                key: extra.key,
+                error: e.to_string(),
+            }),
+        },
+        Change::Removed(entry) | Change::Changed(entry, _) => {
+            let options = CopyOptions {
+                size: entry.size,
+                etag: None,
+                storage_class: None,
+                part_size,
             };
-            let Some(item) = next else { break };
-            match item? {
-                Done::Unchanged => {
-                    report.objects += 1;
-                    report.unchanged += 1;
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match target
+                    .copy_from(dest, &entry.stored_key(), &entry.key, &options)
+                    .await
+                {
+                    Ok(Some(bytes)) => break Done::Restored(bytes),
+                    Ok(None) => {
+                        break Done::Failed(Failure {
+                            error: format!(
+                                "its copy `{}` is missing from the backup",
+                                dest.display(&entry.stored_key())
+                            ),
+                            key: entry.key,
+                        })
+                    }
+                    Err(e @ Error::Interrupted(_)) => return Err(e),
+                    Err(e) if attempt >= 3 => {
+                        break Done::Failed(Failure {
+                            key: entry.key,
+                            error: e.to_string(),
+                        })
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(250 << attempt)).await,
                 }
-                Done::Restored(bytes) => {
-                    report.objects += 1;
-                    report.restored += 1;
-                    report.restored_bytes += bytes;
-                    progress.advance(bytes);
-                }
-                Done::Extra => report.extra += 1,
-                Done::Deleted => report.deleted += 1,
-                Done::Failed(failure) => {
-                    tracing::warn!("cannot restore `{}`: {}", failure.key, failure.error);
-                    report.failed += 1;
-                    report.failures.push(failure);
-                }
-            }
-            if last_note.elapsed() >= Duration::from_millis(500) {
-                last_note = Instant::now();
-                progress.note(&format!(
-                    "{} objects, {} restored, {} failed",
-                    report.objects, report.restored, report.failed
-                ));
             }
         }
-        Ok(())
+    })
+}
+
+/// Counts what was done into `report` as it is done, until all is, or a stop.
+async fn tally(
+    ctx: &Context,
+    mut done: BoxStream<'_, Result<Done>>,
+    report: &mut BucketRestoreReport,
+    progress: &crate::progress::Task,
+) -> Result<()> {
+    let mut last_note = Instant::now();
+    loop {
+        let next = tokio::select! {
+            next = done.next() => next,
+            () = ctx.cancel.cancelled() => {
+                return Err(Error::Interrupted("object restore stopped".into()));
+            }
+        };
+        let Some(item) = next else { break };
+        match item? {
+            Done::Unchanged => {
+                report.objects += 1;
+                report.unchanged += 1;
+            }
+            Done::Restored(bytes) => {
+                report.objects += 1;
+                report.restored += 1;
+                report.restored_bytes += bytes;
+                progress.advance(bytes);
+            }
+            Done::Extra => report.extra += 1,
+            Done::Deleted => report.deleted += 1,
+            Done::Failed(failure) => {
+                tracing::warn!("cannot restore `{}`: {}", failure.key, failure.error);
+                report.failed += 1;
+                report.failures.push(failure);
+            }
+        }
+        if last_note.elapsed() >= Duration::from_millis(500) {
+            last_note = Instant::now();
+            progress.note(&format!(
+                "{} objects, {} restored, {} failed",
+                report.objects, report.restored, report.failed
+            ));
+        }
     }
-    .await;
-    drop(progress);
-    result?;
-    report.seconds = started.elapsed().as_secs_f64();
-    report.requests = ends.requests();
-    Ok(report)
+    Ok(())
 }

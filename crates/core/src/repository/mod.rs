@@ -92,7 +92,7 @@ impl Repository {
 
     /// Opens the configured repository through `env` (a dry run's), with its Object Lock.
     pub async fn open_in(ctx: &crate::Context, env: &crate::storage::Env) -> Result<Repository> {
-        let repo = Self::open_with(&ctx.config.repository, env).await?;
+        let repo = Self::open_at(&ctx.config.repository, env).await?;
         Ok(repo.holding(hold::Hold::from_config(&ctx.config)))
     }
 
@@ -162,15 +162,8 @@ impl Repository {
             .await
     }
 
-    /// Marks a location as a repository; refuses one that already is.
-    pub async fn init_with(
-        config: &RepositoryConfig,
-        env: &crate::storage::Env,
-    ) -> Result<Repository> {
-        Self::init_on(Storage::open(config, true, env)?).await
-    }
-
-    /// Marks `storage` as a repository (unit tests hand in memory).
+    /// Marks `storage` as a repository, without Object Lock (the drill's scratch folder; unit
+    /// tests hand in memory).
     pub async fn init_on(storage: Storage) -> Result<Repository> {
         let marker = Marker {
             format: FORMAT,
@@ -193,11 +186,9 @@ impl Repository {
         })
     }
 
-    /// Opens an existing repository; a location without the marker is refused.
-    pub async fn open_with(
-        config: &RepositoryConfig,
-        env: &crate::storage::Env,
-    ) -> Result<Repository> {
+    /// Opens the repository at `config` (without its Object Lock); a location without the
+    /// marker is refused.
+    async fn open_at(config: &RepositoryConfig, env: &crate::storage::Env) -> Result<Repository> {
         let storage = Storage::open(config, false, env)?;
         match Self::read_marker(&storage).await? {
             None => Err(Error::NotARepository {

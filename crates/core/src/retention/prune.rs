@@ -228,13 +228,48 @@ pub async fn execute_prune(
     // Nothing is deleted by a run whose lock was taken over.
     repo.check_run_lock().await?;
     let mut outcome = PruneOutcome::default();
-    let storage = repo.storage();
     let manifests = repo.list().await?;
+    delete_backups(repo, plan, &manifests, &mut outcome).await?;
+    delete_wal(repo, plan, &mut outcome).await?;
+    delete_leftovers(repo, plan, &mut outcome).await?;
+    delete_damaged(repo, plan, &mut outcome).await?;
+    for decision in &plan.backups {
+        let Some(tier) = decision.promote else {
+            continue;
+        };
+        let Some(manifest) = manifests.iter().find(|m| m.id == decision.id) else {
+            continue;
+        };
+        promote(ctx, repo, manifest, tier).await?;
+        outcome.promoted += 1;
+    }
+    outcome.locked += plan.locked.len() as u64;
+    set_holds(repo, plan, &mut outcome).await?;
+    expire_bucket_history(ctx, repo, plan, &mut outcome).await?;
+    if let Some(first) = outcome.refused.first() {
+        return Err(crate::error::Error::Incomplete(format!(
+            "prune did the rest, but the storage refused to delete {} objects, which are kept (`{}`{}): an R2 bucket lock rule longer than retention (check them with `lifeboat lifecycle --check-locks`), or a key without the right to delete",
+            outcome.refused.len(),
+            repo.storage().display(first),
+            if outcome.refused.len() > 1 { ", ..." } else { "" }
+        )));
+    }
+    Ok(outcome)
+}
+
+/// The backups the plan lets go: each manifest first (a backup whose manifest is kept keeps
+/// its data too), then its data.
+async fn delete_backups(
+    repo: &Repository,
+    plan: &PrunePlan,
+    manifests: &[Manifest],
+    outcome: &mut PruneOutcome,
+) -> Result<()> {
+    let storage = repo.storage();
     for decision in plan.backups.iter().filter(|d| !d.keep) {
         let Some(manifest) = manifests.iter().find(|m| m.id == decision.id) else {
             continue;
         };
-        // The manifest first: a backup whose manifest is kept keeps its data too.
         let manifest_key = crate::repository::layout::manifest(&manifest.id);
         match remove(repo, &manifest_key).await? {
             Removed::Deleted => {}
@@ -268,32 +303,48 @@ pub async fn execute_prune(
         );
         outcome.backups_deleted += 1;
     }
-    if !plan.wal.delete.is_empty() {
-        let doomed: BTreeSet<&str> = plan.wal.delete.iter().map(String::as_str).collect();
-        let entries: Vec<_> = storage
-            .list_stream(crate::repository::layout::Area::Wal.dirname())
-            .await?
-            .try_collect()
-            .await?;
-        let mut locked: Option<(u64, Timestamp)> = None;
-        for entry in entries {
-            if wal::name_of_key(&entry.path).is_some_and(|n| doomed.contains(n)) {
-                match remove(repo, &entry.path).await? {
-                    Removed::Deleted => outcome.wal_deleted += 1,
-                    Removed::Locked(until) => {
-                        let (count, last) = locked.get_or_insert((0, until));
-                        *count += 1;
-                        *last = (*last).max(until);
-                    }
-                    Removed::Refused => outcome.refused.push(entry.path.clone()),
+    Ok(())
+}
+
+/// The WAL no kept base backup needs.
+async fn delete_wal(repo: &Repository, plan: &PrunePlan, outcome: &mut PruneOutcome) -> Result<()> {
+    if plan.wal.delete.is_empty() {
+        return Ok(());
+    }
+    let doomed: BTreeSet<&str> = plan.wal.delete.iter().map(String::as_str).collect();
+    let entries: Vec<_> = repo
+        .storage()
+        .list_stream(crate::repository::layout::Area::Wal.dirname())
+        .await?
+        .try_collect()
+        .await?;
+    let mut locked: Option<(u64, Timestamp)> = None;
+    for entry in entries {
+        if wal::name_of_key(&entry.path).is_some_and(|n| doomed.contains(n)) {
+            match remove(repo, &entry.path).await? {
+                Removed::Deleted => outcome.wal_deleted += 1,
+                Removed::Locked(until) => {
+                    let (count, last) = locked.get_or_insert((0, until));
+                    *count += 1;
+                    *last = (*last).max(until);
                 }
+                Removed::Refused => outcome.refused.push(entry.path.clone()),
             }
         }
-        if let Some((count, last)) = locked {
-            tracing::warn!("{count} WAL files are locked (the last until {last}): kept until then");
-            outcome.locked += count;
-        }
     }
+    if let Some((count, last)) = locked {
+        tracing::warn!("{count} WAL files are locked (the last until {last}): kept until then");
+        outcome.locked += count;
+    }
+    Ok(())
+}
+
+/// What killed backups left without a manifest, over a day old.
+async fn delete_leftovers(
+    repo: &Repository,
+    plan: &PrunePlan,
+    outcome: &mut PruneOutcome,
+) -> Result<()> {
     for path in &plan.leftovers {
         match remove(repo, path).await? {
             Removed::Deleted => outcome.leftovers_deleted += 1,
@@ -304,6 +355,15 @@ pub async fn execute_prune(
             Removed::Refused => outcome.refused.push(path.clone()),
         }
     }
+    Ok(())
+}
+
+/// Backups whose manifest is damaged, with `--force` only.
+async fn delete_damaged(
+    repo: &Repository,
+    plan: &PrunePlan,
+    outcome: &mut PruneOutcome,
+) -> Result<()> {
     for damaged in plan.damaged.iter().filter(|d| d.delete) {
         repo.check_run_lock().await?;
         let manifest = crate::repository::layout::manifest(&damaged.manifest.id);
@@ -333,31 +393,36 @@ pub async fn execute_prune(
         );
         outcome.damaged_deleted += 1;
     }
-    for decision in &plan.backups {
-        let Some(tier) = decision.promote else {
-            continue;
-        };
-        let Some(manifest) = manifests.iter().find(|m| m.id == decision.id) else {
-            continue;
-        };
-        promote(ctx, repo, manifest, tier).await?;
-        outcome.promoted += 1;
-    }
-    outcome.locked += plan.locked.len() as u64;
-    if let Some(lock) = repo.hold() {
-        for planned in &plan.locks {
-            for key in &planned.keys {
-                storage
-                    .backend()
-                    .set_hold(key, lock.mode, planned.until)
-                    .await?;
-                outcome.locks_set += 1;
-            }
-            tracing::info!("backup `{}` is locked until {}", planned.id, planned.until);
+    Ok(())
+}
+
+/// The Object Lock holds kept backups need (after a promotion, a yearly dump's renewal, or a
+/// hold never set), and the marker's.
+async fn set_holds(repo: &Repository, plan: &PrunePlan, outcome: &mut PruneOutcome) -> Result<()> {
+    let Some(hold) = repo.hold() else {
+        return Ok(());
+    };
+    for planned in &plan.locks {
+        for key in &planned.keys {
+            repo.storage()
+                .backend()
+                .set_hold(key, hold.mode, planned.until)
+                .await?;
+            outcome.locks_set += 1;
         }
-        repo.renew_marker_hold(plan.at).await?;
+        tracing::info!("backup `{}` is locked until {}", planned.id, planned.until);
     }
-    // Object history goes the way the repository does: for real, or as a dry run.
+    repo.renew_marker_hold(plan.at).await
+}
+
+/// Each bucket backup's history past its window, the way the repository goes: for real, or
+/// as a dry run.
+async fn expire_bucket_history(
+    ctx: &Context,
+    repo: &Repository,
+    plan: &PrunePlan,
+    outcome: &mut PruneOutcome,
+) -> Result<()> {
     let env = if repo.storage().backend().info().dry_run {
         ctx.storage_env().dry()
     } else {
@@ -369,15 +434,7 @@ pub async fn execute_prune(
         let done = history::execute(&dest, &objects.plan, plan.at, config.checkers).await?;
         outcome.objects.push((objects.name.clone(), done));
     }
-    if let Some(first) = outcome.refused.first() {
-        return Err(crate::error::Error::Incomplete(format!(
-            "prune did the rest, but the storage refused to delete {} objects, which are kept (`{}`{}): an R2 bucket lock rule longer than retention (check them with `lifeboat lifecycle --check-locks`), or a key without the right to delete",
-            outcome.refused.len(),
-            storage.display(first),
-            if outcome.refused.len() > 1 { ", ..." } else { "" }
-        )));
-    }
-    Ok(outcome)
+    Ok(())
 }
 
 /// Moves a backup's data to its tier's storage class (S3 repositories) and records the tier.

@@ -244,7 +244,8 @@ impl ScratchRepository {
         std::fs::write(&file, &text).map_err(|e| Error::io("writing the drill's config", e))?;
         // Parsed back, so that the servers' commands name this very file.
         let config = crate::config::Config::parse(&text, &file)?;
-        let repo = Repository::init_with(&config.repository, &ctx.storage_env()).await?;
+        let storage = crate::storage::Storage::open(&config.repository, true, &ctx.storage_env())?;
+        let repo = Repository::init_on(storage).await?;
         if let Some((uid, gid)) = crate::postgres::cluster::unprivileged_user() {
             hand_over(&scratch.join("repo"), uid, gid)?;
             hand_over(&file, uid, gid)?;
@@ -261,24 +262,8 @@ async fn pitr_part(
     source: &PostgresConfig,
     timer: &mut Timer,
 ) -> Result<PitrOutcome> {
-    let server_user = crate::postgres::cluster::unprivileged_user();
-    let scratch = cluster.root().to_path_buf();
     let repo = &scratch_repo.repo;
-    let config_file = &scratch_repo.file;
-    let exe = std::env::current_exe().map_err(|e| Error::io("finding the lifeboat program", e))?;
-    let command = format!(
-        "'{}' --config '{}' -q wal-push %p",
-        exe.display(),
-        config_file.display()
-    );
-    cluster.psql(
-        "yomira",
-        &format!(
-            "ALTER SYSTEM SET archive_command = '{}'",
-            command.replace('\'', "''")
-        ),
-    )?;
-    cluster.psql("yomira", "SELECT pg_reload_conf()")?;
+    archive_through_wal_push(cluster, &scratch_repo.file)?;
     // The recovered server is reached as the role that took the backup.
     let mut pitr_ctx = ctx.with_cancel(ctx.cancel.clone());
     pitr_ctx
@@ -295,7 +280,61 @@ async fn pitr_part(
             repo.location()
         ),
     );
+    let (target, last) = two_commits_a_moment_apart(cluster, repo).await?;
+    timer.lap(
+        "two commits, a moment apart",
+        format!("target between them: {target}; WAL archived up to {last}"),
+    );
+    let at: jiff::Timestamp = target
+        .parse()
+        .map_err(|e| Error::Internal(format!("drill target `{target}`: {e}")))?;
+    let seconds = recover_to(&pitr_ctx, repo, cluster, at, &base.id).await?;
+    timer.lap(
+        "point-in-time recovery, started and checked",
+        format!(
+            "recovered to {target}: the first commit and not the second, in {}",
+            human_duration(seconds)
+        ),
+    );
+    let detail = deleted_row_beside(&pitr_ctx, repo, cluster, at, &base.id).await?;
+    timer.lap(
+        "one table as it was, beside the live one (restore table)",
+        detail,
+    );
+    Ok(PitrOutcome {
+        base_backup: base.id,
+        target,
+        seconds: (seconds * 10.0).round() / 10.0,
+    })
+}
 
+/// Has the scratch server archive its WAL through `lifeboat wal-push`, into the drill's
+/// repository (`config_file`).
+fn archive_through_wal_push(cluster: &ScratchCluster, config_file: &Path) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding the lifeboat program", e))?;
+    let command = format!(
+        "'{}' --config '{}' -q wal-push %p",
+        exe.display(),
+        config_file.display()
+    );
+    cluster.psql(
+        "yomira",
+        &format!(
+            "ALTER SYSTEM SET archive_command = '{}'",
+            command.replace('\'', "''")
+        ),
+    )?;
+    cluster.psql("yomira", "SELECT pg_reload_conf()")?;
+    Ok(())
+}
+
+/// Commits a first row, takes the moment, commits a second and a wrong `DELETE` of the
+/// first, and waits for the WAL to be archived: the target between the commits, and the last
+/// segment archived.
+async fn two_commits_a_moment_apart(
+    cluster: &ScratchCluster,
+    repo: &Repository,
+) -> Result<(String, String)> {
     cluster.psql("yomira", "CREATE TABLE public.drill_events (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")?;
     cluster.psql("yomira", "INSERT INTO public.drill_events (id) VALUES (1)")?;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
@@ -324,11 +363,20 @@ async fn pitr_part(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    timer.lap(
-        "two commits, a moment apart",
-        format!("target between them: {target}; WAL archived up to {last}"),
-    );
+    Ok((target, last))
+}
 
+/// Recovers the base backup to `target` on a server of its own, started, and checks that it
+/// holds the first commit and not the second; the time the recovery took.
+async fn recover_to(
+    ctx: &Context,
+    repo: &Repository,
+    cluster: &ScratchCluster,
+    target: jiff::Timestamp,
+    base: &str,
+) -> Result<f64> {
+    let server_user = crate::postgres::cluster::unprivileged_user();
+    let scratch = cluster.root();
     let into = scratch.join("recovered");
     let socket = scratch.join("recovered-sock");
     std::fs::create_dir(&socket).map_err(|e| Error::io("creating a socket folder", e))?;
@@ -338,15 +386,11 @@ async fn pitr_part(
     let port = crate::postgres::cluster::free_port()?;
     let begun = Instant::now();
     let recovered = crate::postgres::pitr::restore_pitr(
-        &pitr_ctx,
+        ctx,
         repo,
         &crate::postgres::pitr::PitrRequest {
             pgdata: into.clone(),
-            target: crate::postgres::pitr::Target::Time(
-                target
-                    .parse()
-                    .map_err(|e| Error::Internal(format!("drill target `{target}`: {e}")))?,
-            ),
+            target: crate::postgres::pitr::Target::Time(target),
             timeline: crate::postgres::pitr::TargetTimeline::Latest,
             action: crate::postgres::pitr::TargetAction::Promote,
             start: true,
@@ -395,32 +439,33 @@ async fn pitr_part(
     let rows = String::from_utf8_lossy(&rows.stdout).trim().to_string();
     if rows != "1" {
         return Err(Error::Mismatch {
-            id: base.id.clone(),
+            id: base.to_string(),
             detail: format!(
                 "recovery to {target} should hold the first commit only, it holds `{rows}`"
             ),
         });
     }
-    timer.lap(
-        "point-in-time recovery, started and checked",
-        format!(
-            "recovered to {target}: the first commit and not the second, in {}",
-            human_duration(seconds)
-        ),
-    );
+    Ok(seconds)
+}
 
-    // The deleted row, as it was at the target, beside the live table.
+/// `restore table`: the deleted row, as it was at `target`, beside the live table; what the
+/// drill says of it.
+async fn deleted_row_beside(
+    ctx: &Context,
+    repo: &Repository,
+    cluster: &ScratchCluster,
+    target: jiff::Timestamp,
+    base: &str,
+) -> Result<String> {
     let table = crate::postgres::table::restore_table(
-        &pitr_ctx,
+        ctx,
         repo,
         &crate::postgres::table::TableRequest {
             tables: vec![crate::postgres::table::Qualified::new(
                 "public",
                 "drill_events",
             )],
-            as_of: target
-                .parse()
-                .map_err(|e| Error::Internal(format!("drill target `{target}`: {e}")))?,
+            as_of: target,
             into: cluster.url("yomira"),
             into_password: None,
             database: Some("drill".into()),
@@ -428,33 +473,25 @@ async fn pitr_part(
             data_only: false,
             from_dump: false,
             identity: None,
-            work_dir: Some(scratch.clone()),
+            work_dir: Some(cluster.root().to_path_buf()),
         },
     )
     .await?;
     let copy = &table.tables[0];
     if copy.rows != 1 || copy.missing_now != Some(1) || copy.added_since != Some(1) {
         return Err(Error::Mismatch {
-            id: base.id.clone(),
+            id: base.to_string(),
             detail: format!(
                 "the copy of public.drill_events as of {target} should hold the deleted row only: {} rows, {:?} missing now, {:?} added since",
                 copy.rows, copy.missing_now, copy.added_since
             ),
         });
     }
-    timer.lap(
-        "one table as it was, beside the live one (restore table)",
-        format!(
-            "{} holds the deleted row; recovered in {}",
-            copy.restored_as,
-            human_duration(table.recovery_seconds)
-        ),
-    );
-    Ok(PitrOutcome {
-        base_backup: base.id,
-        target,
-        seconds: (seconds * 10.0).round() / 10.0,
-    })
+    Ok(format!(
+        "{} holds the deleted row; recovered in {}",
+        copy.restored_as,
+        human_duration(table.recovery_seconds)
+    ))
 }
 
 /// Gives a path (recursively) to the scratch server's user.

@@ -161,9 +161,11 @@ fn cached(spool: Option<&Path>) -> Option<u64> {
 
 fn remember(spool: Option<&Path>, system_id: u64) {
     if let Some(spool) = spool {
-        if let Err(e) =
-            super::write_atomically(&spool.join(CACHE), system_id.to_string().as_bytes(), false)
-        {
+        if let Err(e) = super::spool::write_atomically(
+            &spool.join(CACHE),
+            system_id.to_string().as_bytes(),
+            false,
+        ) {
             tracing::debug!(error = %e, "cannot remember the archive's cluster");
         }
     }

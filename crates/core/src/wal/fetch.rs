@@ -6,10 +6,9 @@ use std::path::Path;
 
 use futures::StreamExt;
 
-use super::{
-    download, segment_name, segment_number, spool_dir, try_lock, write_atomically, WalName,
-    DEFAULT_SEGMENT_SIZE,
-};
+use super::archive::download;
+use super::spool::{spool_dir, try_lock, write_atomically};
+use super::{segment_name, segment_number, WalName, DEFAULT_SEGMENT_SIZE};
 use crate::error::{Error, Result};
 use crate::repository::Repository;
 use crate::Context;

@@ -13,7 +13,8 @@ use std::path::Path;
 
 use futures::StreamExt;
 
-use super::{cluster, identities, key, segment, spool_dir, stored, try_lock, WalName};
+use super::spool::{spool_dir, try_lock};
+use super::{cluster, identities, key, segment, stored, WalName};
 use crate::error::{Error, Result};
 use crate::pipeline::{sha256_hex, SealOptions};
 use crate::repository::Repository;

@@ -17,7 +17,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{spool_base, WalName};
+use super::spool::spool_base;
+use super::WalName;
 use crate::error::{Error, Result};
 use crate::repository::layout;
 use crate::repository::Repository;
@@ -110,7 +111,7 @@ pub async fn drop_segment(ctx: &Context, name: &str, queue: Queue, max: u64) -> 
     let dir = journal(ctx)?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::io(format!("creating `{}`", dir.display()), e))?;
-    crate::wal::write_atomically(&dir.join(format!("{name}.json")), &json, true)?;
+    super::spool::write_atomically(&dir.join(format!("{name}.json")), &json, true)?;
     tracing::error!("{}", dropped.describe());
     let record = async {
         let repo = Repository::open(ctx).await?;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::pipeline::HoldBack;
 use crate::postgres::archive::RowCounter;
-use crate::repository::manifest::TableRows;
+use crate::postgres::conn::ConnInfo;
+use crate::postgres::counts::count_tables;
+use crate::repository::manifest::{Manifest, TableRows};
 
 /// A writer that counts the rows of the archive written through it and withholds its end.
 pub(super) struct Checked<W: Write> {
@@ -149,6 +151,26 @@ pub(super) fn compare(backup: &str, found: &[(&TableRows, Option<u64>)]) -> Resu
         id: backup.to_string(),
         detail,
     })
+}
+
+/// Counts the restored tables the archive could not count, and checks them against the
+/// backup's.
+pub(super) async fn check_counts(
+    manifest: &Manifest,
+    target: &ConnInfo,
+    to_check: &[&TableRows],
+) -> Result<()> {
+    if to_check.is_empty() {
+        return Ok(());
+    }
+    let client = target.connect("target database").await?;
+    let counts = count_tables(&client, to_check).await?;
+    let found: Vec<(&TableRows, Option<u64>)> = to_check
+        .iter()
+        .zip(&counts)
+        .map(|(table, (_, rows))| (*table, *rows))
+        .collect();
+    compare(&manifest.id, &found)
 }
 
 #[cfg(test)]

@@ -11,7 +11,16 @@
 
 use tokio_postgres::Client;
 
+use std::sync::Arc;
+
+use crate::crypto::Identities;
 use crate::error::{Error, Result};
+use crate::pipeline::{self, Delivered, Expected};
+use crate::repository::manifest::Manifest;
+use crate::repository::Repository;
+use crate::Context;
+
+use super::RestoreRequest;
 use crate::postgres::conn::{quote_ident, ConnInfo};
 use crate::postgres::globals::{create_database_sql, DbProperties};
 
@@ -247,6 +256,89 @@ async fn drop_database(server: &Client, name: &str) -> Result<()> {
         ))
         .await
         .map_err(|e| Error::postgres(format!("dropping database `{name}`"), &e))
+}
+
+/// `--globals` and `--create`: the roles the server lacks, then the database, made as the
+/// backup recorded them under its staging name ([`created`]), through the server's `postgres`
+/// database.
+pub(super) async fn prepare_server(
+    ctx: &Context,
+    repo: &Repository,
+    manifest: &Manifest,
+    target: &ConnInfo,
+    request: &RestoreRequest,
+    identities: Option<Arc<Identities>>,
+) -> Result<(Option<crate::postgres::globals::RolePlan>, Option<Staged>)> {
+    use crate::postgres::globals;
+    if !request.globals && !request.create {
+        return Ok((None, None));
+    }
+    let info = manifest.globals.as_ref().ok_or_else(|| {
+        Error::Missing(format!(
+            "backup `{}` does not record roles or database properties (taken by an older lifeboat): create them by hand, then restore without `--globals`/`--create`",
+            manifest.id
+        ))
+    })?;
+    let server = target.with_dbname("postgres");
+    let mut client = server.connect("the target server").await?;
+    let mut plan = None;
+    if request.globals {
+        // Checked, decrypted and decompressed as the dump itself is.
+        let expected = Expected {
+            sha256: info.sha256.clone(),
+            stored_size: info.stored_size,
+            ..manifest.expected()
+        };
+        let sql = match pipeline::download(
+            repo.storage(),
+            &info.key,
+            &expected,
+            identities,
+            Vec::new(),
+            &ctx.cancel,
+        )
+        .await?
+        {
+            Delivered::Complete(sql) | Delivered::ConsumerClosed(sql) => sql,
+        };
+        let existing = globals::existing_roles(&client).await?;
+        let roles = globals::plan_roles(
+            &String::from_utf8_lossy(&sql),
+            &existing,
+            request.replace_roles,
+        );
+        globals::apply_roles(&mut client, &roles).await?;
+        tracing::info!(
+            "roles: created {}; kept as they were {}; replaced {}{}",
+            list_or_none(&roles.created),
+            list_or_none(&roles.kept),
+            list_or_none(&roles.replaced),
+            if info.role_passwords {
+                ""
+            } else {
+                " (the backup was taken without superuser rights: no passwords; set them with ALTER ROLE)"
+            }
+        );
+        plan = Some(roles);
+    }
+    let staged = if request.create {
+        Some(Staged::create(client, &server, target, &info.database).await?)
+    } else {
+        None
+    };
+    Ok((plan, staged))
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 #[cfg(test)]

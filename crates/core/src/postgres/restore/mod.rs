@@ -16,10 +16,16 @@
 //! still arrives ([`pipelined`]). Single tables are chosen precisely through a `pg_restore -L`
 //! list built from the archive's table of contents ([`toc`]), so `--table a.t` never also
 //! restores `b.t` ([`selection`]).
+//!
+//! Which of these a restore does is one [`mode::Strategy`], chosen once from the request
+//! ([`mode`]); what every strategy works with (the stored archive, progress, a child's end)
+//! is in [`archive`]. This file is the entry: [`restore_db`] and the load it runs.
 
+mod archive;
 mod arrival;
 mod checked;
 mod created;
+mod mode;
 mod pipelined;
 pub(crate) mod script;
 mod selection;
@@ -30,26 +36,25 @@ mod stream;
 mod toc;
 mod work;
 
+pub(crate) use archive::Archive;
+pub(crate) use stream::restore_listed;
 pub(crate) use toc::read_toc;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::crypto::Identities;
 use crate::error::{Error, Result};
-use crate::pipeline::{self, Delivered, Expected};
 use crate::postgres::conn::ConnInfo;
-use crate::postgres::counts::count_tables;
 use crate::process::Unnamed;
-use crate::progress::Task;
 use crate::repository::keys::identities_for;
 use crate::repository::manifest::{BackupKind, Manifest, TableRows};
 use crate::repository::{Repository, Selector};
 use crate::Context;
 
-use created::Staged;
+use created::prepare_server;
+use mode::{Mode, Strategy};
 use selection::Selection;
 pub use toc::{clean_prelude, copy_list, schema_list, use_list};
 
@@ -121,49 +126,6 @@ pub struct RestoreReport {
     pub created: bool,
 }
 
-/// A backup's stored archive, ready to stream: where it is and how it is checked and opened.
-pub(crate) struct Archive<'a> {
-    pub repo: &'a Repository,
-    pub manifest: &'a Manifest,
-    pub expected: Expected,
-    pub identities: Option<Arc<Identities>>,
-    /// What the bytes restored are reported to.
-    pub task: Task,
-}
-
-impl<'a> Archive<'a> {
-    pub fn new(
-        repo: &'a Repository,
-        manifest: &'a Manifest,
-        identities: Option<Arc<Identities>>,
-    ) -> Self {
-        Archive {
-            repo,
-            manifest,
-            expected: manifest.expected(),
-            identities,
-            task: Task::silent(),
-        }
-    }
-
-    /// Streams the decoded archive into `sink`, verified (see [`pipeline::download`]).
-    pub async fn download<W: Write + Send + 'static>(
-        &self,
-        sink: W,
-        ctx: &Context,
-    ) -> Result<Delivered<W>> {
-        pipeline::download(
-            self.repo.storage(),
-            &self.manifest.data,
-            &self.expected,
-            self.identities.clone(),
-            sink,
-            &ctx.cancel,
-        )
-        .await
-    }
-}
-
 pub async fn restore_db(
     ctx: &Context,
     repo: &Repository,
@@ -215,8 +177,8 @@ pub async fn restore_db(
         target: target.redacted().to_string(),
         tables_checked: checked.tables,
         rows_checked: checked.rows,
-        spooled: mode.spooled,
-        pipelined: mode.pipelined,
+        spooled: mode.strategy.spooled(),
+        pipelined: mode.strategy.pipelined(),
         tables_counted_in_stream: checked.in_stream,
         pieces: checked.loading.map(|l| l.pieces),
         indexes_while_loading: checked.loading.map(|l| l.indexes),
@@ -226,82 +188,6 @@ pub async fn restore_db(
         roles,
         created: request.create,
     })
-}
-
-/// How a restore loads, as its options say.
-struct Mode {
-    /// What of the backup it restores.
-    selection: Selection,
-    jobs: u32,
-    spooled: bool,
-    /// A parallel restore of a whole database into the staging database of `--create`
-    /// (with `--spool` or not): tables loaded while the archive arrives ([`pipelined`]),
-    /// through a spool that holds a window of it. The staging database is what makes it all
-    /// or nothing, not one transaction.
-    pipelined: bool,
-    /// A whole-database `--clean`: the backup's schemas dropped and restored in one
-    /// transaction (pg_restore's own --clean cannot drop partitions' inherited constraints).
-    clean_script: bool,
-}
-
-impl Mode {
-    /// The mode of `request`, refused when its options contradict each other.
-    fn new(request: &RestoreRequest, selection: Selection) -> Result<Mode> {
-        let whole = selection.tables.is_empty()
-            && selection.schemas.is_empty()
-            && !request.data_only
-            && !request.schema_only
-            && !request.clean;
-        let jobs = request.jobs.max(1);
-        let pipelined = request.create && whole && jobs > 1;
-        let mode = Mode {
-            jobs,
-            spooled: request.spool || pipelined,
-            pipelined,
-            clean_script: request.clean && selection.tables.is_empty(),
-            selection,
-        };
-        if mode.spooled && mode.jobs == 1 {
-            return Err(Error::Usage(
-                "`--spool` is for a parallel restore: add `--jobs N` (N above 1), or drop `--spool`"
-                    .into(),
-            ));
-        }
-        if request.spool_dir.is_some() && !mode.spooled {
-            return Err(Error::Usage(
-                "`--spool-dir` is the folder of a spool file, which only `--spool` or `--create --jobs N` (N above 1, whole database) makes: drop it, or add `--spool`"
-                    .into(),
-            ));
-        }
-        if mode.clean_script && mode.spooled {
-            return Err(Error::Usage(
-                "`--clean` restores in one transaction, which `--spool` gives up: drop `--spool`, or restore into a new database with `--create`"
-                    .into(),
-            ));
-        }
-        Ok(mode)
-    }
-
-    /// Without `--spool`, a pipelined restore whose spool file cannot be made in its folder
-    /// (a read-only temporary folder, say) restores in one stream instead, which needs no
-    /// disk, and says so.
-    fn or_streamed_without(mut self, request: &RestoreRequest) -> Mode {
-        if !self.pipelined || request.spool {
-            return self;
-        }
-        // Made and dropped as the restore would make it: its folder, its kind of file.
-        let dir = spooled::Spool::folder(request.spool_dir.as_deref());
-        if let Err(e) = Unnamed::on_disk(&dir) {
-            tracing::warn!(
-                folder = %dir.display(),
-                error = %e,
-                "no spool file can be made for a parallel restore: restoring in one stream, which needs none (give `--spool-dir DIR` for the faster one)"
-            );
-            self.pipelined = false;
-            self.spooled = false;
-        }
-        self
-    }
 }
 
 /// What a restore checked: tables, their rows, and how many were counted in the stream.
@@ -331,12 +217,11 @@ async fn load(
     let Mode {
         ref selection,
         jobs,
-        spooled,
-        pipelined,
-        clean_script,
+        strategy,
     } = *mode;
+    let clean_script = strategy.clean_script();
     let mut session = settings::choose(server, jobs);
-    if pipelined {
+    if strategy.pipelined() {
         // Nobody sees the staging database before the restore ends: its commits need not
         // wait for the disk.
         session.insert("synchronous_commit".into(), "off".into());
@@ -363,7 +248,8 @@ async fn load(
     } else {
         Some(toc::read_toc(ctx, &Archive::new(repo, manifest, identities.clone())).await?)
     };
-    let list_file = match &toc {
+    // Kept until the restore is done: pg_restore reads it.
+    let _list_file = match &toc {
         Some(toc) if !(selection.tables.is_empty() && selection.schemas.is_empty()) => {
             let list = if selection.tables.is_empty() {
                 toc::schema_list(toc, &selection.schemas, request.data_only)
@@ -389,43 +275,48 @@ async fn load(
         selection.restored_tables(manifest)
     };
     let mut archive = Archive::new(repo, manifest, identities);
-    tracing::info!(backup = %manifest.id, target = target.redacted(), jobs, spooled, pipelined, settings = ?session, "restoring");
+    tracing::info!(backup = %manifest.id, target = target.redacted(), jobs, strategy = ?strategy, settings = ?session, "restoring");
     archive.task = ctx
         .progress
         .start(&format!("restore {}", manifest.id), Some(manifest.raw_size));
     let spool_dir = request.spool_dir.as_deref();
     let mut loading = None;
-    let restored = if pipelined {
-        let options = settings::pgoptions(&session);
-        pipelined::restore(
-            ctx, &archive, target, tool, &options, jobs, spool_dir, &to_check,
-        )
-        .await
-        .map(|(unchecked, loaded)| {
-            loading = loaded;
-            unchecked
-        })
-    } else if spooled {
-        spooled::restore(ctx, &archive, target, tool, jobs, spool_dir, &to_check).await
-    } else if clean_script || list_file.is_some() || request.schema_only {
-        // pg_restore may stop reading before the end (it has its tables, or needs no data):
-        // its script is committed only on the verdict of the whole archive.
-        let prelude = if clean_script {
-            toc::clean_prelude(
-                toc.as_deref().unwrap_or_default(),
-                &selection.schemas,
-                request.schema_only,
+    let restored = match strategy {
+        Strategy::Pipelined => {
+            let options = settings::pgoptions(&session);
+            pipelined::restore(
+                ctx, &archive, target, tool, &options, jobs, spool_dir, &to_check,
             )
-        } else {
-            String::new()
-        };
-        let psql = settings::pgoptions(&session);
-        stream::through_psql(ctx, &archive, target, tool, &prelude, &psql, &to_check).await
-    } else {
-        let tool = tool
-            .arg(format!("--dbname={}", target.dbname()))
-            .arg("--single-transaction");
-        stream::into_pg_restore(ctx, &archive, target, tool, &to_check).await
+            .await
+            .map(|(unchecked, loaded)| {
+                loading = loaded;
+                unchecked
+            })
+        }
+        Strategy::Spooled => {
+            spooled::restore(ctx, &archive, target, tool, jobs, spool_dir, &to_check).await
+        }
+        Strategy::Script { clean } => {
+            // pg_restore may stop reading before the end (it has its tables, or needs no
+            // data): its script is committed only on the verdict of the whole archive.
+            let prelude = if clean {
+                toc::clean_prelude(
+                    toc.as_deref().unwrap_or_default(),
+                    &selection.schemas,
+                    request.schema_only,
+                )
+            } else {
+                String::new()
+            };
+            let psql = settings::pgoptions(&session);
+            stream::through_psql(ctx, &archive, target, tool, &prelude, &psql, &to_check).await
+        }
+        Strategy::Stream => {
+            let tool = tool
+                .arg(format!("--dbname={}", target.dbname()))
+                .arg("--single-transaction");
+            stream::into_pg_restore(ctx, &archive, target, tool, &to_check).await
+        }
     };
     drop(archive);
     // A stop kills the tools: what they then say is about the stop.
@@ -435,7 +326,7 @@ async fn load(
         _ => e,
     })?;
     let unchecked: Vec<&TableRows> = unchecked.iter().collect();
-    check_counts(manifest, target, &unchecked).await?;
+    checked::check_counts(manifest, target, &unchecked).await?;
     let checked = CheckedRows {
         tables: to_check.len(),
         rows: to_check.iter().map(|t| t.rows).sum(),
@@ -445,269 +336,6 @@ async fn load(
     Ok((session, checked))
 }
 
-/// Restores the entries of `list` (a `pg_restore -L` list) in `sections` of dump `manifest`
-/// into `target`, streamed, in one transaction: the scratch copies of `restore table
-/// --from-dump`. With `verified`, it commits only once the whole archive is verified (pg_restore
-/// stops reading after the listed entries); without, as soon as pg_restore is done (for
-/// definitions a later `verified` call of the same archive vouches for).
-pub(crate) async fn restore_listed(
-    ctx: &Context,
-    archive: &Archive<'_>,
-    target: &ConnInfo,
-    list: &str,
-    sections: &[&str],
-    verified: bool,
-) -> Result<()> {
-    let file = Unnamed::memory("lifeboat-restore-list", list.as_bytes())
-        .map_err(|e| Error::io("writing the restore list", e))?;
-    let mut tool = ctx
-        .tools
-        .tool("pg_restore")
-        .args([
-            "--exit-on-error",
-            "--no-password",
-            "--no-owner",
-            "--no-privileges",
-        ])
-        .arg(format!("--use-list={}", file.path().display()));
-    for section in sections {
-        tool = tool.arg(format!("--section={section}"));
-    }
-    if !verified {
-        let tool = tool
-            .arg(format!("--dbname={}", target.dbname()))
-            .arg("--single-transaction");
-        return stream::into_pg_restore(ctx, archive, target, tool, &[])
-            .await
-            .map(drop);
-    }
-    // pg_restore stops reading once it has the listed entries: what it wrote commits only on
-    // the verdict of the whole archive.
-    let pgoptions = settings::pgoptions(&Default::default());
-    stream::through_psql(ctx, archive, target, tool, "", &pgoptions, &[])
-        .await
-        .map(drop)
-}
-
-/// Counts the restored tables the archive could not count, and checks them against the
-/// backup's.
-async fn check_counts(
-    manifest: &Manifest,
-    target: &ConnInfo,
-    to_check: &[&TableRows],
-) -> Result<()> {
-    if to_check.is_empty() {
-        return Ok(());
-    }
-    let client = target.connect("target database").await?;
-    let counts = count_tables(&client, to_check).await?;
-    let found: Vec<(&TableRows, Option<u64>)> = to_check
-        .iter()
-        .zip(&counts)
-        .map(|(table, (_, rows))| (*table, *rows))
-        .collect();
-    checked::compare(&manifest.id, &found)
-}
-
 fn round_secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
-}
-
-/// Closes a child's input and waits for it off the async threads.
-pub(super) async fn finish_child(child: crate::process::ChildWriter) -> Result<()> {
-    tokio::task::spawn_blocking(move || child.finish())
-        .await
-        .map_err(|e| Error::thread("restore", e))?
-}
-
-/// Counts restored bytes for the progress display while passing them on.
-pub(super) struct ProgressWriter<W> {
-    inner: W,
-    task: Task,
-}
-
-impl<W> ProgressWriter<W> {
-    pub(super) fn new(inner: W, task: &Task) -> Self {
-        ProgressWriter {
-            inner,
-            task: task.clone(),
-        }
-    }
-}
-
-impl<W: Write> Write for ProgressWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.task.advance(n as u64);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// `--globals` and `--create`: the roles the server lacks, then the database, made as the
-/// backup recorded them under its staging name ([`created`]), through the server's `postgres`
-/// database.
-async fn prepare_server(
-    ctx: &Context,
-    repo: &Repository,
-    manifest: &Manifest,
-    target: &ConnInfo,
-    request: &RestoreRequest,
-    identities: Option<Arc<Identities>>,
-) -> Result<(Option<crate::postgres::globals::RolePlan>, Option<Staged>)> {
-    use crate::postgres::globals;
-    if !request.globals && !request.create {
-        return Ok((None, None));
-    }
-    let info = manifest.globals.as_ref().ok_or_else(|| {
-        Error::Missing(format!(
-            "backup `{}` does not record roles or database properties (taken by an older lifeboat): create them by hand, then restore without `--globals`/`--create`",
-            manifest.id
-        ))
-    })?;
-    let server = target.with_dbname("postgres");
-    let mut client = server.connect("the target server").await?;
-    let mut plan = None;
-    if request.globals {
-        // Checked, decrypted and decompressed as the dump itself is.
-        let expected = Expected {
-            sha256: info.sha256.clone(),
-            stored_size: info.stored_size,
-            ..manifest.expected()
-        };
-        let sql = match pipeline::download(
-            repo.storage(),
-            &info.key,
-            &expected,
-            identities,
-            Vec::new(),
-            &ctx.cancel,
-        )
-        .await?
-        {
-            Delivered::Complete(sql) | Delivered::ConsumerClosed(sql) => sql,
-        };
-        let existing = globals::existing_roles(&client).await?;
-        let roles = globals::plan_roles(
-            &String::from_utf8_lossy(&sql),
-            &existing,
-            request.replace_roles,
-        );
-        globals::apply_roles(&mut client, &roles).await?;
-        tracing::info!(
-            "roles: created {}; kept as they were {}; replaced {}{}",
-            list_or_none(&roles.created),
-            list_or_none(&roles.kept),
-            list_or_none(&roles.replaced),
-            if info.role_passwords {
-                ""
-            } else {
-                " (the backup was taken without superuser rights: no passwords; set them with ALTER ROLE)"
-            }
-        );
-        plan = Some(roles);
-    }
-    let staged = if request.create {
-        Some(Staged::create(client, &server, target, &info.database).await?)
-    } else {
-        None
-    };
-    Ok((plan, staged))
-}
-
-fn list_or_none(names: &[String]) -> String {
-    if names.is_empty() {
-        "none".into()
-    } else {
-        names
-            .iter()
-            .map(|n| format!("`{n}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mode(request: RestoreRequest) -> Result<Mode> {
-        let selection = Selection {
-            tables: Vec::new(),
-            schemas: Vec::new(),
-        };
-        Mode::new(&request, selection)
-    }
-
-    fn paths(request: RestoreRequest) -> (bool, bool) {
-        let mode = mode(request).unwrap();
-        (mode.spooled, mode.pipelined)
-    }
-
-    #[test]
-    fn a_parallel_restore_into_a_new_database_is_pipelined_with_or_without_spool() {
-        let create = |jobs, spool| RestoreRequest {
-            create: true,
-            jobs,
-            spool,
-            ..RestoreRequest::default()
-        };
-        assert_eq!(paths(create(4, false)), (true, true));
-        assert_eq!(paths(create(4, true)), (true, true));
-        // One job: one stream, no spool.
-        assert_eq!(paths(create(1, false)), (false, false));
-        assert!(mode(create(1, true)).is_err());
-        // Into an existing database: one transaction unless --spool says otherwise.
-        let existing = |spool| RestoreRequest {
-            jobs: 4,
-            spool,
-            ..RestoreRequest::default()
-        };
-        assert_eq!(paths(existing(false)), (false, false));
-        assert_eq!(paths(existing(true)), (true, false));
-        // A part of the backup, or a clean, into a new database: one stream, as before.
-        let part = RestoreRequest {
-            schema_only: true,
-            ..create(4, false)
-        };
-        assert_eq!(paths(part), (false, false));
-        let clean = RestoreRequest {
-            clean: true,
-            ..create(4, false)
-        };
-        assert_eq!(paths(clean), (false, false));
-        // A folder for a spool that is not made: refused, saying what makes one.
-        let e = mode(RestoreRequest {
-            spool_dir: Some("/var/tmp".into()),
-            ..create(1, false)
-        })
-        .err()
-        .unwrap()
-        .to_string();
-        assert!(e.contains("`--spool-dir`") && e.contains("--spool"), "{e}");
-    }
-
-    #[test]
-    fn without_a_folder_for_its_spool_a_new_database_is_restored_in_one_stream() {
-        let dir = tempfile::tempdir().unwrap();
-        let paths = |spool_dir: std::path::PathBuf, spool| {
-            let request = RestoreRequest {
-                create: true,
-                jobs: 4,
-                spool,
-                spool_dir: Some(spool_dir),
-                ..RestoreRequest::default()
-            };
-            let mode = mode(request.clone()).unwrap().or_streamed_without(&request);
-            (mode.spooled, mode.pipelined)
-        };
-        assert_eq!(paths(dir.path().into(), false), (true, true));
-        let missing = dir.path().join("no such folder");
-        assert_eq!(paths(missing.clone(), false), (false, false));
-        // Asked for with --spool: kept, and its failure to make the spool is the error.
-        assert_eq!(paths(missing, true), (true, true));
-    }
 }

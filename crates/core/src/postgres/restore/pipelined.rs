@@ -27,12 +27,12 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::archive::{Archive, ProgressWriter};
 use super::arrival::{is_stop, Arrival, Frontier, Phase, Tail};
 use super::checked::Checked;
 use super::session::Session;
 use super::spooled::Spool;
 use super::work::{Index, Job, Work};
-use super::{Archive, ProgressWriter};
 use crate::error::{Error, Result};
 use crate::pipeline::Delivered;
 use crate::postgres::archive::{copy_chunks, Blocks, Entry};

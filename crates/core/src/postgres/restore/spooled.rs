@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::archive::{Archive, ProgressWriter};
 use super::checked::Checked;
-use super::{Archive, ProgressWriter};
 use crate::error::{Error, Result};
 use crate::pipeline::Delivered;
 use crate::postgres::conn::ConnInfo;

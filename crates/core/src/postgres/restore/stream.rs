@@ -9,12 +9,13 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use super::archive::{finish_child, Archive, ProgressWriter};
 use super::checked::Checked;
-use super::{finish_child, script, Archive, ProgressWriter};
+use super::script;
 use crate::error::{Error, Result};
 use crate::pipeline::Delivered;
 use crate::postgres::conn::ConnInfo;
-use crate::process::Tool;
+use crate::process::{Tool, Unnamed};
 use crate::repository::manifest::TableRows;
 use crate::Context;
 
@@ -143,4 +144,48 @@ pub(super) async fn through_psql(
         (Ok(_), Err(e) | Ok(Err(e))) => Err(e),
         (Ok(unchecked), Ok(Ok(()))) => Ok(unchecked),
     }
+}
+
+/// Restores the entries of `list` (a `pg_restore -L` list) in `sections` of dump `manifest`
+/// into `target`, streamed, in one transaction: the scratch copies of `restore table
+/// --from-dump`. With `verified`, it commits only once the whole archive is verified (pg_restore
+/// stops reading after the listed entries); without, as soon as pg_restore is done (for
+/// definitions a later `verified` call of the same archive vouches for).
+pub(crate) async fn restore_listed(
+    ctx: &Context,
+    archive: &Archive<'_>,
+    target: &ConnInfo,
+    list: &str,
+    sections: &[&str],
+    verified: bool,
+) -> Result<()> {
+    let file = Unnamed::memory("lifeboat-restore-list", list.as_bytes())
+        .map_err(|e| Error::io("writing the restore list", e))?;
+    let mut tool = ctx
+        .tools
+        .tool("pg_restore")
+        .args([
+            "--exit-on-error",
+            "--no-password",
+            "--no-owner",
+            "--no-privileges",
+        ])
+        .arg(format!("--use-list={}", file.path().display()));
+    for section in sections {
+        tool = tool.arg(format!("--section={section}"));
+    }
+    if !verified {
+        let tool = tool
+            .arg(format!("--dbname={}", target.dbname()))
+            .arg("--single-transaction");
+        return into_pg_restore(ctx, archive, target, tool, &[])
+            .await
+            .map(drop);
+    }
+    // pg_restore stops reading once it has the listed entries: what it wrote commits only on
+    // the verdict of the whole archive.
+    let pgoptions = super::settings::pgoptions(&Default::default());
+    through_psql(ctx, archive, target, tool, "", &pgoptions, &[])
+        .await
+        .map(drop)
 }

@@ -1,7 +1,7 @@
 //! The archive's table of contents (`pg_restore --list`): read from the head of the stored
 //! archive, and turned into `pg_restore -L` lists and the SQL of a `--clean` restore.
 
-use super::{finish_child, Archive};
+use super::archive::{finish_child, Archive};
 use crate::error::{Error, Result};
 use crate::pipeline::Delivered;
 use crate::postgres::conn::quote_ident;
