@@ -701,3 +701,50 @@ fn backups_of_one_second_are_listed_in_the_order_they_started() {
     };
     assert!(at(made[0].0) < at(made[1].0), "{}", out.stdout);
 }
+
+#[test]
+fn list_lines_up_its_columns_whatever_the_widths() {
+    let env = Env::new(Repo::Local, false);
+    let real = env.backup(&[]);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.repo_path(&format!("manifests/{real}.json"))).unwrap(),
+    )
+    .unwrap();
+    // A database name wider than the column used to be, and a size of another width.
+    let mut m = manifest.clone();
+    m["id"] = "20260101T020000Z-abcd".into();
+    m["database"] = "analytics_events_archive_2026".into();
+    m["raw_size"] = 123_456_789_012u64.into();
+    std::fs::write(
+        env.repo_path("manifests/20260101T020000Z-abcd.json"),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .unwrap();
+    let out = env.lifeboat(&["list"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    // Every column starts where its header does; sizes end where theirs does.
+    for header in ["KIND", "DATABASE", "FINISHED (UTC)", "NOTES"] {
+        let at = lines[0].find(header).unwrap();
+        // A row without notes ends before their column.
+        for line in lines[1..].iter().filter(|l| l.len() > at) {
+            assert!(
+                line[..at].ends_with("  ") && !line[at..].starts_with(' '),
+                "`{header}` at {at}:\n{}",
+                out.stdout
+            );
+        }
+    }
+    for header in ["RAW", "STORED", "TABLES"] {
+        let end = lines[0].find(header).unwrap() + header.len();
+        for line in &lines[1..] {
+            assert!(
+                line[..end].ends_with(|c: char| c == 'B' || c.is_ascii_digit())
+                    && (line.len() == end || line[end..].starts_with("  ")),
+                "`{header}` ends at {end}:\n{}",
+                out.stdout
+            );
+        }
+    }
+}

@@ -448,7 +448,7 @@ async fn promote(ctx: &Context, repo: &Repository, manifest: &Manifest, tier: Ti
     let mut updated = manifest.clone();
     let storage = repo.storage();
     if let (false, Some(class)) = (storage.is_local(), &class) {
-        storage.change_class(&manifest.data, class).await?;
+        storage.set_class(&manifest.data, class).await?;
         updated.storage_class = Some(class.clone());
     }
     updated.tier = Some(tier.as_str().to_string());

@@ -375,7 +375,7 @@ impl Storage {
     }
 
     /// Moves an object to another storage class.
-    pub async fn change_class(&self, path: &str, class: &str) -> Result<()> {
+    pub async fn set_class(&self, path: &str, class: &str) -> Result<()> {
         self.backend.set_class(path, class).await
     }
 
