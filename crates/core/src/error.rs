@@ -52,6 +52,11 @@ pub enum Error {
         server: String,
     },
 
+    /// The installed PostgreSQL programs cannot handle a backup: older than the pg_dump that
+    /// made a dump, or another major version than the server a base backup was taken of.
+    #[error("{0}")]
+    WrongTools(String),
+
     /// A server (PostgreSQL, Redis) does not answer as it should.
     #[error("{what}: {detail}")]
     Unreachable { what: String, detail: String },
@@ -409,7 +414,7 @@ impl Error {
             Error::Missing(_) | Error::BackupNotFound { .. } => "missing",
             Error::OutsideWindow { .. } => "outside-window",
             Error::NotReady(_) => "not-ready",
-            Error::ToolMissing { .. } | Error::ToolVersion { .. } => "tool",
+            Error::ToolMissing { .. } | Error::ToolVersion { .. } | Error::WrongTools(_) => "tool",
             Error::Unreachable { .. } => "unreachable",
             Error::Damaged { .. } | Error::Integrity { .. } | Error::DamagedWal { .. } => "damaged",
             Error::Mismatch { .. } => "mismatch",

@@ -747,3 +747,52 @@ fn a_practice_recovery_changes_nothing_and_latest_follows_the_production_line() 
     );
     assert!(!pgdata.exists());
 }
+
+/// Rewrites `field` of backup `id`'s manifest in the repository.
+fn claim(env: &Env, id: &str, field: &str, value: &str) {
+    let path = env.repo_path(&format!("manifests/{id}.json"));
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    manifest[field] = value.into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+}
+
+#[test]
+fn a_backup_newer_than_the_programs_is_refused_naming_the_version_it_needs() {
+    let env = archiving_env();
+    // A base backup of a server of another major version: its data folder is read only by
+    // that version's server programs. Refused before anything is unpacked.
+    let out = env.lifeboat(&["backup", "base"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let base = out.last_line();
+    claim(&env, &base, "server_version", "99.1");
+    let (out, pgdata) = restore_into(&env, "recovered", &["--latest"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = out.error_line();
+    assert!(
+        line.contains(&format!("base backup `{base}`"))
+            && line.contains("needs PostgreSQL 99's `postgres`")
+            && line.contains("apt-get install postgresql-99")
+            && line.contains("pg_bin_dir"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !pgdata.exists() || std::fs::read_dir(&pgdata).unwrap().next().is_none(),
+        "nothing is unpacked"
+    );
+    // A dump made by a newer pg_dump than this pg_restore: refused before the target is touched.
+    let dump = env.backup(&[]);
+    claim(&env, &dump, "client_version", "99.1");
+    env.new_database("target");
+    let out = env.restore(&dump, "target", &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let line = out.error_line();
+    assert!(
+        line.contains("needs PostgreSQL 99 or newer's `pg_restore`")
+            && line.contains("apt-get install postgresql-client-99"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.table_count("target"), 0, "the target is as it was");
+}

@@ -49,6 +49,26 @@ impl PgTools {
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
     }
 
+    /// Refuses to go on when `program` is of an older major version than `needed` (`exact`:
+    /// of another one at all, as the server programs that read a data folder), saying what
+    /// `what` needs and which package brings it.
+    pub fn require(&self, program: &str, needed: u32, exact: bool, what: &str) -> Result<()> {
+        let version = self.version(program)?;
+        let have = major(&version);
+        if have == needed || (!exact && have > needed) {
+            return Ok(());
+        }
+        let package = match program {
+            "postgres" | "initdb" | "pg_ctl" => format!("postgresql-{needed}"),
+            _ => format!("postgresql-client-{needed}"),
+        };
+        Err(Error::WrongTools(format!(
+            "{what} needs PostgreSQL {needed}{}'s `{program}`, and `{}` is {version}: install it (Debian: `apt-get install {package}`) and set `[tools] pg_bin_dir` (or `$LIFEBOAT_PG_BIN_DIR`) to its folder",
+            if exact { "" } else { " or newer" },
+            self.path(program).display()
+        )))
+    }
+
     /// The version a program reports, e.g. `15.18`.
     pub fn version(&self, name: &str) -> Result<String> {
         let out = self.tool(name).arg("--version").output()?;

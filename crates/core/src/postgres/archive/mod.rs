@@ -36,8 +36,8 @@ const SESSION_ENTRIES: [&[u8]; 3] = [b"ENCODING", b"STDSTRINGS", b"SEARCHPATH"];
 /// primary key, unique or exclusion constraint (each one statement on one table).
 const TABLE_INDEXES: [&[u8]; 2] = [b"INDEX", b"CONSTRAINT"];
 const OFFSET_SET: u8 = 2;
-/// Archive versions this reader knows: 1.12 (PostgreSQL 10) to 1.15 (PostgreSQL 16).
-const KNOWN_MINORS: std::ops::RangeInclusive<u8> = 12..=15;
+/// Archive versions this reader knows: 1.12 (PostgreSQL 10) to 1.16 (PostgreSQL 17 and 18).
+const KNOWN_MINORS: std::ops::RangeInclusive<u8> = 12..=16;
 
 struct Cursor<R> {
     inner: R,
@@ -184,6 +184,9 @@ impl<R: Read> Cursor<R> {
             let tablespace = self.string()?.unwrap_or_default();
             if minor >= 14 {
                 self.string()?; // table access method
+            }
+            if minor >= 16 {
+                self.int()?; // relkind
             }
             self.string()?; // owner
             self.string()?; // "false" (with oids)

@@ -136,6 +136,16 @@ pub async fn restore_pitr(
     folder::check_empty(&request.pgdata)?;
     let plan = plan(ctx, repo, request).await?;
     let base = &plan.base;
+    // A data folder is read only by the server programs of its own major version.
+    ctx.tools.require(
+        "postgres",
+        crate::process::tools::major(&base.server_version),
+        true,
+        &format!(
+            "base backup `{}` (of a PostgreSQL {} server)",
+            base.id, base.server_version
+        ),
+    )?;
     crate::storage::s3::tiers::ensure_readable(
         repo.storage(),
         &base.id,

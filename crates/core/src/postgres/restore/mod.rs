@@ -139,6 +139,16 @@ pub async fn restore_db(
             database: None,
         })
         .await?;
+    // pg_restore reads the archives of its own pg_dump's version and older.
+    ctx.tools.require(
+        "pg_restore",
+        crate::process::tools::major(&manifest.client_version),
+        false,
+        &format!(
+            "backup `{}` (made by pg_dump {})",
+            manifest.id, manifest.client_version
+        ),
+    )?;
     let selection = Selection::new(&manifest, request)?;
     let mut keys = vec![manifest.data.as_str()];
     if let Some(globals) = manifest.globals.as_ref().filter(|_| request.globals) {
