@@ -47,6 +47,14 @@ impl Context {
         }
     }
 
+    /// The same context with other PostgreSQL programs (those of a data folder's version).
+    pub fn with_tools(&self, tools: process::tools::PgTools) -> Context {
+        Context {
+            tools,
+            ..self.with_cancel(self.cancel.clone())
+        }
+    }
+
     /// The same context, stopped by `cancel` (a child of this one's).
     pub fn with_cancel(&self, cancel: CancellationToken) -> Context {
         Context {

@@ -2,7 +2,8 @@
 //!
 //! Order: the configured `tools.pg_bin_dir`, then `$LIFEBOAT_PG_BIN_DIR`, then the newest
 //! `/usr/lib/postgresql/N/bin` (Debian's layout; a newer pg_dump reads older servers), then
-//! `PATH`.
+//! `PATH`. What reads a data folder needs its own major version's server programs: found
+//! among the installed versions ([`PgTools::for_major`]) unless a folder was named.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,12 @@ use crate::process::Tool;
 #[derive(Debug, Clone)]
 pub struct PgTools {
     bin_dir: Option<PathBuf>,
+    /// Whether the folder was named (configuration, environment) rather than found.
+    named: bool,
 }
+
+/// Where Debian installs each major version (`/usr/lib/postgresql/N/bin`).
+const DEBIAN_ROOT: &str = "/usr/lib/postgresql";
 
 impl PgTools {
     pub fn locate(configured: Option<&str>) -> PgTools {
@@ -21,7 +27,29 @@ impl PgTools {
             .or_else(|| std::env::var_os("LIFEBOAT_PG_BIN_DIR").map(PathBuf::from))
             .filter(|p| !p.as_os_str().is_empty());
         PgTools {
-            bin_dir: explicit.or_else(newest_debian_bin_dir),
+            named: explicit.is_some(),
+            bin_dir: explicit.or_else(|| newest_bin_dir(Path::new(DEBIAN_ROOT))),
+        }
+    }
+
+    /// The programs of major version `major` (the server programs that read a data folder of
+    /// that version): these if a folder was named or they are of that version, else that
+    /// version's among the installed ones, else these (and [`PgTools::require`] says what is
+    /// missing).
+    pub fn for_major(&self, major: u32) -> PgTools {
+        self.for_major_in(Path::new(DEBIAN_ROOT), major)
+    }
+
+    fn for_major_in(&self, root: &Path, major: u32) -> PgTools {
+        if self.named {
+            return self.clone();
+        }
+        match installed(root).into_iter().find(|(m, _)| *m == major) {
+            Some((_, bin)) => PgTools {
+                bin_dir: Some(bin),
+                named: false,
+            },
+            None => self.clone(),
         }
     }
 
@@ -83,9 +111,12 @@ impl PgTools {
     }
 }
 
-fn newest_debian_bin_dir() -> Option<PathBuf> {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
+/// The major versions installed below `root` (`N/bin`), oldest first.
+fn installed(root: &Path) -> Vec<(u32, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u32, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let major = e.file_name().to_str()?.parse::<u32>().ok()?;
@@ -94,7 +125,11 @@ fn newest_debian_bin_dir() -> Option<PathBuf> {
         })
         .collect();
     found.sort();
-    found.pop().map(|(_, bin)| bin)
+    found
+}
+
+fn newest_bin_dir(root: &Path) -> Option<PathBuf> {
+    installed(root).pop().map(|(_, bin)| bin)
 }
 
 /// Reads `15.18` out of `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)`.
@@ -133,5 +168,34 @@ mod tests {
         assert_eq!(major("15.18"), 15);
         assert_eq!(major("15.18 (Debian 15.18-0+deb12u1)"), 15);
         assert_eq!(parse_version("nothing"), None);
+    }
+
+    #[test]
+    fn a_data_folder_gets_its_own_major_versions_programs_unless_a_folder_is_named() {
+        let root = tempfile::tempdir().unwrap();
+        for major in ["15", "17", "notes"] {
+            let bin = root.path().join(major).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::write(bin.join("pg_dump"), "").unwrap();
+        }
+        let found = PgTools {
+            bin_dir: newest_bin_dir(root.path()),
+            named: false,
+        };
+        assert_eq!(found.bin_dir(), Some(root.path().join("17/bin").as_path()));
+        let for_15 = found.for_major_in(root.path(), 15);
+        assert_eq!(for_15.bin_dir(), Some(root.path().join("15/bin").as_path()));
+        // Not installed: the same programs, which `require` then refuses naming the version.
+        let for_16 = found.for_major_in(root.path(), 16);
+        assert_eq!(for_16.bin_dir(), found.bin_dir());
+        // A folder named by the configuration is what is used, whatever its version.
+        let named = PgTools {
+            bin_dir: Some("/opt/pg/bin".into()),
+            named: true,
+        };
+        assert_eq!(
+            named.for_major_in(root.path(), 15).bin_dir(),
+            Some(Path::new("/opt/pg/bin"))
+        );
     }
 }

@@ -136,10 +136,13 @@ pub async fn restore_pitr(
     folder::check_empty(&request.pgdata)?;
     let plan = plan(ctx, repo, request).await?;
     let base = &plan.base;
-    // A data folder is read only by the server programs of its own major version.
+    // A data folder is read only by the server programs of its own major version: found
+    // among the installed ones when no folder was named.
+    let server_major = crate::process::tools::major(&base.server_version);
+    let ctx = &ctx.with_tools(ctx.tools.for_major(server_major));
     ctx.tools.require(
         "postgres",
-        crate::process::tools::major(&base.server_version),
+        server_major,
         true,
         &format!(
             "base backup `{}` (of a PostgreSQL {} server)",
