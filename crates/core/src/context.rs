@@ -47,6 +47,15 @@ impl Context {
         }
     }
 
+    /// The same context with the PostgreSQL programs of server `pg` (its `pg_bin_dir`, else
+    /// these).
+    pub fn for_server(&self, pg: &config::PostgresConfig) -> Context {
+        match &pg.pg_bin_dir {
+            Some(dir) => self.with_tools(process::tools::PgTools::locate(Some(dir))),
+            None => self.with_cancel(self.cancel.clone()),
+        }
+    }
+
     /// The same context with other PostgreSQL programs (those of a data folder's version).
     pub fn with_tools(&self, tools: process::tools::PgTools) -> Context {
         Context {

@@ -232,3 +232,59 @@ fn a_read_only_repository_is_a_permanent_error_and_verify_still_answers() {
     let out = read_only("backup db");
     assert_eq!(out.code, 1, "{}", out.stderr);
 }
+
+#[test]
+fn a_server_gets_the_programs_of_its_own_pg_bin_dir() {
+    // Two entries for the cluster: `other` names a folder of its own programs, whose
+    // `pg_dump` leaves a mark before running the real one.
+    let mut env = Env::new(Repo::Local, false);
+    let bin = env.dir.path().join("other-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = crate::support::tools().path("pg_dump");
+    for entry in std::fs::read_dir(real.parent().unwrap()).unwrap().flatten() {
+        if entry.file_name() != "pg_dump" {
+            std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name())).unwrap();
+        }
+    }
+    let mark = env.dir.path().join("other-pg-dump-ran");
+    let fake = bin.join("pg_dump");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\nexec '{}' \"$@\"\n",
+            mark.display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let url = config
+        .lines()
+        .find(|l| l.starts_with("url = \"postgresql"))
+        .unwrap()
+        .to_string();
+    env.write_config(&format!(
+        "{config}[postgres.other]\n{url}\npg_bin_dir = \"{}\"\n",
+        bin.display()
+    ));
+    let out = env.lifeboat(&["backup", "db", "--db", "main"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!mark.exists(), "`main` uses the usual programs");
+    let out = env.lifeboat(&["backup", "db", "--db", "other"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let ran = std::fs::read_to_string(&mark).unwrap();
+    assert!(ran.contains("--format=custom"), "{ran}");
+    // A folder without the programs: one line naming the program and the folder.
+    env.write_config(&format!(
+        "{config}[postgres.other]\n{url}\npg_bin_dir = \"/nonexistent/pg-17\"\n"
+    ));
+    let out = env.lifeboat(&["backup", "db", "--db", "other"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line().contains("/nonexistent/pg-17/pg_dump"),
+        "{}",
+        out.stderr
+    );
+}

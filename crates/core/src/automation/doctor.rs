@@ -295,6 +295,7 @@ async fn free_in_pg_wal(client: &tokio_postgres::Client) -> Option<u64> {
 }
 
 async fn database(ctx: &Context, name: &str, pg: &crate::config::PostgresConfig) -> Result<String> {
+    let ctx = &ctx.for_server(pg);
     let conn = ConnInfo::new(pg.url.expose(), pg.password.as_ref())?;
     let client = conn.connect(&format!("database `{name}`")).await?;
     let row = client

@@ -283,6 +283,10 @@ pub struct PostgresConfig {
     /// `SELECT NOT dirty FROM schema_migrations`.
     #[serde(default, deserialize_with = "expand_vec")]
     pub checks: Vec<String>,
+    /// The folder of the PostgreSQL programs for this server (its `pg_dump`, `pg_basebackup`),
+    /// when it is not `[tools] pg_bin_dir`'s: another major version beside it.
+    #[serde(default)]
+    pub pg_bin_dir: Option<String>,
 }
 
 /// Where run results go.

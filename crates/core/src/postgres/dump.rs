@@ -36,6 +36,7 @@ pub async fn backup_db(
     pg: &PostgresConfig,
     request: &DumpRequest,
 ) -> Result<Manifest> {
+    let ctx = &ctx.for_server(pg);
     let started_at = Timestamp::now();
     let id = manifest::new_backup_id(started_at);
     let conn = ConnInfo::new(pg.url.expose(), pg.password.as_ref())?;

@@ -111,6 +111,7 @@ pub async fn run_drill(ctx: &Context) -> Result<DrillReport> {
         critical_tables: vec!["core.comic".into()],
         checks: vec!["SELECT NOT dirty FROM public.schema_migrations".into()],
         pitr: false,
+        pg_bin_dir: None,
     };
     let manifest = backup_db(ctx, repo, "drill", &source, &DumpRequest::default()).await?;
     timer.lap(
