@@ -83,19 +83,8 @@ pub fn verification_path(id: &str) -> String {
 
 /// Every recorded verification (the latest of each backup), oldest first.
 pub async fn list_verifications(repo: &Repository) -> Result<Vec<Verification>> {
-    let mut out = Vec::new();
-    for entry in repo
-        .storage()
-        .list(crate::repository::layout::Area::Verifications.dirname())
-        .await?
-    {
-        if let Some(bytes) = repo.storage().read_opt(&entry.path).await? {
-            match serde_json::from_slice::<Verification>(&bytes) {
-                Ok(v) => out.push(v),
-                Err(e) => tracing::warn!("unreadable verification `{}`: {e}", entry.path),
-            }
-        }
-    }
+    let prefix = crate::repository::layout::Area::Verifications.dirname();
+    let mut out: Vec<Verification> = repo.storage().read_records(prefix, "verification").await?;
     out.sort_by_key(|v| v.verified_at);
     Ok(out)
 }

@@ -351,6 +351,27 @@ impl Storage {
         }
     }
 
+    /// Every JSON record below `prefix` (`what` names them in the warning about one that
+    /// cannot be read, which is skipped), in key order.
+    pub async fn read_records<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+        what: &str,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for entry in self.list(prefix).await? {
+            if let Some(bytes) = self.read_opt(&entry.path).await? {
+                match serde_json::from_slice::<T>(&bytes) {
+                    Ok(record) => out.push(record),
+                    Err(e) => {
+                        tracing::warn!("unreadable {what} `{}`: {e}", self.display(&entry.path))
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Copies `from` of `source` to `to` here (see [`Backend::copy_from`]).
     pub async fn copy_from(
         &self,

@@ -72,14 +72,7 @@ pub async fn find(repo: &Repository, name: &str) -> Result<Option<Mark>> {
 pub async fn list(repo: &Repository) -> Result<Vec<Mark>> {
     let prefix = key("");
     let prefix = prefix.trim_end_matches(".json");
-    let mut out = Vec::new();
-    for entry in repo.storage().list(prefix).await? {
-        if let Some(bytes) = repo.storage().read_opt(&entry.path).await? {
-            if let Ok(mark) = serde_json::from_slice::<Mark>(&bytes) {
-                out.push(mark);
-            }
-        }
-    }
+    let mut out: Vec<Mark> = repo.storage().read_records(prefix, "mark").await?;
     out.sort_by_key(|m| m.at);
     Ok(out)
 }

@@ -158,15 +158,10 @@ pub async fn flush(ctx: &Context, repo: &Repository) -> Result<()> {
 pub async fn list_dropped(repo: &Repository) -> Result<Vec<Dropped>> {
     let prefix = layout::wal_dropped("");
     let prefix = prefix.trim_end_matches(".json");
-    let mut out = Vec::new();
-    for entry in repo.storage().list(prefix).await? {
-        if let Some(bytes) = repo.storage().read_opt(&entry.path).await? {
-            match serde_json::from_slice::<Dropped>(&bytes) {
-                Ok(d) => out.push(d),
-                Err(e) => tracing::warn!("unreadable record `{}`: {e}", entry.path),
-            }
-        }
-    }
+    let mut out: Vec<Dropped> = repo
+        .storage()
+        .read_records(prefix, "record of a dropped segment")
+        .await?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }

@@ -236,48 +236,20 @@ async fn load(
         // wait for the disk.
         session.insert("synchronous_commit".into(), "off".into());
     }
-    let mut tool = ctx
-        .tools
-        .tool("pg_restore")
-        .args(["--exit-on-error", "--no-password"])
-        .env("PGOPTIONS", settings::pgoptions(&session));
-    if request.clean && !clean_script {
-        tool = tool.args(["--clean", "--if-exists"]);
-    }
-    if request.no_owner {
-        tool = tool.args(["--no-owner", "--no-privileges"]);
-    }
-    if request.data_only {
-        tool = tool.arg("--data-only");
-    }
-    if request.schema_only {
-        tool = tool.arg("--schema-only");
-    }
+    let mut tool = pg_restore(ctx, request, strategy, &session);
     let toc = if selection.tables.is_empty() && selection.schemas.is_empty() && !clean_script {
         None
     } else {
         Some(toc::read_toc(ctx, &Archive::new(repo, manifest, identities.clone())).await?)
     };
     // Kept until the restore is done: pg_restore reads it.
-    let _list_file = match &toc {
-        Some(toc) if !(selection.tables.is_empty() && selection.schemas.is_empty()) => {
-            let list = if selection.tables.is_empty() {
-                toc::schema_list(toc, &selection.schemas, request.data_only)
-            } else {
-                use_list(
-                    toc,
-                    &selection.tables,
-                    request.data_only,
-                    request.schema_only,
-                )
-            };
-            let file = Unnamed::memory("lifeboat-restore-list", list.as_bytes())
-                .map_err(|e| Error::io("writing the restore list", e))?;
-            tool = tool.arg(format!("--use-list={}", file.path().display()));
-            Some(file)
-        }
-        _ => None,
+    let list_file = match &toc {
+        Some(toc) => selection_list(toc, selection, request)?,
+        None => None,
     };
+    if let Some(file) = &list_file {
+        tool = tool.arg(format!("--use-list={}", file.path().display()));
+    }
 
     let to_check = if request.schema_only || manifest.options.schema_only {
         Vec::new()
@@ -344,6 +316,58 @@ async fn load(
         loading,
     };
     Ok((session, checked))
+}
+
+/// `pg_restore` with the options of `request`, its session settings in `PGOPTIONS`.
+fn pg_restore(
+    ctx: &Context,
+    request: &RestoreRequest,
+    strategy: Strategy,
+    session: &std::collections::BTreeMap<String, String>,
+) -> crate::process::Tool {
+    let mut tool = ctx
+        .tools
+        .tool("pg_restore")
+        .args(["--exit-on-error", "--no-password"])
+        .env("PGOPTIONS", settings::pgoptions(session));
+    if request.clean && !strategy.clean_script() {
+        tool = tool.args(["--clean", "--if-exists"]);
+    }
+    if request.no_owner {
+        tool = tool.args(["--no-owner", "--no-privileges"]);
+    }
+    if request.data_only {
+        tool = tool.arg("--data-only");
+    }
+    if request.schema_only {
+        tool = tool.arg("--schema-only");
+    }
+    tool
+}
+
+/// The `pg_restore -L` list of a selection (tables, or whole schemas), in an unnamed file;
+/// `None` without a selection.
+fn selection_list(
+    toc: &str,
+    selection: &Selection,
+    request: &RestoreRequest,
+) -> Result<Option<Unnamed>> {
+    if selection.tables.is_empty() && selection.schemas.is_empty() {
+        return Ok(None);
+    }
+    let list = if selection.tables.is_empty() {
+        toc::schema_list(toc, &selection.schemas, request.data_only)
+    } else {
+        use_list(
+            toc,
+            &selection.tables,
+            request.data_only,
+            request.schema_only,
+        )
+    };
+    Unnamed::memory("lifeboat-restore-list", list.as_bytes())
+        .map(Some)
+        .map_err(|e| Error::io("writing the restore list", e))
 }
 
 fn round_secs(d: Duration) -> f64 {
