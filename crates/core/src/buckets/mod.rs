@@ -94,6 +94,19 @@ fn retired_key(id: &str) -> String {
 
 /// A new run id: the UTC start time to the millisecond (so that ids sort as runs happened,
 /// even several a second) and a short random suffix.
+/// The next item of `items`, or `Interrupted` (`what` stopped) as soon as a stop is asked for.
+async fn next_or_stop<T>(
+    items: &mut (impl futures::Stream<Item = T> + Unpin),
+    cancel: &tokio_util::sync::CancellationToken,
+    what: &str,
+) -> Result<Option<T>> {
+    use futures::StreamExt;
+    tokio::select! {
+        next = items.next() => Ok(next),
+        () = cancel.cancelled() => Err(Error::Interrupted(format!("{what} stopped"))),
+    }
+}
+
 pub fn new_run_id(started: Timestamp) -> String {
     let suffix: u16 = rand::random();
     format!("{}Z-{suffix:04x}", started.strftime("%Y%m%dT%H%M%S%3f"))

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::index::{diff, Change};
-use super::{index_key, list_bucket_runs, read_index, Ends, Failure, RunRecord};
+use super::{index_key, list_bucket_runs, next_or_stop, read_index, Ends, Failure, RunRecord};
 use crate::config::{BucketUrl, ObjectsConfig};
 use crate::error::{Error, Result};
 use crate::storage::{CopyOptions, RequestCounts, Storage};
@@ -222,13 +222,9 @@ async fn tally(
 ) -> Result<()> {
     let mut last_note = Instant::now();
     loop {
-        let next = tokio::select! {
-            next = done.next() => next,
-            () = ctx.cancel.cancelled() => {
-                return Err(Error::Interrupted("object restore stopped".into()));
-            }
+        let Some(item) = next_or_stop(&mut done, &ctx.cancel, "object restore").await? else {
+            break;
         };
-        let Some(item) = next else { break };
         match item? {
             Done::Unchanged => {
                 report.objects += 1;

@@ -12,8 +12,8 @@ use tokio::sync::Semaphore;
 
 use super::index::{diff, version_key, Change, IndexEntry, IndexWriter, SourceObject};
 use super::{
-    index_key, list_bucket_runs, read_index, record_key, retired_key, Ends, Failure, RunRecord,
-    Summary, RUN_FORMAT,
+    index_key, list_bucket_runs, next_or_stop, read_index, record_key, retired_key, Ends, Failure,
+    RunRecord, Summary, RUN_FORMAT,
 };
 use crate::config::ObjectsConfig;
 use crate::error::{Error, Result};
@@ -198,13 +198,10 @@ async fn copy_all(
     let result: Result<()> = async {
         let mut last_note = Instant::now();
         loop {
-            let next = tokio::select! {
-                next = outcomes.next() => next,
-                () = ctx.cancel.cancelled() => {
-                    return Err(Error::Interrupted("object backup stopped".into()));
-                }
+            let Some(outcome) = next_or_stop(&mut outcomes, &ctx.cancel, "object backup").await?
+            else {
+                break;
             };
-            let Some(outcome) = next else { break };
             let outcome = outcome?;
             match outcome.kind {
                 ChangeKind::Same => summary.unchanged += 1,

@@ -77,8 +77,8 @@ fn start_ticks(pid: u32) -> Option<u64> {
 }
 
 /// This process's effective user id.
-pub fn effective_uid() -> Option<u32> {
-    Some(rustix::process::geteuid().as_raw())
+pub fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
 }
 
 /// The most of a child's stderr that is kept (its tail).

@@ -24,8 +24,7 @@ pub(super) fn spool_dir(ctx: &Context, repo: &Repository) -> Result<PathBuf> {
 
 /// The spool's own folder (made private), and the user it belongs to.
 pub(super) fn spool_base(ctx: &Context) -> Result<(PathBuf, u32)> {
-    let uid = crate::process::effective_uid()
-        .ok_or_else(|| Error::Internal("cannot tell which user lifeboat runs as".into()))?;
+    let uid = crate::process::effective_uid();
     let base = match &ctx.config.wal.spool_dir {
         Some(dir) => PathBuf::from(dir),
         None => std::env::temp_dir().join(format!("lifeboat-wal-{uid}")),
