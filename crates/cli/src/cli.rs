@@ -209,15 +209,39 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Archive one WAL file: PostgreSQL's `archive_command = 'lifeboat wal-push %p'`.
+    /// Archive one WAL file: PostgreSQL's `archive_command = 'lifeboat wal-push %p'` (with
+    /// several archiving clusters, `wal-push --db NAME %p`).
     WalPush {
+        /// The cluster (`[postgres.NAME]`) whose WAL this is [default: the only one with
+        /// `pitr = true`].
+        #[arg(long, value_name = "NAME")]
+        db: Option<String>,
         /// The file, as PostgreSQL gives it (`%p`, relative to the data folder).
         path: PathBuf,
+    },
+    /// Record a cluster's new generation after a major upgrade (`pg_upgrade`), so that its
+    /// archiving resumes, and take the generation's first base backup.
+    Upgrade {
+        /// The cluster (`[postgres.NAME]`), its server now on the new major version.
+        #[arg(long, value_name = "NAME")]
+        db: Option<String>,
+        /// Record the generation but take no base backup (take one before relying on PITR).
+        #[arg(long)]
+        no_backup: bool,
+        /// Show what would be recorded; record nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Restore one WAL file: PostgreSQL's `restore_command = 'lifeboat wal-fetch %f %p'`.
     /// Exits 1 without a message when the archive does not have the file, and 255 when it
     /// fails otherwise, so that PostgreSQL stops recovery instead of ending it there.
     WalFetch {
+        /// The cluster (`[postgres.NAME]`) [default: the only one with `pitr = true`].
+        #[arg(long, value_name = "NAME")]
+        db: Option<String>,
+        /// The cluster's generation to read [default: its newest] (`lifeboat list wal`).
+        #[arg(long, value_name = "N")]
+        generation: Option<u32>,
         /// The file name (`%f`).
         name: String,
         /// Where to write it (`%p`).
@@ -226,11 +250,21 @@ pub enum Command {
     /// Download WAL segments into the spool ahead of `wal-fetch` (started by it, in the
     /// background).
     #[command(hide = true)]
-    WalPrefetch { names: Vec<String> },
+    WalPrefetch {
+        #[arg(long)]
+        db: Option<String>,
+        #[arg(long)]
+        generation: Option<u32>,
+        names: Vec<String>,
+    },
     /// Push the segments PostgreSQL marked ready after this one (started by `wal-push`, in the
     /// background).
     #[command(hide = true)]
-    WalPushAhead { path: PathBuf },
+    WalPushAhead {
+        #[arg(long)]
+        db: Option<String>,
+        path: PathBuf,
+    },
     /// Print a shell completion script, e.g. `lifeboat completions bash >
     /// /etc/bash_completion.d/lifeboat`.
     Completions {
@@ -398,6 +432,9 @@ pub struct RestorePitrArgs {
     /// The data folder to create (it must be empty or absent).
     #[arg(long, value_name = "DIR")]
     pub pgdata: PathBuf,
+    /// The cluster (`[postgres.NAME]`) to recover, when the repository holds several.
+    #[arg(long, value_name = "NAME")]
+    pub db: Option<String>,
     /// Recover up to this moment: 2026-02-22T01:00:00+07:00, 2026-02-22T01:00[Asia/Jakarta],
     /// or `2026-02-22 01:00` without an offset, in `[daemon] time_zone` (else the system's zone).
     #[arg(long, value_name = "TIME")]

@@ -204,6 +204,7 @@ async fn copy_locked(
     // backup in the copy needs its WAL there); manifests last: a backup is in the copy once
     // all of it is.
     let whole = copy_data(ctx, primary, target, name, &plan, &mut report).await?;
+    copy_records(primary, target).await?;
     copy_wal(ctx, primary, target, &plan, &wal, &mut report).await?;
     for (backup, class) in whole {
         let Some(manifest) = manifests.iter().find(|m| m.id == backup.id) else {
@@ -317,6 +318,21 @@ async fn copy_data<'p>(
 
 /// The planned WAL files, a few at once, each held (`object_lock`) from when it was pushed,
 /// as in the repository.
+/// The clusters' records of their generations, as the primary has them now (`upgrade` adds
+/// generations: a record is replaced, never merged), before the WAL they place and the prune
+/// that reads them.
+async fn copy_records(primary: &Repository, target: &Repository) -> Result<()> {
+    for entry in primary.storage().list(Area::Clusters.dirname()).await? {
+        let Some(bytes) = primary.storage().read_opt(&entry.path).await? else {
+            continue;
+        };
+        if target.storage().read_opt(&entry.path).await?.as_deref() != Some(&bytes[..]) {
+            target.storage().write(&entry.path, bytes).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn copy_wal(
     ctx: &Context,
     primary: &Repository,

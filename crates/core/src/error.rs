@@ -66,14 +66,14 @@ pub enum Error {
     #[error("{what} is {problem}")]
     Damaged { what: String, problem: String },
 
-    /// A WAL file, or a server, of another cluster than the one the archive holds.
-    #[error("{what} comes from the cluster with system identifier {system_id}, but repository `{location}` archives the cluster with system identifier {archived} (recorded by {recorded_by}): give each cluster its own repository")]
+    /// A WAL file, or a server, of no generation of the cluster it is archived for.
+    #[error("{what} comes from the cluster with system identifier {system_id}, which is not cluster `{cluster}` as repository `{location}` records it ({known}): after a major upgrade (pg_upgrade) run `lifeboat upgrade --db {cluster}`; another cluster needs its own `[postgres.NAME]` and `wal-push --db NAME` in its archive_command")]
     ForeignCluster {
         what: String,
         system_id: u64,
-        archived: u64,
+        cluster: String,
         location: String,
-        recorded_by: String,
+        known: String,
     },
 
     /// Something awaited did not happen in time.
@@ -461,6 +461,15 @@ fn storage_message(err: &opendal::Error) -> String {
     }
 }
 
+/// Names in backticks, joined by commas, as error messages list them: `` `a`, `b` ``.
+pub fn listed<T: std::fmt::Display>(names: impl IntoIterator<Item = T>) -> String {
+    names
+        .into_iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Folds a multi-line text into one line, keeping the informative part.
 pub fn one_line(text: &str) -> String {
     let lines: Vec<&str> = text
@@ -487,6 +496,12 @@ pub fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listed_quotes_and_joins() {
+        assert_eq!(listed(["analytics", "main"]), "`analytics`, `main`");
+        assert_eq!(listed(Vec::<String>::new()), "");
+    }
 
     #[test]
     fn one_line_folds_and_trims() {

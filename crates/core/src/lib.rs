@@ -46,7 +46,8 @@ pub use postgres::pitr::{restore_pitr, PitrReport, PitrRequest};
 pub use postgres::restore::{restore_db, RestoreReport, RestoreRequest};
 pub use postgres::table::{plan_table, restore_table, TableReport, TableRequest};
 // The WAL archive (`archive_command`, `restore_command`).
-pub use wal::{fetch_wal, push_wal, Fetched, Pushed};
+pub use postgres::upgrade::{upgrade, UpgradeReport};
+pub use wal::{fetch_wal, push_wal, Fetched, Pushed, WalArchive};
 // Keeping the repository: copies, retention, verification.
 pub use copies::{copy_repository, plan_copy, CopyPlan, CopyReport};
 pub use retention::prune::{execute_prune, plan_prune, PruneOutcome, PrunePlan};

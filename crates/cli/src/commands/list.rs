@@ -73,14 +73,46 @@ fn started_second(id: &str) -> &str {
 
 async fn archive(ctx: &Context, json: bool) -> Result<()> {
     let repo = Repository::open(ctx).await?;
-    let report = wal::archive_report(ctx, &repo, &repo.list().await?).await?;
+    let manifests = repo.list().await?;
+    let mut reports = Vec::new();
+    for (_, archives) in wal::cluster::every_archive(ctx, &repo, &manifests).await? {
+        for archive in archives {
+            let report = wal::archive_report(ctx, &archive, &manifests).await?;
+            reports.push((archive, report));
+        }
+    }
     let marks = wal::marks::list(&repo).await?;
     if json {
-        let mut value = serde_json::to_value(&report).expect("reports serialize");
-        value["restore_points"] = serde_json::to_value(&marks).expect("marks serialize");
-        return print_json(&value);
+        let archives: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|(archive, report)| {
+                let mut value = serde_json::to_value(report).expect("reports serialize");
+                value["cluster"] = archive.cluster.clone().into();
+                value["generation"] =
+                    serde_json::to_value(&archive.generation).expect("records serialize");
+                value
+            })
+            .collect();
+        return print_json(&serde_json::json!({
+            "archives": archives,
+            "restore_points": marks,
+        }));
     }
-    let mut text = wal_report_text(&report);
+    let mut text = String::new();
+    let several = reports.len() > 1;
+    for (archive, report) in &reports {
+        if several || archive.generation.generation > 1 {
+            text.push_str(&format!(
+                "{} (at {}):\n",
+                archive.describe(),
+                archive.prefix()
+            ));
+        }
+        text.push_str(&wal_report_text(report));
+    }
+    if reports.is_empty() {
+        text.push_str("no WAL archived\n");
+    }
     for mark in &marks {
         text.push_str(&format!(
             "restore point `{}`: {} on `{}`, made {} (`restore pitr --target-name {}`)\n",

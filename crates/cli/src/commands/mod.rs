@@ -69,10 +69,27 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             (_, check) => lifecycle::locks(ctx, check.as_deref(), json),
         },
         Command::Undelete { dry_run } => lifecycle::undelete(ctx, *dry_run, json).await,
-        Command::WalPush { path } => wal::push(ctx, args, path).await,
-        Command::WalPushAhead { path } => wal::push_ahead(ctx, path).await,
-        Command::WalFetch { name, dest } => wal::fetch(ctx, args, name, dest).await,
-        Command::WalPrefetch { names } => wal::prefetch(ctx, names).await,
+        Command::WalPush { db, path } => wal::push(ctx, args, db.as_deref(), path).await,
+        Command::WalPushAhead { db, path } => wal::push_ahead(ctx, db.as_deref(), path).await,
+        Command::WalFetch {
+            db,
+            generation,
+            name,
+            dest,
+        } => {
+            let from = wal::Archive::new(db.as_deref(), *generation);
+            wal::fetch(ctx, args, &from, name, dest).await
+        }
+        Command::WalPrefetch {
+            db,
+            generation,
+            names,
+        } => wal::prefetch(ctx, &wal::Archive::new(db.as_deref(), *generation), names).await,
+        Command::Upgrade {
+            db,
+            no_backup,
+            dry_run,
+        } => wal::upgrade(ctx, db.as_deref(), !*no_backup, *dry_run, json).await,
         Command::Drill => drill::drill(ctx, json).await,
         Command::Unlock { dry_run } => init::unlock(ctx, *dry_run, json).await,
         Command::Mark { name, db } => wal::mark(ctx, name, db.as_deref(), json).await,

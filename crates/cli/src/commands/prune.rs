@@ -98,17 +98,29 @@ fn show_plan(plan: &PrunePlan) -> String {
         })
         .collect();
     out.push_str(&crate::output::table_text("  ", None, rows, &[]));
-    match &plan.wal.keep_from {
-        Some((first, base)) => out.push_str(&format!(
-            "  wal: keep {} files from {first} (needed by base backup {base}), delete {}\n",
-            plan.wal.kept,
-            plan.wal.delete.len()
-        )),
-        None if plan.wal.kept > 0 => out.push_str(&format!(
-            "  wal: keep all {} files (no base backup says which are needed)\n",
-            plan.wal.kept
-        )),
-        None => {}
+    for archive in &plan.wal {
+        let label = if plan.wal.len() == 1 {
+            "wal".to_string()
+        } else {
+            format!("wal of `{}`, {}", archive.cluster, archive.describe)
+        };
+        let wal = &archive.plan;
+        match &wal.keep_from {
+            _ if archive.whole => out.push_str(&format!(
+                "  {label}: delete all {} files (a later generation's base backup replaces it; no kept base backup needs it)\n",
+                wal.delete.len()
+            )),
+            Some((first, base)) => out.push_str(&format!(
+                "  {label}: keep {} files from {first} (needed by base backup {base}), delete {}\n",
+                wal.kept,
+                wal.delete.len()
+            )),
+            None if wal.kept > 0 => out.push_str(&format!(
+                "  {label}: keep all {} files (no base backup says which are needed)\n",
+                wal.kept
+            )),
+            None => {}
+        }
     }
     for path in &plan.leftovers {
         out.push_str(&format!(

@@ -126,6 +126,7 @@ async fn pitr_request(
         throwaway: false,
         identity: p.identity.clone(),
         base: None,
+        db: p.db.clone(),
         thaw: p.thaw.thaw(ctx.lock_wait),
     })
 }

@@ -9,7 +9,40 @@ use lifeboat_core::{wal, Context, Result};
 
 use crate::cli::Cli;
 
-pub async fn push(ctx: &Context, args: &Cli, path: &Path) -> Result<()> {
+/// Which archive a fetch reads: `--db` and `--generation` as given.
+pub struct Archive {
+    db: Option<String>,
+    generation: Option<u32>,
+}
+
+impl Archive {
+    pub fn new(db: Option<&str>, generation: Option<u32>) -> Self {
+        Archive {
+            db: db.map(String::from),
+            generation,
+        }
+    }
+
+    async fn open<'r>(&self, ctx: &Context, repo: &'r Repository) -> Result<wal::WalArchive<'r>> {
+        let name = wal::cluster::which(ctx, self.db.as_deref())?;
+        let sole = wal::cluster::sole(ctx, &name);
+        wal::cluster::archive(repo, &name, sole, self.generation).await
+    }
+
+    /// The options that name it again, for a command started in the background.
+    fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut out = Vec::new();
+        if let Some(db) = &self.db {
+            out.extend(["--db".into(), db.into()]);
+        }
+        if let Some(generation) = self.generation {
+            out.extend(["--generation".into(), generation.to_string().into()]);
+        }
+        out
+    }
+}
+
+pub async fn push(ctx: &Context, args: &Cli, db: Option<&str>, path: &Path) -> Result<()> {
     // Measured before the repository is opened: the storage may be what is down.
     let queue = wal::queue::Queue::of(path);
     let name = path
@@ -35,33 +68,50 @@ pub async fn push(ctx: &Context, args: &Cli, path: &Path) -> Result<()> {
             "WAL waiting to be archived"
         );
     }
+    let cluster = wal::cluster::which(ctx, db)?;
     let repo = Repository::open(ctx).await?;
-    let pushed = wal::push_wal(ctx, &repo, path).await?;
+    let pushed = wal::push_wal(ctx, &repo, &cluster, path).await?;
     // Gaps journalled while the storage was down go into the repository now that it answers.
     if let Err(e) = wal::queue::flush(ctx, &repo).await {
         tracing::warn!("could not record the journalled gaps in the repository yet: {e}");
     }
     if pushed.ahead {
-        start_background(args, &["wal-push-ahead".into(), path.into()]);
+        start_background(
+            args,
+            &[
+                "wal-push-ahead".into(),
+                "--db".into(),
+                cluster.into(),
+                path.into(),
+            ],
+        );
     }
     Ok(())
 }
 
-pub async fn push_ahead(ctx: &Context, path: &Path) -> Result<()> {
+pub async fn push_ahead(ctx: &Context, db: Option<&str>, path: &Path) -> Result<()> {
+    let cluster = wal::cluster::which(ctx, db)?;
     let repo = Repository::open(ctx).await?;
-    wal::push_ready(ctx, &repo, path).await
+    wal::push_ready(ctx, &repo, &cluster, path).await
 }
 
-pub async fn fetch(ctx: &Context, args: &Cli, name: &str, dest: &Path) -> Result<()> {
+pub async fn fetch(
+    ctx: &Context,
+    args: &Cli,
+    from: &Archive,
+    name: &str,
+    dest: &Path,
+) -> Result<()> {
     let from_primary = async {
         let repo = Repository::open(ctx).await?;
-        wal::fetch_wal(ctx, &repo, name, dest).await
+        let archive = from.open(ctx, &repo).await?;
+        wal::fetch_wal(ctx, &archive, name, dest).await
     };
     let fetched = match from_primary.await {
         Ok(fetched) => fetched,
         // The repository failed (not: lacks the file): a copy may have it.
         Err(e) if args.from.is_none() && !ctx.cancel.is_cancelled() => {
-            from_a_copy(ctx, name, dest, &e).await.ok_or(e)?
+            from_a_copy(ctx, from, name, dest, &e).await.ok_or(e)?
         }
         Err(e) => return Err(e),
     };
@@ -71,6 +121,7 @@ pub async fn fetch(ctx: &Context, args: &Cli, name: &str, dest: &Path) -> Result
     }
     if !fetched.ahead.is_empty() {
         let mut command = vec![std::ffi::OsString::from("wal-prefetch")];
+        command.extend(from.args());
         command.extend(fetched.ahead.iter().map(Into::into));
         start_background(args, &command);
     }
@@ -80,6 +131,7 @@ pub async fn fetch(ctx: &Context, args: &Cli, name: &str, dest: &Path) -> Result
 /// `name` from the first copy that has it, after the repository failed with `failure`.
 async fn from_a_copy(
     ctx: &Context,
+    from: &Archive,
     name: &str,
     dest: &Path,
     failure: &lifeboat_core::Error,
@@ -91,7 +143,8 @@ async fn from_a_copy(
         let copy_ctx = ctx.with_config(config);
         let fetched = async {
             let repo = Repository::open(&copy_ctx).await?;
-            wal::fetch_wal(&copy_ctx, &repo, name, dest).await
+            let archive = from.open(&copy_ctx, &repo).await?;
+            wal::fetch_wal(&copy_ctx, &archive, name, dest).await
         };
         match fetched.await {
             Ok(fetched) if fetched.found => {
@@ -111,9 +164,53 @@ async fn from_a_copy(
     None
 }
 
-pub async fn prefetch(ctx: &Context, names: &[String]) -> Result<()> {
+pub async fn prefetch(ctx: &Context, from: &Archive, names: &[String]) -> Result<()> {
     let repo = Repository::open(ctx).await?;
-    wal::prefetch(ctx, &repo, names).await
+    let archive = from.open(ctx, &repo).await?;
+    wal::prefetch(ctx, &archive, names).await
+}
+
+/// `upgrade --db NAME`: the cluster's new generation after `pg_upgrade`.
+pub async fn upgrade(
+    ctx: &Context,
+    db: Option<&str>,
+    backup: bool,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
+    let (name, pg) = ctx.config.database(db)?;
+    let repo = Repository::open(ctx).await?;
+    let report = if dry_run {
+        lifeboat_core::upgrade(ctx, &repo, name, pg, false, true).await?
+    } else {
+        lifeboat_core::repository::lock::with_run_lock(ctx, &repo, "upgrade", async |ctx| {
+            lifeboat_core::upgrade(ctx, &repo, name, pg, backup, false).await
+        })
+        .await?
+    };
+    crate::output::print_json_or(json, &report, || {
+        let mut text = format!(
+            "{}: {}{}",
+            report.cluster,
+            report.generation.describe(),
+            if report.dry_run {
+                " (dry run: nothing recorded)"
+            } else if report.recorded {
+                " recorded"
+            } else {
+                " (recorded already)"
+            }
+        );
+        match (&report.base_backup, &report.existing_base_backup) {
+            (Some(id), _) => text.push_str(&format!("; first base backup {id}")),
+            (None, Some(id)) => text.push_str(&format!("; base backup {id}")),
+            (None, None) if !report.dry_run => text.push_str(
+                "; no base backup of it yet: take one with `lifeboat backup base` before relying on PITR",
+            ),
+            _ => {}
+        }
+        text
+    })
 }
 
 /// Starts `lifeboat COMMAND...` (a `wal-prefetch` or `wal-push-ahead`) in the background,

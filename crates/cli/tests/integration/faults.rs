@@ -308,7 +308,7 @@ fn an_archiving_cluster_rides_out_a_storage_outage() {
     }
     let list = env.lifeboat(&["list", "wal", "--json"]);
     let report: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    let timeline = &report["timelines"][0];
+    let timeline = &report["archives"][0]["timelines"][0];
     assert_eq!(timeline["gaps"], serde_json::json!([]), "{report}");
     assert!(
         timeline["last"].as_str().unwrap() >= last.as_str(),

@@ -11,6 +11,7 @@ mod failures;
 mod faults;
 mod integrity;
 mod kills;
+mod life;
 mod locks;
 mod memory;
 mod metrics;

@@ -357,6 +357,7 @@ fn recovery_to_a_moment_and_across_timelines() {
     // The windows are shown in time: each timeline's moments, from the base backup on.
     let list = env.lifeboat(&["list", "wal", "--json"]);
     let report: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let report = &report["archives"][0];
     let timelines = report["timelines"].as_array().unwrap();
     assert_eq!(timelines.len(), 2, "{report}");
     assert_eq!(timelines[1]["parent"][0], 1, "{report}");
@@ -511,19 +512,18 @@ fn a_recovery_that_stops_short_of_the_archive_fails() {
         "a server recovered short of the archive is left running"
     );
 
-    // A base backup of a cluster other than the archive's is refused before it starts.
-    let recorded = env.repo_path("wal/cluster.json");
+    // A base backup of a server that is none of the cluster's generations is refused before
+    // it starts.
+    let recorded = env.repo_path("clusters/main.json");
     let intact = std::fs::read(&recorded).unwrap();
-    std::fs::write(
-        &recorded,
-        br#"{"system_identifier": "42", "recorded_at": "2026-01-01T00:00:00Z", "recorded_by": "test"}"#,
-    )
-    .unwrap();
+    let mut record: serde_json::Value = serde_json::from_slice(&intact).unwrap();
+    record["generations"][0]["system_identifier"] = "42".into();
+    std::fs::write(&recorded, serde_json::to_vec(&record).unwrap()).unwrap();
     let out = env.lifeboat(&["backup", "base"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
-        out.error_line()
-            .contains("archives the cluster with system identifier 42"),
+        out.error_line().contains("system identifier 42")
+            && out.error_line().contains("`lifeboat upgrade --db main`"),
         "{}",
         out.stderr
     );

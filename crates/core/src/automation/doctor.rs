@@ -80,7 +80,7 @@ pub async fn doctor(ctx: &Context) -> Vec<Finding> {
         if archives {
             out.push(finding(
                 format!("archiving {name}"),
-                archiving(ctx, pg).await,
+                archiving(ctx, name, pg).await,
             ));
         }
     }
@@ -218,7 +218,11 @@ const ARCHIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// (`pg_stat_archiver`), then a segment switched (after a WAL record, so that there is one to
 /// switch), awaited in the repository and read back; and a `[wal] queue_max_mib` to set,
 /// sized from the free space of `pg_wal`'s file system.
-async fn archiving(ctx: &Context, pg: &crate::config::PostgresConfig) -> Result<String> {
+async fn archiving(
+    ctx: &Context,
+    name: &str,
+    pg: &crate::config::PostgresConfig,
+) -> Result<String> {
     let state = crate::postgres::archiver::read(pg, ctx.config.wal.queue_max_mib).await?;
     if state.failing() {
         return Err(Error::NotReady(format!(
@@ -245,8 +249,11 @@ async fn archiving(ctx: &Context, pg: &crate::config::PostgresConfig) -> Result<
         })?
         .get(0);
     let repo = Repository::open(ctx).await?;
+    let cluster = crate::wal::cluster::which(ctx, Some(name))?;
+    let sole = crate::wal::cluster::sole(ctx, &cluster);
+    let archive = crate::wal::cluster::archive(&repo, &cluster, sole, None).await?;
     let begun = std::time::Instant::now();
-    while crate::wal::stored_at(&repo, &segment).await?.is_none() {
+    while crate::wal::stored_at(&archive, &segment).await?.is_none() {
         if begun.elapsed() > ARCHIVE_WAIT {
             return Err(Error::TimedOut {
                 what: format!("segment `{segment}`, switched now, reaching the repository"),
@@ -260,7 +267,7 @@ async fn archiving(ctx: &Context, pg: &crate::config::PostgresConfig) -> Result<
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     let took = begun.elapsed().as_secs_f64();
-    crate::wal::read_archived(ctx, &repo, &segment).await?;
+    crate::wal::read_archived(ctx, &archive, &segment).await?;
     let mut detail = format!(
         "segment `{segment}` switched, archived in {took:.1}s and read back; {} archived, {} failed attempts",
         state.archived_count, state.failed_count
@@ -324,6 +331,13 @@ async fn database(ctx: &Context, name: &str, pg: &crate::config::PostgresConfig)
         if archive_mode == "off" || !archive_command.contains("wal-push") {
             return Err(Error::NotReady(format!(
                 "`pitr = true` but the server does not archive to lifeboat (archive_mode = `{archive_mode}`, archive_command = `{archive_command}`): set archive_command = 'lifeboat --config FILE wal-push %p'"
+            )));
+        }
+        if !crate::wal::cluster::sole(ctx, name)
+            && !archive_command.contains(&format!("--db {name}"))
+        {
+            return Err(Error::NotReady(format!(
+                "several clusters archive into this repository, and archive_command (`{archive_command}`) does not say it is `{name}`: set archive_command = 'lifeboat --config FILE wal-push --db {name} %p'"
             )));
         }
         if let ConfigSource::File(path) = &ctx.config.source {

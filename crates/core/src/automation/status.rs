@@ -353,7 +353,12 @@ async fn wal_status(
     now: Timestamp,
 ) -> Result<AssetStatus> {
     let mut asset = AssetStatus::new("wal", name);
-    let report = wal::archive_report(ctx, repo, manifests).await?;
+    // The newest generation: what is archived now (older ones are listed by `list wal`).
+    let archive = wal::cluster::archive(repo, name, wal::cluster::sole(ctx, name), None).await?;
+    let report = wal::archive_report(ctx, &archive, manifests).await?;
+    if archive.generation.generation > 1 {
+        asset.notes.push(archive.generation.describe());
+    }
     let newest = report.newest();
     asset.judge_age(
         newest.and_then(|(_, at)| at),

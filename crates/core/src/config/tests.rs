@@ -106,12 +106,15 @@ fn the_example_config_is_valid() {
 }
 
 #[test]
-fn one_archiving_cluster_per_repository() {
+fn several_clusters_archive_into_one_repository_under_plain_names() {
     let text = "[postgres.a]\nurl = \"postgresql://h/a\"\npitr = true\n\
                 [postgres.b]\nurl = \"postgresql://h2/b\"\npitr = true\n";
+    let config = parse(text).unwrap();
+    assert!(config.postgres["a"].pitr && config.postgres["b"].pitr);
+    let text = "[postgres.\"a b\"]\nurl = \"postgresql://h/a\"\npitr = true\n";
     let err = parse(text).unwrap_err().to_string();
     assert!(
-        err.contains("`pitr = true` on `postgres.a` and `postgres.b`: a repository holds one cluster's WAL archive"),
+        err.contains("`postgres.a b` archives its WAL (`pitr = true`) under its name"),
         "{err}"
     );
 }

@@ -38,7 +38,7 @@ pub(super) fn validate(config: &Config) -> Result<(), String> {
     }
     copies_elsewhere(config)?;
     locks_on_s3(config)?;
-    one_archive_per_repository(config)?;
+    archiving_names(config)?;
     for (name, db) in &config.postgres {
         for table in &db.critical_tables {
             if table.split_once('.').is_none() {
@@ -168,19 +168,20 @@ fn timeouts(config: &Config) -> Result<(), String> {
         .try_for_each(|(key, timeouts)| timeouts.check(key))
 }
 
-/// A repository holds one cluster's WAL archive: segment names of two would collide.
-fn one_archive_per_repository(config: &Config) -> Result<(), String> {
-    let archiving: Vec<String> = config
-        .postgres
-        .iter()
-        .filter(|(_, db)| db.pitr)
-        .map(|(name, _)| format!("`postgres.{name}`"))
-        .collect();
-    if archiving.len() > 1 {
-        return Err(format!(
-            "`pitr = true` on {}: a repository holds one cluster's WAL archive (segment names would collide); give each cluster its own repository (its own configuration file)",
-            archiving.join(" and ")
-        ));
+/// Several clusters archive into one repository, each under its name (`--db NAME` in its
+/// `archive_command`): the name must be able to name keys.
+fn archiving_names(config: &Config) -> Result<(), String> {
+    for (name, _) in config.postgres.iter().filter(|(_, db)| db.pitr) {
+        let plain = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if !plain {
+            return Err(format!(
+                "`postgres.{name}` archives its WAL (`pitr = true`) under its name: use up to 63 letters, digits, `-` or `_`"
+            ));
+        }
     }
     Ok(())
 }

@@ -70,10 +70,11 @@ pub async fn backup_base(
         });
     }
 
-    // The archive belongs to one cluster: a base backup of another could never be recovered
-    // with it.
+    // A base backup of a server that is none of the cluster's generations could never be
+    // recovered with its archive.
     let this_cluster = format!("the server of database `{name}`");
-    wal::cluster::check_recorded(repo, system_id, &this_cluster).await?;
+    let sole = wal::cluster::sole(ctx, name);
+    wal::cluster::check_base(repo, name, sole, system_id, &this_cluster).await?;
 
     let tool = ctx.tools.tool("pg_basebackup").args([
         "--pgdata=-",
@@ -110,13 +111,13 @@ pub async fn backup_base(
         .await;
     let outcome = async {
         let stats = uploaded?;
-        let (start_lsn, end_lsn, timeline) =
-            backup_history(ctx, repo, &format!("lifeboat {id}")).await?;
         // Its segments are being archived now: the archive has recorded its cluster.
-        wal::cluster::check_recorded(repo, system_id, &this_cluster).await?;
+        wal::cluster::check_base(repo, name, sole, system_id, &this_cluster).await?;
+        let (start_lsn, end_lsn, timeline, archive) =
+            backup_history(ctx, repo, name, sole, system_id, &format!("lifeboat {id}")).await?;
         let first_wal = wal::segment_of_lsn(timeline, start_lsn, segment_size);
         let last_wal = wal::segment_of_lsn(timeline, end_lsn, segment_size);
-        wait_for_archive(ctx, repo, &last_wal).await?;
+        wait_for_archive(ctx, &archive, &last_wal).await?;
         let about = About {
             id: id.clone(),
             kind: BackupKind::Base,
@@ -147,26 +148,41 @@ pub async fn backup_base(
 }
 
 /// The backup's start, end and timeline, from the backup history file (`*.backup`) that the
-/// server archives when a base backup ends: found by its label, which proves too that the
-/// server archives into this repository.
-async fn backup_history(ctx: &Context, repo: &Repository, label: &str) -> Result<(u64, u64, u32)> {
+/// server archives when a base backup ends, and the archive it is in (the generation of
+/// `system_id`): found by its label, which proves too that the server archives into this
+/// repository.
+async fn backup_history<'r>(
+    ctx: &Context,
+    repo: &'r Repository,
+    cluster: &str,
+    sole: bool,
+    system_id: u64,
+    label: &str,
+) -> Result<(u64, u64, u32, wal::WalArchive<'r>)> {
     let begun = Instant::now();
     let mut seen = std::collections::HashSet::new();
     loop {
-        let names = wal::archived_names(repo).await?;
-        for name in names.iter().rev().filter(|n| n.ends_with(".backup")) {
-            if !seen.insert(name.clone()) {
-                continue;
-            }
-            let raw = wal::read_archived(ctx, repo, name)
-                .await?
-                .unwrap_or_default();
-            let text = String::from_utf8_lossy(&raw);
-            if text.lines().any(|l| l.trim() == format!("LABEL: {label}")) {
-                return parse_backup_history(&text).ok_or_else(|| Error::Damaged {
-                    what: format!("backup history file `{name}`"),
-                    problem: "not readable".into(),
-                });
+        // The cluster's first push records it: until then it has no archive.
+        if let Some(archive) =
+            wal::cluster::archive_of_system(repo, cluster, sole, system_id).await?
+        {
+            let names = wal::archived_names(&archive).await?;
+            for name in names.iter().rev().filter(|n| n.ends_with(".backup")) {
+                if !seen.insert(name.clone()) {
+                    continue;
+                }
+                let raw = wal::read_archived(ctx, &archive, name)
+                    .await?
+                    .unwrap_or_default();
+                let text = String::from_utf8_lossy(&raw);
+                if text.lines().any(|l| l.trim() == format!("LABEL: {label}")) {
+                    let (start, end, timeline) =
+                        parse_backup_history(&text).ok_or_else(|| Error::Damaged {
+                            what: format!("backup history file `{name}`"),
+                            problem: "not readable".into(),
+                        })?;
+                    return Ok((start, end, timeline, archive));
+                }
             }
         }
         if begun.elapsed() > ARCHIVE_WAIT {
@@ -198,11 +214,11 @@ fn parse_backup_history(text: &str) -> Option<(u64, u64, u32)> {
 }
 
 /// Waits until `segment` is in the repository's WAL archive.
-async fn wait_for_archive(ctx: &Context, repo: &Repository, segment: &str) -> Result<()> {
+async fn wait_for_archive(ctx: &Context, repo: &wal::WalArchive<'_>, segment: &str) -> Result<()> {
     let begun = Instant::now();
     loop {
         for encrypted in [false, true] {
-            if repo.storage().exists(&wal::key(segment, encrypted)).await? {
+            if repo.storage().exists(&repo.key(segment, encrypted)).await? {
                 return Ok(());
             }
         }

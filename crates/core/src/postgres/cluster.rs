@@ -365,6 +365,20 @@ impl ScratchCluster {
     pub fn stop(&self) -> Result<()> {
         self.run_ctl(&["stop", "-m", "fast", "-w"]).map(|_| ())
     }
+
+    /// Starts the server again after [`ScratchCluster::stop`] (its configuration changed, its
+    /// data folder made anew by `pg_upgrade`).
+    pub fn start_again(&mut self) -> Result<()> {
+        if let Some(mut old) = self.server.take() {
+            let _ = old.wait();
+            crate::process::watchdog::release(old.id());
+        }
+        let log = self.log_path();
+        let mut server = spawn_server(&self.tools, &self.data, &log, &[], self.run_as)?;
+        let ready = wait_ready(&mut server, &self.data, &log, Duration::from_secs(60));
+        self.server = Some(server);
+        ready
+    }
 }
 
 impl Drop for ScratchCluster {

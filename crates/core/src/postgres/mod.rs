@@ -15,3 +15,4 @@ pub mod restore;
 pub mod sample;
 pub mod table;
 mod tls;
+pub mod upgrade;

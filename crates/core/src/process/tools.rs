@@ -33,7 +33,7 @@ impl PgTools {
     }
 
     /// The programs of major version `major` (the server programs that read a data folder of
-    /// that version): these if a folder was named or they are of that version, else that
+    /// that version): these if a folder was named and they are of that version, else that
     /// version's among the installed ones, else these (and [`PgTools::require`] says what is
     /// missing).
     pub fn for_major(&self, major: u32) -> PgTools {
@@ -41,7 +41,7 @@ impl PgTools {
     }
 
     fn for_major_in(&self, root: &Path, major: u32) -> PgTools {
-        if self.named {
+        if self.named && self.is_major("postgres", major) {
             return self.clone();
         }
         match installed(root).into_iter().find(|(m, _)| *m == major) {
@@ -95,6 +95,12 @@ impl PgTools {
             if exact { "" } else { " or newer" },
             self.path(program).display()
         )))
+    }
+
+    /// Whether `program` here is of major version `major`.
+    pub fn is_major(&self, program: &str, major: u32) -> bool {
+        self.version(program)
+            .is_ok_and(|version| self::major(&version) == major)
     }
 
     /// The version a program reports, e.g. `15.18`.
@@ -171,7 +177,7 @@ mod tests {
     }
 
     #[test]
-    fn a_data_folder_gets_its_own_major_versions_programs_unless_a_folder_is_named() {
+    fn a_data_folder_gets_its_own_major_versions_programs_unless_a_folder_of_it_is_named() {
         let root = tempfile::tempdir().unwrap();
         for major in ["15", "17", "notes"] {
             let bin = root.path().join(major).join("bin");
@@ -188,13 +194,18 @@ mod tests {
         // Not installed: the same programs, which `require` then refuses naming the version.
         let for_16 = found.for_major_in(root.path(), 16);
         assert_eq!(for_16.bin_dir(), found.bin_dir());
-        // A folder named by the configuration is what is used, whatever its version.
+        // A folder named by the configuration that is not of that version (here: no
+        // programs at all) gives way to the installed version, and stays where none is.
         let named = PgTools {
             bin_dir: Some("/opt/pg/bin".into()),
             named: true,
         };
         assert_eq!(
             named.for_major_in(root.path(), 15).bin_dir(),
+            Some(root.path().join("15/bin").as_path())
+        );
+        assert_eq!(
+            named.for_major_in(root.path(), 16).bin_dir(),
             Some(Path::new("/opt/pg/bin"))
         );
     }

@@ -7,8 +7,12 @@
 //! - `data/db/<id>.dump.zst[.age]`, `data/base/<id>.tar.zst[.age]`,
 //!   `data/redis/<id>.rdb.zst[.age]`: the stored data of dumps, base backups, Redis snapshots.
 //!   A data object without a manifest is an unfinished backup: never listed, cleaned up.
-//! - `wal/<name>.zst[.age]`: the WAL archive; `wal/cluster.json` names the cluster it belongs
-//!   to, `wal/refused.json` the last file `wal-push` refused.
+//! - `clusters/<name>.json`: each archiving cluster's generations (system identifier, major
+//!   version, where its WAL is stored).
+//! - `wal/<name>.zst[.age]`: the WAL archive of the first generation of the first cluster
+//!   (`wal/cluster.json` names its system identifier); `wal/clusters/<cluster>/<generation>/`
+//!   holds every other generation's, the same way. `wal/refused.json`: the last file
+//!   `wal-push` refused.
 //! - `locks/run.json`, `locks/run.<id>.beat`: the run lock and its holder's heartbeat.
 //! - `verifications/<id>.json`: the last verification of each backup.
 
@@ -26,6 +30,8 @@ pub enum Area {
     /// One kind's data.
     DataOf(BackupKind),
     Wal,
+    /// The clusters' records of their generations.
+    Clusters,
     Locks,
     Verifications,
 }
@@ -40,6 +46,7 @@ impl Area {
             Area::DataOf(BackupKind::Base) => "data/base/",
             Area::DataOf(BackupKind::Redis) => "data/redis/",
             Area::Wal => "wal/",
+            Area::Clusters => "clusters/",
             Area::Locks => "locks/",
             Area::Verifications => "verifications/",
         }
@@ -75,16 +82,23 @@ pub fn globals(id: &str, encrypted: bool) -> String {
     )
 }
 
-/// An archived WAL file.
-pub fn wal(name: &str, encrypted: bool) -> String {
-    format!(
-        "{}{name}.zst{}",
-        Area::Wal.dirname(),
-        if encrypted { ".age" } else { "" }
-    )
+/// An archived WAL file, in the archive at `prefix` (`wal/` or a generation's).
+pub fn wal(prefix: &str, name: &str, encrypted: bool) -> String {
+    format!("{prefix}{name}.zst{}", if encrypted { ".age" } else { "" })
 }
 
-/// The record of the cluster the WAL archive belongs to.
+/// Where cluster `cluster`'s generation `generation` keeps its WAL (unless it is the first
+/// generation of the first cluster, at `wal/`).
+pub fn generation_prefix(cluster: &str, generation: u32) -> String {
+    format!("{}clusters/{cluster}/{generation}/", Area::Wal.dirname())
+}
+
+/// A cluster's record of its generations.
+pub fn cluster_record(cluster: &str) -> String {
+    format!("{}{cluster}.json", Area::Clusters.dirname())
+}
+
+/// The claim of the archive at `wal/`: the system identifier of the cluster it belongs to.
 pub fn wal_cluster() -> String {
     format!("{}cluster.json", Area::Wal.dirname())
 }
@@ -126,9 +140,14 @@ mod tests {
         assert_eq!(data(BackupKind::Redis, "x", false), "data/redis/x.rdb.zst");
         assert!(data(BackupKind::Redis, "x", false).starts_with(Area::Data.dirname()));
         assert_eq!(
-            wal("000000010000000000000001", false),
+            wal("wal/", "000000010000000000000001", false),
             "wal/000000010000000000000001.zst"
         );
+        assert_eq!(
+            wal(&generation_prefix("main", 2), "00000001.history", true),
+            "wal/clusters/main/2/00000001.history.zst.age"
+        );
+        assert_eq!(cluster_record("main"), "clusters/main.json");
         assert_eq!(
             (lock(), lock_beat("a")),
             ("locks/run.json".into(), "locks/run.a.beat".into())

@@ -30,7 +30,8 @@ const LEFTOVER_AGE_HOURS: i64 = 24;
 pub struct PrunePlan {
     pub at: Timestamp,
     pub backups: Vec<Decision>,
-    pub wal: WalPlan,
+    /// Each archive's plan: every generation of every cluster.
+    pub wal: Vec<ArchivePlan>,
     /// Keys of data without a manifest, older than a day.
     pub leftovers: Vec<String>,
     /// Backups whose manifest cannot be read: kept with their data, unless `--force`.
@@ -42,6 +43,21 @@ pub struct PrunePlan {
     /// Objects of kept backups whose lock is set or moved on (`object_lock`): after a
     /// promotion, a yearly dump's yearly renewal, or a lock that was never set.
     pub locks: Vec<LockPlan>,
+}
+
+/// The plan of one generation's WAL archive.
+#[derive(Debug, Serialize)]
+pub struct ArchivePlan {
+    pub cluster: String,
+    pub generation: u32,
+    /// `generation 1 (PostgreSQL 15, system identifier …)`.
+    pub describe: String,
+    pub prefix: String,
+    #[serde(flatten)]
+    pub plan: WalPlan,
+    /// The whole generation goes: a later one has a kept base backup, and no kept base backup
+    /// needs this one.
+    pub whole: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,8 +135,7 @@ pub async fn plan_prune(
         Some(lock) => plan_locks(repo, lock, &manifests, &backups, at).await?,
         None => Vec::new(),
     };
-    let names = wal::archived_names(repo).await?;
-    let wal = retention::plan_wal(&items, &backups, &names);
+    let wal = plan_archives(ctx, repo, &manifests, &items, &backups).await?;
     let data: Vec<String> = repo
         .storage()
         .list_stream(crate::repository::layout::Area::Data.dirname())
@@ -162,6 +177,52 @@ pub async fn plan_prune(
         locked,
         locks,
     })
+}
+
+/// Each generation's WAL plan: below the oldest kept base backup of that generation goes; a
+/// generation that no kept base backup needs goes whole once a later one has one.
+async fn plan_archives(
+    ctx: &Context,
+    repo: &Repository,
+    manifests: &[Manifest],
+    items: &[Item],
+    backups: &[Decision],
+) -> Result<Vec<ArchivePlan>> {
+    let kept = |m: &Manifest| backups.iter().any(|d| d.id == m.id && d.keep);
+    let mut out = Vec::new();
+    for (cluster, archives) in wal::cluster::every_archive(ctx, repo, manifests).await? {
+        let mut later_kept = false;
+        let mut plans = Vec::new();
+        // Newest first: whether a later generation keeps a base backup.
+        for archive in archives.iter().rev() {
+            let names = wal::archived_names(archive).await?;
+            let own: Vec<Item> = items
+                .iter()
+                .zip(manifests)
+                .filter(|(_, m)| archive.holds(m))
+                .map(|(i, _)| i.clone())
+                .collect();
+            let mut plan = retention::plan_wal(&own, backups, &names);
+            let keeps = manifests.iter().any(|m| archive.holds(m) && kept(m));
+            let whole = later_kept && !keeps && !names.is_empty();
+            if whole {
+                plan.delete = names;
+                plan.kept = 0;
+            }
+            later_kept |= keeps;
+            plans.push(ArchivePlan {
+                cluster: cluster.clone(),
+                generation: archive.generation.generation,
+                describe: archive.generation.describe(),
+                prefix: archive.prefix().to_string(),
+                plan,
+                whole,
+            });
+        }
+        plans.reverse();
+        out.extend(plans);
+    }
+    Ok(out)
 }
 
 /// The backup id a data key names (`data/db/<id>.dump.zst`).
@@ -306,21 +367,32 @@ async fn delete_backups(
     Ok(())
 }
 
-/// The WAL no kept base backup needs.
+/// The WAL no kept base backup needs, archive by archive.
 async fn delete_wal(repo: &Repository, plan: &PrunePlan, outcome: &mut PruneOutcome) -> Result<()> {
-    if plan.wal.delete.is_empty() {
+    for archive in &plan.wal {
+        delete_archived(repo, archive, outcome).await?;
+    }
+    Ok(())
+}
+
+async fn delete_archived(
+    repo: &Repository,
+    archive: &ArchivePlan,
+    outcome: &mut PruneOutcome,
+) -> Result<()> {
+    if archive.plan.delete.is_empty() {
         return Ok(());
     }
-    let doomed: BTreeSet<&str> = plan.wal.delete.iter().map(String::as_str).collect();
+    let doomed: BTreeSet<&str> = archive.plan.delete.iter().map(String::as_str).collect();
     let entries: Vec<_> = repo
         .storage()
-        .list_stream(crate::repository::layout::Area::Wal.dirname())
+        .list_stream(&archive.prefix)
         .await?
         .try_collect()
         .await?;
     let mut locked: Option<(u64, Timestamp)> = None;
     for entry in entries {
-        if wal::name_of_key(&entry.path).is_some_and(|n| doomed.contains(n)) {
+        if wal::name_of_key(&archive.prefix, &entry.path).is_some_and(|n| doomed.contains(n)) {
             match remove(repo, &entry.path).await? {
                 Removed::Deleted => outcome.wal_deleted += 1,
                 Removed::Locked(until) => {

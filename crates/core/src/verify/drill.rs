@@ -314,7 +314,7 @@ async fn pitr_part(
 fn archive_through_wal_push(cluster: &ScratchCluster, config_file: &Path) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| Error::io("finding the lifeboat program", e))?;
     let command = format!(
-        "'{}' --config '{}' -q wal-push %p",
+        "'{}' --config '{}' -q wal-push --db drill %p",
         exe.display(),
         config_file.display()
     );
@@ -354,7 +354,8 @@ async fn two_commits_a_moment_apart(
         .trim()
         .to_string();
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
-    while !crate::wal::archived_names(repo).await?.contains(&last) {
+    let archive = crate::wal::cluster::archive(repo, "drill", true, None).await?;
+    while !crate::wal::archived_names(&archive).await?.contains(&last) {
         if Instant::now() > deadline {
             return Err(Error::TimedOut {
                 what: format!("the scratch server archiving `{last}`"),
@@ -401,6 +402,7 @@ async fn recover_to(
             throwaway: true,
             identity: None,
             base: None,
+            db: None,
             thaw: Default::default(),
         },
     )

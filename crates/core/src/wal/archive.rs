@@ -1,13 +1,13 @@
-//! Reading the archive: which files it holds and when each was stored, the timelines'
-//! histories, and one file downloaded and checked (it must be the file it is stored as, and
-//! a segment must come from the archive's cluster).
+//! Reading one archive (a [`WalArchive`]): which files it holds and when each was stored, the timelines' histories, and one file downloaded
+//! and checked (it must be the file it is stored as, and a segment must come from the
+//! archive's generation).
 
 use std::path::Path;
 
-use super::{cluster, key, name_of_key, parse_history, segment, spans, stored, WalName};
+use super::cluster::WalArchive;
+use super::{parse_history, segment, spans, stored, WalName};
 use crate::crypto::Identities;
 use crate::error::{Error, Result};
-use crate::repository::Repository;
 use crate::Context;
 
 /// The identities to read an archive written with or without encryption.
@@ -27,17 +27,15 @@ pub fn identities(ctx: &Context, encrypted: bool) -> Result<Option<Identities>> 
 }
 
 /// Downloads archived file `name` and checks it: it must be the file it is stored as, and a
-/// segment must come from the archive's cluster (`spool` remembers the cluster). `None` when
-/// the archive does not have it.
+/// segment must come from the archive's generation. `None` when the archive does not have it.
 pub(super) async fn download(
     ctx: &Context,
-    repo: &Repository,
+    repo: &WalArchive<'_>,
     name: &str,
-    spool: Option<&Path>,
 ) -> Result<Option<Vec<u8>>> {
     let storage = repo.storage();
     for encrypted in [false, true] {
-        if let Some(sealed) = storage.read_opt(&key(name, encrypted)).await? {
+        if let Some(sealed) = storage.read_opt(&repo.key(name, encrypted)).await? {
             let ids = identities(ctx, encrypted)?;
             let owned = name.to_string();
             let raw =
@@ -48,8 +46,18 @@ pub(super) async fn download(
                 name: name.to_string(),
                 detail,
             })?;
-            if let Some(header) = header {
-                cluster::check_fetched(repo, spool, header.system_id, name).await?;
+            match (header, repo.system_id()) {
+                (Some(header), Some(archived)) if header.system_id != archived => {
+                    return Err(Error::DamagedWal {
+                        name: name.to_string(),
+                        detail: format!(
+                            "it comes from the cluster with system identifier {}, but the archive is {}",
+                            header.system_id,
+                            repo.describe()
+                        ),
+                    })
+                }
+                _ => {}
             }
             return Ok(Some(raw));
         }
@@ -60,7 +68,7 @@ pub(super) async fn download(
 /// Each archived timeline history among `names`, parsed: `(timeline, its history)`.
 pub async fn read_histories(
     ctx: &Context,
-    repo: &Repository,
+    repo: &WalArchive<'_>,
     names: &[String],
 ) -> Result<Vec<(u32, Vec<(u32, u64)>)>> {
     let mut histories = Vec::new();
@@ -75,9 +83,9 @@ pub async fn read_histories(
 }
 
 /// When archived file `name` was stored, if it is in the archive.
-pub async fn stored_at(repo: &Repository, name: &str) -> Result<Option<jiff::Timestamp>> {
+pub async fn stored_at(repo: &WalArchive<'_>, name: &str) -> Result<Option<jiff::Timestamp>> {
     for encrypted in [false, true] {
-        if let Some(at) = repo.storage().modified(&key(name, encrypted)).await? {
+        if let Some(at) = repo.storage().modified(&repo.key(name, encrypted)).await? {
             return Ok(Some(at));
         }
     }
@@ -87,7 +95,7 @@ pub async fn stored_at(repo: &Repository, name: &str) -> Result<Option<jiff::Tim
 /// For each archived timeline, when its newest file (segment or history) was stored: what
 /// [`super::production_line`] tells the production line by.
 pub async fn last_archived(
-    repo: &Repository,
+    repo: &WalArchive<'_>,
     names: &[String],
     segment_size: u64,
 ) -> Result<Vec<(u32, jiff::Timestamp)>> {
@@ -114,14 +122,11 @@ pub async fn last_archived(
 }
 
 /// Names of every archived WAL file, sorted.
-pub async fn archived_names(repo: &Repository) -> Result<Vec<String>> {
-    let entries = repo
-        .storage()
-        .list(crate::repository::layout::Area::Wal.dirname())
-        .await?;
+pub async fn archived_names(repo: &WalArchive<'_>) -> Result<Vec<String>> {
+    let entries = repo.storage().list(repo.prefix()).await?;
     let mut names: Vec<String> = entries
         .iter()
-        .filter_map(|e| name_of_key(&e.path).map(String::from))
+        .filter_map(|e| repo.name_of_key(&e.path).map(String::from))
         .collect();
     names.sort();
     names.dedup();

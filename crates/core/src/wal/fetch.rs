@@ -2,16 +2,26 @@
 //! prefetch that downloads the following segments into the spool, where the next fetches find
 //! them and only rename them into place.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 
 use super::archive::download;
+use super::cluster::WalArchive;
 use super::spool::{spool_dir, try_lock, write_atomically};
 use super::{segment_name, segment_number, WalName, DEFAULT_SEGMENT_SIZE};
 use crate::error::{Error, Result};
-use crate::repository::Repository;
 use crate::Context;
+
+/// The spool of fetches from `archive`.
+fn fetch_spool(ctx: &Context, archive: &WalArchive<'_>) -> Result<PathBuf> {
+    let scope = if archive.prefix() == crate::repository::layout::Area::Wal.dirname() {
+        ""
+    } else {
+        archive.prefix()
+    };
+    Ok(spool_dir(ctx, archive.repo(), scope)?.join("fetched"))
+}
 
 /// What a fetch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,12 +39,12 @@ pub struct Fetched {
 /// (PostgreSQL asks for files that may not exist).
 pub async fn fetch_wal(
     ctx: &Context,
-    repo: &Repository,
+    repo: &WalArchive<'_>,
     name: &str,
     dest: &Path,
 ) -> Result<Fetched> {
     WalName::parse(name).ok_or_else(|| Error::Usage(format!("`{name}` is not a WAL file name")))?;
-    let spool = spool_dir(ctx, repo)?.join("fetched");
+    let spool = fetch_spool(ctx, repo)?;
     let prefetched = spool.join(name);
     // A prefetched file was written whole and synced: on the same file system it is renamed
     // into place, else copied. One left from long ago is not trusted.
@@ -54,7 +64,7 @@ pub async fn fetch_wal(
             let _ = std::fs::remove_file(&prefetched);
             raw
         } else {
-            match download(ctx, repo, name, spool.parent()).await? {
+            match download(ctx, repo, name).await? {
                 Some(raw) => raw,
                 None => return Ok(Fetched::default()),
             }
@@ -88,10 +98,10 @@ pub async fn fetch_wal(
 /// An archived file's content, if the archive has it.
 pub async fn read_archived(
     ctx: &Context,
-    repo: &Repository,
+    repo: &WalArchive<'_>,
     name: &str,
 ) -> Result<Option<Vec<u8>>> {
-    download(ctx, repo, name, None).await
+    download(ctx, repo, name).await
 }
 
 /// How long a prefetched segment waits for the fetch that asks for it: a recovery asks within
@@ -146,8 +156,8 @@ fn prefetch_running(spool: &Path) -> bool {
 /// written whole and synced before it is renamed into place, since a fetch hands it to
 /// PostgreSQL as it is. One prefetch runs at a time (a lock in the spool); files the archive
 /// does not have are skipped.
-pub async fn prefetch(ctx: &Context, repo: &Repository, names: &[String]) -> Result<()> {
-    let spool = spool_dir(ctx, repo)?.join("fetched");
+pub async fn prefetch(ctx: &Context, repo: &WalArchive<'_>, names: &[String]) -> Result<()> {
+    let spool = fetch_spool(ctx, repo)?;
     std::fs::create_dir_all(&spool)
         .map_err(|e| Error::io(format!("creating `{}`", spool.display()), e))?;
     let Some(lock) = try_lock(&spool, PREFETCH_LOCK)? else {
@@ -158,7 +168,7 @@ pub async fn prefetch(ctx: &Context, repo: &Repository, names: &[String]) -> Res
         .iter()
         .filter(|n| !spool.join(n).exists())
         .map(|name| async move {
-            match download(ctx, repo, name, spool.parent()).await {
+            match download(ctx, repo, name).await {
                 Ok(Some(raw)) => {
                     if let Err(e) = write_atomically(&spool.join(name), &raw, true) {
                         tracing::debug!(wal = %name, error = %e, "prefetch not kept");

@@ -1,7 +1,6 @@
 //! WAL file names and positions: what a name in `pg_wal` is, segment arithmetic for any
 //! segment size, LSNs, and the keys archived files are stored under.
 
-use crate::repository::layout::Area;
 /// PostgreSQL's default segment size.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
 
@@ -90,14 +89,10 @@ pub fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }
 
-/// The key of an archived file.
-pub fn key(name: &str, encrypted: bool) -> String {
-    crate::repository::layout::wal(name, encrypted)
-}
-
-/// The file name a key stores, if it is a WAL key.
-pub fn name_of_key(key: &str) -> Option<&str> {
-    let rest = key.strip_prefix(Area::Wal.dirname())?;
+/// The file name a key of the archive at `prefix` stores, if it is a WAL key there (not in a
+/// folder below it: `wal/` holds the other generations' folders).
+pub fn name_of_key<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
+    let rest = key.strip_prefix(prefix)?;
     let name = rest
         .strip_suffix(".zst.age")
         .or_else(|| rest.strip_suffix(".zst"))?;
@@ -150,10 +145,17 @@ mod tests {
             assert_eq!(WalName::parse(bad), None, "{bad}");
         }
         assert_eq!(
-            name_of_key("wal/00000002.history.zst.age"),
+            name_of_key("wal/", "wal/00000002.history.zst.age"),
             Some("00000002.history")
         );
-        assert_eq!(name_of_key("wal/junk.zst"), None);
+        assert_eq!(name_of_key("wal/", "wal/junk.zst"), None);
+        // Another generation's file is not the first generation's.
+        let nested = "wal/clusters/main/2/000000010000000000000003.zst";
+        assert_eq!(name_of_key("wal/", nested), None);
+        assert_eq!(
+            name_of_key("wal/clusters/main/2/", nested),
+            Some("000000010000000000000003")
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::path::Path;
 use futures::StreamExt;
 
 use super::spool::{spool_dir, try_lock};
-use super::{cluster, identities, key, segment, stored, WalName};
+use super::{cluster, identities, segment, stored, WalName};
 use crate::error::{Error, Result};
 use crate::pipeline::{sha256_hex, SealOptions};
 use crate::repository::Repository;
@@ -45,9 +45,14 @@ pub struct Pushed {
 /// Archives one file (`path` as PostgreSQL gives it, relative to the data folder). A segment
 /// that a background [`push_ready`] has pushed (its marker in the spool) is done at once; one
 /// that it is about to push is waited for; anything else is pushed here.
-pub async fn push_wal(ctx: &Context, repo: &Repository, path: &Path) -> Result<Pushed> {
+pub async fn push_wal(
+    ctx: &Context,
+    repo: &Repository,
+    cluster: &str,
+    path: &Path,
+) -> Result<Pushed> {
     let name = file_name(path)?;
-    let spool = spool_dir(ctx, repo)?;
+    let spool = push_spool(ctx, repo, cluster)?;
     let segment = matches!(WalName::parse(&name), Some(WalName::Segment { .. }));
     let ahead_on = segment && ctx.config.wal.push_ahead > 0;
     let done_ahead = if take_marker(&spool, &name, path) {
@@ -57,7 +62,7 @@ pub async fn push_wal(ctx: &Context, repo: &Repository, path: &Path) -> Result<P
         ahead_on && wait_for_pusher(&spool, &name, path).await
     };
     if !done_ahead {
-        push_one(ctx, repo, path, &name, &spool).await?;
+        push_one(ctx, repo, cluster, path, &name, &spool).await?;
     }
     let ahead = ahead_on
         && pusher_scope(&spool).is_none()
@@ -160,12 +165,17 @@ fn ready_after(wal_dir: &Path, after: &str, spool: &Path) -> Vec<String> {
 /// them, until none is left) `[wal] push_ahead` at a time, and marks each in the spool,
 /// where PostgreSQL's own `wal-push` for it finds it done. One runs at a time (a lock in the
 /// spool). A segment it cannot push is marked failed, and that `wal-push` pushes it itself.
-pub async fn push_ready(ctx: &Context, repo: &Repository, path: &Path) -> Result<()> {
+pub async fn push_ready(
+    ctx: &Context,
+    repo: &Repository,
+    cluster: &str,
+    path: &Path,
+) -> Result<()> {
     let after = file_name(path)?;
     let Some(wal_dir) = path.parent() else {
         return Ok(());
     };
-    let spool = spool_dir(ctx, repo)?;
+    let spool = push_spool(ctx, repo, cluster)?;
     let Some(lock) = try_lock(&spool, PUSH_LOCK)? else {
         return Ok(());
     };
@@ -189,7 +199,7 @@ pub async fn push_ready(ctx: &Context, repo: &Repository, path: &Path) -> Result
         let pushes = ready.iter().map(|name| async move {
             let file = wal_dir.join(name);
             let identity = file_identity(&file);
-            let outcome = push_one(ctx, repo, &file, name, spool).await;
+            let outcome = push_one(ctx, repo, cluster, &file, name, spool).await;
             let (marker, content) = match (&outcome, identity) {
                 (Ok(()), Some(identity)) => (format!("{name}.pushed"), identity),
                 (Ok(()), None) => return,
@@ -211,6 +221,17 @@ pub async fn push_ready(ctx: &Context, repo: &Repository, path: &Path) -> Result
     Ok(())
 }
 
+/// The spool of pushes for `cluster`: the one cluster of a repository keeps the folder it had
+/// before clusters.
+fn push_spool(ctx: &Context, repo: &Repository, cluster: &str) -> Result<std::path::PathBuf> {
+    let scope = if cluster::sole(ctx, cluster) {
+        String::new()
+    } else {
+        format!("cluster {cluster}")
+    };
+    spool_dir(ctx, repo, &scope)
+}
+
 fn file_name(path: &Path) -> Result<String> {
     let name = path
         .file_name()
@@ -227,6 +248,7 @@ fn file_name(path: &Path) -> Result<String> {
 async fn push_one(
     ctx: &Context,
     repo: &Repository,
+    cluster: &str,
     path: &Path,
     name: &str,
     spool: &Path,
@@ -240,23 +262,25 @@ async fn push_one(
         Ok(header) => header,
         Err(e) => return Err(refuse(repo, name, format!("{e}; refusing to archive it")).await),
     };
-    if let Some(header) = header {
-        let checked = cluster::check_or_record(
-            repo,
-            Some(spool),
-            header.system_id,
-            &format!("WAL file `{name}`"),
-            &format!("wal-push of `{name}`"),
-        )
-        .await;
-        if let Err(e @ Error::ForeignCluster { .. }) = checked {
-            return Err(refuse(repo, name, e.to_string()).await);
+    // Each segment goes to the generation of the system identifier it carries.
+    let routed = cluster::route(
+        repo,
+        Some(spool),
+        cluster,
+        cluster::sole(ctx, cluster),
+        header.map(|h| (h.system_id, h.magic)),
+        &format!("wal-push of WAL file `{name}`"),
+    )
+    .await;
+    let archive = match routed {
+        Err(e @ Error::ForeignCluster { .. }) => {
+            return Err(refuse(repo, name, e.to_string()).await)
         }
-        checked?;
-    }
+        other => other?,
+    };
     let seal = seal_options(ctx);
     let encrypted = !seal.recipients.is_empty();
-    let key = key(name, encrypted);
+    let key = archive.key(name, encrypted);
     let raw = std::sync::Arc::new(raw);
     let sealed = {
         let raw = std::sync::Arc::clone(&raw);
@@ -292,8 +316,9 @@ async fn push_one(
             repo,
             name,
             format!(
-                "`{name}` is already archived in `{}` with different content: refusing to overwrite it (is another server archiving to this repository?)",
-                repo.location()
+                "`{name}` is already archived in `{}` ({}) with different content: refusing to overwrite it (is another server archiving to this repository as the same cluster?)",
+                repo.location(),
+                archive.describe()
             ),
         )
         .await)

@@ -8,13 +8,13 @@
 use jiff::Timestamp;
 use serde::Serialize;
 
+use super::cluster::WalArchive;
 use super::{
     archived_names, forks, parse_lsn, reaches, read_histories, segment_of_name, spans, stored_at,
     Fork, RecoveryStart, TimelineSpan, DEFAULT_SEGMENT_SIZE,
 };
 use crate::error::Result;
 use crate::repository::manifest::{BackupKind, Manifest};
-use crate::repository::Repository;
 use crate::Context;
 
 /// The archive, timeline by timeline.
@@ -86,16 +86,16 @@ impl ArchiveReport {
 }
 
 /// Reads the archive's shape and what the repository's base backups (among `manifests`, the
-/// repository's) can recover from it.
+/// repository's; those of this archive's generation) can recover from it.
 pub async fn archive_report(
     ctx: &Context,
-    repo: &Repository,
+    repo: &WalArchive<'_>,
     manifests: &[Manifest],
 ) -> Result<ArchiveReport> {
     let names = archived_names(repo).await?;
     let bases: Vec<&Manifest> = manifests
         .iter()
-        .filter(|m| m.kind == BackupKind::Base && m.base.is_some())
+        .filter(|m| m.kind == BackupKind::Base && repo.holds(m))
         .collect();
     let segment_size = bases
         .last()

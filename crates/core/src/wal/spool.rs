@@ -14,9 +14,11 @@ use crate::Context;
 /// created with mode 0700 and refused when it is a symlink, another user owns it, or others
 /// may write to it. In it, each repository has a folder of its own, so that two never share
 /// files, not even a repository and one created after it at the same location.
-pub(super) fn spool_dir(ctx: &Context, repo: &Repository) -> Result<PathBuf> {
+pub(super) fn spool_dir(ctx: &Context, repo: &Repository, scope: &str) -> Result<PathBuf> {
     let (base, uid) = spool_base(ctx)?;
-    let digest = crate::pipeline::sha256_hex(repo.instance().as_bytes());
+    // `scope` (an archive's prefix, a cluster's name) is empty for the one cluster of a
+    // repository at `wal/`, which keeps the folder it had before clusters and generations.
+    let digest = crate::pipeline::sha256_hex(format!("{}{scope}", repo.instance()).as_bytes());
     let dir = base.join(&digest[..16]);
     private_folder(&dir, uid)?;
     Ok(dir)

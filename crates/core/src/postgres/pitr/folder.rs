@@ -112,18 +112,23 @@ pub(super) fn check_empty(dir: &Path) -> Result<()> {
 /// the server is to be the new primary.
 pub(super) fn write_recovery_settings(
     request: &PitrRequest,
-    timeline: u32,
+    plan: &super::Plan,
     config_file: &Path,
 ) -> Result<()> {
+    let timeline = plan.timeline;
     let exe = std::env::current_exe().map_err(|e| Error::io("finding the lifeboat program", e))?;
     let quote = |s: &str| s.replace('\'', "''");
     let mut lines = vec![
         String::new(),
         "# written by lifeboat restore pitr".into(),
+        // The archive of the base backup's cluster and generation, by name: another
+        // generation's segments have the same names.
         format!(
-            "restore_command = '{} --config {} -q wal-fetch %f %p'",
+            "restore_command = '{} --config {} -q wal-fetch --db {} --generation {} %f %p'",
             quote(&exe.display().to_string()),
-            quote(&config_file.display().to_string())
+            quote(&config_file.display().to_string()),
+            plan.cluster,
+            plan.generation.generation
         ),
         format!("recovery_target_timeline = '{timeline}'"),
     ];

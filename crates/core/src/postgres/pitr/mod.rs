@@ -88,6 +88,8 @@ pub struct PitrRequest {
     pub identity: Option<PathBuf>,
     /// Recover from this base backup (by id) instead of the newest before the target.
     pub base: Option<String>,
+    /// The cluster to recover (`--db`), when the repository holds several.
+    pub db: Option<String>,
     /// The started server is a throwaway (verification, drill): it dies with lifeboat.
     pub throwaway: bool,
     /// How a base backup in an archive class is read back.
@@ -136,10 +138,17 @@ pub async fn restore_pitr(
     folder::check_empty(&request.pgdata)?;
     let plan = plan(ctx, repo, request).await?;
     let base = &plan.base;
-    // A data folder is read only by the server programs of its own major version: found
-    // among the installed ones when no folder was named.
+    // A data folder is read only by the server programs of its own major version: its
+    // cluster's own (`[postgres.NAME] pg_bin_dir`) when they are, else the folder named, else
+    // that version's among the installed ones (after a major upgrade, the old generation's).
     let server_major = crate::process::tools::major(&base.server_version);
-    let ctx = &ctx.with_tools(ctx.tools.for_major(server_major));
+    let own = ctx
+        .config
+        .postgres
+        .get(&plan.cluster)
+        .map(|pg| ctx.for_server(pg).tools)
+        .filter(|tools| tools.is_major("postgres", server_major));
+    let ctx = &ctx.with_tools(own.unwrap_or_else(|| ctx.tools.for_major(server_major)));
     ctx.tools.require(
         "postgres",
         server_major,
@@ -162,7 +171,7 @@ pub async fn restore_pitr(
         tracing::warn!("{fork}");
     }
     folder::unpack(ctx, repo, base, request).await?;
-    folder::write_recovery_settings(request, plan.timeline, &config_file)?;
+    folder::write_recovery_settings(request, &plan, &config_file)?;
     let owner = crate::postgres::cluster::unprivileged_user();
     folder::prepare_permissions(&request.pgdata, owner)?;
     let mut report = PitrReport {
@@ -181,7 +190,8 @@ pub async fn restore_pitr(
     };
     if request.start {
         let recovering = Instant::now();
-        let recovered = server::start_and_wait(ctx, repo, request, base, owner).await?;
+        let archive = wal::WalArchive::new(repo, &plan.cluster, &plan.generation);
+        let recovered = server::start_and_wait(ctx, &archive, request, base, owner).await?;
         if let (Target::Latest, Some(end)) = (&request.target, &plan.archive_end) {
             server::check_reached_end(ctx, request, owner, &recovered, end)?;
         }

@@ -29,6 +29,9 @@ pub struct Plan {
     pub timeline: u32,
     /// Why the timeline followed is not the highest-numbered one the base backup leads to.
     pub fork: Option<String>,
+    /// The cluster and the generation whose archive recovery reads.
+    pub cluster: String,
+    pub generation: wal::cluster::Generation,
 }
 
 /// What the archive says of its timelines: each one's history, and when its newest file was
@@ -75,26 +78,93 @@ impl std::fmt::Display for Window {
 
 /// Chooses the base backup for `request` and checks that recovery from it reaches the target.
 pub async fn plan(ctx: &Context, repo: &Repository, request: &PitrRequest) -> Result<Plan> {
-    let bases: Vec<Manifest> = repo
+    let all_bases: Vec<Manifest> = repo
         .list()
         .await?
         .into_iter()
         .filter(|m| m.kind == BackupKind::Base)
         .collect();
-    let oldest = bases.first().ok_or_else(|| {
-        Error::Missing(format!(
+    if all_bases.is_empty() {
+        return Err(Error::Missing(format!(
             "repository `{}` has no base backup: take one with `lifeboat backup base`",
             repo.location()
-        ))
-    })?;
-    let names = wal::archived_names(repo).await?;
+        )));
+    }
+    let cluster = which_cluster(ctx, &all_bases, request)?;
+    let sole = wal::cluster::sole(ctx, &cluster);
+    let generations = wal::cluster::generations(repo, &cluster, sole).await?;
+    let archive = match &request.base {
+        Some(id) => {
+            let chosen = all_bases.iter().find(|m| &m.id == id).ok_or_else(|| {
+                Error::Missing(format!(
+                    "no base backup `{id}` in repository `{}`: `lifeboat list` shows them",
+                    repo.location()
+                ))
+            })?;
+            let system = chosen
+                .base
+                .as_ref()
+                .and_then(|b| b.system_identifier.as_deref())
+                .and_then(|id| id.parse().ok());
+            let found = match system {
+                Some(system) => {
+                    wal::cluster::archive_of_system(repo, &cluster, sole, system).await?
+                }
+                None => generations
+                    .first()
+                    .map(|g| wal::WalArchive::new(repo, &cluster, g)),
+            };
+            match found {
+                Some(archive) => archive,
+                None => wal::cluster::archive(repo, &cluster, sole, None).await?,
+            }
+        }
+        None => {
+            // The generation that was live at the target (by default the newest).
+            let live = match &request.target {
+                Target::Time(t) => generations
+                    .iter()
+                    .rev()
+                    .find(|g| g.since <= *t)
+                    .or(generations.first()),
+                _ => generations.last(),
+            };
+            match live {
+                Some(g) => wal::WalArchive::new(repo, &cluster, g),
+                None => wal::cluster::archive(repo, &cluster, sole, None).await?,
+            }
+        }
+    };
+    let bases: Vec<Manifest> = all_bases
+        .iter()
+        .filter(|m| archive.holds(m))
+        .cloned()
+        .collect();
+    let names = wal::archived_names(&archive).await?;
     let newest_segment_size = bases
         .last()
         .and_then(|m| m.base.as_ref())
         .map_or(wal::DEFAULT_SEGMENT_SIZE, |b| b.wal_segment_size);
     let lines = Lines {
-        histories: wal::read_histories(ctx, repo, &names).await?,
-        last_archived: wal::last_archived(repo, &names, newest_segment_size).await?,
+        histories: wal::read_histories(ctx, &archive, &names).await?,
+        last_archived: wal::last_archived(&archive, &names, newest_segment_size).await?,
+    };
+    let next = generations
+        .iter()
+        .find(|g| g.generation == archive.generation.generation + 1);
+    let older = generations
+        .iter()
+        .rev()
+        .find(|g| g.generation + 1 == archive.generation.generation);
+    let Some(oldest) = bases.first() else {
+        return Err(match older {
+            Some(older) => between(request, older, lines.last_archived.iter().map(|(_, at)| *at).max(), &archive.generation, None),
+            None => Error::Missing(format!(
+                "repository `{}` has no base backup of {}: take one with `lifeboat backup base --db {cluster}`",
+                repo.location(),
+                archive.describe()
+            )),
+        });
     };
     let window = Window {
         from: oldest.finished_at,
@@ -105,6 +175,22 @@ pub async fn plan(ctx: &Context, repo: &Repository, request: &PitrRequest) -> Re
         Some(id) => bases.iter().find(|m| &m.id == id),
         None => choose_base(&bases, &request.target, request.timeline, &lines),
     };
+    // A moment after this generation's WAL ended, or before the next one's first base
+    // backup: no recovery reaches it.
+    if let (Target::Time(t), Some(next)) = (&request.target, next) {
+        if window.to.is_none_or(|to| *t > to) {
+            return Err(between(request, &archive.generation, window.to, next, None));
+        }
+    }
+    if let (None, Some(older), Target::Time(_)) = (chosen, older, &request.target) {
+        return Err(between(
+            request,
+            older,
+            None,
+            &archive.generation,
+            Some(oldest.finished_at),
+        ));
+    }
     let base = match (chosen, request.timeline) {
         (Some(base), _) => base,
         (None, TargetTimeline::Id(id))
@@ -150,7 +236,7 @@ pub async fn plan(ctx: &Context, repo: &Repository, request: &PitrRequest) -> Re
         segment_size,
         &window,
     )?;
-    check_wal_continuity(repo, base, request, &names, &lines).await?;
+    check_wal_continuity(&archive, base, request, &names, &lines).await?;
     // The check above found no gap on the way to the newest segment of the timeline followed.
     let archive_end = names
         .iter()
@@ -189,7 +275,63 @@ pub async fn plan(ctx: &Context, repo: &Repository, request: &PitrRequest) -> Re
         archive_end,
         timeline,
         fork,
+        cluster,
+        generation: archive.generation.clone(),
     })
+}
+
+/// The cluster a recovery is of: `--db`, else the base backup's named with `--base`, else
+/// the only cluster with base backups, else the only archiving one.
+fn which_cluster(ctx: &Context, bases: &[Manifest], request: &PitrRequest) -> Result<String> {
+    if let Some(db) = &request.db {
+        return wal::cluster::which(ctx, Some(db));
+    }
+    if let Some(base) = request
+        .base
+        .as_ref()
+        .and_then(|id| bases.iter().find(|m| &m.id == id))
+    {
+        return Ok(base.database.clone());
+    }
+    let mut names: Vec<&str> = bases.iter().map(|m| m.database.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    match names.as_slice() {
+        [one] => Ok((*one).to_string()),
+        several => wal::cluster::which(ctx, None).map_err(|_| {
+            Error::Usage(format!(
+                "the repository has base backups of several clusters ({}): name one with `--db NAME`",
+                crate::error::listed(several)
+            ))
+        }),
+    }
+}
+
+/// The refusal of a target between two generations: after `older`'s WAL ended (`ended`, when
+/// known) and before `newer`'s first base backup (`first_base`, when there is one).
+fn between(
+    request: &PitrRequest,
+    older: &wal::cluster::Generation,
+    ended: Option<Timestamp>,
+    newer: &wal::cluster::Generation,
+    first_base: Option<Timestamp>,
+) -> Error {
+    let ended = ended.map_or(String::new(), |at| {
+        format!(", whose archived WAL ends at {at}")
+    });
+    let first = first_base.map_or(
+        " (it has no base backup yet: take one with `lifeboat backup base`)".to_string(),
+        |at| format!(", whose first base backup finished at {at}"),
+    );
+    Error::OutsideWindow {
+        target: describe(&request.target),
+        problem: format!(
+            "between {}{ended} and {}{first}: no recovery reaches it (the major upgrade between them is not in the WAL)",
+            older.describe(),
+            newer.describe()
+        ),
+        window: "a moment before the first's end or after the second's first base backup".into(),
+    }
 }
 
 /// Refuses a target that the timeline followed does not hold: a time after its newest
@@ -324,7 +466,7 @@ fn path_to(
 /// checked is the one recovery takes: from the base backup's first segment along its timeline,
 /// and across each switch to the timeline it follows (by default the production line).
 async fn check_wal_continuity(
-    repo: &Repository,
+    repo: &wal::WalArchive<'_>,
     base: &Manifest,
     request: &PitrRequest,
     names: &[String],

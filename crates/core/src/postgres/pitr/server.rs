@@ -11,8 +11,8 @@ use super::{PitrRequest, Target, TargetAction};
 use crate::error::{Error, Result};
 use crate::postgres::conn::ConnInfo;
 use crate::repository::manifest::Manifest;
-use crate::repository::Repository;
 use crate::wal;
+use crate::wal::WalArchive;
 use crate::Context;
 
 /// Where a started recovery got to.
@@ -110,7 +110,7 @@ pub(super) fn why_recovery_ended(log: &Path) -> String {
 
 pub(super) async fn start_and_wait(
     ctx: &Context,
-    repo: &Repository,
+    repo: &WalArchive<'_>,
     request: &PitrRequest,
     base: &Manifest,
     owner: Option<(u32, u32)>,
@@ -185,7 +185,7 @@ pub(super) fn start_for_use(mut cmd: std::process::Command, log: &Path) -> Resul
 /// Waits until the started server has recovered to the target.
 pub(super) async fn wait_for_target(
     ctx: &Context,
-    repo: &Repository,
+    repo: &WalArchive<'_>,
     request: &PitrRequest,
     base: &Manifest,
     log: &Path,
@@ -268,7 +268,7 @@ pub(super) async fn wait_for_target(
 /// is gone with it: only a kept one is offered `pg_ctl start`.
 async fn recovery_stopped(
     ctx: &Context,
-    repo: &Repository,
+    repo: &WalArchive<'_>,
     request: &PitrRequest,
     log: &Path,
 ) -> Error {

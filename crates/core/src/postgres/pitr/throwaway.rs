@@ -109,6 +109,7 @@ pub async fn recover(
             throwaway: true,
             identity: request.identity.clone(),
             base: request.base.clone(),
+            db: None,
             thaw: Default::default(),
         },
     )

@@ -333,11 +333,7 @@ fn list_or_none(names: &[String]) -> String {
     if names.is_empty() {
         "none".into()
     } else {
-        names
-            .iter()
-            .map(|n| format!("`{n}`"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        crate::error::listed(names)
     }
 }
 

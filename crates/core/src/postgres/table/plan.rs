@@ -11,7 +11,6 @@ use serde::Serialize;
 use super::TableRequest;
 use crate::error::{Error, Result};
 use crate::postgres::pitr::{self, PitrRequest, Target, TargetAction, TargetTimeline};
-use crate::repository::layout::Area;
 use crate::repository::manifest::{BackupKind, Manifest};
 use crate::repository::verifications::list_verifications;
 use crate::repository::Repository;
@@ -84,6 +83,7 @@ pub async fn plan_table(
                 as_primary: false,
                 identity: None,
                 base: None,
+                db: request.database.clone(),
                 throwaway: true,
                 thaw: Default::default(),
             },
@@ -103,7 +103,7 @@ pub async fn plan_table(
             },
             other => other,
         })?;
-        let range = wal_range(repo, &plan.base, request.as_of).await?;
+        let range = wal_range(ctx, repo, &plan.base, request.as_of).await?;
         (plan.base, Some(range))
     };
     let dbname = request
@@ -173,7 +173,13 @@ fn choose_dump(manifests: &[Manifest], request: &TableRequest) -> Result<Manifes
 }
 
 /// The archived segments a recovery from `base` to `as_of` replays.
-async fn wal_range(repo: &Repository, base: &Manifest, as_of: Timestamp) -> Result<WalRange> {
+async fn wal_range(
+    ctx: &Context,
+    repo: &Repository,
+    base: &Manifest,
+    as_of: Timestamp,
+) -> Result<WalRange> {
+    let archive = wal::cluster::archive_of_base(ctx, repo, base).await?;
     let info = base.base.as_ref().ok_or_else(|| Error::Damaged {
         what: format!("the manifest of base backup `{}`", base.id),
         problem: "without WAL positions".into(),
@@ -183,11 +189,11 @@ async fn wal_range(repo: &Repository, base: &Manifest, as_of: Timestamp) -> Resu
         wal::segment_of_name(&info.first_wal, size).unwrap_or((info.timeline, 0));
     let mut segments: Vec<(u64, u32, String, u64, Option<Timestamp>)> = repo
         .storage()
-        .list(Area::Wal.dirname())
+        .list(archive.prefix())
         .await?
         .into_iter()
         .filter_map(|e| {
-            let name = wal::name_of_key(&e.path)?.to_string();
+            let name = archive.name_of_key(&e.path)?.to_string();
             let (tl, number) = wal::segment_of_name(&name, size)?;
             (tl >= timeline && number >= start).then_some((number, tl, name, e.size, e.modified))
         })
