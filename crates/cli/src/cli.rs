@@ -232,6 +232,9 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Read the archived WAL: what happened, and when.
+    #[command(subcommand)]
+    Wal(WalCommand),
     /// Restore one WAL file: PostgreSQL's `restore_command = 'lifeboat wal-fetch %f %p'`.
     /// Exits 1 without a message when the archive does not have the file, and 255 when it
     /// fails otherwise, so that PostgreSQL stops recovery instead of ending it there.
@@ -294,6 +297,39 @@ pub enum ListWhat {
     Wal,
     /// The runs of every object backup (`[objects.NAME]`).
     Objects,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// The transactions in the archived WAL of a window that changed the tables named (rows
+    /// inserted, updated, deleted; truncated, dropped) or definitions (`--ddl`), with their
+    /// commit times and ids, the restore points among them, and for each the command that
+    /// recovers the data as it was just before it.
+    Find {
+        /// A table to follow, as `SCHEMA.NAME` (several allowed).
+        #[arg(long = "table", value_name = "SCHEMA.NAME")]
+        tables: Vec<String>,
+        /// Also the transactions that changed definitions (`CREATE`, `ALTER`, `DROP`, `TRUNCATE`).
+        #[arg(long)]
+        ddl: bool,
+        /// The window's start [default: an hour before `--until`]; a time as `restore pitr
+        /// --target-time` takes it.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// The window's end [default: now].
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// The cluster (`[postgres.NAME]`), when several archive into the repository.
+        #[arg(long, value_name = "NAME")]
+        db: Option<String>,
+        /// List at most this many transactions, the first in the window (the rest are
+        /// counted, with when the first of them ended: start a narrower window there).
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        limit: usize,
+        /// age identity file for an encrypted archive [default: `encryption.identity_file`].
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -369,8 +405,17 @@ pub struct RestoreTableArgs {
     pub tables: Vec<String>,
     /// The moment: 2026-12-01T14:04:00+07:00, 2026-12-01T14:04[Asia/Jakarta], or
     /// `2026-12-01 14:04` without an offset, in `[daemon] time_zone` (else the system's zone).
-    #[arg(long, value_name = "TIME")]
-    pub as_of: String,
+    #[arg(
+        long,
+        value_name = "TIME",
+        required_unless_present = "before_xid",
+        conflicts_with = "before_xid"
+    )]
+    pub as_of: Option<String>,
+    /// As of just before transaction XID committed, every earlier commit included (`lifeboat
+    /// wal find --table` lists the transactions that changed a table, and their ids).
+    #[arg(long, value_name = "XID", conflicts_with = "from_dump")]
+    pub before_xid: Option<u32>,
     /// The live database the copies go into: a configured name or a `postgresql://` URL.
     #[arg(long, value_name = "URL|NAME")]
     pub into: String,
@@ -427,7 +472,7 @@ pub struct RestoreObjectsArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["target_time", "target_lsn", "latest", "target_immediate", "target_name"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["target_time", "target_lsn", "latest", "target_immediate", "target_name", "before_xid"])))]
 pub struct RestorePitrArgs {
     /// The data folder to create (it must be empty or absent).
     #[arg(long, value_name = "DIR")]
@@ -451,6 +496,10 @@ pub struct RestorePitrArgs {
     /// Recover to a restore point made with `lifeboat mark NAME` (`list wal` shows them).
     #[arg(long, value_name = "NAME")]
     pub target_name: Option<String>,
+    /// Recover to just before transaction XID committed, every earlier commit included
+    /// (`lifeboat wal find` lists transactions and their ids).
+    #[arg(long, value_name = "XID")]
+    pub before_xid: Option<u32>,
     /// The timeline to follow: `latest` (the newest that branched off the base backup's),
     /// `current` (the base backup's), or a timeline's number (`lifeboat list wal` shows them).
     #[arg(long, value_name = "latest|current|N", default_value = "latest")]

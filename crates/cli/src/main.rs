@@ -181,10 +181,11 @@ fn reads_from_copy(command: &cli::Command) -> lifeboat_core::Result<()> {
         | Command::Verify { .. }
         | Command::WalFetch { .. }
         | Command::WalPrefetch { .. }
+        | Command::Wal(_)
         | Command::Prune { .. }
         | Command::Undelete { .. } => Ok(()),
         _ => Err(lifeboat_core::Error::Usage(
-            "`--from` reads from a copy of the repository: it is for `list`, `show`, `status`, `restore db|pitr|table`, `verify`, `wal-fetch`, `prune` and `undelete`; drop it here"
+            "`--from` reads from a copy of the repository: it is for `list`, `show`, `status`, `restore db|pitr|table`, `verify`, `wal find`, `wal-fetch`, `prune` and `undelete`; drop it here"
                 .into(),
         )),
     }

@@ -299,15 +299,38 @@ fn a_major_upgrade_is_a_new_generation_and_both_recover() {
     assert_eq!(rows(&sock, server.port), "1,2,3,4,5");
 }
 
+/// pgbench on `cluster` for `seconds`, in the background.
+fn pgbench(cluster: &ScratchCluster, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(tools().path("pgbench"))
+        .args(args)
+        .env("PGHOST", cluster.socket_dir())
+        .env("PGPORT", cluster.port().to_string())
+        .env("PGUSER", "lifeboat")
+        .env("PGDATABASE", "yomira")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Two clusters archive into one repository side by side, under pgbench: Debian's 15 and, where
+/// `$LIFEBOAT_PG17_BIN_DIR` names PostgreSQL 17's programs (`scripts/test` runs it so), a 17.
 #[test]
 fn two_clusters_archive_into_one_repository() {
     let mut env = Env::with_cluster(Repo::S3, false, archiving_cluster());
-    let other = ScratchCluster::start(&tools(), &archiving_cluster()).unwrap();
+    let bin17 = std::env::var("LIFEBOAT_PG17_BIN_DIR").ok();
+    let other_tools = bin17
+        .as_deref()
+        .map_or_else(tools, |dir| PgTools::locate(Some(dir)));
+    let other = ScratchCluster::start(&other_tools, &archiving_cluster()).unwrap();
     other.create_database("yomira").unwrap();
     open_to_server(env.dir.path(), 0o755);
     let config = std::fs::read_to_string(&env.config).unwrap();
+    let bin_dir = bin17
+        .as_deref()
+        .map_or(String::new(), |dir| format!("pg_bin_dir = \"{dir}\"\n"));
     env.write_config(&format!(
-        "{config}pitr = true\n[postgres.analytics]\nurl = \"{}\"\npitr = true\n",
+        "{config}pitr = true\n[postgres.analytics]\nurl = \"{}\"\npitr = true\n{bin_dir}",
         other.url("yomira")
     ));
     open_to_server(&env.config, 0o644);
@@ -328,6 +351,15 @@ fn two_clusters_archive_into_one_repository() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.error_line().contains("--db NAME"), "{}", out.stderr);
 
+    // pgbench writes on both all along.
+    let mut load = Vec::new();
+    for cluster in [&env.cluster, &other] {
+        assert!(pgbench(cluster, &["-i", "-q", "-s", "1"])
+            .wait()
+            .unwrap()
+            .success());
+        load.push(pgbench(cluster, &["-n", "-c", "2", "-T", "20"]));
+    }
     let mut moments = Vec::new();
     for (cluster, db) in [(&env.cluster, "main"), (&other, "analytics")] {
         let out = env.lifeboat(&["backup", "base", "--db", db]);
@@ -346,6 +378,13 @@ fn two_clusters_archive_into_one_repository() {
             .psql("yomira", "INSERT INTO public.life VALUES (2)")
             .unwrap();
         switch_and_archive(cluster.socket_dir(), cluster.port());
+    }
+    for mut child in load {
+        let _ = child.wait();
+    }
+    for cluster in [&env.cluster, &other] {
+        switch_and_archive(cluster.socket_dir(), cluster.port());
+        assert_eq!(archiver_failures(cluster), 0, "a push was refused");
     }
     // Segment names repeat between the two; each is stored in its own archive.
     let stored = env.stored_files();
@@ -367,12 +406,40 @@ fn two_clusters_archive_into_one_repository() {
         .map(|a| a["cluster"].as_str().unwrap())
         .collect();
     assert_eq!(clusters, ["analytics", "main"], "{listed}");
-    let status = env.lifeboat(&["status", "--json"]);
+    // Each archive whole: one line of segments per timeline, no gap.
+    for archive in listed["archives"].as_array().unwrap() {
+        for timeline in archive["timelines"].as_array().unwrap() {
+            assert_eq!(
+                timeline["gaps"].as_array().map_or(0, Vec::len),
+                0,
+                "{archive}"
+            );
+        }
+    }
+    if bin17.is_some() {
+        assert!(listed.to_string().contains("\"major\":17"), "{listed}");
+    }
+    let metrics = env.dir.path().join("lifeboat.prom");
+    let status = env.lifeboat(&[
+        "status",
+        "--json",
+        "--prometheus",
+        metrics.to_str().unwrap(),
+    ]);
     assert!(
         status.stdout.contains("\"analytics\"") && status.stdout.contains("\"main\""),
         "{}",
         status.stdout
     );
+    let metrics = std::fs::read_to_string(&metrics).unwrap();
+    for name in ["main", "analytics"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.contains("kind=\"wal\"") && l.contains(&format!("name=\"{name}\""))),
+            "{metrics}"
+        );
+    }
 
     // Each recovers to its own moment, from its own archive.
     for (db, at) in [("main", &moments[0]), ("analytics", &moments[1])] {

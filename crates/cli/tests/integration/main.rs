@@ -9,6 +9,7 @@ mod disaster;
 mod drill;
 mod failures;
 mod faults;
+mod find;
 mod integrity;
 mod kills;
 mod life;

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod conn;
 pub mod counts;
 pub mod dump;
+pub mod find;
 pub mod globals;
 pub mod leftovers;
 pub mod pitr;

@@ -464,6 +464,7 @@ async fn deleted_row_beside(
         ctx,
         repo,
         &crate::postgres::table::TableRequest {
+            before_xid: None,
             tables: vec![crate::postgres::table::Qualified::new(
                 "public",
                 "drill_events",

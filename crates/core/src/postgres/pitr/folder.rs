@@ -143,6 +143,10 @@ pub(super) fn write_recovery_settings(
         Target::Latest => {}
         Target::Immediate => lines.push("recovery_target = 'immediate'".into()),
         Target::Name(name, _) => lines.push(format!("recovery_target_name = '{}'", quote(name))),
+        Target::BeforeXid(xid, _) => {
+            lines.push(format!("recovery_target_xid = '{xid}'"));
+            lines.push("recovery_target_inclusive = off".into());
+        }
     }
     if !matches!(request.target, Target::Latest) {
         let action = match request.action {

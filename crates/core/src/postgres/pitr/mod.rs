@@ -43,6 +43,10 @@ pub enum Target {
     Immediate,
     /// A restore point recorded by `lifeboat mark` (its name, and its position).
     Name(String, u64),
+    /// Just before transaction `xid` commits (`recovery_target_xid` with
+    /// `recovery_target_inclusive = off`), its commit record at the position given
+    /// ([`crate::postgres::find::find_xid`]).
+    BeforeXid(u32, u64),
 }
 
 /// The timeline recovery follows (`recovery_target_timeline`).
@@ -215,5 +219,9 @@ fn describe(target: &Target) -> String {
         Target::Latest => "latest".into(),
         Target::Immediate => "immediate (the base backup's end)".into(),
         Target::Name(name, _) => format!("restore point `{name}`"),
+        Target::BeforeXid(xid, lsn) => format!(
+            "just before transaction {xid} (its commit at {})",
+            wal::format_lsn(*lsn)
+        ),
     }
 }

@@ -375,7 +375,7 @@ fn check_target_on(
                 window: window_on(Some(end)).to_string(),
             })
         }
-        Target::Lsn(lsn) | Target::Name(_, lsn) => {
+        Target::Lsn(lsn) | Target::Name(_, lsn) | Target::BeforeXid(_, lsn) => {
             let segments = || {
                 names
                     .iter()
@@ -421,7 +421,7 @@ pub fn choose_base<'a>(
         .iter()
         .filter(|m| match target {
             Target::Time(t) => m.finished_at <= *t,
-            Target::Lsn(lsn) | Target::Name(_, lsn) => m
+            Target::Lsn(lsn) | Target::Name(_, lsn) | Target::BeforeXid(_, lsn) => m
                 .base
                 .as_ref()
                 .and_then(|b| wal::parse_lsn(&b.end_lsn))
@@ -501,12 +501,12 @@ async fn check_wal_continuity(
     };
     let target = &request.target;
     let needed_to = match target {
-        Target::Lsn(lsn) | Target::Name(_, lsn) => Some(*lsn),
+        Target::Lsn(lsn) | Target::Name(_, lsn) | Target::BeforeXid(_, lsn) => Some(*lsn),
         Target::Immediate => wal::parse_lsn(&info.end_lsn),
         _ => None,
     };
     let reachable = match (target, &before_gap) {
-        (Target::Lsn(_) | Target::Immediate | Target::Name(..), _) => {
+        (Target::Lsn(_) | Target::Immediate | Target::Name(..) | Target::BeforeXid(..), _) => {
             wal::segment_of_name(&missing, info.wal_segment_size).is_some_and(|(_, number)| {
                 needed_to.is_some_and(|lsn| lsn / info.wal_segment_size < number)
             })

@@ -14,6 +14,7 @@ mod copy;
 pub mod names;
 mod plan;
 mod source;
+pub(crate) use source::backup_role;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -24,6 +25,7 @@ use serde::Serialize;
 use crate::config::Secret;
 use crate::error::{Error, Result};
 use crate::postgres::conn::{quote_ident, ConnInfo};
+use crate::postgres::pitr;
 use crate::repository::Repository;
 use crate::Context;
 
@@ -34,6 +36,9 @@ pub use plan::{plan_table, TablePlan, WalRange};
 pub struct TableRequest {
     pub tables: Vec<Qualified>,
     pub as_of: Timestamp,
+    /// Recover to just before this transaction commits (its id and commit position; `as_of`
+    /// is then its commit time) instead of to `as_of`.
+    pub before_xid: Option<(u32, u64)>,
     /// The live database, as a URL.
     pub into: String,
     pub into_password: Option<Secret>,
@@ -47,6 +52,16 @@ pub struct TableRequest {
     pub identity: Option<PathBuf>,
     /// Where the throwaway server's folder goes (else `$TMPDIR`).
     pub work_dir: Option<PathBuf>,
+}
+
+impl TableRequest {
+    /// Where the recovery stops.
+    pub fn target(&self) -> pitr::Target {
+        match self.before_xid {
+            Some((xid, lsn)) => pitr::Target::BeforeXid(xid, lsn),
+            None => pitr::Target::Time(self.as_of),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]

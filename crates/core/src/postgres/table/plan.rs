@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::TableRequest;
 use crate::error::{Error, Result};
-use crate::postgres::pitr::{self, PitrRequest, Target, TargetAction, TargetTimeline};
+use crate::postgres::pitr::{self, PitrRequest, TargetAction, TargetTimeline};
 use crate::repository::manifest::{BackupKind, Manifest};
 use crate::repository::verifications::list_verifications;
 use crate::repository::Repository;
@@ -74,7 +74,7 @@ pub async fn plan_table(
             repo,
             &PitrRequest {
                 pgdata: PathBuf::new(),
-                target: Target::Time(request.as_of),
+                target: request.target(),
                 timeline: TargetTimeline::Latest,
                 action: TargetAction::Promote,
                 start: true,

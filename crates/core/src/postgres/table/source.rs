@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::postgres::cluster::{ClusterOptions, ScratchCluster, SUPERUSER};
 use crate::postgres::conn::{connect_socket, ConnInfo};
 use crate::postgres::pitr::throwaway::{self, Throwaway, ThrowawayRequest};
-use crate::postgres::pitr::{Target, TargetTimeline};
+use crate::postgres::pitr::TargetTimeline;
 use crate::postgres::restore::{copy_list, read_toc, restore_listed, Archive};
 use crate::process::Tool;
 use crate::repository::keys::identities_for;
@@ -59,7 +59,7 @@ impl Source {
 }
 
 /// The role a recovered cluster is first reached as: the one that took the backup.
-fn backup_role(ctx: &Context, database: &str) -> String {
+pub(crate) fn backup_role(ctx: &Context, database: &str) -> String {
     ctx.config
         .postgres
         .get(database)
@@ -81,7 +81,7 @@ pub(super) async fn recovered(
         ctx,
         repo,
         &ThrowawayRequest {
-            target: Target::Time(request.as_of),
+            target: request.target(),
             timeline: TargetTimeline::Latest,
             base: Some(base.id.clone()),
             identity: request.identity.clone(),
