@@ -67,6 +67,11 @@ TX=$(grep -o '"xid"' "$WORK/find.json" | wc -l)
 /usr/bin/time -v -o "$WORK/time2.txt" "$LIFEBOAT" --config "$WORK/lifeboat.toml" -q --json wal find \
   --table public.notes --table public.pgbench_accounts --since "$SINCE" --until "$UNTIL" >/dev/null
 RSS2_KB=$(grep 'Maximum resident' "$WORK/time2.txt" | grep -o '[0-9]*$')
+if [ -n "${BENCH_FIND_ENV:-}" ]; then  # e.g. MALLOC_MMAP_THRESHOLD_=131072 to compare
+  env $BENCH_FIND_ENV /usr/bin/time -v -o "$WORK/time3.txt" "$LIFEBOAT" --config "$WORK/lifeboat.toml" -q --json wal find \
+    --table public.notes --table public.pgbench_accounts --since "$SINCE" --until "$UNTIL" >/dev/null
+  echo "with $BENCH_FIND_ENV: peak RSS $(( $(grep 'Maximum resident' "$WORK/time3.txt" | grep -o '[0-9]*$') / 1024 )) MiB"
+fi
 PLAIN=$(ls "$WORK/plain" | grep -cE '^[0-9A-F]{24}$')
 echo "wal find: $LB_SEGS segments in $LB_SECS s ($(echo "scale=1; $LB_SEGS / $LB_SECS" | bc) segments/s), $TX transactions listed, peak RSS $((RSS_KB / 1024)) MiB"
 echo "wal find with the default --limit 1000: peak RSS $((RSS2_KB / 1024)) MiB"

@@ -63,8 +63,9 @@ impl R2Rules {
 
 /// The areas of a repository and how long retention keeps what is there at least, in days.
 /// WAL file names start with their timeline, `0` below timeline 0x10000000: the prefix
-/// `wal/0` leaves out `wal/refused.json`, which lifeboat rewrites.
-fn lockable(policy: &Policy) -> [(&'static str, &'static str, u32); 5] {
+/// `wal/0` leaves out `wal/refused.json`, which lifeboat rewrites. The WAL of every other
+/// cluster and generation is under `wal/clusters/`.
+fn lockable(policy: &Policy) -> [(&'static str, &'static str, u32); 6] {
     [
         ("lifeboat-db", "data/db/", policy.daily_days),
         ("lifeboat-redis", "data/redis/", policy.daily_days),
@@ -77,6 +78,7 @@ fn lockable(policy: &Policy) -> [(&'static str, &'static str, u32); 5] {
             policy.daily_days.min(policy.pitr_days),
         ),
         ("lifeboat-wal", "wal/0", policy.pitr_days),
+        ("lifeboat-wal-clusters", "wal/clusters/", policy.pitr_days),
     ]
 }
 
@@ -184,6 +186,7 @@ mod tests {
         assert_eq!(json["rules"][3]["prefix"], "lifeboat/manifests/");
         assert_eq!(json["rules"][3]["condition"]["maxAgeSeconds"], 7 * 86_400);
         assert_eq!(json["rules"][4]["prefix"], "lifeboat/wal/0");
+        assert_eq!(json["rules"][5]["prefix"], "lifeboat/wal/clusters/");
         // The rules lifeboat shows conflict with nothing and leave nothing unlocked.
         let (problems, notes) = r2_conflicts(&wanted, &policy, "lifeboat");
         assert!(
@@ -243,7 +246,10 @@ mod tests {
         );
         assert_eq!(
             notes,
-            ["nothing locks `lifeboat/wal/0`: a leaked key can delete what is there"]
+            [
+                "nothing locks `lifeboat/wal/0`: a leaked key can delete what is there",
+                "nothing locks `lifeboat/wal/clusters/`: a leaked key can delete what is there"
+            ]
         );
     }
 }

@@ -139,6 +139,7 @@ pub(super) async fn recover_base(
         ctx,
         repo,
         &ThrowawayRequest {
+            db: None,
             // To the end of the archive on the backup's own timeline, as a recovery of the
             // latest moment would go: damaged WAL after the backup fails the verification.
             target: Target::Latest,

@@ -328,6 +328,7 @@ async fn follow(
                 target: Target::Time(request.since),
                 timeline: TargetTimeline::Latest,
                 base: None,
+                db: Some(cluster.to_string()),
                 identity: request.identity.clone(),
                 work_dir: None,
                 prefix: "lifeboat-find-",

@@ -20,6 +20,8 @@ pub struct ThrowawayRequest {
     pub timeline: TargetTimeline,
     /// This base backup (by id), else the newest before the target.
     pub base: Option<String>,
+    /// The cluster, where the repository holds several (else the base backup's, or the only one).
+    pub db: Option<String>,
     pub identity: Option<PathBuf>,
     /// Where the temporary folder goes (else `$TMPDIR`).
     pub work_dir: Option<PathBuf>,
@@ -109,7 +111,7 @@ pub async fn recover(
             throwaway: true,
             identity: request.identity.clone(),
             base: request.base.clone(),
-            db: None,
+            db: request.db.clone(),
             thaw: Default::default(),
         },
     )

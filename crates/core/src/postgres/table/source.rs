@@ -81,6 +81,7 @@ pub(super) async fn recovered(
         ctx,
         repo,
         &ThrowawayRequest {
+            db: None,
             target: request.target(),
             timeline: TargetTimeline::Latest,
             base: Some(base.id.clone()),
