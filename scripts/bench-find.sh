@@ -67,7 +67,9 @@ TX=$(grep -o '"xid"' "$WORK/find.json" | wc -l)
 /usr/bin/time -v -o "$WORK/time2.txt" "$LIFEBOAT" --config "$WORK/lifeboat.toml" -q --json wal find \
   --table public.notes --table public.pgbench_accounts --since "$SINCE" --until "$UNTIL" >/dev/null
 RSS2_KB=$(grep 'Maximum resident' "$WORK/time2.txt" | grep -o '[0-9]*$')
-if [ -n "${BENCH_FIND_ENV:-}" ]; then  # e.g. MALLOC_MMAP_THRESHOLD_=131072 to compare
+# BENCH_FIND_ENV=MALLOC_MMAP_THRESHOLD_=99999999 (over glibc's maximum, so ignored: its default,
+# rising threshold) measures what `wal find` would hold without the fixed one, for comparison.
+if [ -n "${BENCH_FIND_ENV:-}" ]; then
   env $BENCH_FIND_ENV /usr/bin/time -v -o "$WORK/time3.txt" "$LIFEBOAT" --config "$WORK/lifeboat.toml" -q --json wal find \
     --table public.notes --table public.pgbench_accounts --since "$SINCE" --until "$UNTIL" >/dev/null
   echo "with $BENCH_FIND_ENV: peak RSS $(( $(grep 'Maximum resident' "$WORK/time3.txt" | grep -o '[0-9]*$') / 1024 )) MiB"

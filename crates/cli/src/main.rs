@@ -37,7 +37,7 @@ const WAL_FETCH_FAILED: u8 = 255;
 /// back to the system. `wal find` reads each segment (16 MiB, and its compressed form) into
 /// buffers of its own; glibc raises its threshold after the first such free and then keeps
 /// them in its heaps, fragmented: reading 131 segments peaked at 172 MiB and grew with the
-/// segments read; with the threshold fixed, 42 MiB (`scripts/bench-find.sh`). The threshold
+/// segments read; with the threshold fixed, 44 MiB (`scripts/bench-find.sh 120`). The threshold
 /// is read when the process starts, hence the new start; where that fails, it goes on as is.
 fn large_buffers_unmapped() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
