@@ -88,7 +88,8 @@ async fn pitr_request(
     } else if p.target_immediate {
         pitr::Target::Immediate
     } else if let Some(xid) = p.before_xid {
-        let end = committed_xid(ctx, repo, p.db.as_deref(), xid).await?;
+        let end =
+            lifeboat_core::postgres::find::committed_xid(ctx, repo, p.db.as_deref(), xid).await?;
         pitr::Target::BeforeXid(xid, end.lsn)
     } else if let Some(name) = &p.target_name {
         let mark = wal::marks::find(repo, name).await?.ok_or_else(|| {
@@ -165,7 +166,13 @@ pub async fn table(ctx: &Context, t: &RestoreTableArgs, json: bool) -> Result<()
     };
     let (as_of, before_xid) = match (t.before_xid, &t.as_of) {
         (Some(xid), _) => {
-            let end = committed_xid(ctx, &repo, t.database.as_deref(), xid).await?;
+            let end = lifeboat_core::postgres::find::committed_xid(
+                ctx,
+                &repo,
+                t.database.as_deref(),
+                xid,
+            )
+            .await?;
             (
                 end.at.unwrap_or_else(jiff::Timestamp::now),
                 Some((xid, end.lsn)),
@@ -206,28 +213,6 @@ pub async fn table(ctx: &Context, t: &RestoreTableArgs, json: bool) -> Result<()
     }
     let report = restore_table(ctx, &repo, &request).await?;
     print_json_or(json, &report, || report_text(&report))
-}
-
-/// Where transaction `xid` committed, read from the archive; refused when it aborted.
-async fn committed_xid(
-    ctx: &Context,
-    repo: &Repository,
-    db: Option<&str>,
-    xid: u32,
-) -> Result<lifeboat_core::postgres::find::XidEnd> {
-    let end = lifeboat_core::postgres::find::find_xid(ctx, repo, db, xid).await?;
-    if !end.committed {
-        return Err(Error::Usage(format!(
-            "transaction {xid} aborted{}: it changed nothing, so there is nothing to recover before it",
-            end.at.map_or(String::new(), |at| format!(" at {at}"))
-        )));
-    }
-    tracing::info!(
-        "transaction {xid} committed at {} ({}): recovering to just before it",
-        end.at.map_or("an unknown time".into(), |at| at.to_string()),
-        wal::format_lsn(end.lsn)
-    );
-    Ok(end)
 }
 
 fn plan_text(plan: &table::TablePlan) -> String {

@@ -14,7 +14,7 @@
 pub mod scan;
 pub mod waldump;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -110,13 +110,21 @@ pub struct FindReport {
     pub first_more: Option<Timestamp>,
 }
 
-/// The cluster, its archive's generation live at `at`, and its configuration.
+/// The archive to read: the cluster's generation live at a moment, the pg_waldump of its
+/// major version, and its segment size.
+struct Source<'r> {
+    archive: WalArchive<'r>,
+    tools: PgTools,
+    segment_size: u64,
+}
+
+/// The cluster's archive generation live at `at`, with what reads it.
 async fn archive_at<'r>(
     ctx: &Context,
     repo: &'r Repository,
     db: Option<&str>,
     at: Timestamp,
-) -> Result<(WalArchive<'r>, PgTools)> {
+) -> Result<Source<'r>> {
     let cluster = wal::cluster::which(ctx, db)?;
     let sole = wal::cluster::sole(ctx, &cluster);
     let generations = wal::cluster::generations(repo, &cluster, sole).await?;
@@ -134,11 +142,17 @@ async fn archive_at<'r>(
             )))
         }
     };
-    // Records are read by pg_waldump of the generation's own major version.
+    // Records are read by pg_waldump of the generation's own major version; its newest base
+    // backup tells the segment size (and the version, for an archive recorded without one).
+    let newest = newest_base(repo, &archive).await?;
+    let segment_size = newest
+        .as_ref()
+        .and_then(|m| m.base.as_ref().map(|b| b.wal_segment_size))
+        .unwrap_or(wal::DEFAULT_SEGMENT_SIZE);
     let major = match archive.generation.major {
         Some(major) => major,
-        None => newest_base(repo, &archive)
-            .await?
+        None => newest
+            .as_ref()
             .map(|m| crate::process::tools::major(&m.server_version))
             .ok_or_else(|| {
             Error::Missing(format!(
@@ -160,7 +174,11 @@ async fn archive_at<'r>(
         true,
         &format!("reading the WAL of {}", archive.describe()),
     )?;
-    Ok((archive, tools))
+    Ok(Source {
+        archive,
+        tools,
+        segment_size,
+    })
 }
 
 /// The archive's newest base backup, which tells its major version and segment size.
@@ -237,13 +255,6 @@ fn in_window(
         }
     }
     out
-}
-
-async fn segment_size(repo: &Repository, archive: &WalArchive<'_>) -> Result<u64> {
-    Ok(newest_base(repo, archive)
-        .await?
-        .and_then(|m| m.base.map(|b| b.wal_segment_size))
-        .unwrap_or(wal::DEFAULT_SEGMENT_SIZE))
 }
 
 const FOLLOW_SQL: &str = "SELECT c.oid::int8, pg_relation_filenode(c.oid)::int8, \
@@ -384,9 +395,12 @@ pub async fn find(ctx: &Context, repo: &Repository, request: &FindRequest) -> Re
         )));
     }
     let begun = Instant::now();
-    let (archive, tools) = archive_at(ctx, repo, request.db.as_deref(), request.since).await?;
+    let Source {
+        archive,
+        tools,
+        segment_size,
+    } = archive_at(ctx, repo, request.db.as_deref(), request.since).await?;
     let (watch, followed) = follow(ctx, repo, &archive.cluster, request).await?;
-    let segment_size = segment_size(repo, &archive).await?;
     let stored = stored_segments(&archive, segment_size).await?;
     let archive_ends = stored.iter().filter_map(|s| s.2).max();
     let chosen = in_window(&stored, request.since, request.until);
@@ -406,7 +420,7 @@ pub async fn find(ctx: &Context, repo: &Repository, request: &FindRequest) -> Re
         more: 0,
         first_more: None,
     };
-    let mut seen: HashMap<(u32, u64), ()> = HashMap::new();
+    let mut seen: HashSet<(u32, u64)> = HashSet::new();
     let task = ctx
         .progress
         .start("reading WAL", Some(chosen.len() as u64 * segment_size));
@@ -436,7 +450,7 @@ pub async fn find(ctx: &Context, repo: &Repository, request: &FindRequest) -> Re
         report.first_more = report.first_more.or(scanned.first_more);
         for ended in scanned.ended {
             // The segment a timeline forked in is read on both timelines.
-            if seen.insert((ended.xid, ended.lsn), ()).is_none() {
+            if seen.insert((ended.xid, ended.lsn)) {
                 report.transactions.push(transaction(
                     ctx,
                     &report.followed,
@@ -531,8 +545,11 @@ pub async fn find_xid(
     db: Option<&str>,
     xid: u32,
 ) -> Result<XidEnd> {
-    let (archive, tools) = archive_at(ctx, repo, db, Timestamp::now()).await?;
-    let segment_size = segment_size(repo, &archive).await?;
+    let Source {
+        archive,
+        tools,
+        segment_size,
+    } = archive_at(ctx, repo, db, Timestamp::now()).await?;
     let stored = stored_segments(&archive, segment_size).await?;
     let all: Vec<(u32, u64)> = stored.iter().map(|(t, n, _)| (*t, *n)).collect();
     let mut read = 0u64;
@@ -594,6 +611,29 @@ pub async fn find_xid(
         "transaction {xid} ends in none of the {read} archived segment(s) of {}: `lifeboat wal find` lists the transactions of a window",
         archive.describe()
     )))
+}
+
+/// Where transaction `xid` committed, for a recovery to just before it; refused when it
+/// aborted (it changed nothing).
+pub async fn committed_xid(
+    ctx: &Context,
+    repo: &Repository,
+    db: Option<&str>,
+    xid: u32,
+) -> Result<XidEnd> {
+    let end = find_xid(ctx, repo, db, xid).await?;
+    if !end.committed {
+        return Err(Error::Usage(format!(
+            "transaction {xid} aborted{}: it changed nothing, so there is nothing to recover before it",
+            end.at.map_or(String::new(), |at| format!(" at {at}"))
+        )));
+    }
+    tracing::info!(
+        "transaction {xid} committed at {} ({}): recovering to just before it",
+        end.at.map_or("an unknown time".into(), |at| at.to_string()),
+        wal::format_lsn(end.lsn)
+    );
+    Ok(end)
 }
 
 #[cfg(test)]
