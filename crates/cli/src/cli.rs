@@ -232,6 +232,18 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Stream WAL from a replication slot into the repository (long-running; PostgreSQL 15
+    /// and later): a recovery point seconds old, or none lost with `[wal] stream_sync`.
+    /// Stops cleanly on SIGTERM, storing what it received.
+    WalStream {
+        /// The cluster (`[postgres.NAME]`) [default: the only one with `pitr = true`].
+        #[arg(long, value_name = "NAME")]
+        db: Option<String>,
+        /// Check the server, measure its WAL rate and show what the stream would cost in
+        /// requests; stream nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Read the archived WAL: what happened, and when.
     #[command(subcommand)]
     Wal(WalCommand),

@@ -92,6 +92,7 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
             dry_run,
         } => wal::upgrade(ctx, db.as_deref(), !*no_backup, *dry_run, json).await,
         Command::Wal(command) => find::run(ctx, command, json).await,
+        Command::WalStream { db, dry_run } => wal::stream(ctx, db.as_deref(), *dry_run, json).await,
         Command::Drill => drill::drill(ctx, json).await,
         Command::Unlock { dry_run } => init::unlock(ctx, *dry_run, json).await,
         Command::Mark { name, db } => wal::mark(ctx, name, db.as_deref(), json).await,

@@ -89,6 +89,40 @@ pub async fn push(ctx: &Context, args: &Cli, db: Option<&str>, path: &Path) -> R
     Ok(())
 }
 
+/// `wal-stream`: checks the server, then streams until stopped.
+pub async fn stream(ctx: &Context, db: Option<&str>, dry_run: bool, json: bool) -> Result<()> {
+    let cluster = wal::cluster::which(ctx, db)?;
+    let measure = std::time::Duration::from_secs(if dry_run { 3 } else { 0 });
+    let check =
+        lifeboat_core::postgres::stream::preflight::preflight(ctx, &cluster, measure).await?;
+    for warning in &check.warnings {
+        tracing::warn!("{warning}");
+    }
+    if dry_run {
+        return crate::output::print_json_or(json, &check, || {
+            let f = &check.forecast;
+            format!(
+                "{}: slot `{}` {}; {} ({}); WAL written {:.1} KiB/s: about {} requests a month at a piece every {} ms (R2 Class A: ${:.2} a month)",
+                check.cluster,
+                check.slot,
+                check.slot_status.as_deref().map_or("to be created".to_string(), |s| format!("{s}, keeping {} KiB", check.slot_retained_bytes.unwrap_or(0) / 1024)),
+                if check.sync { "synchronous" } else { "asynchronous" },
+                if check.synchronous { "named in synchronous_standby_names" } else { "commits do not wait for it" },
+                f.write_rate_bytes_per_s / 1024.0,
+                f.requests_per_month,
+                f.flush_ms,
+                f.usd_per_month
+            )
+        });
+    }
+    // The storage is not stopped by the signal: what was received is stored on the way out.
+    let storing = ctx.with_cancel(lifeboat_core::CancellationToken::new());
+    let repo = Repository::open(&storing).await?;
+    lifeboat_core::postgres::stream::Streamer::new(ctx, &repo, &cluster)?
+        .run()
+        .await
+}
+
 pub async fn push_ahead(ctx: &Context, db: Option<&str>, path: &Path) -> Result<()> {
     let cluster = wal::cluster::which(ctx, db)?;
     let repo = Repository::open(ctx).await?;

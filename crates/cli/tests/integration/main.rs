@@ -22,6 +22,7 @@ mod pitr;
 mod prune;
 mod roundtrip;
 mod secrets;
+mod stream;
 mod support;
 mod table;
 mod tiers;

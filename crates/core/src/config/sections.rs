@@ -246,6 +246,14 @@ pub struct WalConfig {
     /// gap is recorded, `status` is breached until the next base backup, and a notification
     /// says so. Unset: no limit (a storage outage long enough fills `pg_wal`).
     pub queue_max_mib: Option<u64>,
+    /// `wal-stream`: how often what was received is stored as a piece, in milliseconds.
+    pub stream_flush_ms: u64,
+    /// `wal-stream`: the flush position told to the server is what is stored, and each piece
+    /// is stored as soon as it arrives; with the slot's name in `synchronous_standby_names` a
+    /// commit returns once its WAL is in the repository.
+    pub stream_sync: bool,
+    /// `wal-stream`: the physical replication slot, also the stream's `application_name`.
+    pub stream_slot: String,
 }
 
 impl Default for WalConfig {
@@ -257,6 +265,9 @@ impl Default for WalConfig {
             push_timeout_secs: 60,
             fetch_timeout_secs: 60,
             queue_max_mib: None,
+            stream_flush_ms: 1000,
+            stream_sync: false,
+            stream_slot: "lifeboat".into(),
         }
     }
 }

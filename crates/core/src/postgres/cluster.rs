@@ -366,6 +366,12 @@ impl ScratchCluster {
         self.run_ctl(&["stop", "-m", "fast", "-w"]).map(|_| ())
     }
 
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`): nothing is flushed or
+    /// archived on the way out.
+    pub fn crash(&self) -> Result<()> {
+        self.run_ctl(&["stop", "-m", "immediate", "-w"]).map(|_| ())
+    }
+
     /// Starts the server again after [`ScratchCluster::stop`] (its configuration changed, its
     /// data folder made anew by `pg_upgrade`).
     pub fn start_again(&mut self) -> Result<()> {

@@ -23,10 +23,10 @@ use super::tls;
 /// Where and how to connect: parsed from a URL plus an optional separate password.
 #[derive(Clone)]
 pub struct ConnInfo {
-    config: tokio_postgres::Config,
+    pub(super) config: tokio_postgres::Config,
     redacted: String,
     /// `sslmode=verify-ca` or `verify-full`: the server's certificate is checked.
-    verify: Option<tls::Verify>,
+    pub(super) verify: Option<tls::Verify>,
 }
 
 /// Takes the verifying `sslmode` and `sslrootcert` out of a URL's query (tokio-postgres does
@@ -197,7 +197,7 @@ impl ConnInfo {
 
     /// Whether connections are made with TLS: not with `sslmode=disable`, nor over a local
     /// socket (which has no name for a certificate).
-    fn uses_tls(&self) -> bool {
+    pub(super) fn uses_tls(&self) -> bool {
         self.config.get_ssl_mode() != SslMode::Disable
             && self
                 .config

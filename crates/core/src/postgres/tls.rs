@@ -20,6 +20,14 @@ pub(crate) struct Verify {
 pub(crate) fn connector(
     verify: Option<&Verify>,
 ) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(
+        client_config(verify)?,
+    ))
+}
+
+/// The rustls configuration of [`connector`], for connections lifeboat speaks itself (the
+/// replication protocol).
+pub(crate) fn client_config(verify: Option<&Verify>) -> Result<rustls::ClientConfig> {
     use std::sync::Arc;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -68,7 +76,7 @@ pub(crate) fn connector(
     let config = builder
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+    Ok(config)
 }
 
 /// The certificate check of `require` (none: the handshake's signatures only, so that the

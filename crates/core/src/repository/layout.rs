@@ -15,6 +15,8 @@
 //!   `wal-push` refused.
 //! - `locks/run.json`, `locks/run.<id>.beat`: the run lock and its holder's heartbeat.
 //! - `verifications/<id>.json`: the last verification of each backup.
+//! - `stream/<archive prefix><segment>/<start>-<end>.zst[.age]`: WAL that `wal-stream` received
+//!   of a segment not yet whole, in pieces (offsets in hexadecimal), removed once it is.
 
 use super::manifest::BackupKind;
 
@@ -34,6 +36,9 @@ pub enum Area {
     Clusters,
     Locks,
     Verifications,
+    /// WAL streamed (`wal-stream`) and not yet a whole segment: pieces, removed once their
+    /// segment is stored (outside `wal/`, which Object Lock may hold).
+    Stream,
 }
 
 impl Area {
@@ -49,6 +54,7 @@ impl Area {
             Area::Clusters => "clusters/",
             Area::Locks => "locks/",
             Area::Verifications => "verifications/",
+            Area::Stream => "stream/",
         }
     }
 }
@@ -111,6 +117,20 @@ pub fn wal_refused() -> String {
 /// The record of a segment `wal-push` let PostgreSQL drop (`[wal] queue_max_mib`).
 pub fn wal_dropped(name: &str) -> String {
     format!("{}dropped/{name}.json", Area::Wal.dirname())
+}
+
+/// Where the streamed pieces of segment `segment` of the archive at `prefix` are.
+pub fn wal_pieces(prefix: &str, segment: &str) -> String {
+    format!("{}{prefix}{segment}/", Area::Stream.dirname())
+}
+
+/// One streamed piece: bytes `start..end` of segment `segment`.
+pub fn wal_piece(prefix: &str, segment: &str, start: u64, end: u64, encrypted: bool) -> String {
+    format!(
+        "{}{start:08X}-{end:08X}.zst{}",
+        wal_pieces(prefix, segment),
+        if encrypted { ".age" } else { "" }
+    )
 }
 
 /// The run lock.

@@ -157,7 +157,7 @@ pub fn which(ctx: &Context, db: Option<&str>) -> Result<String> {
 /// The WAL archive of one generation of one cluster: where every reader and writer of WAL
 /// files goes through. It reads as the repository it is in (`Deref`), so that storage, run
 /// lock and Object Lock stay the repository's.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WalArchive<'r> {
     repo: &'r Repository,
     /// The cluster's name (`[postgres.NAME]`).

@@ -66,7 +66,7 @@ pub async fn fetch_wal(
         } else {
             match download(ctx, repo, name).await? {
                 Some(raw) => raw,
-                None => return Ok(Fetched::default()),
+                None => return streamed(ctx, repo, name, dest).await,
             }
         };
         // PostgreSQL reads the file at once and fetches it again after a crash: no sync.
@@ -93,6 +93,28 @@ pub async fn fetch_wal(
         }
     }
     Ok(fetched)
+}
+
+/// The newest segment, not yet whole: assembled from what `wal-stream` stored of it, up to
+/// its last streamed byte (recovery ends there). Never prefetched: the pieces grow.
+async fn streamed(
+    ctx: &Context,
+    repo: &WalArchive<'_>,
+    name: &str,
+    dest: &Path,
+) -> Result<Fetched> {
+    if !matches!(WalName::parse(name), Some(WalName::Segment { .. })) {
+        return Ok(Fetched::default());
+    }
+    let Some((raw, streamed)) = super::pieces::assemble(ctx, repo, name).await? else {
+        return Ok(Fetched::default());
+    };
+    tracing::info!(wal = %name, bytes = streamed, "fetched the streamed part of a segment");
+    write_atomically(dest, &raw, false)?;
+    Ok(Fetched {
+        found: true,
+        ahead: Vec::new(),
+    })
 }
 
 /// An archived file's content, if the archive has it.

@@ -17,6 +17,7 @@ pub mod cluster;
 mod fetch;
 pub mod marks;
 mod names;
+pub mod pieces;
 mod push;
 pub mod queue;
 mod report;
@@ -29,6 +30,8 @@ pub use archive::{archived_names, identities, last_archived, read_histories, sto
 pub use cluster::WalArchive;
 pub use fetch::{fetch_wal, prefetch, read_archived, Fetched};
 pub use names::*;
-pub use push::{last_refusal, push_ready, push_wal, Pushed, Refusal};
+pub use push::{
+    last_refusal, push_ready, push_spool, push_wal, seal_options, store, Pushed, Refusal,
+};
 pub use report::{archive_report, ArchiveReport, RecoveryWindow, TimelineReport};
 pub use timelines::*;

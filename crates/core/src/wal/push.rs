@@ -20,7 +20,7 @@ use crate::pipeline::{sha256_hex, SealOptions};
 use crate::repository::Repository;
 use crate::Context;
 
-fn seal_options(ctx: &Context) -> SealOptions {
+pub fn seal_options(ctx: &Context) -> SealOptions {
     SealOptions {
         level: ctx.config.compression.level,
         threads: 1,
@@ -223,7 +223,7 @@ pub async fn push_ready(
 
 /// The spool of pushes for `cluster`: the one cluster of a repository keeps the folder it had
 /// before clusters.
-fn push_spool(ctx: &Context, repo: &Repository, cluster: &str) -> Result<std::path::PathBuf> {
+pub fn push_spool(ctx: &Context, repo: &Repository, cluster: &str) -> Result<std::path::PathBuf> {
     let scope = if cluster::sole(ctx, cluster) {
         String::new()
     } else {
@@ -256,6 +256,20 @@ async fn push_one(
     let raw = tokio::fs::read(path)
         .await
         .map_err(|e| Error::io(format!("reading `{}`", path.display()), e))?;
+    store(ctx, repo, cluster, spool, name, raw).await
+}
+
+/// Stores WAL file `name` with content `raw` as `wal-push` does (the stream stores each
+/// segment it completes through here): checked, routed to its generation, sealed, created
+/// if absent; a name already stored is a success only with the same content.
+pub async fn store(
+    ctx: &Context,
+    repo: &Repository,
+    cluster: &str,
+    spool: &Path,
+    name: &str,
+    raw: Vec<u8>,
+) -> Result<()> {
     // A file that is not the segment its name says, or of another cluster, is never archived:
     // PostgreSQL keeps it and retries, the log says why, and so does `status`.
     let header = match segment::check(name, &raw) {

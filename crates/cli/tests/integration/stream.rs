@@ -1,0 +1,359 @@
+//! `wal-stream`: WAL streamed from a replication slot into the repository, compared byte for
+//! byte with `pg_receivewal`'s, through faults (lifeboat killed, the connection cut, the
+//! storage hanging), and recovered from after the server is destroyed: asynchronously up to
+//! the last streamed byte, synchronously with every acknowledged commit.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lifeboat_testkit::{Fault, Rule};
+
+use crate::pitr::{archiving_env, recover_and_start, sql_at};
+use crate::support::{tools, wait_until, Env};
+
+fn client(env: &Env, program: &str) -> Command {
+    let mut cmd = Command::new(tools().path(program));
+    cmd.env("PGHOST", env.cluster.socket_dir())
+        .env("PGPORT", env.cluster.port().to_string())
+        .env("PGUSER", "lifeboat")
+        .env("PGDATABASE", "yomira");
+    cmd
+}
+
+fn sql(env: &Env, sql: &str) -> String {
+    sql_at(env.cluster.socket_dir(), env.cluster.port(), sql)
+}
+
+fn add_config(env: &mut Env, text: &str) {
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    env.write_config(&format!("{config}{text}"));
+}
+
+/// The stream's flush position (`pg_receivewal`'s write position: it reports flushes at the
+/// end of segments only) has reached the server's current WAL position.
+fn wait_streamed(env: &Env, application: &str, what: &str) {
+    let column = if application == "lifeboat" {
+        "flush_lsn"
+    } else {
+        "write_lsn"
+    };
+    let target = sql(env, "SELECT pg_current_wal_lsn()");
+    wait_until(Duration::from_secs(60), what, || {
+        sql(
+            env,
+            &format!(
+                "SELECT coalesce(bool_or({column} >= '{target}'), false) FROM pg_stat_replication WHERE application_name = '{application}'"
+            ),
+        ) == "t"
+    });
+}
+
+fn stream(env: &Env) -> Child {
+    let child = env.start(&["wal-stream"]);
+    wait_until(Duration::from_secs(30), "the stream to start", || {
+        sql(
+            env,
+            "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'lifeboat' AND state = 'streaming'",
+        ) == "1"
+    });
+    child
+}
+
+fn kill(mut child: Child) -> String {
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `pg_receivewal` into `dir` from a slot of its own: the reference.
+fn receivewal(env: &Env, dir: &Path) -> Child {
+    std::fs::create_dir_all(dir).unwrap();
+    let created = client(env, "pg_receivewal")
+        .args(["--create-slot", "--slot", "reference", "--if-not-exists"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let child = client(env, "pg_receivewal")
+        .args(["-D", dir.to_str().unwrap(), "--slot", "reference", "-n"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "pg_receivewal to start", || {
+        sql(
+            env,
+            "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pg_receivewal'",
+        ) == "1"
+    });
+    child
+}
+
+fn insert(env: &Env, from: u32, to: u32) {
+    sql(
+        env,
+        &format!("INSERT INTO public.stamps SELECT g FROM generate_series({from}, {to}) g"),
+    );
+}
+
+/// A socket folder the recovered server (another user when the tests run as root) can use.
+fn socket_for_recovery(env: &Env) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let socket = env.dir.path().join("sock");
+    std::fs::create_dir_all(&socket).unwrap();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    socket
+}
+
+/// Objects under `stream/` in the repository.
+fn pieces(env: &Env) -> Vec<String> {
+    env.stored_files()
+        .into_iter()
+        .filter(|k| k.contains("stream/"))
+        .collect()
+}
+
+#[test]
+fn streamed_wal_equals_pg_receivewal_through_faults_and_recovers_to_the_last_byte() {
+    let mut env = archiving_env();
+    add_config(&mut env, "[wal]\nstream_flush_ms = 200\n");
+    let proxy = env.behind_proxy(5, 20);
+    sql(&env, "CREATE TABLE public.stamps (id int PRIMARY KEY)");
+    let out = env.lifeboat(&["backup", "base"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let reference = env.dir.path().join("reference");
+    let mut receiver = receivewal(&env, &reference);
+    let dry = env.lifeboat(&["wal-stream", "--dry-run", "--json"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let forecast: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
+    assert_eq!(
+        forecast["slot_status"],
+        serde_json::Value::Null,
+        "{forecast}"
+    );
+    assert!(
+        forecast["forecast"]["requests_per_month"].is_u64(),
+        "{forecast}"
+    );
+
+    let mut streamer = stream(&env);
+    assert!(client(&env, "pgbench")
+        .args(["-i", "-q", "-s", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success());
+    insert(&env, 1, 100);
+
+    // lifeboat killed mid-stream, WAL written meanwhile, started again: it resumes from
+    // the slot.
+    for round in 0..3u32 {
+        let _ = kill(streamer);
+        insert(&env, 1000 + round * 100, 1000 + round * 100 + 50);
+        sql(&env, "SELECT pg_switch_wal()");
+        insert(&env, 2000 + round * 100, 2000 + round * 100 + 50);
+        streamer = stream(&env);
+        insert(&env, 3000 + round * 100, 3000 + round * 100 + 50);
+    }
+    // The connection cut by the server.
+    sql(
+        &env,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = 'lifeboat'",
+    );
+    insert(&env, 4000, 4100);
+    wait_streamed(
+        &env,
+        "lifeboat",
+        "the stream back after its connection was cut",
+    );
+
+    // The storage hangs for 60 s: nothing is lost, the stream catches up after.
+    proxy.set(vec![Rule::all(Fault::Hang).method("PUT")]);
+    let hang = Instant::now();
+    while hang.elapsed() < Duration::from_secs(60) {
+        insert(
+            &env,
+            5000 + hang.elapsed().as_secs() as u32 * 10,
+            5000 + hang.elapsed().as_secs() as u32 * 10 + 5,
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(proxy.faulted() > 0, "the storage never hung");
+    proxy.clear();
+    insert(&env, 9000, 9000);
+    wait_streamed(&env, "lifeboat", "the stream after the storage came back");
+    wait_streamed(&env, "pg_receivewal", "pg_receivewal");
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Every segment, whole or in progress, is pg_receivewal's byte for byte.
+    let mut compared = 0;
+    let mut partial = 0;
+    let mut names: Vec<String> = std::fs::read_dir(&reference)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let first_streamed = names.first().cloned().unwrap();
+    for file in &names {
+        let name = file.trim_end_matches(".partial");
+        let expected = std::fs::read(reference.join(file)).unwrap();
+        let (out, fetched) = env.fetch_wal(name);
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        let fetched = fetched.unwrap();
+        assert!(fetched == expected, "{name} differs from pg_receivewal's");
+        compared += 1;
+        if file.ends_with(".partial") {
+            partial += 1;
+        }
+    }
+    assert!(
+        compared >= 5 && partial == 1,
+        "{compared} compared ({names:?})"
+    );
+    // No segment stored twice: pieces remain of the segment in progress only.
+    let current = names
+        .last()
+        .unwrap()
+        .trim_end_matches(".partial")
+        .to_string();
+    let left = pieces(&env);
+    assert!(!left.is_empty(), "the segment in progress has no pieces");
+    assert!(
+        left.iter().all(|k| k.contains(&current)),
+        "pieces of whole segments left: {left:?} (current {current}, first {first_streamed})"
+    );
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+
+    // The server destroyed: recovery reaches the last streamed commit, which no archived
+    // segment holds.
+    env.cluster.crash().unwrap();
+    let stderr = kill(streamer);
+    assert!(
+        !stderr.contains(crate::support::S3_SECRET),
+        "the secret in the log"
+    );
+    std::fs::remove_dir_all(env.cluster.data_dir()).unwrap();
+    let socket = socket_for_recovery(&env);
+    let (out, server) = recover_and_start(&env, "recovered", &socket, &["--latest"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        sql_at(
+            &socket,
+            server.port,
+            "SELECT count(*) FROM public.stamps WHERE id = 9000"
+        ),
+        "1",
+        "the last streamed commit is not recovered"
+    );
+}
+
+#[test]
+fn a_synchronous_stream_loses_no_acknowledged_commit() {
+    let mut env = archiving_env();
+    add_config(&mut env, "[wal]\nstream_sync = true\n");
+    sql(&env, "CREATE TABLE public.stamps (id int PRIMARY KEY)");
+    let out = env.lifeboat(&["backup", "base"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    sql(
+        &env,
+        "ALTER SYSTEM SET synchronous_standby_names = 'lifeboat'",
+    );
+    sql(&env, "ALTER SYSTEM SET synchronous_commit = 'remote_apply'");
+    sql(&env, "SELECT pg_reload_conf()");
+    // A commit would wait forever: refused, in one line.
+    let out = env.lifeboat(&["wal-stream"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.error_line().contains("remote_apply"), "{}", out.stderr);
+    sql(&env, "ALTER SYSTEM SET synchronous_commit = 'on'");
+    sql(&env, "SELECT pg_reload_conf()");
+    let streamer = stream(&env);
+    wait_until(
+        Duration::from_secs(30),
+        "the stream to be synchronous",
+        || {
+            sql(
+                &env,
+                "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'lifeboat'",
+            ) == "sync"
+        },
+    );
+    let load = client(&env, "pgbench")
+        .args(["-i", "-q", "-s", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(load.success());
+    let mut bench = client(&env, "pgbench")
+        .args(["-c", "4", "-T", "60", "-n"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // One client commits a row at a time and records each commit acknowledged.
+    let mut psql = client(&env, "psql")
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = psql.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        for id in 1..100_000u32 {
+            if writeln!(
+                stdin,
+                "INSERT INTO public.stamps VALUES ({id});\n\\echo {id}"
+            )
+            .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let stdout = psql.stdout.take().unwrap();
+    let (acked_tx, acked_rx) = std::sync::mpsc::channel::<u32>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if let Ok(id) = line.trim().parse() {
+                let _ = acked_tx.send(id);
+            }
+        }
+    });
+    // The server destroyed at a moment of the test's choosing, mid-commit.
+    let moment = Duration::from_millis(1500 + u64::from(std::process::id() % 2000));
+    std::thread::sleep(moment);
+    env.cluster.crash().unwrap();
+    let _ = bench.wait();
+    let _ = psql.wait();
+    let _ = writer.join();
+    let acked: Vec<u32> = acked_rx.try_iter().collect();
+    assert!(
+        acked.len() > 10,
+        "only {} commits acknowledged",
+        acked.len()
+    );
+    let _ = kill(streamer);
+    std::fs::remove_dir_all(env.cluster.data_dir()).unwrap();
+    let socket = socket_for_recovery(&env);
+    let (out, server) = recover_and_start(&env, "recovered", &socket, &["--latest"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let last = acked.iter().max().unwrap();
+    let recovered = sql_at(
+        &socket,
+        server.port,
+        &format!("SELECT count(*) FROM public.stamps WHERE id <= {last}"),
+    );
+    assert_eq!(
+        recovered,
+        last.to_string(),
+        "acknowledged commits lost (last acknowledged {last})"
+    );
+}

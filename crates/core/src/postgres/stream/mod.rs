@@ -1,0 +1,636 @@
+//! `wal-stream`: WAL streamed from a physical replication slot into the repository, so that
+//! the recovery point is seconds old instead of a segment (or `archive_timeout`) old.
+//!
+//! A session connects in replication mode ([`crate::postgres::replication`]), reads the slot
+//! (created with `RESERVE_WAL` if missing, so nothing is lost between creation and start) and
+//! streams from the first byte of the segment the slot holds. What arrives is kept in memory
+//! for the current segment and stored in [`pieces`](crate::wal::pieces) every `[wal] stream_flush_ms` (at once with
+//! `stream_sync`); a segment once whole is stored as `wal-push` stores it (the same object,
+//! the same content check, so `archive_command` may run beside) and its pieces removed. The
+//! flush position told to the server is what is stored, never more: the slot keeps the rest,
+//! and with `stream_sync` and the slot in `synchronous_standby_names` a commit returns only
+//! once its WAL is in the repository. Storing runs beside receiving ([`Shared`]), so that
+//! status updates go out while the storage is slow; at most [`SEGMENTS_QUEUED`] whole
+//! segments wait in memory. A session that fails is started again from the slot; the end of
+//! a timeline starts the next one from its first segment, with its history file stored.
+
+pub mod preflight;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use serde::Serialize;
+use tokio::sync::{mpsc, Notify};
+
+use super::conn::ConnInfo;
+use super::replication::{lsn_text, Lsn, Message, Replication, Slot};
+use crate::error::{Error, Result};
+use crate::repository::{layout, Repository};
+use crate::wal::cluster::{self, WalArchive};
+use crate::wal::{pieces, push_spool, seal_options, segment_name, store, stored};
+use crate::Context;
+
+/// Whole segments that may wait in memory to be stored before receiving pauses.
+const SEGMENTS_QUEUED: usize = 4;
+/// The longest one store may take before it is tried again.
+const STORE_ATTEMPT: Duration = Duration::from_secs(30);
+/// Status updates go out at least this often (well inside `wal_sender_timeout`).
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// What a stream serves: one cluster's server, into one repository.
+pub struct Streamer<'a> {
+    ctx: &'a Context,
+    repo: &'a Repository,
+    cluster: String,
+    info: ConnInfo,
+    slot: String,
+    sync: bool,
+    flush_every: Duration,
+}
+
+/// The state of the stream and the storing, shared between receiving and storing.
+#[derive(Default)]
+struct Shared {
+    /// The end of what is stored.
+    stored: AtomicU64,
+    /// Jobs handed to the storing and not done.
+    outstanding: AtomicUsize,
+    /// Whole segments among them.
+    segments: AtomicUsize,
+    done: Notify,
+    failed: Mutex<Option<Error>>,
+}
+
+/// A store to do, in order.
+struct Job<'r> {
+    archive: WalArchive<'r>,
+    segment: String,
+    what: JobKind,
+    /// The stream position once it is done.
+    end: Lsn,
+}
+
+enum JobKind {
+    /// Bytes `start..` of the segment.
+    Piece { start: u64, bytes: Bytes },
+    /// The whole segment.
+    Segment(Bytes),
+    /// A timeline's history file.
+    History(Vec<u8>),
+}
+
+/// How a session ended.
+enum Ended {
+    Stopped,
+    /// The timeline ended: the next one and where it starts.
+    Timeline(u32, Lsn),
+}
+
+/// `wal_segment_size` as `SHOW` gives it (`16MB`).
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
+    let n: u64 = digits.parse().ok()?;
+    let unit = match text[digits.len()..].trim() {
+        "" | "B" => 1,
+        "kB" => 1 << 10,
+        "MB" => 1 << 20,
+        "GB" => 1 << 30,
+        _ => return None,
+    };
+    Some(n * unit)
+}
+
+/// Errors a new session does not mend.
+fn fatal(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Config(_)
+            | Error::Usage(_)
+            | Error::WalRefused { .. }
+            | Error::ForeignCluster { .. }
+            | Error::DamagedWal { .. }
+    )
+}
+
+impl<'a> Streamer<'a> {
+    pub fn new(ctx: &'a Context, repo: &'a Repository, cluster: &str) -> Result<Streamer<'a>> {
+        let (_, pg) = ctx.config.database(Some(cluster))?;
+        let info = ConnInfo::new(pg.url.expose(), pg.password.as_ref())?;
+        Ok(Streamer {
+            ctx,
+            repo,
+            cluster: cluster.to_string(),
+            info,
+            slot: ctx.config.wal.stream_slot.clone(),
+            sync: ctx.config.wal.stream_sync,
+            flush_every: Duration::from_millis(ctx.config.wal.stream_flush_ms.max(1)),
+        })
+    }
+
+    /// Streams until `ctx.cancel`: sessions one after the other, a failed one started again
+    /// after a pause (1 s, doubling to 30 s); an error no new session mends ends it.
+    pub async fn run(&self) -> Result<()> {
+        let mut resume = None;
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let began = Instant::now();
+            match self.session(resume.take()).await {
+                Ok(Ended::Stopped) => return Ok(()),
+                Ok(Ended::Timeline(timeline, at)) => {
+                    tracing::info!(
+                        timeline,
+                        at = %lsn_text(at),
+                        "the timeline ended; streaming the next one"
+                    );
+                    resume = Some((timeline, at));
+                    continue;
+                }
+                Err(e) if fatal(&e) => return Err(e),
+                Err(e) => {
+                    if began.elapsed() > Duration::from_secs(60) {
+                        pause = Duration::from_secs(1);
+                    }
+                    tracing::warn!(error = %e, retry_in_s = pause.as_secs(), "the stream stopped; starting it again from the slot");
+                }
+            }
+            tokio::select! {
+                () = self.ctx.cancel.cancelled() => return Ok(()),
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    async fn session(&self, resume: Option<(u32, Lsn)>) -> Result<Ended> {
+        let mut conn = Replication::connect(&self.info, &self.slot).await?;
+        let system = conn.identify_system().await?;
+        let shown = conn.show("wal_segment_size").await?;
+        let segment_size = parse_size(&shown)
+            .filter(|s| s.is_power_of_two())
+            .ok_or_else(|| Error::Postgres {
+                context: "reading `wal_segment_size`".into(),
+                message: format!("`{shown}` is not a segment size"),
+            })?;
+        let (timeline, from) = match resume {
+            Some(at) => at,
+            None => match conn.read_slot(&self.slot).await? {
+                Slot::At { restart, timeline } => (timeline.unwrap_or(system.timeline), restart),
+                Slot::Missing => {
+                    let at = conn.create_slot(&self.slot).await?;
+                    tracing::info!(slot = %self.slot, at = %lsn_text(at), "replication slot created");
+                    (system.timeline, at)
+                }
+                Slot::Empty => {
+                    tracing::error!(slot = %self.slot, "the replication slot was invalidated (`max_slot_wal_keep_size`): WAL since it stopped was not streamed (archive_command still archives it); making it again");
+                    conn.drop_slot(&self.slot).await?;
+                    (system.timeline, conn.create_slot(&self.slot).await?)
+                }
+            },
+        };
+        let history = if timeline > 1 {
+            Some(conn.timeline_history(timeline).await?)
+        } else {
+            None
+        };
+        let start = from - from % segment_size;
+        tracing::info!(
+            slot = %self.slot,
+            timeline,
+            from = %lsn_text(start),
+            sync = self.sync,
+            "streaming WAL"
+        );
+        let (mut receiver, mut sender) = conn.start(&self.slot, start, timeline).await?;
+        let (messages_tx, mut messages) = mpsc::channel::<Result<Message>>(16);
+        let reader = tokio::spawn(async move {
+            loop {
+                let message = receiver.next().await;
+                let last = !matches!(
+                    message,
+                    Ok(Message::Data { .. } | Message::Keepalive { .. })
+                );
+                if messages_tx.send(message).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        let _reader = AbortOnDrop(reader);
+        let shared = Arc::new(Shared::default());
+        shared.stored.store(from, Ordering::SeqCst);
+        let (jobs_tx, jobs) = mpsc::channel::<Job<'a>>(SEGMENTS_QUEUED * 4);
+        let storing = self.store_jobs(jobs, &shared);
+        let receiving = async {
+            let mut state = Receiving {
+                timeline,
+                segment_size,
+                segment_start: start,
+                buf: BytesMut::with_capacity(segment_size as usize),
+                received: start,
+                cut_to: start,
+                last_cut: Instant::now(),
+                archive: None,
+                history,
+                system_id: system.system_id,
+            };
+            let mut tick = tokio::time::interval(self.flush_every.min(STATUS_EVERY));
+            let mut last_status = Instant::now();
+            let ended = loop {
+                if let Some(e) = shared.failed.lock().expect("not poisoned").take() {
+                    break Err(e);
+                }
+                let room = shared.segments.load(Ordering::SeqCst) < SEGMENTS_QUEUED;
+                tokio::select! {
+                    () = self.ctx.cancel.cancelled() => {
+                        state.cut(self, &shared, &jobs_tx, true).await;
+                        break Ok(Ended::Stopped);
+                    }
+                    message = messages.recv(), if room => {
+                        match message {
+                            None => break Err(Error::Internal("the stream reader stopped".into())),
+                            Some(Err(e)) => break Err(e),
+                            Some(Ok(Message::Data { start, data })) => {
+                                if let Err(e) = state.take(self, start, &data, &shared, &jobs_tx).await {
+                                    break Err(e);
+                                }
+                                state.cut(self, &shared, &jobs_tx, false).await;
+                            }
+                            Some(Ok(Message::Keepalive { reply, .. })) => {
+                                if reply {
+                                    let flush = shared.stored.load(Ordering::SeqCst);
+                                    if let Err(e) = sender.status(state.received, flush, false).await {
+                                        break Err(e);
+                                    }
+                                    last_status = Instant::now();
+                                }
+                            }
+                            Some(Ok(Message::TimelineEnd(next))) => {
+                                state.cut(self, &shared, &jobs_tx, true).await;
+                                let _ = sender.done().await;
+                                break match next {
+                                    Some((t, at)) => Ok(Ended::Timeline(t, at)),
+                                    None => Err(Error::Unreachable {
+                                        what: "the WAL stream".into(),
+                                        detail: "the server ended it".into(),
+                                    }),
+                                };
+                            }
+                        }
+                    }
+                    () = shared.done.notified() => {
+                        let flush = shared.stored.load(Ordering::SeqCst);
+                        if let Err(e) = sender.status(state.received, flush, false).await {
+                            break Err(e);
+                        }
+                        last_status = Instant::now();
+                        state.cut(self, &shared, &jobs_tx, false).await;
+                    }
+                    _ = tick.tick() => {
+                        state.cut(self, &shared, &jobs_tx, false).await;
+                        if last_status.elapsed() >= STATUS_EVERY {
+                            let flush = shared.stored.load(Ordering::SeqCst);
+                            if let Err(e) = sender.status(state.received, flush, false).await {
+                                break Err(e);
+                            }
+                            last_status = Instant::now();
+                        }
+                    }
+                }
+            };
+            drop(jobs_tx);
+            ended
+        };
+        let (ended, stored) = tokio::join!(receiving, storing);
+        stored?;
+        ended
+    }
+
+    /// Stores the jobs in order; each is tried again (every store is idempotent) until it is
+    /// done, the stream is stopped, or it fails in a way trying again does not mend.
+    async fn store_jobs(&self, mut jobs: mpsc::Receiver<Job<'a>>, shared: &Shared) -> Result<()> {
+        while let Some(job) = jobs.recv().await {
+            let mut pause = Duration::from_millis(200);
+            loop {
+                let attempt = tokio::time::timeout(STORE_ATTEMPT, self.store_job(&job)).await;
+                match attempt {
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) if fatal(&e) => {
+                        tracing::error!(wal = %job.segment, error = %e, "cannot store streamed WAL");
+                        *shared.failed.lock().expect("not poisoned") = Some(e);
+                        shared.done.notify_one();
+                        return Ok(());
+                    }
+                    outcome => {
+                        let error = match outcome {
+                            Ok(Err(e)) => e.to_string(),
+                            _ => format!("no answer within {} s", STORE_ATTEMPT.as_secs()),
+                        };
+                        tracing::warn!(wal = %job.segment, error, "storing streamed WAL failed; trying again");
+                    }
+                }
+                if self.ctx.cancel.is_cancelled() && pause > Duration::from_secs(2) {
+                    tracing::warn!(wal = %job.segment, "stopping with streamed WAL not stored; the slot keeps it for the next start");
+                    return Ok(());
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            shared.stored.fetch_max(job.end, Ordering::SeqCst);
+            if matches!(job.what, JobKind::Segment(_)) {
+                shared.segments.fetch_sub(1, Ordering::SeqCst);
+            }
+            shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+            shared.done.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn store_job(&self, job: &Job<'_>) -> Result<()> {
+        let spool = push_spool(self.ctx, self.repo, &self.cluster)?;
+        match &job.what {
+            JobKind::Piece { start, bytes } => {
+                let end = start + bytes.len() as u64;
+                let seal = seal_options(self.ctx);
+                let encrypted = !seal.recipients.is_empty();
+                let key =
+                    layout::wal_piece(job.archive.prefix(), &job.segment, *start, end, encrypted);
+                let name = pieces::sealed_name(&job.segment, *start, end);
+                let raw = bytes.clone();
+                let sealed = tokio::task::spawn_blocking(move || stored::seal(&name, &raw, &seal))
+                    .await
+                    .map_err(|e| Error::thread("compression", e))??;
+                // A piece stored again (after a restart) holds the same bytes.
+                job.archive.storage().write(&key, sealed).await?;
+                tracing::debug!(wal = %job.segment, start, end, "piece stored");
+            }
+            JobKind::Segment(bytes) => {
+                store(
+                    self.ctx,
+                    self.repo,
+                    &self.cluster,
+                    &spool,
+                    &job.segment,
+                    bytes.to_vec(),
+                )
+                .await?;
+                pieces::remove(&job.archive, &job.segment).await?;
+                tracing::info!(wal = %job.segment, "streamed segment stored");
+            }
+            JobKind::History(content) => {
+                store(
+                    self.ctx,
+                    self.repo,
+                    &self.cluster,
+                    &spool,
+                    &job.segment,
+                    content.clone(),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The receiving side of a session.
+struct Receiving<'r> {
+    timeline: u32,
+    segment_size: u64,
+    /// Where the segment being received starts, and its bytes so far.
+    segment_start: Lsn,
+    buf: BytesMut,
+    received: Lsn,
+    /// The end of what was handed to the storing.
+    cut_to: Lsn,
+    last_cut: Instant,
+    /// Known once the first page (its system identifier and version) arrived.
+    archive: Option<WalArchive<'r>>,
+    /// The timeline's history file, stored first.
+    history: Option<(String, Vec<u8>)>,
+    system_id: u64,
+}
+
+impl<'r> Receiving<'r> {
+    fn segment(&self) -> String {
+        segment_name(
+            self.timeline,
+            self.segment_start / self.segment_size,
+            self.segment_size,
+        )
+    }
+
+    async fn hand(&self, shared: &Shared, jobs: &mpsc::Sender<Job<'r>>, job: Job<'r>) {
+        shared.outstanding.fetch_add(1, Ordering::SeqCst);
+        if matches!(job.what, JobKind::Segment(_)) {
+            shared.segments.fetch_add(1, Ordering::SeqCst);
+        }
+        if jobs.send(job).await.is_err() {
+            shared.outstanding.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes WAL `data` that begins at `start`.
+    async fn take(
+        &mut self,
+        streamer: &Streamer<'r>,
+        start: Lsn,
+        data: &[u8],
+        shared: &Shared,
+        jobs: &mpsc::Sender<Job<'r>>,
+    ) -> Result<()> {
+        if start > self.received {
+            return Err(Error::Unreachable {
+                what: "the WAL stream".into(),
+                detail: format!(
+                    "it skipped from {} to {}",
+                    lsn_text(self.received),
+                    lsn_text(start)
+                ),
+            });
+        }
+        let skip = (self.received - start) as usize;
+        let mut data = data.get(skip..).unwrap_or_default();
+        while !data.is_empty() {
+            let room = (self.segment_size as usize) - self.buf.len();
+            let take = room.min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            self.received += take as u64;
+            if self.archive.is_none() {
+                self.find_archive(streamer, shared, jobs).await?;
+            }
+            if self.buf.len() as u64 == self.segment_size {
+                let bytes = self.buf.split().freeze();
+                self.buf.reserve(self.segment_size as usize);
+                let job = Job {
+                    archive: self.archive.clone().ok_or_else(|| {
+                        Error::Internal("a whole segment without its archive".into())
+                    })?,
+                    segment: self.segment(),
+                    what: JobKind::Segment(bytes),
+                    end: self.received,
+                };
+                self.hand(shared, jobs, job).await;
+                self.segment_start = self.received;
+                self.cut_to = self.received;
+            }
+        }
+        Ok(())
+    }
+
+    /// The archive of the cluster's generation the first page names; what is stored of the
+    /// first segment already (its pieces before a restart) is not stored again.
+    async fn find_archive(
+        &mut self,
+        streamer: &Streamer<'r>,
+        shared: &Shared,
+        jobs: &mpsc::Sender<Job<'r>>,
+    ) -> Result<()> {
+        let Some(header) = crate::wal::segment::SegmentHeader::read(&self.buf) else {
+            if self.buf.len() >= 64 {
+                return Err(Error::DamagedWal {
+                    name: self.segment(),
+                    detail: "the stream does not begin with a WAL page header".into(),
+                });
+            }
+            return Ok(());
+        };
+        if header.system_id != self.system_id {
+            return Err(Error::Internal(
+                "the stream's pages name another system than the server".into(),
+            ));
+        }
+        let spool = push_spool(streamer.ctx, streamer.repo, &streamer.cluster)?;
+        let archive = cluster::route(
+            streamer.repo,
+            Some(&spool),
+            &streamer.cluster,
+            cluster::sole(streamer.ctx, &streamer.cluster),
+            Some((header.system_id, header.magic)),
+            "wal-stream",
+        )
+        .await?;
+        let segment = self.segment();
+        let ranges: Vec<(u64, u64)> = pieces::list(&archive, &segment)
+            .await?
+            .iter()
+            .map(|p| (p.start, p.end))
+            .collect();
+        self.cut_to = self.segment_start + pieces::coverage(&ranges);
+        if let Some((name, content)) = self.history.take() {
+            let job = Job {
+                archive: archive.clone(),
+                segment: name,
+                what: JobKind::History(content),
+                end: shared.stored.load(Ordering::SeqCst),
+            };
+            self.hand(shared, jobs, job).await;
+        }
+        self.archive = Some(archive);
+        Ok(())
+    }
+
+    /// Hands what was received since the last piece to the storing: when the storing is idle,
+    /// at once with `stream_sync` (or `now`), else once `stream_flush_ms` passed.
+    async fn cut(
+        &mut self,
+        streamer: &Streamer<'_>,
+        shared: &Shared,
+        jobs: &mpsc::Sender<Job<'r>>,
+        now: bool,
+    ) {
+        let Some(archive) = &self.archive else { return };
+        if self.received <= self.cut_to
+            || (!now && shared.outstanding.load(Ordering::SeqCst) > 0)
+            || !(now || streamer.sync || self.last_cut.elapsed() >= streamer.flush_every)
+        {
+            return;
+        }
+        let from = (self.cut_to - self.segment_start) as usize;
+        let job = Job {
+            archive: archive.clone(),
+            segment: self.segment(),
+            what: JobKind::Piece {
+                start: from as u64,
+                bytes: Bytes::copy_from_slice(&self.buf[from..]),
+            },
+            end: self.received,
+        };
+        self.cut_to = self.received;
+        self.last_cut = Instant::now();
+        self.hand(shared, jobs, job).await;
+    }
+}
+
+/// What `wal-stream --dry-run` (and `doctor`) say of a stream before it runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Forecast {
+    /// WAL written per second, measured.
+    pub write_rate_bytes_per_s: f64,
+    pub flush_ms: u64,
+    pub segment_size: u64,
+    /// Objects written per month (pieces and whole segments): R2 Class A requests.
+    pub requests_per_month: u64,
+    /// At R2's Class A price (4.50 USD per million, after the free million).
+    pub usd_per_month: f64,
+}
+
+/// The requests a stream makes per month at `rate` bytes of WAL per second.
+pub fn forecast(rate: f64, flush_ms: u64, segment_size: u64, sync: bool) -> Forecast {
+    const MONTH: f64 = 30.0 * 86_400.0;
+    // A piece per interval while WAL is written (a server with any traffic writes some every
+    // interval); in sync mode one per commit group, at most one per round trip (~20 ms).
+    let interval = if sync {
+        0.02
+    } else {
+        flush_ms.max(1) as f64 / 1000.0
+    };
+    let pieces = if rate > 0.0 { MONTH / interval } else { 0.0 };
+    // Each whole segment: one write, one list (its pieces), one read is free (Class B).
+    let segments = rate * MONTH / segment_size as f64 * 2.0;
+    let requests = (pieces + segments).round() as u64;
+    Forecast {
+        write_rate_bytes_per_s: rate,
+        flush_ms,
+        segment_size,
+        requests_per_month: requests,
+        usd_per_month: (requests.saturating_sub(1_000_000) as f64) * 4.5 / 1e6,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_sizes_read_as_show_gives_them() {
+        assert_eq!(parse_size("16MB"), Some(16 << 20));
+        assert_eq!(parse_size("1GB"), Some(1 << 30));
+        assert_eq!(parse_size("64kB"), Some(64 << 10));
+        assert_eq!(parse_size("lots"), None);
+    }
+
+    #[test]
+    fn the_forecast_counts_a_piece_per_interval_and_each_segment() {
+        let idle = forecast(0.0, 1000, 16 << 20, false);
+        assert_eq!(idle.requests_per_month, 0);
+        let busy = forecast(1_048_576.0, 1000, 16 << 20, false);
+        // 2 592 000 pieces + 2 × 162 000 segments.
+        assert_eq!(busy.requests_per_month, 2_592_000 + 324_000);
+        assert!((busy.usd_per_month - (2_916_000.0 - 1e6) * 4.5 / 1e6).abs() < 1e-6);
+        let slower = forecast(1_048_576.0, 10_000, 16 << 20, false);
+        assert!(slower.requests_per_month < busy.requests_per_month / 5);
+        assert!(forecast(1.0, 1000, 16 << 20, true).requests_per_month > busy.requests_per_month);
+    }
+}
