@@ -202,7 +202,7 @@ fn the_alerting_rules_load_fire_and_name_real_metrics() {
         said
     };
     let checked = promtool(&["check", "rules", "alerts.yml"]);
-    assert!(checked.contains("10 rules found"), "{checked}");
+    assert!(checked.contains("12 rules found"), "{checked}");
     promtool(&["test", "rules", "alerts-test.yml"]);
 
     // Every metric the rules read is one that `status --prometheus` writes (the archiver's
@@ -220,7 +220,29 @@ fn the_alerting_rules_load_fire_and_name_real_metrics() {
     env.backup(&[]);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("lifeboat.prom");
+    // The stream's metrics are written while its slot exists. A slot could keep more WAL
+    // than `[wal] queue_max_mib` allows: refused until the server caps it.
+    let refused = env.lifeboat(&["wal-stream"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused
+            .error_line()
+            .contains("max_slot_wal_keep_size = '1024MB'"),
+        "{}",
+        refused.stderr
+    );
+    env.sql("yomira", "ALTER SYSTEM SET max_slot_wal_keep_size = '1GB'");
+    env.sql("yomira", "SELECT pg_reload_conf()");
+    let mut stream = env.start(&["wal-stream"]);
+    crate::support::wait_until(std::time::Duration::from_secs(30), "the stream", || {
+        env.sql(
+            "yomira",
+            "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'lifeboat'",
+        ) == "1"
+    });
     env.lifeboat(&["status", "--prometheus", file.to_str().unwrap()]);
+    let _ = stream.kill();
+    let _ = stream.wait();
     let written = std::fs::read_to_string(&file).unwrap();
     let rules = std::fs::read_to_string(deploy_dir().join("alerts.yml")).unwrap();
     let mut named: Vec<&str> = rules

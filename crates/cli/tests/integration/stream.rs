@@ -39,7 +39,7 @@ fn wait_streamed(env: &Env, application: &str, what: &str) {
     } else {
         "write_lsn"
     };
-    let target = sql(env, "SELECT pg_current_wal_lsn()");
+    let target = sql(env, "SELECT pg_current_wal_insert_lsn()");
     wait_until(Duration::from_secs(60), what, || {
         sql(
             env,
@@ -355,5 +355,131 @@ fn a_synchronous_stream_loses_no_acknowledged_commit() {
         recovered,
         last.to_string(),
         "acknowledged commits lost (last acknowledged {last})"
+    );
+}
+
+#[test]
+fn the_stream_follows_a_recovery_that_becomes_the_new_primary() {
+    let mut env = archiving_env();
+    add_config(&mut env, "[wal]\nstream_flush_ms = 200\n");
+    sql(&env, "CREATE TABLE public.stamps (id int PRIMARY KEY)");
+    let out = env.lifeboat(&["backup", "base"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    env.write_config(&config.replace("[postgres.main]\n", "[postgres.main]\npitr = true\n"));
+    let first = stream(&env);
+    insert(&env, 1, 100);
+    wait_streamed(&env, "lifeboat", "the first timeline streamed");
+    // `status` shows the stream, and a slot nobody reads as a problem.
+    let slot = |env: &Env| {
+        let out = env.lifeboat(&["status", "--json"]);
+        let assets: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let wal = assets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["kind"] == "wal")
+            .cloned()
+            .unwrap_or_else(|| panic!("no wal asset: {}", out.stdout));
+        (
+            wal["archiver"]["stream"].clone(),
+            wal["problems"].to_string(),
+        )
+    };
+    let (streaming, _) = slot(&env);
+    assert_eq!(streaming["active"], true, "{streaming}");
+    assert!(streaming["retained_bytes"].is_i64(), "{streaming}");
+    let _ = kill(first);
+    wait_until(Duration::from_secs(10), "the slot released", || {
+        sql(
+            &env,
+            "SELECT active FROM pg_replication_slots WHERE slot_name = 'lifeboat'",
+        ) == "f"
+    });
+    let (stopped, problems) = slot(&env);
+    assert_eq!(stopped["active"], false, "{stopped}");
+    assert!(
+        problems.contains("nothing reads the WAL stream's slot"),
+        "{problems}"
+    );
+    env.cluster.crash().unwrap();
+
+    // The server lost; a recovery to the last streamed byte becomes the new primary.
+    let socket = socket_for_recovery(&env);
+    let (out, server) = recover_and_start(
+        &env,
+        "primary2",
+        &socket,
+        &["--latest", "--promote-as-primary"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        sql_at(&socket, server.port, "SELECT count(*) FROM public.stamps"),
+        "100",
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        sql_at(
+            &socket,
+            server.port,
+            "SELECT timeline_id FROM pg_control_checkpoint()"
+        ),
+        "2"
+    );
+    // lifeboat now streams from it: a slot made there, the new timeline's history stored.
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let old = format!(
+        "host={}&port={}",
+        env.cluster.socket_dir().display(),
+        env.cluster.port()
+    );
+    assert!(config.contains(&old), "{config}");
+    env.write_config(&config.replace(
+        &old,
+        &format!("host={}&port={}", socket.display(), server.port),
+    ));
+    let second = env.start(&["wal-stream"]);
+    wait_until(
+        Duration::from_secs(30),
+        "the stream from the new primary",
+        || {
+            sql_at(
+            &socket,
+            server.port,
+            "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'lifeboat' AND state = 'streaming'",
+        ) == "1"
+        },
+    );
+    sql_at(
+        &socket,
+        server.port,
+        "INSERT INTO public.stamps SELECT generate_series(101, 150)",
+    );
+    let target = sql_at(&socket, server.port, "SELECT pg_current_wal_insert_lsn()");
+    wait_until(Duration::from_secs(60), "the new timeline streamed", || {
+        sql_at(
+            &socket,
+            server.port,
+            &format!("SELECT coalesce(bool_or(flush_lsn >= '{target}'), false) FROM pg_stat_replication WHERE application_name = 'lifeboat'"),
+        ) == "t"
+    });
+    let (out, history) = env.fetch_wal("00000002.history");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        String::from_utf8_lossy(&history.unwrap()).starts_with("1\t"),
+        "not timeline 2's history"
+    );
+    drop(server);
+    let _ = kill(second);
+
+    // And a recovery from the repository now ends on timeline 2 with its rows.
+    let (out, third) = recover_and_start(&env, "third", &socket, &["--latest"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        sql_at(&socket, third.port, "SELECT count(*) FROM public.stamps"),
+        "150",
+        "{}",
+        out.stderr
     );
 }

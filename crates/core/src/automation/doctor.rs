@@ -223,7 +223,12 @@ async fn archiving(
     name: &str,
     pg: &crate::config::PostgresConfig,
 ) -> Result<String> {
-    let state = crate::postgres::archiver::read(pg, ctx.config.wal.queue_max_mib).await?;
+    let state = crate::postgres::archiver::read(
+        pg,
+        ctx.config.wal.queue_max_mib,
+        &ctx.config.wal.stream_slot,
+    )
+    .await?;
     if state.failing() {
         return Err(Error::NotReady(format!(
             "the server's archive_command is failing: {} failed attempts (pg_stat_archiver), the last on `{}` at {}; PostgreSQL's log says why",
@@ -286,6 +291,28 @@ async fn archiving(
             crate::units::human_bytes(free)
         )),
         (Some(max), _) => detail.push_str(&format!("; WAL waiting in pg_wal limited to {max} MiB")),
+    }
+    // A stream's slot: its limit on pg_wal and what it costs, as `wal-stream --dry-run`.
+    if state.stream.is_some() {
+        let check = crate::postgres::stream::preflight::preflight(
+            ctx,
+            name,
+            std::time::Duration::from_secs(3),
+        )
+        .await?;
+        let f = &check.forecast;
+        detail.push_str(&format!(
+            "; WAL streamed through slot `{}` ({}): {:.1} KiB/s written, about {} requests a month at a piece every {} ms (R2 Class A: ${:.2} a month)",
+            check.slot,
+            if check.sync { "synchronous" } else { "asynchronous" },
+            f.write_rate_bytes_per_s / 1024.0,
+            f.requests_per_month,
+            f.flush_ms,
+            f.usd_per_month
+        ));
+        for warning in &check.warnings {
+            detail.push_str(&format!("; {warning}"));
+        }
     }
     Ok(detail)
 }

@@ -306,7 +306,11 @@ async fn archiver_status(
 ) {
     // Bounded: a server that accepts and never answers must not hold `status` (nor the
     // daemon's metrics) with it.
-    let read = crate::postgres::archiver::read(pg, ctx.config.wal.queue_max_mib);
+    let read = crate::postgres::archiver::read(
+        pg,
+        ctx.config.wal.queue_max_mib,
+        &ctx.config.wal.stream_slot,
+    );
     let state = match tokio::time::timeout(ARCHIVER_WAIT, read).await {
         Ok(Ok(state)) => state,
         Ok(Err(e)) => {
@@ -330,6 +334,36 @@ async fn archiver_status(
                 crate::units::human_bytes(waiting),
                 crate::units::human_bytes(max)
             ));
+        }
+    }
+    if let Some(stream) = &state.stream {
+        let kept = crate::units::human_bytes(stream.retained_bytes.unwrap_or(0).max(0) as u64);
+        if stream.wal_status.as_deref() == Some("lost") {
+            asset.problems.push(format!(
+                "the WAL stream's slot `{}` was invalidated (`max_slot_wal_keep_size`): `lifeboat wal-stream` makes it again; the WAL between comes from archive_command only",
+                stream.slot
+            ));
+        } else if !stream.active {
+            asset.problems.push(format!(
+                "nothing reads the WAL stream's slot `{}`: it keeps {kept} of WAL in pg_wal (is `lifeboat wal-stream` running? drop the slot if the stream is retired)",
+                stream.slot
+            ));
+        } else {
+            asset.notes.push(format!(
+                "WAL streamed through slot `{}`: {} behind, last stored {:.1} s after it was written; {kept} kept in pg_wal",
+                stream.slot,
+                crate::units::human_bytes(stream.lag_bytes.unwrap_or(0).max(0) as u64),
+                stream.lag_seconds.unwrap_or(0.0)
+            ));
+        }
+        if let (Some(kept), Some(max)) = (stream.retained_bytes, state.queue_max_bytes) {
+            if kept.max(0) as u64 * 2 > max {
+                asset.problems.push(format!(
+                    "the WAL stream's slot `{}` keeps {} of WAL in pg_wal, more than half of `[wal] queue_max_mib`",
+                    stream.slot,
+                    crate::units::human_bytes(kept as u64)
+                ));
+            }
         }
     }
     if state.failing() {

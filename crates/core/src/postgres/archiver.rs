@@ -9,7 +9,7 @@ use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
 use crate::postgres::conn::ConnInfo;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Archiver {
     pub archived_count: i64,
     pub last_archived_wal: Option<String>,
@@ -23,6 +23,26 @@ pub struct Archiver {
     pub queue_max_bytes: Option<u64>,
     /// The last attempt failed: no segment archived since the last failure.
     pub last_failed_is_newest: bool,
+    /// `wal-stream`'s replication slot, when it exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamSlot>,
+}
+
+/// `wal-stream`'s slot as the server sees it (`pg_replication_slots`, `pg_stat_replication`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StreamSlot {
+    pub slot: String,
+    /// A stream reads it now.
+    pub active: bool,
+    /// `reserved`, `extended`, `unreserved` or `lost` (invalidated).
+    pub wal_status: Option<String>,
+    /// WAL the slot keeps in `pg_wal`.
+    pub retained_bytes: Option<i64>,
+    /// WAL written and not yet stored by the stream.
+    pub lag_bytes: Option<i64>,
+    /// How long the last stored WAL took to be stored after it was written (`flush_lag`; 0
+    /// once the stream has caught up, which PostgreSQL shows as no lag at all).
+    pub lag_seconds: Option<f64>,
 }
 
 impl Archiver {
@@ -33,7 +53,7 @@ impl Archiver {
 }
 
 /// Reads the archiver's state of the server of `pg`.
-pub async fn read(pg: &PostgresConfig, queue_max_mib: Option<u64>) -> Result<Archiver> {
+pub async fn read(pg: &PostgresConfig, queue_max_mib: Option<u64>, slot: &str) -> Result<Archiver> {
     let client = ConnInfo::new(pg.url.expose(), pg.password.as_ref())?
         .connect("the server, for its archiver")
         .await?;
@@ -60,7 +80,28 @@ pub async fn read(pg: &PostgresConfig, queue_max_mib: Option<u64>) -> Result<Arc
             let bytes: i64 = row.try_get(1).ok()?;
             Some((segments as u64, bytes as u64))
         });
+    let stream = client
+        .query_opt(
+            "SELECT s.active, s.wal_status, (pg_current_wal_lsn() - s.restart_lsn)::bigint, \
+             (pg_current_wal_lsn() - r.flush_lsn)::bigint, \
+             CASE WHEN r.pid IS NOT NULL THEN coalesce(extract(epoch FROM r.flush_lag), 0)::float8 END \
+             FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid \
+             WHERE s.slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|row| StreamSlot {
+            slot: slot.to_string(),
+            active: row.get(0),
+            wal_status: row.get(1),
+            retained_bytes: row.get(2),
+            lag_bytes: row.get(3),
+            lag_seconds: row.get(4),
+        });
     Ok(Archiver {
+        stream,
         archived_count: row.get(0),
         last_archived_wal: row.get(1),
         failed_count: row.get(2),

@@ -362,19 +362,15 @@ impl Replication {
         })
     }
 
-    /// Creates physical slot `slot` holding WAL from now on (`RESERVE_WAL`): where it holds from.
-    pub async fn create_slot(&mut self, slot: &str) -> Result<Lsn> {
-        let rows = self
-            .query(&format!(
-                "CREATE_REPLICATION_SLOT {} PHYSICAL RESERVE_WAL",
-                super::conn::quote_ident(slot)
-            ))
-            .await?;
-        rows.first()
-            .and_then(|r| r.get(1).cloned().flatten())
-            .as_deref()
-            .and_then(parse_lsn)
-            .ok_or_else(|| protocol(&self.what, "a slot created without a position"))
+    /// Creates physical slot `slot` holding WAL at once (`RESERVE_WAL`; it answers no
+    /// position for a physical slot: [`Replication::read_slot`] says where).
+    pub async fn create_slot(&mut self, slot: &str) -> Result<()> {
+        self.query(&format!(
+            "CREATE_REPLICATION_SLOT {} PHYSICAL RESERVE_WAL",
+            super::conn::quote_ident(slot)
+        ))
+        .await
+        .map(|_| ())
     }
 
     /// Drops slot `slot`.
@@ -560,6 +556,7 @@ fn pg_now() -> i64 {
 impl Sender {
     /// A standby status update: received up to `write`, durably kept up to `flush`.
     pub async fn status(&mut self, write: Lsn, flush: Lsn, reply: bool) -> Result<()> {
+        tracing::trace!(write = %lsn_text(write), flush = %lsn_text(flush), "standby status");
         let mut payload = BytesMut::with_capacity(34);
         payload.put_u8(b'r');
         payload.put_u64(write);

@@ -284,6 +284,35 @@ pub fn render(what: &Render<'_>) -> String {
         assets,
         |a| archiver(a)?.queue_max_bytes.map(|n| (asset(a), n as i64)),
     );
+    let stream = |a: &AssetStatus| a.archiver.as_ref()?.stream.clone();
+    gauges(
+        &mut registry,
+        "lifeboat_wal_stream_lag_bytes",
+        "WAL written and not yet stored by wal-stream",
+        assets,
+        |a| stream(a)?.lag_bytes.map(|n| (asset(a), n)),
+    );
+    gauges(
+        &mut registry,
+        "lifeboat_wal_stream_lag_seconds",
+        "How long wal-stream took to store the last WAL it stored after it was written",
+        assets,
+        |a| stream(a)?.lag_seconds.map(|n| (asset(a), n)),
+    );
+    gauges(
+        &mut registry,
+        "lifeboat_wal_stream_slot_retained_bytes",
+        "WAL the wal-stream replication slot keeps in pg_wal",
+        assets,
+        |a| stream(a)?.retained_bytes.map(|n| (asset(a), n)),
+    );
+    gauges(
+        &mut registry,
+        "lifeboat_wal_stream_active",
+        "1 while wal-stream reads its replication slot",
+        assets,
+        |a| stream(a).map(|s| (asset(a), i64::from(s.active))),
+    );
     gauges(
         &mut registry,
         "lifeboat_archive_failed_count",

@@ -164,6 +164,19 @@ impl<'a> Streamer<'a> {
         }
     }
 
+    /// Creates the slot, holding WAL from the last checkpoint on (what `RESERVE_WAL` keeps
+    /// of a physical slot); where it holds from.
+    async fn create_slot(&self, conn: &mut Replication, now: Lsn) -> Result<Lsn> {
+        conn.create_slot(&self.slot).await?;
+        match conn.read_slot(&self.slot).await? {
+            Slot::At { restart, .. } => Ok(restart.min(now)),
+            _ => Err(Error::Postgres {
+                context: format!("creating replication slot `{}`", self.slot),
+                message: "the slot holds no WAL after its creation".into(),
+            }),
+        }
+    }
+
     async fn session(&self, resume: Option<(u32, Lsn)>) -> Result<Ended> {
         let mut conn = Replication::connect(&self.info, &self.slot).await?;
         let system = conn.identify_system().await?;
@@ -179,14 +192,17 @@ impl<'a> Streamer<'a> {
             None => match conn.read_slot(&self.slot).await? {
                 Slot::At { restart, timeline } => (timeline.unwrap_or(system.timeline), restart),
                 Slot::Missing => {
-                    let at = conn.create_slot(&self.slot).await?;
+                    let at = self.create_slot(&mut conn, system.position).await?;
                     tracing::info!(slot = %self.slot, at = %lsn_text(at), "replication slot created");
                     (system.timeline, at)
                 }
                 Slot::Empty => {
                     tracing::error!(slot = %self.slot, "the replication slot was invalidated (`max_slot_wal_keep_size`): WAL since it stopped was not streamed (archive_command still archives it); making it again");
                     conn.drop_slot(&self.slot).await?;
-                    (system.timeline, conn.create_slot(&self.slot).await?)
+                    (
+                        system.timeline,
+                        self.create_slot(&mut conn, system.position).await?,
+                    )
                 }
             },
         };
