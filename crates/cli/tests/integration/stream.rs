@@ -327,9 +327,11 @@ fn a_synchronous_stream_loses_no_acknowledged_commit() {
             }
         }
     });
-    // The server destroyed at a moment of the test's choosing, mid-commit.
+    // The server destroyed at a moment of the test's choosing, mid-commit, lifeboat with it
+    // (first: what it received and had not stored dies with it).
     let moment = Duration::from_millis(1500 + u64::from(std::process::id() % 2000));
     std::thread::sleep(moment);
+    let _ = kill(streamer);
     env.cluster.crash().unwrap();
     let _ = bench.wait();
     let _ = psql.wait();
@@ -340,7 +342,6 @@ fn a_synchronous_stream_loses_no_acknowledged_commit() {
         "only {} commits acknowledged",
         acked.len()
     );
-    let _ = kill(streamer);
     std::fs::remove_dir_all(env.cluster.data_dir()).unwrap();
     let socket = socket_for_recovery(&env);
     let (out, server) = recover_and_start(&env, "recovered", &socket, &["--latest"]);
@@ -481,5 +482,46 @@ fn the_stream_follows_a_recovery_that_becomes_the_new_primary() {
         "150",
         "{}",
         out.stderr
+    );
+}
+
+#[test]
+fn the_daemon_streams_and_stops_cleanly_on_sigterm() {
+    let mut env = archiving_env();
+    add_config(
+        &mut env,
+        "[wal]\nstream_flush_ms = 60000\n[daemon]\nwal_stream = [\"main\"]\n",
+    );
+    sql(&env, "CREATE TABLE public.stamps (id int PRIMARY KEY)");
+    let daemon = env.start(&["daemon"]);
+    wait_until(Duration::from_secs(30), "the daemon's stream", || {
+        sql(
+            &env,
+            "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'lifeboat' AND state = 'streaming'",
+        ) == "1"
+    });
+    insert(&env, 1, 10);
+    let written = sql(&env, "SELECT pg_current_wal_insert_lsn()");
+    // A piece a minute: what is received is stored only on the way out.
+    std::thread::sleep(Duration::from_secs(2));
+    let out = crate::support::terminate(daemon);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let segment = sql(&env, &format!("SELECT pg_walfile_name('{written}')"));
+    let (fetched, bytes) = env.fetch_wal(&segment);
+    assert_eq!(fetched.code, 0, "{}", fetched.stderr);
+    let offset: u64 = sql(
+        &env,
+        &format!("SELECT file_offset FROM pg_walfile_name_offset('{written}')"),
+    )
+    .parse()
+    .unwrap();
+    let bytes = bytes.unwrap();
+    assert!(
+        bytes[..offset as usize]
+            .iter()
+            .rev()
+            .take(64)
+            .any(|b| *b != 0),
+        "the WAL received before SIGTERM was not stored"
     );
 }

@@ -4,7 +4,8 @@
 //! from the repository every `status_interval_seconds` and after each job, never per scrape
 //! (on R2 a listing is a paid operation, and storage that hangs must not hang the scrape). A stop request (SIGTERM) ends the running step the way
 //! an interrupted command does (children stopped, nothing half-done committed), releases the
-//! lock, notifies, and exits.
+//! lock, notifies, and exits. The clusters of `[daemon] wal_stream` have their WAL streamed
+//! beside the jobs, all the time ([`crate::postgres::stream`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -41,10 +42,18 @@ pub async fn run_daemon(ctx: &Context, run_at_start: bool) -> Result<()> {
             scheduled.push((name, job, schedule));
         }
     }
-    if scheduled.is_empty() {
+    if scheduled.is_empty() && ctx.config.daemon.wal_stream.is_empty() {
         return Err(Error::Config(
             "no job has a `schedule`: add one, e.g. `[jobs.daily] schedule = \"0 2 * * *\"`".into(),
         ));
+    }
+    let mut streams = Vec::new();
+    for name in &ctx.config.daemon.wal_stream {
+        ctx.config.database(Some(name))?;
+        streams.push(tokio::spawn(stream(
+            ctx.with_cancel(ctx.cancel.clone()),
+            name.clone(),
+        )));
     }
     let shared: Arc<Shared> = Arc::default();
     if let Some(address) = &ctx.config.daemon.listen {
@@ -70,11 +79,15 @@ pub async fn run_daemon(ctx: &Context, run_at_start: bool) -> Result<()> {
         next.insert(name.clone(), at);
     }
     loop {
-        let (name, due) = next
+        let Some((name, due)) = next
             .iter()
             .min_by_key(|(_, at)| **at)
             .map(|(n, at)| (n.clone(), *at))
-            .expect("at least one scheduled job");
+        else {
+            // Streams only.
+            ctx.cancel.cancelled().await;
+            break;
+        };
         let wait = due.duration_since(Timestamp::now());
         if wait.is_positive() {
             // Wake at least every minute, so that a clock change is noticed.
@@ -115,8 +128,38 @@ pub async fn run_daemon(ctx: &Context, run_at_start: bool) -> Result<()> {
         tracing::info!(job = %name, "next run at {}", at.to_zoned(tz.clone()));
         next.insert(name, at);
     }
+    for stream in streams {
+        // Each stores what it received on the way out (the storage is not stopped).
+        let _ = tokio::time::timeout(Duration::from_secs(30), stream).await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Streams the WAL of cluster `name` until the daemon stops; a stream that cannot run (its
+/// server refuses, or is older than 15) is tried again every minute, the reason logged.
+async fn stream(ctx: Context, name: String) {
+    // The storage is not stopped by the signal: what was received is stored on the way out.
+    let storing = ctx.with_cancel(crate::CancellationToken::new());
+    loop {
+        let ran = async {
+            crate::postgres::stream::preflight::preflight(&ctx, &name, Duration::ZERO).await?;
+            let repo = Repository::open(&storing).await?;
+            crate::postgres::stream::Streamer::new(&ctx, &repo, &name)?
+                .run()
+                .await
+        };
+        match ran.await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(db = %name, "the WAL stream cannot run: {e}; trying again in a minute")
+            }
+        }
+        tokio::select! {
+            () = ctx.cancel.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+    }
 }
 
 /// Counts a job's run.

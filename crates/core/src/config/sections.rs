@@ -334,6 +334,10 @@ pub struct DaemonConfig {
     pub lock_stale_minutes: u64,
     /// How often `/metrics` reads the assets' status from the repository (also after each job).
     pub status_interval_seconds: u64,
+    /// Clusters (`[postgres.NAME]`) whose WAL the daemon streams all the time, as `lifeboat
+    /// wal-stream --db NAME` does.
+    #[serde(deserialize_with = "expand_vec")]
+    pub wal_stream: Vec<String>,
 }
 
 impl Default for DaemonConfig {
@@ -343,6 +347,7 @@ impl Default for DaemonConfig {
             listen: None,
             lock_stale_minutes: 10,
             status_interval_seconds: 300,
+            wal_stream: Vec::new(),
         }
     }
 }

@@ -356,3 +356,18 @@ fn object_lock_is_refused_where_it_cannot_be() {
         Some(crate::config::LockMode::Compliance)
     );
 }
+
+#[test]
+fn stream_settings_are_checked() {
+    let err = parse("[wal]\nstream_slot = \"Life-Boat\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`wal.stream_slot` is `Life-Boat`"), "{err}");
+    let err = parse("[daemon]\nwal_stream = [\"main\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`daemon.wal_stream` names `main`"), "{err}");
+    let ok = parse("[wal]\nstream_sync = true\nstream_slot = \"lifeboat_2\"\n").unwrap();
+    assert!(ok.wal.stream_sync);
+    assert_eq!(ok.wal.stream_flush_ms, 1000);
+}

@@ -26,6 +26,24 @@ pub(super) fn validate(config: &Config) -> Result<(), String> {
             ));
         }
     }
+    let slot = &config.wal.stream_slot;
+    if slot.is_empty()
+        || slot.len() > 63
+        || !slot
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(format!(
+            "`wal.stream_slot` is `{slot}`: a replication slot's name is 1 to 63 lowercase letters, digits and underscores"
+        ));
+    }
+    for name in &config.daemon.wal_stream {
+        if !config.postgres.contains_key(name) {
+            return Err(format!(
+                "`daemon.wal_stream` names `{name}`, which is not a `[postgres.NAME]` section: add it, or remove the name"
+            ));
+        }
+    }
     for (name, objects) in &config.objects {
         if objects.source.url == objects.destination.url
             && objects.source.endpoint == objects.destination.endpoint

@@ -53,7 +53,7 @@ pub fn coverage(ranges: &[(u64, u64)]) -> u64 {
     end
 }
 
-/// The stored pieces of `segment`, by start.
+/// The stored pieces of `segment`, by start (the longest first).
 pub async fn list(archive: &WalArchive<'_>, segment: &str) -> Result<Vec<Piece>> {
     let prefix = layout::wal_pieces(archive.prefix(), segment);
     let mut pieces: Vec<Piece> = archive
@@ -72,7 +72,8 @@ pub async fn list(archive: &WalArchive<'_>, segment: &str) -> Result<Vec<Piece>>
             })
         })
         .collect();
-    pieces.sort_by_key(|p| (p.start, p.end));
+    // At each start the longest first: a merged piece, and the ones it replaced are skipped.
+    pieces.sort_by_key(|p| (p.start, std::cmp::Reverse(p.end)));
     Ok(pieces)
 }
 
@@ -102,91 +103,122 @@ pub async fn remove(archive: &WalArchive<'_>, segment: &str) -> Result<()> {
     Ok(())
 }
 
+/// The pieces that cover a segment from byte 0 without a hole, in order (sorted as [`list`]
+/// gives them: a piece within those before it is not needed), and the first byte missing.
+pub fn needed(pieces: &[Piece]) -> (Vec<&Piece>, u64) {
+    let mut end = 0;
+    let mut out = Vec::new();
+    for piece in pieces {
+        if piece.start > end {
+            break;
+        }
+        if piece.end > end {
+            out.push(piece);
+            end = piece.end;
+        }
+    }
+    (out, end)
+}
+
+/// Pieces read at once when a segment is assembled.
+const PARALLEL_READS: usize = 16;
+
 /// Assembles `segment` from its pieces: `None` without a piece at its first byte, else the
 /// segment (of the size its first page says) up to the first byte missing, zeros after it,
 /// and how many bytes came from the pieces. Each piece is checked as an archived file is;
-/// overlapping pieces must agree.
+/// overlapping pieces must agree. Pieces are read in parallel; one merged away between the
+/// listing and its reading makes the listing read again.
 pub async fn assemble(
     ctx: &Context,
     archive: &WalArchive<'_>,
     segment: &str,
 ) -> Result<Option<(Vec<u8>, u64)>> {
-    let pieces = list(archive, segment).await?;
-    if pieces.first().is_none_or(|p| p.start != 0) {
-        return Ok(None);
-    }
-    let mut out: Vec<u8> = Vec::new();
-    let mut size = u64::MAX;
-    let mut end = 0u64;
-    for piece in &pieces {
-        if piece.start > end {
+    use futures::StreamExt;
+    for _ in 0..5 {
+        let pieces = list(archive, segment).await?;
+        let (needed, covered) = needed(&pieces);
+        if needed.is_empty() {
+            return Ok(None);
+        }
+        if let Some(next) = pieces.iter().find(|p| p.start > covered) {
             tracing::warn!(
                 wal = segment,
-                from = end,
-                to = piece.start,
+                from = covered,
+                to = next.start,
                 "a streamed piece is missing: the segment ends at the hole"
             );
-            break;
         }
-        if piece.end <= end || piece.end > size {
+        let reads = needed.iter().map(|piece| async move {
+            let Some(sealed) = archive.storage().read_opt(&piece.key).await? else {
+                return Ok(None);
+            };
+            let name = sealed_name(segment, piece.start, piece.end);
+            let ids = identities(ctx, piece.encrypted)?;
+            let raw =
+                tokio::task::spawn_blocking(move || stored::open(&name, &sealed, ids.as_ref()))
+                    .await
+                    .map_err(|e| Error::thread("decompression", e))??;
+            Ok::<_, Error>(Some(raw))
+        });
+        let read: Vec<Option<Vec<u8>>> = futures::stream::iter(reads)
+            .buffered(PARALLEL_READS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        if read.iter().any(Option::is_none) {
             continue;
         }
-        let Some(sealed) = archive.storage().read_opt(&piece.key).await? else {
-            break;
-        };
-        let name = sealed_name(segment, piece.start, piece.end);
-        let ids = identities(ctx, piece.encrypted)?;
-        let raw = tokio::task::spawn_blocking(move || stored::open(&name, &sealed, ids.as_ref()))
-            .await
-            .map_err(|e| Error::thread("decompression", e))??;
-        if raw.len() as u64 != piece.end - piece.start {
-            return Err(Error::DamagedWal {
+        let mut out: Vec<u8> = Vec::new();
+        let mut end = 0u64;
+        for (piece, raw) in needed.iter().zip(read.into_iter().flatten()) {
+            let damaged = |detail: String| Error::DamagedWal {
                 name: segment.to_string(),
-                detail: format!(
+                detail,
+            };
+            if raw.len() as u64 != piece.end - piece.start {
+                return Err(damaged(format!(
                     "its streamed piece `{}` holds {} bytes",
                     piece.key,
                     raw.len()
-                ),
-            });
-        }
-        if out.is_empty() {
-            let header = crate::wal::segment::SegmentHeader::read(&raw).ok_or_else(|| {
-                Error::DamagedWal {
-                    name: segment.to_string(),
-                    detail: format!(
+                )));
+            }
+            if out.is_empty() {
+                let header = crate::wal::segment::SegmentHeader::read(&raw).ok_or_else(|| {
+                    damaged(format!(
                         "its first streamed piece `{}` has no page header",
                         piece.key
-                    ),
-                }
-            })?;
-            size = u64::from(header.segment_size);
-            if piece.end > size {
-                return Err(Error::DamagedWal {
-                    name: segment.to_string(),
-                    detail: format!("its streamed piece `{}` ends past the segment", piece.key),
-                });
+                    ))
+                })?;
+                out = vec![0u8; header.segment_size as usize];
             }
-            out = vec![0u8; size as usize];
-        }
-        let overlap = (end - piece.start) as usize;
-        let (start, stop) = (piece.start as usize, piece.end as usize);
-        if out[start..start + overlap] != raw[..overlap] {
-            return Err(Error::DamagedWal {
-                name: segment.to_string(),
-                detail: format!(
+            if piece.end > out.len() as u64 {
+                return Err(damaged(format!(
+                    "its streamed piece `{}` ends past the segment",
+                    piece.key
+                )));
+            }
+            let overlap = (end - piece.start) as usize;
+            let (start, stop) = (piece.start as usize, piece.end as usize);
+            if out[start..start + overlap] != raw[..overlap] {
+                return Err(damaged(format!(
                     "its streamed piece `{}` disagrees with the one before it",
                     piece.key
-                ),
-            });
+                )));
+            }
+            out[start + overlap..stop].copy_from_slice(&raw[overlap..]);
+            end = piece.end;
         }
-        out[start + overlap..stop].copy_from_slice(&raw[overlap..]);
-        end = piece.end;
+        crate::wal::segment::check(segment, &out).map_err(|detail| Error::DamagedWal {
+            name: segment.to_string(),
+            detail,
+        })?;
+        return Ok(Some((out, end)));
     }
-    crate::wal::segment::check(segment, &out).map_err(|detail| Error::DamagedWal {
-        name: segment.to_string(),
-        detail,
-    })?;
-    Ok(Some((out, end)))
+    Err(Error::Unreachable {
+        what: format!("the streamed pieces of WAL segment `{segment}`"),
+        detail: "they changed under every reading (a stream merging them?)".into(),
+    })
 }
 
 #[cfg(test)]
@@ -210,6 +242,29 @@ mod tests {
             key,
             "stream/wal/000000010000000000000003/00000000-00002000.zst"
         );
+    }
+
+    #[test]
+    fn a_merged_piece_stands_for_the_ones_within_it() {
+        let piece = |start, end| Piece {
+            start,
+            end,
+            key: format!("{start}-{end}"),
+            encrypted: false,
+        };
+        // As `list` sorts them: by start, the longest first.
+        let pieces = vec![
+            piece(0, 300),
+            piece(0, 100),
+            piece(100, 200),
+            piece(300, 400),
+            piece(500, 600),
+        ];
+        let (needed, end) = needed(&pieces);
+        let keys: Vec<&str> = needed.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["0-300", "300-400"]);
+        assert_eq!(end, 400);
+        assert!(super::needed(&[piece(10, 20)]).0.is_empty());
     }
 
     #[test]
