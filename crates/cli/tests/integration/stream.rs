@@ -440,6 +440,21 @@ fn the_stream_follows_a_recovery_that_becomes_the_new_primary() {
         &old,
         &format!("host={}&port={}", socket.display(), server.port),
     ));
+    // Pieces of a segment stored whole since (a stream stopped before its segment was) are
+    // removed when a stream starts; those of a segment stored nowhere else are kept.
+    let orphan = "lifeboat/stream/wal/000000010000000000000002/00000000-00000010.zst.age";
+    env.s3.as_ref().unwrap().put(
+        crate::support::BUCKET,
+        orphan,
+        b"orphan".to_vec(),
+        None,
+        &[],
+    );
+    let kept_before: Vec<String> = pieces(&env)
+        .into_iter()
+        .filter(|k| k.contains("/000000010000000000000003/"))
+        .collect();
+    assert!(!kept_before.is_empty(), "{:?}", pieces(&env));
     let second = env.start(&["wal-stream"]);
     wait_until(
         Duration::from_secs(30),
@@ -465,6 +480,9 @@ fn the_stream_follows_a_recovery_that_becomes_the_new_primary() {
             &format!("SELECT coalesce(bool_or(flush_lsn >= '{target}'), false) FROM pg_stat_replication WHERE application_name = 'lifeboat'"),
         ) == "t"
     });
+    let left = pieces(&env);
+    assert!(!left.iter().any(|k| k.ends_with(orphan)), "{left:?}");
+    assert!(kept_before.iter().all(|k| left.contains(k)), "{left:?}");
     let (out, history) = env.fetch_wal("00000002.history");
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(

@@ -91,6 +91,7 @@ pub async fn segments_with_pieces(archive: &WalArchive<'_>) -> Result<Vec<String
             parse_file(file).map(|_| segment.to_string())
         })
         .collect();
+    segments.sort();
     segments.dedup();
     Ok(segments)
 }
@@ -118,6 +119,24 @@ pub fn needed(pieces: &[Piece]) -> (Vec<&Piece>, u64) {
         }
     }
     (out, end)
+}
+
+/// One piece, opened and checked; `None` when it is gone (merged away since the listing).
+async fn read_piece(
+    ctx: &Context,
+    archive: &WalArchive<'_>,
+    segment: &str,
+    piece: &Piece,
+) -> Result<Option<Vec<u8>>> {
+    let Some(sealed) = archive.storage().read_opt(&piece.key).await? else {
+        return Ok(None);
+    };
+    let name = sealed_name(segment, piece.start, piece.end);
+    let ids = identities(ctx, piece.encrypted)?;
+    let raw = tokio::task::spawn_blocking(move || stored::open(&name, &sealed, ids.as_ref()))
+        .await
+        .map_err(|e| Error::thread("decompression", e))??;
+    Ok(Some(raw))
 }
 
 /// Pieces read at once when a segment is assembled.
@@ -148,18 +167,10 @@ pub async fn assemble(
                 "a streamed piece is missing: the segment ends at the hole"
             );
         }
-        let reads = needed.iter().map(|piece| async move {
-            let Some(sealed) = archive.storage().read_opt(&piece.key).await? else {
-                return Ok(None);
-            };
-            let name = sealed_name(segment, piece.start, piece.end);
-            let ids = identities(ctx, piece.encrypted)?;
-            let raw =
-                tokio::task::spawn_blocking(move || stored::open(&name, &sealed, ids.as_ref()))
-                    .await
-                    .map_err(|e| Error::thread("decompression", e))??;
-            Ok::<_, Error>(Some(raw))
-        });
+        let reads: Vec<_> = needed
+            .iter()
+            .map(|piece| read_piece(ctx, archive, segment, piece))
+            .collect();
         let read: Vec<Option<Vec<u8>>> = futures::stream::iter(reads)
             .buffered(PARALLEL_READS)
             .collect::<Vec<_>>()

@@ -10,7 +10,7 @@
 //! flush position told to the server is what is stored, never more: the slot keeps the rest,
 //! and with `stream_sync` and the slot in `synchronous_standby_names` a commit returns only
 //! once its WAL is in the repository. Storing runs beside receiving ([`Shared`]), so that
-//! status updates go out while the storage is slow; at most [`SEGMENTS_QUEUED`] whole
+//! status updates go out while the storage is slow; at most [`QUEUED_BYTES`] of whole
 //! segments wait in memory. A session that fails is started again from the slot; the end of
 //! a timeline starts the next one from its first segment, with its history file stored.
 
@@ -32,8 +32,11 @@ use crate::wal::cluster::{self, WalArchive};
 use crate::wal::{pieces, push_spool, seal_options, segment_name, store, stored};
 use crate::Context;
 
-/// Whole segments that may wait in memory to be stored before receiving pauses.
-const SEGMENTS_QUEUED: usize = 4;
+/// Whole segments that may wait in memory to be stored before receiving pauses: so many
+/// bytes of them (at least one segment).
+const QUEUED_BYTES: u64 = 64 << 20;
+/// Jobs the storing may have waiting.
+const JOBS_QUEUED: usize = 16;
 /// The longest one store may take before it is tried again.
 const STORE_ATTEMPT: Duration = Duration::from_secs(30);
 /// Pieces of a segment after which the next one replaces them.
@@ -63,6 +66,8 @@ struct Shared {
     segments: AtomicUsize,
     done: Notify,
     failed: Mutex<Option<Error>>,
+    /// The storing of pieces has ended (the session ends).
+    pieces_done: std::sync::atomic::AtomicBool,
 }
 
 /// A store to do, in order.
@@ -171,11 +176,19 @@ impl<'a> Streamer<'a> {
     }
 
     /// Creates the slot, holding WAL from the last checkpoint on (what `RESERVE_WAL` keeps
-    /// of a physical slot); where it holds from.
-    async fn create_slot(&self, conn: &mut Replication, now: Lsn) -> Result<Lsn> {
+    /// of a physical slot); where it holds from, and on which timeline (the server says: on
+    /// a promoted server the checkpoint may be before the switch, on the timeline before).
+    async fn create_slot(
+        &self,
+        conn: &mut Replication,
+        system: &super::replication::System,
+    ) -> Result<(u32, Lsn)> {
         conn.create_slot(&self.slot).await?;
         match conn.read_slot(&self.slot).await? {
-            Slot::At { restart, .. } => Ok(restart.min(now)),
+            Slot::At { restart, timeline } => Ok((
+                timeline.unwrap_or(system.timeline),
+                restart.min(system.position),
+            )),
             _ => Err(Error::Postgres {
                 context: format!("creating replication slot `{}`", self.slot),
                 message: "the slot holds no WAL after its creation".into(),
@@ -198,17 +211,14 @@ impl<'a> Streamer<'a> {
             None => match conn.read_slot(&self.slot).await? {
                 Slot::At { restart, timeline } => (timeline.unwrap_or(system.timeline), restart),
                 Slot::Missing => {
-                    let at = self.create_slot(&mut conn, system.position).await?;
+                    let (timeline, at) = self.create_slot(&mut conn, &system).await?;
                     tracing::info!(slot = %self.slot, at = %lsn_text(at), "replication slot created");
-                    (system.timeline, at)
+                    (timeline, at)
                 }
                 Slot::Empty => {
                     tracing::error!(slot = %self.slot, "the replication slot was invalidated (`max_slot_wal_keep_size`): WAL since it stopped was not streamed (archive_command still archives it); making it again");
                     conn.drop_slot(&self.slot).await?;
-                    (
-                        system.timeline,
-                        self.create_slot(&mut conn, system.position).await?,
-                    )
+                    self.create_slot(&mut conn, &system).await?
                 }
             },
         };
@@ -242,8 +252,18 @@ impl<'a> Streamer<'a> {
         let _reader = AbortOnDrop(reader);
         let shared = Arc::new(Shared::default());
         shared.stored.store(from, Ordering::SeqCst);
-        let (jobs_tx, jobs) = mpsc::channel::<Job<'a>>(SEGMENTS_QUEUED * 4);
-        let storing = self.store_jobs(jobs, &shared);
+        let (jobs_tx, jobs) = mpsc::channel::<Job<'a>>(JOBS_QUEUED);
+        let (segments_tx, segments) = mpsc::channel::<Job<'a>>(JOBS_QUEUED);
+        let jobs_tx = Lanes {
+            pieces: jobs_tx,
+            segments: segments_tx,
+        };
+        let storing = async {
+            let stored = self.store_jobs(jobs, &shared).await;
+            shared.pieces_done.store(true, Ordering::SeqCst);
+            stored
+        };
+        let storing_segments = self.store_jobs(segments, &shared);
         let receiving = async {
             let mut state = Receiving {
                 timeline,
@@ -265,7 +285,8 @@ impl<'a> Streamer<'a> {
                 if let Some(e) = shared.failed.lock().expect("not poisoned").take() {
                     break Err(e);
                 }
-                let room = shared.segments.load(Ordering::SeqCst) < SEGMENTS_QUEUED;
+                let queued = shared.segments.load(Ordering::SeqCst) as u64 * segment_size;
+                let room = queued == 0 || queued < QUEUED_BYTES;
                 tokio::select! {
                     () = self.ctx.cancel.cancelled() => {
                         state.cut(self, &shared, &jobs_tx, true).await;
@@ -326,18 +347,22 @@ impl<'a> Streamer<'a> {
             drop(jobs_tx);
             ended
         };
-        let (ended, stored) = tokio::join!(receiving, storing);
+        let (ended, stored, stored_segments) = tokio::join!(receiving, storing, storing_segments);
         stored?;
+        stored_segments?;
         ended
     }
 
-    /// Stores the jobs in order; each is tried again (every store is idempotent) until it is
-    /// done, the stream is stopped, or it fails in a way trying again does not mend.
+    /// Stores the jobs of one lane in order; each is tried again (every store is idempotent)
+    /// until it is done, the stream is stopped, or it fails in a way trying again does not
+    /// mend. Pieces (and history files) advance the flush position; whole segments, in a lane
+    /// of their own, never hold a piece (a synchronous commit) behind them.
     async fn store_jobs(&self, mut jobs: mpsc::Receiver<Job<'a>>, shared: &Shared) -> Result<()> {
         while let Some(job) = jobs.recv().await {
             let mut pause = Duration::from_millis(200);
             loop {
-                let attempt = tokio::time::timeout(STORE_ATTEMPT, self.store_job(&job)).await;
+                let attempt =
+                    tokio::time::timeout(STORE_ATTEMPT, self.store_job(&job, shared)).await;
                 match attempt {
                     Ok(Ok(())) => break,
                     Ok(Err(e)) if fatal(&e) => {
@@ -361,17 +386,18 @@ impl<'a> Streamer<'a> {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
-            shared.stored.fetch_max(job.end, Ordering::SeqCst);
             if matches!(job.what, JobKind::Segment(_)) {
                 shared.segments.fetch_sub(1, Ordering::SeqCst);
+            } else {
+                shared.stored.fetch_max(job.end, Ordering::SeqCst);
+                shared.outstanding.fetch_sub(1, Ordering::SeqCst);
             }
-            shared.outstanding.fetch_sub(1, Ordering::SeqCst);
             shared.done.notify_one();
         }
         Ok(())
     }
 
-    async fn store_job(&self, job: &Job<'_>) -> Result<()> {
+    async fn store_job(&self, job: &Job<'_>, shared: &Shared) -> Result<()> {
         let spool = push_spool(self.ctx, self.repo, &self.cluster)?;
         match &job.what {
             JobKind::Piece {
@@ -410,6 +436,15 @@ impl<'a> Streamer<'a> {
                     bytes.to_vec(),
                 )
                 .await?;
+                // Its last piece first, so that none is stored after the others are removed
+                // (if the storing of pieces ended without it, the next stream removes them).
+                while shared.stored.load(Ordering::SeqCst) < job.end {
+                    if shared.pieces_done.load(Ordering::SeqCst) {
+                        tracing::info!(wal = %job.segment, "streamed segment stored");
+                        return Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 pieces::remove(&job.archive, &job.segment).await?;
                 tracing::info!(wal = %job.segment, "streamed segment stored");
             }
@@ -427,6 +462,44 @@ impl<'a> Streamer<'a> {
         }
         Ok(())
     }
+}
+
+/// Tidies the pieces of segments before `current`: those of a segment stored whole since (a
+/// stream stopped before its segment was, and `archive_command` stored it) are removed; a
+/// segment whose pieces hold all of it (a stream stopped between its last piece and storing
+/// it whole) is stored whole, then its pieces removed. Pieces of a segment stored nowhere
+/// else are kept.
+async fn tidy(
+    ctx: &Context,
+    repo: &Repository,
+    cluster: &str,
+    archive: &WalArchive<'_>,
+    current: &str,
+) -> Result<()> {
+    for segment in pieces::segments_with_pieces(archive).await? {
+        if segment.as_str() >= current {
+            continue;
+        }
+        if crate::wal::stored_at(archive, &segment).await?.is_none() {
+            let Some((raw, covered)) = pieces::assemble(ctx, archive, &segment).await? else {
+                continue;
+            };
+            if covered != raw.len() as u64 {
+                continue;
+            }
+            let spool = push_spool(ctx, repo, cluster)?;
+            store(ctx, repo, cluster, &spool, &segment, raw).await?;
+        }
+        pieces::remove(archive, &segment).await?;
+        tracing::info!(wal = %segment, "removed the pieces of a segment stored whole");
+    }
+    Ok(())
+}
+
+/// Where jobs go: pieces (and history files) in order, whole segments beside them.
+struct Lanes<'r> {
+    pieces: mpsc::Sender<Job<'r>>,
+    segments: mpsc::Sender<Job<'r>>,
 }
 
 /// Aborts a task when dropped.
@@ -470,12 +543,16 @@ impl<'r> Receiving<'r> {
         )
     }
 
-    async fn hand(&self, shared: &Shared, jobs: &mpsc::Sender<Job<'r>>, job: Job<'r>) {
-        shared.outstanding.fetch_add(1, Ordering::SeqCst);
+    async fn hand(&self, shared: &Shared, jobs: &Lanes<'r>, job: Job<'r>) {
         if matches!(job.what, JobKind::Segment(_)) {
             shared.segments.fetch_add(1, Ordering::SeqCst);
+            if jobs.segments.send(job).await.is_err() {
+                shared.segments.fetch_sub(1, Ordering::SeqCst);
+            }
+            return;
         }
-        if jobs.send(job).await.is_err() {
+        shared.outstanding.fetch_add(1, Ordering::SeqCst);
+        if jobs.pieces.send(job).await.is_err() {
             shared.outstanding.fetch_sub(1, Ordering::SeqCst);
         }
     }
@@ -487,7 +564,7 @@ impl<'r> Receiving<'r> {
         start: Lsn,
         data: &[u8],
         shared: &Shared,
-        jobs: &mpsc::Sender<Job<'r>>,
+        jobs: &Lanes<'r>,
     ) -> Result<()> {
         if start > self.received {
             return Err(Error::Unreachable {
@@ -511,6 +588,8 @@ impl<'r> Receiving<'r> {
                 self.find_archive(streamer, shared, jobs).await?;
             }
             if self.buf.len() as u64 == self.segment_size {
+                // Its last bytes as a piece: the flush position moves with pieces only.
+                self.cut(streamer, shared, jobs, true).await;
                 let bytes = self.buf.split().freeze();
                 self.buf.reserve(self.segment_size as usize);
                 let job = Job {
@@ -537,7 +616,7 @@ impl<'r> Receiving<'r> {
         &mut self,
         streamer: &Streamer<'r>,
         shared: &Shared,
-        jobs: &mpsc::Sender<Job<'r>>,
+        jobs: &Lanes<'r>,
     ) -> Result<()> {
         let Some(header) = crate::wal::segment::SegmentHeader::read(&self.buf) else {
             if self.buf.len() >= 64 {
@@ -580,19 +659,25 @@ impl<'r> Receiving<'r> {
             };
             self.hand(shared, jobs, job).await;
         }
+        // Best effort: what is left is tidied by the next start.
+        if let Err(e) = tidy(
+            streamer.ctx,
+            streamer.repo,
+            &streamer.cluster,
+            &archive,
+            &segment,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "could not tidy the pieces of earlier segments");
+        }
         self.archive = Some(archive);
         Ok(())
     }
 
     /// Hands what was received since the last piece to the storing: when the storing is idle,
     /// at once with `stream_sync` (or `now`), else once `stream_flush_ms` passed.
-    async fn cut(
-        &mut self,
-        streamer: &Streamer<'_>,
-        shared: &Shared,
-        jobs: &mpsc::Sender<Job<'r>>,
-        now: bool,
-    ) {
+    async fn cut(&mut self, streamer: &Streamer<'_>, shared: &Shared, jobs: &Lanes<'r>, now: bool) {
         let Some(archive) = &self.archive else { return };
         if self.received <= self.cut_to
             || (!now && shared.outstanding.load(Ordering::SeqCst) > 0)
