@@ -3,7 +3,8 @@
 # the script runs as root; stopped and removed on exit, with whatever `cluster_cleanup` (a
 # function the script may define) also does.
 #   start_cluster [SETTING...]   initdb, the settings after the common ones, start
-BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+# PG_BIN: another version's programs (e.g. a wheel's `pginstall/bin`); default: Debian's newest.
+BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)}
 WORK=$(mktemp -d /tmp/lifeboat-bench.XXXXXX)
 AS=()
 if [ "$(id -u)" = 0 ]; then chown postgres "$WORK"; AS=(runuser -u postgres --); fi

@@ -97,6 +97,17 @@ fn insert(env: &Env, from: u32, to: u32) {
     );
 }
 
+/// An archiving cluster with a table `public.stamps`, `[wal]` settings `wal` and a base
+/// backup.
+fn streaming_env(wal: &str) -> Env {
+    let mut env = archiving_env();
+    add_config(&mut env, &format!("[wal]\n{wal}"));
+    sql(&env, "CREATE TABLE public.stamps (id int PRIMARY KEY)");
+    let out = env.lifeboat(&["backup", "base"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    env
+}
+
 /// A socket folder the recovered server (another user when the tests run as root) can use.
 fn socket_for_recovery(env: &Env) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -117,12 +128,8 @@ fn pieces(env: &Env) -> Vec<String> {
 
 #[test]
 fn streamed_wal_equals_pg_receivewal_through_faults_and_recovers_to_the_last_byte() {
-    let mut env = archiving_env();
-    add_config(&mut env, "[wal]\nstream_flush_ms = 200\n");
+    let mut env = streaming_env("stream_flush_ms = 200\n");
     let proxy = env.behind_proxy(5, 20);
-    sql(&env, "CREATE TABLE public.stamps (id int PRIMARY KEY)");
-    let out = env.lifeboat(&["backup", "base"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
 
     let reference = env.dir.path().join("reference");
     let mut receiver = receivewal(&env, &reference);
@@ -254,11 +261,7 @@ fn streamed_wal_equals_pg_receivewal_through_faults_and_recovers_to_the_last_byt
 
 #[test]
 fn a_synchronous_stream_loses_no_acknowledged_commit() {
-    let mut env = archiving_env();
-    add_config(&mut env, "[wal]\nstream_sync = true\n");
-    sql(&env, "CREATE TABLE public.stamps (id int PRIMARY KEY)");
-    let out = env.lifeboat(&["backup", "base"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let env = streaming_env("stream_sync = true\n");
     sql(
         &env,
         "ALTER SYSTEM SET synchronous_standby_names = 'lifeboat'",
@@ -361,11 +364,7 @@ fn a_synchronous_stream_loses_no_acknowledged_commit() {
 
 #[test]
 fn the_stream_follows_a_recovery_that_becomes_the_new_primary() {
-    let mut env = archiving_env();
-    add_config(&mut env, "[wal]\nstream_flush_ms = 200\n");
-    sql(&env, "CREATE TABLE public.stamps (id int PRIMARY KEY)");
-    let out = env.lifeboat(&["backup", "base"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut env = streaming_env("stream_flush_ms = 200\n");
     let config = std::fs::read_to_string(&env.config).unwrap();
     env.write_config(&config.replace("[postgres.main]\n", "[postgres.main]\npitr = true\n"));
     let first = stream(&env);
@@ -505,12 +504,7 @@ fn the_stream_follows_a_recovery_that_becomes_the_new_primary() {
 
 #[test]
 fn the_daemon_streams_and_stops_cleanly_on_sigterm() {
-    let mut env = archiving_env();
-    add_config(
-        &mut env,
-        "[wal]\nstream_flush_ms = 60000\n[daemon]\nwal_stream = [\"main\"]\n",
-    );
-    sql(&env, "CREATE TABLE public.stamps (id int PRIMARY KEY)");
+    let env = streaming_env("stream_flush_ms = 60000\n[daemon]\nwal_stream = [\"main\"]\n");
     let daemon = env.start(&["daemon"]);
     wait_until(Duration::from_secs(30), "the daemon's stream", || {
         sql(

@@ -140,7 +140,7 @@ pub async fn run_daemon(ctx: &Context, run_at_start: bool) -> Result<()> {
 /// server refuses, or is older than 15) is tried again every minute, the reason logged.
 async fn stream(ctx: Context, name: String) {
     // The storage is not stopped by the signal: what was received is stored on the way out.
-    let storing = ctx.with_cancel(crate::CancellationToken::new());
+    let storing = ctx.with_cancel(tokio_util::sync::CancellationToken::new());
     loop {
         let ran = async {
             crate::postgres::stream::preflight::preflight(&ctx, &name, Duration::ZERO).await?;

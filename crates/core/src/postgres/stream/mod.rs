@@ -39,6 +39,8 @@ const QUEUED_BYTES: u64 = 64 << 20;
 const JOBS_QUEUED: usize = 16;
 /// The longest one store may take before it is tried again.
 const STORE_ATTEMPT: Duration = Duration::from_secs(30);
+/// A piece is stored once this much arrived, however recent the last one.
+const PIECE_BYTES: u64 = 4 << 20;
 /// Pieces of a segment after which the next one replaces them.
 const MERGE_AFTER: usize = 64;
 /// Status updates go out at least this often (well inside `wal_sender_timeout`).
@@ -397,8 +399,13 @@ impl<'a> Streamer<'a> {
         Ok(())
     }
 
-    async fn store_job(&self, job: &Job<'_>, shared: &Shared) -> Result<()> {
+    /// Stores WAL file `name` whole, as `wal-push` does.
+    async fn store_whole(&self, name: &str, raw: Vec<u8>) -> Result<()> {
         let spool = push_spool(self.ctx, self.repo, &self.cluster)?;
+        store(self.ctx, self.repo, &self.cluster, &spool, name, raw).await
+    }
+
+    async fn store_job(&self, job: &Job<'_>, shared: &Shared) -> Result<()> {
         match &job.what {
             JobKind::Piece {
                 start,
@@ -427,15 +434,7 @@ impl<'a> Streamer<'a> {
                 }
             }
             JobKind::Segment(bytes) => {
-                store(
-                    self.ctx,
-                    self.repo,
-                    &self.cluster,
-                    &spool,
-                    &job.segment,
-                    bytes.to_vec(),
-                )
-                .await?;
+                self.store_whole(&job.segment, bytes.to_vec()).await?;
                 // Its last piece first, so that none is stored after the others are removed
                 // (if the storing of pieces ended without it, the next stream removes them).
                 while shared.stored.load(Ordering::SeqCst) < job.end {
@@ -449,15 +448,7 @@ impl<'a> Streamer<'a> {
                 tracing::info!(wal = %job.segment, "streamed segment stored");
             }
             JobKind::History(content) => {
-                store(
-                    self.ctx,
-                    self.repo,
-                    &self.cluster,
-                    &spool,
-                    &job.segment,
-                    content.clone(),
-                )
-                .await?;
+                self.store_whole(&job.segment, content.clone()).await?;
             }
         }
         Ok(())
@@ -676,12 +667,16 @@ impl<'r> Receiving<'r> {
     }
 
     /// Hands what was received since the last piece to the storing: when the storing is idle,
-    /// at once with `stream_sync` (or `now`), else once `stream_flush_ms` passed.
+    /// at once with `stream_sync` (or `now`), else once `stream_flush_ms` passed or
+    /// [`PIECE_BYTES`] arrived.
     async fn cut(&mut self, streamer: &Streamer<'_>, shared: &Shared, jobs: &Lanes<'r>, now: bool) {
         let Some(archive) = &self.archive else { return };
         if self.received <= self.cut_to
             || (!now && shared.outstanding.load(Ordering::SeqCst) > 0)
-            || !(now || streamer.sync || self.last_cut.elapsed() >= streamer.flush_every)
+            || !(now
+                || streamer.sync
+                || self.last_cut.elapsed() >= streamer.flush_every
+                || self.received - self.cut_to >= PIECE_BYTES)
         {
             return;
         }
