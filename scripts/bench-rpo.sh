@@ -8,8 +8,8 @@
 # asynchronous stream (`[wal] stream_flush_ms`, default 1000), (3) a synchronous stream.
 # Against an S3 server on loopback. Usage: scripts/bench-rpo.sh [MIN_SECONDS MAX_SECONDS] (the
 # moment of destruction, default between 30 and 60 s after the load starts); RATE=TPS limits
-# pgbench (`-R`): a lightly loaded server fills a segment in minutes, and then
-# archive_command's recovery point is archive_timeout's.
+# pgbench (`-R`) and the stamps to 20 a second: a quiet server fills a segment in minutes, and
+# then archive_command's recovery point is archive_timeout's. PG_BIN: another version's programs.
 set -euo pipefail
 MIN=${1:-30}
 MAX=${2:-60}

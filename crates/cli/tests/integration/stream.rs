@@ -537,3 +537,141 @@ fn the_daemon_streams_and_stops_cleanly_on_sigterm() {
         "the WAL received before SIGTERM was not stored"
     );
 }
+
+/// `program` of the test's PostgreSQL, as the user the servers run as (when the tests run as
+/// root).
+fn as_server_user(program: &str) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(tools().path(program));
+    if let Some((uid, gid)) = lifeboat_core::postgres::cluster::unprivileged_user() {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+#[test]
+fn the_stream_from_a_standby_follows_its_promotion() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = streaming_env("stream_flush_ms = 200\n");
+    // A standby of the primary, made and run as the servers are.
+    let parent = env.dir.path().join("standby");
+    std::fs::create_dir_all(&parent).unwrap();
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let data = parent.join("data");
+    let made = as_server_user("pg_basebackup")
+        .args([
+            "-D",
+            data.to_str().unwrap(),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+        ])
+        .env("PGHOST", env.cluster.socket_dir())
+        .env("PGPORT", env.cluster.port().to_string())
+        .env("PGUSER", "lifeboat")
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let port = lifeboat_core::postgres::cluster::free_port().unwrap();
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.conf"))
+        .unwrap();
+    writeln!(
+        conf,
+        "port = {port}\nunix_socket_directories = '{}'\narchive_mode = off",
+        parent.display()
+    )
+    .unwrap();
+    drop(conf);
+    let log = parent.join("log");
+    let started = as_server_user("pg_ctl")
+        .args([
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "start",
+        ])
+        .output()
+        .unwrap();
+    assert!(started.status.success(), "{started:?}");
+    struct Stop(std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = as_server_user("pg_ctl")
+                .args(["-D", self.0.to_str().unwrap(), "-m", "immediate", "stop"])
+                .output();
+        }
+    }
+    let _standby = Stop(data.clone());
+    let standby = |q: &str| sql_at(&parent, port, q);
+
+    // lifeboat streams from the standby.
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let primary = format!(
+        "host={}&port={}",
+        env.cluster.socket_dir().display(),
+        env.cluster.port()
+    );
+    env.write_config(&config.replace(&primary, &format!("host={}&port={port}", parent.display())));
+    let streamer = env.start(&["wal-stream"]);
+    wait_until(
+        Duration::from_secs(30),
+        "the stream from the standby",
+        || {
+            standby("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'lifeboat' AND state = 'streaming'") == "1"
+        },
+    );
+    insert(&env, 1, 50);
+    let target = sql(&env, "SELECT pg_current_wal_insert_lsn()");
+    wait_until(
+        Duration::from_secs(60),
+        "the primary's WAL streamed through the standby",
+        || {
+            standby(&format!(
+            "SELECT coalesce(bool_or(flush_lsn >= '{target}'), false) FROM pg_stat_replication WHERE application_name = 'lifeboat'"
+        )) == "t"
+        },
+    );
+
+    // The primary is lost; the standby is promoted: the stream follows it onto timeline 2.
+    env.cluster.crash().unwrap();
+    let promoted = as_server_user("pg_ctl")
+        .args(["-D", data.to_str().unwrap(), "-w", "promote"])
+        .output()
+        .unwrap();
+    assert!(promoted.status.success(), "{promoted:?}");
+    standby("INSERT INTO public.stamps SELECT generate_series(51, 80)");
+    let target = standby("SELECT pg_current_wal_insert_lsn()");
+    wait_until(Duration::from_secs(60), "the new timeline streamed", || {
+        standby(&format!(
+            "SELECT coalesce(bool_or(flush_lsn >= '{target}'), false) FROM pg_stat_replication WHERE application_name = 'lifeboat'"
+        )) == "t"
+    });
+    let (out, history) = env.fetch_wal("00000002.history");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(String::from_utf8_lossy(&history.unwrap()).starts_with("1\t"));
+    let log = kill(streamer);
+    assert!(log.contains("the timeline ended"), "{log}");
+    drop(_standby);
+
+    // Every commit, before and after the promotion, is recovered from the repository.
+    let socket = socket_for_recovery(&env);
+    let (out, recovered) = recover_and_start(&env, "recovered", &socket, &["--latest"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        sql_at(
+            &socket,
+            recovered.port,
+            "SELECT count(*) FROM public.stamps"
+        ),
+        "80",
+        "{}",
+        out.stderr
+    );
+}

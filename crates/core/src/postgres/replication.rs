@@ -70,13 +70,22 @@ pub enum Message {
     Data { start: Lsn, data: Bytes },
     /// A keepalive: the server's WAL end, and whether it wants a reply at once.
     Keepalive { end: Lsn, reply: bool },
+    /// The server ends the stream (its timeline ended): answer with [`Sender::done`] once
+    /// what was received is stored; [`Message::TimelineEnd`] follows.
+    CopyDone,
     /// The timeline ended: the next one and where it starts (`None` when the server stopped).
     TimelineEnd(Option<(u32, Lsn)>),
 }
 
-/// A server error: its SQLSTATE and message.
+/// A server error: its SQLSTATE and message. One that only the configuration mends (the
+/// role refused, or not allowed to replicate) is a configuration error, saying what to fix.
 fn server_error(what: &str, body: &[u8]) -> Error {
     let (code, message) = error_fields(body);
+    if code.starts_with("28") || code == "42501" {
+        return Error::Config(format!(
+            "{what}: {message} (SQLSTATE {code}): lifeboat's role needs the REPLICATION attribute (`ALTER ROLE ... REPLICATION`) and a `replication` line in pg_hba.conf"
+        ));
+    }
     Error::Postgres {
         context: what.to_string(),
         message: format!("{message} (SQLSTATE {code})"),
@@ -481,7 +490,7 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// The next message; after [`Message::TimelineEnd`] the connection is done.
+    /// The next message; after [`Message::TimelineEnd`] the stream is done.
     pub async fn next(&mut self) -> Result<Message> {
         loop {
             let (tag, mut body) = read_message(&mut self.io)
@@ -509,8 +518,12 @@ impl Receiver {
                         other => return Err(protocol(&self.what, format!("copy data `{other}`"))),
                     }
                 }
-                // The server ended the timeline: what follows is where the next one starts.
-                b'c' => self.ended = true,
+                // The server ended the timeline; once answered ([`Sender::done`]), it says
+                // where the next one starts.
+                b'c' if !self.ended => {
+                    self.ended = true;
+                    return Ok(Message::CopyDone);
+                }
                 b'D' if self.ended => {
                     let row = data_row(&body);
                     let next = row

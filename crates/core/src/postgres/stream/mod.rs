@@ -4,15 +4,18 @@
 //! A session connects in replication mode ([`crate::postgres::replication`]), reads the slot
 //! (created with `RESERVE_WAL` if missing, so nothing is lost between creation and start) and
 //! streams from the first byte of the segment the slot holds. What arrives is kept in memory
-//! for the current segment and stored in [`pieces`](crate::wal::pieces) every `[wal] stream_flush_ms` (at once with
-//! `stream_sync`); a segment once whole is stored as `wal-push` stores it (the same object,
-//! the same content check, so `archive_command` may run beside) and its pieces removed. The
-//! flush position told to the server is what is stored, never more: the slot keeps the rest,
-//! and with `stream_sync` and the slot in `synchronous_standby_names` a commit returns only
-//! once its WAL is in the repository. Storing runs beside receiving ([`Shared`]), so that
-//! status updates go out while the storage is slow; at most [`QUEUED_BYTES`] of whole
-//! segments wait in memory. A session that fails is started again from the slot; the end of
-//! a timeline starts the next one from its first segment, with its history file stored.
+//! for the current segment and stored in [`pieces`](crate::wal::pieces) every `[wal]
+//! stream_flush_ms` (at once with `stream_sync`); a segment once whole is stored as `wal-push`
+//! stores it (the same object, the same content check, so `archive_command` may run beside)
+//! and its pieces removed. The flush position told to the server is what is stored, never
+//! more: the slot keeps the rest, and with `stream_sync` and the slot in
+//! `synchronous_standby_names` a commit returns only once its WAL is in the repository.
+//! Storing runs beside receiving ([`Shared`]), so that status updates go out while the
+//! storage is slow, in two lanes: pieces (which move the flush position) and whole segments
+//! (each after its last piece, so that a synchronous commit never waits behind one); at most
+//! [`QUEUED_BYTES`] of whole segments wait in memory. A session that fails is started again
+//! from the slot; the end of a timeline starts the next one from its first segment, with its
+//! history file stored.
 
 pub mod preflight;
 
@@ -244,7 +247,7 @@ impl<'a> Streamer<'a> {
                 let message = receiver.next().await;
                 let last = !matches!(
                     message,
-                    Ok(Message::Data { .. } | Message::Keepalive { .. })
+                    Ok(Message::Data { .. } | Message::Keepalive { .. } | Message::CopyDone)
                 );
                 if messages_tx.send(message).await.is_err() || last {
                     return;
@@ -313,9 +316,25 @@ impl<'a> Streamer<'a> {
                                     last_status = Instant::now();
                                 }
                             }
-                            Some(Ok(Message::TimelineEnd(next))) => {
+                            Some(Ok(Message::CopyDone)) => {
+                                // The timeline ended: what was received is stored, and the
+                                // slot told so, before the server hears the answer.
                                 state.cut(self, &shared, &jobs_tx, true).await;
-                                let _ = sender.done().await;
+                                while shared.outstanding.load(Ordering::SeqCst) > 0
+                                    && shared.failed.lock().expect("not poisoned").is_none()
+                                    && !self.ctx.cancel.is_cancelled()
+                                {
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                }
+                                let flush = shared.stored.load(Ordering::SeqCst);
+                                if let Err(e) = sender.status(state.received, flush, false).await {
+                                    break Err(e);
+                                }
+                                if let Err(e) = sender.done().await {
+                                    break Err(e);
+                                }
+                            }
+                            Some(Ok(Message::TimelineEnd(next))) => {
                                 break match next {
                                     Some((t, at)) => Ok(Ended::Timeline(t, at)),
                                     None => Err(Error::Unreachable {
