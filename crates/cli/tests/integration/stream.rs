@@ -675,3 +675,52 @@ fn the_stream_from_a_standby_follows_its_promotion() {
         out.stderr
     );
 }
+
+#[test]
+fn the_stream_authenticates_with_scram_over_tls() {
+    let password = "stream-over-tls-pw";
+    let mut options = crate::pitr::archiving_cluster();
+    options.tcp_password = Some(password.into());
+    options.tls = true;
+    options.settings.push("archive_command = 'true'".into());
+    let mut env = Env::with_cluster(crate::support::Repo::S3, false, options);
+    // Replication connections need their own line in pg_hba.conf: TLS and SCRAM only.
+    let hba = env.cluster.data_dir().join("pg_hba.conf");
+    let text = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("{text}hostssl replication lifeboat 127.0.0.1/32 scram-sha-256\n"),
+    )
+    .unwrap();
+    sql(&env, "SELECT pg_reload_conf()");
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    assert!(config.contains("127.0.0.1"), "{config}");
+    env.write_config(&config.replace("/yomira\"", "/yomira?sslmode=require\""));
+    sql(&env, "CREATE TABLE public.stamps (id int PRIMARY KEY)");
+    let streamer = stream(&env);
+    assert_eq!(
+        sql(
+            &env,
+            "SELECT ssl FROM pg_stat_ssl JOIN pg_stat_replication USING (pid) WHERE application_name = 'lifeboat'"
+        ),
+        "t",
+        "the stream is not encrypted"
+    );
+    insert(&env, 1, 20);
+    wait_streamed(&env, "lifeboat", "the WAL streamed over TLS");
+    let stderr = kill(streamer);
+    assert!(!stderr.contains(password), "the password in the log");
+    // A wrong password: one line naming what to fix, and no retrying.
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    env.extra_env.retain(|(k, _)| k != "LB_TEST_PG_PASSWORD");
+    env.extra_env
+        .push(("LB_TEST_PG_PASSWORD".into(), "wrong-password".into()));
+    env.write_config(&config);
+    let out = env.lifeboat(&["wal-stream"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.error_line().contains("password authentication failed"),
+        "{}",
+        out.stderr
+    );
+}
