@@ -257,10 +257,10 @@ impl<'a> Streamer<'a> {
         let _reader = AbortOnDrop(reader);
         let shared = Arc::new(Shared::default());
         shared.stored.store(from, Ordering::SeqCst);
-        let (jobs_tx, jobs) = mpsc::channel::<Job<'a>>(JOBS_QUEUED);
+        let (pieces_tx, jobs) = mpsc::channel::<Job<'a>>(JOBS_QUEUED);
         let (segments_tx, segments) = mpsc::channel::<Job<'a>>(JOBS_QUEUED);
-        let jobs_tx = Lanes {
-            pieces: jobs_tx,
+        let lanes = Lanes {
+            pieces: pieces_tx,
             segments: segments_tx,
         };
         let storing = async {
@@ -294,7 +294,7 @@ impl<'a> Streamer<'a> {
                 let room = queued == 0 || queued < QUEUED_BYTES;
                 tokio::select! {
                     () = self.ctx.cancel.cancelled() => {
-                        state.cut(self, &shared, &jobs_tx, true).await;
+                        state.cut(self, &shared, &lanes, true).await;
                         break Ok(Ended::Stopped);
                     }
                     message = messages.recv(), if room => {
@@ -302,10 +302,10 @@ impl<'a> Streamer<'a> {
                             None => break Err(Error::Internal("the stream reader stopped".into())),
                             Some(Err(e)) => break Err(e),
                             Some(Ok(Message::Data { start, data })) => {
-                                if let Err(e) = state.take(self, start, &data, &shared, &jobs_tx).await {
+                                if let Err(e) = state.take(self, start, &data, &shared, &lanes).await {
                                     break Err(e);
                                 }
-                                state.cut(self, &shared, &jobs_tx, false).await;
+                                state.cut(self, &shared, &lanes, false).await;
                             }
                             Some(Ok(Message::Keepalive { reply, .. })) => {
                                 if reply {
@@ -319,7 +319,7 @@ impl<'a> Streamer<'a> {
                             Some(Ok(Message::CopyDone)) => {
                                 // The timeline ended: what was received is stored, and the
                                 // slot told so, before the server hears the answer.
-                                state.cut(self, &shared, &jobs_tx, true).await;
+                                state.cut(self, &shared, &lanes, true).await;
                                 while shared.outstanding.load(Ordering::SeqCst) > 0
                                     && shared.failed.lock().expect("not poisoned").is_none()
                                     && !self.ctx.cancel.is_cancelled()
@@ -351,10 +351,10 @@ impl<'a> Streamer<'a> {
                             break Err(e);
                         }
                         last_status = Instant::now();
-                        state.cut(self, &shared, &jobs_tx, false).await;
+                        state.cut(self, &shared, &lanes, false).await;
                     }
                     _ = tick.tick() => {
-                        state.cut(self, &shared, &jobs_tx, false).await;
+                        state.cut(self, &shared, &lanes, false).await;
                         if last_status.elapsed() >= STATUS_EVERY {
                             let flush = shared.stored.load(Ordering::SeqCst);
                             if let Err(e) = sender.status(state.received, flush, false).await {
@@ -365,7 +365,7 @@ impl<'a> Streamer<'a> {
                     }
                 }
             };
-            drop(jobs_tx);
+            drop(lanes);
             ended
         };
         let (ended, stored, stored_segments) = tokio::join!(receiving, storing, storing_segments);

@@ -78,12 +78,14 @@ pub async fn preflight(
     }
     let row = one(
         "SELECT current_setting('synchronous_commit'), current_setting('synchronous_standby_names'), \
-         pg_size_bytes(CASE current_setting('max_slot_wal_keep_size') WHEN '-1' THEN '-1MB' ELSE current_setting('max_slot_wal_keep_size') END) / 1048576",
+         pg_size_bytes(CASE current_setting('max_slot_wal_keep_size') WHEN '-1' THEN '-1MB' ELSE current_setting('max_slot_wal_keep_size') END) / 1048576, \
+         pg_size_bytes(current_setting('wal_segment_size'))",
     )
     .await?;
     let synchronous_commit: String = row.get(0);
     let standby_names: String = row.get(1);
     let keep_mb: i64 = row.get(2);
+    let segment_size: i64 = row.get(3);
     let slot_row = client
         .query_opt(
             "SELECT wal_status, (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
@@ -142,10 +144,6 @@ pub async fn preflight(
         let second: f64 = one(lsn).await?.get(0);
         (second - first) / began.elapsed().as_secs_f64()
     };
-    let segment_size: i64 =
-        one("SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'")
-            .await?
-            .get(0);
     Ok(Preflight {
         cluster: cluster.to_string(),
         slot,
