@@ -368,6 +368,10 @@ pub enum BackupCommand {
         /// The configured database (`[postgres.NAME]`) whose server to back up.
         #[arg(long, value_name = "NAME")]
         db: Option<String>,
+        /// Only what changed since the newest base backup of the same cluster (PostgreSQL 17
+        /// and later, `summarize_wal = on`); a full backup when that cannot be, saying why.
+        #[arg(long)]
+        incremental: bool,
     },
     /// An RDB snapshot of Redis (only with `[redis] backup = true`: Redis is ephemeral by design).
     Redis,
@@ -535,6 +539,10 @@ pub struct RestorePitrArgs {
     /// Archiving off (the default; kept for scripts that pass it).
     #[arg(long, hide = true, conflicts_with = "promote_as_primary")]
     pub no_archive: bool,
+    /// Recover from this base backup (an id from `lifeboat list`) instead of the newest that
+    /// ended before the target: e.g. an earlier full one when an incremental's chain is broken.
+    #[arg(long, value_name = "ID")]
+    pub base: Option<String>,
     /// age identity file for an encrypted repository.
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,

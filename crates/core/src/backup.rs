@@ -118,6 +118,7 @@ impl DataPlan {
             base: about.base,
             tier: None,
             globals: None,
+            backup_manifest: None,
         }
     }
 
@@ -131,12 +132,25 @@ impl DataPlan {
         source: crate::process::ChildReader,
     ) -> crate::Result<StreamStats> {
         let killer = source.killer();
+        self.upload_reader(ctx, repo, task, source, move || killer.kill())
+            .await
+    }
+
+    /// [`DataPlan::upload_from`] for any reader; `stop` stops what feeds it.
+    pub async fn upload_reader(
+        &self,
+        ctx: &Context,
+        repo: &Repository,
+        task: &str,
+        source: impl std::io::Read + Send + 'static,
+        stop: impl FnOnce(),
+    ) -> crate::Result<StreamStats> {
         let task = ctx.progress.start(task, None);
         crate::pipeline::upload(
             repo.storage(),
             self.target(),
             source,
-            move || killer.kill(),
+            stop,
             self.seal.clone(),
             task,
             &ctx.cancel,

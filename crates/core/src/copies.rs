@@ -91,18 +91,15 @@ pub fn plan_copy(
             out.present += 1;
             continue;
         }
-        let mut objects = vec![Object {
-            key: m.data.clone(),
-            size: m.stored_size,
-            sha256: m.sha256.clone(),
-        }];
-        if let Some(g) = &m.globals {
-            objects.push(Object {
-                key: g.key.clone(),
-                size: g.stored_size,
-                sha256: g.sha256.clone(),
-            });
-        }
+        let objects = m
+            .stored_objects()
+            .into_iter()
+            .map(|(key, size, sha256)| Object {
+                key: key.to_string(),
+                size,
+                sha256: sha256.to_string(),
+            })
+            .collect();
         out.backups.push(PlannedBackup {
             id: m.id.clone(),
             kind: m.kind,

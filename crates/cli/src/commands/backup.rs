@@ -33,15 +33,19 @@ pub async fn db(ctx: &Context, b: &BackupDbArgs, json: bool) -> Result<()> {
     print_manifest(&manifest, json)
 }
 
-pub async fn base(ctx: &Context, db: Option<&str>, json: bool) -> Result<()> {
+pub async fn base(ctx: &Context, db: Option<&str>, incremental: bool, json: bool) -> Result<()> {
     let (name, pg) = ctx.config.database(db)?;
     let repo = Repository::open(ctx).await?;
     let manifest = with_run_lock(ctx, &repo, "backup base", async |ctx| {
-        backup_base(ctx, &repo, name, pg).await
+        backup_base(ctx, &repo, name, pg, incremental).await
     })
     .await?;
     tracing::info!(
-        "base backup `{}` of `{name}` done: {} raw, {} stored",
+        "{} `{}` of `{name}` done: {} raw, {} stored",
+        match manifest.parent() {
+            Some(parent) => format!("incremental base backup (since `{parent}`)"),
+            None => "base backup".into(),
+        },
         manifest.id,
         human_bytes(manifest.raw_size),
         human_bytes(manifest.stored_size)

@@ -137,6 +137,16 @@ fn list_table(
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     for m in &catalog.manifests {
         let mut notes = Vec::new();
+        if let Some(parent) = m.parent() {
+            // The chain, oldest first: what a restore of this backup reads.
+            notes.push(format!("incremental since {parent}"));
+        } else if catalog
+            .manifests
+            .iter()
+            .any(|o| o.parent() == Some(m.id.as_str()))
+        {
+            notes.push("full, incrementals build on it".into());
+        }
         if m.is_encrypted() {
             notes.push("encrypted".to_string());
         }

@@ -30,7 +30,9 @@ pub async fn run(ctx: &Context, args: &Cli) -> Result<()> {
         Command::Config(ConfigCommand::Check) => config::check(ctx, json),
         Command::Key(KeyCommand::Generate { out }) => key::generate(out, json),
         Command::Backup(BackupCommand::Db(b)) => backup::db(ctx, b, json).await,
-        Command::Backup(BackupCommand::Base { db }) => backup::base(ctx, db.as_deref(), json).await,
+        Command::Backup(BackupCommand::Base { db, incremental }) => {
+            backup::base(ctx, db.as_deref(), *incremental, json).await
+        }
         Command::Backup(BackupCommand::Redis) => backup::redis(ctx, json).await,
         Command::Backup(BackupCommand::Objects { name, dry_run }) => {
             objects::backup(ctx, name.as_deref(), *dry_run, json).await

@@ -129,7 +129,7 @@ async fn pitr_request(
         as_primary: p.promote_as_primary,
         throwaway: false,
         identity: p.identity.clone(),
-        base: None,
+        base: p.base.clone(),
         db: p.db.clone(),
         thaw: p.thaw.thaw(ctx.lock_wait),
     })

@@ -10,6 +10,7 @@ mod drill;
 mod failures;
 mod faults;
 mod find;
+mod incremental;
 mod integrity;
 mod kills;
 mod life;

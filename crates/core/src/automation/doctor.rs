@@ -82,6 +82,22 @@ pub async fn doctor(ctx: &Context) -> Vec<Finding> {
                 format!("archiving {name}"),
                 archiving(ctx, name, pg).await,
             ));
+            let incremental_jobs: Vec<&str> = config
+                .jobs
+                .iter()
+                .filter(|(_, job)| {
+                    job.steps.iter().any(|s| {
+                        matches!(s, crate::config::Step::BackupBase(n, true) if n.as_deref().is_none_or(|n| n == name))
+                    })
+                })
+                .map(|(job, _)| job.as_str())
+                .collect();
+            if !incremental_jobs.is_empty() {
+                out.push(finding(
+                    format!("incrementals {name}"),
+                    incrementals(name, pg, &incremental_jobs).await,
+                ));
+            }
         }
     }
     for (name, objects) in &config.objects {
@@ -318,6 +334,53 @@ async fn archiving(
 }
 
 /// The free space of the file system `pg_wal` is on, where doctor runs beside the server.
+/// Whether the server of `name` can give the incrementals that `jobs` take: PostgreSQL 17 or
+/// later, `summarize_wal = on`, and how far back its WAL summaries reach.
+async fn incrementals(
+    name: &str,
+    pg: &crate::config::PostgresConfig,
+    jobs: &[&str],
+) -> Result<String> {
+    let client = ConnInfo::new(pg.url.expose(), pg.password.as_ref())?
+        .connect(&format!("database `{name}`"))
+        .await?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int, current_setting('server_version'), \
+             current_setting('summarize_wal', true), current_setting('wal_summary_keep_time', true)",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::postgres("reading the WAL summarizer's settings", &e))?;
+    let (number, version): (i32, String) = (row.get(0), row.get(1));
+    let jobs = jobs.join("`, `");
+    if number < 170_000 {
+        return Err(Error::Config(format!(
+            "job `{jobs}` takes incremental base backups of `{name}`, whose server runs {version}: incrementals need PostgreSQL 17 or later; use `backup base` in that job"
+        )));
+    }
+    let summarize: Option<String> = row.get(2);
+    if summarize.as_deref() != Some("on") {
+        return Err(Error::NotReady(format!(
+            "`summarize_wal` is off on the server of `{name}`, so job `{jobs}` takes full backups where it asks for incrementals: run `ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf();`"
+        )));
+    }
+    let keep: Option<String> = row.get(3);
+    let oldest: Option<String> = client
+        .query_one(
+            "SELECT min(start_lsn)::text FROM pg_available_wal_summaries()",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::postgres("reading the server's WAL summaries", &e))?
+        .get(0);
+    Ok(format!(
+        "summarize_wal = on, WAL summaries from {} kept {} (an incremental whose parent is older becomes a full backup)",
+        oldest.as_deref().unwrap_or("nowhere yet"),
+        keep.as_deref().unwrap_or("?")
+    ))
+}
+
 async fn free_in_pg_wal(client: &tokio_postgres::Client) -> Option<u64> {
     let dir: String = client
         .query_one("SELECT current_setting('data_directory')", &[])

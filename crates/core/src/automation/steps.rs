@@ -67,13 +67,15 @@ pub async fn run_step(ctx: &Context, repo: &Repository, step: &Step) -> Vec<Step
                 );
             }
         }
-        Step::BackupBase(name) => {
+        Step::BackupBase(name, incremental) => {
             let archiving = config.postgres.iter().filter(|(_, pg)| pg.pitr);
             for db in pick(name, archiving.map(|(k, _)| k.clone()).collect()) {
                 out.push(
-                    timed(format!("backup base {db}"), async {
+                    timed(format!("{} {db}", step_name(*incremental)), async {
                         let (name, pg) = config.database(Some(&db))?;
-                        let m = crate::postgres::base::backup_base(ctx, repo, name, pg).await?;
+                        let m =
+                            crate::postgres::base::backup_base(ctx, repo, name, pg, *incremental)
+                                .await?;
                         Ok(Done::backup(&m))
                     })
                     .await,
@@ -213,5 +215,13 @@ async fn verify_one(ctx: &Context, repo: &Repository, id: String) -> Result<Done
             id,
             detail: format!("{}: {}", check.name, check.detail),
         }),
+    }
+}
+
+fn step_name(incremental: bool) -> &'static str {
+    if incremental {
+        "backup base --incremental"
+    } else {
+        "backup base"
     }
 }

@@ -21,7 +21,8 @@ pub enum StepKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     BackupDb(Option<String>),
-    BackupBase(Option<String>),
+    /// A base backup; `true`: an incremental (`backup base --incremental [NAME]`).
+    BackupBase(Option<String>, bool),
     BackupObjects(Option<String>),
     BackupRedis,
     /// Copy to every copy of the repository (or the one named).
@@ -36,7 +37,10 @@ impl Step {
         let name = |i: usize| words.get(i).map(|s| s.to_string());
         match words.as_slice() {
             ["backup", "db", ..] if words.len() <= 3 => Ok(Step::BackupDb(name(2))),
-            ["backup", "base", ..] if words.len() <= 3 => Ok(Step::BackupBase(name(2))),
+            ["backup", "base", "--incremental", ..] if words.len() <= 4 => {
+                Ok(Step::BackupBase(name(3), true))
+            }
+            ["backup", "base", ..] if words.len() <= 3 => Ok(Step::BackupBase(name(2), false)),
             ["backup", "objects", ..] if words.len() <= 3 => Ok(Step::BackupObjects(name(2))),
             ["backup", "redis"] => Ok(Step::BackupRedis),
             ["copy", ..] if words.len() <= 2 => Ok(Step::Copy(name(1))),
@@ -45,7 +49,7 @@ impl Step {
             ["verify", "db"] => Ok(Step::Verify(Some(StepKind::Db))),
             ["verify", "base"] => Ok(Step::Verify(Some(StepKind::Base))),
             _ => Err(format!(
-                "unknown step `{text}`: use `backup db [NAME]`, `backup base [NAME]`, `backup objects [NAME]`, `backup redis`, `copy [NAME]`, `prune` or `verify [db|base]`"
+                "unknown step `{text}`: use `backup db [NAME]`, `backup base [--incremental] [NAME]`, `backup objects [NAME]`, `backup redis`, `copy [NAME]`, `prune` or `verify [db|base]`"
             )),
         }
     }
@@ -59,7 +63,8 @@ impl fmt::Display for Step {
         };
         match self {
             Step::BackupDb(name) => named(f, "backup db", name),
-            Step::BackupBase(name) => named(f, "backup base", name),
+            Step::BackupBase(name, false) => named(f, "backup base", name),
+            Step::BackupBase(name, true) => named(f, "backup base --incremental", name),
             Step::BackupObjects(name) => named(f, "backup objects", name),
             Step::BackupRedis => f.write_str("backup redis"),
             Step::Copy(name) => named(f, "copy", name),
@@ -87,7 +92,7 @@ impl Serialize for Step {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobConfig {
-    /// `backup db [NAME]`, `backup base [NAME]`, `backup objects [NAME]`, `backup redis`,
+    /// `backup db [NAME]`, `backup base [--incremental] [NAME]`, `backup objects [NAME]`, `backup redis`,
     /// `copy [NAME]`, `prune`, `verify [db|base]`.
     pub steps: Vec<Step>,
     /// Cron schedule for the daemon.
@@ -108,7 +113,7 @@ pub fn default_jobs() -> BTreeMap<String, JobConfig> {
             job(
                 &[
                     Step::BackupDb(None),
-                    Step::BackupBase(None),
+                    Step::BackupBase(None, false),
                     Step::BackupObjects(None),
                     Step::BackupRedis,
                     Step::Copy(None),

@@ -4,6 +4,15 @@
 //! `lifeboat wal-push`, and the backup is committed only once the segment holding its end LSN
 //! is in this repository's archive. A server that does not archive WAL to lifeboat is refused
 //! before anything is copied, since its base backup could never be recovered.
+//!
+//! An incremental (`--incremental`, PostgreSQL 17 and later) hands the server the
+//! `backup_manifest` of the newest base backup of the same cluster through
+//! `pg_basebackup --incremental=FILE` (which sends it with `UPLOAD_MANIFEST` before
+//! `BASE_BACKUP ... INCREMENTAL`): pg_basebackup already speaks the replication protocol's
+//! tar streams and is the program every base backup runs, so lifeboat keeps one path for both
+//! kinds. Each backup's own `backup_manifest` is caught from its tar and stored beside it,
+//! for the next incremental. Where an incremental cannot be taken (`summarize_wal` off, no
+//! earlier backup, WAL summaries that no longer reach back to it), a full one is, saying why.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +28,8 @@ use crate::repository::Repository;
 use crate::wal;
 use crate::Context;
 
+use super::incremental::{self, Server};
+
 /// How long to wait for the server to archive the backup's last segment.
 const ARCHIVE_WAIT: Duration = Duration::from_secs(120);
 
@@ -27,6 +38,7 @@ pub async fn backup_base(
     repo: &Repository,
     name: &str,
     pg: &PostgresConfig,
+    incremental: bool,
 ) -> Result<Manifest> {
     let ctx = &ctx.for_server(pg);
     let started_at = Timestamp::now();
@@ -40,7 +52,8 @@ pub async fn backup_base(
              current_setting('server_version'), current_database(), \
              (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'), \
              pg_database_size(current_database()), \
-             (SELECT system_identifier::text FROM pg_control_system())",
+             (SELECT system_identifier::text FROM pg_control_system()), \
+             current_setting('summarize_wal', true)",
             &[],
         )
         .await
@@ -55,7 +68,7 @@ pub async fn backup_base(
         .get::<_, String>(6)
         .parse()
         .map_err(|_| Error::Internal("the server's system identifier is not a number".into()))?;
-    drop(client);
+    let summarize_wal: Option<String> = row.get(7);
     if archive_mode == "off" || !archive_command.contains("wal-push") {
         return Err(Error::NotReady(format!(
             "database `{name}` does not archive its WAL to lifeboat (archive_mode = `{archive_mode}`, archive_command = `{archive_command}`): \
@@ -76,6 +89,30 @@ pub async fn backup_base(
     let sole = wal::cluster::sole(ctx, name);
     wal::cluster::check_base(repo, name, sole, system_id, &this_cluster).await?;
 
+    let parent = if incremental {
+        let server = Server {
+            name,
+            version: &server_version,
+            system_id,
+            summarize_wal: summarize_wal.as_deref(),
+        };
+        incremental::choose_parent(ctx, repo, &client, &server).await?
+    } else {
+        None
+    };
+    drop(client);
+    // pg_basebackup reads the parent's manifest from a file; it goes when the backup ends.
+    let parent_file = match &parent {
+        Some((_, text)) => {
+            let mut file = tempfile::NamedTempFile::new()
+                .map_err(|e| Error::io("making a file for the parent's backup_manifest", e))?;
+            std::io::Write::write_all(&mut file, text)
+                .map_err(|e| Error::io("writing the parent's backup_manifest", e))?;
+            Some(file)
+        }
+        None => None,
+    };
+
     let tool = ctx.tools.tool("pg_basebackup").args([
         "--pgdata=-",
         "--format=tar",
@@ -88,9 +125,14 @@ pub async fn backup_base(
         "--no-password",
         "--verbose",
     ]);
-    let tool = tool.arg(format!("--label=lifeboat {id}"));
+    let mut tool = tool.arg(format!("--label=lifeboat {id}"));
+    if let Some(file) = &parent_file {
+        tool = tool.arg(format!("--incremental={}", file.path().display()));
+    }
     let (tool, _passfile) = conn.apply_to(tool)?;
     let source = tool.spawn_reader()?;
+    let killer = source.killer();
+    let (source, caught) = crate::tarchunk::incremental::ManifestTap::new(source);
 
     // pg_basebackup only relays files the server reads: unlike pg_dump it leaves the cores
     // free, so by default compression takes them all.
@@ -105,12 +147,33 @@ pub async fn backup_base(
         db_size.max(0) as u64 * 2,
         threads,
     );
-    tracing::info!(backup = %id, database = name, "base backup of the cluster of `{dbname}`");
+    match &parent {
+        Some((p, _)) => {
+            tracing::info!(backup = %id, database = name, parent = %p.id, "incremental base backup of the cluster of `{dbname}`, since `{}`", p.id)
+        }
+        None => {
+            tracing::info!(backup = %id, database = name, "base backup of the cluster of `{dbname}`")
+        }
+    }
+    let task = if parent.is_some() {
+        format!("incremental base backup {name}")
+    } else {
+        format!("base backup {name}")
+    };
     let uploaded = plan
-        .upload_from(ctx, repo, &format!("base backup {name}"), source)
+        .upload_reader(ctx, repo, &task, source, move || killer.kill())
         .await;
+    let manifest_key = crate::repository::layout::backup_manifest(&id);
     let outcome = async {
         let stats = uploaded?;
+        let caught = caught.lock().expect("manifest tap").take();
+        let backup_manifest = match caught {
+            Some(text) => Some(incremental::store_manifest(repo, &plan, &manifest_key, &text).await?),
+            None => {
+                tracing::warn!("pg_basebackup's tar held no backup_manifest: the next incremental of `{name}` will be a full backup");
+                None
+            }
+        };
         // Its segments are being archived now: the archive has recorded its cluster.
         wal::cluster::check_base(repo, name, sole, system_id, &this_cluster).await?;
         let (start_lsn, end_lsn, timeline, archive) =
@@ -136,13 +199,17 @@ pub async fn backup_base(
                 last_wal,
                 wal_segment_size: segment_size,
                 system_identifier: Some(system_id.to_string()),
+                parent: parent.as_ref().map(|(p, _)| p.id.clone()),
             }),
         };
-        Ok(plan.manifest(about, stats))
+        let mut manifest = plan.manifest(about, stats);
+        manifest.backup_manifest = backup_manifest;
+        Ok(manifest)
     }
     .await;
+    drop(parent_file);
     let outcome = repo
-        .finish_backup(&[&plan.data], outcome, &ctx.cancel)
+        .finish_backup(&[&plan.data, &manifest_key], outcome, &ctx.cancel)
         .await;
     outcome
 }

@@ -10,6 +10,7 @@ pub mod counts;
 pub mod dump;
 pub mod find;
 pub mod globals;
+pub mod incremental;
 pub mod leftovers;
 pub mod pitr;
 pub mod replication;

@@ -115,7 +115,7 @@ pub async fn upgrade(
         dry_run,
     };
     if backup && !dry_run && report.existing_base_backup.is_none() {
-        let manifest = super::base::backup_base(ctx, repo, name, pg).await?;
+        let manifest = super::base::backup_base(ctx, repo, name, pg, false).await?;
         tracing::info!(
             "base backup `{}`: the first of {}",
             manifest.id,

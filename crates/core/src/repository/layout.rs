@@ -88,6 +88,14 @@ pub fn globals(id: &str, encrypted: bool) -> String {
     )
 }
 
+/// A base backup's `backup_manifest` (PostgreSQL's), beside its data; never encrypted.
+pub fn backup_manifest(id: &str) -> String {
+    format!(
+        "{}{id}.backup_manifest.zst",
+        Area::DataOf(BackupKind::Base).dirname()
+    )
+}
+
 /// An archived WAL file, in the archive at `prefix` (`wal/` or a generation's).
 pub fn wal(prefix: &str, name: &str, encrypted: bool) -> String {
     format!("{prefix}{name}.zst{}", if encrypted { ".age" } else { "" })

@@ -44,6 +44,10 @@ pub struct BaseInfo {
     /// The cluster's system identifier (a string: too large for many JSON readers' numbers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_identifier: Option<String>,
+    /// For an incremental base backup: the backup (full or incremental) it holds the changes
+    /// since. Restoring it needs every backup of its chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +90,20 @@ pub struct Manifest {
     /// For a dump: the cluster's roles and the database's properties, stored beside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub globals: Option<GlobalsInfo>,
+    /// For a base backup: PostgreSQL's `backup_manifest`, stored beside it (compressed, never
+    /// encrypted: a backup host that holds only the public key reads it to take the next
+    /// incremental; it names files and sizes, no data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_manifest: Option<SideObject>,
+}
+
+/// A small object stored beside a backup's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideObject {
+    /// Key, relative to the repository root.
+    pub key: String,
+    pub stored_size: u64,
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,9 +184,29 @@ impl Manifest {
 
     /// The keys of the backup's stored objects: its data, and a dump's roles.
     pub fn objects(&self) -> Vec<&str> {
-        std::iter::once(self.data.as_str())
-            .chain(self.globals.as_ref().map(|g| g.key.as_str()))
+        self.stored_objects().into_iter().map(|o| o.0).collect()
+    }
+
+    /// Each stored object with its size and SHA-256: the data, a dump's roles, a base
+    /// backup's `backup_manifest`.
+    pub fn stored_objects(&self) -> Vec<(&str, u64, &str)> {
+        std::iter::once((self.data.as_str(), self.stored_size, self.sha256.as_str()))
+            .chain(
+                self.globals
+                    .as_ref()
+                    .map(|g| (g.key.as_str(), g.stored_size, g.sha256.as_str())),
+            )
+            .chain(
+                self.backup_manifest
+                    .as_ref()
+                    .map(|o| (o.key.as_str(), o.stored_size, o.sha256.as_str())),
+            )
             .collect()
+    }
+
+    /// The backup this incremental base backup depends on.
+    pub fn parent(&self) -> Option<&str> {
+        self.base.as_ref().and_then(|b| b.parent.as_deref())
     }
 
     /// Total rows recorded.
@@ -267,6 +305,7 @@ mod tests {
             base: None,
             tier: None,
             globals: None,
+            backup_manifest: None,
         }
     }
 

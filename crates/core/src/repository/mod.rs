@@ -444,6 +444,20 @@ impl Repository {
         if let Some(until) = until {
             let data: Vec<&str> = manifest.objects();
             self.hold_new(&data, until).await?;
+            // An incremental is worth nothing without its chain: each backup it is built on
+            // stays locked at least as long.
+            let mut parent = manifest.parent().map(str::to_string);
+            while let Some(id) = parent {
+                let path = layout::manifest(&id);
+                let Some(bytes) = self.storage.read_opt(&path).await? else {
+                    break;
+                };
+                let link = Manifest::from_json(&bytes, &self.storage.display(&path))?;
+                let mut keys = link.objects();
+                keys.push(&path);
+                self.hold_at_least(&keys, until).await?;
+                parent = link.parent().map(str::to_string);
+            }
         }
         let path = layout::manifest(&manifest.id);
         if self.storage.write_new(&path, manifest.to_json()).await? {

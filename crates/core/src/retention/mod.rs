@@ -7,7 +7,9 @@
 //! and years are calendar periods in the policy's time zone.
 //!
 //! Base backups: every one that ended inside the PITR window, and the newest that ended before
-//! it (recovering to the window's first moment starts from that one); always the newest.
+//! it (recovering to the window's first moment starts from that one); always the newest. A
+//! kept incremental keeps every backup of its chain (its parent, that one's parent, down to
+//! the full one); a chain goes whole or from its newest end, never from the middle.
 //! WAL: every segment from the oldest kept base backup's first segment on; nothing older is
 //! needed by any kept base backup. With no base backup, no WAL is deleted.
 //!
@@ -26,7 +28,7 @@ use serde::Serialize;
 
 use crate::repository::manifest::BackupKind;
 
-pub use plan::{plan_backups, plan_wal};
+pub use plan::{keep_chains, plan_backups, plan_wal};
 
 /// The policy, as configured.
 pub use crate::repository::hold::{Policy, Tier};
@@ -43,6 +45,8 @@ pub struct Item {
     pub tier: Option<Tier>,
     /// For a base backup: its first WAL segment.
     pub first_wal: Option<String>,
+    /// For an incremental base backup: the backup it is built on.
+    pub parent: Option<String>,
 }
 
 /// What becomes of one backup.
@@ -58,6 +62,9 @@ pub struct Decision {
     /// The colder tier it moves to now (kept only as a monthly or yearly backup).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub promote: Option<Tier>,
+    /// Kept only because a kept incremental is built on it: the WAL before it is not needed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub chain_only: bool,
 }
 
 /// What becomes of the WAL archive.

@@ -42,7 +42,49 @@ pub fn plan_backups(items: &[Item], policy: &Policy, now: Timestamp) -> Vec<Deci
         }
     }
     out.sort_by(|a, b| a.started.cmp(&b.started).then(a.id.cmp(&b.id)));
+    keep_chains(items, &mut out);
     out
+}
+
+/// A kept incremental keeps the backup it is built on, and so down its chain to the full one;
+/// a deleted backup's plan names the incrementals that go with it.
+pub fn keep_chains(items: &[Item], decisions: &mut [Decision]) {
+    let parent_of = |id: &str| items.iter().find(|i| i.id == id)?.parent.clone();
+    // Newest first: a parent kept for its child then keeps its own parent.
+    for i in (0..decisions.len()).rev() {
+        if !decisions[i].keep {
+            continue;
+        }
+        let mut child = decisions[i].id.clone();
+        while let Some(parent) = parent_of(&child) {
+            let Some(d) = decisions.iter_mut().find(|d| d.id == parent) else {
+                break;
+            };
+            if !d.keep {
+                d.keep = true;
+                d.chain_only = true;
+                d.reasons = vec![format!("incremental `{child}` is built on it")];
+            } else if d.chain_only {
+                d.reasons
+                    .push(format!("incremental `{child}` is built on it"));
+            }
+            child = parent;
+        }
+    }
+    for decision in decisions.iter_mut().filter(|d| !d.keep) {
+        let dependants: Vec<String> = items
+            .iter()
+            .filter(|it| it.parent.as_deref() == Some(decision.id.as_str()))
+            .map(|it| format!("`{}`", it.id))
+            .collect();
+        let reason = &mut decision.reasons[0];
+        if !dependants.is_empty() && !reason.contains("built on it go with it") {
+            reason.push_str(&format!(
+                "; the incrementals built on it go with it: {}",
+                dependants.join(", ")
+            ));
+        }
+    }
 }
 
 fn plan_db(members: &[&Item], policy: &Policy, now: Timestamp) -> Vec<Decision> {
@@ -114,6 +156,7 @@ fn plan_db(members: &[&Item], policy: &Policy, now: Timestamp) -> Vec<Decision> 
                 keep,
                 reasons,
                 promote,
+                chain_only: false,
             }
         })
         .collect()
@@ -160,6 +203,7 @@ fn plan_base(members: &[&Item], policy: &Policy, now: Timestamp) -> Vec<Decision
                 keep,
                 reasons,
                 promote: None,
+                chain_only: false,
             }
         })
         .collect()
@@ -170,7 +214,7 @@ fn plan_base(members: &[&Item], policy: &Policy, now: Timestamp) -> Vec<Decision
 pub fn plan_wal(items: &[Item], decisions: &[Decision], archived: &[String]) -> WalPlan {
     let kept_bases = decisions
         .iter()
-        .filter(|d| d.kind == BackupKind::Base && d.keep)
+        .filter(|d| d.kind == BackupKind::Base && d.keep && !d.chain_only)
         .filter_map(|d| {
             let item = items.iter().find(|i| i.id == d.id)?;
             let first = item.first_wal.clone()?;
@@ -225,6 +269,7 @@ mod tests {
             finished: t(started),
             tier: None,
             first_wal: None,
+            parent: None,
         }
     }
 
@@ -237,6 +282,7 @@ mod tests {
             finished: t(started) + SignedDuration::from_mins(10),
             tier: None,
             first_wal: Some(first_wal.into()),
+            parent: None,
         }
     }
 

@@ -114,6 +114,7 @@ fn item(m: &Manifest) -> Item {
         finished: m.finished_at,
         tier: m.tier.as_deref().and_then(Tier::parse),
         first_wal: m.base.as_ref().map(|b| b.first_wal.clone()),
+        parent: m.parent().map(str::to_string),
     }
 }
 
@@ -131,6 +132,8 @@ pub async fn plan_prune(
     let items: Vec<Item> = manifests.iter().map(item).collect();
     let mut backups = retention::plan_backups(&items, &policy, at);
     let locked = hold_locked(repo, &manifests, &mut backups, at).await?;
+    // A backup a lock keeps keeps its chain.
+    retention::keep_chains(&items, &mut backups);
     let locks = match repo.hold() {
         Some(lock) => plan_locks(repo, lock, &manifests, &backups, at).await?,
         None => Vec::new(),

@@ -21,6 +21,7 @@ mod compress;
 mod cut;
 mod extract;
 mod format;
+pub mod incremental;
 mod unpack;
 
 pub use compress::TarChunks;

@@ -271,7 +271,7 @@ async fn pitr_part(
         .config
         .postgres
         .insert("drill".into(), source.clone());
-    let base = crate::postgres::base::backup_base(&pitr_ctx, repo, "drill", source).await?;
+    let base = crate::postgres::base::backup_base(&pitr_ctx, repo, "drill", source, false).await?;
     timer.lap(
         "base backup (WAL archived by wal-push)",
         format!(

@@ -14,17 +14,87 @@ use crate::tarchunk;
 use crate::wal;
 use crate::Context;
 
-/// Unpacks `base` into the request's data folder; on failure the folder is left as it was.
+/// Restores `chain` (a full base backup, then its incrementals in order) into the request's
+/// data folder: the full one unpacked in parallel, each incremental applied onto it in turn
+/// (see [`tarchunk::incremental`]). The chain is checked whole before anything is written;
+/// on failure (or a stop) the folder is left as it was.
 pub(super) async fn unpack(
+    ctx: &Context,
+    repo: &Repository,
+    chain: &[Manifest],
+    request: &PitrRequest,
+) -> Result<()> {
+    crate::postgres::incremental::check_chain(ctx, repo, chain, request.identity.as_deref())
+        .await?;
+    let existed = request.pgdata.exists();
+    std::fs::create_dir_all(&request.pgdata)
+        .map_err(|e| Error::io(format!("creating `{}`", request.pgdata.display()), e))?;
+    let restored = async {
+        unpack_full(ctx, repo, &chain[0], request).await?;
+        for link in &chain[1..] {
+            apply_incremental(ctx, repo, link, request).await?;
+        }
+        if chain.len() > 1 {
+            tarchunk::incremental::finish_chain(&request.pgdata)
+                .map_err(|e| Error::io("finishing the restored chain", e))?;
+        }
+        if ctx.cancel.is_cancelled() {
+            return Err(Error::Interrupted("restore stopped".into()));
+        }
+        Ok(())
+    }
+    .await;
+    if restored.is_err() {
+        // The folder was empty: what is in it now is a partial copy, of no use to anyone.
+        clear_folder(&request.pgdata, existed);
+    }
+    restored
+}
+
+/// Applies incremental `link` onto the folder, which holds its parent restored.
+async fn apply_incremental(
+    ctx: &Context,
+    repo: &Repository,
+    link: &Manifest,
+    request: &PitrRequest,
+) -> Result<()> {
+    let identities = identities_for(&ctx.config, link, request.identity.as_deref())?;
+    let task = ctx
+        .progress
+        .start(&format!("apply {}", link.id), Some(link.raw_size));
+    let dest = request.pgdata.clone();
+    let applied = pipeline::download_sealed(
+        repo.storage(),
+        &link.data,
+        &link.expected(),
+        identities,
+        move |stored| {
+            // The chunk descriptions are skippable frames: one decoder reads the whole tar.
+            let raw = zstd::stream::read::Decoder::new(stored)?;
+            tarchunk::incremental::apply_incremental(raw, &dest, &task)
+        },
+        &ctx.cancel,
+    )
+    .await?;
+    tracing::info!(
+        backup = %link.id,
+        relation_files = applied.incremental_files,
+        blocks = applied.blocks,
+        whole_files = applied.whole_files,
+        removed = applied.removed,
+        "incremental applied"
+    );
+    Ok(())
+}
+
+/// Unpacks full base backup `base` into the folder.
+async fn unpack_full(
     ctx: &Context,
     repo: &Repository,
     base: &Manifest,
     request: &PitrRequest,
 ) -> Result<()> {
     let identities = identities_for(&ctx.config, base, request.identity.as_deref())?;
-    let existed = request.pgdata.exists();
-    std::fs::create_dir_all(&request.pgdata)
-        .map_err(|e| Error::io(format!("creating `{}`", request.pgdata.display()), e))?;
     let task = ctx
         .progress
         .start(&format!("restore {}", base.id), Some(base.raw_size));
@@ -38,23 +108,14 @@ pub(super) async fn unpack(
         move |stored| tarchunk::unpack(stored, &dest, threads, &task),
         &ctx.cancel,
     )
-    .await;
-    match unpacked {
-        Ok(unpacked) => {
-            tracing::info!(
-                chunks = unpacked.chunks,
-                bytes = unpacked.raw_size,
-                threads,
-                "base backup unpacked"
-            );
-            Ok(())
-        }
-        Err(e) => {
-            // The folder was empty: what is in it now is a partial copy, of no use to anyone.
-            clear_folder(&request.pgdata, existed);
-            Err(e)
-        }
-    }
+    .await?;
+    tracing::info!(
+        chunks = unpacked.chunks,
+        bytes = unpacked.raw_size,
+        threads,
+        "base backup unpacked"
+    );
+    Ok(())
 }
 
 /// Threads that unpack a base backup: the configured compression threads, else one per core.

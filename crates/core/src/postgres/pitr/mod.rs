@@ -162,19 +162,26 @@ pub async fn restore_pitr(
             base.id, base.server_version
         ),
     )?;
-    crate::storage::s3::tiers::ensure_readable(
-        repo.storage(),
-        &base.id,
-        &base.objects(),
-        &request.thaw,
-        &ctx.cancel,
-    )
-    .await?;
-    tracing::info!(base = %base.id, target = %describe(&request.target), "restoring a base backup");
+    for link in &plan.chain {
+        crate::storage::s3::tiers::ensure_readable(
+            repo.storage(),
+            &link.id,
+            &link.objects(),
+            &request.thaw,
+            &ctx.cancel,
+        )
+        .await?;
+    }
+    if plan.chain.len() > 1 {
+        let ids: Vec<&str> = plan.chain.iter().map(|m| m.id.as_str()).collect();
+        tracing::info!(base = %base.id, target = %describe(&request.target), "restoring an incremental base backup and its chain: {}", ids.join(" → "));
+    } else {
+        tracing::info!(base = %base.id, target = %describe(&request.target), "restoring a base backup");
+    }
     if let Some(fork) = &plan.fork {
         tracing::warn!("{fork}");
     }
-    folder::unpack(ctx, repo, base, request).await?;
+    folder::unpack(ctx, repo, &plan.chain, request).await?;
     folder::write_recovery_settings(request, &plan, &config_file)?;
     let owner = crate::postgres::cluster::unprivileged_user();
     folder::prepare_permissions(&request.pgdata, owner)?;

@@ -21,6 +21,9 @@ use crate::Context;
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub base: Manifest,
+    /// The backups that restore `base`: its full backup, then its incrementals in order
+    /// (`base` alone when it is a full backup).
+    pub chain: Vec<Manifest>,
     pub window: Window,
     /// Where a recovery to the latest moment must get to: the newest archived segment of the
     /// timeline it follows, as (timeline, segment number).
@@ -269,8 +272,10 @@ pub async fn plan(ctx: &Context, repo: &Repository, request: &PitrRequest) -> Re
         }
         _ => None,
     };
+    let chain = crate::postgres::incremental::chain_of(&all_bases, base, repo.location())?;
     Ok(Plan {
         base: base.clone(),
+        chain,
         window,
         archive_end,
         timeline,
@@ -565,9 +570,11 @@ mod tests {
                 last_wal: String::new(),
                 wal_segment_size: wal::DEFAULT_SEGMENT_SIZE,
                 system_identifier: None,
+                parent: None,
             }),
             tier: None,
             globals: None,
+            backup_manifest: None,
         }
     }
 

@@ -1,0 +1,263 @@
+//! Incremental base backups (PostgreSQL 17 and later): a chain taken, restored in one pass into
+//! the data folder and compared with what `pg_combinebackup` makes of the same chain; broken
+//! chains refused before anything is written; a stop during a chain's restore.
+//!
+//! Run on whatever PostgreSQL the tests use: on 15 and 16 the test checks that `--incremental`
+//! is refused and ends there; `scripts/test` runs it on 17 and 18.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::pitr::{archive_through_lifeboat, archiving_cluster, recover_and_start, sql_at};
+use crate::support::{tools, wait_until, Env, Repo, Run, S3_SECRET};
+
+/// An environment archiving through lifeboat whose server summarizes its WAL; `None` (after
+/// checking that `--incremental` is refused in one line) when the server is older than 17.
+fn incremental_env(encrypted: bool) -> Option<Env> {
+    let env = Env::with_cluster(Repo::S3, encrypted, archiving_cluster());
+    archive_through_lifeboat(&env, &format!("LB_TEST_S3_SECRET={S3_SECRET} "));
+    let version: u32 = env
+        .sql("yomira", "SHOW server_version_num")
+        .parse()
+        .unwrap();
+    if version < 170_000 {
+        let out = env.lifeboat(&["backup", "base", "--incremental"]);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(
+            out.error_line()
+                .contains("`--incremental` needs PostgreSQL 17 or later"),
+            "{}",
+            out.stderr
+        );
+        assert!(env
+            .stored_files()
+            .iter()
+            .all(|k| !k.starts_with("data/base/")));
+        return None;
+    }
+    env.sql("yomira", "ALTER SYSTEM SET summarize_wal = on");
+    env.sql("yomira", "SELECT pg_reload_conf()");
+    wait_until(Duration::from_secs(30), "WAL summaries", || {
+        env.sql(
+            "yomira",
+            "SELECT count(*) FROM pg_available_wal_summaries()",
+        ) != "0"
+            || {
+                env.sql("yomira", "SELECT pg_switch_wal()");
+                false
+            }
+    });
+    Some(env)
+}
+
+/// `backup base [--incremental] --json`: the manifest.
+fn base_backup(env: &Env, incremental: bool) -> (serde_json::Value, Run) {
+    let mut args = vec!["backup", "base", "--json"];
+    if incremental {
+        args.push("--incremental");
+    }
+    let out = env.lifeboat(&args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    (serde_json::from_str(&out.stdout).unwrap(), out)
+}
+
+/// Every file under `dir` (relative path → content), and every folder (content `None`).
+fn tree(dir: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            if path.is_dir() {
+                out.insert(rel, None);
+                stack.push(path);
+            } else {
+                out.insert(rel, Some(std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// A stored (unencrypted) base backup's tar, unpacked into `dir` by `zstd -d | tar -x`.
+fn untar(env: &Env, manifest: &serde_json::Value, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let data = env.repo_path(manifest["data"].as_str().unwrap());
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "zstd -dc '{}' | tar -x -C '{}'",
+            data.display(),
+            dir.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn pg_tool(name: &str) -> PathBuf {
+    tools().path(name)
+}
+
+#[test]
+fn an_incremental_chain_restores_as_pg_combinebackup_makes_it() {
+    let Some(env) = incremental_env(false) else {
+        return;
+    };
+    let (socket, port) = (env.cluster.socket_dir().to_path_buf(), env.cluster.port());
+    env.sql(
+        "yomira",
+        "CREATE TABLE public.big AS SELECT i, md5(i::text) AS t FROM generate_series(1, 200000) i; \
+         CREATE TABLE public.trunc AS SELECT i FROM generate_series(1, 5000) i; \
+         CREATE TABLE public.gone AS SELECT i FROM generate_series(1, 5000) i; \
+         CHECKPOINT",
+    );
+    // Hinted and frozen, as a production table's old rows are (on 18, with data checksums on by
+    // default, setting hint bits logs whole pages: a first scan would touch every page).
+    env.sql("yomira", "VACUUM (FREEZE, ANALYZE)");
+    // No base backup yet: the incremental is a full one, saying why.
+    let (full, out) = base_backup(&env, true);
+    assert!(full["base"]["parent"].is_null(), "{full}");
+    assert!(
+        out.stderr.contains("no earlier base backup"),
+        "{}",
+        out.stderr
+    );
+    assert!(full["backup_manifest"]["key"]
+        .as_str()
+        .unwrap()
+        .ends_with(".backup_manifest.zst"));
+
+    // A day: 1% of `big` updated (rows side by side, as a day's changes mostly are), a table truncated, one dropped, one made.
+    env.sql(
+        "yomira",
+        "UPDATE public.big SET t = 'day one' WHERE i <= 2000; TRUNCATE public.trunc; \
+         DROP TABLE public.gone; CREATE TABLE public.fresh AS SELECT 1 AS one",
+    );
+    let (first, _) = base_backup(&env, true);
+    assert_eq!(first["base"]["parent"], full["id"], "{first}");
+    let (full_size, first_size) = (
+        full["stored_size"].as_u64().unwrap(),
+        first["stored_size"].as_u64().unwrap(),
+    );
+    assert!(
+        first_size * 4 < full_size,
+        "incremental {first_size} bytes, full {full_size}"
+    );
+
+    // Another: rows deleted from the end of `big` and vacuumed away (the relation shrinks).
+    env.sql("yomira", "DELETE FROM public.big WHERE i > 150000");
+    env.sql("yomira", "VACUUM public.big");
+    env.sql("yomira", "INSERT INTO public.trunc VALUES (7), (8)");
+    let (second, _) = base_backup(&env, true);
+    assert_eq!(second["base"]["parent"], first["id"], "{second}");
+
+    // `list` shows the chain.
+    let list = env.lifeboat(&["list"]);
+    let second_id = second["id"].as_str().unwrap();
+    let first_id = first["id"].as_str().unwrap();
+    assert!(
+        list.stdout
+            .lines()
+            .any(|l| l.contains(second_id) && l.contains(&format!("since {first_id}"))),
+        "{}",
+        list.stdout
+    );
+
+    // Restored in one pass, and what pg_combinebackup makes of the same chain.
+    let ours = env.dir.path().join("ours");
+    let out = env.lifeboat(&[
+        "restore",
+        "pitr",
+        "--pgdata",
+        ours.to_str().unwrap(),
+        "--base",
+        second_id,
+        "--target-immediate",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("incremental applied"), "{}", out.stderr);
+    let staged = env.dir.path().join("staged");
+    let mut inputs = Vec::new();
+    for (i, m) in [&full, &first, &second].into_iter().enumerate() {
+        let dir = staged.join(i.to_string());
+        untar(&env, m, &dir);
+        inputs.push(dir);
+    }
+    let reference = env.dir.path().join("combined");
+    let out = std::process::Command::new(pg_tool("pg_combinebackup"))
+        .args(&inputs)
+        .arg("-o")
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mine, theirs) = (tree(&ours), tree(&reference));
+    // lifeboat adds the recovery settings; each writes its own backup_manifest (checked below).
+    let ours_only = ["recovery.signal", "postgresql.auto.conf", "backup_manifest"];
+    let names = |t: &BTreeMap<String, Option<Vec<u8>>>| -> Vec<String> {
+        t.keys()
+            .filter(|k| !ours_only.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(names(&mine), names(&theirs));
+    let mut compared = 0;
+    for (name, content) in &theirs {
+        if ours_only.contains(&name.as_str()) {
+            continue;
+        }
+        assert!(
+            mine[name] == *content,
+            "`{name}` differs from pg_combinebackup's"
+        );
+        compared += 1;
+    }
+    assert!(compared > 500, "{compared} entries");
+    assert!(
+        !mine.contains_key("base/5/INCREMENTAL.1259")
+            && !mine.keys().any(|k| k.contains("INCREMENTAL."))
+    );
+    // pg_combinebackup's settings are a prefix of ours.
+    let auto = |t: &BTreeMap<String, Option<Vec<u8>>>| t["postgresql.auto.conf"].clone().unwrap();
+    assert!(auto(&mine).starts_with(&auto(&theirs)));
+    for dir in [&ours, &reference] {
+        let out = std::process::Command::new(pg_tool("pg_verifybackup"))
+            .arg("--no-parse-wal")
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_verifybackup {}: {}{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // And it recovers: the truncated table, the dropped one, the shrunk one, as they were.
+    env.sql("yomira", "INSERT INTO public.trunc VALUES (9)");
+    crate::pitr::switch_and_archive(&socket, port);
+    let (out, server) = recover_and_start(&env, "recovered", &socket, &["--latest"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let q = |sql: &str| sql_at(&socket, server.port, sql);
+    assert_eq!(
+        q("SELECT count(*), count(*) FILTER (WHERE t = 'day one') FROM public.big"),
+        "150000|2000"
+    );
+    assert_eq!(
+        q("SELECT string_agg(i::text, ',' ORDER BY i) FROM public.trunc"),
+        "7,8,9"
+    );
+    assert_eq!(
+        q("SELECT to_regclass('public.gone') IS NULL, (SELECT one FROM public.fresh)"),
+        "t|1"
+    );
+}
