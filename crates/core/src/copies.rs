@@ -535,4 +535,57 @@ mod tests {
         assert_eq!(plan.wal_bytes, 23);
         assert_eq!(plan.bytes(), 40 + 7 + 23);
     }
+
+    #[test]
+    fn an_incremental_goes_with_its_chain_and_each_backup_manifest() {
+        let base = |id: &str, parent: Option<&str>| -> Manifest {
+            serde_json::from_value(serde_json::json!({
+                "format": 1, "id": id, "kind": "base", "database": "main", "dbname": "yomira",
+                "options": {"schema_only": false, "schemas": []},
+                "server_version": "17", "client_version": "17",
+                "started_at": "2026-12-01T02:00:00Z", "finished_at": "2026-12-01T02:01:00Z",
+                "data": format!("data/base/{id}.tar.zst"), "raw_size": 9, "stored_size": 5, "sha256": "ab",
+                "compression": {"algorithm": "zstd", "level": 3}, "encryption": null,
+                "storage_class": null, "tool_version": "x", "tables": [],
+                "base": {"start_lsn": "0/1", "end_lsn": "0/2", "timeline": 1, "first_wal": "a",
+                         "last_wal": "a", "wal_segment_size": 16777216, "parent": parent},
+                "backup_manifest": {"key": format!("data/base/{id}.backup_manifest.zst"),
+                                    "stored_size": 2, "sha256": "cd"},
+            }))
+            .unwrap()
+        };
+        let (full, one) = ("20261201T020000Z-aaaa", "20261202T020000Z-bbbb");
+        let manifests = [base(full, None), base(one, Some(full))];
+        let plan = plan_copy(&manifests, &HashSet::new(), &[], &HashSet::new());
+        let copied: Vec<(&str, Vec<&str>)> = plan
+            .backups
+            .iter()
+            .map(|b| {
+                (
+                    b.id.as_str(),
+                    b.objects.iter().map(|o| o.key.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            copied,
+            [
+                (
+                    full,
+                    vec![
+                        "data/base/20261201T020000Z-aaaa.tar.zst",
+                        "data/base/20261201T020000Z-aaaa.backup_manifest.zst"
+                    ]
+                ),
+                (
+                    one,
+                    vec![
+                        "data/base/20261202T020000Z-bbbb.tar.zst",
+                        "data/base/20261202T020000Z-bbbb.backup_manifest.zst"
+                    ]
+                ),
+            ]
+        );
+        assert_eq!(plan.bytes(), 2 * (5 + 2));
+    }
 }

@@ -261,3 +261,244 @@ fn an_incremental_chain_restores_as_pg_combinebackup_makes_it() {
         "t|1"
     );
 }
+
+/// Reads `child`'s stderr until a line contains `what` (true), or it ends (false); the lines
+/// read are added to `seen`.
+fn wait_for_line(
+    lines: &mut impl Iterator<Item = std::io::Result<String>>,
+    what: &str,
+    seen: &mut String,
+) -> bool {
+    for line in lines {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(what) {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn a_broken_chain_is_refused_before_anything_is_written_and_a_stop_leaves_nothing() {
+    use std::io::BufRead;
+    let Some(mut env) = incremental_env(true) else {
+        return;
+    };
+    let (socket, port) = (env.cluster.socket_dir().to_path_buf(), env.cluster.port());
+    env.sql(
+        "yomira",
+        "CREATE TABLE public.big AS SELECT i, md5(i::text) AS t FROM generate_series(1, 100000) i",
+    );
+    env.sql("yomira", "VACUUM (FREEZE, ANALYZE)");
+    let (full, _) = base_backup(&env, false);
+    env.sql("yomira", "UPDATE public.big SET t = 'one' WHERE i <= 1000");
+    let (first, _) = base_backup(&env, true);
+    env.sql("yomira", "UPDATE public.big SET t = 'two' WHERE i <= 500");
+    let (second, _) = base_backup(&env, true);
+    assert_eq!(second["base"]["parent"], first["id"]);
+    // Encrypted, but the backup_manifest beside each backup is only compressed: a backup
+    // host with the public key alone takes the next incremental.
+    assert!(second["data"].as_str().unwrap().ends_with(".age"));
+    assert!(second["backup_manifest"]["key"]
+        .as_str()
+        .unwrap()
+        .ends_with(".zst"));
+    env.sql("yomira", "INSERT INTO public.big VALUES (0, 'after')");
+    crate::pitr::switch_and_archive(&socket, port);
+    let id = |m: &serde_json::Value| m["id"].as_str().unwrap().to_string();
+
+    // `verify` of the newest incremental replays its whole chain.
+    let out = env.lifeboat(&["verify", &id(&second), "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let verified: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(verified["passed"], true, "{verified}");
+    assert!(out.stderr.contains("incremental applied"), "{}", out.stderr);
+
+    let pgdata = env.dir.path().join("restored");
+    let restore = |env: &Env| {
+        env.lifeboat(&[
+            "restore",
+            "pitr",
+            "--latest",
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+        ])
+    };
+    // A damaged link (a byte flipped in the first incremental's data): refused, naming it,
+    // before the data folder is made.
+    let data = env.repo_path(first["data"].as_str().unwrap());
+    let intact = std::fs::read(&data).unwrap();
+    let mut bytes = intact.clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&data, bytes).unwrap();
+    let out = restore(&env);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.error_line().contains(&id(&first)) && out.error_line().contains("damaged"),
+        "{}",
+        out.stderr
+    );
+    assert!(!pgdata.exists());
+    std::fs::write(&data, &intact).unwrap();
+    // The full backup's data gone: refused, naming it.
+    let full_data = env.repo_path(full["data"].as_str().unwrap());
+    let aside = env.dir.path().join("aside");
+    std::fs::rename(&full_data, &aside).unwrap();
+    let out = restore(&env);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.error_line().contains(&id(&full)) && out.error_line().contains("missing"),
+        "{}",
+        out.stderr
+    );
+    assert!(!pgdata.exists());
+    std::fs::rename(&aside, &full_data).unwrap();
+    // A link whose manifest is gone: the chain cannot be told whole.
+    let manifest = env.repo_path(&format!("manifests/{}.json", id(&first)));
+    std::fs::rename(&manifest, &aside).unwrap();
+    let out = restore(&env);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.error_line()
+            .contains(&format!("base backup `{}`", id(&first)))
+            && out.error_line().contains("--base"),
+        "{}",
+        out.stderr
+    );
+    assert!(!pgdata.exists());
+    std::fs::rename(&aside, &manifest).unwrap();
+
+    // SIGTERM while the chain is checked, then once the full backup is unpacked and the
+    // incrementals are being applied (the newest one's data dripping in): nothing is left.
+    let proxy = env.behind_proxy(30, 120);
+    let second_data = second["data"].as_str().unwrap().to_string();
+    for moment in ["checking", "applying"] {
+        proxy.set(vec![lifeboat_testkit::Rule::all(
+            lifeboat_testkit::Fault::Drip {
+                bytes: 16 << 10,
+                every: Duration::from_millis(100),
+            },
+        )
+        .method("GET")
+        .path(&second_data)]);
+        let mut child = env.start(&[
+            "restore",
+            "pitr",
+            "--latest",
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+        ]);
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let mut seen = String::new();
+        if moment == "checking" {
+            std::thread::sleep(Duration::from_millis(1500));
+        } else {
+            assert!(
+                wait_for_line(&mut lines, "base backup unpacked", &mut seen),
+                "{seen}"
+            );
+            assert!(pgdata.join("PG_VERSION").exists(), "{seen}");
+        }
+        assert!(std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        wait_for_line(&mut lines, "\u{0}", &mut seen);
+        let status = child.wait().unwrap();
+        assert_ne!(status.code(), Some(0), "{moment}: {seen}");
+        assert!(!pgdata.exists(), "{moment}: the folder was left: {seen}");
+        assert!(proxy.faulted() > 0);
+    }
+    proxy.clear();
+    // And with nothing in the way, the chain recovers to the last row.
+    let (out, server) = recover_and_start(&env, "recovered", &socket, &["--latest"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let q = |sql: &str| sql_at(&socket, server.port, sql);
+    assert_eq!(
+        q("SELECT count(*) FILTER (WHERE t = 'one'), count(*) FILTER (WHERE t = 'two'), count(*) FILTER (WHERE t = 'after') FROM public.big"),
+        "500|500|1"
+    );
+    drop(server);
+
+    // Where an incremental cannot be, a full backup is taken, saying why: the server's WAL
+    // summaries no longer reach back to the parent (as when it is older than
+    // `wal_summary_keep_time`), or `summarize_wal` is off.
+    for summary in std::fs::read_dir(env.cluster.data_dir().join("pg_wal/summaries")).unwrap() {
+        std::fs::remove_file(summary.unwrap().path()).unwrap();
+    }
+    wait_until(Duration::from_secs(30), "a new WAL summary", || {
+        env.sql("yomira", "INSERT INTO public.big VALUES (-1, 'x')");
+        env.sql("yomira", "SELECT pg_switch_wal()");
+        env.sql(
+            "yomira",
+            "SELECT count(*) FROM pg_available_wal_summaries()",
+        ) != "0"
+    });
+    let (instead, out) = base_backup(&env, true);
+    assert!(instead["base"]["parent"].is_null(), "{instead}");
+    assert!(
+        out.stderr.contains("taking a full base backup")
+            && out.stderr.contains("its WAL summaries begin at"),
+        "{}",
+        out.stderr
+    );
+    env.sql("yomira", "ALTER SYSTEM SET summarize_wal = off");
+    env.sql("yomira", "SELECT pg_reload_conf()");
+    let (instead, out) = base_backup(&env, true);
+    assert!(instead["base"]["parent"].is_null(), "{instead}");
+    assert!(
+        out.stderr.contains("`summarize_wal` is off"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn object_lock_holds_a_chain_as_long_as_its_newest_backup() {
+    use lifeboat_testkit::MotoServer;
+    let Some(mut env) = incremental_env(false) else {
+        return;
+    };
+    let moto = MotoServer::start();
+    let bucket = "yomira-chain-locked";
+    moto.create_locked_bucket(bucket);
+    env.repository_on_moto(&moto.endpoint, bucket, "object_lock = \"governance\"\n");
+    let out = env.lifeboat(&["init"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The server archives into the new repository (the config file is the same).
+    let (socket, port) = (env.cluster.socket_dir().to_path_buf(), env.cluster.port());
+    env.sql("yomira", "CREATE TABLE public.t AS SELECT 1 AS one");
+    crate::pitr::switch_and_archive(&socket, port);
+    let (full, _) = base_backup(&env, false);
+    // A lock is dated by the backup's end: the incremental ends seconds later.
+    std::thread::sleep(Duration::from_secs(3));
+    env.sql("yomira", "INSERT INTO public.t VALUES (2)");
+    let (one, _) = base_backup(&env, true);
+    assert_eq!(one["base"]["parent"], full["id"]);
+    let until = |key: &str| -> jiff::Timestamp {
+        let text = moto.lock(bucket, &format!("lifeboat/{key}"));
+        let (mode, until) = text
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("`{key}` is not locked: {text}"));
+        assert_eq!(mode, "GOVERNANCE");
+        until.parse().unwrap()
+    };
+    let newest = until(one["data"].as_str().unwrap());
+    let full_id = full["id"].as_str().unwrap();
+    for key in [
+        full["data"].as_str().unwrap().to_string(),
+        full["backup_manifest"]["key"].as_str().unwrap().to_string(),
+        format!("manifests/{full_id}.json"),
+    ] {
+        assert!(
+            until(&key) >= newest,
+            "`{key}` is locked until {}, its incremental until {newest}",
+            until(&key)
+        );
+    }
+}

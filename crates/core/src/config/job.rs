@@ -153,5 +153,17 @@ mod tests {
             Step::parse("backup objects media").unwrap().to_string(),
             "backup objects media"
         );
+        for (text, step) in [
+            ("backup base", Step::BackupBase(None, false)),
+            ("backup base --incremental", Step::BackupBase(None, true)),
+            (
+                "backup base --incremental main",
+                Step::BackupBase(Some("main".into()), true),
+            ),
+        ] {
+            assert_eq!(Step::parse(text), Ok(step.clone()));
+            assert_eq!(step.to_string(), text);
+        }
+        assert!(Step::parse("backup base --incremental main extra").is_err());
     }
 }

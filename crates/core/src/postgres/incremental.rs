@@ -228,3 +228,50 @@ pub async fn check_chain(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(id: &str, parent: Option<&str>) -> Manifest {
+        serde_json::from_value(serde_json::json!({
+            "format": 1, "id": id, "kind": "base", "database": "main", "dbname": "yomira",
+            "options": {"schema_only": false, "schemas": []},
+            "server_version": "17.10", "client_version": "17.10",
+            "started_at": "2026-12-01T02:00:00Z", "finished_at": "2026-12-01T02:10:00Z",
+            "data": format!("data/base/{id}.tar.zst"),
+            "raw_size": 3, "stored_size": 3, "sha256": "x",
+            "compression": {"algorithm": "zstd", "level": 3},
+            "encryption": null, "storage_class": null, "tool_version": "0", "tables": [],
+            "base": {"start_lsn": "0/1000028", "end_lsn": "0/1000100", "timeline": 1,
+                     "first_wal": "000000010000000000000001", "last_wal": "000000010000000000000001",
+                     "wal_segment_size": 16777216, "parent": parent},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_chain_runs_from_its_full_backup_and_a_missing_link_is_named() {
+        let all = vec![
+            base("full", None),
+            base("other", None),
+            base("one", Some("full")),
+            base("two", Some("one")),
+        ];
+        let ids = |chain: Vec<Manifest>| chain.into_iter().map(|m| m.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(chain_of(&all, &all[3], "r").unwrap()),
+            ["full", "one", "two"]
+        );
+        assert_eq!(ids(chain_of(&all, &all[1], "r").unwrap()), ["other"]);
+        let broken: Vec<Manifest> = all.iter().filter(|m| m.id != "one").cloned().collect();
+        let err = chain_of(&broken, &all[3], "r").unwrap_err().to_string();
+        assert!(
+            err.contains("base backup `one`, on which incremental `two` depends"),
+            "{err}"
+        );
+        // A manifest that names itself among its parents does not loop for ever.
+        let looped = vec![base("a", Some("b")), base("b", Some("a"))];
+        assert!(chain_of(&looped, &looped[0], "r").is_err());
+    }
+}

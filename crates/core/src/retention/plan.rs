@@ -60,13 +60,13 @@ pub fn keep_chains(items: &[Item], decisions: &mut [Decision]) {
             let Some(d) = decisions.iter_mut().find(|d| d.id == parent) else {
                 break;
             };
+            let reason = format!("incremental `{child}` is built on it");
             if !d.keep {
                 d.keep = true;
                 d.chain_only = true;
-                d.reasons = vec![format!("incremental `{child}` is built on it")];
-            } else if d.chain_only {
-                d.reasons
-                    .push(format!("incremental `{child}` is built on it"));
+                d.reasons = vec![reason];
+            } else if d.chain_only && !d.reasons.contains(&reason) {
+                d.reasons.push(reason);
             }
             child = parent;
         }
@@ -518,5 +518,71 @@ mod tests {
         let plan = plan_backups(&items, &Policy::default(), t("2026-11-24T00:00:00Z"));
         let wal = plan_wal(&items, &plan, &archived);
         assert!(wal.delete.is_empty() && wal.keep_from.is_none());
+    }
+
+    #[test]
+    fn a_kept_incremental_keeps_its_chain_and_a_chain_goes_whole() {
+        let child = |id: &str, started: &str, wal: &str, parent: &str| Item {
+            parent: Some(parent.into()),
+            ..base(id, started, wal)
+        };
+        let items = vec![
+            // An old chain nothing needs any more.
+            base("old", "2026-10-01T02:00:00Z", "000000010000000000000001"),
+            child(
+                "old+1",
+                "2026-10-02T02:00:00Z",
+                "000000010000000000000002",
+                "old",
+            ),
+            // A chain whose second incremental is the base of the PITR window's start.
+            base("full", "2026-11-01T02:00:00Z", "000000010000000000000010"),
+            child(
+                "one",
+                "2026-11-02T02:00:00Z",
+                "000000010000000000000020",
+                "full",
+            ),
+            child(
+                "two",
+                "2026-11-10T02:00:00Z",
+                "000000010000000000000030",
+                "one",
+            ),
+            child(
+                "three",
+                "2026-11-20T02:00:00Z",
+                "000000010000000000000040",
+                "two",
+            ),
+        ];
+        let plan = plan_backups(&items, &Policy::default(), t("2026-11-21T00:00:00Z"));
+        assert_eq!(kept(&plan), ["full", "one", "two", "three"]);
+        assert_eq!(reasons(&plan, "one"), ["incremental `two` is built on it"]);
+        assert!(reasons(&plan, "two")[0].starts_with("base of the PITR window's start"));
+        let old = reasons(&plan, "old");
+        assert!(
+            old[0].ends_with("the incrementals built on it go with it: `old+1`"),
+            "{old:?}"
+        );
+        // Planned again (prune does, after locks): said once.
+        let mut again = plan.clone();
+        keep_chains(&items, &mut again);
+        assert_eq!(again, plan);
+        // The WAL from the window's base on: what comes before it only the chain's data needs.
+        let archived: Vec<String> = [
+            "000000010000000000000011",
+            "00000001000000000000002F",
+            "000000010000000000000030",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let wal = plan_wal(&items, &plan, &archived);
+        assert_eq!(
+            wal.keep_from,
+            Some(("000000010000000000000030".into(), "two".into()))
+        );
+        assert_eq!(wal.delete.len(), 2);
     }
 }

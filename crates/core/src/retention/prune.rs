@@ -330,7 +330,9 @@ async fn delete_backups(
     outcome: &mut PruneOutcome,
 ) -> Result<()> {
     let storage = repo.storage();
-    for decision in plan.backups.iter().filter(|d| !d.keep) {
+    // Newest first: a chain goes from its newest end, so a prune stopped half-way never leaves
+    // an incremental without the backup it is built on.
+    for decision in plan.backups.iter().rev().filter(|d| !d.keep) {
         let Some(manifest) = manifests.iter().find(|m| m.id == decision.id) else {
             continue;
         };

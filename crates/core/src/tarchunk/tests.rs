@@ -199,3 +199,185 @@ fn a_damaged_header_is_refused() {
     let err = cutter.feed(&tar, &mut |_| Ok(())).unwrap_err();
     assert!(err.to_string().contains("checksum"), "{err}");
 }
+
+mod incrementals {
+    use std::io::Read;
+
+    use super::{archive, pseudo_random};
+    use crate::progress::Task;
+    use crate::tarchunk::incremental::{
+        apply_incremental, finish_chain, read_incremental_head, ManifestTap, BLCKSZ,
+        INCREMENTAL_MAGIC,
+    };
+
+    /// An `INCREMENTAL.` file as PostgreSQL 17 writes one: the head, padded to a block when
+    /// blocks follow, then the blocks.
+    fn incremental(truncation: u32, blocks: &[(u32, u8)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for word in [INCREMENTAL_MAGIC, blocks.len() as u32, truncation] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        for (b, _) in blocks {
+            out.extend_from_slice(&b.to_le_bytes());
+        }
+        if !blocks.is_empty() {
+            out.resize(out.len().div_ceil(BLCKSZ as usize) * BLCKSZ as usize, 0);
+        }
+        for (_, fill) in blocks {
+            out.extend(std::iter::repeat_n(*fill, BLCKSZ as usize));
+        }
+        out
+    }
+
+    fn block(fill: u8) -> Vec<u8> {
+        vec![fill; BLCKSZ as usize]
+    }
+
+    #[test]
+    fn the_head_of_an_incremental_file_is_read_and_a_wrong_one_refused() {
+        let file = incremental(5, &[(1, 0xaa), (7, 0xbb)]);
+        let head = read_incremental_head(&mut file.as_slice(), file.len() as u64, "x").unwrap();
+        assert_eq!(
+            (head.truncation_blocks, head.blocks.clone(), head.header_len),
+            (5, vec![1, 7], BLCKSZ)
+        );
+        let empty = incremental(3, &[]);
+        let head = read_incremental_head(&mut empty.as_slice(), 12, "x").unwrap();
+        assert_eq!(
+            (head.truncation_blocks, head.blocks.len(), head.header_len),
+            (3, 0, 12)
+        );
+        let mut bad = file.clone();
+        bad[0] ^= 1;
+        let err = read_incremental_head(
+            &mut bad.as_slice(),
+            file.len() as u64,
+            "base/5/INCREMENTAL.16384",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`base/5/INCREMENTAL.16384`: magic number"),
+            "{err}"
+        );
+        // Blocks of another size than the server's 8 kB.
+        let err =
+            read_incremental_head(&mut file.as_slice(), file.len() as u64 - 4096, "x").unwrap_err();
+        assert!(err.to_string().contains("block size"), "{err}");
+    }
+
+    #[test]
+    fn an_incremental_cuts_writes_replaces_and_removes() {
+        let dest = tempfile::tempdir().unwrap();
+        let d = dest.path();
+        std::fs::create_dir_all(d.join("base/1")).unwrap();
+        std::fs::create_dir_all(d.join("base/2")).unwrap();
+        let parent: Vec<u8> = [block(1), block(2), block(3)].concat();
+        std::fs::write(d.join("base/1/100"), &parent).unwrap();
+        std::fs::write(d.join("base/1/200"), block(9)).unwrap();
+        std::fs::write(d.join("base/2/300"), block(9)).unwrap();
+        std::fs::write(d.join("PG_VERSION"), b"16\n").unwrap();
+        // Relation 100 cut to 2 blocks, block 1 and block 3 written (block 2 reads as zeros);
+        // relation 200 and folder base/2 are gone; PG_VERSION is sent whole.
+        let inc = incremental(2, &[(1, 0x11), (3, 0x33)]);
+        let tar = archive(&[
+            ("base", None),
+            ("base/1", None),
+            ("base/1/INCREMENTAL.100", Some(&inc)),
+            ("PG_VERSION", Some(b"17\n")),
+        ]);
+        let applied = apply_incremental(tar.as_slice(), d, &Task::silent()).unwrap();
+        assert_eq!(
+            (
+                applied.incremental_files,
+                applied.blocks,
+                applied.whole_files
+            ),
+            (1, 2, 1)
+        );
+        assert_eq!(applied.removed, 2, "{applied:?}");
+        let expected: Vec<u8> = [block(1), block(0x11), block(0), block(0x33)].concat();
+        assert!(std::fs::read(d.join("base/1/100")).unwrap() == expected);
+        assert!(!d.join("base/1/200").exists() && !d.join("base/2").exists());
+        assert!(!d.join("base/1/INCREMENTAL.100").exists());
+        assert_eq!(std::fs::read(d.join("PG_VERSION")).unwrap(), b"17\n");
+        // An archive cut short is refused.
+        let err = apply_incremental(&tar[..tar.len() - 2048], d, &Task::silent()).unwrap_err();
+        assert!(err.to_string().contains("ends"), "{err}");
+    }
+
+    #[test]
+    fn the_tap_passes_the_tar_unchanged_and_keeps_the_backup_manifest() {
+        let manifest = br#"{ "PostgreSQL-Backup-Manifest-Version": 2 }"#.to_vec();
+        let big = pseudo_random(70_000, 4);
+        let tar = archive(&[
+            ("base", None),
+            ("base/1/1259", Some(&big)),
+            ("backup_manifest", Some(&manifest)),
+        ]);
+        let (mut tap, caught) = ManifestTap::new(tar.as_slice());
+        let mut passed = Vec::new();
+        // In odd-sized reads, so that headers and data split across them.
+        let mut buf = [0u8; 777];
+        loop {
+            let n = tap.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            passed.extend_from_slice(&buf[..n]);
+        }
+        assert!(passed == tar);
+        assert_eq!(caught.lock().unwrap().as_deref(), Some(manifest.as_slice()));
+    }
+
+    #[test]
+    fn a_finished_chain_has_a_plain_label_and_a_manifest_of_its_files() {
+        use sha2::Digest;
+        let dest = tempfile::tempdir().unwrap();
+        let d = dest.path();
+        std::fs::create_dir_all(d.join("base/5")).unwrap();
+        std::fs::write(d.join("base/5/16384"), block(1).repeat(3)).unwrap();
+        std::fs::write(d.join("PG_VERSION"), b"17\n").unwrap();
+        std::fs::write(
+            d.join("backup_label"),
+            "START WAL LOCATION: 0/5000028 (file 000000010000000000000005)\nLABEL: x\nINCREMENTAL FROM LSN: 0/3000028\nINCREMENTAL FROM TLI: 1\n",
+        )
+        .unwrap();
+        let manifest = "{ \"PostgreSQL-Backup-Manifest-Version\": 2,\n\"System-Identifier\": 7,\n\"Files\": [\n\
+            { \"Path\": \"backup_label\", \"Size\": 140, \"Last-Modified\": \"2026-12-07 20:36:10 GMT\" },\n\
+            { \"Path\": \"base/5/INCREMENTAL.16384\", \"Size\": 12, \"Last-Modified\": \"2026-12-07 20:36:10 GMT\" },\n\
+            { \"Path\": \"PG_VERSION\", \"Size\": 3, \"Last-Modified\": \"2026-12-07 20:36:10 GMT\", \"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": \"abcd\" }\n\
+            ],\n\"WAL-Ranges\": [\n{ \"Timeline\": 1, \"Start-LSN\": \"0/5000028\", \"End-LSN\": \"0/5010FD8\" }\n],\n\
+            \"Manifest-Checksum\": \"00\"}\n";
+        std::fs::write(d.join("backup_manifest"), manifest).unwrap();
+        finish_chain(d).unwrap();
+        let label = std::fs::read_to_string(d.join("backup_label")).unwrap();
+        assert!(
+            !label.contains("INCREMENTAL") && label.contains("LABEL: x\n"),
+            "{label}"
+        );
+        let text = std::fs::read_to_string(d.join("backup_manifest")).unwrap();
+        assert!(
+            text.contains(&format!(
+                "{{ \"Path\": \"backup_label\", \"Size\": {},",
+                label.len()
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains("{ \"Path\": \"base/5/16384\", \"Size\": 24576, \"Last-Modified\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": \"abcd\" }\n],"),
+            "{text}"
+        );
+        let (body, sum) = text.split_once("\"Manifest-Checksum\": \"").unwrap();
+        assert_eq!(
+            &sum[..64],
+            hex::encode(sha2::Sha256::digest(body.as_bytes()))
+        );
+        assert!(text.ends_with("\"}\n"));
+        serde_json::from_str::<serde_json::Value>(&text).unwrap();
+    }
+}
