@@ -80,20 +80,26 @@ pub(crate) async fn choose_parent(
         .map_err(|e| Error::postgres("reading the server's WAL summaries", &e))?;
     let oldest: Option<String> = row.get(0);
     let keep: String = row.get(1);
-    match oldest.as_deref().and_then(wal::parse_lsn) {
-        Some(oldest) if oldest <= start => {}
-        Some(oldest) => {
-            return full(format!(
-                "its WAL summaries begin at {} and base backup `{}` started at {} (wal_summary_keep_time = {keep}): the changes since cannot be told",
-                wal::format_lsn(oldest),
-                parent.id,
-                base.start_lsn
-            ))
-        }
-        None => return full("its server has no WAL summaries yet".into()),
+    let oldest = oldest.as_deref().and_then(wal::parse_lsn);
+    if let Some(why) = summaries_short(oldest, start, &parent.id, &keep) {
+        return full(why);
     }
     let text = read_manifest(ctx, repo, &parent, &stored).await?;
     Ok(Some((parent, text)))
+}
+
+/// Why the server's WAL summaries, the oldest beginning at `oldest`, cannot tell what changed
+/// since a parent that started at `start`; `None` when they can.
+fn summaries_short(oldest: Option<u64>, start: u64, parent: &str, keep: &str) -> Option<String> {
+    match oldest {
+        Some(oldest) if oldest <= start => None,
+        Some(oldest) => Some(format!(
+            "its WAL summaries begin at {} and base backup `{parent}` started at {} (wal_summary_keep_time = {keep}): the changes since cannot be told",
+            wal::format_lsn(oldest),
+            wal::format_lsn(start)
+        )),
+        None => Some("its server has no WAL summaries yet".into()),
+    }
 }
 
 /// Reads a base backup's stored `backup_manifest`, checked against its record.
@@ -248,6 +254,17 @@ mod tests {
                      "wal_segment_size": 16777216, "parent": parent},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn summaries_must_reach_back_to_the_parent() {
+        assert_eq!(summaries_short(Some(0x100), 0x100, "p", "10d"), None);
+        assert_eq!(summaries_short(Some(0x100), 0x2000, "p", "10d"), None);
+        let why = summaries_short(Some(0x3000028), 0x2000028, "p", "14400min").unwrap();
+        assert_eq!(why, "its WAL summaries begin at 0/3000028 and base backup `p` started at 0/2000028 (wal_summary_keep_time = 14400min): the changes since cannot be told");
+        assert!(summaries_short(None, 1, "p", "10d")
+            .unwrap()
+            .contains("no WAL summaries"));
     }
 
     #[test]
