@@ -211,7 +211,19 @@ pub async fn backup_base(
     let outcome = repo
         .finish_backup(&[&plan.data, &manifest_key], outcome, &ctx.cancel)
         .await;
-    outcome
+    match outcome {
+        // The server found its WAL summaries short of the parent (a gap while `summarize_wal`
+        // was off, or removed early): what lifeboat checked beforehand cannot see every gap.
+        Err(e)
+            if parent.is_some()
+                && !ctx.cancel.is_cancelled()
+                && e.to_string().contains("WAL summaries are required") =>
+        {
+            tracing::warn!("taking a full base backup of `{name}` instead of an incremental: the server cannot tell the changes since `{}`: {e}", parent.as_ref().map_or("", |(p, _)| p.id.as_str()));
+            Box::pin(backup_base(ctx, repo, name, pg, false)).await
+        }
+        outcome => outcome,
+    }
 }
 
 /// The backup's start, end and timeline, from the backup history file (`*.backup`) that the

@@ -17,7 +17,8 @@ use std::fs::OpenOptions;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 use super::extract::safe_join;
 use super::format::{damaged, padding, parse_header, EntryKind, BLOCK};
@@ -106,78 +107,204 @@ pub fn read_incremental_head(
     })
 }
 
+/// Files at most this large are applied by the worker threads; a larger one (a relation
+/// segment that changed throughout) is applied by the reading thread as it streams past.
+const JOB_LIMIT: u64 = 8 << 20;
+
+/// One file of an incremental's tar, read whole, for a worker.
+struct Job {
+    /// Where the tar puts it (for an `INCREMENTAL.` file, that name).
+    path: PathBuf,
+    name: String,
+    mode: u32,
+    data: Vec<u8>,
+}
+
 /// Applies an incremental backup's tar (`raw`, uncompressed) onto `dest`, which holds the
-/// restored parent: see the module's header.
-pub fn apply_incremental(mut raw: impl Read, dest: &Path, task: &Task) -> io::Result<Applied> {
-    let mut applied = Applied::default();
+/// restored parent: see the module's header. One thread reads the tar; files are applied by
+/// `threads` workers (each file is one path, written by one of them), a large one by the
+/// reader itself; memory stays within about `2 × threads × JOB_LIMIT`.
+pub fn apply_incremental(
+    mut raw: impl Read,
+    dest: &Path,
+    threads: usize,
+    task: &Task,
+) -> io::Result<Applied> {
+    let threads = threads.max(1);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<io::Error>> = Mutex::new(None);
+    let applied = Mutex::new(Applied::default());
     let mut listed: HashSet<PathBuf> = HashSet::new();
-    let mut header = [0u8; BLOCK];
-    let mut buf = vec![0u8; BLCKSZ as usize];
-    loop {
-        if read_full(&mut raw, &mut header)? < BLOCK {
-            return Err(damaged("the archive ends before its end-of-archive block"));
-        }
-        task.advance(BLOCK as u64);
-        let Some(entry) = parse_header(&header)? else {
-            break;
-        };
-        let path = safe_join(dest, entry.path.trim_end_matches('/'))?;
-        match entry.kind {
-            EntryKind::Dir => {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::create_dir_all(&path)?;
-                std::fs::set_permissions(
-                    &path,
-                    std::fs::Permissions::from_mode(entry.mode | 0o700),
-                )?;
-                listed.insert(path);
-            }
-            EntryKind::Symlink(target) => {
-                remove_any(&path)?;
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent)?;
+    let fail = |e: io::Error| {
+        failed.store(true, Ordering::Relaxed);
+        first_error.lock().expect("error slot").get_or_insert(e);
+    };
+    let (jobs, queue) = mpsc::sync_channel::<Job>(threads);
+    let queue = Mutex::new(queue);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let (queue, failed, applied, fail) = (&queue, &failed, &applied, &fail);
+            scope.spawn(move || loop {
+                let Ok(job) = queue.lock().expect("job queue").recv() else {
+                    return;
+                };
+                if failed.load(Ordering::Relaxed) {
+                    continue;
                 }
-                std::os::unix::fs::symlink(target, &path)?;
-                listed.insert(path);
-            }
-            EntryKind::File => {
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or_default();
-                let mut data = (&mut raw).take(entry.size);
-                if let Some(relation) = name.strip_prefix(PREFIX) {
-                    let target = path.with_file_name(relation);
-                    let head = read_incremental_head(&mut data, entry.size, &entry.path)?;
-                    let file = open(&target, entry.mode, false)?;
-                    // Cut (or lengthen with zeros) to what the relation kept, then the blocks.
-                    file.set_len(u64::from(head.truncation_blocks) * BLCKSZ)?;
-                    for &block in &head.blocks {
-                        data.read_exact(&mut buf)?;
-                        file.write_all_at(&buf, u64::from(block) * BLCKSZ)?;
+                let size = job.data.len() as u64;
+                match apply_file(
+                    &mut job.data.as_slice(),
+                    size,
+                    &job.path,
+                    &job.name,
+                    job.mode,
+                ) {
+                    Ok(done) => {
+                        applied.lock().expect("counts").add(done);
+                        task.advance(size + padding(size));
                     }
-                    applied.incremental_files += 1;
-                    applied.blocks += head.blocks.len() as u64;
-                    listed.insert(target);
-                } else {
-                    if path.is_dir() && !path.is_symlink() {
-                        std::fs::remove_dir_all(&path)?;
-                    }
-                    let mut file = open(&path, entry.mode, true)?;
-                    io::copy(&mut data, &mut file)?;
-                    applied.whole_files += 1;
-                    listed.insert(path);
+                    Err(e) => fail(e),
                 }
-                if data.limit() != 0 {
-                    return Err(damaged(format!("the archive ends inside `{}`", entry.path)));
-                }
-                io::copy(&mut (&mut raw).take(padding(entry.size)), &mut io::sink())?;
-                task.advance(entry.size + padding(entry.size));
-            }
+            });
         }
+        let reading = (|| -> io::Result<()> {
+            let mut header = [0u8; BLOCK];
+            loop {
+                if failed.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                if read_full(&mut raw, &mut header)? < BLOCK {
+                    return Err(damaged("the archive ends before its end-of-archive block"));
+                }
+                task.advance(BLOCK as u64);
+                let Some(entry) = parse_header(&header)? else {
+                    return Ok(());
+                };
+                let path = safe_join(dest, entry.path.trim_end_matches('/'))?;
+                match entry.kind {
+                    EntryKind::Dir => {
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::create_dir_all(&path)?;
+                        std::fs::set_permissions(
+                            &path,
+                            std::fs::Permissions::from_mode(entry.mode | 0o700),
+                        )?;
+                        listed.insert(path);
+                    }
+                    EntryKind::Symlink(target) => {
+                        remove_any(&path)?;
+                        if let Some(parent) = path.parent() {
+                            std::fs::create_dir_all(parent)?;
+                        }
+                        std::os::unix::fs::symlink(target, &path)?;
+                        listed.insert(path);
+                    }
+                    EntryKind::File => {
+                        let name = path
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .unwrap_or_default()
+                            .to_string();
+                        listed.insert(match name.strip_prefix(PREFIX) {
+                            Some(relation) => path.with_file_name(relation),
+                            None => path.clone(),
+                        });
+                        let mut data = (&mut raw).take(entry.size);
+                        if entry.size <= JOB_LIMIT {
+                            let mut bytes = Vec::with_capacity(entry.size as usize);
+                            data.read_to_end(&mut bytes)?;
+                            if bytes.len() as u64 != entry.size {
+                                return Err(damaged(format!(
+                                    "the archive ends inside `{}`",
+                                    entry.path
+                                )));
+                            }
+                            let job = Job {
+                                path,
+                                name: entry.path.clone(),
+                                mode: entry.mode,
+                                data: bytes,
+                            };
+                            jobs.send(job)
+                                .map_err(|_| io::Error::other("the applying threads stopped"))?;
+                        } else {
+                            let done =
+                                apply_file(&mut data, entry.size, &path, &entry.path, entry.mode)?;
+                            applied.lock().expect("counts").add(done);
+                            task.advance(entry.size + padding(entry.size));
+                        }
+                        io::copy(&mut (&mut raw).take(padding(entry.size)), &mut io::sink())?;
+                    }
+                }
+            }
+        })();
+        drop(jobs);
+        if let Err(e) = reading {
+            fail(e);
+        }
+    });
+    if let Some(e) = first_error.into_inner().expect("error slot") {
+        return Err(e);
     }
+    let mut applied = applied.into_inner().expect("counts");
     applied.removed = remove_unlisted(dest, &listed)?;
     Ok(applied)
+}
+
+impl Applied {
+    fn add(&mut self, other: Applied) {
+        self.incremental_files += other.incremental_files;
+        self.blocks += other.blocks;
+        self.whole_files += other.whole_files;
+        self.removed += other.removed;
+    }
+}
+
+/// Applies one file of an incremental's tar, `size` bytes read from `data`: an `INCREMENTAL.`
+/// file onto its relation file, any other written whole at `path`. `name` is the tar's.
+fn apply_file(
+    data: &mut impl Read,
+    size: u64,
+    path: &Path,
+    name: &str,
+    mode: u32,
+) -> io::Result<Applied> {
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let short = || damaged(format!("the archive ends inside `{name}`"));
+    if let Some(relation) = file_name.strip_prefix(PREFIX) {
+        let target = path.with_file_name(relation);
+        let head = read_incremental_head(data, size, name)?;
+        let file = open(&target, mode, false)?;
+        // Cut (or lengthen with zeros) to what the relation kept, then the blocks.
+        file.set_len(u64::from(head.truncation_blocks) * BLCKSZ)?;
+        let mut buf = vec![0u8; BLCKSZ as usize];
+        for &block in &head.blocks {
+            if read_full(data, &mut buf)? < buf.len() {
+                return Err(short());
+            }
+            file.write_all_at(&buf, u64::from(block) * BLCKSZ)?;
+        }
+        Ok(Applied {
+            incremental_files: 1,
+            blocks: head.blocks.len() as u64,
+            ..Applied::default()
+        })
+    } else {
+        if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(path)?;
+        }
+        let mut file = open(path, mode, true)?;
+        if io::copy(&mut data.take(size), &mut file)? != size {
+            return Err(short());
+        }
+        Ok(Applied {
+            whole_files: 1,
+            ..Applied::default()
+        })
+    }
 }
 
 fn open(path: &Path, mode: u32, truncate: bool) -> io::Result<std::fs::File> {

@@ -280,21 +280,25 @@ mod incrementals {
         // Relation 100 cut to 2 blocks, block 1 and block 3 written (block 2 reads as zeros);
         // relation 200 and folder base/2 are gone; PG_VERSION is sent whole.
         let inc = incremental(2, &[(1, 0x11), (3, 0x33)]);
+        // A relation that changed throughout: larger than a worker's job, applied as it streams.
+        let big: Vec<(u32, u8)> = (0..1100).map(|b| (b, (b % 251) as u8)).collect();
+        let large = incremental(1100, &big);
         let tar = archive(&[
             ("base", None),
             ("base/1", None),
             ("base/1/INCREMENTAL.100", Some(&inc)),
+            ("base/1/INCREMENTAL.400", Some(&large)),
             ("PG_VERSION", Some(b"17\n")),
         ]);
-        let applied = apply_incremental(tar.as_slice(), d, &Task::silent()).unwrap();
-        assert_eq!(
-            (
-                applied.incremental_files,
-                applied.blocks,
-                applied.whole_files
-            ),
-            (1, 2, 1)
+        let applied = apply_incremental(tar.as_slice(), d, 3, &Task::silent()).unwrap();
+        let counts = (
+            applied.incremental_files,
+            applied.blocks,
+            applied.whole_files,
         );
+        assert_eq!(counts, (2, 1102, 1));
+        let rebuilt: Vec<u8> = big.iter().flat_map(|(_, fill)| block(*fill)).collect();
+        assert!(std::fs::read(d.join("base/1/400")).unwrap() == rebuilt);
         assert_eq!(applied.removed, 2, "{applied:?}");
         let expected: Vec<u8> = [block(1), block(0x11), block(0), block(0x33)].concat();
         assert!(std::fs::read(d.join("base/1/100")).unwrap() == expected);
@@ -302,7 +306,7 @@ mod incrementals {
         assert!(!d.join("base/1/INCREMENTAL.100").exists());
         assert_eq!(std::fs::read(d.join("PG_VERSION")).unwrap(), b"17\n");
         // An archive cut short is refused.
-        let err = apply_incremental(&tar[..tar.len() - 2048], d, &Task::silent()).unwrap_err();
+        let err = apply_incremental(&tar[..tar.len() - 2048], d, 1, &Task::silent()).unwrap_err();
         assert!(err.to_string().contains("ends"), "{err}");
     }
 

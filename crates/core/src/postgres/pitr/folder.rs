@@ -63,6 +63,7 @@ async fn apply_incremental(
         .progress
         .start(&format!("apply {}", link.id), Some(link.raw_size));
     let dest = request.pgdata.clone();
+    let threads = unpack_threads(ctx);
     let applied = pipeline::download_sealed(
         repo.storage(),
         &link.data,
@@ -71,7 +72,7 @@ async fn apply_incremental(
         move |stored| {
             // The chunk descriptions are skippable frames: one decoder reads the whole tar.
             let raw = zstd::stream::read::Decoder::new(stored)?;
-            tarchunk::incremental::apply_incremental(raw, &dest, &task)
+            tarchunk::incremental::apply_incremental(raw, &dest, threads, &task)
         },
         &ctx.cancel,
     )
