@@ -436,6 +436,40 @@ fn a_broken_chain_is_refused_before_anything_is_written_and_a_stop_leaves_nothin
         "{}",
         out.stderr
     );
+    // doctor says so for a job that takes incrementals, and is content once it is on.
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let config = config.replace("[postgres.main]\n", "[postgres.main]\npitr = true\n");
+    std::fs::write(
+        &env.config,
+        format!("{config}[jobs.daily]\nsteps = [\"backup base --incremental\"]\n"),
+    )
+    .unwrap();
+    let finding = || {
+        let out = env.lifeboat(&["doctor", "--json"]);
+        let findings: Vec<serde_json::Value> = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}\n{}", out.stdout, out.stderr));
+        findings
+            .into_iter()
+            .find(|f| f["check"] == "incrementals main")
+            .unwrap_or_else(|| panic!("no incrementals finding in {}", out.stdout))
+    };
+    let off = finding();
+    assert_eq!(off["ok"], false, "{off}");
+    assert!(
+        off["detail"].as_str().unwrap().contains("job `daily`"),
+        "{off}"
+    );
+    env.sql("yomira", "ALTER SYSTEM SET summarize_wal = on");
+    env.sql("yomira", "SELECT pg_reload_conf()");
+    let on = finding();
+    assert_eq!(on["ok"], true, "{on}");
+    assert!(
+        on["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("summarize_wal = on"),
+        "{on}"
+    );
 }
 
 #[test]
