@@ -425,8 +425,24 @@ fn a_broken_chain_is_refused_before_anything_is_written_and_a_stop_leaves_nothin
     );
     drop(server);
 
-    // Where an incremental cannot be, a full backup is taken, saying why (here: `summarize_wal`
-    // is off; summaries that no longer reach back to the parent are a unit test's).
+    // Where an incremental cannot be, a full backup is taken, saying why: the parent's
+    // backup_manifest damaged, `summarize_wal` off (summaries that no longer reach back to the
+    // parent are a unit test's).
+    let stored = env.repo_path(second["backup_manifest"]["key"].as_str().unwrap());
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&stored, bytes).unwrap();
+    let (instead, out) = base_backup(&env, true);
+    assert!(instead["base"]["parent"].is_null(), "{instead}");
+    assert!(
+        out.stderr.contains(&format!(
+            "the backup_manifest of base backup `{}` cannot be read",
+            id(&second)
+        )),
+        "{}",
+        out.stderr
+    );
     env.sql("yomira", "ALTER SYSTEM SET summarize_wal = off");
     env.sql("yomira", "SELECT pg_reload_conf()");
     let (instead, out) = base_backup(&env, true);

@@ -432,7 +432,7 @@ fn recovery_to_a_moment_and_across_timelines() {
     let key = env
         .stored_files()
         .into_iter()
-        .find(|k| k.contains("data/base/"))
+        .find(|k| k.contains("data/base/") && k.contains(".tar."))
         .expect("a stored base backup");
     let key = key.strip_prefix("lifeboat/").unwrap_or(&key).to_string();
     damage(&env.repo_path(&key));

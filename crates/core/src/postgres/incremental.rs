@@ -84,8 +84,14 @@ pub(crate) async fn choose_parent(
     if let Some(why) = summaries_short(oldest, start, &parent.id, &keep) {
         return full(why);
     }
-    let text = read_manifest(ctx, repo, &parent, &stored).await?;
-    Ok(Some((parent, text)))
+    match read_manifest(ctx, repo, &parent, &stored).await {
+        Ok(text) => Ok(Some((parent, text))),
+        Err(e) if !ctx.cancel.is_cancelled() => full(format!(
+            "the backup_manifest of base backup `{}` cannot be read ({e})",
+            parent.id
+        )),
+        Err(e) => Err(e),
+    }
 }
 
 /// Why the server's WAL summaries, the oldest beginning at `oldest`, cannot tell what changed

@@ -15,7 +15,9 @@
 //!
 //! [`format`] holds the layout (tar headers, the skippable frames); [`cut`] finds where a tar
 //! stream may be cut; [`compress`] compresses the chunks in parallel; [`unpack`] reads them
-//! back in parallel, each worker writing its files through [`extract`].
+//! back in parallel, each worker writing its files through [`extract`]; [`incremental`] applies
+//! an incremental base backup's tar onto its parent's restored folder, and catches a backup's
+//! `backup_manifest` as its tar streams past.
 
 mod compress;
 mod cut;
