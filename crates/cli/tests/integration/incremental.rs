@@ -329,11 +329,7 @@ fn a_broken_chain_is_refused_before_anything_is_written_and_a_stop_leaves_nothin
     // A damaged link (a byte flipped in the first incremental's data): refused, naming it,
     // before the data folder is made.
     let data = env.repo_path(first["data"].as_str().unwrap());
-    let intact = std::fs::read(&data).unwrap();
-    let mut bytes = intact.clone();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x55;
-    std::fs::write(&data, bytes).unwrap();
+    let intact = crate::pitr::damage(&data);
     let out = restore(&env);
     assert_ne!(out.code, 0, "{}", out.stderr);
     assert!(
@@ -428,11 +424,7 @@ fn a_broken_chain_is_refused_before_anything_is_written_and_a_stop_leaves_nothin
     // Where an incremental cannot be, a full backup is taken, saying why: the parent's
     // backup_manifest damaged, `summarize_wal` off (summaries that no longer reach back to the
     // parent are a unit test's).
-    let stored = env.repo_path(second["backup_manifest"]["key"].as_str().unwrap());
-    let mut bytes = std::fs::read(&stored).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x55;
-    std::fs::write(&stored, bytes).unwrap();
+    crate::pitr::damage(&env.repo_path(second["backup_manifest"]["key"].as_str().unwrap()));
     let (instead, out) = base_backup(&env, true);
     assert!(instead["base"]["parent"].is_null(), "{instead}");
     assert!(

@@ -97,7 +97,7 @@ fn breached_status(env: &Env) -> Run {
 }
 
 /// Flips a byte in the middle of `file`; returns what it held.
-fn damage(file: &Path) -> Vec<u8> {
+pub fn damage(file: &Path) -> Vec<u8> {
     let intact = std::fs::read(file).unwrap();
     let mut bytes = intact.clone();
     let middle = bytes.len() / 2;

@@ -31,14 +31,15 @@ pub(super) fn safe_join(dest: &Path, name: &str) -> io::Result<PathBuf> {
     Ok(out)
 }
 
-pub(super) fn open_file(path: &Path, mode: u32) -> io::Result<File> {
+/// Opens (creating it and its folders) a file a tar entry writes; `truncate` empties it first.
+pub(super) fn open_file(path: &Path, mode: u32, truncate: bool) -> io::Result<File> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(false)
+        .truncate(truncate)
         .mode(mode | 0o600)
         .open(path)
 }
@@ -71,7 +72,7 @@ impl<'a> Extractor<'a> {
                         r.path
                     )));
                 }
-                let mut file = open_file(&safe_join(dest, &r.path)?, r.mode)?;
+                let mut file = open_file(&safe_join(dest, &r.path)?, r.mode, false)?;
                 file.seek(SeekFrom::Start(r.offset))?;
                 Writing::Data {
                     file,
@@ -110,7 +111,7 @@ impl<'a> Extractor<'a> {
                 Ok(Writing::Header)
             }
             EntryKind::File => {
-                let file = open_file(&path, header.mode)?;
+                let file = open_file(&path, header.mode, false)?;
                 Ok(if header.size == 0 {
                     Writing::Header
                 } else {

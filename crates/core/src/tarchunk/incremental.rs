@@ -13,14 +13,13 @@
 //! last, with no other disk.
 
 use std::collections::HashSet;
-use std::fs::OpenOptions;
 use std::io::{self, Read};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
-use super::extract::safe_join;
+use super::extract::{open_file, safe_join};
 use super::format::{damaged, padding, parse_header, EntryKind, BLOCK};
 use super::unpack::read_full;
 use crate::progress::Task;
@@ -307,19 +306,12 @@ fn apply_file(
     }
 }
 
+/// [`open_file`], after removing a symbolic link in the way (the parent's, now a file).
 fn open(path: &Path, mode: u32, truncate: bool) -> io::Result<std::fs::File> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
     if path.is_symlink() {
         std::fs::remove_file(path)?;
     }
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(truncate)
-        .mode(mode | 0o600)
-        .open(path)
+    open_file(path, mode, truncate)
 }
 
 fn remove_any(path: &Path) -> io::Result<()> {
